@@ -1,0 +1,168 @@
+//! `kbin show-versions`: installed toolchains, or with `--available` what kbin can install.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::Context;
+use crate::manifest::{Arch, KUBERNETES, Manifest};
+use crate::ui::table;
+
+/// Arguments of `kbin show-versions`.
+#[derive(Debug, Args)]
+pub struct ShowVersionsArgs {
+    /// Show only this toolchain
+    #[arg(value_name = "TOOLCHAIN", conflicts_with = "available")]
+    pub toolchain: Option<String>,
+
+    /// Show the Kubernetes versions kbin knows, with their component versions and pins
+    #[arg(long)]
+    pub available: bool,
+}
+
+/// `show-versions --available`: one entry per known minor.
+#[derive(Debug, Serialize)]
+pub struct Available {
+    /// Which manifest this comes from.
+    pub manifest: String,
+    /// Its digest.
+    pub manifest_digest: String,
+    /// Known minors, oldest first.
+    pub minors: Vec<AvailableMinor>,
+}
+
+/// One known minor.
+#[derive(Debug, Serialize)]
+pub struct AvailableMinor {
+    /// `1.30`.
+    pub minor: String,
+    /// Its latest known patch.
+    pub latest: String,
+    /// Every known patch.
+    pub patches: Vec<String>,
+    /// Component name to default version (kubernetes = latest); empty when incomplete.
+    pub components: BTreeMap<String, String>,
+    /// CoreDNS and pause image versions.
+    pub images: Option<crate::manifest::Images>,
+    /// Why the minor has no defaults, if it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// Per arch, per binary of the latest patch's default set: is its artifact pinned?
+    pub pinned: BTreeMap<String, BTreeMap<String, bool>>,
+    /// Where the defaults come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Build the `--available` report from a manifest.
+pub fn available(m: &Manifest) -> Available {
+    let minors = m
+        .releases
+        .values()
+        .map(|r| {
+            let mut components = BTreeMap::new();
+            let mut pinned: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+            if let Ok(d) = &r.defaults {
+                components.insert(KUBERNETES.to_string(), r.latest.to_string());
+                for (k, v) in &d.components {
+                    components.insert(k.clone(), v.to_string());
+                }
+            }
+            for arch in Arch::ALL {
+                let per = pinned.entry(arch.to_string()).or_default();
+                for c in &m.components {
+                    let version = if c.name == KUBERNETES {
+                        Some(&r.latest)
+                    } else {
+                        r.defaults
+                            .as_ref()
+                            .ok()
+                            .and_then(|d| d.components.get(&c.name))
+                    };
+                    let Some(version) = version else { continue };
+                    for b in &c.binaries {
+                        let p = m
+                            .artifact_for(c, b, version, arch)
+                            .is_some_and(|a| a.pinned.is_some());
+                        per.insert(b.clone(), p);
+                    }
+                }
+            }
+            AvailableMinor {
+                minor: r.minor.to_string(),
+                latest: r.latest.to_string(),
+                patches: r.patches.iter().map(|p| p.to_string()).collect(),
+                components,
+                images: r.defaults.as_ref().ok().map(|d| d.images.clone()),
+                incomplete: r.defaults.as_ref().err().cloned(),
+                pinned,
+                source: r.source.clone(),
+            }
+        })
+        .collect();
+    Available {
+        manifest: m.origin.to_string(),
+        manifest_digest: m.digest.to_string(),
+        minors,
+    }
+}
+
+fn render_available(a: &Available) -> String {
+    let cols = ["etcd", "containerd", "runc", "cni-plugins", "crictl"];
+    let mut rows = Vec::new();
+    for m in &a.minors {
+        let mut row = vec![m.minor.clone(), m.latest.clone()];
+        if m.incomplete.is_some() {
+            row.push("(no defaults yet)".into());
+        } else {
+            for c in cols {
+                row.push(m.components.get(c).cloned().unwrap_or_default());
+            }
+            let img = m.images.as_ref();
+            row.push(img.map(|i| i.coredns.clone()).unwrap_or_default());
+            row.push(img.map(|i| i.pause.clone()).unwrap_or_default());
+            let pins: Vec<String> = m
+                .pinned
+                .iter()
+                .map(|(arch, bins)| {
+                    let n = bins.values().filter(|p| **p).count();
+                    format!("{arch} {n}/{}", bins.len())
+                })
+                .collect();
+            row.push(pins.join(", "));
+        }
+        rows.push(row);
+    }
+    let mut out = table(
+        &[
+            "MINOR",
+            "LATEST",
+            "ETCD",
+            "CONTAINERD",
+            "RUNC",
+            "CNI",
+            "CRICTL",
+            "COREDNS",
+            "PAUSE",
+            "PINNED BINARIES",
+        ],
+        &rows,
+    );
+    out.push_str(&format!(
+        "\nPINNED counts the binaries of each minor's default set whose artifact digest is pinned in \
+         the manifest;\nthe others are checked against upstream's checksum file at install.\nmanifest: {}\n",
+        a.manifest
+    ));
+    out
+}
+
+pub(super) fn run(ctx: &Context, args: ShowVersionsArgs) -> anyhow::Result<ExitCode> {
+    if args.available {
+        let m = ctx.manifest()?;
+        ctx.ui.report(&available(&m), render_available)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    super::not_yet("show-versions (installed toolchains)", 4)
+}

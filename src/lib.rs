@@ -1,0 +1,19 @@
+//! kbin: rustup for Kubernetes "the hard way".
+//!
+//! The pipeline, one module a stage:
+//!
+//! ```text
+//! toolchains.toml ─► manifest (parse, resolve) ─► fetch / source ─► store (CAS) ─► toolchain (+ lock)
+//!                                                                                      │
+//!                                                                 gen (PKI, configs) ◄─┘
+//! ```
+//!
+//! `main.rs` only parses the command line and renders errors; [`cli`] wires the commands to the
+//! library modules, which know nothing of the command line.
+
+pub mod cli;
+pub mod error;
+pub mod manifest;
+pub mod store;
+pub mod toolchain;
+pub mod ui;

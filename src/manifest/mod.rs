@@ -1,0 +1,811 @@
+//! The manifest (`toolchains.toml`): what kbin knows about components, releases and digests.
+//!
+//! [`Manifest::parse`] is the border: it checks the schema first, deserializes private "wire"
+//! structs, then validates every reference once (components a release or rule names, templates,
+//! digests) and returns a model whose invariants later code trusts. [`resolve`] turns a requested
+//! Kubernetes version into a coherent set of component versions.
+
+mod types;
+
+pub mod resolve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use semver::{Version, VersionReq};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+pub use types::{Arch, Digest, DigestAlgo, Minor, ParseError};
+
+/// The manifest schema this kbin understands.
+pub const SCHEMA: u32 = 1;
+
+/// The manifest compiled into the binary.
+pub const EMBEDDED: &str = include_str!("../../toolchains.toml");
+
+/// Components every manifest must define: resolution, install and generation rely on them.
+pub const REQUIRED_COMPONENTS: &[&str] = &[
+    "kubernetes",
+    "etcd",
+    "containerd",
+    "runc",
+    "cni-plugins",
+    "crictl",
+];
+
+/// The component whose version is "the Kubernetes version".
+pub const KUBERNETES: &str = "kubernetes";
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read the manifest {path}")]
+    Read {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the shape of a manifest.
+    #[error("the manifest {origin} is not valid: {message}")]
+    Syntax {
+        /// Where the manifest came from.
+        origin: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A schema this kbin does not know.
+    #[error(
+        "the manifest {origin} has schema {found}, but this kbin reads schema {SCHEMA} \
+         (use a kbin that matches the manifest, or a manifest written for this kbin)"
+    )]
+    Schema {
+        /// Where the manifest came from.
+        origin: String,
+        /// The schema it declares (0 when missing).
+        found: i64,
+    },
+    /// Parsed, but inconsistent.
+    #[error("the manifest {origin} is inconsistent: {problem}")]
+    Invalid {
+        /// Where the manifest came from.
+        origin: String,
+        /// What is wrong, naming the table and value.
+        problem: String,
+    },
+}
+
+/// Where a manifest came from, for messages and the receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The copy compiled into kbin.
+    Embedded,
+    /// A file given with `--manifest` or `KBIN_MANIFEST`.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Embedded => f.write_str("(built into kbin)"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it came from.
+    pub origin: Origin,
+    /// sha256 of its text: recorded in receipts so a toolchain says which manifest made it.
+    pub digest: Digest,
+    /// Components in manifest order.
+    pub components: Vec<Component>,
+    /// Version-skew rules.
+    pub rules: Vec<SkewRule>,
+    /// Known Kubernetes minors, oldest first.
+    pub releases: BTreeMap<Minor, Release>,
+    /// Pinned digests by (pin, arch, version).
+    pub pins: BTreeMap<PinKey, Digest>,
+}
+
+/// A component: a set of binaries released and built together.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// Its name (`etcd`).
+    pub name: String,
+    /// One line for humans.
+    pub description: String,
+    /// Binaries it always provides.
+    pub binaries: Vec<String>,
+    /// Binaries taken from its artifact when a release has them.
+    pub optional_binaries: Vec<String>,
+    /// Where its binaries go in a toolchain, relative to the toolchain's directory (`bin`).
+    pub install_dir: String,
+    /// Its git repository.
+    pub repository: String,
+    /// The tag of a version: a template with `{version}`.
+    pub tag: String,
+    /// Arguments that make a binary print its version.
+    pub version_args: Vec<String>,
+    /// Per-binary exceptions to `version_args`.
+    pub version_args_override: BTreeMap<String, Vec<String>>,
+    /// Release artifacts in order of preference.
+    pub artifacts: Vec<ArtifactTemplate>,
+    /// How to build it from source.
+    pub recipe: Option<Recipe>,
+}
+
+/// How an artifact is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactFormat {
+    /// A bare executable.
+    Binary,
+    /// A gzip-compressed tarball.
+    #[serde(rename = "tar.gz")]
+    TarGz,
+}
+
+/// An upstream release artifact, as templates.
+#[derive(Debug, Clone)]
+pub struct ArtifactTemplate {
+    /// The pin name template (`{binary}`, `etcd`): pins are keyed `<pin>/<arch>/<version>`.
+    pub pin: String,
+    /// Download URL template.
+    pub url: String,
+    /// URL template of upstream's checksum file (bare digest or `sha256sum` format).
+    pub checksum_url: Option<String>,
+    /// How it is packed.
+    pub format: ArtifactFormat,
+    /// For archives: the member path of each binary (template with `{binary}`).
+    pub layout: Option<String>,
+    /// Binaries this artifact provides (all of the component's when the manifest says none).
+    pub binaries: Vec<String>,
+}
+
+/// A build recipe: data, so a user can add or fix one without touching code.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The command (argv), with placeholders.
+    pub command: Vec<String>,
+    /// Run once per binary (`{binary}` in the command) instead of once for all.
+    pub per_binary: bool,
+    /// Environment added to the clean build environment.
+    pub env: BTreeMap<String, String>,
+    /// Binary name (or `{binary}`) to its output path in the work tree.
+    pub outputs: BTreeMap<String, String>,
+    /// Known environment fixes keyed by component and Go version.
+    pub go_fixes: Vec<GoFix>,
+}
+
+/// An environment fix a recipe needs with some Go versions.
+#[derive(Debug, Clone)]
+pub struct GoFix {
+    /// Component versions it applies to.
+    pub component_version: VersionReq,
+    /// Go versions it applies to.
+    pub go: VersionReq,
+    /// What to add to the environment.
+    pub env: BTreeMap<String, String>,
+    /// Why, for the build log and the warning.
+    pub why: String,
+}
+
+/// A version-skew rule between the Kubernetes version and a component.
+#[derive(Debug, Clone)]
+pub struct SkewRule {
+    /// The component it constrains.
+    pub component: String,
+    /// Kubernetes versions it applies to.
+    pub kubernetes: VersionReq,
+    /// The requirement, with `{minor}` / `{next_minor}` placeholders.
+    pub requires: String,
+    /// Why, shown when it is violated.
+    pub why: String,
+}
+
+impl SkewRule {
+    /// The requirement for Kubernetes `kube`, placeholders filled in.
+    pub fn requirement(&self, kube: &Version) -> Result<VersionReq, semver::Error> {
+        let minor = Minor::of(kube);
+        let next = Minor {
+            major: minor.major,
+            minor: minor.minor + 1,
+        };
+        VersionReq::parse(
+            &self
+                .requires
+                .replace("{minor}", &minor.to_string())
+                .replace("{next_minor}", &next.to_string()),
+        )
+    }
+}
+
+/// What kbin knows about one Kubernetes minor.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// The minor.
+    pub minor: Minor,
+    /// The newest known patch.
+    pub latest: Version,
+    /// Every known patch, oldest first.
+    pub patches: Vec<Version>,
+    /// Component defaults, or why there are none.
+    pub defaults: Result<Defaults, String>,
+    /// Where the defaults come from.
+    pub source: Option<String>,
+}
+
+/// Default component and image versions of a minor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Defaults {
+    /// Component name to version (every required component but kubernetes).
+    pub components: BTreeMap<String, Version>,
+    /// Images the generated configs refer to.
+    pub images: Images,
+}
+
+/// Image versions the generated configs refer to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Images {
+    /// CoreDNS (without `v`).
+    pub coredns: String,
+    /// The pause (sandbox) image.
+    pub pause: String,
+}
+
+/// A key into the pins table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PinKey {
+    /// The pin name (`kubelet`, `etcd`, `kubernetes-server`).
+    pub pin: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// The version.
+    pub version: Version,
+}
+
+impl std::fmt::Display for PinKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.pin, self.arch, self.version)
+    }
+}
+
+/// One artifact chosen to provide a binary at a version and arch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactChoice {
+    /// Index of the template in its component's `artifacts`.
+    pub index: usize,
+    /// The upstream URL.
+    pub url: String,
+    /// Upstream's checksum file, if it has one.
+    pub checksum_url: Option<String>,
+    /// How it is packed.
+    pub format: ArtifactFormat,
+    /// For archives: the binary's path inside it.
+    pub member: Option<String>,
+    /// The pins-table key.
+    pub pin_key: PinKey,
+    /// The pinned digest, if the manifest has one.
+    pub pinned: Option<Digest>,
+}
+
+/// Fill `{version}`, `{arch}` and `{binary}` in a template.
+pub fn expand(template: &str, version: &Version, arch: Arch, binary: &str) -> String {
+    template
+        .replace("{version}", &version.to_string())
+        .replace("{arch}", arch.as_str())
+        .replace("{binary}", binary)
+}
+
+impl Manifest {
+    /// The embedded manifest. It is checked by the test suite, so failing here is a build defect.
+    pub fn embedded() -> Result<Self, ManifestError> {
+        Self::parse(EMBEDDED, Origin::Embedded)
+    }
+
+    /// Read and parse a manifest file.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Origin::File(path.to_owned()))
+    }
+
+    /// Parse and validate manifest text.
+    pub fn parse(text: &str, origin: Origin) -> Result<Self, ManifestError> {
+        let syntax = |message: String| ManifestError::Syntax {
+            origin: origin.to_string(),
+            message: message.trim_end().to_owned(),
+        };
+        // Schema first, so that a manifest for another kbin gets the schema error rather than a
+        // confusing complaint about some field it has or lacks.
+        let table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        let found = match table.get("schema") {
+            Some(toml::Value::Integer(n)) => *n,
+            Some(_) => -1,
+            None => 0,
+        };
+        if found != i64::from(SCHEMA) {
+            return Err(ManifestError::Schema {
+                origin: origin.to_string(),
+                found,
+            });
+        }
+        let raw: wire::Manifest = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        let digest = Digest::sha256_of(&Sha256::digest(text.as_bytes()));
+        raw.validate(origin, digest)
+    }
+
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// The component that provides `binary` (required or optional).
+    pub fn component_of_binary(&self, binary: &str) -> Option<&Component> {
+        self.components.iter().find(|c| {
+            c.binaries.iter().any(|b| b == binary)
+                || c.optional_binaries.iter().any(|b| b == binary)
+        })
+    }
+
+    /// The newest minor that has defaults.
+    pub fn latest_complete(&self) -> Option<&Release> {
+        self.releases.values().rev().find(|r| r.defaults.is_ok())
+    }
+
+    /// The pinned digest of `pin` at `arch`/`version`, if any.
+    pub fn pin(&self, pin: &str, arch: Arch, version: &Version) -> Option<&Digest> {
+        self.pins.get(&PinKey {
+            pin: pin.to_owned(),
+            arch,
+            version: version.clone(),
+        })
+    }
+
+    /// Choose the artifact that provides `binary` of `component` at `version` for `arch`: the
+    /// first template that is pinned there, else the first that provides the binary.
+    pub fn artifact_for(
+        &self,
+        component: &Component,
+        binary: &str,
+        version: &Version,
+        arch: Arch,
+    ) -> Option<ArtifactChoice> {
+        let candidates: Vec<ArtifactChoice> = component
+            .artifacts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.binaries.iter().any(|b| b == binary))
+            .map(|(index, a)| {
+                let pin_key = PinKey {
+                    pin: expand(&a.pin, version, arch, binary),
+                    arch,
+                    version: version.clone(),
+                };
+                ArtifactChoice {
+                    index,
+                    url: expand(&a.url, version, arch, binary),
+                    checksum_url: a
+                        .checksum_url
+                        .as_deref()
+                        .map(|u| expand(u, version, arch, binary)),
+                    format: a.format,
+                    member: a
+                        .layout
+                        .as_deref()
+                        .map(|l| expand(l, version, arch, binary)),
+                    pinned: self.pins.get(&pin_key).cloned(),
+                    pin_key,
+                }
+            })
+            .collect();
+        candidates
+            .iter()
+            .find(|c| c.pinned.is_some())
+            .or_else(|| candidates.first())
+            .cloned()
+    }
+
+    /// Whether every required binary of `component` has a pinned artifact at `version`/`arch`.
+    pub fn is_pinned(&self, component: &Component, version: &Version, arch: Arch) -> bool {
+        component.binaries.iter().all(|b| {
+            self.artifact_for(component, b, version, arch)
+                .is_some_and(|c| c.pinned.is_some())
+        })
+    }
+}
+
+/// The serialized shape of toolchains.toml; private so that only validated data escapes.
+mod wire {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Manifest {
+        #[allow(dead_code)]
+        schema: u32,
+        #[serde(default)]
+        component: Vec<Component>,
+        #[serde(default)]
+        rule: Vec<Rule>,
+        #[serde(default)]
+        release: BTreeMap<String, Release>,
+        #[serde(default)]
+        pins: BTreeMap<String, String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Component {
+        name: String,
+        #[serde(default)]
+        description: String,
+        binaries: Vec<String>,
+        #[serde(default)]
+        optional_binaries: Vec<String>,
+        #[serde(default)]
+        install_dir: Option<String>,
+        repository: String,
+        tag: String,
+        #[serde(default)]
+        version_args: Vec<String>,
+        #[serde(default)]
+        version_args_override: BTreeMap<String, Vec<String>>,
+        #[serde(default)]
+        artifact: Vec<Artifact>,
+        recipe: Option<Recipe>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Artifact {
+        pin: String,
+        url: String,
+        checksum_url: Option<String>,
+        format: ArtifactFormat,
+        layout: Option<String>,
+        #[serde(default)]
+        binaries: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Recipe {
+        command: Vec<String>,
+        #[serde(default)]
+        per_binary: bool,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        outputs: BTreeMap<String, String>,
+        #[serde(default)]
+        go_fix: Vec<GoFix>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct GoFix {
+        component_version: String,
+        go: String,
+        env: BTreeMap<String, String>,
+        why: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Rule {
+        component: String,
+        kubernetes: String,
+        requires: String,
+        why: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Release {
+        latest: String,
+        patches: Vec<String>,
+        source: Option<String>,
+        defaults: Option<BTreeMap<String, String>>,
+        images: Option<Images>,
+        incomplete: Option<String>,
+    }
+
+    impl Manifest {
+        pub(super) fn validate(
+            self,
+            origin: super::Origin,
+            digest: Digest,
+        ) -> Result<super::Manifest, ManifestError> {
+            let invalid = |problem: String| ManifestError::Invalid {
+                origin: origin.to_string(),
+                problem,
+            };
+            let version = |what: &str, v: &str| {
+                Version::parse(v.strip_prefix('v').unwrap_or(v))
+                    .map_err(|e| invalid(format!("{what}: {v:?} is not a version ({e})")))
+            };
+            let req = |what: &str, v: &str| {
+                VersionReq::parse(v)
+                    .map_err(|e| invalid(format!("{what}: {v:?} is not a version range ({e})")))
+            };
+
+            // Components.
+            let mut components = Vec::new();
+            let mut binary_owner: BTreeMap<String, String> = BTreeMap::new();
+            for c in self.component {
+                let what = format!("component {:?}", c.name);
+                if c.name.is_empty() {
+                    return Err(invalid("a component has an empty name".into()));
+                }
+                if components
+                    .iter()
+                    .any(|x: &super::Component| x.name == c.name)
+                {
+                    return Err(invalid(format!("{what} is defined twice")));
+                }
+                if c.binaries.is_empty() {
+                    return Err(invalid(format!("{what} lists no binaries")));
+                }
+                for b in c.binaries.iter().chain(&c.optional_binaries) {
+                    if b.is_empty() || b.contains('/') {
+                        return Err(invalid(format!("{what}: {b:?} is not a binary name")));
+                    }
+                    if let Some(other) = binary_owner.insert(b.clone(), c.name.clone()) {
+                        return Err(invalid(format!(
+                            "binary {b:?} is provided by both {other:?} and {:?}",
+                            c.name
+                        )));
+                    }
+                }
+                if c.artifact.is_empty() {
+                    return Err(invalid(format!("{what} has no [[component.artifact]]")));
+                }
+                let mut artifacts = Vec::new();
+                for a in c.artifact {
+                    for (field, t) in [
+                        ("url", Some(&a.url)),
+                        ("checksum-url", a.checksum_url.as_ref()),
+                    ] {
+                        if let Some(t) = t
+                            && !(t.starts_with("https://")
+                                || t.starts_with("http://")
+                                || t.starts_with("file://"))
+                        {
+                            return Err(invalid(format!(
+                                "{what}: artifact {field} {t:?} is not an http(s):// or file:// URL"
+                            )));
+                        }
+                    }
+                    if a.format == ArtifactFormat::TarGz && a.layout.is_none() {
+                        return Err(invalid(format!(
+                            "{what}: the tar.gz artifact {:?} needs a layout (where each binary is inside it)",
+                            a.url
+                        )));
+                    }
+                    let binaries = if a.binaries.is_empty() {
+                        c.binaries
+                            .iter()
+                            .chain(&c.optional_binaries)
+                            .cloned()
+                            .collect()
+                    } else {
+                        for b in &a.binaries {
+                            if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
+                                return Err(invalid(format!(
+                                    "{what}: artifact {:?} provides {b:?}, which is not one of the component's binaries",
+                                    a.url
+                                )));
+                            }
+                        }
+                        a.binaries
+                    };
+                    artifacts.push(ArtifactTemplate {
+                        pin: a.pin,
+                        url: a.url,
+                        checksum_url: a.checksum_url,
+                        format: a.format,
+                        layout: a.layout,
+                        binaries,
+                    });
+                }
+                let recipe = match c.recipe {
+                    None => None,
+                    Some(r) => {
+                        if r.command.is_empty() {
+                            return Err(invalid(format!("{what}: the recipe's command is empty")));
+                        }
+                        let mut go_fixes = Vec::new();
+                        for f in r.go_fix {
+                            go_fixes.push(super::GoFix {
+                                component_version: req(&what, &f.component_version)?,
+                                go: req(&what, &f.go)?,
+                                env: f.env,
+                                why: f.why,
+                            });
+                        }
+                        Some(super::Recipe {
+                            command: r.command,
+                            per_binary: r.per_binary,
+                            env: r.env,
+                            outputs: r.outputs,
+                            go_fixes,
+                        })
+                    }
+                };
+                components.push(super::Component {
+                    name: c.name,
+                    description: c.description,
+                    binaries: c.binaries,
+                    optional_binaries: c.optional_binaries,
+                    install_dir: c.install_dir.unwrap_or_else(|| "bin".into()),
+                    repository: c.repository,
+                    tag: c.tag,
+                    version_args: c.version_args,
+                    version_args_override: c.version_args_override,
+                    artifacts,
+                    recipe,
+                });
+            }
+            for name in REQUIRED_COMPONENTS {
+                if !components.iter().any(|c| c.name == *name) {
+                    return Err(invalid(format!(
+                        "component {name:?} is missing: every manifest must define {}",
+                        REQUIRED_COMPONENTS.join(", ")
+                    )));
+                }
+            }
+            let known = |name: &str| components.iter().any(|c| c.name == name);
+
+            // Rules.
+            let mut rules = Vec::new();
+            for r in self.rule {
+                if !known(&r.component) {
+                    return Err(invalid(format!(
+                        "a [[rule]] names component {:?}, which the manifest does not define",
+                        r.component
+                    )));
+                }
+                let rule = SkewRule {
+                    kubernetes: req(&format!("rule for {}", r.component), &r.kubernetes)?,
+                    component: r.component,
+                    requires: r.requires,
+                    why: r.why,
+                };
+                rule.requirement(&Version::new(1, 0, 0)).map_err(|e| {
+                    invalid(format!(
+                        "rule for {}: requires {:?} is not a version range ({e})",
+                        rule.component, rule.requires
+                    ))
+                })?;
+                rules.push(rule);
+            }
+
+            // Releases.
+            let mut releases = BTreeMap::new();
+            for (key, r) in self.release {
+                let minor: Minor = key
+                    .parse()
+                    .map_err(|e| invalid(format!("[release.{key:?}]: {e}")))?;
+                let what = format!("[release.\"{minor}\"]");
+                let latest = version(&what, &r.latest)?;
+                let mut patches = Vec::new();
+                for p in &r.patches {
+                    let p = version(&what, p)?;
+                    if Minor::of(&p) != minor {
+                        return Err(invalid(format!(
+                            "{what}: patch {p} is not a {minor} release"
+                        )));
+                    }
+                    patches.push(p);
+                }
+                patches.sort();
+                patches.dedup();
+                if !patches.contains(&latest) {
+                    return Err(invalid(format!(
+                        "{what}: latest {latest} is not among its patches"
+                    )));
+                }
+                if patches.last() != Some(&latest) {
+                    return Err(invalid(format!(
+                        "{what}: latest {latest} is not its newest patch"
+                    )));
+                }
+                let defaults = match (r.defaults, r.images, r.incomplete) {
+                    (_, _, Some(why)) => Err(why),
+                    (Some(d), Some(images), None) => {
+                        let mut map = BTreeMap::new();
+                        for (name, v) in d {
+                            if !known(&name) || name == KUBERNETES {
+                                return Err(invalid(format!(
+                                    "{what}: defaults name {name:?}, which is not a component other than kubernetes"
+                                )));
+                            }
+                            map.insert(name.clone(), version(&format!("{what} {name}"), &v)?);
+                        }
+                        for c in &components {
+                            if c.name != KUBERNETES && !map.contains_key(&c.name) {
+                                return Err(invalid(format!(
+                                    "{what} has no default version for component {:?}: add `{} = \"X.Y.Z\"` to its defaults, or mark the minor `incomplete = \"why\"`",
+                                    c.name, c.name
+                                )));
+                            }
+                        }
+                        Ok(Defaults {
+                            components: map,
+                            images,
+                        })
+                    }
+                    (None, _, None) => {
+                        return Err(invalid(format!(
+                            "{what} has no defaults: add a defaults table, or mark it `incomplete = \"why\"`"
+                        )));
+                    }
+                    (Some(_), None, None) => {
+                        return Err(invalid(format!(
+                            "{what} has no images (coredns and pause versions)"
+                        )));
+                    }
+                };
+                releases.insert(
+                    minor,
+                    super::Release {
+                        minor,
+                        latest,
+                        patches,
+                        defaults,
+                        source: r.source,
+                    },
+                );
+            }
+            if releases.is_empty() {
+                return Err(invalid("it lists no [release.\"1.NN\"]".into()));
+            }
+
+            // Pins.
+            let mut pins = BTreeMap::new();
+            for (key, value) in self.pins {
+                let mut parts = key.splitn(3, '/');
+                let (Some(pin), Some(arch), Some(v)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(invalid(format!(
+                        "pin {key:?} is not \"<pin>/<arch>/<version>\""
+                    )));
+                };
+                let arch: Arch = arch
+                    .parse()
+                    .map_err(|e| invalid(format!("pin {key:?}: {e}")))?;
+                let digest: Digest = value
+                    .parse()
+                    .map_err(|e| invalid(format!("pin {key:?}: {e}")))?;
+                pins.insert(
+                    PinKey {
+                        pin: pin.to_owned(),
+                        arch,
+                        version: version(&format!("pin {key:?}"), v)?,
+                    },
+                    digest,
+                );
+            }
+
+            Ok(super::Manifest {
+                origin,
+                digest,
+                components,
+                rules,
+                releases,
+                pins,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

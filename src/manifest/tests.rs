@@ -1,0 +1,253 @@
+//! Loader tests: the embedded manifest is valid, and each kind of malformed manifest gets its own
+//! clear error.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, Origin::File("test.toml".into()))
+}
+
+/// The embedded manifest with `from` replaced by `to` (which must occur).
+fn edited(from: &str, to: &str) -> String {
+    assert!(
+        EMBEDDED.contains(from),
+        "test edit target {from:?} not in manifest"
+    );
+    EMBEDDED.replacen(from, to, 1)
+}
+
+#[test]
+fn embedded_manifest_is_valid() {
+    let m = Manifest::embedded().unwrap();
+    assert_eq!(m.origin, Origin::Embedded);
+    for name in REQUIRED_COMPONENTS {
+        assert!(m.component(name).is_some(), "{name}");
+    }
+    let minors: Vec<String> = m.releases.keys().map(|k| k.to_string()).collect();
+    for n in 28..=36 {
+        let minor = format!("1.{n}");
+        assert!(minors.contains(&minor), "{minor}");
+        assert!(
+            m.releases[&minor.parse().unwrap()].defaults.is_ok(),
+            "{minor}"
+        );
+    }
+    assert!(m.pins.len() > 1000);
+}
+
+#[test]
+fn kubernetes_binaries_come_from_per_binary_files_when_pinned() {
+    let m = Manifest::embedded().unwrap();
+    let k = m.component("kubernetes").unwrap();
+    let v = Version::parse("1.30.4").unwrap();
+    let kubelet = m.artifact_for(k, "kubelet", &v, Arch::Amd64).unwrap();
+    assert_eq!(
+        kubelet.url,
+        "https://dl.k8s.io/release/v1.30.4/bin/linux/amd64/kubelet"
+    );
+    assert!(kubelet.pinned.is_some());
+    // kube-apiserver 1.30.4 has no pin anywhere: the first template, unpinned.
+    let api = m
+        .artifact_for(k, "kube-apiserver", &v, Arch::Amd64)
+        .unwrap();
+    assert_eq!(api.index, 0);
+    assert!(api.pinned.is_none());
+    // 1.30.14's server tarball is pinned (sha512), so it is preferred for kube-apiserver.
+    let v = Version::parse("1.30.14").unwrap();
+    let api = m
+        .artifact_for(k, "kube-apiserver", &v, Arch::Arm64)
+        .unwrap();
+    assert_eq!(api.index, 1);
+    assert_eq!(
+        api.member.as_deref(),
+        Some("kubernetes/server/bin/kube-apiserver")
+    );
+    assert_eq!(api.pinned.unwrap().algo(), DigestAlgo::Sha512);
+}
+
+#[test]
+fn archive_members_follow_the_layout() {
+    let m = Manifest::embedded().unwrap();
+    let etcd = m.component("etcd").unwrap();
+    let v = Version::parse("3.5.16").unwrap();
+    let c = m.artifact_for(etcd, "etcdctl", &v, Arch::Arm64).unwrap();
+    assert_eq!(
+        c.member.as_deref(),
+        Some("etcd-v3.5.16-linux-arm64/etcdctl")
+    );
+    assert_eq!(
+        c.url,
+        "https://github.com/etcd-io/etcd/releases/download/v3.5.16/etcd-v3.5.16-linux-arm64.tar.gz"
+    );
+    assert!(c.pinned.is_some());
+}
+
+/// The embedded manifest with the `defaults = …` line of `minor` removed.
+fn without_defaults_line(minor: &str) -> String {
+    let start = EMBEDDED.find(&format!("[release.\"{minor}\"]")).unwrap();
+    let line = EMBEDDED[start..]
+        .lines()
+        .find(|l| l.starts_with("defaults = "))
+        .unwrap();
+    edited(&format!("{line}\n"), "")
+}
+
+#[test]
+fn malformed_manifests_each_get_one_clear_error() {
+    // (what, manifest text, a phrase the error must contain)
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("not toml", "schema = [".into(), "is not valid"),
+        (
+            "no schema",
+            EMBEDDED.replacen("schema = 1", "", 1),
+            "schema 0",
+        ),
+        (
+            "wrong schema",
+            edited("schema = 1", "schema = 2"),
+            "has schema 2, but this kbin reads schema 1",
+        ),
+        (
+            "schema not a number",
+            edited("schema = 1", "schema = \"1\""),
+            "has schema -1",
+        ),
+        (
+            "missing component",
+            edited("name = \"crictl\"", "name = \"crictl-renamed\""),
+            "component \"crictl\" is missing",
+        ),
+        (
+            "malformed digest",
+            edited(
+                "\"cni-plugins/amd64/0.9.1\" = \"sha256:",
+                "\"cni-plugins/amd64/0.9.1\" = \"sha256:zz",
+            ),
+            "pin \"cni-plugins/amd64/0.9.1\"",
+        ),
+        (
+            "digest of the wrong algorithm",
+            edited(
+                "\"cni-plugins/amd64/0.9.1\" = \"sha256:",
+                "\"cni-plugins/amd64/0.9.1\" = \"md5:",
+            ),
+            "only sha256 and sha512",
+        ),
+        (
+            "pin key without arch",
+            edited("\"cni-plugins/amd64/0.9.1\"", "\"cni-plugins-0.9.1\""),
+            "is not \"<pin>/<arch>/<version>\"",
+        ),
+        (
+            "pin with an unknown arch",
+            edited("\"cni-plugins/amd64/0.9.1\"", "\"cni-plugins/s390x/0.9.1\""),
+            "unknown architecture",
+        ),
+        (
+            "minor with no default for a component",
+            edited("crictl = \"1.30.0\" }", "}").replacen(", }", " }", 1),
+            "has no default version for component \"crictl\"",
+        ),
+        (
+            "minor with no defaults at all",
+            without_defaults_line("1.30"),
+            "[release.\"1.30\"] has no defaults",
+        ),
+        (
+            "latest not among patches",
+            edited("latest = \"1.30.14\"", "latest = \"1.30.15\""),
+            "latest 1.30.15 is not among its patches",
+        ),
+        (
+            "bad minor key",
+            edited("[release.\"1.30\"]", "[release.\"1.x\"]"),
+            "is not a minor version",
+        ),
+        (
+            "rule for an unknown component",
+            edited(
+                "component = \"etcd\"\nkubernetes",
+                "component = \"etcdx\"\nkubernetes",
+            ),
+            "names component \"etcdx\"",
+        ),
+        (
+            "rule with a bad range",
+            edited("requires = \">=3.5.0, <3.6.0\"", "requires = \"three\""),
+            "is not a version range",
+        ),
+        (
+            "unknown field",
+            edited("schema = 1", "schema = 1\nflavour = \"x\""),
+            "unknown field",
+        ),
+        (
+            "archive without layout",
+            edited("layout = \"crictl\"\n", ""),
+            "needs a layout",
+        ),
+        (
+            "artifact URL that is not a URL",
+            edited(
+                "url = \"https://github.com/kubernetes-sigs",
+                "url = \"github.com/kubernetes-sigs",
+            ),
+            "is not an http(s):// or file:// URL",
+        ),
+        (
+            "a binary in two components",
+            edited(
+                "binaries = [\"crictl\"]",
+                "binaries = [\"crictl\", \"etcd\"]",
+            ),
+            "provided by both",
+        ),
+    ];
+    for (what, text, phrase) in cases {
+        match parse(&text) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(phrase), "{what}: {msg:?} lacks {phrase:?}");
+                assert!(
+                    msg.contains("test.toml"),
+                    "{what}: {msg:?} does not name the file"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unreadable_manifest_names_the_path() {
+    let e = Manifest::load(Path::new("/nonexistent/toolchains.toml")).unwrap_err();
+    assert!(matches!(e, ManifestError::Read { .. }));
+    assert!(e.to_string().contains("/nonexistent/toolchains.toml"));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arbitrary bytes spliced into the manifest never panic the loader.
+        #[test]
+        fn loader_never_panics_on_corruption(pos in 0usize..EMBEDDED.len(), junk in "[\\x00-\\x7f]{0,8}") {
+            let mut text = EMBEDDED.to_string();
+            let mut p = pos;
+            while !text.is_char_boundary(p) { p -= 1; }
+            text.insert_str(p, &junk);
+            let _ = parse(&text);
+        }
+
+        /// Any digest string either parses to itself or errors; never panics.
+        #[test]
+        fn digest_parse_round_trips(s in "(sha256|sha512|md5)?:?[0-9a-fA-F]{0,130}") {
+            if let Ok(d) = s.parse::<Digest>() {
+                prop_assert_eq!(d.to_string(), s);
+            }
+        }
+    }
+}

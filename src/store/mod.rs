@@ -1,0 +1,330 @@
+//! KBIN_HOME: the one type that owns every path under it, and the user's settings.
+//!
+//! ```text
+//! $KBIN_HOME/
+//! ├── cache/
+//! │   ├── blobs/sha256/<2 hex>/<64 hex>   immutable, read-only files (artifacts, binaries)
+//! │   ├── trees/<digest hex>/             extracted archives, immutable
+//! │   └── tmp/                            downloads in progress (resumable) and staging
+//! ├── git/<host>/<path>.git               bare mirrors for source builds
+//! ├── builds/<key>/                       build work trees and logs
+//! ├── toolchains/<name>/
+//! │   ├── bin/…                           hardlinks into cache/blobs (copies where links fail)
+//! │   └── toolchain.lock                  the receipt
+//! ├── settings.toml                       default toolchain, mirrors
+//! └── .lock                               shared by installs, exclusive for `cache gc`
+//! ```
+//!
+//! Nothing is created until a command needs it ([`Layout::ensure`]); kbin writes nowhere else.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Digest;
+
+/// Errors of the store layout and settings.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No home directory to default to.
+    #[error("cannot tell where KBIN_HOME is: set KBIN_HOME or pass --home DIR")]
+    NoHome,
+    /// An I/O error on a path.
+    #[error("{action} {path}")]
+    Io {
+        /// What kbin was doing ("cannot create").
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// settings.toml does not parse.
+    #[error("{path} is not valid settings: {message}")]
+    Settings {
+        /// The path.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Every path under KBIN_HOME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout rooted at `root` (nothing is created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    /// `--home`, else `$KBIN_HOME` (clap fills both into `explicit`), else `~/.kbin`.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Self, StoreError> {
+        if let Some(p) = explicit {
+            return Ok(Self::new(p));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or(StoreError::NoHome)?;
+        Ok(Self::new(PathBuf::from(home).join(".kbin")))
+    }
+
+    /// KBIN_HOME itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `cache/`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// `cache/blobs/`.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.cache_dir().join("blobs")
+    }
+
+    /// Where a blob with `digest` lives: `cache/blobs/<algo>/<2 hex>/<hex>`.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_dir()
+            .join(digest.algo().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// `cache/trees/`.
+    pub fn trees_dir(&self) -> PathBuf {
+        self.cache_dir().join("trees")
+    }
+
+    /// Where the archive with `digest` is extracted.
+    pub fn tree_path(&self, digest: &Digest) -> PathBuf {
+        self.trees_dir()
+            .join(format!("{}-{}", digest.algo().as_str(), digest.hex()))
+    }
+
+    /// `cache/tmp/`: same filesystem as blobs and toolchains, so renames are atomic.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.cache_dir().join("tmp")
+    }
+
+    /// `git/`.
+    pub fn git_dir(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
+    /// The bare mirror of a repository URL: `git/<host>/<path>.git`.
+    pub fn git_mirror(&self, url: &str) -> PathBuf {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+        let mut path = self.git_dir();
+        for part in rest
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .split('/')
+        {
+            // Never let a URL climb out of git/.
+            let part = match part {
+                "" | "." | ".." => "_",
+                p => p,
+            };
+            path.push(part.replace(':', "_"));
+        }
+        path.set_extension(match path.extension() {
+            Some(e) => format!("{}.git", e.to_string_lossy()),
+            None => "git".into(),
+        });
+        path
+    }
+
+    /// `builds/`.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+
+    /// `toolchains/`.
+    pub fn toolchains_dir(&self) -> PathBuf {
+        self.root.join("toolchains")
+    }
+
+    /// `toolchains/<name>/`.
+    pub fn toolchain_dir(&self, name: &str) -> PathBuf {
+        self.toolchains_dir().join(name)
+    }
+
+    /// `toolchains/<name>/bin/`.
+    pub fn toolchain_bin(&self, name: &str) -> PathBuf {
+        self.toolchain_dir(name).join("bin")
+    }
+
+    /// `toolchains/<name>/toolchain.lock`.
+    pub fn receipt_path(&self, name: &str) -> PathBuf {
+        self.toolchain_dir(name).join("toolchain.lock")
+    }
+
+    /// `settings.toml`.
+    pub fn settings_path(&self) -> PathBuf {
+        self.root.join("settings.toml")
+    }
+
+    /// `.lock`: shared by installs and builds, exclusive for `cache gc`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Create the directories of the layout (idempotent).
+    pub fn ensure(&self) -> Result<(), StoreError> {
+        for d in [
+            self.blobs_dir(),
+            self.trees_dir(),
+            self.tmp_dir(),
+            self.git_dir(),
+            self.builds_dir(),
+            self.toolchains_dir(),
+        ] {
+            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+        }
+        Ok(())
+    }
+
+    /// Read settings.toml (defaults when absent).
+    pub fn settings(&self) -> Result<Settings, StoreError> {
+        let path = self.settings_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| StoreError::Settings {
+                path,
+                message: e.to_string().trim_end().to_owned(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
+    /// Write settings.toml atomically.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), StoreError> {
+        let text = toml::to_string_pretty(settings).expect("settings always serialize");
+        write_atomic(&self.settings_path(), text.as_bytes())
+    }
+
+    /// Names of the installed toolchains (directories with a receipt), sorted.
+    pub fn toolchain_names(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.toolchains_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("cannot read", &dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("cannot read", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && self.receipt_path(&name).is_file() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// `$KBIN_HOME/settings.toml`.
+///
+/// ```toml
+/// default = "1.30"                      # the default toolchain
+/// [mirrors]                             # per-host mirrors: upstream host = replacement base URL
+/// "dl.k8s.io" = "https://mirror.example/k8s"
+/// "github.com" = "file:///srv/mirror/github"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The default toolchain's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Per-host mirrors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, String>,
+}
+
+/// Write `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io("cannot create a temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(io("cannot write", path))?;
+    tmp.as_file().sync_all().map_err(io("cannot sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| io("cannot rename into", path)(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_mirror_paths_stay_inside_git_dir() {
+        let l = Layout::new("/h");
+        assert_eq!(
+            l.git_mirror("https://github.com/etcd-io/etcd"),
+            PathBuf::from("/h/git/github.com/etcd-io/etcd.git")
+        );
+        assert_eq!(
+            l.git_mirror("https://github.com/etcd-io/etcd.git/"),
+            PathBuf::from("/h/git/github.com/etcd-io/etcd.git")
+        );
+        assert_eq!(
+            l.git_mirror("git://127.0.0.1:9418/../../x"),
+            PathBuf::from("/h/git/127.0.0.1_9418/_/_/x.git")
+        );
+        assert!(l.git_mirror("file:///tmp/repo").starts_with("/h/git"));
+    }
+
+    #[test]
+    fn blob_paths_fan_out_by_prefix() {
+        let d: Digest = format!("sha256:ab{}", "0".repeat(62)).parse().unwrap();
+        let p = Layout::new("/h").blob_path(&d);
+        assert_eq!(
+            p,
+            PathBuf::from(format!("/h/cache/blobs/sha256/ab/ab{}", "0".repeat(62)))
+        );
+    }
+
+    #[test]
+    fn settings_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        assert_eq!(l.settings().unwrap(), Settings::default());
+        let mut s = Settings {
+            default: Some("1.30".into()),
+            ..Default::default()
+        };
+        s.mirrors
+            .insert("dl.k8s.io".into(), "http://127.0.0.1:1".into());
+        l.save_settings(&s).unwrap();
+        assert_eq!(l.settings().unwrap(), s);
+        std::fs::write(l.settings_path(), "default = [").unwrap();
+        assert!(matches!(l.settings(), Err(StoreError::Settings { .. })));
+    }
+}

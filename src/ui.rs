@@ -1,0 +1,136 @@
+//! Output: results to stdout as text or `--json`, progress and messages to stderr.
+//!
+//! Commands build a serializable report and hand it to [`Ui::report`] with a text renderer, so
+//! every reporting command has `--json` for free and the two forms never disagree.
+
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+/// How much to say, and in which form.
+#[derive(Debug, Clone)]
+pub struct Ui {
+    json: bool,
+    quiet: bool,
+    verbose: u8,
+    stderr_tty: bool,
+}
+
+impl Ui {
+    /// From the global flags; checks whether stderr is a terminal.
+    pub fn new(json: bool, quiet: bool, verbose: u8) -> Self {
+        Ui {
+            json,
+            quiet,
+            verbose,
+            stderr_tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// `-q` was given.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The `-v` count.
+    pub fn verbose(&self) -> u8 {
+        self.verbose
+    }
+
+    /// Whether to draw progress bars: a terminal on stderr, and neither `-q` nor `--json`.
+    pub fn progress(&self) -> bool {
+        self.stderr_tty && !self.quiet && !self.json
+    }
+
+    /// Whether to print one line per finished step (not a terminal, not quiet).
+    pub fn lines(&self) -> bool {
+        !self.stderr_tty && !self.quiet
+    }
+
+    /// Print `value` as JSON, or `text(value)` as text, on stdout.
+    pub fn report<T: Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            let s = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+            writeln!(out, "{s}")
+        } else {
+            let s = text(value);
+            out.write_all(s.as_bytes())?;
+            if !s.is_empty() && !s.ends_with('\n') {
+                writeln!(out)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A status line on stderr (suppressed by `-q` and `--json`).
+    pub fn status(&self, msg: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A detail line on stderr, shown with `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A warning on stderr (shown even with `--json`, which keeps stdout clean; hidden by `-q`).
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("warning: {}", msg.as_ref());
+        }
+    }
+}
+
+/// Render rows as a left-aligned table with a header, two spaces between columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            width[i] = width[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_aligns_columns() {
+        let t = super::table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+}
