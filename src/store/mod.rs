@@ -17,6 +17,8 @@
 //!
 //! Nothing is created until a command needs it ([`Layout::ensure`]); kbin writes nowhere else.
 
+pub mod cas;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Digest;
+
+pub use cas::{CasError, FileLock, Store};
 
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! `show-versions`/`gen` (which read it): it says exactly what is in the toolchain and where each
 //! byte came from.
 
+pub mod assemble;
 pub mod receipt;
 
 pub use receipt::{

@@ -1,0 +1,431 @@
+//! The content-addressed store: immutable, read-only blobs named by their digest, and the locks
+//! that let several kbin processes share it.
+//!
+//! Every blob is keyed by its sha256. A blob verified against a sha512 pin (the Kubernetes
+//! tarballs) also gets a hardlink at its sha512 path, so a later lookup by that pin hits the cache.
+//! Nothing unverified ever sits at a blob path: files are hashed, verified, fsynced, then renamed.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256, Sha512};
+
+use super::Layout;
+use crate::manifest::{Digest, DigestAlgo};
+
+/// Errors of the content-addressed store.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// An I/O error on a path.
+    #[error("{action} {path}")]
+    Io {
+        /// What kbin was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content does not match the digest it must have.
+    #[error("{path} has digest {actual}, expected {expected}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The digest it must have.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CasError + 'a {
+    move |source| CasError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The sha256 (and sha512) of a file, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigests {
+    /// sha256 of the content.
+    pub sha256: Digest,
+    /// sha512 of the content, when it was asked for.
+    pub sha512: Option<Digest>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl FileDigests {
+    /// The digest of the algorithm `algo`, if it was computed.
+    pub fn get(&self, algo: DigestAlgo) -> Option<&Digest> {
+        match algo {
+            DigestAlgo::Sha256 => Some(&self.sha256),
+            DigestAlgo::Sha512 => self.sha512.as_ref(),
+        }
+    }
+}
+
+/// Hash a file with sha256 only (the common case: blob keys, `cache verify`).
+pub fn sha256_file(path: &Path) -> Result<(Digest, u64), CasError> {
+    let f = File::open(path).map_err(io("cannot open", path))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = r.read(&mut buf).map_err(io("cannot read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((Digest::sha256_of(&h.finalize()), size))
+}
+
+/// Hash a file with sha256 and, when `also` is sha512, sha512 too.
+pub fn hash_file(path: &Path, also: Option<DigestAlgo>) -> Result<FileDigests, CasError> {
+    if also != Some(DigestAlgo::Sha512) {
+        let (sha256, size) = sha256_file(path)?;
+        return Ok(FileDigests {
+            sha256,
+            sha512: None,
+            size,
+        });
+    }
+    let f = File::open(path).map_err(io("cannot open", path))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let (mut a, mut b) = (Sha256::new(), Sha512::new());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = r.read(&mut buf).map_err(io("cannot read", path))?;
+        if n == 0 {
+            break;
+        }
+        a.update(&buf[..n]);
+        b.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(FileDigests {
+        sha256: Digest::sha256_of(&a.finalize()),
+        sha512: Some(Digest::sha512_of(&b.finalize())),
+        size,
+    })
+}
+
+/// A held file lock; released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Lock `path` (created if missing), shared or exclusive, waiting for other holders.
+/// `on_wait` is called once if the lock is contended, so the caller can say what it waits for.
+pub fn lock_file(
+    path: &Path,
+    exclusive: bool,
+    on_wait: impl FnOnce(),
+) -> Result<FileLock, CasError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io("cannot open the lock", path))?;
+    // std's flock-based locks: released by the kernel if the process dies, so a killed kbin
+    // never leaves a stale lock behind.
+    let got = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    if got.is_err() {
+        on_wait();
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map_err(io("cannot lock", path))?;
+    }
+    Ok(FileLock {
+        file,
+        path: path.to_owned(),
+    })
+}
+
+/// The content-addressed store under `$KBIN_HOME/cache`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    layout: Layout,
+}
+
+impl Store {
+    /// Open the store, creating KBIN_HOME's directories on first use.
+    pub fn open(layout: Layout) -> Result<Self, super::StoreError> {
+        layout.ensure()?;
+        Ok(Store { layout })
+    }
+
+    /// The layout it lives in.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The blob with `digest`, if the store has it.
+    pub fn get(&self, digest: &Digest) -> Option<PathBuf> {
+        let p = self.layout.blob_path(digest);
+        p.is_file().then_some(p)
+    }
+
+    /// A new empty temp file in `cache/tmp` (same filesystem as the blobs).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CasError> {
+        let dir = self.layout.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&dir)
+            .map_err(io("cannot create a temporary file in", &dir))
+    }
+
+    /// Move the complete file `src` (on the same filesystem, usually in `cache/tmp`) into the
+    /// store. Its content is hashed here; if `expected` is given and differs, `src` is deleted
+    /// and nothing is stored. Returns the blob's sha256. If the blob exists already, `src` is
+    /// removed and the existing blob kept.
+    pub fn insert_file(&self, src: &Path, expected: Option<&Digest>) -> Result<Digest, CasError> {
+        let digests = hash_file(src, expected.map(Digest::algo))?;
+        self.insert_hashed(src, &digests, expected)
+    }
+
+    /// [`Store::insert_file`] for a file whose digests the caller computed while writing it
+    /// (a download hashed while streaming): no second read.
+    pub fn insert_hashed(
+        &self,
+        src: &Path,
+        digests: &FileDigests,
+        expected: Option<&Digest>,
+    ) -> Result<Digest, CasError> {
+        if let Some(exp) = expected {
+            // A caller that hashed without the expected algorithm gets it computed here.
+            let owned;
+            let actual = match digests.get(exp.algo()) {
+                Some(d) => d,
+                None => {
+                    owned = hash_file(src, Some(exp.algo()))?;
+                    owned
+                        .get(exp.algo())
+                        .expect("hash_file computes the asked algorithm")
+                }
+            };
+            if actual != exp {
+                let _ = std::fs::remove_file(src);
+                return Err(CasError::Mismatch {
+                    path: src.to_owned(),
+                    expected: exp.clone(),
+                    actual: actual.clone(),
+                });
+            }
+        }
+        let dest = self.layout.blob_path(&digests.sha256);
+        if dest.is_file() {
+            let _ = std::fs::remove_file(src);
+        } else {
+            let dir = dest.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+            let f = File::open(src).map_err(io("cannot open", src))?;
+            f.sync_all().map_err(io("cannot sync", src))?;
+            let mut perms = f.metadata().map_err(io("cannot stat", src))?.permissions();
+            // Blobs are executables or archives: readable and executable by all, writable by none.
+            use std::os::unix::fs::PermissionsExt;
+            perms.set_mode(0o555);
+            std::fs::set_permissions(src, perms).map_err(io("cannot chmod", src))?;
+            std::fs::rename(src, &dest).map_err(io("cannot rename into", &dest))?;
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        if let Some(exp) = expected
+            && exp.algo() != DigestAlgo::Sha256
+        {
+            let alias = self.layout.blob_path(exp);
+            if !alias.exists() {
+                let dir = alias.parent().expect("blob paths have a parent");
+                std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+                match std::fs::hard_link(&dest, &alias) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io("cannot link", &alias)(e)),
+                }
+            }
+        }
+        Ok(digests.sha256.clone())
+    }
+
+    /// Copy `src` (anywhere) into the store and return its sha256; `src` is left as it is.
+    pub fn insert_copy(&self, src: &Path) -> Result<Digest, CasError> {
+        let tmp = self.temp_file()?;
+        std::fs::copy(src, tmp.path()).map_err(io("cannot copy", src))?;
+        let (file, path) = tmp.keep().map_err(|e| io("cannot keep", src)(e.error))?;
+        drop(file);
+        self.insert_file(&path, None)
+    }
+
+    /// Shared lock on KBIN_HOME: held by installs and builds; `cache gc` takes it exclusively.
+    pub fn lock_shared(&self, on_wait: impl FnOnce()) -> Result<FileLock, CasError> {
+        lock_file(&self.layout.lock_path(), false, on_wait)
+    }
+
+    /// Exclusive lock on KBIN_HOME (for `cache gc`).
+    pub fn lock_exclusive(&self, on_wait: impl FnOnce()) -> Result<FileLock, CasError> {
+        lock_file(&self.layout.lock_path(), true, on_wait)
+    }
+
+    /// An exclusive lock named `key` (e.g. an artifact's digest or URL hash), so that two
+    /// processes never download or build the same thing at once: the second waits, then finds
+    /// the blob in the store.
+    pub fn lock_key(&self, key: &str, on_wait: impl FnOnce()) -> Result<FileLock, CasError> {
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        lock_file(
+            &self
+                .layout
+                .tmp_dir()
+                .join("locks")
+                .join(format!("{safe}.lock")),
+            true,
+            on_wait,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(Layout::new(d.path().join("home"))).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn inserted_blob_is_read_only_and_found_by_digest() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"hello").unwrap();
+        let d = s.insert_file(&tmp, None).unwrap();
+        assert_eq!(
+            d.to_string(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let p = s.get(&d).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+        assert!(std::fs::metadata(&p).unwrap().permissions().readonly());
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn mismatching_content_is_deleted_and_not_stored() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"evil").unwrap();
+        let want: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        let e = s.insert_file(&tmp, Some(&want)).unwrap_err();
+        assert!(matches!(e, CasError::Mismatch { .. }), "{e}");
+        assert!(!tmp.exists());
+        let blobs = walk(&s.layout().blobs_dir());
+        assert!(blobs.is_empty(), "{blobs:?}");
+    }
+
+    #[test]
+    fn sha512_pinned_blob_is_found_by_its_pin() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"hello").unwrap();
+        let pin = Digest::sha512_of(&Sha512::digest(b"hello"));
+        let d = s.insert_file(&tmp, Some(&pin)).unwrap();
+        assert_eq!(d.algo(), DigestAlgo::Sha256);
+        assert_eq!(std::fs::read(s.get(&pin).unwrap()).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn inserting_an_existing_blob_keeps_the_first() {
+        let (_d, s) = store();
+        let src = s.layout().root().join("x");
+        std::fs::write(&src, b"same").unwrap();
+        let a = s.insert_copy(&src).unwrap();
+        let b = s.insert_copy(&src).unwrap();
+        assert_eq!(a, b);
+        assert!(src.exists());
+        assert!(
+            walk(&s.layout().tmp_dir())
+                .iter()
+                .all(|p| p.extension().is_none_or(|e| e == "lock"))
+        );
+    }
+
+    #[test]
+    fn exclusive_key_lock_makes_the_second_holder_wait() {
+        let (_d, s) = store();
+        let first = s.lock_key("sha256:abc", || {}).unwrap();
+        let s2 = s.clone();
+        let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = waited.clone();
+        let t = std::thread::spawn(move || {
+            let _l = s2
+                .lock_key("sha256:abc", || {
+                    w.store(true, std::sync::atomic::Ordering::SeqCst)
+                })
+                .unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(first);
+        t.join().unwrap();
+        assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    out.extend(walk(&p));
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
