@@ -222,3 +222,24 @@ fn completions_are_generated_for_each_shell() {
             .stdout(predicate::str::contains("show-versions"));
     }
 }
+
+#[test]
+fn resolution_errors_carry_a_hint_naming_the_next_step() {
+    use kbin::manifest::resolve::Request;
+    let m = kbin::manifest::Manifest::embedded().unwrap();
+    let hints = |version: &str, with: &[&str], allow_skew: bool| {
+        let req = Request {
+            version: version.into(),
+            overrides: with.iter().map(|w| w.parse().unwrap()).collect(),
+            allow_skew,
+        };
+        kbin::error::hints(&kbin::cli::resolve(&m, &req).unwrap_err())
+    };
+    assert!(hints("1.30.99", &[], false)[0].contains("kbin show-versions --available"));
+    let h = hints("1.37", &[], false);
+    assert!(
+        h[0].contains("install 1.36") && h[0].contains("--with etcd=X.Y.Z"),
+        "{h:?}"
+    );
+    assert!(hints("1.30", &["etcd=3.6.14"], false)[0].contains("--allow-skew"));
+}

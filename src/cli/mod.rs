@@ -140,6 +140,40 @@ impl Context {
     }
 }
 
+/// Resolve a request against the manifest, with a hint naming the next step for each kind of
+/// failure. Every command that resolves versions (install, gen --kubernetes-version) uses this.
+pub fn resolve(
+    manifest: &Manifest,
+    request: &crate::manifest::resolve::Request,
+) -> anyhow::Result<crate::manifest::resolve::Resolution> {
+    use crate::manifest::resolve::ResolveError as E;
+    crate::manifest::resolve::resolve(manifest, request).map_err(|e| {
+        let hint = match &e {
+            E::BadVersion(_) | E::Unknown { .. } => Some(
+                "`kbin show-versions --available` lists the versions kbin knows; for a newer \
+                 release, use an updated manifest with --manifest FILE"
+                    .to_string(),
+            ),
+            E::Incomplete {
+                missing, latest, ..
+            } => Some(format!(
+                "install {latest} instead, or give every component's version: {}",
+                missing
+                    .iter()
+                    .map(|m| format!("--with {m}=X.Y.Z"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            E::Skew(_) => Some("pass --allow-skew to install this combination anyway".to_string()),
+            E::BadOverride(_) | E::UnknownComponent { .. } | E::DuplicateOverride(_) => None,
+        };
+        match hint {
+            Some(h) => crate::error::with_hint(e.into(), h),
+            None => e.into(),
+        }
+    })
+}
+
 /// The error for a command whose issue has not landed yet: it never pretends to work.
 pub(crate) fn not_yet(command: &str, issue: u32) -> anyhow::Result<ExitCode> {
     Err(anyhow::anyhow!("`kbin {command}` is not implemented yet")).hint(format!(
