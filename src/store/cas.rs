@@ -6,28 +6,20 @@
 //! Nothing unverified ever sits at a blob path: files are hashed, verified, fsynced, then renamed.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::Layout;
+use super::{Layout, PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
 /// Errors of the content-addressed store.
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
     /// An I/O error on a path.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     /// A file's content does not match the digest it must have.
     #[error("{path} has digest {actual}, expected {expected}")]
     Mismatch {
@@ -38,14 +30,6 @@ pub enum CasError {
         /// The digest it has.
         actual: Digest,
     },
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CasError + 'a {
-    move |source| CasError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// The sha256 (and sha512) of a file, and its size.
@@ -69,51 +53,45 @@ impl FileDigests {
     }
 }
 
-/// Hash a file with sha256 only (the common case: blob keys, `cache verify`).
-pub fn sha256_file(path: &Path) -> Result<(Digest, u64), CasError> {
-    let f = File::open(path).map_err(io("cannot open", path))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let mut h = Sha256::new();
+/// Feed a file to `update` in 1 MiB chunks; returns its size.
+fn read_chunks(path: &Path, mut update: impl FnMut(&[u8])) -> Result<u64, CasError> {
+    let mut f = File::open(path).map_err(at::<CasError>("cannot open", path))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = r.read(&mut buf).map_err(io("cannot read", path))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(at::<CasError>("cannot read", path))?;
         if n == 0 {
-            break;
+            return Ok(size);
         }
-        h.update(&buf[..n]);
+        update(&buf[..n]);
         size += n as u64;
     }
+}
+
+/// Hash a file with sha256 only (the common case: blob keys, `cache verify`).
+pub fn sha256_file(path: &Path) -> Result<(Digest, u64), CasError> {
+    let mut h = Sha256::new();
+    let size = read_chunks(path, |b| h.update(b))?;
     Ok((Digest::sha256_of(&h.finalize()), size))
 }
 
-/// Hash a file with sha256 and, when `also` is sha512, sha512 too.
+/// Hash a file with sha256 and, when `also` is sha512, sha512 too (one read).
 pub fn hash_file(path: &Path, also: Option<DigestAlgo>) -> Result<FileDigests, CasError> {
-    if also != Some(DigestAlgo::Sha512) {
-        let (sha256, size) = sha256_file(path)?;
-        return Ok(FileDigests {
-            sha256,
-            sha512: None,
-            size,
-        });
-    }
-    let f = File::open(path).map_err(io("cannot open", path))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let (mut a, mut b) = (Sha256::new(), Sha512::new());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = r.read(&mut buf).map_err(io("cannot read", path))?;
-        if n == 0 {
-            break;
+    let (mut a, mut b) = (
+        Sha256::new(),
+        (also == Some(DigestAlgo::Sha512)).then(Sha512::new),
+    );
+    let size = read_chunks(path, |chunk| {
+        a.update(chunk);
+        if let Some(b) = b.as_mut() {
+            b.update(chunk);
         }
-        a.update(&buf[..n]);
-        b.update(&buf[..n]);
-        size += n as u64;
-    }
+    })?;
     Ok(FileDigests {
         sha256: Digest::sha256_of(&a.finalize()),
-        sha512: Some(Digest::sha512_of(&b.finalize())),
+        sha512: b.map(|b| Digest::sha512_of(&b.finalize())),
         size,
     })
 }
@@ -146,7 +124,7 @@ pub fn lock_file(
     on_wait: impl FnOnce(),
 ) -> Result<FileLock, CasError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -154,7 +132,7 @@ pub fn lock_file(
         .read(true)
         .write(true)
         .open(path)
-        .map_err(io("cannot open the lock", path))?;
+        .map_err(at::<CasError>("cannot open the lock", path))?;
     // std's flock-based locks: released by the kernel if the process dies, so a killed kbin
     // never leaves a stale lock behind.
     let got = if exclusive {
@@ -169,7 +147,7 @@ pub fn lock_file(
         } else {
             file.lock_shared()
         }
-        .map_err(io("cannot lock", path))?;
+        .map_err(at::<CasError>("cannot lock", path))?;
     }
     Ok(FileLock {
         file,
@@ -207,7 +185,7 @@ impl Store {
         tempfile::Builder::new()
             .prefix(".blob-")
             .tempfile_in(&dir)
-            .map_err(io("cannot create a temporary file in", &dir))
+            .map_err(at::<CasError>("cannot create a temporary file in", &dir))
     }
 
     /// Move the complete file `src` (on the same filesystem, usually in `cache/tmp`) into the
@@ -253,15 +231,18 @@ impl Store {
             let _ = std::fs::remove_file(src);
         } else {
             let dir = dest.parent().expect("blob paths have a parent");
-            std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
-            let f = File::open(src).map_err(io("cannot open", src))?;
-            f.sync_all().map_err(io("cannot sync", src))?;
-            let mut perms = f.metadata().map_err(io("cannot stat", src))?.permissions();
+            std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
+            let f = File::open(src).map_err(at::<CasError>("cannot open", src))?;
+            f.sync_all().map_err(at::<CasError>("cannot sync", src))?;
+            let mut perms = f
+                .metadata()
+                .map_err(at::<CasError>("cannot stat", src))?
+                .permissions();
             // Blobs are executables or archives: readable and executable by all, writable by none.
             use std::os::unix::fs::PermissionsExt;
             perms.set_mode(0o555);
-            std::fs::set_permissions(src, perms).map_err(io("cannot chmod", src))?;
-            std::fs::rename(src, &dest).map_err(io("cannot rename into", &dest))?;
+            std::fs::set_permissions(src, perms).map_err(at::<CasError>("cannot chmod", src))?;
+            std::fs::rename(src, &dest).map_err(at::<CasError>("cannot rename into", &dest))?;
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -272,11 +253,11 @@ impl Store {
             let alias = self.layout.blob_path(exp);
             if !alias.exists() {
                 let dir = alias.parent().expect("blob paths have a parent");
-                std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+                std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
                 match std::fs::hard_link(&dest, &alias) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io("cannot link", &alias)(e)),
+                    Err(e) => return Err(at::<CasError>("cannot link", &alias)(e)),
                 }
             }
         }
@@ -286,8 +267,10 @@ impl Store {
     /// Copy `src` (anywhere) into the store and return its sha256; `src` is left as it is.
     pub fn insert_copy(&self, src: &Path) -> Result<Digest, CasError> {
         let tmp = self.temp_file()?;
-        std::fs::copy(src, tmp.path()).map_err(io("cannot copy", src))?;
-        let (file, path) = tmp.keep().map_err(|e| io("cannot keep", src)(e.error))?;
+        std::fs::copy(src, tmp.path()).map_err(at::<CasError>("cannot copy", src))?;
+        let (file, path) = tmp
+            .keep()
+            .map_err(|e| at::<CasError>("cannot keep", src)(e.error))?;
         drop(file);
         self.insert_file(&path, None)
     }

@@ -29,6 +29,34 @@ use crate::manifest::Digest;
 
 pub use cas::{CasError, FileLock, Store};
 
+/// An I/O error on a path: what kbin was doing, and where. The error type every filesystem
+/// operation under KBIN_HOME reports through.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct PathIo {
+    /// What kbin was doing ("cannot create").
+    pub action: &'static str,
+    /// The path.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// `map_err(at("cannot read", path))`: wrap an I/O error with its action and path.
+pub fn at<'a, E: From<PathIo>>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> E + 'a {
+    move |source| {
+        E::from(PathIo {
+            action,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,16 +64,8 @@ pub enum StoreError {
     #[error("cannot tell where KBIN_HOME is: set KBIN_HOME or pass --home DIR")]
     NoHome,
     /// An I/O error on a path.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing ("cannot create").
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     /// settings.toml does not parse.
     #[error("{path} is not valid settings: {message}")]
     Settings {
@@ -54,14 +74,6 @@ pub enum StoreError {
         /// The parser's message.
         message: String,
     },
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Every path under KBIN_HOME.
@@ -201,7 +213,7 @@ impl Layout {
             self.builds_dir(),
             self.toolchains_dir(),
         ] {
-            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+            std::fs::create_dir_all(&d).map_err(at::<StoreError>("cannot create", &d))?;
         }
         Ok(())
     }
@@ -215,7 +227,7 @@ impl Layout {
                 message: e.to_string().trim_end().to_owned(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(e) => Err(io("cannot read", &path)(e)),
+            Err(e) => Err(at::<StoreError>("cannot read", &path)(e)),
         }
     }
 
@@ -231,11 +243,11 @@ impl Layout {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io("cannot read", &dir)(e)),
+            Err(e) => return Err(at::<StoreError>("cannot read", &dir)(e)),
         };
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(io("cannot read", &dir))?;
+            let entry = entry.map_err(at::<StoreError>("cannot read", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && self.receipt_path(&name).is_file() {
                 names.push(name);
@@ -268,15 +280,18 @@ pub struct Settings {
 /// Write `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    std::fs::create_dir_all(dir).map_err(at::<StoreError>("cannot create", dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
-        .map_err(io("cannot create a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io("cannot write", path))?;
-    tmp.as_file().sync_all().map_err(io("cannot sync", path))?;
+        .map_err(at::<StoreError>("cannot create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(at::<StoreError>("cannot write", path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(at::<StoreError>("cannot sync", path))?;
     tmp.persist(path)
-        .map_err(|e| io("cannot rename into", path)(e.error))?;
+        .map_err(|e| at::<StoreError>("cannot rename into", path)(e.error))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

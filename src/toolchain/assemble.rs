@@ -9,23 +9,18 @@
 use std::path::{Path, PathBuf};
 
 use crate::store::cas::{FileLock, lock_file};
-use crate::store::{Layout, write_atomic};
+use crate::store::{Layout, PathIo, at, write_atomic};
 use crate::toolchain::Receipt;
 
 /// Errors assembling a toolchain.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
     /// An I/O error on a path.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    /// A lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::store::CasError),
     /// A toolchain name that is not a plain directory name.
     #[error("{0:?} is not a valid toolchain name: use letters, digits, '.', '-' and '_'")]
     BadName(String),
@@ -35,17 +30,6 @@ pub enum AssembleError {
     /// Writing the receipt failed.
     #[error("cannot write the receipt")]
     Receipt(#[source] crate::store::StoreError),
-}
-
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> AssembleError + 'a {
-    move |source| AssembleError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Check a toolchain name: it becomes a directory name.
@@ -71,22 +55,7 @@ pub fn lock_toolchain(
 ) -> Result<FileLock, AssembleError> {
     check_name(name)?;
     let path = layout.toolchains_dir().join(format!(".{name}.lock"));
-    lock_file(&path, true, on_wait).map_err(|e| match e {
-        crate::store::CasError::Io {
-            action,
-            path,
-            source,
-        } => AssembleError::Io {
-            action,
-            path,
-            source,
-        },
-        other => AssembleError::Io {
-            action: "cannot lock",
-            path,
-            source: std::io::Error::other(other.to_string()),
-        },
-    })
+    Ok(lock_file(&path, true, on_wait)?)
 }
 
 /// A toolchain being assembled aside.
@@ -103,11 +72,14 @@ impl Staging {
     pub fn new(layout: &Layout, name: &str) -> Result<Self, AssembleError> {
         check_name(name)?;
         let parent = layout.toolchains_dir();
-        std::fs::create_dir_all(&parent).map_err(io("cannot create", &parent))?;
+        std::fs::create_dir_all(&parent).map_err(at::<AssembleError>("cannot create", &parent))?;
         let dir = tempfile::Builder::new()
             .prefix(&format!(".staging-{name}-"))
             .tempdir_in(&parent)
-            .map_err(io("cannot create a staging directory in", &parent))?
+            .map_err(at::<AssembleError>(
+                "cannot create a staging directory in",
+                &parent,
+            ))?
             .keep();
         Ok(Staging {
             layout: layout.clone(),
@@ -138,17 +110,17 @@ impl Staging {
         let dir = dest
             .parent()
             .expect("path_of returns a path below the staging dir");
-        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        std::fs::create_dir_all(dir).map_err(at::<AssembleError>("cannot create", dir))?;
         match std::fs::remove_file(&dest) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot replace", &dest)(e)),
+            Err(e) => return Err(at::<AssembleError>("cannot replace", &dest)(e)),
         }
         if std::fs::hard_link(file, &dest).is_err() {
-            std::fs::copy(file, &dest).map_err(io("cannot copy", file))?;
+            std::fs::copy(file, &dest).map_err(at::<AssembleError>("cannot copy", file))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o555))
-                .map_err(io("cannot chmod", &dest))?;
+                .map_err(at::<AssembleError>("cannot chmod", &dest))?;
         }
         Ok(())
     }
@@ -159,7 +131,7 @@ impl Staging {
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("cannot remove", &p)(e)),
+            Err(e) => Err(at::<AssembleError>("cannot remove", &p)(e)),
         }
     }
 
@@ -189,7 +161,8 @@ impl Staging {
         let old = if target.exists() {
             let old = parent.join(format!(".old-{}-{}", self.name, std::process::id()));
             let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(&target, &old).map_err(io("cannot move aside", &target))?;
+            std::fs::rename(&target, &old)
+                .map_err(at::<AssembleError>("cannot move aside", &target))?;
             Some(old)
         } else {
             None
@@ -198,7 +171,7 @@ impl Staging {
             if let Some(old) = &old {
                 let _ = std::fs::rename(old, &target);
             }
-            return Err(io("cannot rename into", &target)(e));
+            return Err(at::<AssembleError>("cannot rename into", &target)(e));
         }
         self.committed = true;
         if let Ok(d) = std::fs::File::open(&parent) {
@@ -221,16 +194,18 @@ impl Drop for Staging {
 
 /// Recreate the tree `src` under `dest` with hardlinks (copies where links fail).
 fn link_tree(src: &Path, dest: &Path) -> Result<(), AssembleError> {
-    for entry in std::fs::read_dir(src).map_err(io("cannot read", src))? {
-        let entry = entry.map_err(io("cannot read", src))?;
+    for entry in std::fs::read_dir(src).map_err(at::<AssembleError>("cannot read", src))? {
+        let entry = entry.map_err(at::<AssembleError>("cannot read", src))?;
         let from = entry.path();
         let to = dest.join(entry.file_name());
-        let ft = entry.file_type().map_err(io("cannot stat", &from))?;
+        let ft = entry
+            .file_type()
+            .map_err(at::<AssembleError>("cannot stat", &from))?;
         if ft.is_dir() {
-            std::fs::create_dir_all(&to).map_err(io("cannot create", &to))?;
+            std::fs::create_dir_all(&to).map_err(at::<AssembleError>("cannot create", &to))?;
             link_tree(&from, &to)?;
         } else if ft.is_file() && std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).map_err(io("cannot copy", &from))?;
+            std::fs::copy(&from, &to).map_err(at::<AssembleError>("cannot copy", &from))?;
         }
     }
     Ok(())
@@ -248,8 +223,8 @@ pub fn remove_toolchain(layout: &Layout, name: &str) -> Result<bool, AssembleErr
     let trash = layout
         .toolchains_dir()
         .join(format!(".removing-{name}-{}", std::process::id()));
-    std::fs::rename(&target, &trash).map_err(io("cannot move aside", &target))?;
-    std::fs::remove_dir_all(&trash).map_err(io("cannot remove", &trash))?;
+    std::fs::rename(&target, &trash).map_err(at::<AssembleError>("cannot move aside", &target))?;
+    std::fs::remove_dir_all(&trash).map_err(at::<AssembleError>("cannot remove", &trash))?;
     Ok(true)
 }
 
