@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod fetch;
 pub mod manifest;
 pub mod store;
 pub mod toolchain;

@@ -1,0 +1,123 @@
+//! Parsing upstream checksum files: a bare digest (`kubectl.sha256`), `sha256sum`/`sha512sum`
+//! lines (`<hex>  <name>`, `<hex> *<name>`), or BSD tags (`SHA256 (<name>) = <hex>`). The
+//! algorithm follows from the hex length (64: sha256, 128: sha512).
+
+use crate::manifest::{Digest, DigestAlgo};
+
+/// Why a checksum file gave no digest for the artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChecksumParse {
+    /// The file parses, but no line names the artifact.
+    NotFound,
+    /// A line is not in a known format.
+    Format(String),
+}
+
+fn digest_of(hex: &str) -> Option<Digest> {
+    let hex = hex.to_ascii_lowercase();
+    let algo = match hex.len() {
+        64 => DigestAlgo::Sha256,
+        128 => DigestAlgo::Sha512,
+        _ => return None,
+    };
+    Digest::new(algo, &hex).ok()
+}
+
+/// The name part of a path (`./bin/x` → `x`).
+fn base(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// The digest for `file_name` in the checksum file `text`. A file holding a single digest with
+/// no name is that digest, whatever the artifact's name.
+pub(crate) fn parse(text: &str, file_name: &str) -> Result<Digest, ChecksumParse> {
+    let want = base(file_name);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if lines.is_empty() {
+        return Err(ChecksumParse::Format("the file is empty".into()));
+    }
+    for line in &lines {
+        let (hex, name) = if let Some(rest) = line
+            .strip_prefix("SHA256 (")
+            .or_else(|| line.strip_prefix("SHA512 ("))
+        {
+            // BSD tag style.
+            let (name, hex) = rest
+                .split_once(") = ")
+                .ok_or_else(|| ChecksumParse::Format(format!("cannot read the line {line:?}")))?;
+            (hex.trim(), Some(name))
+        } else {
+            let mut parts = line.splitn(2, char::is_whitespace);
+            let hex = parts.next().unwrap_or_default();
+            let name = parts
+                .next()
+                .map(|n| n.trim_start().trim_start_matches('*'))
+                .filter(|n| !n.is_empty());
+            (hex, name)
+        };
+        let digest = digest_of(hex).ok_or_else(|| {
+            ChecksumParse::Format(format!(
+                "{hex:?} is not a sha256 or sha512 digest (64 or 128 hex characters)"
+            ))
+        })?;
+        match name {
+            None if lines.len() == 1 => return Ok(digest),
+            None => {
+                return Err(ChecksumParse::Format(
+                    "several digests without file names".into(),
+                ));
+            }
+            Some(n) if n == file_name || base(n) == want => return Ok(digest),
+            Some(_) => {}
+        }
+    }
+    Err(ChecksumParse::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn bare_hex_is_the_digest() {
+        let d = parse(&format!("{A}\n"), "kubectl").unwrap();
+        assert_eq!(d.to_string(), format!("sha256:{A}"));
+        let long = "c".repeat(128);
+        let d = parse(&long, "kubernetes-server-linux-amd64.tar.gz").unwrap();
+        assert_eq!(d.algo(), DigestAlgo::Sha512);
+    }
+
+    #[test]
+    fn sha256sum_lines_pick_the_artifact() {
+        let text =
+            format!("{A}  etcd-v3.5.16-darwin-amd64.zip\n{B}  etcd-v3.5.16-linux-amd64.tar.gz\n");
+        let d = parse(&text, "etcd-v3.5.16-linux-amd64.tar.gz").unwrap();
+        assert_eq!(d.hex(), B);
+        let d = parse(&format!("{B} *./runc.amd64\n"), "runc.amd64").unwrap();
+        assert_eq!(d.hex(), B);
+    }
+
+    #[test]
+    fn bsd_tags_are_read() {
+        let text = format!("SHA256 (crictl.tar.gz) = {A}\n");
+        assert_eq!(parse(&text, "crictl.tar.gz").unwrap().hex(), A);
+    }
+
+    #[test]
+    fn missing_artifact_and_garbage_are_errors() {
+        let text = format!("{A}  other.tar.gz\n");
+        assert_eq!(parse(&text, "mine.tar.gz"), Err(ChecksumParse::NotFound));
+        assert!(matches!(
+            parse("<html>not found</html>", "x"),
+            Err(ChecksumParse::Format(_))
+        ));
+        assert!(matches!(parse("", "x"), Err(ChecksumParse::Format(_))));
+    }
+}

@@ -1,0 +1,142 @@
+//! Mirror rewriting: an upstream URL becomes the URL kbin actually fetches.
+//!
+//! A mirror base replaces the upstream's scheme, host and port and keeps its path; a path in
+//! the base is prepended (`https://m.example/k8s` + `https://dl.k8s.io/release/v1.30.0/x` =
+//! `https://m.example/k8s/release/v1.30.0/x`). `file://` bases work the same way, so any
+//! directory laid out like upstream is a mirror.
+
+use std::collections::BTreeMap;
+
+use url::Url;
+
+use super::FetchError;
+
+/// The schemes kbin fetches from.
+const SCHEMES: [&str; 3] = ["http", "https", "file"];
+
+fn parse(url: &str) -> Result<Url, FetchError> {
+    let parsed = Url::parse(url).map_err(|e| FetchError::BadUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !SCHEMES.contains(&parsed.scheme()) {
+        return Err(FetchError::BadUrl {
+            url: url.to_owned(),
+            reason: format!(
+                "the scheme {:?} is not one of http, https, file",
+                parsed.scheme()
+            ),
+        });
+    }
+    Ok(parsed)
+}
+
+/// Put `upstream`'s path (and query) under `base`.
+pub(crate) fn rebase(base: &str, upstream: &Url) -> Result<Url, FetchError> {
+    let mut out = parse(base)?;
+    let prefix = out.path().trim_end_matches('/').to_owned();
+    out.set_path(&format!("{prefix}{}", upstream.path()));
+    out.set_query(upstream.query());
+    out.set_fragment(None);
+    Ok(out)
+}
+
+/// The URL to fetch for `upstream`: `mirror` (the `--mirror` flag or `KBIN_MIRROR`) wins, then a
+/// per-host entry of `host_mirrors` (keys are hosts, optionally with `:port`), else `upstream`.
+pub(crate) fn resolve(
+    upstream: &str,
+    mirror: Option<&str>,
+    host_mirrors: &BTreeMap<String, String>,
+) -> Result<Url, FetchError> {
+    let up = parse(upstream)?;
+    if let Some(m) = mirror {
+        return rebase(m, &up);
+    }
+    if let Some(host) = up.host_str() {
+        let with_port = up.port().map(|p| format!("{host}:{p}"));
+        let base = with_port
+            .as_deref()
+            .and_then(|hp| host_mirrors.get(hp))
+            .or_else(|| host_mirrors.get(host));
+        if let Some(base) = base {
+            return rebase(base, &up);
+        }
+    }
+    Ok(up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn mirror_replaces_scheme_and_host_and_keeps_the_path() {
+        let u = resolve(
+            "https://dl.k8s.io/release/v1.30.0/bin/linux/amd64/kubectl",
+            Some("http://127.0.0.1:8080"),
+            &none(),
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:8080/release/v1.30.0/bin/linux/amd64/kubectl"
+        );
+    }
+
+    #[test]
+    fn mirror_path_prefix_is_prepended() {
+        for base in ["https://m.example/k8s", "https://m.example/k8s/"] {
+            let u = resolve("https://dl.k8s.io/v1.30.0/x.tar.gz", Some(base), &none()).unwrap();
+            assert_eq!(u.as_str(), "https://m.example/k8s/v1.30.0/x.tar.gz");
+        }
+    }
+
+    #[test]
+    fn file_mirror_keeps_the_path() {
+        let u = resolve(
+            "https://github.com/etcd-io/etcd/releases/download/v3.5.16/etcd.tar.gz",
+            Some("file:///srv/mirror"),
+            &none(),
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "file:///srv/mirror/etcd-io/etcd/releases/download/v3.5.16/etcd.tar.gz"
+        );
+    }
+
+    #[test]
+    fn host_mirror_applies_only_to_its_host_and_flag_wins() {
+        let mut hosts = none();
+        hosts.insert("github.com".into(), "http://gh.local/base".into());
+        let gh = "https://github.com/a/b";
+        assert_eq!(
+            resolve(gh, None, &hosts).unwrap().as_str(),
+            "http://gh.local/base/a/b"
+        );
+        assert_eq!(
+            resolve("https://dl.k8s.io/a", None, &hosts)
+                .unwrap()
+                .as_str(),
+            "https://dl.k8s.io/a"
+        );
+        assert_eq!(
+            resolve(gh, Some("http://flag.local"), &hosts)
+                .unwrap()
+                .as_str(),
+            "http://flag.local/a/b"
+        );
+    }
+
+    #[test]
+    fn unsupported_schemes_are_refused() {
+        let err = resolve("ftp://x/y", None, &none()).unwrap_err();
+        assert!(err.to_string().contains("ftp"), "{err}");
+        let err = resolve("https://x/y", Some("gopher://m"), &none()).unwrap_err();
+        assert!(err.to_string().contains("gopher"), "{err}");
+    }
+}
