@@ -11,6 +11,7 @@
 //! `main.rs` only parses the command line and renders errors; [`cli`] wires the commands to the
 //! library modules, which know nothing of the command line.
 
+pub mod archive;
 pub mod cli;
 pub mod error;
 pub mod fetch;

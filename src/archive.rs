@@ -1,0 +1,669 @@
+//! Safe extraction of release archives (`.tar.gz`): a whole tree into a directory that appears
+//! at once, or just the named members (the binaries an install takes).
+//!
+//! An archive is data from the network, so nothing in it may write outside the target: entries
+//! with absolute paths or `..` that climbs out, symlinks whose targets point outside, hardlinks
+//! to anything but a file already extracted inside, entries written through a symlink, and
+//! device files or fifos are refused, and so is the whole archive (nothing half-extracted
+//! remains). The unpacked size and the entry count are capped ([`Limits`]) against
+//! decompression bombs. Extraction is synchronous: call it from `spawn_blocking` in async code.
+//!
+//! Why the symlink rule is enough: a symlink target may only climb (`..`) at its start and must
+//! stay inside lexically, and no entry is ever written through an existing symlink, so every
+//! link sits at its lexical place and resolves inside the tree.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tar::EntryType;
+
+use crate::manifest::Digest;
+
+/// Errors of archive extraction. Every variant names the archive; refusals name the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// An I/O error on a local path (the archive, the target directory).
+    #[error("{action} {path}")]
+    Io {
+        /// What kbin was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive is not a readable gzip-compressed tar.
+    #[error("{archive} is not a valid .tar.gz")]
+    Corrupt {
+        /// The archive.
+        archive: PathBuf,
+        /// The decoder's complaint.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry would write outside the target, or through a link.
+    #[error("{archive}: refusing the entry {entry:?}: {reason}")]
+    Unsafe {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's path as stored.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An entry of a kind kbin never extracts (device, fifo, sparse file…).
+    #[error("{archive}: refusing the entry {entry:?}: {kind} entries are not extracted")]
+    Unsupported {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's path as stored.
+        entry: String,
+        /// The entry's kind.
+        kind: String,
+    },
+    /// The unpacked content exceeds [`Limits::max_bytes`].
+    #[error("{archive} unpacks to more than {limit} bytes")]
+    TooLarge {
+        /// The archive.
+        archive: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
+    /// The archive has more than [`Limits::max_entries`] entries.
+    #[error("{archive} has more than {limit} entries")]
+    TooManyEntries {
+        /// The archive.
+        archive: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
+    /// A member asked for is not a regular file.
+    #[error("{archive}: the member {member:?} is a {kind}, not a regular file")]
+    NotAFile {
+        /// The archive.
+        archive: PathBuf,
+        /// The member.
+        member: String,
+        /// Its kind.
+        kind: String,
+    },
+}
+
+impl ArchiveError {
+    /// A suggestion for the user.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ArchiveError::Unsafe { .. } | ArchiveError::Unsupported { .. } => Some(
+                "the archive is malformed or malicious; check where it came from (mirror, pin)",
+            ),
+            ArchiveError::Corrupt { .. } => Some("run `kbin cache verify`, then install again"),
+            _ => None,
+        }
+    }
+}
+
+/// Caps that stop a hostile or broken archive from filling the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of file content the archive may unpack to. Default 8 GiB (the Kubernetes
+    /// server tarball unpacks to about 1.5 GB).
+    pub max_bytes: u64,
+    /// Most entries. Default 100 000.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 8 << 30,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// What a whole-tree extraction produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extracted {
+    /// Regular files written (hardlinks included).
+    pub files: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// A member taken out of an archive by [`extract_members`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member's normalized path in the archive (`./bridge` → `bridge`).
+    pub name: String,
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its sha256, computed while it was written.
+    pub sha256: Digest,
+    /// Its permission bits from the archive (`0o755`).
+    pub mode: u32,
+}
+
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ArchiveError + 'a {
+    move |source| ArchiveError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The entry's path made relative and free of `.`/`..`, or why it cannot be.
+pub fn enclosed_path(path: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => {
+                return Err("it is an absolute path".into());
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err("its `..` climbs out of the target".into());
+                }
+            }
+            Component::Normal(s) => {
+                if s.as_encoded_bytes().contains(&0) {
+                    return Err("it contains a NUL byte".into());
+                }
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Check a symlink at `link` (relative to the root) pointing to `target`: relative, `..` only
+/// as leading components, and staying inside the root.
+fn check_symlink_target(link: &Path, target: &Path) -> Result<(), String> {
+    if target.as_os_str().is_empty() {
+        return Err("the symlink has an empty target".into());
+    }
+    // Depth of the directory holding the link.
+    let mut depth = link.components().count() as i64 - 1;
+    let mut named = false;
+    for c in target.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => {
+                return Err(format!(
+                    "the symlink points to the absolute path {target:?}"
+                ));
+            }
+            Component::CurDir => {}
+            Component::ParentDir if named => {
+                return Err(format!(
+                    "the symlink target {target:?} has `..` after a name"
+                ));
+            }
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!(
+                        "the symlink target {target:?} points outside the target"
+                    ));
+                }
+            }
+            Component::Normal(s) => {
+                if s.as_encoded_bytes().contains(&0) {
+                    return Err("the symlink target contains a NUL byte".into());
+                }
+                named = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make sure every directory leading to `rel` under `root` is a real directory (creating the
+/// missing ones when `create`), never a symlink or a file.
+fn real_parents(root: &Path, rel: &Path, create: bool) -> Result<(), String> {
+    let mut dir = root.to_path_buf();
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    for c in parent.components() {
+        dir.push(c);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "it would be written through the symlink {:?}",
+                    dir.strip_prefix(root).unwrap_or(&dir)
+                ));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "{:?} is a file, not a directory",
+                    dir.strip_prefix(root).unwrap_or(&dir)
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::create_dir(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+            }
+            Err(e) => return Err(format!("cannot inspect {dir:?}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(t: EntryType) -> String {
+    match t {
+        EntryType::Char => "character device".into(),
+        EntryType::Block => "block device".into(),
+        EntryType::Fifo => "fifo".into(),
+        EntryType::GNUSparse => "sparse file".into(),
+        EntryType::Symlink => "symlink".into(),
+        EntryType::Link => "hardlink".into(),
+        EntryType::Directory => "directory".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Open `archive` as a tar.gz stream (multi-member gzip accepted).
+fn open(
+    archive: &Path,
+) -> Result<tar::Archive<flate2::read::MultiGzDecoder<BufReader<File>>>, ArchiveError> {
+    let f = File::open(archive).map_err(io("cannot open", archive))?;
+    let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
+    Ok(tar::Archive::new(gz))
+}
+
+/// Running totals checked against the limits.
+struct Budget<'a> {
+    archive: &'a Path,
+    limits: &'a Limits,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Budget<'_> {
+    fn entry(&mut self) -> Result<(), ArchiveError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                archive: self.archive.to_owned(),
+                limit: self.limits.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes still allowed.
+    fn left(&self) -> u64 {
+        self.limits.max_bytes.saturating_sub(self.bytes)
+    }
+
+    fn too_large(&self) -> ArchiveError {
+        ArchiveError::TooLarge {
+            archive: self.archive.to_owned(),
+            limit: self.limits.max_bytes,
+        }
+    }
+}
+
+/// Copy a file entry into a new file at `dest` (mode `mode`), hashing it, within the budget.
+fn write_file(
+    entry: &mut impl Read,
+    dest: &Path,
+    mode: u32,
+    budget: &mut Budget<'_>,
+    hasher: Option<&mut Sha256>,
+) -> Result<u64, ArchiveError> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)
+        .map_err(io("cannot create", dest))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut written = 0u64;
+    let mut hasher = hasher;
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|source| ArchiveError::Corrupt {
+                archive: budget.archive.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > budget.left() {
+            return Err(budget.too_large());
+        }
+        budget.bytes += n as u64;
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        out.write_all(&buf[..n]).map_err(io("cannot write", dest))?;
+        written += n as u64;
+    }
+    // Permissions again: create_new's mode is filtered by the umask.
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+        .map_err(io("cannot chmod", dest))?;
+    Ok(written)
+}
+
+/// Remove whatever non-directory sits at `dest` (a later duplicate entry wins, as with tar);
+/// refuse to replace a directory by something else.
+fn clear_spot(dest: &Path, is_dir: bool) -> Result<bool, String> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_dir() => {
+            if is_dir {
+                Ok(true)
+            } else {
+                Err("it would replace a directory".into())
+            }
+        }
+        Ok(_) => {
+            std::fs::remove_file(dest).map_err(|e| format!("cannot replace {dest:?}: {e}"))?;
+            Ok(false)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// Extract the whole of `archive` (a .tar.gz) so that it appears at `dest` at once: entries go
+/// into a temporary directory next to `dest` (same filesystem), which is renamed to `dest` when
+/// everything succeeded. On any refusal or error the temporary directory is removed and `dest`
+/// is untouched. If `dest` appears meanwhile (another process extracted the same archive), it
+/// is kept and the result reports what this run unpacked.
+pub fn extract_tar_gz(
+    archive: &Path,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<Extracted, ArchiveError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(parent)
+        .map_err(io("cannot create a temporary directory in", parent))?;
+    let done = unpack(archive, tmp.path(), limits)?;
+    // tempfile makes the directory 0700; the tree is for everyone to read.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(io("cannot chmod", tmp.path()))?;
+    let staged = tmp.keep();
+    match std::fs::rename(&staged, dest) {
+        Ok(()) => {
+            if let Ok(d) = File::open(parent) {
+                let _ = d.sync_all();
+            }
+            Ok(done)
+        }
+        Err(e) if dest.is_dir() => {
+            tracing::debug!("{dest:?} appeared meanwhile ({e}); keeping it");
+            let _ = std::fs::remove_dir_all(&staged);
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            Err(io("cannot rename into", dest)(e))
+        }
+    }
+}
+
+fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, ArchiveError> {
+    let mut tar = open(archive)?;
+    let corrupt = |source| ArchiveError::Corrupt {
+        archive: archive.to_owned(),
+        source,
+    };
+    let mut budget = Budget {
+        archive,
+        limits,
+        entries: 0,
+        bytes: 0,
+    };
+    let mut done = Extracted::default();
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        budget.entry()?;
+        let raw = entry.path().map_err(corrupt)?.into_owned();
+        let shown = raw.display().to_string();
+        let unsafe_ = |reason: String| ArchiveError::Unsafe {
+            archive: archive.to_owned(),
+            entry: shown.clone(),
+            reason,
+        };
+        let kind = entry.header().entry_type();
+        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+            continue;
+        }
+        let rel = enclosed_path(&raw).map_err(&unsafe_)?;
+        if rel.as_os_str().is_empty() {
+            if kind.is_dir() {
+                continue;
+            }
+            return Err(unsafe_("it names the target directory itself".into()));
+        }
+        let dest = root.join(&rel);
+        match kind {
+            EntryType::Directory => {
+                real_parents(root, &rel, true).map_err(&unsafe_)?;
+                if !clear_spot(&dest, true).map_err(&unsafe_)? {
+                    std::fs::create_dir(&dest).map_err(io("cannot create", &dest))?;
+                }
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                if entry.header().size().unwrap_or(0) > budget.left() {
+                    return Err(budget.too_large());
+                }
+                real_parents(root, &rel, true).map_err(&unsafe_)?;
+                clear_spot(&dest, false).map_err(&unsafe_)?;
+                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+                done.bytes += write_file(&mut entry, &dest, mode, &mut budget, None)?;
+                done.files += 1;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| unsafe_("the symlink has no target".into()))?
+                    .into_owned();
+                check_symlink_target(&rel, &target).map_err(&unsafe_)?;
+                real_parents(root, &rel, true).map_err(&unsafe_)?;
+                clear_spot(&dest, false).map_err(&unsafe_)?;
+                std::os::unix::fs::symlink(&target, &dest)
+                    .map_err(io("cannot create the symlink", &dest))?;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| unsafe_("the hardlink has no target".into()))?
+                    .into_owned();
+                let trel = enclosed_path(&target)
+                    .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
+                real_parents(root, &trel, false)
+                    .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
+                let src = root.join(&trel);
+                match std::fs::symlink_metadata(&src) {
+                    Ok(m) if m.file_type().is_file() => {}
+                    _ => {
+                        return Err(unsafe_(format!(
+                            "the hardlink target {target:?} is not a file extracted before it"
+                        )));
+                    }
+                }
+                real_parents(root, &rel, true).map_err(&unsafe_)?;
+                clear_spot(&dest, false).map_err(&unsafe_)?;
+                std::fs::hard_link(&src, &dest).map_err(io("cannot create the hardlink", &dest))?;
+                done.files += 1;
+            }
+            other => {
+                return Err(ArchiveError::Unsupported {
+                    archive: archive.to_owned(),
+                    entry: shown,
+                    kind: kind_name(other),
+                });
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Take only the members named in `wanted` (archive paths; a leading `./` does not matter) out
+/// of `archive`, writing each to `out_dir/<member path>` and hashing it on the way. Members that
+/// are absent are absent from the result (the caller knows which are required); the result is
+/// in archive order. Every entry of the archive is still checked: an archive with an unsafe
+/// entry is refused even if that entry was not asked for. A member that is a link or directory
+/// is an error. `out_dir` should be a fresh directory of the caller's (e.g. in cache/tmp/).
+pub fn extract_members(
+    archive: &Path,
+    wanted: &[&str],
+    out_dir: &Path,
+    limits: &Limits,
+) -> Result<Vec<Member>, ArchiveError> {
+    let mut want = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let rel = enclosed_path(Path::new(w)).map_err(|reason| ArchiveError::Unsafe {
+            archive: archive.to_owned(),
+            entry: (*w).to_owned(),
+            reason,
+        })?;
+        want.push(rel);
+    }
+    std::fs::create_dir_all(out_dir).map_err(io("cannot create", out_dir))?;
+    let mut tar = open(archive)?;
+    let corrupt = |source| ArchiveError::Corrupt {
+        archive: archive.to_owned(),
+        source,
+    };
+    let mut budget = Budget {
+        archive,
+        limits,
+        entries: 0,
+        bytes: 0,
+    };
+    let mut found: Vec<Member> = Vec::new();
+    // What a whole extraction would have made, to refuse what it would refuse.
+    let mut links = std::collections::HashSet::new();
+    let mut files = std::collections::HashSet::new();
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        budget.entry()?;
+        let raw = entry.path().map_err(corrupt)?.into_owned();
+        let shown = raw.display().to_string();
+        let unsafe_ = |reason: String| ArchiveError::Unsafe {
+            archive: archive.to_owned(),
+            entry: shown.clone(),
+            reason,
+        };
+        let kind = entry.header().entry_type();
+        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+            continue;
+        }
+        let rel = enclosed_path(&raw).map_err(&unsafe_)?;
+        if let Some(a) = rel
+            .ancestors()
+            .skip(1)
+            .find(|a| links.contains(*a) || files.contains(*a))
+        {
+            return Err(unsafe_(format!("it would be written through {a:?}")));
+        }
+        match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                files.insert(rel.clone());
+            }
+            EntryType::Directory => {}
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| unsafe_("the symlink has no target".into()))?;
+                check_symlink_target(&rel, &target).map_err(&unsafe_)?;
+                links.insert(rel.clone());
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| unsafe_("the hardlink has no target".into()))?;
+                let trel = enclosed_path(&target)
+                    .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
+                if !files.contains(&trel) {
+                    return Err(unsafe_(format!(
+                        "the hardlink target {target:?} is not a file extracted before it"
+                    )));
+                }
+                files.insert(rel.clone());
+            }
+            other => {
+                return Err(ArchiveError::Unsupported {
+                    archive: archive.to_owned(),
+                    entry: shown,
+                    kind: kind_name(other),
+                });
+            }
+        }
+        if !want.contains(&rel) {
+            continue;
+        }
+        if !matches!(kind, EntryType::Regular | EntryType::Continuous) {
+            return Err(ArchiveError::NotAFile {
+                archive: archive.to_owned(),
+                member: shown,
+                kind: kind_name(kind),
+            });
+        }
+        if entry.header().size().unwrap_or(0) > budget.left() {
+            return Err(budget.too_large());
+        }
+        let dest = out_dir.join(&rel);
+        real_parents(out_dir, &rel, true).map_err(&unsafe_)?;
+        clear_spot(&dest, false).map_err(&unsafe_)?;
+        let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
+        let mut h = Sha256::new();
+        let size = write_file(&mut entry, &dest, mode, &mut budget, Some(&mut h))?;
+        let name = rel.to_string_lossy().into_owned();
+        // A duplicate entry replaces the earlier one, as tar does.
+        found.retain(|m| m.name != name);
+        found.push(Member {
+            name,
+            path: dest,
+            size,
+            sha256: Digest::sha256_of(&h.finalize()),
+            mode,
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enclosed_path_normalizes_and_refuses_escapes() {
+        assert_eq!(enclosed_path(Path::new("./a/b")).unwrap(), Path::new("a/b"));
+        assert_eq!(enclosed_path(Path::new("a/../b")).unwrap(), Path::new("b"));
+        assert!(enclosed_path(Path::new("../x")).is_err());
+        assert!(enclosed_path(Path::new("a/../../x")).is_err());
+        assert!(enclosed_path(Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn symlink_targets_must_stay_inside() {
+        assert!(check_symlink_target(Path::new("bin/x"), Path::new("../lib/x")).is_ok());
+        assert!(check_symlink_target(Path::new("x"), Path::new("sub/y")).is_ok());
+        assert!(check_symlink_target(Path::new("x"), Path::new("../y")).is_err());
+        assert!(check_symlink_target(Path::new("a/x"), Path::new("../../y")).is_err());
+        assert!(check_symlink_target(Path::new("x"), Path::new("/etc")).is_err());
+        // `..` after a name could pass through another symlink: refused.
+        assert!(check_symlink_target(Path::new("x"), Path::new("d/d/..")).is_err());
+        assert!(check_symlink_target(Path::new("x"), Path::new("")).is_err());
+    }
+}
