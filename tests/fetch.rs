@@ -578,17 +578,16 @@ async fn ca_bundle_makes_a_private_ca_trusted() {
     let url = server.url(PATH);
     assert!(url.starts_with("https://127.0.0.1:"));
 
-    // Without the bundle the server is not trusted.
-    let f = Fetcher::new(FetchOptions {
-        retries: 0,
-        ..opts()
-    })
-    .unwrap();
-    let err = f
+    // Without the bundle the server is not trusted, and retrying would not help.
+    let err = fetcher()
         .download(&url, &dir.path().join("a"), None, &NoProgress)
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::Http { .. }), "{err:?}");
+    assert!(matches!(err, FetchError::Certificate { .. }), "{err:?}");
+    assert!(err.to_string().contains(&url), "{err}");
+    assert!(err.hint().unwrap().contains("KBIN_CA_BUNDLE"));
+    assert_eq!(server.total_requests(), 0);
+    assert!(!dir.path().join("a").exists());
 
     // With it (a bundle of several certificates, ours not first) it is.
     let other = TestCa::new();

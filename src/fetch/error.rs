@@ -77,6 +77,15 @@ pub enum FetchError {
         #[source]
         source: reqwest::Error,
     },
+    /// The server's TLS certificate is not trusted (never retried).
+    #[error("GET {target}: the server's TLS certificate is not trusted")]
+    Certificate {
+        /// What was fetched.
+        target: Target,
+        /// The TLS error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// No byte arrived for the stall timeout, on the last attempt.
     #[error("GET {target} timed out: no data for {after:?} (after {attempts} attempt(s))")]
     Timeout {
@@ -159,6 +168,7 @@ impl FetchError {
         match self {
             FetchError::Status { target, .. }
             | FetchError::Http { target, .. }
+            | FetchError::Certificate { target, .. }
             | FetchError::Timeout { target, .. }
             | FetchError::Truncated { target, .. }
             | FetchError::Length { target, .. }
@@ -184,6 +194,9 @@ impl FetchError {
             }
             FetchError::DigestMismatch { .. } | FetchError::Length { .. } => {
                 "the server sent other bytes than expected; if you use a mirror, check that its copy is complete and current"
+            }
+            FetchError::Certificate { .. } => {
+                "if the server (a corporate mirror or proxy) uses its own CA, point KBIN_CA_BUNDLE at that CA's PEM file"
             }
             FetchError::CaBundle { .. } => {
                 "KBIN_CA_BUNDLE (or SSL_CERT_FILE) must name a PEM file with one or more CA certificates"

@@ -46,7 +46,7 @@ use sink::{Hashers, Sink};
 
 /// Received chunks are handed to the writer thread in batches of about this many bytes: one
 /// channel message per MiB rather than per TCP read.
-const BATCH: usize = 1 << 20;
+const BATCH: usize = 256 << 10;
 /// Checksum files are small; anything bigger is not one.
 const CHECKSUM_MAX: usize = 1 << 20;
 /// The longest pause between two attempts.
@@ -433,29 +433,23 @@ impl Fetcher {
                 }
                 (Err(f), Ok(_)) => f,
             };
-            match failure {
+            let (error, discard) = match failure {
                 Failure::Retry(e) if attempt <= self.opts.retries => {
                     tracing::debug!("attempt {attempt} failed, retrying: {e}");
                     tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
                 }
-                Failure::Retry(e) => {
-                    // The bytes on disk are good: a rerun resumes after them. An empty file
-                    // is no help to anyone.
-                    let empty = sink.len() == 0;
-                    drop(sink);
-                    if empty {
-                        let _ = std::fs::remove_file(partial);
-                    }
-                    return Err(with_attempts(e, attempt));
-                }
-                Failure::Fatal { error, discard } => {
-                    drop(sink);
-                    if discard {
-                        let _ = std::fs::remove_file(partial);
-                    }
-                    return Err(error);
-                }
+                // The bytes on disk are good: a rerun resumes after them.
+                Failure::Retry(e) => (with_attempts(e, attempt), false),
+                Failure::Fatal { error, discard } => (error, discard),
+            };
+            // An empty partial file helps no one.
+            let empty = sink.len() == 0;
+            drop(sink);
+            if discard || empty {
+                let _ = std::fs::remove_file(partial);
             }
+            return Err(error);
         }
     }
 
@@ -595,6 +589,13 @@ impl Fetcher {
                 error: http_error(target, e),
                 discard: false,
             }),
+            Ok(Err(e)) if is_certificate_error(&e) => Err(Failure::Fatal {
+                error: FetchError::Certificate {
+                    target: target.clone(),
+                    source: e,
+                },
+                discard: false,
+            }),
             Ok(Err(e)) => Err(Failure::Retry(http_error(target, e))),
         }
     }
@@ -651,6 +652,20 @@ fn http_error(target: &Target, source: reqwest::Error) -> FetchError {
         attempts: 1,
         source,
     }
+}
+
+/// A TLS certificate verification failure: retrying cannot help. rustls's errors are not
+/// reachable as types through reqwest, so the cause chain's text decides ("invalid peer
+/// certificate: UnknownIssuer"); a miss only means a pointless retry.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("certificate") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// 5xx is worth retrying; anything else (4xx, unexpected 1xx/3xx) is final.
