@@ -47,6 +47,9 @@ use bytes::Bytes;
 
 /// Bytes per body chunk on the normal path (large: the benchmark streams hundreds of MB).
 const CHUNK: usize = 256 << 10;
+/// How long a cut or lying response waits before closing, so that hyper has written every byte
+/// it was given (it drops unflushed bytes when a body fails). Generous for a loaded machine.
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
 
 /// A fault injected into one response (or every response, with [`Server::fault_always`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,7 +491,7 @@ fn body_stream(
             match st.plan.fault {
                 Some(Fault::CutAfter(_)) => {
                     // Let the connection flush what was sent, then kill it.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(FLUSH_GRACE).await;
                     return Some((
                         Err(std::io::Error::other("injected fault: connection cut")),
                         st,
@@ -500,7 +503,7 @@ fn body_stream(
                 }
                 Some(Fault::ContentLength(_)) => {
                     // Flush the real bytes before hyper notices the lie and closes.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(FLUSH_GRACE).await;
                     return None;
                 }
                 _ => return None,
