@@ -287,6 +287,39 @@ async fn complete_partial_is_verified_without_refetching() {
 }
 
 #[tokio::test]
+async fn stale_partial_with_wrong_bytes_is_replaced_after_one_resume() {
+    // An old partial whose bytes differ: the resume completes with a wrong digest, so kbin
+    // starts over once, from scratch, and succeeds.
+    let s = Setup::new(300_000);
+    std::fs::write(s.partial(), vec![0u8; 100_000]).unwrap();
+    let done = fetcher()
+        .download(&s.url(), &s.partial(), Some(&sha256(&s.body)), &NoProgress)
+        .await
+        .unwrap();
+    assert_complete(&done, &s.body);
+    assert_eq!(done.resumed_from, 0);
+    assert_eq!(
+        s.server.ranges(PATH),
+        vec![Some("bytes=100000-".into()), None]
+    );
+}
+
+#[tokio::test]
+async fn partial_longer_than_the_file_starts_over() {
+    let s = Setup::new(10_000);
+    std::fs::write(s.partial(), vec![1u8; 20_000]).unwrap();
+    let done = fetcher()
+        .download(&s.url(), &s.partial(), Some(&sha256(&s.body)), &NoProgress)
+        .await
+        .unwrap();
+    assert_complete(&done, &s.body);
+    assert_eq!(
+        s.server.ranges(PATH),
+        vec![Some("bytes=20000-".into()), None]
+    );
+}
+
+#[tokio::test]
 async fn server_ignoring_range_gets_a_clean_restart() {
     let s = Setup::new(400_000);
     s.server.ignore_range(PATH);

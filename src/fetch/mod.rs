@@ -292,35 +292,45 @@ impl Fetcher {
             url: url.to_string(),
         };
         let sha512 = expected.is_some_and(|d| d.algo() == DigestAlgo::Sha512);
-        let (finished, resumed_from) = if url.scheme() == "file" {
-            let f = copy_file(&url, &target, partial, sha512, progress).await?;
-            (f, 0)
-        } else {
-            self.download_http(&url, &target, partial, sha512, progress)
-                .await?
-        };
-        let done = Downloaded {
-            path: partial.to_owned(),
-            size: finished.size,
-            sha256: finished.sha256,
-            sha512: finished.sha512,
-            resumed_from,
-        };
-        if let Some(exp) = expected {
-            let actual = done
-                .digest(exp.algo())
-                .expect("the expected digest's algorithm was computed");
-            if actual != exp {
-                let _ = std::fs::remove_file(partial);
-                return Err(FetchError::DigestMismatch {
-                    target,
-                    expected: exp.clone(),
-                    actual: actual.clone(),
-                });
+        // A resumed download whose digest is wrong may owe it to a stale or damaged prefix:
+        // it gets one more try from scratch before the mismatch is reported.
+        let mut fresh_retry = true;
+        loop {
+            let (finished, resumed_from) = if url.scheme() == "file" {
+                let f = copy_file(&url, &target, partial, sha512, progress).await?;
+                (f, 0)
+            } else {
+                self.download_http(&url, &target, partial, sha512, progress)
+                    .await?
+            };
+            let done = Downloaded {
+                path: partial.to_owned(),
+                size: finished.size,
+                sha256: finished.sha256,
+                sha512: finished.sha512,
+                resumed_from,
+            };
+            if let Some(exp) = expected {
+                let actual = done
+                    .digest(exp.algo())
+                    .expect("the expected digest's algorithm was computed");
+                if actual != exp {
+                    let _ = std::fs::remove_file(partial);
+                    if resumed_from > 0 && fresh_retry {
+                        tracing::debug!("{target}: wrong digest after a resume; starting over");
+                        fresh_retry = false;
+                        continue;
+                    }
+                    return Err(FetchError::DigestMismatch {
+                        target,
+                        expected: exp.clone(),
+                        actual: actual.clone(),
+                    });
+                }
             }
+            progress.finish();
+            return Ok(done);
         }
-        progress.finish();
-        Ok(done)
     }
 
     /// Fetch upstream's checksum file (after the mirror rewrite) and find the digest for
