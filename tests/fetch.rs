@@ -136,6 +136,32 @@ async fn sha512_pin_is_computed_and_checked() {
 }
 
 #[tokio::test]
+async fn sha512_survives_resumes_and_restarts() {
+    // A partial from an earlier run, a cut, then a server that stops honouring Range: the
+    // sha512 (hashed on its own thread) must follow every turn.
+    let s = Setup::new(3 << 20);
+    std::fs::write(s.partial(), &s.body[..1_000_000]).unwrap();
+    s.server.fault(PATH, Fault::CutAfter(500_000));
+    let done = fetcher()
+        .download(&s.url(), &s.partial(), Some(&sha512(&s.body)), &NoProgress)
+        .await
+        .unwrap();
+    assert_complete(&done, &s.body);
+    assert_eq!(done.sha512, Some(sha512(&s.body)));
+    assert_eq!(done.resumed_from, 1_500_000);
+
+    std::fs::write(s.partial(), &s.body[..1_000_000]).unwrap();
+    s.server.ignore_range(PATH);
+    let done = fetcher()
+        .download(&s.url(), &s.partial(), Some(&sha512(&s.body)), &NoProgress)
+        .await
+        .unwrap();
+    assert_complete(&done, &s.body);
+    assert_eq!(done.sha512, Some(sha512(&s.body)));
+    assert_eq!(done.resumed_from, 0);
+}
+
+#[tokio::test]
 async fn digest_mismatch_keeps_nothing() {
     let s = Setup::new(100_000);
     let wrong = sha256(b"something else");

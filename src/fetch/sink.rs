@@ -51,6 +51,48 @@ impl Hashers {
     }
 }
 
+/// sha512 on its own thread, fed the same chunks as the sha256 (sha512 runs at about a third
+/// of sha256's speed with SHA-NI; in parallel, a sha512-pinned download costs little more
+/// than a sha256 one).
+struct Sha512Thread {
+    tx: std::sync::mpsc::SyncSender<Side>,
+    handle: std::thread::JoinHandle<Sha512>,
+}
+
+enum Side {
+    Data(Vec<Bytes>),
+    Reset,
+}
+
+impl Sha512Thread {
+    fn start(mut h: Sha512) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Side>(QUEUE_BATCHES);
+        let handle = std::thread::Builder::new()
+            .name("kbin-sha512".into())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        Side::Data(chunks) => chunks.iter().for_each(|c| h.update(c)),
+                        Side::Reset => h = Sha512::new(),
+                    }
+                }
+                h
+            })?;
+        Ok(Sha512Thread { tx, handle })
+    }
+
+    /// Send to the thread; false if it is gone (it panicked: reported at finish).
+    fn send(&self, msg: Side) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    fn finish(self) -> Option<Digest> {
+        drop(self.tx);
+        let h = self.handle.join().ok()?;
+        Some(Digest::sha512_of(&h.finalize()))
+    }
+}
+
 /// The finished file's digests and size.
 pub(crate) struct Finished {
     pub(crate) size: u64,
@@ -72,9 +114,10 @@ enum Cmd {
 struct State {
     path: PathBuf,
     out: File,
+    /// sha256 (sha512 lives in `side` once the prefix is hashed).
     hashers: Hashers,
+    side: Option<Sha512Thread>,
     len: u64,
-    sha512: bool,
     /// The first write error; reported at the next Sync or Finish.
     failed: Option<std::io::Error>,
 }
@@ -113,12 +156,19 @@ impl State {
         }
         file.seek(SeekFrom::End(0))
             .map_err(io_err("cannot seek", path))?;
+        let side = match hashers.sha512.take() {
+            Some(h) => Some(
+                Sha512Thread::start(h)
+                    .map_err(io_err("cannot start a hashing thread for", path))?,
+            ),
+            None => None,
+        };
         Ok(State {
             path: path.to_owned(),
             out: file,
             hashers,
+            side,
             len,
-            sha512,
             failed: None,
         })
     }
@@ -126,6 +176,9 @@ impl State {
     fn data(&mut self, chunks: Vec<Bytes>) {
         if self.failed.is_some() {
             return;
+        }
+        if let Some(side) = &self.side {
+            side.send(Side::Data(chunks.clone()));
         }
         for c in &chunks {
             self.hashers.update(c);
@@ -167,7 +220,10 @@ impl State {
         if let Err(e) = r {
             self.failed.get_or_insert(e);
         }
-        self.hashers = Hashers::new(self.sha512);
+        self.hashers = Hashers::new(false);
+        if let Some(side) = &self.side {
+            side.send(Side::Reset);
+        }
         self.len = 0;
     }
 
@@ -176,7 +232,15 @@ impl State {
         self.out
             .sync_all()
             .map_err(io_err("cannot sync", &self.path))?;
-        let (sha256, sha512) = self.hashers.finish();
+        let (sha256, _) = self.hashers.finish();
+        let sha512 = match self.side.take() {
+            Some(side) => Some(side.finish().ok_or_else(|| {
+                io_err("cannot hash", &self.path)(std::io::Error::other(
+                    "the sha512 thread panicked",
+                ))
+            })?),
+            None => None,
+        };
         Ok(Finished {
             size: self.len,
             sha256,
