@@ -31,6 +31,20 @@
 //! TLS: [`Server::start_tls`] with a [`TestCa`] serves https on 127.0.0.1 with a certificate
 //! for `127.0.0.1` and `localhost` signed by a CA that only the test knows
 //! ([`TestCa::ca_pem`]: write it to a file and hand it to kbin as KBIN_CA_BUNDLE).
+//!
+//! Driving kbin against it: point `--mirror` (or `KBIN_MIRROR`) at [`Server::base`] and `put`
+//! files at their upstream paths (`/release/v1.30.14/bin/linux/amd64/kubectl`,
+//! `/etcd-io/etcd/releases/download/v3.5.16/…`). For fast fault tests set
+//! `KBIN_HTTP_BACKOFF_MS=10` and `KBIN_HTTP_STALL_TIMEOUT_MS=300` in the child's environment;
+//! `KBIN_HTTP_RETRIES` sets the retries (default 4, i.e. 5 requests before giving up).
+//!
+//! The fetch API beyond /work/notes/FETCH-CONTRACT.md (extensions only, nothing renamed):
+//! `FetchOptions` also has `proxy: ProxySettings` and `backoff`, and implements `Default`
+//! (build it with `from_env` or `FetchOptions { .., ..Default::default() }`);
+//! `FetchError::Certificate` (untrusted TLS certificate, not retried); `FetchError::hint()`
+//! and `FetchError::target()`; `Downloaded::digest(algo)`. Errors after exhausted retries
+//! keep a non-empty partial file (a rerun resumes); digest mismatches and length
+//! contradictions delete it.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
