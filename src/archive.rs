@@ -321,6 +321,8 @@ fn write_file(
     budget: &mut Budget<'_>,
     hasher: Option<&mut Sha256>,
 ) -> Result<u64, ArchiveError> {
+    // Whatever the archive says, the owner can read what kbin unpacked.
+    let mode = mode | 0o400;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -277,8 +277,11 @@ impl Fetcher {
     /// complete file is at `partial`, fsynced. If `expected` does not match, `partial` is
     /// deleted and [`FetchError::DigestMismatch`] returned. Connection errors, stalls, 5xx and
     /// short bodies are retried (resuming); 4xx fail at once ([`FetchError::Status`]). When the
-    /// retries run out on a transient error the partial file is kept, so a rerun resumes; when
-    /// the server contradicts itself it is deleted.
+    /// retries run out on a transient error the partial file is kept (unless empty), so a rerun
+    /// resumes; when the server contradicts itself it is deleted. A resumed download with the
+    /// wrong digest is tried once more from scratch (the old prefix may have been stale) before
+    /// the mismatch is reported. One process at a time may write a given `partial`: the caller
+    /// holds a lock for it.
     pub async fn download(
         &self,
         upstream: &str,
