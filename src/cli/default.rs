@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Context;
+use crate::error::WithHint;
 
 /// Arguments of `kbin default`.
 #[derive(Debug, Args)]
@@ -14,6 +15,36 @@ pub struct DefaultArgs {
     pub name: Option<String>,
 }
 
-pub(super) fn run(_ctx: &Context, _args: DefaultArgs) -> anyhow::Result<ExitCode> {
-    super::not_yet("default", 4)
+#[derive(serde::Serialize)]
+struct DefaultReport {
+    default: Option<String>,
+}
+
+pub(super) fn run(ctx: &Context, args: DefaultArgs) -> anyhow::Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let mut settings = layout.settings()?;
+    if let Some(name) = args.name {
+        let installed = layout.toolchain_names()?;
+        if !installed.contains(&name) {
+            return Err(anyhow::anyhow!("no toolchain named {name:?} is installed")).hint(
+                if installed.is_empty() {
+                    "install one first: kbin install 1.30".to_string()
+                } else {
+                    format!("installed: {}", installed.join(", "))
+                },
+            );
+        }
+        settings.default = Some(name);
+        layout.save_settings(&settings)?;
+    }
+    ctx.ui.report(
+        &DefaultReport {
+            default: settings.default.clone(),
+        },
+        |r| match &r.default {
+            Some(d) => format!("{d}\n"),
+            None => "no default toolchain (kbin install sets one)\n".into(),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

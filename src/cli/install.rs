@@ -4,9 +4,16 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use anyhow::Context as _;
+
 use super::Context;
+use crate::error::WithHint;
+use crate::fetch::{FetchOptions, Fetcher};
+use crate::install::{self, Options};
 use crate::manifest::Arch;
-use crate::manifest::resolve::Override;
+use crate::manifest::resolve::{Override, Request};
+use crate::store::Store;
+use crate::toolchain::assemble;
 
 /// Arguments of `kbin install`.
 #[derive(Debug, Args)]
@@ -54,6 +61,119 @@ pub struct InstallArgs {
     pub allow_skew: bool,
 }
 
-pub(super) fn run(_ctx: &Context, _args: InstallArgs) -> anyhow::Result<ExitCode> {
-    super::not_yet("install", 4)
+pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
+    if !args.from_source.is_empty() {
+        return super::not_yet("install --from-source", 5);
+    }
+    let manifest = ctx.manifest()?;
+    let resolution = super::resolve(
+        &manifest,
+        &Request {
+            version: args.kubernetes.clone(),
+            overrides: args.with.clone(),
+            allow_skew: args.allow_skew,
+        },
+    )?;
+    for w in &resolution.warnings {
+        ctx.ui
+            .warn(format!("version skew allowed by --allow-skew: {w}"));
+    }
+    let arch = match args.arch {
+        Some(a) => a,
+        None => Arch::host()
+            .context("this machine's architecture is neither amd64 nor arm64")
+            .hint("pass --arch amd64 or --arch arm64 to install for another machine")?,
+    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| resolution.minor.to_string());
+    assemble::check_name(&name)?;
+    let layout = ctx.layout()?;
+    let store = Store::open(layout.clone())?;
+    let opts = Options {
+        name: name.clone(),
+        arch,
+        only: args.only.clone(),
+        require_pinned: args.require_pinned,
+        jobs: args.jobs,
+    };
+    let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(|e| {
+        let hint = match &e {
+            install::InstallError::Unpinned(_) => Some(
+                "drop --require-pinned to verify these against upstream's checksum files, or pin \
+                 them in a manifest (scripts/update-manifest)",
+            ),
+            _ => None,
+        };
+        match hint {
+            Some(h) => crate::error::with_hint(e.into(), h),
+            None => anyhow::Error::from(e),
+        }
+    })?;
+    let settings = layout.settings()?;
+    let fetcher = Fetcher::new(FetchOptions::from_env(
+        ctx.global.mirror.clone(),
+        settings.mirrors.clone(),
+    ))?;
+    let outcome = install::execute(&manifest, &store, &fetcher, &plan, args.jobs, &ctx.ui)
+        .map_err(|e| {
+            let hint = match &e {
+                install::InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
+                    ctx.global.mirror.is_none().then(|| {
+                        "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"
+                            .to_owned()
+                    })
+                }),
+                install::InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
+                    "the artifact is not what the manifest pins: check the mirror, then rerun"
+                        .to_owned(),
+                ),
+                _ => None,
+            };
+            match hint {
+                Some(h) => crate::error::with_hint(e.into(), h),
+                None => anyhow::Error::from(e),
+            }
+        })?;
+    // The first toolchain becomes the default, as with rustup.
+    let mut settings = layout.settings()?;
+    if args.default || settings.default.is_none() {
+        settings.default = Some(name.clone());
+        layout.save_settings(&settings)?;
+    }
+    ctx.ui.report(&outcome, |o| {
+        let mut t = if o.up_to_date {
+            format!(
+                "toolchain {} is up to date ({})\n",
+                o.name,
+                o.path.display()
+            )
+        } else {
+            format!(
+                "installed toolchain {} (Kubernetes {}, {}) in {}\n",
+                o.name,
+                o.receipt.kubernetes,
+                o.receipt.arch,
+                o.path.display()
+            )
+        };
+        for c in &o.receipt.components {
+            let names: Vec<&str> = c.binaries.iter().map(|b| b.name.as_str()).collect();
+            t.push_str(&format!(
+                "  {:<12} {:<10} {}\n",
+                c.name,
+                c.version,
+                names.join(" ")
+            ));
+        }
+        if !o.unpinned.is_empty() && !o.up_to_date {
+            t.push_str(&format!(
+                "{} artifact(s) verified against upstream's checksum files only (not pinned)\n",
+                o.unpinned.len()
+            ));
+        }
+        t
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

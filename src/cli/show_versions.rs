@@ -7,7 +7,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Context;
+use crate::error::WithHint;
 use crate::manifest::{Arch, KUBERNETES, Manifest};
+use crate::toolchain::Receipt;
 use crate::ui::table;
 
 /// Arguments of `kbin show-versions`.
@@ -164,5 +166,107 @@ pub(super) fn run(ctx: &Context, args: ShowVersionsArgs) -> anyhow::Result<ExitC
         ctx.ui.report(&available(&m), render_available)?;
         return Ok(ExitCode::SUCCESS);
     }
-    super::not_yet("show-versions (installed toolchains)", 4)
+    installed(ctx, args.toolchain.as_deref())
+}
+
+/// One installed toolchain, as `show-versions` reports it.
+#[derive(Debug, Serialize)]
+pub struct Installed {
+    /// Whether it is the default toolchain.
+    pub default: bool,
+    /// Its directory.
+    pub path: std::path::PathBuf,
+    /// Its receipt.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+}
+
+fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let default = layout.settings()?.default;
+    let names = layout.toolchain_names()?;
+    if let Some(n) = only
+        && !names.iter().any(|x| x == n)
+    {
+        return Err(anyhow::anyhow!("no toolchain named {n:?} is installed")).hint(
+            "kbin show-versions lists the installed toolchains; kbin install VERSION adds one",
+        );
+    }
+    let mut list = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| only.is_none_or(|o| o == n.as_str()))
+    {
+        let receipt = Receipt::load(&layout.receipt_path(name))?;
+        list.push(Installed {
+            default: default.as_deref() == Some(name.as_str()),
+            path: layout.toolchain_dir(name),
+            receipt,
+        });
+    }
+    ctx.ui.report(&list, render_installed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_installed(list: &Vec<Installed>) -> String {
+    if list.is_empty() {
+        return "no toolchains installed: kbin install 1.30 (kbin show-versions --available lists versions)\n".into();
+    }
+    let mut out = String::new();
+    for t in list {
+        let r = &t.receipt;
+        out.push_str(&format!(
+            "{}{} — Kubernetes {} ({}) in {}\n",
+            r.name,
+            if t.default { " (default)" } else { "" },
+            r.kubernetes,
+            r.arch,
+            t.path.display()
+        ));
+        let mut rows = Vec::new();
+        for c in &r.components {
+            for b in &c.binaries {
+                let pinned = match c.origin {
+                    crate::toolchain::Origin::Source => "-".to_string(),
+                    crate::toolchain::Origin::Download => if c.artifacts.iter().all(|a| a.pinned) {
+                        "pinned"
+                    } else {
+                        "unpinned"
+                    }
+                    .to_string(),
+                };
+                let origin = match &c.source {
+                    Some(s) => format!(
+                        "source {}@{}",
+                        s.git_ref,
+                        &s.commit[..s.commit.len().min(12)]
+                    ),
+                    None => c.origin.to_string(),
+                };
+                rows.push(vec![
+                    c.name.clone(),
+                    b.name.clone(),
+                    c.version.to_string(),
+                    origin,
+                    pinned,
+                    format!("{}…", &b.digest.to_string()[..19]),
+                    b.reports.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+        }
+        out.push_str(&table(
+            &[
+                "COMPONENT",
+                "BINARY",
+                "VERSION",
+                "ORIGIN",
+                "VERIFIED",
+                "DIGEST",
+                "REPORTS",
+            ],
+            &rows,
+        ));
+        out.push('\n');
+    }
+    out
 }

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Context;
+use crate::error::WithHint;
+use crate::toolchain::assemble;
 
 /// Arguments of `kbin uninstall`.
 #[derive(Debug, Args)]
@@ -14,6 +16,29 @@ pub struct UninstallArgs {
     pub name: String,
 }
 
-pub(super) fn run(_ctx: &Context, _args: UninstallArgs) -> anyhow::Result<ExitCode> {
-    super::not_yet("uninstall", 4)
+pub(super) fn run(ctx: &Context, args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let _lock = assemble::lock_toolchain(&layout, &args.name, || {
+        ctx.ui.status(format!(
+            "waiting for another kbin using toolchain {}…",
+            args.name
+        ))
+    })?;
+    if !assemble::remove_toolchain(&layout, &args.name)? {
+        return Err(anyhow::anyhow!(
+            "no toolchain named {:?} is installed",
+            args.name
+        ))
+        .hint("kbin show-versions lists the installed toolchains");
+    }
+    let mut settings = layout.settings()?;
+    if settings.default.as_deref() == Some(args.name.as_str()) {
+        settings.default = None;
+        layout.save_settings(&settings)?;
+    }
+    ctx.ui.status(format!(
+        "removed toolchain {} (its files stay in the cache until `kbin cache gc`)",
+        args.name
+    ));
+    Ok(ExitCode::SUCCESS)
 }

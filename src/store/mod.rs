@@ -18,6 +18,7 @@
 //! Nothing is created until a command needs it ([`Layout::ensure`]); kbin writes nowhere else.
 
 pub mod cas;
+pub mod maintain;
 
 use std::collections::BTreeMap;
 use std::io::Write;

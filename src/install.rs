@@ -1,0 +1,821 @@
+//! `kbin install`: plan, then act.
+//!
+//! [`plan`] turns a [`Resolution`] into a [`Plan`] before a byte is written: which artifact
+//! provides each binary, which are pinned, which are already in the store, and whether the
+//! toolchain is already installed exactly so. [`execute`] then fetches what is missing (a bounded
+//! pool of concurrent downloads, each under a per-artifact lock so concurrent kbin processes
+//! never fetch the same bytes twice), verifies, stores, extracts the binaries it needs, asks each
+//! binary its version, and swaps the toolchain into place whole with its receipt.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::archive::{self, Limits};
+use crate::fetch::{FetchError, Fetcher, Progress};
+use crate::manifest::resolve::Resolution;
+use crate::manifest::{Arch, ArtifactFormat, Digest, Manifest};
+use crate::store::cas::{FileLock, sha256_file};
+use crate::store::{PathIo, Store, at, write_atomic};
+use crate::toolchain::assemble::{self, Staging};
+use crate::toolchain::receipt::RECEIPT_SCHEMA;
+use crate::toolchain::{ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt};
+use crate::ui::Ui;
+
+/// Why an install failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// `--only` names something that is neither a component nor a binary.
+    #[error("--only names {name:?}, which is neither a component nor a binary; known: {known}")]
+    UnknownOnly {
+        /// The name.
+        name: String,
+        /// What is accepted.
+        known: String,
+    },
+    /// `--require-pinned` and some artifacts have no pin.
+    #[error("--require-pinned: no pinned digest for {}", .0.join(", "))]
+    Unpinned(Vec<String>),
+    /// No artifact provides a binary.
+    #[error("the manifest has no artifact that provides {binary} ({component} {version})")]
+    NoArtifact {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: String,
+        /// The binary.
+        binary: String,
+    },
+    /// A required binary is not in its archive.
+    #[error("{url} does not contain {member}")]
+    MissingMember {
+        /// The artifact.
+        url: String,
+        /// The member looked for.
+        member: String,
+    },
+    /// A download failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Extraction failed.
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    /// The store refused a file.
+    #[error(transparent)]
+    Store(#[from] crate::store::CasError),
+    /// Layout or settings.
+    #[error(transparent)]
+    Layout(#[from] crate::store::StoreError),
+    /// Assembling the toolchain failed.
+    #[error(transparent)]
+    Assemble(#[from] assemble::AssembleError),
+    /// An I/O error on a path.
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    /// A background task died.
+    #[error("an internal task failed: {0}")]
+    Task(String),
+}
+
+/// What the user asked for beyond the versions.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The toolchain's name.
+    pub name: String,
+    /// The binaries' architecture.
+    pub arch: Arch,
+    /// `--only`: components or binaries (empty: everything).
+    pub only: Vec<String>,
+    /// Refuse unpinned artifacts.
+    pub require_pinned: bool,
+    /// Concurrent downloads.
+    pub jobs: usize,
+}
+
+/// One artifact to have in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedArtifact {
+    /// The component it belongs to.
+    pub component: String,
+    /// The component's version.
+    pub version: String,
+    /// Upstream URL (before mirrors).
+    pub url: String,
+    /// Upstream's checksum file.
+    pub checksum_url: Option<String>,
+    /// Its file name (for checksum files).
+    pub file_name: String,
+    /// Binary or archive.
+    pub format: ArtifactFormat,
+    /// The pinned digest, if any.
+    pub pinned: Option<Digest>,
+    /// For unpinned artifacts: the digest verified by an earlier install (no checksum request).
+    pub known: Option<Digest>,
+    /// Already in the store.
+    pub cached: bool,
+}
+
+impl PlannedArtifact {
+    /// The digest it must have, if known before fetching.
+    pub fn expected(&self) -> Option<&Digest> {
+        self.pinned.as_ref().or(self.known.as_ref())
+    }
+}
+
+/// One binary to put in the toolchain.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBinary {
+    /// Its component.
+    pub component: String,
+    /// The component's version.
+    pub version: String,
+    /// Its name.
+    pub binary: String,
+    /// Where it goes, relative to the toolchain directory.
+    pub path: String,
+    /// Index into [`Plan::artifacts`].
+    pub artifact: usize,
+    /// For archives: the member path.
+    pub member: Option<String>,
+    /// Optional: missing from the archive is fine.
+    pub optional: bool,
+}
+
+/// Everything `install` will do, decided before doing any of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The toolchain's name.
+    pub name: String,
+    /// Its arch.
+    pub arch: Arch,
+    /// The versions.
+    pub resolution: Resolution,
+    /// Distinct artifacts, in manifest order.
+    pub artifacts: Vec<PlannedArtifact>,
+    /// Binaries, in manifest order.
+    pub binaries: Vec<PlannedBinary>,
+    /// The toolchain is installed exactly so already: nothing to do.
+    pub up_to_date: bool,
+}
+
+fn url_index_path(store: &Store, url: &str) -> PathBuf {
+    use sha2::Digest as _;
+    let key = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+    store.layout().cache_dir().join("index/urls").join(key)
+}
+
+/// Decide what an install of `resolution` needs.
+pub fn plan(
+    manifest: &Manifest,
+    store: &Store,
+    resolution: &Resolution,
+    opts: &Options,
+) -> Result<Plan, InstallError> {
+    // `--only`: each name is a component (all its binaries) or a single binary.
+    let mut wanted: Option<BTreeSet<String>> = None;
+    if !opts.only.is_empty() {
+        let mut set = BTreeSet::new();
+        for n in &opts.only {
+            if let Some(c) = manifest.component(n) {
+                set.extend(c.binaries.iter().chain(&c.optional_binaries).cloned());
+            } else if manifest.component_of_binary(n).is_some() {
+                set.insert(n.clone());
+            } else {
+                let known: Vec<String> = manifest
+                    .components
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .chain(manifest.components.iter().flat_map(|c| c.binaries.clone()))
+                    .collect();
+                return Err(InstallError::UnknownOnly {
+                    name: n.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        wanted = Some(set);
+    }
+
+    let mut artifacts: Vec<PlannedArtifact> = Vec::new();
+    let mut binaries = Vec::new();
+    for sel in &resolution.components {
+        let comp = manifest
+            .component(&sel.component)
+            .expect("resolutions only name the manifest's components");
+        let all = sel.binaries.iter().map(|b| (b, false)).chain(
+            // Optional binaries ride along with the component's first selection.
+            comp.optional_binaries
+                .iter()
+                .filter(|_| sel.binaries.len() == comp.binaries.len())
+                .map(|b| (b, true)),
+        );
+        for (binary, optional) in all {
+            if wanted.as_ref().is_some_and(|w| !w.contains(binary)) {
+                continue;
+            }
+            let choice = manifest
+                .artifact_for(comp, binary, &sel.version, opts.arch)
+                .ok_or_else(|| InstallError::NoArtifact {
+                    component: comp.name.clone(),
+                    version: sel.version.to_string(),
+                    binary: binary.clone(),
+                })?;
+            let index = match artifacts.iter().position(|a| a.url == choice.url) {
+                Some(i) => i,
+                None => {
+                    let known = if choice.pinned.is_none() {
+                        std::fs::read_to_string(url_index_path(store, &choice.url))
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok())
+                    } else {
+                        None
+                    };
+                    let mut a = PlannedArtifact {
+                        component: comp.name.clone(),
+                        version: sel.version.to_string(),
+                        file_name: choice
+                            .url
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or(&choice.url)
+                            .to_owned(),
+                        url: choice.url.clone(),
+                        checksum_url: choice.checksum_url.clone(),
+                        format: choice.format,
+                        pinned: choice.pinned.clone(),
+                        known,
+                        cached: false,
+                    };
+                    a.cached = a.expected().is_some_and(|d| store.get(d).is_some());
+                    artifacts.push(a);
+                    artifacts.len() - 1
+                }
+            };
+            binaries.push(PlannedBinary {
+                component: comp.name.clone(),
+                version: sel.version.to_string(),
+                binary: binary.clone(),
+                path: format!("{}/{}", comp.install_dir, binary),
+                artifact: index,
+                member: choice.member.clone(),
+                optional,
+            });
+        }
+    }
+    if opts.require_pinned {
+        let unpinned: Vec<String> = artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none())
+            .map(|a| a.url.clone())
+            .collect();
+        if !unpinned.is_empty() {
+            return Err(InstallError::Unpinned(unpinned));
+        }
+    }
+    let mut p = Plan {
+        name: opts.name.clone(),
+        arch: opts.arch,
+        resolution: resolution.clone(),
+        artifacts,
+        binaries,
+        up_to_date: false,
+    };
+    p.up_to_date = is_up_to_date(store, &p);
+    Ok(p)
+}
+
+/// Whether the installed toolchain already is exactly what `plan` would make: same versions,
+/// same artifacts (by URL and digest), every binary present.
+fn is_up_to_date(store: &Store, plan: &Plan) -> bool {
+    let layout = store.layout();
+    let Ok(r) = Receipt::load(&layout.receipt_path(&plan.name)) else {
+        return false;
+    };
+    if r.arch != plan.arch || r.kubernetes != plan.resolution.kubernetes {
+        return false;
+    }
+    let mut have: BTreeMap<(String, String), (&ComponentReceipt, &BinaryReceipt)> = BTreeMap::new();
+    for c in &r.components {
+        for b in &c.binaries {
+            have.insert((c.name.clone(), b.name.clone()), (c, b));
+        }
+    }
+    let mut expected_bins = 0;
+    for b in &plan.binaries {
+        let Some((c, br)) = have.get(&(b.component.clone(), b.binary.clone())) else {
+            if b.optional {
+                continue;
+            }
+            return false;
+        };
+        expected_bins += 1;
+        let a = &plan.artifacts[b.artifact];
+        let same_artifact = c
+            .artifacts
+            .iter()
+            .any(|ar| ar.url == a.url && a.expected().is_none_or(|d| *d == ar.digest));
+        if c.version.to_string() != b.version
+            || c.origin != Origin::Download
+            || !same_artifact
+            || br.path != b.path
+            || !layout.toolchain_dir(&plan.name).join(&br.path).is_file()
+        {
+            return false;
+        }
+    }
+    expected_bins == have.len()
+}
+
+/// What an install did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The toolchain's name.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The receipt written (or found, when up to date).
+    pub receipt: Receipt,
+    /// Nothing was done: it was installed already.
+    pub up_to_date: bool,
+    /// Artifacts downloaded.
+    pub downloaded: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Artifacts verified against upstream's checksum file only.
+    pub unpinned: Vec<String>,
+    /// Skew violations let through.
+    pub warnings: Vec<String>,
+}
+
+/// Fetch, verify, store, assemble and commit the toolchain of `plan`.
+pub fn execute(
+    manifest: &Manifest,
+    store: &Store,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    jobs: usize,
+    ui: &Ui,
+) -> Result<Outcome, InstallError> {
+    let layout = store.layout().clone();
+    let _home = store.lock_shared(|| ui.status("waiting for `kbin cache gc` to finish…"))?;
+    if plan.up_to_date {
+        let receipt = Receipt::load(&layout.receipt_path(&plan.name)).map_err(|e| {
+            InstallError::Io(PathIo {
+                action: "cannot read",
+                path: layout.receipt_path(&plan.name),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+        return Ok(Outcome {
+            name: plan.name.clone(),
+            path: layout.toolchain_dir(&plan.name),
+            receipt,
+            up_to_date: true,
+            downloaded: 0,
+            bytes: 0,
+            unpinned: Vec::new(),
+            warnings: plan.resolution.warnings.clone(),
+        });
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(at::<InstallError>(
+            "cannot start the runtime for",
+            layout.root(),
+        ))?;
+    let progress = Arc::new(Bars::new(ui));
+    // Each artifact: (sha256 of the blob, the digest verified, was it downloaded, bytes).
+    let results: Vec<Result<Fetched, InstallError>> = rt.block_on(async {
+        futures_util::stream::iter(plan.artifacts.iter().cloned())
+            .map(|a| {
+                let store = store.clone();
+                let fetcher = fetcher.clone();
+                let progress = progress.clone();
+                let ui = ui.clone();
+                async move { fetch_artifact(&store, &fetcher, &a, &progress, &ui).await }
+            })
+            .buffered(jobs.max(1))
+            .collect()
+            .await
+    });
+    progress.done();
+    let mut fetched = Vec::new();
+    for r in results {
+        fetched.push(r?);
+    }
+
+    // Binaries: bare artifacts are the binary; archives give up named members.
+    let staging = Staging::new(&layout, &plan.name)?;
+    let mut bin_digests: BTreeMap<usize, (Digest, PathBuf)> = BTreeMap::new();
+    for (i, a) in plan.artifacts.iter().enumerate() {
+        let f = &fetched[i];
+        let blob = store
+            .get(&f.sha256)
+            .expect("fetch_artifact leaves the blob in the store");
+        match a.format {
+            ArtifactFormat::Binary => {
+                for (bi, _) in plan
+                    .binaries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.artifact == i)
+                {
+                    bin_digests.insert(bi, (f.sha256.clone(), blob.clone()));
+                }
+            }
+            ArtifactFormat::TarGz => {
+                let members: Vec<(usize, &PlannedBinary)> = plan
+                    .binaries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.artifact == i)
+                    .collect();
+                let got = members_of(store, &f.sha256, &blob, &members)?;
+                for (bi, b) in members {
+                    match got.get(b.member.as_deref().unwrap_or(&b.binary)) {
+                        Some(d) => {
+                            let p = store.get(d).expect("members_of stores every member");
+                            bin_digests.insert(bi, (d.clone(), p));
+                        }
+                        None if b.optional => {}
+                        None => {
+                            return Err(InstallError::MissingMember {
+                                url: a.url.clone(),
+                                member: b.member.clone().unwrap_or_default(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (bi, (_, blob)) in &bin_digests {
+        staging.link(&plan.binaries[*bi].path, blob)?;
+    }
+
+    // The receipt: per selected component (in resolution order), its artifacts and binaries.
+    let host = Arch::host() == Some(plan.arch);
+    let mut components: Vec<ComponentReceipt> = Vec::new();
+    for sel in &plan.resolution.components {
+        let comp = manifest
+            .component(&sel.component)
+            .expect("resolutions only name the manifest's components");
+        let mut c = ComponentReceipt {
+            name: sel.component.clone(),
+            version: sel.version.clone(),
+            origin: Origin::Download,
+            artifacts: Vec::new(),
+            binaries: Vec::new(),
+            source: None,
+        };
+        for (bi, b) in plan.binaries.iter().enumerate() {
+            if b.component != sel.component || b.version != sel.version.to_string() {
+                continue;
+            }
+            if !(sel.binaries.contains(&b.binary) || b.optional) {
+                continue;
+            }
+            let Some((digest, _)) = bin_digests.get(&bi) else {
+                continue;
+            };
+            let a = &plan.artifacts[b.artifact];
+            if !c.artifacts.iter().any(|x| x.url == a.url) {
+                c.artifacts.push(ArtifactReceipt {
+                    url: a.url.clone(),
+                    digest: fetched[b.artifact].verified.clone(),
+                    pinned: a.pinned.is_some(),
+                });
+            }
+            let reports = if host && !b.optional {
+                let args = comp
+                    .version_args_override
+                    .get(&b.binary)
+                    .unwrap_or(&comp.version_args);
+                version_report(&staging.dir().join(&b.path), args)
+            } else {
+                None
+            };
+            c.binaries.push(BinaryReceipt {
+                name: b.binary.clone(),
+                path: b.path.clone(),
+                digest: digest.clone(),
+                reports,
+            });
+        }
+        if !c.binaries.is_empty() {
+            components.push(c);
+        }
+    }
+    let receipt = Receipt {
+        schema: RECEIPT_SCHEMA,
+        name: plan.name.clone(),
+        kubernetes: plan.resolution.kubernetes.clone(),
+        arch: plan.arch,
+        manifest: manifest.digest.clone(),
+        created: now_rfc3339(),
+        images: plan.resolution.images.clone(),
+        components,
+    };
+    let _lock = assemble::lock_toolchain(&layout, &plan.name, || {
+        ui.status(format!(
+            "waiting for another kbin changing toolchain {}…",
+            plan.name
+        ))
+    })?;
+    let path = staging.commit(&receipt)?;
+    Ok(Outcome {
+        name: plan.name.clone(),
+        path,
+        receipt,
+        up_to_date: false,
+        downloaded: fetched.iter().filter(|f| f.downloaded).count(),
+        bytes: fetched.iter().map(|f| f.bytes).sum(),
+        unpinned: plan
+            .artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none())
+            .map(|a| a.url.clone())
+            .collect(),
+        warnings: plan.resolution.warnings.clone(),
+    })
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The result of getting one artifact into the store.
+#[derive(Debug)]
+struct Fetched {
+    sha256: Digest,
+    verified: Digest,
+    downloaded: bool,
+    bytes: u64,
+}
+
+async fn fetch_artifact(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    bars: &Bars,
+    ui: &Ui,
+) -> Result<Fetched, InstallError> {
+    let hit = |d: &Digest| -> Result<Option<Fetched>, InstallError> {
+        let Some(p) = store.get(d) else {
+            return Ok(None);
+        };
+        let sha256 = if d.algo() == crate::manifest::DigestAlgo::Sha256 {
+            d.clone()
+        } else {
+            sha256_file(&p)?.0
+        };
+        Ok(Some(Fetched {
+            sha256,
+            verified: d.clone(),
+            downloaded: false,
+            bytes: 0,
+        }))
+    };
+    if let Some(d) = a.expected()
+        && let Some(f) = hit(d)?
+    {
+        return Ok(f);
+    }
+    let expected = match a.expected() {
+        Some(d) => d.clone(),
+        None => {
+            let url = a.checksum_url.as_deref().ok_or_else(|| {
+                InstallError::Unpinned(vec![format!(
+                    "{} (and upstream has no checksum file)",
+                    a.url
+                )])
+            })?;
+            let d = fetcher.checksum(url, &a.file_name).await?;
+            ui.warn(format!(
+                "{} is not pinned in the manifest; verified against upstream's {url}",
+                a.file_name
+            ));
+            d
+        }
+    };
+    // One process at a time per artifact: the second waits, then finds the blob.
+    let lock_key = expected.to_string();
+    let s2 = store.clone();
+    let ui2 = ui.clone();
+    let name = a.file_name.clone();
+    let _lock: FileLock = tokio::task::spawn_blocking(move || {
+        s2.lock_key(&lock_key, || {
+            ui2.status(format!("waiting for another kbin downloading {name}…"))
+        })
+    })
+    .await
+    .map_err(|e| InstallError::Task(e.to_string()))??;
+    if let Some(f) = hit(&expected)? {
+        return Ok(f);
+    }
+    let partial = store.layout().tmp_dir().join(format!(
+        "{}-{}.partial",
+        expected.algo().as_str(),
+        expected.hex()
+    ));
+    let bar = bars.add(&a.file_name);
+    let done = fetcher
+        .download(&a.url, &partial, Some(&expected), &*bar)
+        .await;
+    bars.finish(&bar, &a.file_name, done.as_ref().ok().map(|d| d.size));
+    let done = done?;
+    let digests = crate::store::cas::FileDigests {
+        sha256: done.sha256.clone(),
+        sha512: done.sha512.clone(),
+        size: done.size,
+    };
+    let sha256 = store.insert_hashed(&done.path, &digests, Some(&expected))?;
+    if a.pinned.is_none() {
+        // Remember what upstream's checksum said, so a later install needs no request.
+        let _ = write_atomic(
+            &url_index_path(store, &a.url),
+            expected.to_string().as_bytes(),
+        );
+    }
+    Ok(Fetched {
+        sha256,
+        verified: expected,
+        downloaded: true,
+        bytes: done.size - done.resumed_from,
+    })
+}
+
+/// The member path → blob digest of an archive's members, extracting them once: the result is
+/// kept in `cache/trees/<digest>/members.toml` (the members themselves are blobs).
+fn members_of(
+    store: &Store,
+    archive_digest: &Digest,
+    archive_blob: &Path,
+    members: &[(usize, &PlannedBinary)],
+) -> Result<BTreeMap<String, Digest>, InstallError> {
+    let tree = store.layout().tree_path(archive_digest);
+    let index = tree.join("members.toml");
+    let mut known: BTreeMap<String, Digest> = std::fs::read_to_string(&index)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default();
+    let missing: Vec<&str> = members
+        .iter()
+        .filter_map(|(_, b)| b.member.as_deref())
+        .filter(|m| !known.contains_key(*m) || store.get(&known[*m]).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(known);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".members-")
+        .tempdir_in(store.layout().tmp_dir())
+        .map_err(at::<InstallError>(
+            "cannot create a directory in",
+            &store.layout().tmp_dir(),
+        ))?;
+    let got = archive::extract_members(archive_blob, &missing, tmp.path(), &Limits::default())?;
+    for m in got {
+        let d = store.insert_hashed(
+            &m.path,
+            &crate::store::cas::FileDigests {
+                sha256: m.sha256.clone(),
+                sha512: None,
+                size: m.size,
+            },
+            Some(&m.sha256),
+        )?;
+        // `extract_members` normalizes `./x` to `x`; index under the name the plan uses.
+        let asked = missing
+            .iter()
+            .find(|w| w.trim_start_matches("./") == m.name)
+            .map_or(m.name.clone(), |w| (*w).to_owned());
+        known.insert(asked, d);
+    }
+    let text = toml::to_string(&known).expect("a map of strings serializes");
+    write_atomic(&index, text.as_bytes())?;
+    Ok(known)
+}
+
+/// Run `bin args…` with a timeout and keep the first line it prints.
+fn version_report(bin: &Path, args: &[String]) -> Option<String> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    let text = if out.stdout.iter().any(|b| !b.is_ascii_whitespace()) {
+        out.stdout
+    } else {
+        out.stderr
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// Download progress: indicatif bars on a terminal, one line per artifact in a pipe, nothing
+/// with `-q`.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    lines: bool,
+}
+
+/// One artifact's progress.
+struct Bar(Option<indicatif::ProgressBar>, Instant);
+
+impl Progress for Bar {
+    fn begin(&self, total: Option<u64>, already: u64) {
+        if let Some(b) = &self.0 {
+            if let Some(t) = total {
+                b.set_length(t);
+            }
+            b.set_position(already);
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {}
+}
+
+impl Bars {
+    fn new(ui: &Ui) -> Self {
+        Bars {
+            multi: ui.progress().then(indicatif::MultiProgress::new),
+            lines: ui.lines() && !ui.json(),
+        }
+    }
+
+    fn add(&self, name: &str) -> Arc<Bar> {
+        let bar = self.multi.as_ref().map(|m| {
+            let b = m.add(indicatif::ProgressBar::new(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4} [{bar:20}]",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            b.set_message(name.to_owned());
+            b
+        });
+        Arc::new(Bar(bar, Instant::now()))
+    }
+
+    fn finish(&self, bar: &Bar, name: &str, size: Option<u64>) {
+        if let Some(b) = &bar.0 {
+            b.finish_and_clear();
+        }
+        if self.lines
+            && let Some(size) = size
+        {
+            let secs = bar.1.elapsed().as_secs_f64().max(1e-3);
+            eprintln!(
+                "downloaded {name} ({:.1} MB, {:.1} MB/s)",
+                size as f64 / 1e6,
+                size as f64 / 1e6 / secs
+            );
+        }
+    }
+
+    fn done(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}

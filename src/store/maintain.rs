@@ -1,0 +1,195 @@
+//! Store maintenance: `cache gc` (remove what no receipt references) and `cache verify`
+//! (re-hash every blob).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha512};
+
+use super::cas::{CasError, sha256_file};
+use super::{PathIo, Store, at};
+use crate::manifest::{Digest, DigestAlgo};
+use crate::toolchain::Receipt;
+
+/// What `cache gc` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Trees removed.
+    pub trees: usize,
+    /// Temporary files and partial downloads removed.
+    pub tmp: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Blobs kept (referenced by a toolchain.lock).
+    pub kept: usize,
+}
+
+/// What `cache verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Blobs checked.
+    pub checked: usize,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Blobs whose content does not match their name.
+    pub corrupt: Vec<Corrupt>,
+}
+
+/// A blob whose content does not match its name.
+#[derive(Debug, Serialize)]
+pub struct Corrupt {
+    /// Its path.
+    pub path: PathBuf,
+    /// The digest its name says.
+    pub expected: String,
+    /// The digest of its content.
+    pub actual: String,
+}
+
+/// Every blob file: (its digest from the path, the path).
+fn blobs(store: &Store) -> Result<Vec<(Digest, PathBuf)>, CasError> {
+    let mut out = Vec::new();
+    for (algo, name) in [
+        (DigestAlgo::Sha256, "sha256"),
+        (DigestAlgo::Sha512, "sha512"),
+    ] {
+        let dir = store.layout().blobs_dir().join(name);
+        for prefix in read_dir(&dir)? {
+            for file in read_dir(&prefix)? {
+                let hex = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                match hex.and_then(|h| Digest::new(algo, &h).ok()) {
+                    Some(d) => out.push((d, file)),
+                    // Not a blob name (a stray file): gc removes it, verify names it as corrupt
+                    // (no content can hash to the all-zero digest it is given here).
+                    None => out.push((Digest::sha256_of(&[0; 32]), file)),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, CasError> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v = Vec::new();
+            for e in rd {
+                v.push(e.map_err(at::<CasError>("cannot read", dir))?.path());
+            }
+            v.sort();
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(at::<CasError>("cannot read", dir)(e)),
+    }
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+fn remove_file(path: &Path) -> Result<(), CasError> {
+    // Blobs are read-only files in writable directories: removing needs no chmod.
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CasError::Io(PathIo {
+            action: "cannot remove",
+            path: path.to_owned(),
+            source: e,
+        })),
+    }
+}
+
+/// Remove every blob, tree and temporary file that none of `receipts` references. The caller
+/// holds the store's exclusive lock, so no install is running.
+pub fn gc(store: &Store, receipts: &[Receipt]) -> Result<GcReport, CasError> {
+    let mut keep: BTreeSet<Digest> = BTreeSet::new();
+    for r in receipts {
+        for c in &r.components {
+            keep.extend(c.binaries.iter().map(|b| b.digest.clone()));
+            keep.extend(c.artifacts.iter().map(|a| a.digest.clone()));
+        }
+    }
+    // An artifact pinned by sha512 is stored under its sha256 too: keep both names.
+    let mut keep_sha256 = keep.clone();
+    for d in &keep {
+        if d.algo() == DigestAlgo::Sha512
+            && let Some(p) = store.get(d)
+        {
+            keep_sha256.insert(sha256_file(&p)?.0);
+        }
+    }
+    let mut report = GcReport::default();
+    for (d, path) in blobs(store)? {
+        if keep_sha256.contains(&d) {
+            report.kept += 1;
+            continue;
+        }
+        report.bytes += size_of(&path);
+        remove_file(&path)?;
+        report.blobs += 1;
+    }
+    // Trees are named after their archive's digest.
+    for tree in read_dir(&store.layout().trees_dir())? {
+        let name = tree
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen('-', ":", 1))
+            .unwrap_or_default();
+        let referenced = name
+            .parse::<Digest>()
+            .is_ok_and(|d| keep_sha256.contains(&d));
+        if !referenced {
+            std::fs::remove_dir_all(&tree).map_err(at::<CasError>("cannot remove", &tree))?;
+            report.trees += 1;
+        }
+    }
+    // Partial downloads and staging leftovers; lock files stay (another process may wait on one).
+    for entry in read_dir(&store.layout().tmp_dir())? {
+        if entry.file_name().is_some_and(|n| n == "locks") {
+            continue;
+        }
+        report.bytes += size_of(&entry);
+        if entry.is_dir() {
+            std::fs::remove_dir_all(&entry).map_err(at::<CasError>("cannot remove", &entry))?;
+        } else {
+            remove_file(&entry)?;
+        }
+        report.tmp += 1;
+    }
+    Ok(report)
+}
+
+/// Re-hash every blob and name each one whose content does not match its name.
+pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
+    let mut report = VerifyReport::default();
+    for (d, path) in blobs(store)? {
+        let (actual, size) = match d.algo() {
+            DigestAlgo::Sha256 => sha256_file(&path)?,
+            DigestAlgo::Sha512 => {
+                let bytes = std::fs::read(&path).map_err(at::<CasError>("cannot read", &path))?;
+                let n = bytes.len() as u64;
+                (Digest::sha512_of(&Sha512::digest(&bytes)), n)
+            }
+        };
+        report.checked += 1;
+        report.bytes += size;
+        let named = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if actual.hex() != named {
+            report.corrupt.push(Corrupt {
+                path,
+                expected: format!("{}:{named}", d.algo().as_str()),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,900 @@
+//! `kbin install` end to end: the real binary against a real HTTP server on 127.0.0.1 serving
+//! upstream-shaped artifacts made at test time, through `--mirror`, with a test manifest whose
+//! pins are the fixtures' digests.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use common::server::{Fault, Server};
+use sha2::{Digest, Sha256};
+
+const KUBE: &str = "1.30.14";
+const KUBE_BINS: [&str; 7] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+    "kubeadm",
+];
+/// Kubernetes binaries left unpinned in the test manifest (as upstream's manifest leaves them
+/// for most patches): verified against the served `.sha256` files.
+const UNPINNED: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+];
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// A shell script that prints `line`, padded to `size` bytes with a comment so downloads take
+/// a few chunks.
+fn script(line: &str, size: usize) -> Vec<u8> {
+    let mut s = format!("#!/bin/sh\necho '{line}'\nexit 0\n#").into_bytes();
+    s.resize(size.max(s.len()), b'x');
+    s.push(b'\n');
+    s
+}
+
+/// A gzip tarball of (path, content, mode).
+fn tgz(entries: &[(&str, Vec<u8>, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+struct Artifact {
+    path: String,
+    body: Vec<u8>,
+    pin: Option<String>,
+}
+
+/// The fixture: a server with every artifact of one Kubernetes 1.30 toolchain for `arch`, and
+/// a manifest pinning them.
+struct Fixture {
+    server: Server,
+    home: tempfile::TempDir,
+    manifest: PathBuf,
+    artifacts: Vec<Artifact>,
+}
+
+fn artifacts(arch: &str, kube_size: usize) -> Vec<Artifact> {
+    let mut v = Vec::new();
+    for b in KUBE_BINS {
+        let body = script(&format!("{b} Kubernetes v{KUBE}"), kube_size);
+        let path = format!("/release/v{KUBE}/bin/linux/{arch}/{b}");
+        let pin = (!UNPINNED.contains(&b))
+            .then(|| format!("\"{b}/{arch}/{KUBE}\" = \"sha256:{}\"", sha256(&body)));
+        v.push(Artifact {
+            path: format!("{path}.sha256"),
+            body: format!("{}\n", sha256(&body)).into_bytes(),
+            pin: None,
+        });
+        v.push(Artifact { path, body, pin });
+    }
+    let etcd = tgz(&[
+        (
+            &format!("etcd-v3.5.16-linux-{arch}/etcd"),
+            script("etcd Version: 3.5.16", 0),
+            0o755,
+        ),
+        (
+            &format!("etcd-v3.5.16-linux-{arch}/etcdctl"),
+            script("etcdctl version: 3.5.16", 0),
+            0o755,
+        ),
+        (
+            &format!("etcd-v3.5.16-linux-{arch}/etcdutl"),
+            script("etcdutl version: 3.5.16", 0),
+            0o755,
+        ),
+        (
+            &format!("etcd-v3.5.16-linux-{arch}/README.md"),
+            b"docs".to_vec(),
+            0o644,
+        ),
+    ]);
+    let containerd = tgz(&[
+        (
+            "bin/containerd",
+            script("containerd github.com/containerd/containerd v1.7.23", 0),
+            0o755,
+        ),
+        (
+            "bin/containerd-shim-runc-v2",
+            script("containerd-shim-runc-v2 v1.7.23", 0),
+            0o755,
+        ),
+        (
+            "bin/ctr",
+            script("ctr github.com/containerd/containerd v1.7.23", 0),
+            0o755,
+        ),
+    ]);
+    let runc = script("runc version 1.1.14", 0);
+    let cni = tgz(&[
+        ("./bridge", script("CNI bridge plugin v1.4.0", 0), 0o755),
+        (
+            "./host-local",
+            script("CNI host-local plugin v1.4.0", 0),
+            0o755,
+        ),
+        ("./loopback", script("CNI loopback plugin v1.4.0", 0), 0o755),
+        ("./portmap", script("CNI portmap plugin v1.4.0", 0), 0o755),
+        ("./tuning", script("CNI tuning plugin v1.4.0", 0), 0o755),
+    ]);
+    let crictl = tgz(&[("crictl", script("crictl version v1.30.0", 0), 0o755)]);
+    for (pin, path, body) in [
+        (
+            "etcd",
+            format!("/etcd-io/etcd/releases/download/v3.5.16/etcd-v3.5.16-linux-{arch}.tar.gz"),
+            etcd,
+        ),
+        (
+            "containerd",
+            format!(
+                "/containerd/containerd/releases/download/v1.7.23/containerd-1.7.23-linux-{arch}.tar.gz"
+            ),
+            containerd,
+        ),
+        (
+            "runc",
+            format!("/opencontainers/runc/releases/download/v1.1.14/runc.{arch}"),
+            runc,
+        ),
+        (
+            "cni-plugins",
+            format!(
+                "/containernetworking/plugins/releases/download/v1.4.0/cni-plugins-linux-{arch}-v1.4.0.tgz"
+            ),
+            cni,
+        ),
+        (
+            "crictl",
+            format!(
+                "/kubernetes-sigs/cri-tools/releases/download/v1.30.0/crictl-v1.30.0-linux-{arch}.tar.gz"
+            ),
+            crictl,
+        ),
+    ] {
+        let version = path
+            .split("/download/v")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        v.push(Artifact {
+            pin: Some(format!(
+                "\"{pin}/{arch}/{version}\" = \"sha256:{}\"",
+                sha256(&body)
+            )),
+            path,
+            body,
+        });
+    }
+    v
+}
+
+/// The real manifest's components and rules, with one release and the fixtures' pins.
+fn write_manifest(path: &Path, artifacts: &[Artifact]) {
+    let real =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("toolchains.toml"))
+            .unwrap();
+    let hand = &real[..real.find("# ---- BEGIN GENERATED").unwrap()];
+    let mut text = hand.to_string();
+    text.push_str(&format!(
+        "[release.\"1.30\"]\nlatest = \"{KUBE}\"\npatches = [\"{KUBE}\"]\n\
+         defaults = {{ etcd = \"3.5.16\", containerd = \"1.7.23\", runc = \"1.1.14\", cni-plugins = \"1.4.0\", crictl = \"1.30.0\" }}\n\
+         images = {{ coredns = \"1.11.1\", pause = \"3.9\" }}\n\n[pins]\n"
+    ));
+    for a in artifacts {
+        if let Some(p) = &a.pin {
+            text.push_str(p);
+            text.push('\n');
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Self::with_size(64 << 10)
+    }
+
+    fn with_size(kube_size: usize) -> Fixture {
+        let server = Server::start();
+        let home = tempfile::tempdir().unwrap();
+        let mut arts = artifacts("amd64", kube_size);
+        arts.extend(artifacts("arm64", kube_size));
+        for a in &arts {
+            server.put(&a.path, a.body.clone());
+        }
+        let manifest = home.path().join("manifest.toml");
+        write_manifest(&manifest, &arts);
+        Fixture {
+            server,
+            home,
+            manifest,
+            artifacts: arts,
+        }
+    }
+
+    fn kbin_home(&self) -> PathBuf {
+        self.home.path().join("kbin")
+    }
+
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut c = cargo_bin_cmd!("kbin");
+        self.env(c.env_clear());
+        c
+    }
+
+    fn env<'a>(&self, c: &'a mut assert_cmd::Command) -> &'a mut assert_cmd::Command {
+        c.env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", self.home.path())
+            .env("KBIN_HOME", self.kbin_home())
+            .env("KBIN_MANIFEST", &self.manifest)
+            .env("KBIN_MIRROR", self.server.base())
+            .env("KBIN_HTTP_BACKOFF_MS", "10")
+    }
+
+    fn std_cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin!("kbin"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", self.home.path())
+            .env("KBIN_HOME", self.kbin_home())
+            .env("KBIN_MANIFEST", &self.manifest)
+            .env("KBIN_MIRROR", self.server.base())
+            .env("KBIN_HTTP_BACKOFF_MS", "10");
+        c
+    }
+
+    fn path_of(&self, suffix: &str) -> String {
+        self.artifacts
+            .iter()
+            .find(|a| a.path.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no fixture ends with {suffix}"))
+            .path
+            .clone()
+    }
+
+    fn toolchain(&self, name: &str) -> PathBuf {
+        self.kbin_home().join("toolchains").join(name)
+    }
+
+    fn receipt(&self, name: &str) -> toml::Table {
+        toml::from_str(
+            &std::fs::read_to_string(self.toolchain(name).join("toolchain.lock")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Every file under cache/blobs.
+    fn blobs(&self) -> Vec<PathBuf> {
+        walk(&self.kbin_home().join("cache/blobs"))
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn install_succeeds_binaries_run_and_the_lock_is_right() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tc = f.toolchain("1.30");
+    let kubectl = Command::new(tc.join("bin/kubectl")).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&kubectl.stdout).trim(),
+        format!("kubectl Kubernetes v{KUBE}")
+    );
+    for b in [
+        "kube-apiserver",
+        "kubelet",
+        "etcd",
+        "etcdctl",
+        "containerd",
+        "ctr",
+        "runc",
+        "crictl",
+    ] {
+        assert!(tc.join("bin").join(b).is_file(), "bin/{b}");
+    }
+    // CNI plugins live outside PATH; optional ones are taken when the archive has them.
+    for b in ["bridge", "host-local", "loopback", "portmap", "tuning"] {
+        assert!(tc.join("libexec/cni").join(b).is_file(), "libexec/cni/{b}");
+    }
+    assert!(!tc.join("libexec/cni/vlan").exists());
+
+    let r = f.receipt("1.30");
+    assert_eq!(r["kubernetes"].as_str(), Some(KUBE));
+    assert_eq!(r["arch"].as_str(), Some("amd64"));
+    let comps = r["component"].as_array().unwrap();
+    let comp = |n: &str| {
+        comps
+            .iter()
+            .find(|c| c["name"].as_str() == Some(n))
+            .unwrap()
+    };
+    let kube = comp("kubernetes");
+    let art = |url_end: &str| {
+        kube["artifact"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["url"].as_str().unwrap().ends_with(url_end))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(art("/amd64/kubelet")["pinned"].as_bool(), Some(true));
+    assert_eq!(
+        art("/amd64/kube-apiserver")["pinned"].as_bool(),
+        Some(false)
+    );
+    assert!(
+        art("/amd64/kubelet")["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://dl.k8s.io/")
+    );
+    let kubelet = kube["binary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"].as_str() == Some("kubelet"))
+        .unwrap();
+    assert_eq!(
+        kubelet["reports"].as_str(),
+        Some(format!("kubelet Kubernetes v{KUBE}").as_str())
+    );
+    assert_eq!(kubelet["path"].as_str(), Some("bin/kubelet"));
+    let on_disk = std::fs::read(tc.join("bin/kubelet")).unwrap();
+    assert_eq!(
+        kubelet["digest"].as_str().unwrap(),
+        format!("sha256:{}", sha256(&on_disk))
+    );
+    assert_eq!(comp("etcd")["version"].as_str(), Some("3.5.16"));
+    assert_eq!(comp("etcd")["artifact"][0]["pinned"].as_bool(), Some(true));
+    // The first toolchain becomes the default.
+    let settings = std::fs::read_to_string(f.kbin_home().join("settings.toml")).unwrap();
+    assert!(settings.contains("default = \"1.30\""), "{settings}");
+    // The warning about unpinned artifacts names them.
+    assert!(
+        stderr(&out).contains("kube-apiserver is not pinned"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A second install is a cache hit that asks the server nothing.
+    f.server.reset_counters();
+    let t = Instant::now();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    let warm = t.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.total_requests(), 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    assert!(warm < Duration::from_secs(2), "{warm:?}");
+
+    // show-versions reports it, as text and JSON.
+    let out = f.cmd().args(["show-versions", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "1.30");
+    assert_eq!(v[0]["default"], true);
+    let out = f.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1.30 (default)")
+            && text.contains("unpinned")
+            && text.contains("etcd Version: 3.5.16"),
+        "{text}"
+    );
+}
+
+#[test]
+fn reinstalling_after_uninstall_uses_the_cache_even_for_unpinned_artifacts() {
+    let f = Fixture::new();
+    assert!(
+        f.cmd()
+            .args(["install", "1.30"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(
+        f.cmd()
+            .args(["uninstall", "1.30"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(!f.toolchain("1.30").exists());
+    let settings = std::fs::read_to_string(f.kbin_home().join("settings.toml")).unwrap_or_default();
+    assert!(!settings.contains("default"), "{settings}");
+    f.server.reset_counters();
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--name", "again"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.total_requests(), 0);
+    assert!(f.toolchain("again").join("bin/kube-apiserver").is_file());
+}
+
+#[test]
+fn a_digest_mismatch_installs_nothing_and_keeps_nothing() {
+    let f = Fixture::new();
+    let etcd = f.path_of("etcd-v3.5.16-linux-amd64.tar.gz");
+    let evil = tgz(&[("etcd-v3.5.16-linux-amd64/etcd", script("evil", 0), 0o755)]);
+    f.server.put(&etcd, evil.clone());
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("etcd-v3.5.16-linux-amd64.tar.gz") && err.contains(&sha256(&evil)),
+        "{err}"
+    );
+    assert!(!f.toolchain("1.30").exists());
+    let hexes: Vec<String> = f
+        .blobs()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(!hexes.contains(&sha256(&evil)), "the bad artifact was kept");
+    let tmp = walk(&f.kbin_home().join("cache/tmp"));
+    assert!(
+        tmp.iter()
+            .all(|p| p.extension().is_some_and(|e| e == "lock")),
+        "{tmp:?}"
+    );
+    let names: Vec<_> = std::fs::read_dir(f.kbin_home().join("toolchains"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.to_string_lossy().ends_with(".lock")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_missing_artifact_is_one_error_naming_its_url() {
+    let f = Fixture::new();
+    let crictl = f.path_of("crictl-v1.30.0-linux-amd64.tar.gz");
+    f.server.remove(&crictl);
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}{crictl}", f.server.base())) && err.contains("404"),
+        "{err}"
+    );
+    assert_eq!(f.server.requests(&crictl), 1, "4xx must not be retried");
+    assert!(!f.toolchain("1.30").exists());
+}
+
+#[test]
+fn server_errors_are_retried_until_the_artifact_comes() {
+    let f = Fixture::new();
+    let runc = f.path_of("runc.amd64");
+    f.server.fault(&runc, Fault::Status(500));
+    f.server.fault(&runc, Fault::Status(500));
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.requests(&runc), 3);
+}
+
+#[test]
+fn a_cut_download_resumes_from_the_cut() {
+    let f = Fixture::new();
+    let kubelet = f.path_of("/amd64/kubelet");
+    f.server.fault(&kubelet, Fault::CutAfter(20_000));
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ranges = f.server.ranges(&kubelet);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[1].as_deref(), Some("bytes=20000-"));
+    assert!(
+        Command::new(f.toolchain("1.30").join("bin/kubelet"))
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_stalled_server_is_a_timeout_error() {
+    let f = Fixture::new();
+    let etcd = f.path_of("etcd-v3.5.16-linux-amd64.tar.gz");
+    f.server.fault_always(&etcd, Fault::StallAfter(100));
+    let out = f
+        .cmd()
+        .args(["install", "1.30"])
+        .env("KBIN_HTTP_STALL_TIMEOUT_MS", "300")
+        .env("KBIN_HTTP_RETRIES", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    assert!(!f.toolchain("1.30").exists());
+}
+
+#[test]
+fn a_wrong_content_length_is_an_error_and_nothing_is_kept() {
+    let f = Fixture::new();
+    let runc = f.path_of("runc.amd64");
+    let len = f
+        .artifacts
+        .iter()
+        .find(|a| a.path == runc)
+        .unwrap()
+        .body
+        .len() as u64;
+    f.server
+        .fault_always(&runc, Fault::ContentLength(len + 1000));
+    let out = f
+        .cmd()
+        .args(["install", "1.30"])
+        .env("KBIN_HTTP_RETRIES", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("runc.amd64"), "{}", stderr(&out));
+    assert!(!f.toolchain("1.30").exists());
+    let tmp = walk(&f.kbin_home().join("cache/tmp"));
+    assert!(
+        tmp.iter()
+            .all(|p| p.extension().is_some_and(|e| e == "lock")),
+        "{tmp:?}"
+    );
+}
+
+#[test]
+fn a_killed_install_is_finished_by_the_next_one_and_the_cache_stays_sound() {
+    let f = Fixture::with_size(3 << 20);
+    let api = f.path_of("/amd64/kube-apiserver");
+    f.server.fault(&api, Fault::Slow(1 << 20));
+    let mut child = f
+        .std_cmd()
+        .args(["install", "1.30", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until part of the slow artifact is on disk, then SIGKILL the process.
+    let tmp = f.kbin_home().join("cache/tmp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let partial = walk(&tmp)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "partial"));
+        if partial.is_some_and(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 100_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no partial download appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    assert!(!f.toolchain("1.30").exists());
+
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ranges = f.server.ranges(&api);
+    assert!(
+        ranges
+            .last()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|r| r != "bytes=0-"),
+        "not resumed: {ranges:?}"
+    );
+    let out = f.cmd().args(["cache", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all intact"));
+}
+
+#[test]
+fn two_installs_at_once_both_succeed_with_one_download_each() {
+    let f = Fixture::with_size(1 << 20);
+    for a in &f.artifacts {
+        if !a.path.ends_with(".sha256") && a.path.contains("amd64") {
+            f.server.fault(&a.path, Fault::Slow(8 << 20));
+        }
+    }
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            f.std_cmd()
+                .args(["install", "1.30", "-q"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for a in &f.artifacts {
+        if !a.path.ends_with(".sha256") && a.path.contains("amd64") {
+            assert_eq!(f.server.requests(&a.path), 1, "{} fetched twice", a.path);
+        }
+    }
+    assert!(f.toolchain("1.30").join("bin/kubectl").is_file());
+}
+
+#[test]
+fn only_and_another_arch_install_a_subset_without_running_it() {
+    let f = Fixture::new();
+    let out = f
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--only",
+            "kubectl,etcd",
+            "--arch",
+            "arm64",
+            "--name",
+            "ws",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bins: Vec<String> = std::fs::read_dir(f.toolchain("ws").join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut bins = bins;
+    bins.sort();
+    assert_eq!(bins, ["etcd", "etcdctl", "etcdutl", "kubectl"]);
+    let r = f.receipt("ws");
+    assert_eq!(r["arch"].as_str(), Some("arm64"));
+    for c in r["component"].as_array().unwrap() {
+        for b in c["binary"].as_array().unwrap() {
+            assert!(
+                b.get("reports").is_none(),
+                "an arm64 binary was run on this host: {b:?}"
+            );
+        }
+    }
+    assert_eq!(f.server.requests(&f.path_of("/arm64/kubelet")), 0);
+    assert_eq!(f.server.requests(&f.path_of("/arm64/kubectl")), 1);
+}
+
+#[test]
+fn unknown_only_names_and_require_pinned_fail_before_any_request() {
+    let f = Fixture::new();
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--only", "kubectl,nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--only names \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--require-pinned"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--require-pinned") && err.contains("kube-apiserver") && err.contains("hint:"),
+        "{err}"
+    );
+    assert_eq!(f.server.total_requests(), 0);
+    assert!(!f.kbin_home().join("toolchains/1.30").exists());
+    // Pinned-only subsets are fine.
+    let out = f
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--require-pinned",
+            "--only",
+            "kubectl,etcd",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_malicious_archive_is_refused_and_nothing_escapes() {
+    let f = Fixture::new();
+    let crictl = f.path_of("crictl-v1.30.0-linux-amd64.tar.gz");
+    // A tarball whose entry climbs out; the tar crate refuses to write such names, so the
+    // header's name bytes are set by hand.
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let data = script("crictl", 0);
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..12].copy_from_slice(b"../../escape");
+    h.set_size(data.len() as u64);
+    h.set_mode(0o755);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    b.append(&h, data.as_slice()).unwrap();
+    let evil = b.into_inner().unwrap().finish().unwrap();
+    f.server.put(&crictl, evil.clone());
+    let mut m = std::fs::read_to_string(&f.manifest).unwrap();
+    let good = f.artifacts.iter().find(|a| a.path == crictl).unwrap();
+    m = m.replace(&sha256(&good.body), &sha256(&evil));
+    std::fs::write(&f.manifest, m).unwrap();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("refusing the entry"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!f.toolchain("1.30").exists());
+    for base in [f.kbin_home().join("cache"), f.home.path().to_path_buf()] {
+        assert!(
+            walk(&base).iter().all(|p| !p.ends_with("escape")),
+            "escaped under {base:?}"
+        );
+    }
+}
+
+#[test]
+fn gc_keeps_what_toolchains_use_and_verify_names_corrupt_blobs() {
+    let f = Fixture::new();
+    assert!(
+        f.cmd()
+            .args(["install", "1.30"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let before = f.blobs().len();
+    let out = f.cmd().args(["cache", "gc", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["blobs"], 0, "{v}");
+    assert_eq!(f.blobs().len(), before);
+    // Still complete: a reinstall asks nothing.
+    f.server.reset_counters();
+    assert!(
+        f.cmd()
+            .args(["install", "1.30"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(f.server.total_requests(), 0);
+
+    // Corrupt one blob: verify names it and fails.
+    let victim = f
+        .blobs()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/sha256/"))
+        .unwrap();
+    let mut perms = std::fs::metadata(&victim).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&victim, perms).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&victim)
+        .unwrap()
+        .write_all(b"rot")
+        .unwrap();
+    let out = f.cmd().args(["cache", "verify"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&victim.display().to_string()));
+
+    // Once nothing uses them, gc removes every blob.
+    assert!(
+        f.cmd()
+            .args(["uninstall", "1.30"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = f.cmd().args(["cache", "gc"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(f.blobs().is_empty(), "{:?}", f.blobs());
+}
+
+#[test]
+fn default_and_uninstall_refuse_unknown_toolchains() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["default", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no toolchain named \"nope\""));
+    let out = f.cmd().args(["uninstall", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        f.cmd()
+            .args(["install", "1.30", "--only", "kubectl"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(
+        f.cmd()
+            .args(["install", "1.30", "--only", "etcd", "--name", "e"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = f.cmd().args(["default"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.30");
+    assert!(
+        f.cmd()
+            .args(["default", "e"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = f.cmd().args(["default", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["default"], "e");
+}
