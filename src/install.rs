@@ -750,11 +750,13 @@ fn version_report(bin: &Path, args: &[String]) -> Option<String> {
 /// with `-q`.
 struct Bars {
     multi: Option<indicatif::MultiProgress>,
+    /// Bytes of every download so far against the sizes announced so far.
+    overall: Option<indicatif::ProgressBar>,
     lines: bool,
 }
 
-/// One artifact's progress.
-struct Bar(Option<indicatif::ProgressBar>, Instant);
+/// One artifact's progress (and its share of the overall bar).
+struct Bar(Option<indicatif::ProgressBar>, Option<indicatif::ProgressBar>, Instant);
 
 impl Progress for Bar {
     fn begin(&self, total: Option<u64>, already: u64) {
@@ -764,10 +766,17 @@ impl Progress for Bar {
             }
             b.set_position(already);
         }
+        if let Some(o) = &self.1 {
+            o.inc_length(total.unwrap_or(0));
+            o.inc(already);
+        }
     }
     fn inc(&self, n: u64) {
         if let Some(b) = &self.0 {
             b.inc(n);
+        }
+        if let Some(o) = &self.1 {
+            o.inc(n);
         }
     }
     fn finish(&self) {}
@@ -775,15 +784,29 @@ impl Progress for Bar {
 
 impl Bars {
     fn new(ui: &Ui) -> Self {
+        let multi = ui.progress().then(indicatif::MultiProgress::new);
+        let overall = multi.as_ref().map(|m| {
+            let b = m.add(indicatif::ProgressBar::new(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4} [{bar:20}]",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            b.set_message("all downloads");
+            b
+        });
         Bars {
-            multi: ui.progress().then(indicatif::MultiProgress::new),
+            multi,
+            overall,
             lines: ui.lines() && !ui.json(),
         }
     }
 
     fn add(&self, name: &str) -> Arc<Bar> {
         let bar = self.multi.as_ref().map(|m| {
-            let b = m.add(indicatif::ProgressBar::new(0));
+            let b = m.add(indicatif::ProgressBar::no_length());
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4} [{bar:20}]",
@@ -794,7 +817,7 @@ impl Bars {
             b.set_message(name.to_owned());
             b
         });
-        Arc::new(Bar(bar, Instant::now()))
+        Arc::new(Bar(bar, self.overall.clone(), Instant::now()))
     }
 
     fn finish(&self, bar: &Bar, name: &str, size: Option<u64>) {
@@ -804,7 +827,7 @@ impl Bars {
         if self.lines
             && let Some(size) = size
         {
-            let secs = bar.1.elapsed().as_secs_f64().max(1e-3);
+            let secs = bar.2.elapsed().as_secs_f64().max(1e-3);
             eprintln!(
                 "downloaded {name} ({:.1} MB, {:.1} MB/s)",
                 size as f64 / 1e6,
@@ -814,6 +837,9 @@ impl Bars {
     }
 
     fn done(&self) {
+        if let Some(o) = &self.overall {
+            o.finish_and_clear();
+        }
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
