@@ -756,7 +756,11 @@ struct Bars {
 }
 
 /// One artifact's progress (and its share of the overall bar).
-struct Bar(Option<indicatif::ProgressBar>, Option<indicatif::ProgressBar>, Instant);
+struct Bar(
+    Option<indicatif::ProgressBar>,
+    Option<indicatif::ProgressBar>,
+    Instant,
+);
 
 impl Progress for Bar {
     fn begin(&self, total: Option<u64>, already: u64) {

@@ -1,0 +1,108 @@
+//! `kbin gen`: everything a cluster built by hand needs, generated from one [`spec::ClusterSpec`].
+//!
+//! The PKI step (certificate table, keys, kubeconfigs) runs first; the configs step (component
+//! configs, systemd units, node bundles) reads the PKI's file table and never hard-codes paths.
+//! Every file is written atomically with its final mode ([`write_file`]).
+
+pub mod spec;
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of private keys.
+pub const MODE_SECRET: u32 = 0o600;
+/// Mode of certificates, configs and other public files.
+pub const MODE_PUBLIC: u32 = 0o644;
+/// Mode of scripts.
+pub const MODE_EXEC: u32 = 0o755;
+/// Mode of directories holding private keys.
+pub const MODE_SECRET_DIR: u32 = 0o700;
+
+/// An I/O failure while writing the generated tree, with the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct WriteError {
+    /// What kbin was doing.
+    pub action: &'static str,
+    /// Where.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
+    move |source| WriteError {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Create `dir` (and its parents) with `mode` for the directories it creates, and set `mode`
+/// on `dir` itself even if it existed (a key directory left 0755 by hand is tightened).
+pub fn create_dir(dir: &Path, mode: u32) -> Result<(), WriteError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(at("cannot create", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(at("cannot set the mode of", dir))
+}
+
+/// Write `bytes` to `path` atomically with `mode`: a temporary file in the same directory gets
+/// the mode before any byte is written (a key is never world-readable, even for an instant), is
+/// synced, then renamed over `path`. The parent directory must exist.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(at("cannot create a temporary file in", dir))?;
+    // The umask may have narrowed the mode at creation; set it exactly.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(at("cannot set the mode of", path))?;
+    tmp.write_all(bytes).map_err(at("cannot write", path))?;
+    tmp.as_file().sync_all().map_err(at("cannot sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| at("cannot rename into", path)(e.error))?;
+    Ok(())
+}
+
+/// Sync a directory so the renames inside it survive a crash (best effort).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn written_files_have_the_mode_asked_for_and_no_temp_left() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("pki");
+        create_dir(&dir, MODE_SECRET_DIR).unwrap();
+        let key = dir.join("ca.key");
+        write_file(&key, b"secret", MODE_SECRET).unwrap();
+        write_file(&key, b"secret2", MODE_SECRET).unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret2");
+        assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
+        assert_eq!(dir.metadata().unwrap().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_into_a_missing_directory_names_it() {
+        let d = tempfile::tempdir().unwrap();
+        let e = write_file(&d.path().join("no/such/f"), b"x", MODE_PUBLIC).unwrap_err();
+        assert!(e.to_string().contains("no/such"), "{e}");
+    }
+}

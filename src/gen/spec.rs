@@ -1,0 +1,876 @@
+//! The cluster spec: what `kbin gen` generates for, from flags or `--config cluster.toml`,
+//! validated before anything is written.
+//!
+//! [`SpecInput`] is the raw, optional form (a TOML file's fields, the same names as the flags);
+//! flags are layered over the file with [`SpecInput::overlay`], then [`SpecInput::build`] applies
+//! the defaults and checks every rule. Each [`SpecError`] names the offending value and the rule.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The default API endpoint address.
+pub const DEFAULT_CLUSTER_IP: &str = "127.0.0.1";
+/// The default service network.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.32.0.0/24";
+/// The default pod network.
+pub const DEFAULT_POD_CIDR: &str = "10.200.0.0/16";
+/// The default cluster DNS domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The default cluster name (kubeconfigs' cluster entry).
+pub const DEFAULT_NAME: &str = "kubernetes";
+/// The name of the single node made when no node is given.
+pub const DEFAULT_NODE_NAME: &str = "node-0";
+/// Seconds in a day.
+const DAY: u64 = 86_400;
+/// kubeadm's CA validity: 10 years.
+pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
+/// kubeadm's leaf validity: 1 year.
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(365 * DAY);
+
+/// A validated cluster spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSpec {
+    /// `--name`: the cluster's name in kubeconfigs.
+    pub name: String,
+    /// `--cluster-ip`: the API endpoint clients and nodes use.
+    pub cluster_ip: IpAddr,
+    /// `--service-cidr`.
+    pub service_cidr: IpNet,
+    /// `--cluster-dns`: inside `service_cidr`.
+    pub cluster_dns: IpAddr,
+    /// `--cluster-domain`.
+    pub cluster_domain: String,
+    /// `--pod-cidr`: disjoint from `service_cidr`.
+    pub pod_cidr: IpNet,
+    /// Control planes first, then workers, in the order given.
+    pub nodes: Vec<Node>,
+    /// `--key-algo`.
+    pub key_algo: KeyAlgo,
+    /// `--ca-validity`.
+    #[serde(with = "duration_text")]
+    pub ca_validity: Duration,
+    /// `--cert-validity`.
+    #[serde(with = "duration_text")]
+    pub cert_validity: Duration,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// A DNS label, unique in the cluster.
+    pub name: String,
+    /// Unique in the cluster.
+    pub ip: IpAddr,
+    /// Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+    pub control_plane: bool,
+    /// Runs workloads (kubelet, kube-proxy, containerd).
+    pub worker: bool,
+    /// This node's slice of the pod CIDR (a /24 for IPv4, /64 for IPv6, in node order), for CNI
+    /// host-local.
+    pub pod_subnet: IpNet,
+}
+
+impl ClusterSpec {
+    /// The control-plane nodes, in order.
+    pub fn control_planes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.control_plane)
+    }
+
+    /// The nodes that run workloads (kubelet, kube-proxy, containerd), in order.
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.worker)
+    }
+
+    /// `https://<cluster_ip>:6443`.
+    pub fn api_server_url(&self) -> String {
+        match self.cluster_ip {
+            IpAddr::V4(ip) => format!("https://{ip}:6443"),
+            IpAddr::V6(ip) => format!("https://[{ip}]:6443"),
+        }
+    }
+
+    /// The first address of the service network: the `kubernetes` service's ClusterIP.
+    pub fn first_service_ip(&self) -> IpAddr {
+        nth_address(&self.service_cidr, 1).expect("validated: the service CIDR holds address 1")
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A key algorithm for every key of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeyAlgo {
+    /// ECDSA on P-256 with SHA-256 (the default: fast and small).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+    /// RSA 2048 bits, PKCS#1 v1.5 with SHA-256 (kubeadm's default).
+    Rsa2048,
+    /// RSA 3072 bits.
+    Rsa3072,
+    /// RSA 4096 bits.
+    Rsa4096,
+}
+
+impl KeyAlgo {
+    /// Every algorithm with its name, the table `FromStr` and `Display` walk.
+    pub const ALL: [(KeyAlgo, &'static str); 5] = [
+        (KeyAlgo::EcdsaP256, "ecdsa-p256"),
+        (KeyAlgo::EcdsaP384, "ecdsa-p384"),
+        (KeyAlgo::Rsa2048, "rsa-2048"),
+        (KeyAlgo::Rsa3072, "rsa-3072"),
+        (KeyAlgo::Rsa4096, "rsa-4096"),
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map(|(_, n)| *n)
+            .expect("every KeyAlgo is in ALL")
+    }
+}
+
+impl fmt::Display for KeyAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyAlgo {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(a, _)| *a)
+            .ok_or_else(|| SpecError::KeyAlgo(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for KeyAlgo {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<Self, SpecError> {
+        s.parse()
+    }
+}
+
+impl From<KeyAlgo> for String {
+    fn from(a: KeyAlgo) -> String {
+        a.name().to_string()
+    }
+}
+
+/// Why a spec is invalid. Every variant names the value and the rule it breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// An address that does not parse.
+    #[error("{field} {value:?} is not an IP address")]
+    Ip {
+        /// The flag or field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A network that does not parse.
+    #[error("{field} {value:?} is not a CIDR (like 10.32.0.0/24)")]
+    Cidr {
+        /// The flag or field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A network with host bits set (10.32.0.5/24).
+    #[error("{field} {value} has host bits set: write its network address, {network}")]
+    CidrHostBits {
+        /// The flag or field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The network it means.
+        network: IpNet,
+    },
+    /// The DNS address outside the service network.
+    #[error("cluster DNS address {dns} is not inside the service CIDR {service_cidr}")]
+    DnsOutsideServices {
+        /// The DNS address.
+        dns: IpAddr,
+        /// The service network.
+        service_cidr: IpNet,
+    },
+    /// The DNS address taken by the `kubernetes` service or a network/broadcast address.
+    #[error(
+        "cluster DNS address {dns} is reserved in the service CIDR {service_cidr} (network, broadcast or the kubernetes service's {first})"
+    )]
+    DnsReserved {
+        /// The DNS address.
+        dns: IpAddr,
+        /// The service network.
+        service_cidr: IpNet,
+        /// The first service address.
+        first: IpAddr,
+    },
+    /// A service network too small for the default DNS address.
+    #[error(
+        "service CIDR {0} is too small: it needs room for the kubernetes service and cluster DNS (at least a /28)"
+    )]
+    ServiceCidrTooSmall(IpNet),
+    /// Overlapping pod and service networks.
+    #[error("pod CIDR {pod} and service CIDR {service} overlap: they must be disjoint")]
+    CidrOverlap {
+        /// The pod network.
+        pod: IpNet,
+        /// The service network.
+        service: IpNet,
+    },
+    /// A pod network too small for one subnet per node.
+    #[error(
+        "pod CIDR {pod} holds {capacity} node subnets (/{prefix}), but there are {nodes} nodes"
+    )]
+    PodCidrTooSmall {
+        /// The pod network.
+        pod: IpNet,
+        /// The per-node prefix length.
+        prefix: u8,
+        /// How many per-node subnets fit.
+        capacity: u128,
+        /// How many nodes there are.
+        nodes: usize,
+    },
+    /// A node name that is not a DNS label.
+    #[error(
+        "node name {0:?} is not a valid DNS label (1-63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit)"
+    )]
+    NodeName(String),
+    /// A node argument that is not NAME=IP.
+    #[error("node {0:?} is not NAME=IP (like cp1=10.0.0.10)")]
+    NodeSyntax(String),
+    /// Two nodes with one name.
+    #[error("node name {0:?} is used twice: node names must be unique")]
+    DuplicateName(String),
+    /// Two nodes with one address.
+    #[error("node IP {ip} is used by both {first:?} and {second:?}: node IPs must be unique")]
+    DuplicateIp {
+        /// The address.
+        ip: IpAddr,
+        /// The first node.
+        first: String,
+        /// The second node.
+        second: String,
+    },
+    /// Workers given but no control plane.
+    #[error("there are worker nodes but no control-plane node")]
+    NoControlPlane,
+    /// A node that is neither control plane nor worker (from a file).
+    #[error("node {0:?} is neither a control plane nor a worker")]
+    NoRole(String),
+    /// An unknown key algorithm.
+    #[error(
+        "key algorithm {0:?} is not one of ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096"
+    )]
+    KeyAlgo(String),
+    /// A duration that does not parse.
+    #[error(
+        "{field} {value:?} is not a duration (a positive number followed by y, d, h, m or s: 10y, 365d, 12h)"
+    )]
+    Duration {
+        /// The flag or field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// Leaves outliving their CA.
+    #[error(
+        "certificate validity {cert} is longer than the CA validity {ca}: a certificate cannot outlive its CA"
+    )]
+    ValidityOrder {
+        /// The leaf validity.
+        cert: String,
+        /// The CA validity.
+        ca: String,
+    },
+    /// A domain that is not a DNS name.
+    #[error(
+        "cluster domain {0:?} is not a DNS name (dot-separated DNS labels, like cluster.local)"
+    )]
+    Domain(String),
+    /// An empty or multi-line cluster name.
+    #[error("cluster name {0:?} must be non-empty, printable and without spaces")]
+    Name(String),
+    /// The config file cannot be read.
+    #[error("cannot read the cluster config {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file does not parse.
+    #[error("{path} is not a valid cluster config: {message}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// A node as written in `cluster.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInput {
+    /// The node's name (a DNS label).
+    pub name: String,
+    /// The node's address.
+    pub ip: String,
+    /// Runs the control plane.
+    #[serde(default)]
+    pub control_plane: bool,
+    /// Runs workloads.
+    #[serde(default)]
+    pub worker: bool,
+}
+
+/// The raw spec: every field optional, strings as given. `cluster.toml` has these fields (with
+/// `-` or `_` in names), and the flags fill the same struct.
+///
+/// ```toml
+/// name = "hard-way"
+/// cluster_ip = "10.0.0.10"
+/// key_algo = "rsa-2048"
+/// [[nodes]]
+/// name = "cp1"
+/// ip = "10.0.0.10"
+/// control_plane = true
+/// [[nodes]]
+/// name = "w1"
+/// ip = "10.0.0.21"
+/// worker = true
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecInput {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--cluster-ip`.
+    #[serde(alias = "cluster-ip")]
+    pub cluster_ip: Option<String>,
+    /// `--service-cidr`.
+    #[serde(alias = "service-cidr")]
+    pub service_cidr: Option<String>,
+    /// `--cluster-dns`.
+    #[serde(alias = "cluster-dns")]
+    pub cluster_dns: Option<String>,
+    /// `--cluster-domain`.
+    #[serde(alias = "cluster-domain")]
+    pub cluster_domain: Option<String>,
+    /// `--pod-cidr`.
+    #[serde(alias = "pod-cidr")]
+    pub pod_cidr: Option<String>,
+    /// `--key-algo`.
+    #[serde(alias = "key-algo")]
+    pub key_algo: Option<String>,
+    /// `--ca-validity`.
+    #[serde(alias = "ca-validity")]
+    pub ca_validity: Option<String>,
+    /// `--cert-validity`.
+    #[serde(alias = "cert-validity")]
+    pub cert_validity: Option<String>,
+    /// `--control-plane NAME=IP` and `--worker NAME=IP`, or `[[nodes]]` tables.
+    #[serde(default)]
+    pub nodes: Vec<NodeInput>,
+}
+
+impl SpecInput {
+    /// Read `cluster.toml`.
+    pub fn load(path: &Path) -> Result<SpecInput, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SpecError::ParseConfig {
+            path: path.to_owned(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Add nodes from `--control-plane` / `--worker` arguments (`NAME=IP`). The same `NAME=IP`
+    /// in both lists is one node with both roles.
+    pub fn add_nodes(
+        &mut self,
+        control_planes: &[String],
+        workers: &[String],
+    ) -> Result<(), SpecError> {
+        for (args, cp) in [(control_planes, true), (workers, false)] {
+            for arg in args {
+                let (name, ip) = split_node(arg)?;
+                if let Some(n) = self
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.name == name && n.ip == ip && n.control_plane && !cp)
+                {
+                    n.worker = true;
+                    continue;
+                }
+                self.nodes.push(NodeInput {
+                    name: name.to_string(),
+                    ip: ip.to_string(),
+                    control_plane: cp,
+                    worker: !cp,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `self` with every field `over` sets replaced; nodes given in `over` replace the file's.
+    pub fn overlay(self, over: SpecInput) -> SpecInput {
+        SpecInput {
+            name: over.name.or(self.name),
+            cluster_ip: over.cluster_ip.or(self.cluster_ip),
+            service_cidr: over.service_cidr.or(self.service_cidr),
+            cluster_dns: over.cluster_dns.or(self.cluster_dns),
+            cluster_domain: over.cluster_domain.or(self.cluster_domain),
+            pod_cidr: over.pod_cidr.or(self.pod_cidr),
+            key_algo: over.key_algo.or(self.key_algo),
+            ca_validity: over.ca_validity.or(self.ca_validity),
+            cert_validity: over.cert_validity.or(self.cert_validity),
+            nodes: if over.nodes.is_empty() {
+                self.nodes
+            } else {
+                over.nodes
+            },
+        }
+    }
+
+    /// Apply the defaults and check every rule.
+    pub fn build(&self) -> Result<ClusterSpec, SpecError> {
+        let name = self.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SpecError::Name(name));
+        }
+        let cluster_ip = parse_ip(
+            "--cluster-ip",
+            self.cluster_ip.as_deref().unwrap_or(DEFAULT_CLUSTER_IP),
+        )?;
+        let service_cidr = parse_cidr(
+            "--service-cidr",
+            self.service_cidr.as_deref().unwrap_or(DEFAULT_SERVICE_CIDR),
+        )?;
+        let pod_cidr = parse_cidr(
+            "--pod-cidr",
+            self.pod_cidr.as_deref().unwrap_or(DEFAULT_POD_CIDR),
+        )?;
+        let first = nth_address(&service_cidr, 1);
+        let cluster_dns = match &self.cluster_dns {
+            Some(v) => parse_ip("--cluster-dns", v)?,
+            None => nth_address(&service_cidr, 10)
+                .filter(|ip| *ip != service_cidr.broadcast() || service_cidr.addr().is_ipv6())
+                .ok_or(SpecError::ServiceCidrTooSmall(service_cidr))?,
+        };
+        let first = first.ok_or(SpecError::ServiceCidrTooSmall(service_cidr))?;
+        if !service_cidr.contains(&cluster_dns) {
+            return Err(SpecError::DnsOutsideServices {
+                dns: cluster_dns,
+                service_cidr,
+            });
+        }
+        if cluster_dns == first
+            || cluster_dns == service_cidr.network()
+            || (cluster_dns.is_ipv4() && cluster_dns == service_cidr.broadcast())
+        {
+            return Err(SpecError::DnsReserved {
+                dns: cluster_dns,
+                service_cidr,
+                first,
+            });
+        }
+        if pod_cidr.contains(&service_cidr.network()) || service_cidr.contains(&pod_cidr.network())
+        {
+            return Err(SpecError::CidrOverlap {
+                pod: pod_cidr,
+                service: service_cidr,
+            });
+        }
+        let cluster_domain = self
+            .cluster_domain
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.into());
+        if cluster_domain.len() > 253 || !cluster_domain.split('.').all(is_dns_label) {
+            return Err(SpecError::Domain(cluster_domain));
+        }
+        let key_algo = match &self.key_algo {
+            Some(a) => a.parse()?,
+            None => KeyAlgo::default(),
+        };
+        let ca_validity = match &self.ca_validity {
+            Some(v) => parse_duration("--ca-validity", v)?,
+            None => DEFAULT_CA_VALIDITY,
+        };
+        let cert_validity = match &self.cert_validity {
+            Some(v) => parse_duration("--cert-validity", v)?,
+            None => DEFAULT_CERT_VALIDITY,
+        };
+        if cert_validity > ca_validity {
+            return Err(SpecError::ValidityOrder {
+                cert: format_duration(cert_validity),
+                ca: format_duration(ca_validity),
+            });
+        }
+        let nodes = self.build_nodes(cluster_ip, pod_cidr)?;
+        Ok(ClusterSpec {
+            name,
+            cluster_ip,
+            service_cidr,
+            cluster_dns,
+            cluster_domain,
+            pod_cidr,
+            nodes,
+            key_algo,
+            ca_validity,
+            cert_validity,
+        })
+    }
+
+    fn build_nodes(&self, cluster_ip: IpAddr, pod_cidr: IpNet) -> Result<Vec<Node>, SpecError> {
+        let inputs: Vec<NodeInput> = if self.nodes.is_empty() {
+            vec![NodeInput {
+                name: DEFAULT_NODE_NAME.into(),
+                ip: cluster_ip.to_string(),
+                control_plane: true,
+                worker: true,
+            }]
+        } else {
+            self.nodes.clone()
+        };
+        let mut parsed = Vec::with_capacity(inputs.len());
+        let mut names = BTreeMap::new();
+        let mut ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+        for n in &inputs {
+            if !is_dns_label(&n.name) {
+                return Err(SpecError::NodeName(n.name.clone()));
+            }
+            if !n.control_plane && !n.worker {
+                return Err(SpecError::NoRole(n.name.clone()));
+            }
+            let ip = parse_ip("node IP", &n.ip)?;
+            if names.insert(n.name.clone(), ()).is_some() {
+                return Err(SpecError::DuplicateName(n.name.clone()));
+            }
+            if let Some(first) = ips.insert(ip, n.name.clone()) {
+                return Err(SpecError::DuplicateIp {
+                    ip,
+                    first,
+                    second: n.name.clone(),
+                });
+            }
+            parsed.push((n, ip));
+        }
+        if !parsed.iter().any(|(n, _)| n.control_plane) {
+            return Err(SpecError::NoControlPlane);
+        }
+        // Control planes first, each group in the order given.
+        parsed.sort_by_key(|(n, _)| !n.control_plane);
+        let prefix: u8 = if pod_cidr.addr().is_ipv4() { 24 } else { 64 };
+        let capacity = if pod_cidr.prefix_len() > prefix {
+            0
+        } else {
+            1u128 << (prefix - pod_cidr.prefix_len()).min(127)
+        };
+        if (parsed.len() as u128) > capacity {
+            return Err(SpecError::PodCidrTooSmall {
+                pod: pod_cidr,
+                prefix,
+                capacity,
+                nodes: parsed.len(),
+            });
+        }
+        let mut subnets = pod_cidr
+            .subnets(prefix)
+            .expect("checked: the node prefix is not shorter than the pod CIDR's");
+        Ok(parsed
+            .into_iter()
+            .map(|(n, ip)| Node {
+                name: n.name.clone(),
+                ip,
+                control_plane: n.control_plane,
+                worker: n.worker,
+                pod_subnet: subnets
+                    .next()
+                    .expect("checked: enough subnets for every node"),
+            })
+            .collect())
+    }
+}
+
+/// Split `NAME=IP` (the IP is checked later, with the other rules).
+pub fn split_node(arg: &str) -> Result<(&str, &str), SpecError> {
+    match arg.split_once('=') {
+        Some((name, ip)) if !name.is_empty() && !ip.is_empty() => Ok((name, ip)),
+        _ => Err(SpecError::NodeSyntax(arg.to_string())),
+    }
+}
+
+/// RFC 1123 label: what Kubernetes accepts as a node name component.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn parse_ip(field: &'static str, value: &str) -> Result<IpAddr, SpecError> {
+    value.trim().parse().map_err(|_| SpecError::Ip {
+        field,
+        value: value.to_string(),
+    })
+}
+
+fn parse_cidr(field: &'static str, value: &str) -> Result<IpNet, SpecError> {
+    let net: IpNet = value.trim().parse().map_err(|_| SpecError::Cidr {
+        field,
+        value: value.to_string(),
+    })?;
+    if net.trunc() != net {
+        return Err(SpecError::CidrHostBits {
+            field,
+            value: value.to_string(),
+            network: net.trunc(),
+        });
+    }
+    Ok(net)
+}
+
+/// The `n`th address of `net` (0 is the network address), if it lies inside it.
+pub fn nth_address(net: &IpNet, n: u32) -> Option<IpAddr> {
+    let ip = match net.network() {
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).checked_add(n)?.into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).checked_add(n.into())?.into()),
+    };
+    net.contains(&ip).then_some(ip)
+}
+
+/// Parse `10y`, `365d`, `12h`, `30m`, `90s` (a year is 365 days).
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
+    let err = || SpecError::Duration {
+        field,
+        value: value.to_string(),
+    };
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let unit_secs = match unit {
+        "y" => 365 * DAY,
+        "d" => DAY,
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(err()),
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s > 0)
+        .ok_or_else(err)?;
+    // x509 times end in 9999; anything beyond a millennium is a typo.
+    if secs > 1000 * 365 * DAY {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// The shortest exact form of a duration (`10y`, `400d`, `90s`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, secs) in [("y", 365 * DAY), ("d", DAY), ("h", 3600), ("m", 60)] {
+        if s >= secs && s.is_multiple_of(secs) {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
+}
+
+mod duration_text {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(f: impl FnOnce(&mut SpecInput)) -> Result<ClusterSpec, SpecError> {
+        let mut i = SpecInput::default();
+        f(&mut i);
+        i.build()
+    }
+
+    #[test]
+    fn defaults_give_one_node_that_is_control_plane_and_worker() {
+        let s = input(|_| {}).unwrap();
+        assert_eq!(s.nodes.len(), 1);
+        let n = &s.nodes[0];
+        assert!(n.control_plane && n.worker);
+        assert_eq!(n.ip.to_string(), "127.0.0.1");
+        assert_eq!(s.cluster_dns.to_string(), "10.32.0.10");
+        assert_eq!(s.first_service_ip().to_string(), "10.32.0.1");
+        assert_eq!(s.api_server_url(), "https://127.0.0.1:6443");
+        assert_eq!(n.pod_subnet.to_string(), "10.200.0.0/24");
+    }
+
+    #[test]
+    fn control_planes_come_first_and_subnets_follow_node_order() {
+        let mut i = SpecInput::default();
+        i.add_nodes(
+            &["cp1=10.0.0.1".into(), "cp2=10.0.0.2".into()],
+            &["w1=10.0.0.3".into(), "cp1=10.0.0.1".into()],
+        )
+        .unwrap();
+        let s = i.build().unwrap();
+        let names: Vec<_> = s.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["cp1", "cp2", "w1"]);
+        assert!(s.nodes[0].worker, "cp1 given as worker too");
+        assert_eq!(s.workers().count(), 2);
+        assert_eq!(s.nodes[2].pod_subnet.to_string(), "10.200.2.0/24");
+    }
+
+    #[test]
+    fn each_rule_names_its_value() {
+        type Case = (Box<dyn FnOnce(&mut SpecInput)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|i| i.cluster_ip = Some("10.0.0.300".into())),
+                "10.0.0.300",
+            ),
+            (
+                Box::new(|i| i.pod_cidr = Some("10.200.0.0/33".into())),
+                "10.200.0.0/33",
+            ),
+            (
+                Box::new(|i| i.cluster_dns = Some("10.99.0.10".into())),
+                "not inside",
+            ),
+            (
+                Box::new(|i| i.pod_cidr = Some("10.32.0.0/16".into())),
+                "overlap",
+            ),
+            (Box::new(|i| i.key_algo = Some("dsa".into())), "\"dsa\""),
+            (Box::new(|i| i.ca_validity = Some("ten".into())), "\"ten\""),
+            (
+                Box::new(|i| i.cert_validity = Some("11y".into())),
+                "longer than the CA",
+            ),
+            (
+                Box::new(|i| i.cluster_domain = Some("Bad_Domain".into())),
+                "Bad_Domain",
+            ),
+            (
+                Box::new(|i| i.service_cidr = Some("10.32.0.5/24".into())),
+                "host bits",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&["Node_1=10.0.0.1".into()], &[]).unwrap()),
+                "\"Node_1\"",
+            ),
+            (
+                Box::new(|i| {
+                    i.add_nodes(&["a=10.0.0.1".into()], &["a=10.0.0.2".into()])
+                        .unwrap()
+                }),
+                "used twice",
+            ),
+            (
+                Box::new(|i| {
+                    i.add_nodes(&["a=10.0.0.1".into()], &["b=10.0.0.1".into()])
+                        .unwrap()
+                }),
+                "10.0.0.1 is used by both",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["b=10.0.0.1".into()]).unwrap()),
+                "no control-plane",
+            ),
+        ];
+        for (f, want) in cases {
+            let e = input(f).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        assert!(matches!(
+            SpecInput::default().add_nodes(&["cp1".into()], &[]),
+            Err(SpecError::NodeSyntax(_))
+        ));
+    }
+
+    #[test]
+    fn pod_cidr_must_hold_a_subnet_per_node() {
+        let mut i = SpecInput {
+            pod_cidr: Some("10.200.0.0/23".into()),
+            ..Default::default()
+        };
+        let nodes: Vec<String> = (0..3).map(|k| format!("n{k}=10.0.0.{k}")).collect();
+        i.add_nodes(&nodes, &[]).unwrap();
+        assert!(matches!(i.build(), Err(SpecError::PodCidrTooSmall { .. })));
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("x", "10y").unwrap(), DEFAULT_CA_VALIDITY);
+        assert_eq!(
+            format_duration(parse_duration("x", "400d").unwrap()),
+            "400d"
+        );
+        assert!(parse_duration("x", "0d").is_err());
+        assert!(parse_duration("x", "5w").is_err());
+        assert!(parse_duration("x", "d").is_err());
+    }
+
+    #[test]
+    fn config_file_fields_match_the_flags() {
+        let text = r#"
+name = "hw"
+cluster-ip = "10.0.0.10"
+key_algo = "rsa-2048"
+[[nodes]]
+name = "cp1"
+ip = "10.0.0.10"
+control_plane = true
+[[nodes]]
+name = "w1"
+ip = "10.0.0.21"
+worker = true
+"#;
+        let i: SpecInput = toml::from_str(text).unwrap();
+        let s = i
+            .overlay(SpecInput {
+                name: Some("flag".into()),
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        assert_eq!(s.name, "flag");
+        assert_eq!(s.key_algo, KeyAlgo::Rsa2048);
+        assert_eq!(s.nodes.len(), 2);
+        assert!(toml::from_str::<SpecInput>("nmae = \"x\"").is_err());
+    }
+}
