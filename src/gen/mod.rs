@@ -4,7 +4,11 @@
 //! configs, systemd units, node bundles) reads the PKI's file table and never hard-codes paths.
 //! Every file is written atomically with its final mode ([`write_file`]).
 
+pub mod bundle;
+pub mod configs;
+pub mod next_steps;
 pub mod spec;
+pub mod versions;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -1,0 +1,224 @@
+//! NEXT-STEPS.md: what to copy where, what to start in which order, how to check each step, and
+//! what kbin leaves to the user. Rendered from the cluster, the versions and the decisions only,
+//! so it is byte-stable.
+
+use std::fmt::Write as _;
+
+use super::bundle::{Options, Role, binaries_bundle};
+use super::configs::ClusterInput;
+use super::versions::{Decisions, Knob, Versions};
+
+const ETCD_CERTS: &str = "--cacert=/etc/kubernetes/pki/etcd/ca.crt \\\n    --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt \\\n    --key=/etc/kubernetes/pki/etcd/healthcheck-client.key";
+
+/// The text of NEXT-STEPS.md.
+pub fn render(
+    c: &ClusterInput,
+    v: &Versions,
+    d: &Decisions,
+    opts: &Options,
+    binaries_bundled: bool,
+) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "# Next steps for cluster \"{}\" (Kubernetes {}, {})\n",
+        c.name, v.kubernetes, v.origin
+    );
+    let _ = writeln!(
+        w,
+        "Run the commands below from the directory that holds this file (`{}`). Every node's\n\
+         files are in `nodes/<name>/`, laid out like its root filesystem; read them: each one\n\
+         says what it is for.\n",
+        opts.out.display()
+    );
+    let _ = writeln!(
+        w,
+        "Versions: etcd {}, containerd {}, runc {}, CNI plugins {}, crictl {}, pause {}, CoreDNS {}.\n",
+        v.of("etcd"),
+        v.of("containerd"),
+        v.of("runc"),
+        v.of("cni-plugins"),
+        v.of("crictl"),
+        v.images.pause,
+        v.images.coredns
+    );
+
+    let _ = writeln!(w, "## 1. Prepare every machine\n");
+    let _ = writeln!(
+        w,
+        "- A Linux {arch} machine with systemd, reachable by ssh as root (or use `sudo` on it).\n\
+         - Swap off (the kubelet refuses to start with swap): `swapoff -a`, and remove swap from /etc/fstab.\n\
+         - Workers need `iptables` and `conntrack` (kube-proxy): `apt-get install -y iptables conntrack`.\n\
+         - Check the cgroup version: `stat -fc %T /sys/fs/cgroup/` prints `cgroup2fs` on cgroup v2.",
+        arch = v.arch
+    );
+    let cg = d.get(Knob::KubeletCgroupV1);
+    if opts.cgroup_v1 {
+        let _ = writeln!(
+            w,
+            "- These configs are for cgroup v1 hosts{}. cgroup v1 is deprecated (containerd 2.2 and\n  Kubernetes 1.35 warn about it): plan a move to cgroup v2.",
+            if cg == "refuses" {
+                ": kubelet 1.35+ refuses cgroup v1 unless its config sets `failCgroupV1: false`, which\n  `var/lib/kubelet/config.yaml` does"
+            } else {
+                ""
+            }
+        );
+    } else if cg == "refuses" {
+        let _ = writeln!(
+            w,
+            "- kubelet {} refuses to start on cgroup v1 (`tmpfs` above). For such hosts, generate again\n  with `kbin gen cluster ... --cgroup-v1` (sets `failCgroupV1: false`).",
+            v.of("kubelet")
+        );
+    }
+    let _ = writeln!(w);
+
+    let _ = writeln!(w, "## 2. Copy each node's bundle and install it\n");
+    if !binaries_bundled {
+        let _ = writeln!(
+            w,
+            "No binaries are bundled (`--no-binaries` or `--kubernetes-version`): put the Kubernetes {k}\n\
+             binaries in /usr/local/bin and the CNI plugins in /opt/cni/bin on each node yourself,\n\
+             before running install.sh.\n",
+            k = v.kubernetes
+        );
+    }
+    for n in &c.nodes {
+        let mut tars = vec![format!("nodes/{}.tar.gz", n.name)];
+        if binaries_bundled {
+            for role in [Role::ControlPlane, Role::Worker] {
+                let wanted = match role {
+                    Role::ControlPlane => n.control_plane,
+                    Role::Worker => n.worker,
+                };
+                if wanted {
+                    tars.push(binaries_bundle(role, v.arch));
+                }
+            }
+        }
+        let roles = match (n.control_plane, n.worker) {
+            (true, true) => "control plane and worker",
+            (true, false) => "control plane",
+            _ => "worker",
+        };
+        let _ = writeln!(w, "Node `{}` ({}, {}):\n\n```sh", n.name, n.ip, roles);
+        let _ = writeln!(w, "scp {} root@{}:/tmp/", tars.join(" "), n.ip);
+        let dir = format!("/tmp/kbin-{}", n.name);
+        let mut unpack = format!("mkdir -p {dir}");
+        for t in &tars {
+            let file = t.rsplit('/').next().unwrap_or(t);
+            let _ = write!(unpack, " && tar -C {dir} -xzf /tmp/{file}");
+        }
+        let _ = writeln!(w, "ssh root@{} '{unpack} && {dir}/install.sh'\n```\n", n.ip);
+    }
+    let _ = writeln!(
+        w,
+        "install.sh copies the files into place, runs `systemctl daemon-reload` and enables the\n\
+         services; it starts nothing. Try it first with `DESTDIR=/tmp/root nodes/<name>/install.sh`.\n"
+    );
+
+    let cps: Vec<_> = c.control_planes().collect();
+    let first = cps.first();
+    let _ = writeln!(w, "## 3. Start the control plane, one step at a time\n");
+    let _ = writeln!(
+        w,
+        "On every control-plane node ({}), start etcd (start them all: etcd waits for a quorum):\n\n\
+         ```sh\nsystemctl start etcd\n```\n\nCheck that every member is healthy (on a control-plane node):\n\n\
+         ```sh\nETCDCTL_API=3 etcdctl --endpoints={} \\\n    {ETCD_CERTS} \\\n    endpoint health\n```\n",
+        cps.iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cps.iter()
+            .map(|n| format!("https://{}", sock(n.ip, 2379)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(
+        w,
+        "Then kube-apiserver, and check it answers `ok` (admin.conf talks to {url}: with several\n\
+         control-plane nodes that address must reach one of them, e.g. a load balancer):\n\n\
+         ```sh\nsystemctl start kube-apiserver\n\
+         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz\n```\n\n\
+         Then the controller manager and the scheduler:\n\n\
+         ```sh\nsystemctl start kube-controller-manager kube-scheduler\n\
+         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw '/readyz?verbose'\n\
+         kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get leases\n```\n\n\
+         (the leases `kube-controller-manager` and `kube-scheduler` name their holders).\n",
+        url = c.api_server_url
+    );
+    let _ = writeln!(
+        w,
+        "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/kubeconfigs/admin.conf   # or: eval \"$(kbin env --cluster .)\"\n```\n\n\
+         Let kube-apiserver reach the kubelets (`kubectl logs`, `kubectl exec`), as kubeadm does:\n\n\
+         ```sh\nkubectl create clusterrolebinding kube-apiserver-kubelet-client \\\n    --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client\n```\n"
+    );
+
+    let _ = writeln!(w, "## 4. Start the workers\n");
+    let _ = writeln!(
+        w,
+        "On every worker ({}), in this order:\n\n\
+         ```sh\nsystemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n\
+         systemctl start kubelet\nsystemctl start kube-proxy\n\
+         iptables -t nat -L KUBE-SERVICES | head -n 5   # kube-proxy wrote its rules\n```\n\n\
+         Then, from your machine, every node is listed and becomes `Ready`:\n\n\
+         ```sh\nkubectl get nodes -o wide\n```\n",
+        c.workers()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let _ = writeln!(w, "## 5. What kbin leaves to you\n");
+    let workers: Vec<_> = c.workers().collect();
+    let _ = writeln!(
+        w,
+        "**Pod routes between nodes.** Each worker's bridge CNI gives its pods addresses from its own\n\
+         subnet; packets for another node's pods need a route. On machines that share a network,\n\
+         add these routes (or install a CNI such as flannel or Calico instead of the bridge conflist):\n"
+    );
+    if workers.len() < 2 {
+        let _ = writeln!(w, "(One worker: nothing to route.)\n");
+    } else {
+        let _ = writeln!(w, "```sh");
+        for n in &workers {
+            let _ = writeln!(w, "# on {}", n.name);
+            for o in workers.iter().filter(|o| o.name != n.name) {
+                let _ = writeln!(w, "ip route add {} via {}", o.pod_subnet, o.ip);
+            }
+        }
+        let _ = writeln!(w, "```\n");
+    }
+    let _ = writeln!(
+        w,
+        "**Cluster DNS.** The kubelets send pods to {dns} for DNS: deploy CoreDNS {cd} with a Service at\n\
+         that address, e.g. from https://github.com/coredns/deployment:\n\n\
+         ```sh\n./kubernetes/deploy.sh -i {dns} -d {dom} | kubectl apply -f -\n\
+         kubectl -n kube-system rollout status deployment/coredns\n```\n\n\
+         **Check it end to end:**\n\n\
+         ```sh\nkubectl run probe --image=busybox:1.36 --restart=Never -- sleep 3600\n\
+         kubectl wait --for=condition=Ready pod/probe\n\
+         kubectl exec probe -- nslookup kubernetes.default.svc.{dom}\n\
+         kubectl delete pod probe\n```",
+        dns = c.cluster_dns,
+        cd = v.images.coredns,
+        dom = c.cluster_domain
+    );
+    if let Some(n) = first {
+        let _ = writeln!(
+            w,
+            "\nBack up etcd now and then (on {}): `ETCDCTL_API=3 etcdctl --endpoints=https://{} {} snapshot save /var/backups/etcd.db`.",
+            n.name,
+            sock(n.ip, 2379),
+            ETCD_CERTS.replace(" \\\n    ", " ")
+        );
+    }
+    s
+}
+
+fn sock(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(ip) => format!("{ip}:{port}"),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    }
+}

@@ -1,0 +1,658 @@
+//! The version-gated table: which flags, config API versions and config schemas each component
+//! version gets.
+//!
+//! Every decision the renderers make that depends on a version is a [`Knob`]; [`RULES`] holds,
+//! per knob, rows that each cover a half-open range of the component's minor versions
+//! (`from <= v < until`) with the value to use and the upstream source of the rule. Code never
+//! compares versions itself: it asks [`Decisions::get`]. Adding a rule is adding a row.
+//!
+//! The versions come from a toolchain's receipt ([`Versions::from_receipt`]) or from the manifest
+//! ([`Versions::from_resolution`], `--kubernetes-version`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use semver::Version;
+use serde::Serialize;
+
+use crate::manifest::resolve::Resolution;
+use crate::manifest::{Arch, Images};
+use crate::store::Layout;
+use crate::toolchain::receipt::Receipt;
+
+/// Errors finding the versions to generate for.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionsError {
+    /// No `--toolchain`, no default toolchain and no `--kubernetes-version`.
+    #[error(
+        "no toolchain to generate for: no --toolchain given, no default toolchain set in {settings}, and no --kubernetes-version"
+    )]
+    NoToolchain {
+        /// The settings file that has no default.
+        settings: PathBuf,
+    },
+    /// The named toolchain has no receipt.
+    #[error("toolchain {name:?} is not installed (no {receipt})")]
+    NotInstalled {
+        /// The toolchain.
+        name: String,
+        /// The receipt path looked for.
+        receipt: PathBuf,
+    },
+    /// The receipt could not be read.
+    #[error(transparent)]
+    Receipt(#[from] crate::toolchain::receipt::ReceiptError),
+    /// The settings could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A component the configs need has no version.
+    #[error("{source_name} has no version for {component}; the configs need one")]
+    Missing {
+        /// The toolchain or manifest release.
+        source_name: String,
+        /// The component or binary.
+        component: String,
+    },
+    /// A version falls outside every row of a knob: the table does not know it.
+    #[error("kbin's version table has no rule for {knob} with {component} {version}")]
+    NoRule {
+        /// The knob.
+        knob: &'static str,
+        /// The component.
+        component: &'static str,
+        /// Its version.
+        version: Version,
+    },
+}
+
+/// A decision that depends on a component's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Knob {
+    /// `version = N` at the top of containerd's config.toml.
+    ContainerdConfigVersion,
+    /// The CRI runtime plugin's table name (runtimes, CNI).
+    ContainerdCriRuntimePlugin,
+    /// Where the sandbox (pause) image is set: `<table>|<key>`.
+    ContainerdSandboxImage,
+    /// The CNI binary directory key: `bin_dir = "…"` or `bin_dirs = ["…"]`.
+    ContainerdCniBinDir,
+    /// How the kubelet learns the CRI endpoint: `flags` (`--container-runtime=remote
+    /// --container-runtime-endpoint`) or `config` (`containerRuntimeEndpoint`).
+    KubeletRuntimeEndpoint,
+    /// What the kubelet does on a cgroup v1 host: `no-field` (field unknown, runs), `runs`
+    /// (`failCgroupV1` defaults to false) or `refuses` (needs `failCgroupV1: false`).
+    KubeletCgroupV1,
+    /// KubeletConfiguration's apiVersion.
+    KubeletConfigApi,
+    /// KubeSchedulerConfiguration's apiVersion.
+    SchedulerConfigApi,
+    /// KubeProxyConfiguration's apiVersion.
+    KubeProxyConfigApi,
+    /// EncryptionConfiguration's apiVersion.
+    EncryptionConfigApi,
+    /// Extra etcd logging flags (empty: the default logger is already structured).
+    EtcdLoggerFlags,
+    /// The etcd flag that checks data for corruption before serving.
+    EtcdCorruptCheckFlag,
+    /// `cniVersion` of the CNI conflist.
+    CniSpecVersion,
+}
+
+impl Knob {
+    /// The knob's name in messages and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Knob::ContainerdConfigVersion => "containerd config version",
+            Knob::ContainerdCriRuntimePlugin => "containerd CRI runtime plugin",
+            Knob::ContainerdSandboxImage => "containerd sandbox image key",
+            Knob::ContainerdCniBinDir => "containerd CNI bin dir key",
+            Knob::KubeletRuntimeEndpoint => "kubelet runtime endpoint",
+            Knob::KubeletCgroupV1 => "kubelet on cgroup v1",
+            Knob::KubeletConfigApi => "KubeletConfiguration apiVersion",
+            Knob::SchedulerConfigApi => "KubeSchedulerConfiguration apiVersion",
+            Knob::KubeProxyConfigApi => "KubeProxyConfiguration apiVersion",
+            Knob::EncryptionConfigApi => "EncryptionConfiguration apiVersion",
+            Knob::EtcdLoggerFlags => "etcd logger flags",
+            Knob::EtcdCorruptCheckFlag => "etcd initial corruption check",
+            Knob::CniSpecVersion => "CNI conflist cniVersion",
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rule {
+    /// The decision.
+    pub knob: Knob,
+    /// The component (or Kubernetes binary) whose version decides.
+    pub component: &'static str,
+    /// First minor the row covers (`(major, minor)`), inclusive; `None`: from the beginning.
+    pub from: Option<(u64, u64)>,
+    /// First minor the row no longer covers, exclusive; `None`: still current.
+    pub until: Option<(u64, u64)>,
+    /// The value the renderers use.
+    pub value: &'static str,
+    /// Where upstream says so.
+    pub source: &'static str,
+}
+
+impl Rule {
+    fn covers(&self, v: &Version) -> bool {
+        let mm = (v.major, v.minor);
+        self.from.is_none_or(|f| mm >= f) && self.until.is_none_or(|u| mm < u)
+    }
+
+    /// The covered range as text: `>= 1.27`, `< 2.0`, `>= 2.0, < 2.1`, `all`.
+    pub fn range(&self) -> String {
+        match (self.from, self.until) {
+            (None, None) => "all".into(),
+            (Some((a, b)), None) => format!(">= {a}.{b}"),
+            (None, Some((a, b))) => format!("< {a}.{b}"),
+            (Some((a, b)), Some((c, d))) => format!(">= {a}.{b}, < {c}.{d}"),
+        }
+    }
+}
+
+const fn rule(
+    knob: Knob,
+    component: &'static str,
+    from: Option<(u64, u64)>,
+    until: Option<(u64, u64)>,
+    value: &'static str,
+    source: &'static str,
+) -> Rule {
+    Rule {
+        knob,
+        component,
+        from,
+        until,
+        value,
+        source,
+    }
+}
+
+const CONTAINERD_RELEASES: &str =
+    "containerd RELEASES.md (\"Deprecated config properties\") and docs/cri/config.md";
+
+/// The table. For each knob the rows partition the versions (checked by a test).
+pub static RULES: &[Rule] = &[
+    // containerd 2.0 introduced config version 3 and split the CRI plugin into
+    // io.containerd.cri.v1.{runtime,images}; 1.x reads version 2 with io.containerd.grpc.v1.cri.
+    rule(
+        Knob::ContainerdConfigVersion,
+        "containerd",
+        None,
+        Some((2, 0)),
+        "2",
+        "containerd docs/PLUGINS.md (version 2 config, containerd 1.x)",
+    ),
+    rule(
+        Knob::ContainerdConfigVersion,
+        "containerd",
+        Some((2, 0)),
+        None,
+        "3",
+        "containerd docs/containerd-2.0.md (\"version = 3\" config, migrated with `containerd config migrate`)",
+    ),
+    rule(
+        Knob::ContainerdCriRuntimePlugin,
+        "containerd",
+        None,
+        Some((2, 0)),
+        "io.containerd.grpc.v1.cri",
+        CONTAINERD_RELEASES,
+    ),
+    rule(
+        Knob::ContainerdCriRuntimePlugin,
+        "containerd",
+        Some((2, 0)),
+        None,
+        "io.containerd.cri.v1.runtime",
+        "containerd docs/cri/config.md (2.x: plugins.'io.containerd.cri.v1.runtime')",
+    ),
+    rule(
+        Knob::ContainerdSandboxImage,
+        "containerd",
+        None,
+        Some((2, 0)),
+        "io.containerd.grpc.v1.cri|sandbox_image",
+        "containerd docs/cri/config.md (1.x: sandbox_image)",
+    ),
+    rule(
+        Knob::ContainerdSandboxImage,
+        "containerd",
+        Some((2, 0)),
+        None,
+        "io.containerd.cri.v1.images.pinned_images|sandbox",
+        "containerd docs/cri/config.md (2.x: plugins.'io.containerd.cri.v1.images'.pinned_images.sandbox)",
+    ),
+    // bin_dir is deprecated from 2.1 (removed in 2.3) in favour of the list bin_dirs.
+    rule(
+        Knob::ContainerdCniBinDir,
+        "containerd",
+        None,
+        Some((2, 1)),
+        "bin_dir",
+        CONTAINERD_RELEASES,
+    ),
+    rule(
+        Knob::ContainerdCniBinDir,
+        "containerd",
+        Some((2, 1)),
+        None,
+        "bin_dirs",
+        "containerd RELEASES.md: CNI `bin_dir` deprecated in v2.1, removed in v2.3; use `bin_dirs`",
+    ),
+    // kubelet 1.27 removed --container-runtime (KEP-2221 dockershim removal follow-up);
+    // containerRuntimeEndpoint joined KubeletConfiguration in 1.27.
+    rule(
+        Knob::KubeletRuntimeEndpoint,
+        "kubelet",
+        None,
+        Some((1, 27)),
+        "flags",
+        "kubernetes CHANGELOG-1.24 (dockershim removed: --container-runtime=remote required)",
+    ),
+    rule(
+        Knob::KubeletRuntimeEndpoint,
+        "kubelet",
+        Some((1, 27)),
+        None,
+        "config",
+        "kubernetes CHANGELOG-1.27: --container-runtime removed; KubeletConfiguration.containerRuntimeEndpoint added",
+    ),
+    // failCgroupV1 arrived in 1.31 (default false) and defaults to true from 1.35 (KEP-5573).
+    rule(
+        Knob::KubeletCgroupV1,
+        "kubelet",
+        None,
+        Some((1, 31)),
+        "no-field",
+        "kubernetes CHANGELOG-1.31 (KubeletConfiguration.failCgroupV1 added, default false)",
+    ),
+    rule(
+        Knob::KubeletCgroupV1,
+        "kubelet",
+        Some((1, 31)),
+        Some((1, 35)),
+        "runs",
+        "kubernetes CHANGELOG-1.31 (cgroup v1 in maintenance mode; failCgroupV1 defaults to false)",
+    ),
+    rule(
+        Knob::KubeletCgroupV1,
+        "kubelet",
+        Some((1, 35)),
+        None,
+        "refuses",
+        "kubernetes CHANGELOG-1.35 / KEP-5573: kubelet fails on cgroup v1 unless failCgroupV1: false",
+    ),
+    rule(
+        Knob::KubeletConfigApi,
+        "kubelet",
+        None,
+        None,
+        "kubelet.config.k8s.io/v1beta1",
+        "kubernetes staging/src/k8s.io/kubelet/config/v1beta1 (the only served version)",
+    ),
+    // kubescheduler.config.k8s.io/v1 is GA in 1.25; v1beta3 was removed in 1.29.
+    rule(
+        Knob::SchedulerConfigApi,
+        "kube-scheduler",
+        None,
+        Some((1, 25)),
+        "kubescheduler.config.k8s.io/v1beta3",
+        "kubernetes CHANGELOG-1.23 (v1beta3 added)",
+    ),
+    rule(
+        Knob::SchedulerConfigApi,
+        "kube-scheduler",
+        Some((1, 25)),
+        None,
+        "kubescheduler.config.k8s.io/v1",
+        "kubernetes CHANGELOG-1.25: kubescheduler.config.k8s.io/v1 graduated; v1beta3 removed in 1.29",
+    ),
+    rule(
+        Knob::KubeProxyConfigApi,
+        "kube-proxy",
+        None,
+        None,
+        "kubeproxy.config.k8s.io/v1alpha1",
+        "kubernetes staging/src/k8s.io/kube-proxy/config/v1alpha1 (still the served version)",
+    ),
+    rule(
+        Knob::EncryptionConfigApi,
+        "kube-apiserver",
+        Some((1, 13)),
+        None,
+        "apiserver.config.k8s.io/v1",
+        "kubernetes docs tasks/administer-cluster/encrypt-data (v1 since 1.13)",
+    ),
+    // etcd 3.4 still defaults to the deprecated capnslog logger; 3.5 made zap the default and
+    // removed capnslog.
+    rule(
+        Knob::EtcdLoggerFlags,
+        "etcd",
+        None,
+        Some((3, 5)),
+        "--logger=zap --log-outputs=stderr",
+        "etcd CHANGELOG-3.4: --logger=capnslog deprecated, use --logger=zap",
+    ),
+    rule(
+        Knob::EtcdLoggerFlags,
+        "etcd",
+        Some((3, 5)),
+        None,
+        "",
+        "etcd CHANGELOG-3.5: zap is the default logger, capnslog removed",
+    ),
+    // etcd 3.6 turned experimental flags into feature gates.
+    rule(
+        Knob::EtcdCorruptCheckFlag,
+        "etcd",
+        None,
+        Some((3, 6)),
+        "--experimental-initial-corrupt-check=true",
+        "etcd CHANGELOG-3.4/3.5: --experimental-initial-corrupt-check",
+    ),
+    rule(
+        Knob::EtcdCorruptCheckFlag,
+        "etcd",
+        Some((3, 6)),
+        None,
+        "--feature-gates=InitialCorruptCheck=true",
+        "etcd CHANGELOG-3.6: experimental flags deprecated, replaced by --feature-gates",
+    ),
+    // CNI spec 1.0.0 is understood by plugins from v1.0.0 on.
+    rule(
+        Knob::CniSpecVersion,
+        "cni-plugins",
+        None,
+        Some((1, 0)),
+        "0.4.0",
+        "containernetworking/plugins v0.9 (CNI spec 0.4.0)",
+    ),
+    rule(
+        Knob::CniSpecVersion,
+        "cni-plugins",
+        Some((1, 0)),
+        None,
+        "1.0.0",
+        "containernetworking/plugins v1.0.0 release notes (CNI spec 1.0.0)",
+    ),
+];
+
+/// The exact versions generation is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Versions {
+    /// Where they come from: `toolchain 1.30` or `manifest 1.30.14`.
+    pub origin: String,
+    /// The Kubernetes version.
+    pub kubernetes: Version,
+    /// The binaries' architecture.
+    pub arch: Arch,
+    /// Version per component and per Kubernetes binary (`kubelet`, `etcd`, `cni-plugins`, …).
+    pub components: BTreeMap<String, Version>,
+    /// The images the configs refer to.
+    pub images: Images,
+    /// The toolchain directory whose binaries go into the bundles (none from the manifest).
+    pub toolchain_dir: Option<PathBuf>,
+    /// Binary name to its path relative to `toolchain_dir` (from the receipt).
+    pub binaries: BTreeMap<String, String>,
+}
+
+/// The components and Kubernetes binaries the configs need a version for.
+pub const NEEDED: &[&str] = &[
+    "cni-plugins",
+    "containerd",
+    "crictl",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kube-scheduler",
+    "kubelet",
+    "runc",
+];
+
+impl Versions {
+    /// The versions of an installed toolchain's receipt.
+    pub fn from_receipt(
+        receipt: &Receipt,
+        toolchain_dir: Option<PathBuf>,
+    ) -> Result<Self, VersionsError> {
+        let origin = format!("toolchain {}", receipt.name);
+        let mut components = BTreeMap::new();
+        let mut binaries = BTreeMap::new();
+        for c in &receipt.components {
+            components
+                .entry(c.name.clone())
+                .or_insert_with(|| c.version.clone());
+            for b in &c.binaries {
+                components
+                    .entry(b.name.clone())
+                    .or_insert_with(|| c.version.clone());
+                binaries
+                    .entry(b.name.clone())
+                    .or_insert_with(|| b.path.clone());
+            }
+        }
+        let images = receipt
+            .images
+            .clone()
+            .ok_or_else(|| VersionsError::Missing {
+                source_name: origin.clone(),
+                component: "images (pause, coredns)".into(),
+            })?;
+        Self::checked(Versions {
+            origin,
+            kubernetes: receipt.kubernetes.clone(),
+            arch: receipt.arch,
+            components,
+            images,
+            toolchain_dir,
+            binaries,
+        })
+    }
+
+    /// The versions the manifest resolves for `--kubernetes-version` (no binaries).
+    pub fn from_resolution(res: &Resolution, arch: Arch) -> Result<Self, VersionsError> {
+        let origin = format!("manifest {}", res.kubernetes);
+        let mut components = BTreeMap::new();
+        for s in &res.components {
+            components
+                .entry(s.component.clone())
+                .or_insert_with(|| s.version.clone());
+        }
+        for b in NEEDED {
+            if let Some(v) = res.version_of_binary(b) {
+                components
+                    .entry((*b).to_owned())
+                    .or_insert_with(|| v.clone());
+            }
+        }
+        let images = res.images.clone().ok_or_else(|| VersionsError::Missing {
+            source_name: origin.clone(),
+            component: "images (pause, coredns)".into(),
+        })?;
+        Self::checked(Versions {
+            origin,
+            kubernetes: res.kubernetes.clone(),
+            arch,
+            components,
+            images,
+            toolchain_dir: None,
+            binaries: BTreeMap::new(),
+        })
+    }
+
+    /// The toolchain named `name`, else the default one from settings.
+    pub fn from_toolchain(layout: &Layout, name: Option<&str>) -> Result<Self, VersionsError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => layout
+                .settings()?
+                .default
+                .ok_or_else(|| VersionsError::NoToolchain {
+                    settings: layout.settings_path(),
+                })?,
+        };
+        let receipt_path = layout.receipt_path(&name);
+        if !receipt_path.is_file() {
+            return Err(VersionsError::NotInstalled {
+                name,
+                receipt: receipt_path,
+            });
+        }
+        let receipt = Receipt::load(&receipt_path)?;
+        Self::from_receipt(&receipt, Some(layout.toolchain_dir(&name)))
+    }
+
+    fn checked(self) -> Result<Self, VersionsError> {
+        for c in NEEDED {
+            if !self.components.contains_key(*c) {
+                return Err(VersionsError::Missing {
+                    source_name: self.origin.clone(),
+                    component: (*c).into(),
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// The version of `component` (present for every name in [`NEEDED`]).
+    pub fn of(&self, component: &str) -> &Version {
+        self.components
+            .get(component)
+            .expect("checked at construction: every NEEDED component has a version")
+    }
+
+    /// Walk the table: one value per knob.
+    pub fn decide(&self) -> Result<Decisions, VersionsError> {
+        let mut values = BTreeMap::new();
+        for r in RULES {
+            let v = self.of(r.component);
+            if r.covers(v) {
+                values.insert(r.knob, *r);
+            }
+        }
+        for r in RULES {
+            if !values.contains_key(&r.knob) {
+                return Err(VersionsError::NoRule {
+                    knob: r.knob.name(),
+                    component: r.component,
+                    version: self.of(r.component).clone(),
+                });
+            }
+        }
+        Ok(Decisions { rules: values })
+    }
+}
+
+/// The table's answer for one set of versions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decisions {
+    rules: BTreeMap<Knob, Rule>,
+}
+
+impl Decisions {
+    /// The value chosen for `knob`.
+    pub fn get(&self, knob: Knob) -> &'static str {
+        self.rules
+            .get(&knob)
+            .map(|r| r.value)
+            .expect("Versions::decide checks every knob has a row")
+    }
+
+    /// The rows chosen, in knob order (for reports and the generated README).
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.values()
+    }
+}
+
+/// Whether this machine runs cgroup v1 (no unified hierarchy at /sys/fs/cgroup).
+pub fn host_cgroup_v1() -> bool {
+    host_cgroup_v1_at(Path::new("/sys/fs/cgroup"))
+}
+
+/// [`host_cgroup_v1`] for a cgroup mount point (v2 has `cgroup.controllers` at its root).
+pub fn host_cgroup_v1_at(root: &Path) -> bool {
+    root.is_dir() && !root.join("cgroup.controllers").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+    use crate::manifest::resolve::{Request, resolve};
+
+    #[test]
+    fn rows_of_each_knob_never_overlap() {
+        for a in RULES {
+            for b in RULES {
+                if std::ptr::eq(a, b) || a.knob != b.knob {
+                    continue;
+                }
+                assert_eq!(a.component, b.component, "{:?}", a.knob);
+                let a_lo = a.from.unwrap_or((0, 0));
+                let a_hi = a.until.unwrap_or((u64::MAX, 0));
+                let b_lo = b.from.unwrap_or((0, 0));
+                let b_hi = b.until.unwrap_or((u64::MAX, 0));
+                assert!(a_hi <= b_lo || b_hi <= a_lo, "{a:?} overlaps {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_rule_names_its_source() {
+        for r in RULES {
+            assert!(r.source.len() > 10, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn every_release_in_the_manifest_gets_a_value_for_every_knob() {
+        let m = Manifest::embedded().unwrap();
+        let mut decided = 0;
+        for minor in m.releases.keys() {
+            let req = Request {
+                version: minor.to_string(),
+                overrides: vec![],
+                allow_skew: false,
+            };
+            let Ok(res) = resolve(&m, &req) else { continue };
+            let v = Versions::from_resolution(&res, Arch::Amd64).unwrap();
+            v.decide().unwrap();
+            decided += 1;
+        }
+        assert!(decided >= 5, "only {decided} releases resolved");
+    }
+
+    #[test]
+    fn containerd_major_decides_the_config_schema() {
+        let m = Manifest::embedded().unwrap();
+        for (k, cd, ver, plugin) in [
+            ("1.30", "1.7.23", "2", "io.containerd.grpc.v1.cri"),
+            ("1.35", "2.2.3", "3", "io.containerd.cri.v1.runtime"),
+        ] {
+            let req = Request {
+                version: k.into(),
+                overrides: vec![],
+                allow_skew: false,
+            };
+            let v = Versions::from_resolution(&resolve(&m, &req).unwrap(), Arch::Amd64).unwrap();
+            assert_eq!(v.of("containerd").to_string(), cd);
+            let d = v.decide().unwrap();
+            assert_eq!(d.get(Knob::ContainerdConfigVersion), ver);
+            assert_eq!(d.get(Knob::ContainerdCriRuntimePlugin), plugin);
+        }
+    }
+
+    #[test]
+    fn cgroup_v2_is_recognised_by_its_controllers_file() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(host_cgroup_v1_at(d.path()));
+        std::fs::write(d.path().join("cgroup.controllers"), "cpu memory").unwrap();
+        assert!(!host_cgroup_v1_at(d.path()));
+    }
+}
