@@ -5,8 +5,11 @@
 //! Every file is written atomically with its final mode ([`write_file`]).
 
 pub mod bundle;
+pub mod certs;
 pub mod configs;
+pub mod kubeconfig;
 pub mod next_steps;
+pub mod pki;
 pub mod spec;
 pub mod versions;
 
