@@ -5,15 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use serde::Serialize;
-
 use super::Context;
-use super::gen_cmd::load_tree_spec;
 use crate::error::WithHint;
-use crate::r#gen::kubeconfig;
-use crate::r#gen::pki::{self, CheckRow, Decision, PkiError};
-use crate::r#gen::spec::parse_duration;
-use crate::ui::table;
+use crate::r#gen::pki;
+use crate::ui;
 
 /// `kbin certs` subcommands.
 #[derive(Debug, Subcommand)]
@@ -55,105 +50,79 @@ pub(super) fn run(ctx: &Context, cmd: CertsCommand) -> anyhow::Result<ExitCode> 
     }
 }
 
-/// `347d`, `9y`, `5h`, or `expired` (kubeadm's check-expiration style).
-fn residual(seconds: i64) -> String {
-    match seconds {
-        s if s <= 0 => "expired".into(),
-        s if s >= 2 * 365 * 86_400 => format!("{}y", s / (365 * 86_400)),
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s => format!("{}h", s / 3600),
-    }
-}
-
-#[derive(Serialize)]
-struct CheckReport {
-    warn_seconds: u64,
-    certificates: Vec<CheckRow>,
-    ok: bool,
+fn load(out: &std::path::Path) -> anyhow::Result<crate::r#gen::spec::ClusterSpec> {
+    crate::r#gen::load_spec(out).hint(format!(
+        "{} holds no cluster made by `kbin gen cluster` (pass --out DIR)",
+        out.display()
+    ))
 }
 
 fn check(ctx: &Context, a: CertsCheckArgs) -> anyhow::Result<ExitCode> {
-    let warn = parse_duration("--warn", &a.warn).hint("e.g. --warn 30d")?;
-    let spec = load_tree_spec(&a.out)?
-        .build()
-        .hint("the tree's cluster.toml is invalid; fix it")?;
-    let rows = pki::check(&a.out, &spec, warn)?;
-    let ok = rows.iter().all(|r| r.problems.is_empty() && !r.expiring);
-    let report = CheckReport {
-        warn_seconds: warn.as_secs(),
-        certificates: rows,
-        ok,
-    };
-    ctx.ui.report(&report, |r| {
-        let rows: Vec<Vec<String>> = r
-            .certificates
+    let warn = crate::r#gen::spec::parse_duration("--warn", &a.warn)
+        .hint("give the window like 30d, 12h or 1y")?;
+    let spec = load(&a.out)?;
+    let rows = pki::check(&spec, &a.out, warn);
+    let bad = rows.iter().filter(|r| !r.problems.is_empty()).count();
+    ctx.ui.report(&rows, |rows| {
+        let table: Vec<Vec<String>> = rows
             .iter()
-            .map(|c| {
-                let mut problems = c.problems.join("; ");
-                if c.expiring && c.problems.is_empty() {
-                    problems = format!("expires within {}", a.warn);
-                }
+            .map(|r| {
                 vec![
-                    c.name.clone(),
-                    c.expires.clone().unwrap_or_else(|| "!MISSING!".into()),
-                    c.residual_seconds.map(residual).unwrap_or_default(),
-                    c.ca.clone(),
-                    problems,
+                    r.name.clone(),
+                    r.expires.clone().unwrap_or_else(|| "-".into()),
+                    r.time_left(),
+                    r.ca.clone().unwrap_or_else(|| "-".into()),
+                    if r.problems.is_empty() {
+                        "ok".into()
+                    } else {
+                        r.problems.join("; ")
+                    },
                 ]
             })
             .collect();
-        table(
-            &["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CA", "PROBLEMS"],
-            &rows,
-        )
+        ui::table(&["NAME", "EXPIRES", "TIME LEFT", "CA", "PROBLEMS"], &table)
     })?;
-    if ok {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        if !ctx.ui.json() {
-            ctx.ui.warn(
-                "some certificates are broken or expire soon: `kbin certs renew` reissues leaves; \
-                 `kbin gen cluster --out DIR` replaces missing or wrong ones",
-            );
-        }
-        Ok(ExitCode::from(1))
+    if bad > 0 {
+        ctx.ui.warn(format!(
+            "{bad} certificate(s) expire within {} or are broken: `kbin certs renew` renews leaves, `kbin gen cluster` remakes broken ones",
+            a.warn
+        ));
+        return Ok(ExitCode::FAILURE);
     }
-}
-
-#[derive(Serialize)]
-struct RenewReport<'a> {
-    renewed: &'a [Decision],
+    Ok(ExitCode::SUCCESS)
 }
 
 fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
-    let spec = load_tree_spec(&a.out)?
-        .build()
-        .hint("the tree's cluster.toml is invalid; fix it")?;
-    let decisions = pki::renew(&a.out, &spec, &a.names).map_err(|e| {
+    let spec = load(&a.out)?;
+    let line = |o: &pki::Outcome| {
+        if o.action == pki::Action::Kept {
+            ctx.ui.detail(o.line())
+        } else {
+            ctx.ui.status(o.line())
+        }
+    };
+    let outcomes = pki::renew(&spec, &a.out, &a.names, &line).map_err(|e| {
         let hint = match &e {
-            PkiError::UnknownName(_) => Some("`kbin certs check` lists the certificates' names"),
-            PkiError::BrokenCa { .. } | PkiError::MissingCa(_) => {
-                Some("renew never touches a CA: `kbin gen cluster --force` replaces the whole PKI")
+            pki::PkiError::UnknownCert { .. } => {
+                Some("`kbin certs check` lists the certificates by name".to_string())
             }
+            pki::PkiError::NotALeaf { .. } => Some(
+                "a CA is replaced only by `kbin gen cluster --force` (which replaces every certificate)"
+                    .to_string(),
+            ),
             _ => None,
         };
         match hint {
             Some(h) => crate::error::with_hint(e.into(), h),
-            None => e.into(),
+            None => anyhow::Error::from(e),
         }
     })?;
-    // Kubeconfigs embed the client certificates: refresh them.
-    kubeconfig::generate(&a.out, &spec)?;
-    ctx.ui.report(
-        &RenewReport {
-            renewed: &decisions,
-        },
-        |r| {
-            r.renewed
-                .iter()
-                .map(|d| format!("renewed {} ({})\n", d.file, d.reason))
-                .collect()
-        },
-    )?;
+    ctx.ui.report(&outcomes, |o| {
+        let n = o
+            .iter()
+            .filter(|o| o.action == pki::Action::Renewed)
+            .count();
+        format!("renewed {n} certificate(s) in {}", a.out.display())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,15 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
-
 use serde::Serialize;
 
 use super::Context;
 use crate::error::WithHint;
-use crate::r#gen::kubeconfig;
-use crate::r#gen::pki::{self, Action, Decision, PkiError};
-use crate::r#gen::spec::{ClusterSpec, SpecInput};
+use crate::r#gen as gen_mod;
+use crate::r#gen::pki::{self, Action, Outcome, PkiError};
+use crate::r#gen::spec::{ClusterSpec, SpecError, SpecInput};
 
 /// `kbin gen` subcommands.
 #[derive(Debug, Subcommand)]
@@ -120,129 +120,113 @@ pub(super) fn run(ctx: &Context, cmd: GenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The spec from `--config` and the flags (flags win).
-fn spec_of(a: &GenClusterArgs) -> anyhow::Result<ClusterSpec> {
-    let file = match &a.config {
-        Some(path) => SpecInput::load(path).hint("fix the file, or give the values as flags")?,
-        None => SpecInput::default(),
-    };
-    let mut flags = SpecInput {
-        name: a.name.clone(),
-        cluster_ip: a.cluster_ip.clone(),
-        service_cidr: a.service_cidr.clone(),
-        cluster_dns: a.cluster_dns.clone(),
-        cluster_domain: a.cluster_domain.clone(),
-        pod_cidr: a.pod_cidr.clone(),
-        key_algo: a.key_algo.clone(),
-        ca_validity: a.ca_validity.clone(),
-        cert_validity: a.cert_validity.clone(),
-        nodes: Vec::new(),
-    };
-    flags
-        .add_nodes(&a.control_plane, &a.worker)
-        .hint("nodes are written NAME=IP, e.g. --worker w1=10.0.0.21")?;
-    file.overlay(flags)
-        .build()
-        .hint("nothing was written; fix the value and run again")
-}
-
-/// The PKI and kubeconfigs of `spec` under `out`, then `cluster.toml`; prints one line per
-/// decision.
-fn pki_step(
-    ctx: &Context,
-    out: &Path,
-    spec: &ClusterSpec,
-    force: bool,
-    require_ca: bool,
-) -> anyhow::Result<Vec<Decision>> {
-    let mut decisions = pki::generate(out, spec, force, require_ca).map_err(|e| {
-        let hint = match &e {
-            PkiError::BrokenCa { .. } => Some(
-                "kbin never replaces a CA on its own: repair or remove it, or pass --force to \
-                 replace every CA and certificate (clusters using the old CA stop trusting them)",
-            ),
-            PkiError::MissingCa(_) => Some("run `kbin gen cluster --out DIR` first"),
-            _ => None,
-        };
-        match hint {
-            Some(h) => crate::error::with_hint(e.into(), h),
-            None => e.into(),
-        }
-    })?;
-    decisions.extend(kubeconfig::generate(out, spec)?);
-    crate::r#gen::write_file(
-        &pki::spec_file(out),
-        pki::spec_toml(spec).as_bytes(),
-        crate::r#gen::MODE_PUBLIC,
-    )?;
-    if !ctx.ui.quiet() && !ctx.ui.json() {
-        for d in &decisions {
-            let line = match d.action {
-                Action::Reused => format!("[pki] reused   {}", d.file),
-                Action::Created => format!("[pki] created  {}", d.file),
-                Action::Replaced => format!("[pki] replaced {} ({})", d.file, d.reason),
-            };
-            ctx.ui.status(line);
-        }
-    }
-    Ok(decisions)
-}
-
-/// What `gen cluster` and `gen node` report.
+/// What `kbin gen cluster|node --json` prints.
 #[derive(Serialize)]
 struct GenReport<'a> {
     out: &'a Path,
-    decisions: &'a [Decision],
+    spec: &'a ClusterSpec,
+    pki: Vec<Outcome>,
 }
 
-fn report(ctx: &Context, out: &Path, decisions: &[Decision]) -> anyhow::Result<()> {
-    let count = |a: Action| decisions.iter().filter(|d| d.action == a).count();
-    let (created, replaced, reused) = (
-        count(Action::Created),
-        count(Action::Replaced),
-        count(Action::Reused),
-    );
-    ctx.ui.report(&GenReport { out, decisions }, |_| {
-        format!(
-            "{}: {created} created, {replaced} replaced, {reused} unchanged (PKI in {}, kubeconfigs in {})",
-            out.display(),
-            pki::pki_dir(out).display(),
-            kubeconfig::kubeconfig_dir(out).display()
-        )
-    })?;
-    Ok(())
+impl GenClusterArgs {
+    /// The spec input the flags give (nodes from --control-plane/--worker).
+    fn input(&self) -> Result<SpecInput, SpecError> {
+        let mut input = SpecInput {
+            name: self.name.clone(),
+            cluster_ip: self.cluster_ip.clone(),
+            service_cidr: self.service_cidr.clone(),
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+            key_algo: self.key_algo.clone(),
+            ca_validity: self.ca_validity.clone(),
+            cert_validity: self.cert_validity.clone(),
+            nodes: Vec::new(),
+        };
+        input.add_nodes(&self.control_plane, &self.worker)?;
+        Ok(input)
+    }
 }
+
+const SPEC_HINT: &str =
+    "fix the value named above (see `kbin gen cluster --help`); nothing was written";
 
 fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
-    let spec = spec_of(&a)?;
-    let decisions = pki_step(ctx, &a.out, &spec, a.force, false)?;
-    // The configs step (component configs, units, bundles) goes here, after the PKI.
-    report(ctx, &a.out, &decisions)?;
-    Ok(ExitCode::SUCCESS)
-}
+    let file = match &a.config {
+        Some(path) => {
+            SpecInput::load(path).hint("fix the file; its fields are the flags' names")?
+        }
+        None => SpecInput::default(),
+    };
+    let spec = a
+        .input()
+        .and_then(|flags| file.overlay(flags).build())
+        .hint(SPEC_HINT)?;
+    let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
 
-/// Load the spec a tree was generated from.
-pub(super) fn load_tree_spec(out: &Path) -> anyhow::Result<SpecInput> {
-    let path = pki::spec_file(out);
-    if !path.exists() {
-        return Err(anyhow::anyhow!(
-            "{} has no cluster.toml: it is not a tree made by `kbin gen cluster`",
-            out.display()
-        ))
-        .hint("run `kbin gen cluster --out DIR` first, or pass the right --out DIR");
-    }
-    Ok(SpecInput::load(&path)?)
+    // Configs, units, bundles and next steps (issue 7) go here, after the PKI.
+
+    finish(ctx, &a.out, &spec, pki)
 }
 
 fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
-    let mut input = load_tree_spec(&a.out)?;
-    input
-        .add_nodes(&[], &a.nodes)
-        .hint("nodes are written NAME=IP, e.g. kbin gen node w1=10.0.0.21")?;
-    let spec = input
-        .build()
-        .hint("nothing was written; fix the value and run again")?;
-    let decisions = pki_step(ctx, &a.out, &spec, false, true)?;
-    report(ctx, &a.out, &decisions)?;
+    let saved = gen_mod::spec_path(&a.out);
+    let mut input = SpecInput::load(&saved).hint(format!(
+        "`kbin gen node` adds to a tree made by `kbin gen cluster --out {}`; run that first",
+        a.out.display()
+    ))?;
+    input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
+    let spec = input.build().hint(SPEC_HINT)?;
+    let pki = pki_step(ctx, &spec, &a.out, false, true)?;
+    finish(ctx, &a.out, &spec, pki)
+}
+
+fn pki_step(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    out: &Path,
+    force: bool,
+    require_ca: bool,
+) -> anyhow::Result<Vec<Outcome>> {
+    let ui = &ctx.ui;
+    let line = |o: &Outcome| match o.action {
+        Action::Kept => ui.detail(o.line()),
+        _ => ui.status(o.line()),
+    };
+    pki::generate(spec, out, pki::Options { force, require_ca }, &line)
+        .map_err(|e| {
+            let hint = match &e {
+                PkiError::CaUnusable { .. } => Some(
+                    "fix or restore it; or pass --force to replace every CA and certificate (nodes then need the new ones)",
+                ),
+                _ => None,
+            };
+            match hint {
+                Some(h) => crate::error::with_hint(e.into(), h),
+                None => e.into(),
+            }
+        })
+        .with_context(|| format!("cannot generate the PKI in {}", out.display()))
+}
+
+fn finish(
+    ctx: &Context,
+    out: &Path,
+    spec: &ClusterSpec,
+    pki: Vec<Outcome>,
+) -> anyhow::Result<ExitCode> {
+    gen_mod::save_spec(out, spec)?;
+    let report = GenReport { out, spec, pki };
+    ctx.ui.report(&report, |r| {
+        let count = |a: Action| r.pki.iter().filter(|o| o.action == a).count();
+        format!(
+            "PKI and kubeconfigs in {}: {} created, {} replaced, {} kept ({} nodes)",
+            r.out.display(),
+            count(Action::Created),
+            count(Action::Replaced),
+            count(Action::Kept),
+            r.spec.nodes.len()
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

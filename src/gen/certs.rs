@@ -1,255 +1,155 @@
-//! The certificate table: every CA, leaf and key pair of a cluster as a row of data.
+//! The certificate table: every CA, leaf and key pair of a cluster as data (the model is
+//! kubeadm's `cmd/kubeadm/app/phases/certs/certlist.go`).
 //!
-//! Modelled on kubeadm's `certlist.go`: [`TABLE`] is a static slice of [`Row`]s (file, CA, CN, O,
-//! usages, SAN rule), CAs before the leaves they sign; per-node rows are templates (`{node}` in
-//! the file and CN) expanded for each control-plane or worker node by [`expand`]. Adding a
-//! certificate is adding a row.
+//! [`TABLE`] is a static list of [`Row`]s; per-node rows are templates (`{node}` in their file,
+//! CN and kubeconfig) that [`plan`] expands for each control-plane node or each worker. CAs come
+//! before the leaves they sign, so a plan can be walked in order.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use super::spec::{ClusterSpec, Node};
 
-use super::spec::ClusterSpec;
-
-/// What a row makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// What a row's key and certificate are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A self-signed certificate authority.
+    /// A self-signed CA (basic constraints CA:TRUE, keyCertSign).
     Ca,
-    /// A certificate signed by a CA of the table.
-    Leaf,
-    /// A bare key pair (the service-account signing key: `sa.key`, `sa.pub`).
+    /// A leaf used by servers (EKU serverAuth).
+    Server,
+    /// A leaf used by clients (EKU clientAuth).
+    Client,
+    /// A leaf used both ways (etcd server and peer: EKU serverAuth and clientAuth).
+    ServerClient,
+    /// A bare key pair with no certificate (the service-account signing key: `sa.key`, `sa.pub`).
     KeyPair,
 }
 
-/// An extended key usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Usage {
-    /// TLS server (`serverAuth`).
-    Server,
-    /// TLS client (`clientAuth`).
-    Client,
-}
-
-/// Which subject alternative names a certificate carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// How a row's subject alternative names are computed from the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SanRule {
-    /// None (clients, CAs).
+    /// No SANs (clients and CAs).
     None,
-    /// kube-apiserver: the `kubernetes` service names, its first service IP, every control-plane
-    /// name and IP, the API endpoint, localhost.
+    /// kubernetes, kubernetes.default, kubernetes.default.svc, kubernetes.default.svc.<domain>,
+    /// the first service IP, every control-plane name and IP, the API endpoint, localhost,
+    /// 127.0.0.1.
     ApiServer,
-    /// etcd server and peer: the node's name and IP, localhost.
-    EtcdMember,
-    /// kubelet serving: the node's name and IP.
-    Kubelet,
+    /// The node's name and IP, localhost, 127.0.0.1 and ::1 (kubeadm's etcd server and peer).
+    EtcdNode,
+    /// The node's name and IP (the kubelet's serving certificate).
+    Node,
 }
 
-/// For which nodes a row is instantiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Which nodes a row is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Once per cluster.
     Cluster,
-    /// Once per control-plane node (`{node}` in file and CN).
+    /// Once per control-plane node.
     ControlPlane,
-    /// Once per worker node (`{node}` in file and CN).
+    /// Once per worker node.
     Worker,
 }
 
-/// One row of the table.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// One row of the table. `{node}` in `file`, `cn` and `kubeconfig` is the node's name.
+#[derive(Debug, Clone, Copy)]
 pub struct Row {
-    /// The name `kbin certs renew` takes (`{node}` filled in).
-    pub name: &'static str,
-    /// The file under `pki/` without extension (`.crt` / `.key`; `.pub` / `.key` for key pairs).
+    /// Path under `pki/` without extension (`.crt`/`.key`, or `.key`/`.pub` for a key pair);
+    /// also the certificate's name in `kbin certs`.
     pub file: &'static str,
-    /// What the row makes.
-    pub kind: Kind,
-    /// The name of the CA row that signs it (leaves only).
+    /// The signing CA's `file`; `None` for CAs (self-signed) and key pairs.
     pub ca: Option<&'static str>,
-    /// The subject's common name.
+    /// Subject common name.
     pub cn: &'static str,
-    /// The subject's organizations (RBAC groups).
-    pub orgs: &'static [&'static str],
-    /// Extended key usages.
-    pub usages: &'static [Usage],
-    /// Subject alternative names.
+    /// Subject organization (the RBAC group).
+    pub org: Option<&'static str>,
+    /// Key usages.
+    pub kind: Kind,
+    /// SANs.
     pub sans: SanRule,
-    /// Once per cluster, or per node.
+    /// Which nodes.
     pub scope: Scope,
+    /// The kubeconfig (under `kubeconfigs/`) embedding this client certificate.
+    pub kubeconfig: Option<&'static str>,
 }
 
-const fn ca(name: &'static str, file: &'static str, cn: &'static str) -> Row {
-    Row {
-        name,
-        file,
-        kind: Kind::Ca,
-        ca: None,
-        cn,
-        orgs: &[],
-        usages: &[],
-        sans: SanRule::None,
-        scope: Scope::Cluster,
-    }
-}
-
-const fn client(
-    name: &'static str,
+#[allow(clippy::too_many_arguments)] // one argument per column of the table
+const fn row(
     file: &'static str,
-    ca: &'static str,
+    ca: Option<&'static str>,
     cn: &'static str,
-    orgs: &'static [&'static str],
+    org: Option<&'static str>,
+    kind: Kind,
+    sans: SanRule,
+    scope: Scope,
+    kubeconfig: Option<&'static str>,
 ) -> Row {
     Row {
-        name,
         file,
-        kind: Kind::Leaf,
-        ca: Some(ca),
+        ca,
         cn,
-        orgs,
-        usages: &[Usage::Client],
-        sans: SanRule::None,
-        scope: Scope::Cluster,
+        org,
+        kind,
+        sans,
+        scope,
+        kubeconfig,
     }
 }
 
-/// The certificates of a cluster, CAs first (kubeadm's names and subjects).
+use Kind::*;
+use SanRule as S;
+use Scope::*;
+
+const K8S_CA: Option<&str> = Some("ca");
+const ETCD_CA: Option<&str> = Some("etcd/ca");
+const FP_CA: Option<&str> = Some("front-proxy-ca");
+
+/// Every certificate and key pair of a cluster, CAs first.
+#[rustfmt::skip]
 pub const TABLE: &[Row] = &[
-    ca("ca", "ca", "kubernetes"),
-    ca("front-proxy-ca", "front-proxy-ca", "front-proxy-ca"),
-    ca("etcd-ca", "etcd/ca", "etcd-ca"),
-    Row {
-        name: "apiserver",
-        file: "apiserver",
-        kind: Kind::Leaf,
-        ca: Some("ca"),
-        cn: "kube-apiserver",
-        orgs: &[],
-        usages: &[Usage::Server],
-        sans: SanRule::ApiServer,
-        scope: Scope::Cluster,
-    },
-    client(
-        "apiserver-kubelet-client",
-        "apiserver-kubelet-client",
-        "ca",
-        "kube-apiserver-kubelet-client",
-        &["kubeadm:cluster-admins"],
-    ),
-    client(
-        "front-proxy-client",
-        "front-proxy-client",
-        "front-proxy-ca",
-        "front-proxy-client",
-        &[],
-    ),
-    Row {
-        name: "etcd-server-{node}",
-        file: "etcd/{node}/server",
-        kind: Kind::Leaf,
-        ca: Some("etcd-ca"),
-        cn: "{node}",
-        orgs: &[],
-        usages: &[Usage::Server, Usage::Client],
-        sans: SanRule::EtcdMember,
-        scope: Scope::ControlPlane,
-    },
-    Row {
-        name: "etcd-peer-{node}",
-        file: "etcd/{node}/peer",
-        kind: Kind::Leaf,
-        ca: Some("etcd-ca"),
-        cn: "{node}",
-        orgs: &[],
-        usages: &[Usage::Server, Usage::Client],
-        sans: SanRule::EtcdMember,
-        scope: Scope::ControlPlane,
-    },
-    client(
-        "etcd-healthcheck-client",
-        "etcd/healthcheck-client",
-        "etcd-ca",
-        "kube-etcd-healthcheck-client",
-        &[],
-    ),
-    client(
-        "apiserver-etcd-client",
-        "apiserver-etcd-client",
-        "etcd-ca",
-        "kube-apiserver-etcd-client",
-        &[],
-    ),
-    Row {
-        name: "sa",
-        file: "sa",
-        kind: Kind::KeyPair,
-        ca: None,
-        cn: "",
-        orgs: &[],
-        usages: &[],
-        sans: SanRule::None,
-        scope: Scope::Cluster,
-    },
-    client(
-        "admin",
-        "admin",
-        "ca",
-        "kubernetes-admin",
-        &["kubeadm:cluster-admins"],
-    ),
-    client(
-        "super-admin",
-        "super-admin",
-        "ca",
-        "kubernetes-super-admin",
-        &["system:masters"],
-    ),
-    client(
-        "controller-manager",
-        "controller-manager",
-        "ca",
-        "system:kube-controller-manager",
-        &[],
-    ),
-    client("scheduler", "scheduler", "ca", "system:kube-scheduler", &[]),
-    client(
-        "kube-proxy",
-        "kube-proxy",
-        "ca",
-        "system:kube-proxy",
-        &["system:node-proxier"],
-    ),
-    Row {
-        name: "kubelet-client-{node}",
-        file: "nodes/{node}/kubelet-client",
-        kind: Kind::Leaf,
-        ca: Some("ca"),
-        cn: "system:node:{node}",
-        orgs: &["system:nodes"],
-        usages: &[Usage::Client],
-        sans: SanRule::None,
-        scope: Scope::Worker,
-    },
-    Row {
-        name: "kubelet-{node}",
-        file: "nodes/{node}/kubelet",
-        kind: Kind::Leaf,
-        ca: Some("ca"),
-        cn: "system:node:{node}",
-        orgs: &["system:nodes"],
-        usages: &[Usage::Server],
-        sans: SanRule::Kubelet,
-        scope: Scope::Worker,
-    },
+    row("ca", None, "kubernetes", None, Ca, S::None, Cluster, None),
+    row("front-proxy-ca", None, "front-proxy-ca", None, Ca, S::None, Cluster, None),
+    row("etcd/ca", None, "etcd-ca", None, Ca, S::None, Cluster, None),
+    row("sa", None, "sa", None, KeyPair, S::None, Cluster, None),
+    row("apiserver", K8S_CA, "kube-apiserver", None, Server, S::ApiServer, Cluster, None),
+    row("apiserver-kubelet-client", K8S_CA, "kube-apiserver-kubelet-client", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, None),
+    row("front-proxy-client", FP_CA, "front-proxy-client", None, Client, S::None, Cluster, None),
+    row("etcd/{node}/server", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, None),
+    row("etcd/{node}/peer", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, None),
+    row("etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", None, Client, S::None, Cluster, None),
+    row("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", None, Client, S::None, Cluster, None),
+    row("admin", K8S_CA, "kubernetes-admin", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, Some("admin.conf")),
+    row("super-admin", K8S_CA, "kubernetes-super-admin", Some("system:masters"), Client, S::None, Cluster, Some("super-admin.conf")),
+    row("controller-manager", K8S_CA, "system:kube-controller-manager", None, Client, S::None, Cluster, Some("controller-manager.conf")),
+    row("scheduler", K8S_CA, "system:kube-scheduler", None, Client, S::None, Cluster, Some("scheduler.conf")),
+    row("kube-proxy", K8S_CA, "system:kube-proxy", Some("system:node-proxier"), Client, S::None, Cluster, Some("kube-proxy.conf")),
+    row("nodes/{node}/kubelet-client", K8S_CA, "system:node:{node}", Some("system:nodes"), Client, S::None, Worker, Some("kubelet-{node}.conf")),
+    row("nodes/{node}/kubelet", K8S_CA, "system:node:{node}", Some("system:nodes"), Server, S::Node, Worker, None),
 ];
 
+/// A row expanded for the spec (and a node, for per-node rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The name in `kbin certs` and the path under `pki/` without extension.
+    pub name: String,
+    /// The signing CA's name (`None` for CAs and key pairs).
+    pub ca: Option<String>,
+    /// Subject common name.
+    pub cn: String,
+    /// Subject organization.
+    pub org: Option<String>,
+    /// Key usages.
+    pub kind: Kind,
+    /// Subject alternative names.
+    pub sans: Vec<San>,
+    /// The kubeconfig file name under `kubeconfigs/`, for client certificates that have one.
+    pub kubeconfig: Option<String>,
+    /// The node, for per-node rows.
+    pub node: Option<String>,
+}
+
 /// A subject alternative name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum San {
     /// A DNS name.
     Dns(String),
@@ -266,107 +166,98 @@ impl std::fmt::Display for San {
     }
 }
 
-/// A row instantiated for a cluster (and a node): everything needed to issue or check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CertSpec {
-    /// The row's name with the node filled in.
-    pub name: String,
-    /// The file under `pki/` without extension.
-    pub file: String,
-    /// What it is.
-    pub kind: Kind,
-    /// The signing CA's name.
-    pub ca: Option<String>,
-    /// Common name.
-    pub cn: String,
-    /// Organizations.
-    pub orgs: Vec<String>,
-    /// Extended key usages.
-    pub usages: Vec<Usage>,
-    /// Subject alternative names, sorted.
-    pub sans: Vec<San>,
-}
-
-impl CertSpec {
-    /// The certificate's path relative to `pki/` (`sa.pub` for the key pair).
-    pub fn cert_file(&self) -> String {
-        match self.kind {
-            Kind::KeyPair => format!("{}.pub", self.file),
-            _ => format!("{}.crt", self.file),
-        }
+impl Item {
+    /// `pki/<name>.crt` (for a key pair: `pki/<name>.pub`).
+    pub fn cert_path(&self, pki: &Path) -> PathBuf {
+        let ext = if self.kind == KeyPair { "pub" } else { "crt" };
+        pki.join(format!("{}.{ext}", self.name))
     }
 
-    /// The private key's path relative to `pki/`.
-    pub fn key_file(&self) -> String {
-        format!("{}.key", self.file)
+    /// `pki/<name>.key`.
+    pub fn key_path(&self, pki: &Path) -> PathBuf {
+        pki.join(format!("{}.key", self.name))
+    }
+
+    /// Whether this is a CA.
+    pub fn is_ca(&self) -> bool {
+        self.kind == Ca
     }
 }
 
-fn sans(rule: SanRule, spec: &ClusterSpec, node: Option<&super::spec::Node>) -> Vec<San> {
-    let localhost = || {
-        vec![
-            San::Dns("localhost".into()),
-            San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            San::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-        ]
-    };
-    let mut out = match (rule, node) {
-        (SanRule::None, _) => Vec::new(),
-        (SanRule::ApiServer, _) => {
-            let mut v = vec![
-                San::Dns("kubernetes".into()),
-                San::Dns("kubernetes.default".into()),
-                San::Dns("kubernetes.default.svc".into()),
-                San::Dns(format!("kubernetes.default.svc.{}", spec.cluster_domain)),
-                San::Ip(spec.first_service_ip()),
-                San::Ip(spec.cluster_ip),
-            ];
-            for n in spec.control_planes() {
-                v.push(San::Dns(n.name.clone()));
-                v.push(San::Ip(n.ip));
-            }
-            v.extend(localhost());
-            v
-        }
-        (SanRule::EtcdMember, Some(n)) => {
-            let mut v = vec![San::Dns(n.name.clone()), San::Ip(n.ip)];
-            v.extend(localhost());
-            v
-        }
-        (SanRule::Kubelet, Some(n)) => vec![San::Dns(n.name.clone()), San::Ip(n.ip)],
-        (SanRule::EtcdMember | SanRule::Kubelet, None) => Vec::new(),
-    };
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Every certificate of `spec`, CAs first, per-node rows in node order.
-pub fn expand(spec: &ClusterSpec) -> Vec<CertSpec> {
-    let mut out = Vec::new();
+/// Expand the table for `spec`: CAs, then cluster rows, then per-node rows in node order (each
+/// row's nodes together, so the order is stable as nodes are added).
+pub fn plan(spec: &ClusterSpec) -> Vec<Item> {
+    let mut items = Vec::new();
     for row in TABLE {
-        let nodes: Vec<Option<&super::spec::Node>> = match row.scope {
-            Scope::Cluster => vec![None],
-            Scope::ControlPlane => spec.control_planes().map(Some).collect(),
-            Scope::Worker => spec.workers().map(Some).collect(),
+        let nodes: Vec<Option<&Node>> = match row.scope {
+            Cluster => vec![None],
+            ControlPlane => spec.control_planes().map(Some).collect(),
+            Worker => spec.workers().map(Some).collect(),
         };
         for node in nodes {
-            let fill = |s: &str| match node {
-                Some(n) => s.replace("{node}", &n.name),
-                None => s.to_string(),
-            };
-            out.push(CertSpec {
-                name: fill(row.name),
-                file: fill(row.file),
-                kind: row.kind,
-                ca: row.ca.map(str::to_string),
-                cn: fill(row.cn),
-                orgs: row.orgs.iter().map(|o| o.to_string()).collect(),
-                usages: row.usages.to_vec(),
-                sans: sans(row.sans, spec, node),
-            });
+            items.push(expand(row, spec, node));
         }
     }
+    items
+}
+
+fn expand(row: &Row, spec: &ClusterSpec, node: Option<&Node>) -> Item {
+    let fill = |t: &str| match node {
+        Some(n) => t.replace("{node}", &n.name),
+        None => t.to_string(),
+    };
+    Item {
+        name: fill(row.file),
+        ca: row.ca.map(str::to_string),
+        cn: fill(row.cn),
+        org: row.org.map(str::to_string),
+        kind: row.kind,
+        sans: sans(row.sans, spec, node),
+        kubeconfig: row.kubeconfig.map(fill),
+        node: node.map(|n| n.name.clone()),
+    }
+}
+
+fn sans(rule: SanRule, spec: &ClusterSpec, node: Option<&Node>) -> Vec<San> {
+    let localhost = [
+        San::Dns("localhost".into()),
+        San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    ];
+    let mut out: Vec<San> = match (rule, node) {
+        (SanRule::None, _) => vec![],
+        (SanRule::ApiServer, _) => {
+            let mut v: Vec<San> = [
+                "kubernetes".to_string(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+                format!("kubernetes.default.svc.{}", spec.cluster_domain),
+            ]
+            .into_iter()
+            .map(San::Dns)
+            .collect();
+            v.push(San::Ip(spec.first_service_ip()));
+            for cp in spec.control_planes() {
+                v.push(San::Dns(cp.name.clone()));
+                v.push(San::Ip(cp.ip));
+            }
+            v.push(San::Ip(spec.cluster_ip));
+            v.extend(localhost);
+            v
+        }
+        (SanRule::EtcdNode, Some(n)) => {
+            let mut v = vec![San::Dns(n.name.clone()), San::Ip(n.ip)];
+            v.extend(localhost);
+            v.push(San::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+            v
+        }
+        (SanRule::Node, Some(n)) => vec![San::Dns(n.name.clone()), San::Ip(n.ip)],
+        (SanRule::EtcdNode | SanRule::Node, None) => {
+            unreachable!("per-node SAN rules are only used by per-node rows")
+        }
+    };
+    // Deduplicate while keeping the table's order (a control plane at the API endpoint).
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|s| seen.insert(s.clone()));
     out
 }
 
@@ -376,51 +267,43 @@ mod tests {
     use crate::r#gen::spec::SpecInput;
 
     #[test]
-    fn cas_come_before_their_leaves_and_every_ca_reference_resolves() {
+    fn every_ca_comes_before_the_leaves_it_signs() {
         for (i, row) in TABLE.iter().enumerate() {
-            match row.kind {
-                Kind::Leaf => {
-                    let ca = row.ca.expect("a leaf names its CA");
-                    let pos = TABLE
-                        .iter()
-                        .position(|r| r.name == ca && r.kind == Kind::Ca)
-                        .unwrap_or_else(|| panic!("{}: unknown CA {ca}", row.name));
-                    assert!(pos < i, "{} comes before its CA {ca}", row.name);
-                }
-                Kind::Ca | Kind::KeyPair => assert!(row.ca.is_none(), "{}", row.name),
+            if let Some(ca) = row.ca {
+                let at = TABLE.iter().position(|r| r.file == ca && r.kind == Ca);
+                assert!(at.is_some_and(|at| at < i), "{} signed by {ca}", row.file);
             }
         }
     }
 
     #[test]
-    fn names_and_files_are_unique_for_a_multi_node_cluster() {
-        let mut input = SpecInput::default();
-        input
-            .add_nodes(
-                &["cp1=10.0.0.1".into(), "cp2=10.0.0.2".into()],
-                &["w1=10.0.0.3".into(), "cp1=10.0.0.1".into()],
-            )
+    fn plan_expands_per_node_rows() {
+        let mut i = SpecInput::default();
+        i.add_nodes(
+            &["cp1=10.0.0.1".into(), "cp2=10.0.0.2".into()],
+            &["w1=10.0.0.3".into()],
+        )
+        .unwrap();
+        let spec = i.build().unwrap();
+        let items = plan(&spec);
+        let names: Vec<_> = items.iter().map(|i| i.name.as_str()).collect();
+        assert!(names.contains(&"etcd/cp2/peer"));
+        assert!(names.contains(&"nodes/w1/kubelet"));
+        assert!(!names.contains(&"nodes/cp1/kubelet"));
+        let kc = items
+            .iter()
+            .find(|i| i.name == "nodes/w1/kubelet-client")
             .unwrap();
-        let spec = input.build().unwrap();
-        let certs = expand(&spec);
-        let mut names: Vec<_> = certs.iter().map(|c| &c.name).collect();
-        let mut files: Vec<_> = certs.iter().map(|c| &c.file).collect();
-        let n = certs.len();
-        names.sort();
-        names.dedup();
-        files.sort();
-        files.dedup();
-        assert_eq!((names.len(), files.len()), (n, n));
-        // 3 CAs, 11 cluster leaves + sa, 2 per control plane, 2 per worker.
-        assert_eq!(n, 3 + 11 + 2 * 2 + 2 * 2);
-        let api = certs.iter().find(|c| c.name == "apiserver").unwrap();
-        for want in [
-            "DNS:cp2",
-            "IP:10.0.0.2",
-            "IP:10.32.0.1",
-            "DNS:kubernetes.default.svc.cluster.local",
-        ] {
-            assert!(api.sans.iter().any(|s| s.to_string() == want), "{want}");
-        }
+        assert_eq!(kc.cn, "system:node:w1");
+        assert_eq!(kc.kubeconfig.as_deref(), Some("kubelet-w1.conf"));
+        let api = items.iter().find(|i| i.name == "apiserver").unwrap();
+        assert!(api.sans.contains(&San::Ip("10.0.0.2".parse().unwrap())));
+        assert!(
+            api.sans
+                .contains(&San::Dns("kubernetes.default.svc.cluster.local".into()))
+        );
+        assert!(api.sans.contains(&San::Ip("10.32.0.1".parse().unwrap())));
+        // 14 cluster rows (with the key pair), 2 per control plane, 2 per worker.
+        assert_eq!(items.len(), 14 + 4 + 2);
     }
 }

@@ -1,239 +1,166 @@
-//! kubeconfigs with embedded certificates, one per client of the API server.
-//!
-//! [`TABLE`] names each file, the certificate it authenticates with and the user it names;
-//! per-node rows are templates. A kubeconfig is rewritten only when its bytes would change, so a
-//! re-run leaves the tree untouched.
+//! kubeconfigs with embedded certificates: one per client certificate of the table that names
+//! a kubeconfig (admin, super-admin, controller-manager, scheduler, kube-proxy, a kubelet per
+//! worker). Written 0600 (they hold private keys), only when their content changes.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::certs::Scope;
-use super::pki::{Action, Decision, PkiError, pki_dir};
+use super::certs::Item;
+use super::pki::{Action, Outcome, PkiError, kubeconfig_dir, par_map, pki_dir, sha256_hex};
 use super::spec::ClusterSpec;
-use super::{MODE_SECRET, MODE_SECRET_DIR, create_dir, write_file};
+use super::{MODE_SECRET, MODE_SECRET_DIR};
 
-/// One kubeconfig of the table.
-#[derive(Debug, Clone, Copy)]
-pub struct Row {
-    /// The file under `kubeconfigs/` (`{node}` filled in).
-    pub file: &'static str,
-    /// The certificate (a name of the certificate table) it authenticates with.
-    pub cert: &'static str,
-    /// The user entry's name.
-    pub user: &'static str,
-    /// Once per cluster or per worker.
-    pub scope: Scope,
-}
-
-/// The kubeconfigs of a cluster.
-pub const TABLE: &[Row] = &[
-    Row {
-        file: "admin.conf",
-        cert: "admin",
-        user: "kubernetes-admin",
-        scope: Scope::Cluster,
-    },
-    Row {
-        file: "super-admin.conf",
-        cert: "super-admin",
-        user: "kubernetes-super-admin",
-        scope: Scope::Cluster,
-    },
-    Row {
-        file: "controller-manager.conf",
-        cert: "controller-manager",
-        user: "system:kube-controller-manager",
-        scope: Scope::Cluster,
-    },
-    Row {
-        file: "scheduler.conf",
-        cert: "scheduler",
-        user: "system:kube-scheduler",
-        scope: Scope::Cluster,
-    },
-    Row {
-        file: "kube-proxy.conf",
-        cert: "kube-proxy",
-        user: "system:kube-proxy",
-        scope: Scope::Cluster,
-    },
-    Row {
-        file: "kubelet-{node}.conf",
-        cert: "kubelet-client-{node}",
-        user: "system:node:{node}",
-        scope: Scope::Worker,
-    },
-];
-
-/// `DIR/kubeconfigs`.
-pub fn kubeconfig_dir(out: &Path) -> PathBuf {
-    out.join("kubeconfigs")
-}
-
-/// Every kubeconfig of `spec`: (file name, certificate name, user).
-pub fn expand(spec: &ClusterSpec) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for row in TABLE {
-        let nodes: Vec<Option<&str>> = match row.scope {
-            Scope::Cluster => vec![None],
-            Scope::ControlPlane => spec
-                .control_planes()
-                .map(|n| Some(n.name.as_str()))
-                .collect(),
-            Scope::Worker => spec.workers().map(|n| Some(n.name.as_str())).collect(),
-        };
-        for n in nodes {
-            let fill = |s: &str| n.map_or(s.to_string(), |n| s.replace("{node}", n));
-            out.push((fill(row.file), fill(row.cert), fill(row.user)));
-        }
-    }
-    out
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Config {
+    api_version: &'static str,
+    kind: &'static str,
+    clusters: Vec<Named<ClusterEntry>>,
+    contexts: Vec<Named<ContextEntry>>,
+    current_context: String,
+    users: Vec<Named<UserEntry>>,
+    preferences: HashMap<String, String>,
 }
 
 #[derive(Serialize)]
-struct Kubeconfig<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'a str,
-    kind: &'a str,
-    clusters: [Named<'a, ClusterEntry>; 1],
-    contexts: [Named<'a, ContextEntry<'a>>; 1],
-    #[serde(rename = "current-context")]
-    current_context: &'a str,
-    preferences: std::collections::BTreeMap<String, String>,
-    users: [Named<'a, UserEntry>; 1],
-}
-
-#[derive(Serialize)]
-struct Named<'a, T> {
-    name: &'a str,
+struct Named<T> {
+    name: String,
     #[serde(flatten)]
-    body: T,
+    value: T,
 }
 
 #[derive(Serialize)]
 struct ClusterEntry {
-    cluster: ClusterData,
+    cluster: Cluster,
 }
 
 #[derive(Serialize)]
-struct ClusterData {
-    #[serde(rename = "certificate-authority-data")]
-    ca: String,
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    certificate_authority_data: String,
     server: String,
 }
 
 #[derive(Serialize)]
-struct ContextEntry<'a> {
-    context: ContextData<'a>,
+struct ContextEntry {
+    context: Context,
 }
 
 #[derive(Serialize)]
-struct ContextData<'a> {
-    cluster: &'a str,
-    user: &'a str,
+struct Context {
+    cluster: String,
+    user: String,
 }
 
 #[derive(Serialize)]
 struct UserEntry {
-    user: UserData,
+    user: User,
 }
 
 #[derive(Serialize)]
-struct UserData {
-    #[serde(rename = "client-certificate-data")]
-    cert: String,
-    #[serde(rename = "client-key-data")]
-    key: String,
+#[serde(rename_all = "kebab-case")]
+struct User {
+    client_certificate_data: String,
+    client_key_data: String,
 }
 
-/// Render a kubeconfig (kubeadm's shape: one cluster, one user, one context).
+/// Render a kubeconfig for `user` that trusts `ca_pem` and presents `cert_pem`/`key_pem`.
 pub fn render(
     spec: &ClusterSpec,
     user: &str,
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
 ) -> String {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let context = format!("{user}@{}", spec.name);
-    let doc = Kubeconfig {
+    let config = Config {
         api_version: "v1",
         kind: "Config",
-        clusters: [Named {
-            name: &spec.name,
-            body: ClusterEntry {
-                cluster: ClusterData {
-                    ca: b64(ca_pem),
+        clusters: vec![Named {
+            name: spec.name.clone(),
+            value: ClusterEntry {
+                cluster: Cluster {
+                    certificate_authority_data: b64(ca_pem),
                     server: spec.api_server_url(),
                 },
             },
         }],
-        contexts: [Named {
-            name: &context,
-            body: ContextEntry {
-                context: ContextData {
-                    cluster: &spec.name,
-                    user,
+        contexts: vec![Named {
+            name: context.clone(),
+            value: ContextEntry {
+                context: Context {
+                    cluster: spec.name.clone(),
+                    user: user.to_string(),
                 },
             },
         }],
-        current_context: &context,
-        preferences: Default::default(),
-        users: [Named {
-            name: user,
-            body: UserEntry {
-                user: UserData {
-                    cert: b64(cert_pem),
-                    key: b64(key_pem),
+        current_context: context,
+        users: vec![Named {
+            name: user.to_string(),
+            value: UserEntry {
+                user: User {
+                    client_certificate_data: b64(cert_pem),
+                    client_key_data: b64(key_pem),
                 },
             },
         }],
+        preferences: HashMap::new(),
     };
-    serde_yaml_ng::to_string(&doc).expect("a kubeconfig of strings always serializes")
+    serde_yaml_ng::to_string(&config).expect("a kubeconfig of strings always serializes")
 }
 
-/// Write every kubeconfig of `spec` under `out/kubeconfigs` (0600: they embed keys), from the
-/// certificates under `out/pki`. Unchanged files are left alone.
-pub fn generate(out: &Path, spec: &ClusterSpec) -> Result<Vec<Decision>, PkiError> {
+/// Write every kubeconfig of `items` under `<out>/kubeconfigs`, from the certificates and keys
+/// now in `<out>/pki` and the CA certificates in `ca_pems` (by CA name).
+pub fn write_all(
+    spec: &ClusterSpec,
+    out: &Path,
+    items: &[Item],
+    ca_pems: &HashMap<String, String>,
+) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
     let dir = kubeconfig_dir(out);
-    create_dir(&dir, MODE_SECRET_DIR)?;
-    let files = super::pki::files(out, spec);
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| PkiError::Read {
-            path: p.to_owned(),
-            source,
-        })
-    };
-    let ca = read(&pki.join("ca.crt"))?;
-    let rows = expand(spec);
-    let results = super::pki::par_map(&rows, |(file, cert, user)| -> Result<Decision, PkiError> {
-        let (_, crt_path, key_path) = files
-            .iter()
-            .find(|(n, _, _)| n == cert)
-            .expect("every kubeconfig row names a certificate of the table");
-        let text = render(spec, user, &ca, &read(crt_path)?, &read(key_path)?);
+    super::create_dir(&dir, MODE_SECRET_DIR)?;
+    let with_kc: Vec<&Item> = items.iter().filter(|i| i.kubeconfig.is_some()).collect();
+    let results = par_map(&with_kc, |item| {
+        let file = item.kubeconfig.as_deref().expect("filtered on kubeconfig");
         let path = dir.join(file);
-        let old = std::fs::read(&path).ok();
-        let action = match &old {
-            Some(old) if old == text.as_bytes() => Action::Reused,
-            Some(_) => Action::Replaced,
-            None => Action::Created,
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| PkiError::Read {
+                path: p.to_owned(),
+                source,
+            })
         };
-        if action != Action::Reused {
-            write_file(&path, text.as_bytes(), MODE_SECRET)?;
+        let ca = ca_pems
+            .get(item.ca.as_deref().unwrap_or_default())
+            .expect("every CA of the table was loaded");
+        let text = render(
+            spec,
+            &item.cn,
+            ca,
+            &read(&item.cert_path(&pki))?,
+            &read(&item.key_path(&pki))?,
+        );
+        let action = match std::fs::read(&path) {
+            Ok(old) if old == text.as_bytes() => Action::Kept,
+            Ok(_) => Action::Replaced,
+            Err(_) => Action::Created,
+        };
+        if action != Action::Kept {
+            super::write_file(&path, text.as_bytes(), MODE_SECRET)?;
         }
-        Ok(Decision {
-            name: file.clone(),
-            file: format!("kubeconfigs/{file}"),
+        Ok(Outcome {
+            name: format!("kubeconfigs/{file}"),
             action,
             reason: match action {
-                Action::Reused => String::new(),
-                Action::Created => "missing".into(),
-                Action::Replaced => "its certificate or the server changed".into(),
+                Action::Created => Some("missing".into()),
+                Action::Replaced => Some("its certificate or endpoint changed".into()),
+                _ => None,
             },
+            sha256: Some(sha256_hex(text.as_bytes())),
         })
     });
     results.into_iter().collect()

@@ -80,6 +80,24 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError
     Ok(())
 }
 
+/// `<out>/cluster.toml`: the spec a tree was generated from, read back by `kbin gen node` and
+/// `kbin certs`.
+pub fn spec_path(out: &Path) -> PathBuf {
+    out.join("cluster.toml")
+}
+
+/// Save the spec a tree was generated from.
+pub fn save_spec(out: &Path, spec: &spec::ClusterSpec) -> Result<(), WriteError> {
+    let text = toml::to_string(&spec.to_input()).expect("a spec of strings always serializes");
+    let text = format!("# Written by `kbin gen`; edit and pass it back with --config.\n{text}");
+    write_file(&spec_path(out), text.as_bytes(), MODE_PUBLIC)
+}
+
+/// Load the spec saved in `<out>/cluster.toml`.
+pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
+    spec::SpecInput::load(&spec_path(out))?.build()
+}
+
 /// Sync a directory so the renames inside it survive a crash (best effort).
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {

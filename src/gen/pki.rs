@@ -1,56 +1,39 @@
-//! The PKI step: issue, reuse, check and renew the certificates of [`super::certs::TABLE`].
+//! The PKI step: walk the certificate table, keep what is still right, make what is missing or
+//! wrong (one [`Outcome`] per item, saying why), write keys 0600 in 0700 directories, atomically.
 //!
-//! Idempotent like kubeadm's `certs.go`: a CA on disk is reused (never replaced without
-//! `force`); a leaf is reused when it parses, matches its key, is signed by its CA, is valid now,
-//! has the subject and key algorithm the spec asks for and carries every SAN it needs. Anything
-//! else is issued, and each decision is reported. Keys are generated and certificates signed on
-//! every core (RSA key generation dominates). Private keys are 0600 in 0700 directories; every
-//! file is written atomically.
+//! CAs are inspected first and never replaced without `force`: a broken CA is an error before
+//! anything is written. Leaves are inspected and made in parallel on every core
+//! ([`par_map`]); RSA key generation dominates the run time.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use serde::Serialize;
-use time::OffsetDateTime;
+use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use super::certs::{self, CertSpec, Kind, San, Usage};
+use super::certs::{self, Item, Kind, San};
 use super::spec::{ClusterSpec, KeyAlgo};
-use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, WriteError, create_dir, write_file};
+use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, WriteError};
 
-/// A PKI failure, with the file it concerns.
+/// Clock skew tolerated between the machine that generates and the nodes: certificates are
+/// valid from this long before their creation.
+const BACKDATE: Duration = Duration::from_secs(5 * 60);
+
+/// Errors of the PKI step. Each names the certificate or file.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    /// A CA on disk cannot be used, and replacing it needs `--force`.
-    #[error("the CA {path} cannot be used: {reason}")]
-    BrokenCa {
-        /// The CA certificate.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A CA is missing where one must already exist (`gen node`, `certs renew`).
-    #[error("the CA {0} is missing")]
-    MissingCa(PathBuf),
-    /// Key generation or signing failed.
-    #[error("cannot issue {name}")]
-    Issue {
-        /// The certificate's name.
-        name: String,
-        /// The cause.
-        #[source]
-        source: rcgen::Error,
-    },
-    /// Writing failed.
+    /// A file could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
-    /// Reading failed.
+    /// A file could not be read.
     #[error("cannot read {path}")]
     Read {
         /// The file.
@@ -59,88 +42,620 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    /// `certs renew NAME` names no leaf of the table.
-    #[error("{0:?} is not a leaf certificate of this cluster")]
-    UnknownName(String),
+    /// An existing CA (or the service-account key) cannot be used; replacing it needs `--force`.
+    #[error("{name} cannot be reused: {reason}")]
+    CaUnusable {
+        /// The CA's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Key generation or signing failed.
+    #[error("cannot make {name}: {message}")]
+    Crypto {
+        /// The certificate.
+        name: String,
+        /// rcgen's message.
+        message: String,
+    },
+    /// `certs renew NAME` with a name that is not in the table.
+    #[error("{name:?} is not a certificate of this cluster")]
+    UnknownCert {
+        /// The name given.
+        name: String,
+    },
+    /// `certs renew NAME` with a CA or key pair.
+    #[error("{name} is a CA or key pair: `kbin certs renew` only renews leaf certificates")]
+    NotALeaf {
+        /// The name given.
+        name: String,
+    },
+    /// `certs renew` on a leaf whose files are missing or broken.
+    #[error("{name} cannot be renewed: {reason}")]
+    CannotRenew {
+        /// The certificate.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// What happened to one certificate.
+/// What happened to one certificate, key pair or kubeconfig.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
-    /// Kept as it was.
-    Reused,
-    /// Issued because it was missing.
+    /// Still right: left as it was.
+    Kept,
+    /// Did not exist: made.
     Created,
-    /// Issued again, replacing what was there.
+    /// Existed but was wrong (or `--force`): made anew.
     Replaced,
+    /// Re-signed with its key, subject and SANs (`certs renew`).
+    Renewed,
 }
 
 /// One decision of the PKI step.
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
-    /// The certificate's name (as `certs renew` takes it).
+pub struct Outcome {
+    /// The certificate's name (its path under `pki/` without extension) or the kubeconfig's
+    /// file name.
     pub name: String,
-    /// Its file under `pki/`.
-    pub file: String,
     /// What was done.
     pub action: Action,
-    /// Why (empty when reused).
-    pub reason: String,
+    /// Why (for created and replaced items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// SHA-256 of the certificate's DER (of the public key's DER for a key pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
-/// `DIR/pki`.
+impl Outcome {
+    /// `created  apiserver (missing)`: one line for the terminal.
+    pub fn line(&self) -> String {
+        let verb = match self.action {
+            Action::Kept => "kept",
+            Action::Created => "created",
+            Action::Replaced => "replaced",
+            Action::Renewed => "renewed",
+        };
+        match &self.reason {
+            Some(r) => format!("{verb:<8} {} ({r})", self.name),
+            None => format!("{verb:<8} {}", self.name),
+        }
+    }
+}
+
+/// `<out>/pki`.
 pub fn pki_dir(out: &Path) -> PathBuf {
     out.join("pki")
 }
 
-/// Every file the PKI step writes for `spec`, as (certificate name, cert path, key path), so the
-/// configs step never hard-codes `pki/` paths.
-pub fn files(out: &Path, spec: &ClusterSpec) -> Vec<(String, PathBuf, PathBuf)> {
+/// `<out>/kubeconfigs`.
+pub fn kubeconfig_dir(out: &Path) -> PathBuf {
+    out.join("kubeconfigs")
+}
+
+/// Every certificate and key pair of `spec` with its files: the table the configs step reads
+/// (`item.cert_path(&pki_dir(out))`, `item.key_path(…)`, `item.kubeconfig`).
+pub fn files(spec: &ClusterSpec) -> Vec<Item> {
+    certs::plan(spec)
+}
+
+/// A CA or key pair as loaded or made: its certificate DER and PEM, and its key.
+struct Authority {
+    der: Vec<u8>,
+    cert_pem: String,
+    key: KeyPair,
+    not_after: time::OffsetDateTime,
+    fresh: bool,
+}
+
+/// Options of [`generate`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Replace every CA, key pair and certificate.
+    pub force: bool,
+    /// Fail instead of creating a missing CA or key pair (`kbin gen node` adds to a tree).
+    pub require_ca: bool,
+}
+
+/// Generate (or bring up to date) the PKI and kubeconfigs of `spec` under `out`. `report` is
+/// called once per decision, as it is made (from several threads).
+pub fn generate(
+    spec: &ClusterSpec,
+    out: &Path,
+    opts: Options,
+    report: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
-    certs::expand(spec)
-        .into_iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                pki.join(c.cert_file()),
-                pki.join(c.key_file()),
-            )
+    let items = certs::plan(spec);
+    let now = SystemTime::now();
+
+    // Inspect every CA and key pair before writing anything: a CA that cannot be reused is an
+    // error unless --force.
+    let roots: Vec<&Item> = items.iter().filter(|i| i.ca.is_none()).collect();
+    let mut root_plans = Vec::new();
+    for item in &roots {
+        let verdict = if opts.force {
+            Verdict::Make(Action::Replaced, "--force".into())
+        } else {
+            inspect_root(item, &pki, now)?
+        };
+        if opts.require_ca && matches!(verdict, Verdict::Make(Action::Created, _)) {
+            return Err(PkiError::CaUnusable {
+                name: item.name.clone(),
+                reason: format!("{} is missing", item.cert_path(&pki).display()),
+            });
+        }
+        root_plans.push(verdict);
+    }
+
+    ensure_dirs(&pki, &items)?;
+    let made = par_map(
+        &roots.iter().zip(&root_plans).collect::<Vec<_>>(),
+        |(item, v)| make_root(item, v, &pki, spec, now),
+    );
+    let mut outcomes = Vec::new();
+    let mut authorities = std::collections::HashMap::new();
+    for r in made {
+        let (outcome, auth, name) = r?;
+        report(&outcome);
+        outcomes.push(outcome);
+        authorities.insert(name, auth);
+    }
+
+    let issuers: std::collections::HashMap<&str, (&Authority, Issuer<'_, &KeyPair>)> = authorities
+        .iter()
+        .filter(|(name, _)| items.iter().any(|i| &i.name == *name && i.is_ca()))
+        .map(|(name, a)| {
+            let issuer =
+                Issuer::from_ca_cert_der(&a.der.as_slice().into(), &a.key).map_err(|e| {
+                    PkiError::Crypto {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            Ok((name.as_str(), (a, issuer)))
         })
+        .collect::<Result<_, PkiError>>()?;
+
+    let leaves: Vec<&Item> = items.iter().filter(|i| i.ca.is_some()).collect();
+    let leaf_results = par_map(&leaves, |item| {
+        let ca_name = item.ca.as_deref().expect("leaves have a CA");
+        let (auth, issuer) = issuers
+            .get(ca_name)
+            .expect("the table's CAs are all planned");
+        let verdict = if opts.force {
+            Verdict::Make(Action::Replaced, "--force".into())
+        } else if auth.fresh {
+            match std::fs::metadata(item.cert_path(&pki)) {
+                Ok(_) => Verdict::Make(Action::Replaced, format!("{ca_name} is new")),
+                Err(_) => Verdict::Make(Action::Created, "missing".into()),
+            }
+        } else {
+            inspect_leaf(item, &pki, auth, spec.key_algo, now)
+        };
+        let outcome = make_leaf(item, verdict, &pki, spec, auth, issuer, now)?;
+        report(&outcome);
+        Ok::<_, PkiError>(outcome)
+    });
+    for r in leaf_results {
+        outcomes.push(r?);
+    }
+
+    let kc = super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities))?;
+    for o in kc {
+        report(&o);
+        outcomes.push(o);
+    }
+    super::sync_dir(&pki);
+    Ok(outcomes)
+}
+
+fn authorities_pem(
+    a: &std::collections::HashMap<String, Authority>,
+) -> std::collections::HashMap<String, String> {
+    a.iter()
+        .map(|(k, v)| (k.clone(), v.cert_pem.clone()))
         .collect()
 }
 
-/// A CA loaded from disk (or just made).
-pub(crate) struct Ca {
-    pub(crate) name: String,
-    pub(crate) der: Vec<u8>,
-    pub(crate) key: KeyPair,
+/// Create `pki/` and every directory under it 0700 (they hold keys).
+fn ensure_dirs(pki: &Path, items: &[Item]) -> Result<(), PkiError> {
+    let mut dirs: Vec<PathBuf> = items
+        .iter()
+        .filter_map(|i| i.key_path(pki).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    super::create_dir(pki, MODE_SECRET_DIR)?;
+    for d in dirs {
+        // Parents (pki/etcd, pki/nodes) are made 0700 by create_dir's recursion.
+        super::create_dir(&d, MODE_SECRET_DIR)?;
+    }
+    Ok(())
 }
 
-impl Ca {
-    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, rcgen::Error> {
-        Issuer::from_ca_cert_der(&self.der.as_slice().into(), &self.key)
+enum Verdict {
+    Keep,
+    Make(Action, String),
+}
+
+/// Decide about a CA or key pair. Missing entirely: make it. Present but unusable: an error
+/// (replacing a CA invalidates every certificate it signed, so only `--force` does it).
+fn inspect_root(item: &Item, pki: &Path, now: SystemTime) -> Result<Verdict, PkiError> {
+    let (cert_path, key_path) = (item.cert_path(pki), item.key_path(pki));
+    let (has_cert, has_key) = (cert_path.exists(), key_path.exists());
+    if !has_cert && !has_key {
+        return Ok(Verdict::Make(Action::Created, "missing".into()));
+    }
+    let unusable = |reason: String| PkiError::CaUnusable {
+        name: item.name.clone(),
+        reason,
+    };
+    let key_pem = read_string(&key_path)
+        .map_err(|_| unusable(format!("{} is missing", key_path.display())))?;
+    let key = KeyPair::from_pem(&key_pem)
+        .map_err(|e| unusable(format!("{} is not a private key: {e}", key_path.display())))?;
+    if item.kind == Kind::KeyPair {
+        let pub_pem = read_string(&cert_path)
+            .map_err(|_| unusable(format!("{} is missing", cert_path.display())))?;
+        if pub_pem.trim() != key.public_key_pem().trim() {
+            return Err(unusable(format!(
+                "{} does not hold the public key of {}",
+                cert_path.display(),
+                key_path.display()
+            )));
+        }
+        return Ok(Verdict::Keep);
+    }
+    let der = read_cert_der(&cert_path).map_err(unusable)?;
+    let (_, x509) = X509Certificate::from_der(&der)
+        .map_err(|e| unusable(format!("{} does not parse: {e}", cert_path.display())))?;
+    if let Some(problem) = root_problem(&x509, &key, now) {
+        return Err(unusable(problem));
+    }
+    Ok(Verdict::Keep)
+}
+
+fn root_problem(x509: &X509Certificate<'_>, key: &KeyPair, now: SystemTime) -> Option<String> {
+    if !x509.is_ca() {
+        return Some("it is not a CA certificate".into());
+    }
+    if x509.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(key) {
+        return Some("its key does not match its certificate".into());
+    }
+    validity_problem(x509, now)
+}
+
+fn validity_problem(x509: &X509Certificate<'_>, now: SystemTime) -> Option<String> {
+    let now = time::OffsetDateTime::from(now);
+    let v = x509.validity();
+    if now > v.not_after.to_datetime() {
+        return Some(format!(
+            "expired on {}",
+            fmt_time(v.not_after.to_datetime())
+        ));
+    }
+    if now < v.not_before.to_datetime() {
+        return Some(format!(
+            "not valid before {}",
+            fmt_time(v.not_before.to_datetime())
+        ));
+    }
+    None
+}
+
+/// Decide about a leaf: keep it only if it is readable, its key matches, its CA signed it, it
+/// is valid now, and its subject, SANs and key type are what the spec asks.
+fn inspect_leaf(
+    item: &Item,
+    pki: &Path,
+    ca: &Authority,
+    algo: KeyAlgo,
+    now: SystemTime,
+) -> Verdict {
+    let (cert_path, key_path) = (item.cert_path(pki), item.key_path(pki));
+    let replace = |why: String| Verdict::Make(Action::Replaced, why);
+    let (Ok(der), true) = (read_cert_der(&cert_path), key_path.exists()) else {
+        return match (cert_path.exists(), key_path.exists()) {
+            (false, false) => Verdict::Make(Action::Created, "missing".into()),
+            (true, false) => replace("key missing".into()),
+            (false, true) => replace("certificate missing".into()),
+            (true, true) => replace("certificate unreadable".into()),
+        };
+    };
+    let Ok((_, x509)) = X509Certificate::from_der(&der) else {
+        return replace("certificate does not parse".into());
+    };
+    let key = match read_string(&key_path).ok().map(|p| KeyPair::from_pem(&p)) {
+        Some(Ok(k)) => k,
+        _ => return replace("key unreadable".into()),
+    };
+    match leaf_problem(item, &x509, &key, ca, algo, now) {
+        Some(why) => replace(why),
+        None => Verdict::Keep,
     }
 }
 
-fn read(path: &Path) -> Result<Option<String>, PkiError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PkiError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+fn leaf_problem(
+    item: &Item,
+    x509: &X509Certificate<'_>,
+    key: &KeyPair,
+    ca: &Authority,
+    algo: KeyAlgo,
+    now: SystemTime,
+) -> Option<String> {
+    if x509.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(key) {
+        return Some("key does not match the certificate".into());
+    }
+    let ca_name = item.ca.as_deref().unwrap_or("its CA");
+    let signed = X509Certificate::from_der(&ca.der)
+        .ok()
+        .is_some_and(|(_, c)| x509.verify_signature(Some(c.public_key())).is_ok());
+    if !signed {
+        return Some(format!("not signed by {ca_name}"));
+    }
+    if let Some(p) = validity_problem(x509, now) {
+        return Some(p);
+    }
+    let (cn, org) = subject(x509);
+    if cn.as_deref() != Some(item.cn.as_str()) || org != item.org {
+        return Some("subject differs".into());
+    }
+    let mut have = cert_sans(x509);
+    let mut want = item.sans.clone();
+    have.sort();
+    want.sort();
+    if have != want {
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|s| !have.contains(s))
+            .map(ToString::to_string)
+            .collect();
+        let extra: Vec<String> = have
+            .iter()
+            .filter(|s| !want.contains(s))
+            .map(ToString::to_string)
+            .collect();
+        let mut why = Vec::new();
+        if !missing.is_empty() {
+            why.push(format!("SANs lack {}", missing.join(", ")));
+        }
+        if !extra.is_empty() {
+            why.push(format!("SANs have extra {}", extra.join(", ")));
+        }
+        return Some(why.join("; "));
+    }
+    match key_algo_of(x509) {
+        Some(a) if a == algo => None,
+        Some(a) => Some(format!("key is {a}, the spec asks {algo}")),
+        None => Some("unsupported key type".into()),
     }
 }
 
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| format!("not a PEM certificate ({e})"))?;
-    Ok(p.contents)
+/// The subject's CN and O.
+pub fn subject(x509: &X509Certificate<'_>) -> (Option<String>, Option<String>) {
+    let s = x509.subject();
+    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.next().and_then(|a| a.as_str().ok()).map(str::to_string)
+    };
+    (
+        first(&mut s.iter_common_name()),
+        first(&mut s.iter_organization()),
+    )
 }
 
-fn new_key(algo: KeyAlgo) -> Result<KeyPair, rcgen::Error> {
+/// The certificate's SANs.
+pub fn cert_sans(x509: &X509Certificate<'_>) -> Vec<San> {
+    let mut out = Vec::new();
+    for ext in x509.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                match name {
+                    GeneralName::DNSName(d) => out.push(San::Dns(d.to_string())),
+                    GeneralName::IPAddress(b) => {
+                        if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                            out.push(San::Ip(IpAddr::from(a)));
+                        } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                            out.push(San::Ip(IpAddr::from(a)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The key algorithm of a certificate's public key.
+pub fn key_algo_of(x509: &X509Certificate<'_>) -> Option<KeyAlgo> {
+    match x509.public_key().parsed().ok()? {
+        PublicKey::EC(ec) => match ec.key_size() {
+            256 => Some(KeyAlgo::EcdsaP256),
+            384 => Some(KeyAlgo::EcdsaP384),
+            _ => None,
+        },
+        PublicKey::RSA(rsa) => match rsa.key_size() {
+            2048 => Some(KeyAlgo::Rsa2048),
+            3072 => Some(KeyAlgo::Rsa3072),
+            4096 => Some(KeyAlgo::Rsa4096),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn make_root(
+    item: &Item,
+    verdict: &Verdict,
+    pki: &Path,
+    spec: &ClusterSpec,
+    now: SystemTime,
+) -> Result<(Outcome, Authority, String), PkiError> {
+    let crypto = |e: rcgen::Error| PkiError::Crypto {
+        name: item.name.clone(),
+        message: e.to_string(),
+    };
+    let (cert_path, key_path) = (item.cert_path(pki), item.key_path(pki));
+    match verdict {
+        Verdict::Keep => {
+            let key = KeyPair::from_pem(&read_string(&key_path)?).map_err(crypto)?;
+            let (der, cert_pem, not_after) = if item.kind == Kind::KeyPair {
+                let der = rcgen::PublicKeyData::subject_public_key_info(&key);
+                (der, key.public_key_pem(), time::OffsetDateTime::now_utc())
+            } else {
+                let pem = read_string(&cert_path)?;
+                let der = read_cert_der(&cert_path).map_err(|reason| PkiError::CaUnusable {
+                    name: item.name.clone(),
+                    reason,
+                })?;
+                let na = X509Certificate::from_der(&der)
+                    .map(|(_, c)| c.validity().not_after.to_datetime())
+                    .map_err(|e| PkiError::CaUnusable {
+                        name: item.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                (der, pem, na)
+            };
+            let outcome = Outcome {
+                name: item.name.clone(),
+                action: Action::Kept,
+                reason: None,
+                sha256: Some(sha256_hex(&der)),
+            };
+            Ok((
+                outcome,
+                Authority {
+                    der,
+                    cert_pem,
+                    key,
+                    not_after,
+                    fresh: false,
+                },
+                item.name.clone(),
+            ))
+        }
+        Verdict::Make(action, why) => {
+            let key = new_key(spec.key_algo).map_err(crypto)?;
+            let (der, cert_pem, not_after) = if item.kind == Kind::KeyPair {
+                let pub_pem = key.public_key_pem();
+                super::write_file(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
+                super::write_file(&cert_path, pub_pem.as_bytes(), MODE_PUBLIC)?;
+                (
+                    rcgen::PublicKeyData::subject_public_key_info(&key),
+                    pub_pem,
+                    time::OffsetDateTime::now_utc(),
+                )
+            } else {
+                let params = cert_params(item, spec.key_algo, now, spec.ca_validity, None);
+                let not_after = params.not_after;
+                let cert = params.self_signed(&key).map_err(crypto)?;
+                super::write_file(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
+                super::write_file(&cert_path, cert.pem().as_bytes(), MODE_PUBLIC)?;
+                (cert.der().to_vec(), cert.pem(), not_after)
+            };
+            let outcome = Outcome {
+                name: item.name.clone(),
+                action: *action,
+                reason: Some(why.clone()),
+                sha256: Some(sha256_hex(&der)),
+            };
+            Ok((
+                outcome,
+                Authority {
+                    der,
+                    cert_pem,
+                    key,
+                    not_after,
+                    fresh: true,
+                },
+                item.name.clone(),
+            ))
+        }
+    }
+}
+
+fn make_leaf(
+    item: &Item,
+    verdict: Verdict,
+    pki: &Path,
+    spec: &ClusterSpec,
+    ca: &Authority,
+    issuer: &Issuer<'_, &KeyPair>,
+    now: SystemTime,
+) -> Result<Outcome, PkiError> {
+    let cert_path = item.cert_path(pki);
+    match verdict {
+        Verdict::Keep => {
+            let der = read_cert_der(&cert_path).map_err(|reason| PkiError::CannotRenew {
+                name: item.name.clone(),
+                reason,
+            })?;
+            Ok(Outcome {
+                name: item.name.clone(),
+                action: Action::Kept,
+                reason: None,
+                sha256: Some(sha256_hex(&der)),
+            })
+        }
+        Verdict::Make(action, why) => {
+            let key = new_key(spec.key_algo).map_err(|e| PkiError::Crypto {
+                name: item.name.clone(),
+                message: e.to_string(),
+            })?;
+            let der = sign_leaf(item, &key, pki, spec, ca, issuer, now, true)?;
+            Ok(Outcome {
+                name: item.name.clone(),
+                action,
+                reason: Some(why),
+                sha256: Some(sha256_hex(&der)),
+            })
+        }
+    }
+}
+
+/// Sign `item` for `key` and write its certificate (and, if `write_key`, its key first: a crash
+/// in between leaves a mismatched pair that the next run replaces).
+#[allow(clippy::too_many_arguments)] // the step's whole context; a struct would only rename it
+fn sign_leaf(
+    item: &Item,
+    key: &KeyPair,
+    pki: &Path,
+    spec: &ClusterSpec,
+    ca: &Authority,
+    issuer: &Issuer<'_, &KeyPair>,
+    now: SystemTime,
+    write_key: bool,
+) -> Result<Vec<u8>, PkiError> {
+    let params = cert_params(
+        item,
+        spec.key_algo,
+        now,
+        spec.cert_validity,
+        Some(ca.not_after),
+    );
+    let cert = params
+        .signed_by(key, issuer)
+        .map_err(|e| PkiError::Crypto {
+            name: item.name.clone(),
+            message: e.to_string(),
+        })?;
+    if write_key {
+        super::write_file(
+            &item.key_path(pki),
+            key.serialize_pem().as_bytes(),
+            MODE_SECRET,
+        )?;
+    }
+    super::write_file(&item.cert_path(pki), cert.pem().as_bytes(), MODE_PUBLIC)?;
+    Ok(cert.der().to_vec())
+}
+
+/// A new key of `algo`.
+pub fn new_key(algo: KeyAlgo) -> Result<KeyPair, rcgen::Error> {
     use rcgen::{PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize};
     match algo {
         KeyAlgo::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
@@ -151,520 +666,263 @@ fn new_key(algo: KeyAlgo) -> Result<KeyPair, rcgen::Error> {
     }
 }
 
-/// The algorithm of a certificate's public key, if it is one kbin makes.
-pub fn key_algo_of(cert: &X509Certificate<'_>) -> Option<KeyAlgo> {
-    match cert.public_key().parsed().ok()? {
-        PublicKey::RSA(rsa) => match rsa.key_size() {
-            2048 => Some(KeyAlgo::Rsa2048),
-            3072 => Some(KeyAlgo::Rsa3072),
-            4096 => Some(KeyAlgo::Rsa4096),
-            _ => None,
-        },
-        PublicKey::EC(_) => {
-            let curve = cert
-                .public_key()
-                .algorithm
-                .parameters
-                .as_ref()?
-                .as_oid()
-                .ok()?
-                .to_id_string();
-            match curve.as_str() {
-                "1.2.840.10045.3.1.7" => Some(KeyAlgo::EcdsaP256),
-                "1.3.132.0.34" => Some(KeyAlgo::EcdsaP384),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// A random positive serial number (a renewed certificate with the same key must not repeat
-/// its serial, which rcgen would derive from the key).
-fn serial() -> SerialNumber {
-    let mut b = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok();
-    if !ok {
-        // No /dev/urandom: time and address entropy still make repeats implausible.
-        let t = OffsetDateTime::now_utc().unix_timestamp_nanos() as u128;
-        b = (t ^ (&b as *const _ as u128)).to_be_bytes();
-    }
-    b[0] &= 0x7f;
-    b[0] |= 0x01;
-    SerialNumber::from_slice(&b)
-}
-
-fn params(c: &CertSpec, validity: Duration) -> Result<CertificateParams, rcgen::Error> {
+fn cert_params(
+    item: &Item,
+    algo: KeyAlgo,
+    now: SystemTime,
+    validity: Duration,
+    ca_not_after: Option<time::OffsetDateTime>,
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    for o in &c.orgs {
+    if let Some(o) = &item.org {
         dn.push(DnType::OrganizationName, o.as_str());
     }
-    dn.push(DnType::CommonName, c.cn.as_str());
+    dn.push(DnType::CommonName, item.cn.as_str());
     p.distinguished_name = dn;
-    // Backdated a little, so a node whose clock lags by minutes accepts a fresh certificate.
-    let now = OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::seconds(validity.as_secs() as i64);
-    p.serial_number = Some(serial());
-    if c.kind == Kind::Ca {
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyCertSign,
-        ];
-    } else {
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.use_authority_key_identifier_extension = true;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = c
-            .usages
-            .iter()
-            .map(|u| match u {
-                Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-                Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-            })
-            .collect();
-        for s in &c.sans {
-            p.subject_alt_names.push(match s {
-                San::Dns(d) => SanType::DnsName(d.as_str().try_into()?),
-                San::Ip(ip) => SanType::IpAddress(*ip),
-            });
-        }
+    let start = time::OffsetDateTime::from(now);
+    p.not_before = start - BACKDATE;
+    p.not_after = start + validity;
+    if let Some(ca_end) = ca_not_after {
+        // A leaf never outlives its CA.
+        p.not_after = p.not_after.min(ca_end);
     }
-    Ok(p)
-}
-
-/// The SANs a parsed certificate carries.
-pub fn sans_of(cert: &X509Certificate<'_>) -> Vec<San> {
-    let mut out = Vec::new();
-    for ext in cert.extensions() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
-            for name in &san.general_names {
-                match name {
-                    GeneralName::DNSName(d) => out.push(San::Dns(d.to_string())),
-                    GeneralName::IPAddress(b) => {
-                        if let Ok(a) = <[u8; 4]>::try_from(*b) {
-                            out.push(San::Ip(a.into()));
-                        } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
-                            out.push(San::Ip(a.into()));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// What is wrong with an existing leaf, or `None` when it can be reused.
-fn leaf_problem(
-    c: &CertSpec,
-    cert_pem: &str,
-    key_pem: &str,
-    ca: &Ca,
-    algo: Option<KeyAlgo>,
-) -> Option<String> {
-    let der = match pem_to_der(cert_pem) {
-        Ok(d) => d,
-        Err(e) => return Some(e),
-    };
-    let Ok((_, cert)) = X509Certificate::from_der(&der) else {
-        return Some("the certificate does not parse".into());
-    };
-    let Ok(key) = KeyPair::from_pem(key_pem) else {
-        return Some("the key does not parse".into());
-    };
-    if cert.public_key().raw != key.subject_public_key_info().as_slice() {
-        return Some("the key does not match the certificate".into());
-    }
-    let Ok((_, ca_cert)) = X509Certificate::from_der(&ca.der) else {
-        return Some(format!("its CA {} does not parse", ca.name));
-    };
-    if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
-        return Some(format!("not signed by the current {} CA", ca.name));
-    }
-    if !cert.validity().is_valid() {
-        return Some(format!(
-            "not valid now (expires {})",
-            cert.validity().not_after
-        ));
-    }
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok());
-    let orgs: Vec<&str> = cert
-        .subject()
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .collect();
-    if cn != Some(c.cn.as_str()) || orgs != c.orgs.iter().map(String::as_str).collect::<Vec<_>>() {
-        return Some(format!("subject is not CN={} O={}", c.cn, c.orgs.join(",")));
-    }
-    if let Some(want) = algo {
-        let have = key_algo_of(&cert);
-        if have != Some(want) {
-            return Some(format!(
-                "key is {}, the spec asks for {want}",
-                have.map_or("unknown".to_string(), |a| a.to_string())
-            ));
-        }
-    }
-    let have = sans_of(&cert);
-    let missing: Vec<String> = c
+    p.serial_number = Some(serial(item, now));
+    p.subject_alt_names = item
         .sans
         .iter()
-        .filter(|s| !have.contains(s))
-        .map(ToString::to_string)
+        .filter_map(|s| match s {
+            San::Dns(d) => d.as_str().try_into().ok().map(SanType::DnsName),
+            San::Ip(ip) => Some(SanType::IpAddress(*ip)),
+        })
         .collect();
-    if !missing.is_empty() {
-        return Some(format!("SANs lack {}", missing.join(", ")));
+    let rsa = matches!(algo, KeyAlgo::Rsa2048 | KeyAlgo::Rsa3072 | KeyAlgo::Rsa4096);
+    let mut ku = vec![KeyUsagePurpose::DigitalSignature];
+    if rsa {
+        // Key transport only exists for RSA keys (TLS 1.2 RSA key exchange).
+        ku.push(KeyUsagePurpose::KeyEncipherment);
     }
-    None
+    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    match item.kind {
+        Kind::Ca => {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ku.push(KeyUsagePurpose::KeyCertSign);
+        }
+        Kind::Server => p.extended_key_usages = vec![ServerAuth],
+        Kind::Client => p.extended_key_usages = vec![ClientAuth],
+        Kind::ServerClient => p.extended_key_usages = vec![ServerAuth, ClientAuth],
+        Kind::KeyPair => {}
+    }
+    if item.kind != Kind::Ca {
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.use_authority_key_identifier_extension = true;
+    }
+    p.key_usages = ku;
+    p
 }
 
-/// Run `f` over `items` on every core, keeping the order of the results.
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// 16 bytes, positive, unique per item and instant.
+fn serial(item: &Item, now: SystemTime) -> SerialNumber {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut h = Sha256::new();
+    h.update(item.name.as_bytes());
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let mut bytes: Vec<u8> = h.finalize()[..16].to_vec();
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Renew leaves (all, or those named) with their existing keys, the table's subject and SANs
+/// and a fresh validity; then rewrite the kubeconfigs that embed them.
+pub fn renew(
+    spec: &ClusterSpec,
+    out: &Path,
+    names: &[String],
+    report: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome>, PkiError> {
+    let pki = pki_dir(out);
+    let items = certs::plan(spec);
+    for n in names {
+        let n = n.trim_end_matches(".crt");
+        match items.iter().find(|i| i.name == n) {
+            None => return Err(PkiError::UnknownCert { name: n.into() }),
+            Some(i) if i.ca.is_none() => return Err(PkiError::NotALeaf { name: n.into() }),
+            Some(_) => {}
+        }
+    }
+    let chosen: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.ca.is_some())
+        .filter(|i| names.is_empty() || names.iter().any(|n| n.trim_end_matches(".crt") == i.name))
+        .collect();
+    // Load every CA and every chosen key first: nothing is written unless all can be renewed.
+    let mut authorities = std::collections::HashMap::new();
+    for root in items.iter().filter(|i| i.is_ca()) {
+        let unusable = |reason: String| PkiError::CaUnusable {
+            name: root.name.clone(),
+            reason,
+        };
+        let key = KeyPair::from_pem(&read_string(&root.key_path(&pki))?)
+            .map_err(|e| unusable(e.to_string()))?;
+        let der = read_cert_der(&root.cert_path(&pki)).map_err(unusable)?;
+        let (_, x) = X509Certificate::from_der(&der).map_err(|e| unusable(e.to_string()))?;
+        if let Some(p) = root_problem(&x, &key, SystemTime::now()) {
+            return Err(unusable(p));
+        }
+        let not_after = x.validity().not_after.to_datetime();
+        let cert_pem = read_string(&root.cert_path(&pki))?;
+        authorities.insert(
+            root.name.clone(),
+            Authority {
+                der,
+                cert_pem,
+                key,
+                not_after,
+                fresh: false,
+            },
+        );
+    }
+    let mut keys = Vec::new();
+    for item in &chosen {
+        let cannot = |reason: String| PkiError::CannotRenew {
+            name: item.name.clone(),
+            reason,
+        };
+        let pem = read_string(&item.key_path(&pki))
+            .map_err(|_| cannot("its key is missing: `kbin gen cluster` makes a new one".into()))?;
+        let key =
+            KeyPair::from_pem(&pem).map_err(|e| cannot(format!("its key is unreadable: {e}")))?;
+        keys.push(key);
+    }
+    let issuers: std::collections::HashMap<&str, (&Authority, Issuer<'_, &KeyPair>)> = authorities
+        .iter()
+        .map(|(name, a)| {
+            let issuer =
+                Issuer::from_ca_cert_der(&a.der.as_slice().into(), &a.key).map_err(|e| {
+                    PkiError::Crypto {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            Ok((name.as_str(), (a, issuer)))
+        })
+        .collect::<Result<_, PkiError>>()?;
+    let now = SystemTime::now();
+    let work: Vec<(&&Item, &KeyPair)> = chosen.iter().zip(keys.iter()).collect();
+    let results = par_map(&work, |(item, key)| {
+        let (auth, issuer) = issuers
+            .get(item.ca.as_deref().expect("leaves have a CA"))
+            .expect("every CA was loaded");
+        let der = sign_leaf(item, key, &pki, spec, auth, issuer, now, false)?;
+        let o = Outcome {
+            name: item.name.clone(),
+            action: Action::Renewed,
+            reason: None,
+            sha256: Some(sha256_hex(&der)),
+        };
+        report(&o);
+        Ok::<_, PkiError>(o)
+    });
+    let mut outcomes = Vec::new();
+    for r in results {
+        outcomes.push(r?);
+    }
+    for o in super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities))? {
+        report(&o);
+        outcomes.push(o);
+    }
+    Ok(outcomes)
+}
+
+/// Run `f` over `items` on every core; results in input order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map(|n| n.get())
+        .unwrap_or(1)
         .min(items.len().max(1));
     if threads <= 1 {
-        return items.iter().map(&f).collect();
+        return items.iter().map(f).collect();
     }
     let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
+    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let chunks: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let mut out = Vec::new();
+                    let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        out.push((i, f(item)));
+                        if i >= items.len() {
+                            break done;
+                        }
+                        done.push((i, f(&items[i])));
                     }
-                    out
                 })
             })
             .collect();
-        workers
+        handles
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
             .collect()
     });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Make the directories of every file of `certs` under `pki` (0700: they hold keys).
-fn make_dirs(pki: &Path, certs: &[CertSpec]) -> Result<(), PkiError> {
-    create_dir(pki, MODE_SECRET_DIR)?;
-    let mut dirs: Vec<PathBuf> = certs
-        .iter()
-        .filter_map(|c| pki.join(&c.file).parent().map(Path::to_path_buf))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs {
-        // Each level of e.g. etcd/cp1 holds keys below it.
-        let mut p = pki.to_path_buf();
-        for comp in d.strip_prefix(pki).unwrap_or(Path::new("")).components() {
-            p.push(comp);
-            create_dir(&p, MODE_SECRET_DIR)?;
-        }
+    for (i, r) in chunks.into_iter().flatten() {
+        slots[i] = Some(r);
     }
-    Ok(())
+    slots
+        .into_iter()
+        .map(|r| r.expect("every index was taken by exactly one thread"))
+        .collect()
 }
 
-/// Issue `c` with `key` (signed by `ca`, or self-signed for a CA) and write cert and key.
-fn issue(
-    pki: &Path,
-    c: &CertSpec,
-    key: KeyPair,
-    ca: Option<&Ca>,
-    validity: Duration,
-) -> Result<Ca, PkiError> {
-    let err = |source| PkiError::Issue {
-        name: c.name.clone(),
+fn read_string(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
         source,
-    };
-    let p = params(c, validity).map_err(err)?;
-    let cert = match ca {
-        Some(ca) => p.signed_by(&key, &ca.issuer().map_err(err)?),
-        None => p.self_signed(&key),
-    }
-    .map_err(err)?;
-    write_file(
-        &pki.join(c.key_file()),
-        key.serialize_pem().as_bytes(),
-        MODE_SECRET,
-    )?;
-    write_file(&pki.join(c.cert_file()), cert.pem().as_bytes(), MODE_PUBLIC)?;
-    Ok(Ca {
-        name: c.name.clone(),
-        der: cert.der().to_vec(),
-        key,
     })
 }
 
-/// Load a CA from disk: `Ok(None)` when neither file exists.
-fn load_ca(pki: &Path, c: &CertSpec) -> Result<Option<Ca>, PkiError> {
-    let crt_path = pki.join(c.cert_file());
-    let key_path = pki.join(c.key_file());
-    let (crt, key) = (read(&crt_path)?, read(&key_path)?);
-    let broken = |reason: String| PkiError::BrokenCa {
-        path: crt_path.clone(),
-        reason,
-    };
-    let (crt, key) = match (crt, key) {
-        (None, None) => return Ok(None),
-        (Some(_), None) => {
-            return Err(broken(format!("its key {} is missing", key_path.display())));
-        }
-        (None, Some(_)) => {
-            return Err(broken(
-                "the certificate is missing, its key is there".into(),
-            ));
-        }
-        (Some(c), Some(k)) => (c, k),
-    };
-    let der = pem_to_der(&crt).map_err(broken)?;
-    let key =
-        KeyPair::from_pem(&key).map_err(|e| broken(format!("its key does not parse ({e})")))?;
-    let (_, cert) = X509Certificate::from_der(&der)
-        .map_err(|e| broken(format!("the certificate does not parse ({e})")))?;
-    if cert.public_key().raw != key.subject_public_key_info().as_slice() {
-        return Err(broken("its key does not match it".into()));
+/// The DER of the first certificate in a PEM file; the error says what is wrong, with the path.
+pub fn read_cert_der(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&text)
+        .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+    if pem.label != "CERTIFICATE" {
+        return Err(format!(
+            "{} holds a {}, not a CERTIFICATE",
+            path.display(),
+            pem.label
+        ));
     }
-    if !cert.is_ca() {
-        return Err(broken("it is not a CA certificate".into()));
-    }
-    if !cert.validity().is_valid() {
-        return Err(broken(format!(
-            "it is not valid now (expires {})",
-            cert.validity().not_after
-        )));
-    }
-    Ok(Some(Ca {
-        name: c.name.clone(),
-        der,
-        key,
-    }))
+    Ok(pem.contents)
 }
 
-/// The work to do for one leaf or key pair.
-struct Job<'a> {
-    cert: &'a CertSpec,
-    action: Action,
-    reason: String,
-    /// An existing key to keep (renewals, SAN changes); else a new one is generated.
-    key: Option<String>,
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-/// Generate (or complete) the PKI of `spec` under `out/pki`. With `force`, every CA, leaf and
-/// key is made anew. `require_ca` refuses to create CAs (for `gen node`, which extends a tree).
-pub fn generate(
-    out: &Path,
-    spec: &ClusterSpec,
-    force: bool,
-    require_ca: bool,
-) -> Result<Vec<Decision>, PkiError> {
-    let pki = pki_dir(out);
-    let all = certs::expand(spec);
-    // Check the CAs before writing anything, so a broken CA leaves the tree untouched.
-    let mut cas: Vec<(usize, Option<Ca>)> = Vec::new();
-    for (i, c) in all.iter().enumerate().filter(|(_, c)| c.kind == Kind::Ca) {
-        let loaded = if force { None } else { load_ca(&pki, c)? };
-        if loaded.is_none() && require_ca {
-            return Err(PkiError::MissingCa(pki.join(c.cert_file())));
-        }
-        cas.push((i, loaded));
-    }
-    make_dirs(&pki, &all)?;
-    let mut decisions = Vec::new();
-    let to_make: Vec<&CertSpec> = cas
-        .iter()
-        .filter(|(_, ca)| ca.is_none())
-        .map(|(i, _)| &all[*i])
-        .collect();
-    let made = par_map(&to_make, |c| {
-        let key = new_key(spec.key_algo).map_err(|source| PkiError::Issue {
-            name: c.name.clone(),
-            source,
-        })?;
-        issue(&pki, c, key, None, spec.ca_validity)
-    });
-    let mut made = made.into_iter();
-    let mut ready: Vec<Ca> = Vec::new();
-    for (i, ca) in cas {
-        let c = &all[i];
-        let (ca, action, reason) = match ca {
-            Some(ca) => (ca, Action::Reused, String::new()),
-            None => {
-                let ca = made.next().expect("one result per CA to make")?;
-                let existed = pki.join(c.cert_file()).exists();
-                if force && existed {
-                    (ca, Action::Replaced, "--force".to_string())
-                } else {
-                    (ca, Action::Created, "missing".to_string())
-                }
-            }
-        };
-        decisions.push(Decision {
-            name: c.name.clone(),
-            file: c.cert_file(),
-            action,
-            reason,
-        });
-        ready.push(ca);
-    }
-    let ca_of = |name: &str| ready.iter().find(|ca| ca.name == name);
-
-    // Decide for every leaf and key pair, then issue the ones that need it in parallel.
-    let indices: Vec<usize> = (0..all.len()).collect();
-    let all_ref = &all;
-    let checks = par_map(&indices, |&i| -> Result<Option<Job<'_>>, PkiError> {
-        let c = &all_ref[i];
-        let crt = read(&pki.join(c.cert_file()))?;
-        let key = read(&pki.join(c.key_file()))?;
-        Ok(match c.kind {
-            Kind::Ca => None,
-            Kind::KeyPair => match (&key, force) {
-                (Some(k), false) if KeyPair::from_pem(k).is_ok() => {
-                    let pubkey = KeyPair::from_pem(k)
-                        .map(|k| k.public_key_pem())
-                        .unwrap_or_default();
-                    (crt.as_deref() != Some(pubkey.as_str())).then(|| Job {
-                        cert: c,
-                        action: Action::Replaced,
-                        reason: "public key missing or wrong".into(),
-                        key: key.clone(),
-                    })
-                }
-                (None, false) => Some(Job {
-                    cert: c,
-                    action: Action::Created,
-                    reason: "missing".into(),
-                    key: None,
-                }),
-                (_, _) => Some(Job {
-                    cert: c,
-                    action: Action::Replaced,
-                    reason: if force {
-                        "--force".into()
-                    } else {
-                        "the key does not parse".into()
-                    },
-                    key: None,
-                }),
-            },
-            Kind::Leaf => {
-                let ca = ca_of(c.ca.as_deref().unwrap_or_default())
-                    .expect("the table test guarantees every leaf's CA is a CA row");
-                match (crt, key) {
-                    _ if force => Some(Job {
-                        cert: c,
-                        action: if pki.join(c.cert_file()).exists() {
-                            Action::Replaced
-                        } else {
-                            Action::Created
-                        },
-                        reason: "--force".into(),
-                        key: None,
-                    }),
-                    (Some(crt), Some(key)) => {
-                        leaf_problem(c, &crt, &key, ca, Some(spec.key_algo)).map(|reason| {
-                            // Keep a sound key of the right algorithm: only the certificate is wrong.
-                            let keep = reason.starts_with("SANs")
-                                || reason.starts_with("not signed")
-                                || reason.starts_with("not valid")
-                                || reason.starts_with("subject");
-                            Job {
-                                cert: c,
-                                action: Action::Replaced,
-                                reason,
-                                key: keep.then_some(key),
-                            }
-                        })
-                    }
-                    _ => Some(Job {
-                        cert: c,
-                        action: Action::Created,
-                        reason: "missing".into(),
-                        key: None,
-                    }),
-                }
-            }
-        })
-    });
-    let mut jobs = Vec::new();
-    for (c, check) in all.iter().zip(checks) {
-        match check? {
-            Some(job) => jobs.push(job),
-            None if c.kind != Kind::Ca => decisions.push(Decision {
-                name: c.name.clone(),
-                file: c.cert_file(),
-                action: Action::Reused,
-                reason: String::new(),
-            }),
-            None => {}
-        }
-    }
-    let results = par_map(&jobs, |j| run_job(&pki, j, spec, &ca_of));
-    for (j, r) in jobs.iter().zip(results) {
-        r?;
-        decisions.push(Decision {
-            name: j.cert.name.clone(),
-            file: j.cert.cert_file(),
-            action: j.action,
-            reason: j.reason.clone(),
-        });
-    }
-    // Table order, so the report reads like the table.
-    decisions.sort_by_key(|d| all.iter().position(|c| c.name == d.name));
-    Ok(decisions)
-}
-
-fn run_job<'a>(
-    pki: &Path,
-    j: &Job<'_>,
-    spec: &ClusterSpec,
-    ca_of: &impl Fn(&str) -> Option<&'a Ca>,
-) -> Result<(), PkiError> {
-    let c = j.cert;
-    let err = |source| PkiError::Issue {
-        name: c.name.clone(),
-        source,
-    };
-    let key = match &j.key {
-        Some(pem) => KeyPair::from_pem(pem).map_err(err)?,
-        None => new_key(spec.key_algo).map_err(err)?,
-    };
-    if c.kind == Kind::KeyPair {
-        write_file(
-            &pki.join(c.key_file()),
-            key.serialize_pem().as_bytes(),
-            MODE_SECRET,
-        )?;
-        write_file(
-            &pki.join(c.cert_file()),
-            key.public_key_pem().as_bytes(),
-            MODE_PUBLIC,
-        )?;
-        return Ok(());
-    }
-    let ca = ca_of(c.ca.as_deref().unwrap_or_default())
-        .expect("the table test guarantees every leaf's CA is a CA row");
-    issue(pki, c, key, Some(ca), spec.cert_validity).map(|_| ())
+/// RFC 3339 in UTC, to the second.
+pub fn fmt_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// One row of `kbin certs check`.
@@ -672,160 +930,142 @@ fn run_job<'a>(
 pub struct CheckRow {
     /// The certificate's name.
     pub name: String,
-    /// Its file under `pki/`.
-    pub file: String,
-    /// Expiry (RFC 3339), when the certificate parses.
+    /// Its expiry (RFC 3339), when readable.
     pub expires: Option<String>,
-    /// Seconds left until expiry (negative when expired).
-    pub residual_seconds: Option<i64>,
-    /// The signing CA's name (empty for CAs).
-    pub ca: String,
-    /// What is wrong (empty when sound).
+    /// Seconds left until expiry (negative once expired), when readable.
+    pub seconds_left: Option<i64>,
+    /// The signing CA (`None` for CAs and key pairs).
+    pub ca: Option<String>,
+    /// Whether it is a CA.
+    pub is_ca: bool,
+    /// Everything wrong with it; empty when fine.
     pub problems: Vec<String>,
-    /// Expires within the warning window.
-    pub expiring: bool,
 }
 
-/// Check every certificate of `spec` under `out/pki`: expiry, signature, key, subject, SANs.
-pub fn check(out: &Path, spec: &ClusterSpec, warn: Duration) -> Result<Vec<CheckRow>, PkiError> {
+impl CheckRow {
+    /// `364d`, `9y`, `5h`, `expired`: kubeadm's "residual time".
+    pub fn time_left(&self) -> String {
+        match self.seconds_left {
+            None => "-".into(),
+            Some(s) if s <= 0 => "expired".into(),
+            Some(s) if s >= 2 * 365 * 86_400 => format!("{}y", s / (365 * 86_400)),
+            Some(s) if s >= 86_400 => format!("{}d", s / 86_400),
+            Some(s) => format!("{}h", s / 3600),
+        }
+    }
+}
+
+/// Check every certificate of `spec` under `out`: readable, key matching, signed by its CA,
+/// the subject and SANs the table asks, and not expiring within `warn`.
+pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
     let pki = pki_dir(out);
-    let all = certs::expand(spec);
-    let mut cas = Vec::new();
-    for c in all.iter().filter(|c| c.kind == Kind::Ca) {
-        // A broken CA shows up as its own row's problem below.
-        if let Ok(Some(ca)) = load_ca(&pki, c) {
-            cas.push(ca);
-        }
-    }
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let rows = par_map(&all, |c| -> Result<Option<CheckRow>, PkiError> {
-        if c.kind == Kind::KeyPair {
-            return Ok(None);
-        }
-        let crt = read(&pki.join(c.cert_file()))?;
-        let key = read(&pki.join(c.key_file()))?;
-        let mut row = CheckRow {
-            name: c.name.clone(),
-            file: c.cert_file(),
-            expires: None,
-            residual_seconds: None,
-            ca: c.ca.clone().unwrap_or_default(),
-            problems: Vec::new(),
-            expiring: false,
-        };
-        let (Some(crt), Some(key)) = (crt, key) else {
-            row.problems.push("missing".into());
-            return Ok(Some(row));
-        };
-        if let Ok(der) = pem_to_der(&crt)
-            && let Ok((_, cert)) = X509Certificate::from_der(&der)
-        {
-            let not_after = cert.validity().not_after.to_datetime();
-            row.expires = not_after
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok();
-            let left = not_after.unix_timestamp() - now;
-            row.residual_seconds = Some(left);
-            row.expiring = left < warn.as_secs() as i64;
-        }
-        let problem = match c.kind {
-            Kind::Ca => match load_ca(&pki, c) {
-                Err(e) => Some(match e {
-                    PkiError::BrokenCa { reason, .. } => reason,
-                    e => e.to_string(),
-                }),
-                Ok(_) => None,
-            },
-            _ => match cas.iter().find(|ca| Some(&ca.name) == c.ca.as_ref()) {
-                Some(ca) => leaf_problem(c, &crt, &key, ca, None),
-                None => Some(format!("its CA {} is missing or broken", row.ca)),
-            },
-        };
-        row.problems.extend(problem);
-        Ok(Some(row))
-    });
-    rows.into_iter().filter_map(Result::transpose).collect()
-}
-
-/// Renew leaves (all of them, or those named) with their existing keys, same subjects and SANs,
-/// signed by the existing CAs. CAs are never renewed here.
-pub fn renew(out: &Path, spec: &ClusterSpec, names: &[String]) -> Result<Vec<Decision>, PkiError> {
-    let pki = pki_dir(out);
-    let all = certs::expand(spec);
-    for n in names {
-        if !all.iter().any(|c| &c.name == n && c.kind == Kind::Leaf) {
-            return Err(PkiError::UnknownName(n.clone()));
-        }
-    }
-    let mut cas = Vec::new();
-    for c in all.iter().filter(|c| c.kind == Kind::Ca) {
-        match load_ca(&pki, c)? {
-            Some(ca) => cas.push(ca),
-            None => return Err(PkiError::MissingCa(pki.join(c.cert_file()))),
-        }
-    }
-    let ca_of = |name: &str| cas.iter().find(|ca| ca.name == name);
-    let mut jobs = Vec::new();
-    for c in all.iter().filter(|c| c.kind == Kind::Leaf) {
-        if !names.is_empty() && !names.contains(&c.name) {
-            continue;
-        }
-        let key = read(&pki.join(c.key_file()))?.filter(|k| KeyPair::from_pem(k).is_ok());
-        jobs.push(Job {
-            cert: c,
-            action: Action::Replaced,
-            reason: if key.is_some() {
-                "renewed".into()
-            } else {
-                "renewed with a new key".into()
-            },
-            key,
-        });
-    }
-    let results = par_map(&jobs, |j| run_job(&pki, j, spec, &ca_of));
-    let mut decisions = Vec::new();
-    for (j, r) in jobs.iter().zip(results) {
-        r?;
-        decisions.push(Decision {
-            name: j.cert.name.clone(),
-            file: j.cert.cert_file(),
-            action: j.action,
-            reason: j.reason.clone(),
-        });
-    }
-    Ok(decisions)
-}
-
-/// `DIR/cluster.toml`: the spec a tree was generated from, so `gen node` and `certs check|renew`
-/// work on it later (and `--config DIR/cluster.toml` regenerates it).
-pub fn spec_file(out: &Path) -> PathBuf {
-    out.join("cluster.toml")
-}
-
-/// `spec` as the `cluster.toml` that builds it again (every value explicit).
-pub fn spec_toml(spec: &ClusterSpec) -> String {
-    use super::spec::{NodeInput, SpecInput, format_duration};
-    let input = SpecInput {
-        name: Some(spec.name.clone()),
-        cluster_ip: Some(spec.cluster_ip.to_string()),
-        service_cidr: Some(spec.service_cidr.to_string()),
-        cluster_dns: Some(spec.cluster_dns.to_string()),
-        cluster_domain: Some(spec.cluster_domain.clone()),
-        pod_cidr: Some(spec.pod_cidr.to_string()),
-        key_algo: Some(spec.key_algo.to_string()),
-        ca_validity: Some(format_duration(spec.ca_validity)),
-        cert_validity: Some(format_duration(spec.cert_validity)),
-        nodes: spec
-            .nodes
-            .iter()
-            .map(|n| NodeInput {
-                name: n.name.clone(),
-                ip: n.ip.to_string(),
-                control_plane: n.control_plane,
-                worker: n.worker,
+    let items = certs::plan(spec);
+    let now = SystemTime::now();
+    let soon = now + warn;
+    // CAs loaded once, for the leaves' signature checks.
+    let mut cas: std::collections::HashMap<&str, Authority> = std::collections::HashMap::new();
+    for item in items.iter().filter(|i| i.is_ca()) {
+        let loaded = (|| {
+            let key = KeyPair::from_pem(&read_string(&item.key_path(&pki)).ok()?).ok()?;
+            let der = read_cert_der(&item.cert_path(&pki)).ok()?;
+            let cert_pem = read_string(&item.cert_path(&pki)).ok()?;
+            Some(Authority {
+                der,
+                cert_pem,
+                key,
+                not_after: time::OffsetDateTime::now_utc(),
+                fresh: false,
             })
-            .collect(),
-    };
-    let body = toml::to_string(&input).expect("a spec of strings and booleans always serializes");
-    format!("# Written by `kbin gen`: the spec this tree was generated from.\n{body}")
+        })();
+        if let Some(a) = loaded {
+            cas.insert(item.name.as_str(), a);
+        }
+    }
+    par_map(&items, |item| {
+        let mut row = CheckRow {
+            name: item.name.clone(),
+            expires: None,
+            seconds_left: None,
+            ca: item.ca.clone(),
+            is_ca: item.is_ca(),
+            problems: Vec::new(),
+        };
+        let (cert_path, key_path) = (item.cert_path(&pki), item.key_path(&pki));
+        let key = match read_string(&key_path) {
+            Err(_) => {
+                row.problems
+                    .push(format!("{} is missing", key_path.display()));
+                None
+            }
+            Ok(pem) => match KeyPair::from_pem(&pem) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    row.problems.push(format!("key unreadable: {e}"));
+                    None
+                }
+            },
+        };
+        if item.kind == Kind::KeyPair {
+            match (read_string(&cert_path), &key) {
+                (Err(_), _) => row
+                    .problems
+                    .push(format!("{} is missing", cert_path.display())),
+                (Ok(p), Some(k)) if p.trim() != k.public_key_pem().trim() => row
+                    .problems
+                    .push("public key does not match the private key".into()),
+                _ => {}
+            }
+            return row;
+        }
+        let der = match read_cert_der(&cert_path) {
+            Ok(d) => d,
+            Err(e) => {
+                row.problems.push(e);
+                return row;
+            }
+        };
+        let Ok((_, x509)) = X509Certificate::from_der(&der) else {
+            row.problems.push("certificate does not parse".into());
+            return row;
+        };
+        let not_after = x509.validity().not_after.to_datetime();
+        row.expires = Some(fmt_time(not_after));
+        row.seconds_left = Some((not_after - time::OffsetDateTime::from(now)).whole_seconds());
+        if not_after < time::OffsetDateTime::from(now) {
+            row.problems.push("expired".into());
+        } else if not_after < time::OffsetDateTime::from(soon) {
+            row.problems.push(format!(
+                "expires within {}",
+                super::spec::format_duration(warn)
+            ));
+        }
+        let Some(key) = key else { return row };
+        if item.is_ca() {
+            if let Some(p) = root_problem(&x509, &key, now).filter(|p| !p.starts_with("expired")) {
+                row.problems.push(p);
+            }
+            return row;
+        }
+        let ca_name = item.ca.as_deref().expect("leaves have a CA");
+        match cas.get(ca_name) {
+            None => row
+                .problems
+                .push(format!("its CA {ca_name} is missing or unreadable")),
+            Some(ca) => {
+                if let Some(p) = leaf_problem(
+                    item,
+                    &x509,
+                    &key,
+                    ca,
+                    key_algo_of(&x509).unwrap_or(spec.key_algo),
+                    now,
+                )
+                .filter(|p| !p.starts_with("expired"))
+                {
+                    row.problems.push(p);
+                }
+            }
+        }
+        row
+    })
 }

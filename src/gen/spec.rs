@@ -101,6 +101,31 @@ impl ClusterSpec {
         nth_address(&self.service_cidr, 1).expect("validated: the service CIDR holds address 1")
     }
 
+    /// The input that builds this spec again (what `kbin gen` saves as `<out>/cluster.toml`).
+    pub fn to_input(&self) -> SpecInput {
+        SpecInput {
+            name: Some(self.name.clone()),
+            cluster_ip: Some(self.cluster_ip.to_string()),
+            service_cidr: Some(self.service_cidr.to_string()),
+            cluster_dns: Some(self.cluster_dns.to_string()),
+            cluster_domain: Some(self.cluster_domain.clone()),
+            pod_cidr: Some(self.pod_cidr.to_string()),
+            key_algo: Some(self.key_algo.to_string()),
+            ca_validity: Some(format_duration(self.ca_validity)),
+            cert_validity: Some(format_duration(self.cert_validity)),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeInput {
+                    name: n.name.clone(),
+                    ip: n.ip.to_string(),
+                    control_plane: n.control_plane,
+                    worker: n.worker,
+                })
+                .collect(),
+        }
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)

@@ -1,0 +1,725 @@
+//! `kbin gen cluster|node` PKI and kubeconfigs, `kbin certs check|renew`, checked with the real
+//! openssl, kubectl and etcd.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use x509_parser::prelude::*;
+
+/// A temp dir with KBIN_HOME inside and the cluster at `<dir>/c`.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("c")
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.out().join("pki")
+    }
+
+    /// Run kbin with `args` and `--out <dir>/c`.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("kbin");
+        cmd.env("KBIN_HOME", self.dir.path().join("home"))
+            .current_dir(self.dir.path())
+            .args(args)
+            .arg("--out")
+            .arg(self.out());
+        cmd.output().expect("kbin runs")
+    }
+
+    /// Run, expect success; stderr then stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kbin {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        )
+    }
+
+    fn fail(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "kbin {args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// SHA-256 of every file of the tree, by relative path.
+    fn tree(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if self.out().exists() {
+            walk(&self.out(), &self.out(), &mut out);
+        }
+        out
+    }
+
+    fn cert(&self, name: &str) -> Vec<u8> {
+        let pem = std::fs::read(self.pki().join(format!("{name}.crt"))).expect("cert exists");
+        let (_, p) = x509_parser::pem::parse_x509_pem(&pem).expect("PEM");
+        p.contents
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, sha256(&std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The path of a required tool; a missing one fails the test.
+fn tool(path: &str) -> &str {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: run scripts/setup-test-deps"
+    );
+    path
+}
+
+/// Files whose content changed between two trees, and files added.
+fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+const NODES: &[&str] = &[
+    "--control-plane",
+    "cp1=10.0.0.1",
+    "--control-plane",
+    "cp2=10.0.0.2",
+    "--worker",
+    "w1=10.0.0.11",
+    "--worker",
+    "w2=10.0.0.12",
+    "--cluster-ip",
+    "10.0.0.100",
+];
+
+fn gen_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["gen", "cluster"];
+    v.extend_from_slice(NODES);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// name, CA, CN, O, server auth, client auth.
+type Expect = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    bool,
+    bool,
+);
+
+#[rustfmt::skip]
+const LEAVES: &[Expect] = &[
+    ("apiserver", "ca", "kube-apiserver", None, true, false),
+    ("apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client", Some("kubeadm:cluster-admins"), false, true),
+    ("front-proxy-client", "front-proxy-ca", "front-proxy-client", None, false, true),
+    ("etcd/cp1/server", "etcd/ca", "cp1", None, true, true),
+    ("etcd/cp1/peer", "etcd/ca", "cp1", None, true, true),
+    ("etcd/cp2/server", "etcd/ca", "cp2", None, true, true),
+    ("etcd/cp2/peer", "etcd/ca", "cp2", None, true, true),
+    ("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", None, false, true),
+    ("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client", None, false, true),
+    ("admin", "ca", "kubernetes-admin", Some("kubeadm:cluster-admins"), false, true),
+    ("super-admin", "ca", "kubernetes-super-admin", Some("system:masters"), false, true),
+    ("controller-manager", "ca", "system:kube-controller-manager", None, false, true),
+    ("scheduler", "ca", "system:kube-scheduler", None, false, true),
+    ("kube-proxy", "ca", "system:kube-proxy", Some("system:node-proxier"), false, true),
+    ("nodes/w1/kubelet-client", "ca", "system:node:w1", Some("system:nodes"), false, true),
+    ("nodes/w1/kubelet", "ca", "system:node:w1", Some("system:nodes"), true, false),
+    ("nodes/w2/kubelet-client", "ca", "system:node:w2", Some("system:nodes"), false, true),
+    ("nodes/w2/kubelet", "ca", "system:node:w2", Some("system:nodes"), true, false),
+];
+
+const CAS: &[(&str, &str)] = &[
+    ("ca", "kubernetes"),
+    ("front-proxy-ca", "front-proxy-ca"),
+    ("etcd/ca", "etcd-ca"),
+];
+
+fn sans(c: &X509Certificate<'_>) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(Some(ext)) = c.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => v.push(format!("DNS:{d}")),
+                GeneralName::IPAddress(b) => {
+                    let ip: IpAddr = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).unwrap().into(),
+                        _ => <[u8; 16]>::try_from(*b).unwrap().into(),
+                    };
+                    v.push(format!("IP:{ip}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+fn first<'a>(mut it: impl Iterator<Item = &'a AttributeTypeAndValue<'a>>) -> Option<String> {
+    it.next().map(|a| a.as_str().unwrap().to_string())
+}
+
+fn check_certificates(env: &Env, rsa: bool) {
+    let openssl = tool("/usr/bin/openssl");
+    let day = 86_400;
+    for (name, cn) in CAS {
+        let der = env.cert(name);
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        assert!(c.is_ca(), "{name} is a CA");
+        assert_eq!(first(c.subject().iter_common_name()).as_deref(), Some(*cn));
+        assert_eq!(c.subject(), c.issuer(), "{name} is self-signed");
+        let ku = c.key_usage().unwrap().expect("CA key usage").value;
+        assert!(ku.key_cert_sign() && ku.digital_signature(), "{name} KU");
+        let span = c.validity().not_after.timestamp() - c.validity().not_before.timestamp();
+        assert_eq!(
+            span,
+            3650 * day + 300,
+            "{name}: 10 years (+5 min backdating)"
+        );
+        let out = Command::new(openssl)
+            .args(["verify", "-CAfile"])
+            .arg(env.pki().join(format!("{name}.crt")))
+            .arg(env.pki().join(format!("{name}.crt")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl verify {name}: {out:?}");
+    }
+    for (name, ca, cn, org, server, client) in LEAVES {
+        let path = env.pki().join(format!("{name}.crt"));
+        let out = Command::new(openssl)
+            .args(["verify", "-CAfile"])
+            .arg(env.pki().join(format!("{ca}.crt")))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(": OK"),
+            "openssl verify {name} against {ca}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let der = env.cert(name);
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        assert!(!c.is_ca(), "{name} is not a CA");
+        assert_eq!(
+            first(c.subject().iter_common_name()).as_deref(),
+            Some(*cn),
+            "{name} CN"
+        );
+        assert_eq!(
+            first(c.subject().iter_organization()),
+            org.map(String::from),
+            "{name} O"
+        );
+        let eku = c.extended_key_usage().unwrap().expect("EKU").value;
+        assert_eq!(
+            (eku.server_auth, eku.client_auth),
+            (*server, *client),
+            "{name} EKU"
+        );
+        let ku = c.key_usage().unwrap().expect("KU").value;
+        assert!(ku.digital_signature() && !ku.key_cert_sign(), "{name} KU");
+        assert_eq!(
+            ku.key_encipherment(),
+            rsa,
+            "{name}: keyEncipherment only for RSA"
+        );
+        let span = c.validity().not_after.timestamp() - c.validity().not_before.timestamp();
+        assert_eq!(span, 365 * day + 300, "{name}: 1 year (+5 min backdating)");
+        match c.public_key().parsed().unwrap() {
+            x509_parser::public_key::PublicKey::EC(ec) => {
+                assert!(!rsa, "{name} key type");
+                assert_eq!(ec.key_size(), 256);
+            }
+            x509_parser::public_key::PublicKey::RSA(k) => {
+                assert!(rsa, "{name} key type");
+                assert_eq!(k.key_size(), 2048);
+            }
+            other => panic!("{name}: unexpected key {other:?}"),
+        }
+        let key_pem = std::fs::read(env.pki().join(format!("{name}.key"))).unwrap();
+        let mode = std::fs::metadata(env.pki().join(format!("{name}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}.key mode");
+        assert!(String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY"));
+    }
+    let api = env.cert("apiserver");
+    let (_, c) = X509Certificate::from_der(&api).unwrap();
+    let mut want: Vec<String> = [
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:cp1",
+        "DNS:cp2",
+        "DNS:localhost",
+        "IP:10.32.0.1",
+        "IP:10.0.0.1",
+        "IP:10.0.0.2",
+        "IP:10.0.0.100",
+        "IP:127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.sort();
+    assert_eq!(sans(&c), want);
+    let der = env.cert("etcd/cp2/peer");
+    let (_, c) = X509Certificate::from_der(&der).unwrap();
+    let mut want: Vec<String> = [
+        "DNS:cp2",
+        "DNS:localhost",
+        "IP:10.0.0.2",
+        "IP:127.0.0.1",
+        "IP:::1",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.sort();
+    assert_eq!(sans(&c), want);
+    let der = env.cert("nodes/w2/kubelet");
+    let (_, c) = X509Certificate::from_der(&der).unwrap();
+    assert_eq!(sans(&c), ["DNS:w2", "IP:10.0.0.12"]);
+    let der = env.cert("admin");
+    let (_, c) = X509Certificate::from_der(&der).unwrap();
+    assert!(sans(&c).is_empty());
+    for dir in ["", "etcd", "etcd/cp1", "nodes/w1"] {
+        let mode = std::fs::metadata(env.pki().join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "pki/{dir} mode");
+    }
+    let sa = std::fs::read_to_string(env.pki().join("sa.pub")).unwrap();
+    assert!(sa.contains("BEGIN PUBLIC KEY"));
+    let out = Command::new(openssl)
+        .args(["pkey", "-pubout", "-in"])
+        .arg(env.pki().join("sa.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sa.trim(),
+        "sa.pub matches sa.key"
+    );
+}
+
+#[test]
+fn every_certificate_verifies_with_openssl_and_carries_its_subject_usages_and_sans() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    check_certificates(&env, false);
+}
+
+#[test]
+fn rsa_2048_certificates_verify_and_carry_rsa_keys() {
+    let env = Env::new();
+    env.ok(&gen_args(&["--key-algo", "rsa-2048"]));
+    check_certificates(&env, true);
+}
+
+#[test]
+fn kubectl_loads_every_kubeconfig_with_the_certificate_from_pki() {
+    let kubectl = tool("/usr/bin/kubectl");
+    let env = Env::new();
+    env.ok(&gen_args(&["--name", "hardway"]));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let confs = [
+        ("admin.conf", "admin", "kubernetes-admin"),
+        ("super-admin.conf", "super-admin", "kubernetes-super-admin"),
+        (
+            "controller-manager.conf",
+            "controller-manager",
+            "system:kube-controller-manager",
+        ),
+        ("scheduler.conf", "scheduler", "system:kube-scheduler"),
+        ("kube-proxy.conf", "kube-proxy", "system:kube-proxy"),
+        (
+            "kubelet-w1.conf",
+            "nodes/w1/kubelet-client",
+            "system:node:w1",
+        ),
+        (
+            "kubelet-w2.conf",
+            "nodes/w2/kubelet-client",
+            "system:node:w2",
+        ),
+    ];
+    let dir = env.out().join("kubeconfigs");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), confs.len());
+    for (file, cert, user) in confs {
+        let path = dir.join(file);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} holds a key");
+        let out = Command::new(kubectl)
+            .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl on {file}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["clusters"][0]["name"], "hardway");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://10.0.0.100:6443"
+        );
+        assert_eq!(v["current-context"], format!("{user}@hardway"));
+        assert_eq!(v["users"][0]["name"], user);
+        let decode = |s: &serde_json::Value| b64.decode(s.as_str().unwrap()).unwrap();
+        let embedded = decode(&v["users"][0]["user"]["client-certificate-data"]);
+        let on_disk = std::fs::read(env.pki().join(format!("{cert}.crt"))).unwrap();
+        assert_eq!(embedded, on_disk, "{file} embeds pki/{cert}.crt");
+        let key = decode(&v["users"][0]["user"]["client-key-data"]);
+        assert_eq!(
+            key,
+            std::fs::read(env.pki().join(format!("{cert}.key"))).unwrap()
+        );
+        let ca = decode(&v["clusters"][0]["cluster"]["certificate-authority-data"]);
+        assert_eq!(ca, std::fs::read(env.pki().join("ca.crt")).unwrap());
+    }
+}
+
+#[test]
+fn a_rerun_changes_nothing_and_says_so() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    let err = env.ok(&gen_args(&[]));
+    assert_eq!(env.tree(), before);
+    assert!(err.contains("0 created, 0 replaced"), "{err}");
+}
+
+#[test]
+fn deleting_one_leaf_regenerates_only_it_and_its_kubeconfig() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    std::fs::remove_file(env.pki().join("scheduler.crt")).unwrap();
+    let err = env.ok(&gen_args(&[]));
+    let mut diff = changed(&before, &env.tree());
+    diff.sort();
+    assert_eq!(
+        diff,
+        [
+            "kubeconfigs/scheduler.conf",
+            "pki/scheduler.crt",
+            "pki/scheduler.key"
+        ],
+        "{err}"
+    );
+    assert!(err.contains("scheduler (certificate missing)"), "{err}");
+}
+
+#[test]
+fn adding_a_control_plane_regenerates_only_certificates_whose_sans_change() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    env.ok(&gen_args(&["--control-plane", "cp3=10.0.0.3"]));
+    let mut diff = changed(&before, &env.tree());
+    diff.sort();
+    assert_eq!(
+        diff,
+        [
+            "cluster.toml",
+            "pki/apiserver.crt",
+            "pki/apiserver.key",
+            "pki/etcd/cp3/peer.crt",
+            "pki/etcd/cp3/peer.key",
+            "pki/etcd/cp3/server.crt",
+            "pki/etcd/cp3/server.key",
+        ]
+    );
+}
+
+#[test]
+fn force_replaces_every_ca_certificate_and_kubeconfig() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    env.ok(&gen_args(&["--force"]));
+    let after = env.tree();
+    let same: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) == Some(v) && k.as_str() != "cluster.toml")
+        .collect();
+    assert!(same.is_empty(), "unchanged after --force: {same:?}");
+}
+
+#[test]
+fn gen_node_adds_workers_signed_by_the_existing_ca() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    let out = env.run(&["gen", "node", "w3=10.0.0.13", "w4=10.0.0.14"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut diff = changed(&before, &env.tree());
+    diff.sort();
+    assert_eq!(
+        diff,
+        [
+            "cluster.toml",
+            "kubeconfigs/kubelet-w3.conf",
+            "kubeconfigs/kubelet-w4.conf",
+            "pki/nodes/w3/kubelet-client.crt",
+            "pki/nodes/w3/kubelet-client.key",
+            "pki/nodes/w3/kubelet.crt",
+            "pki/nodes/w3/kubelet.key",
+            "pki/nodes/w4/kubelet-client.crt",
+            "pki/nodes/w4/kubelet-client.key",
+            "pki/nodes/w4/kubelet.crt",
+            "pki/nodes/w4/kubelet.key",
+        ]
+    );
+    let out = Command::new(tool("/usr/bin/openssl"))
+        .args(["verify", "-CAfile"])
+        .arg(env.pki().join("ca.crt"))
+        .arg(env.pki().join("nodes/w4/kubelet.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // A node that clashes with an existing one is refused, and nothing is written.
+    let before = env.tree();
+    let err = env.fail(&["gen", "node", "w5=10.0.0.11"]);
+    assert!(err.contains("10.0.0.11 is used by both"), "{err}");
+    assert_eq!(env.tree(), before);
+    // gen node never makes a CA: without one it stops before writing.
+    std::fs::remove_file(env.pki().join("ca.crt")).unwrap();
+    std::fs::remove_file(env.pki().join("ca.key")).unwrap();
+    let before = env.tree();
+    let err = env.fail(&["gen", "node", "w5=10.0.0.15"]);
+    assert!(
+        err.contains("ca cannot be reused") && err.contains("ca.crt is missing"),
+        "{err}"
+    );
+    assert_eq!(env.tree(), before);
+}
+
+#[test]
+fn gen_node_without_a_cluster_says_to_run_gen_cluster() {
+    let env = Env::new();
+    let err = env.fail(&["gen", "node", "w1=10.0.0.1"]);
+    assert!(err.contains("kbin gen cluster"), "{err}");
+    assert!(!env.out().exists());
+}
+
+#[test]
+fn each_bad_input_gives_its_error_and_writes_nothing() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--cluster-ip", "10.0.0.256"],
+            "--cluster-ip \"10.0.0.256\" is not an IP address",
+        ),
+        (
+            &["--service-cidr", "10.32.0.0/40"],
+            "--service-cidr \"10.32.0.0/40\" is not a CIDR",
+        ),
+        (
+            &["--pod-cidr", "banana"],
+            "--pod-cidr \"banana\" is not a CIDR",
+        ),
+        (
+            &["--cluster-dns", "10.96.0.10"],
+            "cluster DNS address 10.96.0.10 is not inside the service CIDR 10.32.0.0/24",
+        ),
+        (
+            &["--pod-cidr", "10.32.0.0/16"],
+            "pod CIDR 10.32.0.0/16 and service CIDR 10.32.0.0/24 overlap",
+        ),
+        (
+            &["--control-plane", "CP_1=10.0.0.1"],
+            "node name \"CP_1\" is not a valid DNS label",
+        ),
+        (
+            &[
+                "--control-plane",
+                "cp1=10.0.0.1",
+                "--worker",
+                "cp1=10.0.0.2",
+            ],
+            "node name \"cp1\" is used twice",
+        ),
+        (
+            &["--control-plane", "cp1=10.0.0.1", "--worker", "w1=10.0.0.1"],
+            "node IP 10.0.0.1 is used by both \"cp1\" and \"w1\"",
+        ),
+        (&["--control-plane", "cp1"], "node \"cp1\" is not NAME=IP"),
+        (&["--worker", "w1=10.0.0.1"], "no control-plane node"),
+        (&["--key-algo", "dsa-1024"], "key algorithm \"dsa-1024\""),
+        (&["--cert-validity", "20y"], "longer than the CA validity"),
+        (
+            &["--ca-validity", "forever"],
+            "--ca-validity \"forever\" is not a duration",
+        ),
+    ];
+    for (args, want) in cases {
+        let env = Env::new();
+        let mut full = vec!["gen", "cluster"];
+        full.extend_from_slice(args);
+        let err = env.fail(&full);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(err.contains("nothing was written"), "{args:?}: {err}");
+        assert!(!env.out().exists(), "{args:?} wrote {:?}", env.tree());
+    }
+    // Bad input over an existing tree changes nothing either.
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    env.fail(&gen_args(&["--pod-cidr", "10.32.0.0/16"]));
+    assert_eq!(env.tree(), before);
+}
+
+#[test]
+fn a_config_file_gives_the_spec_and_flags_override_it() {
+    let env = Env::new();
+    let cfg = env.dir.path().join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "from-file"
+cluster-ip = "10.1.0.5"
+[[nodes]]
+name = "cp1"
+ip = "10.1.0.5"
+control_plane = true
+worker = true
+"#,
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    env.ok(&["gen", "cluster", "--config", cfg_s, "--name", "from-flag"]);
+    let conf = std::fs::read_to_string(env.out().join("kubeconfigs/admin.conf")).unwrap();
+    assert!(conf.contains("from-flag") && conf.contains("https://10.1.0.5:6443"));
+    assert!(env.pki().join("nodes/cp1/kubelet.crt").exists());
+    std::fs::write(&cfg, "nmae = \"typo\"\n").unwrap();
+    let env2 = Env::new();
+    let err = env2.fail(&["gen", "cluster", "--config", cfg_s]);
+    assert!(err.contains("nmae"), "{err}");
+    assert!(!env2.out().exists());
+}
+
+#[test]
+fn a_broken_ca_is_never_replaced_without_force() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    std::fs::write(env.pki().join("etcd/ca.key"), "garbage").unwrap();
+    let before = env.tree();
+    let err = env.fail(&gen_args(&[]));
+    assert!(err.contains("etcd/ca cannot be reused"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(env.tree(), before);
+    env.ok(&gen_args(&["--force"]));
+    assert_ne!(env.tree(), before);
+}
+
+#[test]
+fn certs_check_lists_every_certificate_and_fails_within_the_warning_window() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let out = env.run(&["certs", "check"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NAME") && text.contains("TIME LEFT"));
+    assert!(
+        text.contains("nodes/w2/kubelet") && text.contains("364d"),
+        "{text}"
+    );
+    let out = env.run(&["certs", "check", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3 + 1 + LEAVES.len());
+    // Leaves expire in a year: a 400-day window catches them, not the CAs.
+    let out = env.run(&["certs", "check", "--warn", "400d", "--json"]);
+    assert!(!out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flagged: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["problems"].as_array().unwrap().is_empty())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged.len(), LEAVES.len(), "{flagged:?}");
+    // A broken leaf fails the check.
+    std::fs::remove_file(env.pki().join("admin.key")).unwrap();
+    let out = env.run(&["certs", "check"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin.key is missing"));
+    let err = env.fail(&["certs", "check", "--warn", "soon"]);
+    assert!(err.contains("--warn \"soon\""), "{err}");
+}
+
+#[test]
+fn certs_renew_resigns_leaves_with_their_keys_and_refuses_cas() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let before = env.tree();
+    env.ok(&["certs", "renew", "admin", "nodes/w1/kubelet"]);
+    let mut diff = changed(&before, &env.tree());
+    diff.sort();
+    assert_eq!(
+        diff,
+        [
+            "kubeconfigs/admin.conf",
+            "pki/admin.crt",
+            "pki/nodes/w1/kubelet.crt"
+        ]
+    );
+    let der = env.cert("nodes/w1/kubelet");
+    let (_, c) = X509Certificate::from_der(&der).unwrap();
+    assert_eq!(sans(&c), ["DNS:w1", "IP:10.0.0.11"]);
+    // The re-run still keeps everything: the renewed certificates are right.
+    let now = env.tree();
+    env.ok(&gen_args(&[]));
+    assert_eq!(env.tree(), now);
+    let err = env.fail(&["certs", "renew", "ca"]);
+    assert!(err.contains("only renews leaf"), "{err}");
+    let err = env.fail(&["certs", "renew", "nope"]);
+    assert!(err.contains("\"nope\" is not a certificate"), "{err}");
+    assert_eq!(env.tree(), now);
+    env.ok(&["certs", "renew"]);
+    let renewed = changed(&now, &env.tree());
+    assert_eq!(
+        renewed.iter().filter(|f| f.ends_with(".crt")).count(),
+        LEAVES.len()
+    );
+    assert!(
+        renewed.iter().all(|f| !f.ends_with(".key")),
+        "keys are kept: {renewed:?}"
+    );
+}
