@@ -126,6 +126,9 @@ struct GenReport<'a> {
     out: &'a Path,
     spec: &'a ClusterSpec,
     pki: Vec<Outcome>,
+    /// The configs step's output (`gen cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<&'a crate::r#gen::bundle::Written>,
 }
 
 impl GenClusterArgs {
@@ -162,11 +165,13 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         .input()
         .and_then(|flags| file.overlay(flags).build())
         .hint(SPEC_HINT)?;
+    // Versions first: a missing toolchain fails before anything is written.
+    let versions = configs_step::versions(ctx, &a)?;
     let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
-
-    // Configs, units, bundles and next steps (issue 7) go here, after the PKI.
-
-    finish(ctx, &a.out, &spec, pki)
+    let configs = configs_step::run(ctx, &spec, &a, &versions)?;
+    finish(ctx, &a.out, &spec, pki, Some(&configs))?;
+    configs_step::print_next_steps(ctx, &configs);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
@@ -178,7 +183,7 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
     let spec = input.build().hint(SPEC_HINT)?;
     let pki = pki_step(ctx, &spec, &a.out, false, true)?;
-    finish(ctx, &a.out, &spec, pki)
+    finish(ctx, &a.out, &spec, pki, None)
 }
 
 fn pki_step(
@@ -214,9 +219,15 @@ fn finish(
     out: &Path,
     spec: &ClusterSpec,
     pki: Vec<Outcome>,
+    configs: Option<&crate::r#gen::bundle::Written>,
 ) -> anyhow::Result<ExitCode> {
     gen_mod::save_spec(out, spec)?;
-    let report = GenReport { out, spec, pki };
+    let report = GenReport {
+        out,
+        spec,
+        pki,
+        configs,
+    };
     ctx.ui.report(&report, |r| {
         let count = |a: Action| r.pki.iter().filter(|o| o.action == a).count();
         format!(
@@ -229,4 +240,127 @@ fn finish(
         )
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configs step of `kbin gen cluster` (issue 7): component configs, systemd units, node
+/// bundles and NEXT-STEPS, pinned to a toolchain's versions (or the manifest's with
+/// `--kubernetes-version`).
+mod configs_step {
+    use std::net::IpAddr;
+
+    use anyhow::Context as _;
+
+    use super::{Context, GenClusterArgs};
+    use crate::error::WithHint;
+    use crate::r#gen::bundle::{self, Written};
+    use crate::r#gen::configs::{ClusterInput, NodeInput};
+    use crate::r#gen::spec::ClusterSpec;
+    use crate::r#gen::versions::{self, Versions, VersionsError};
+    use crate::manifest::Arch;
+    use crate::manifest::resolve::Request;
+
+    /// The versions to pin to: `--kubernetes-version` from the manifest, else `--toolchain`,
+    /// else the default toolchain.
+    pub(super) fn versions(ctx: &Context, a: &GenClusterArgs) -> anyhow::Result<Versions> {
+        if let Some(v) = &a.kubernetes_version {
+            let manifest = ctx.manifest()?;
+            let res = crate::cli::resolve(
+                &manifest,
+                &Request {
+                    version: v.clone(),
+                    ..Default::default()
+                },
+            )?;
+            let arch = Arch::host().unwrap_or(Arch::Amd64);
+            return Versions::from_resolution(&res, arch)
+                .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
+        }
+        let layout = ctx.layout()?;
+        Versions::from_toolchain(&layout, a.toolchain.as_deref()).map_err(|e| {
+            let hint = match &e {
+                VersionsError::NoToolchain { .. } => {
+                    "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
+                }
+                VersionsError::NotInstalled { .. } => {
+                    "see `kbin show-versions` for what is installed, or `kbin install` it"
+                }
+                _ => "reinstall the toolchain (`kbin install`)",
+            };
+            crate::error::with_hint(e.into(), hint)
+        })
+    }
+
+    /// The renderers' view of the spec.
+    fn input(spec: &ClusterSpec) -> ClusterInput {
+        ClusterInput {
+            name: spec.name.clone(),
+            api_server_url: spec.api_server_url(),
+            service_cidr: spec.service_cidr.to_string(),
+            cluster_dns: spec.cluster_dns,
+            cluster_domain: spec.cluster_domain.clone(),
+            pod_cidr: spec.pod_cidr.to_string(),
+            nodes: spec
+                .nodes
+                .iter()
+                .map(|n| NodeInput {
+                    name: n.name.clone(),
+                    ip: n.ip,
+                    control_plane: n.control_plane,
+                    worker: n.worker,
+                    pod_subnet: n.pod_subnet.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the cluster is this machine: every node on a loopback address or named like
+    /// this host. Then its cgroup version is detected rather than asked for.
+    fn is_local(spec: &ClusterSpec) -> bool {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        spec.nodes.iter().all(|n| {
+            n.ip.is_loopback() || n.ip == IpAddr::from([0, 0, 0, 0]) || n.name == hostname.trim()
+        })
+    }
+
+    /// Write configs, units, node trees, tarballs and NEXT-STEPS.md.
+    pub(super) fn run(
+        ctx: &Context,
+        spec: &ClusterSpec,
+        a: &GenClusterArgs,
+        v: &Versions,
+    ) -> anyhow::Result<Written> {
+        let local_v1 = is_local(spec) && versions::host_cgroup_v1();
+        if local_v1 && !a.cgroup_v1 {
+            ctx.ui.status(
+                "this machine runs cgroup v1: configuring the kubelet for it (as --cgroup-v1)",
+            );
+        }
+        let opts = bundle::Options {
+            out: a.out.clone(),
+            // --kubernetes-version has no toolchain: nothing to bundle.
+            no_binaries: a.no_binaries || v.toolchain_dir.is_none(),
+            cgroup_v1: a.cgroup_v1 || local_v1,
+        };
+        let written = bundle::write(&input(spec), v, &opts)
+            .with_context(|| format!("cannot write the node bundles in {}", a.out.display()))?;
+        for n in &written.nodes {
+            ctx.ui.status(format!(
+                "node {}: {} and {}",
+                n.name,
+                n.tree.display(),
+                n.tarball.display()
+            ));
+        }
+        for b in &written.binary_bundles {
+            ctx.ui.status(format!("binaries: {}", b.display()));
+        }
+        Ok(written)
+    }
+
+    /// NEXT-STEPS.md on stdout, after the report (text mode only).
+    pub(super) fn print_next_steps(ctx: &Context, w: &Written) {
+        if !ctx.ui.json() && !ctx.ui.quiet() {
+            println!("\n{}", w.next_steps_text);
+        }
+    }
 }

@@ -1,0 +1,297 @@
+//! `kbin gen cluster` end to end through the real binary: the PKI step, then the configs step
+//! pinned to an installed toolchain (a fixture receipt plus small executables) or to the manifest
+//! (`--kubernetes-version`); kubeconfigs in the node trees checked with the real kubectl.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+/// Components of the fixture toolchain with their binaries.
+const COMPONENTS: &[(&str, &[&str])] = &[
+    (
+        "kubernetes",
+        &[
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+            "kubectl",
+        ],
+    ),
+    ("etcd", &["etcd", "etcdctl"]),
+    (
+        "containerd",
+        &["containerd", "containerd-shim-runc-v2", "ctr"],
+    ),
+    ("runc", &["runc"]),
+    (
+        "cni-plugins",
+        &["bridge", "host-local", "loopback", "portmap"],
+    ),
+    ("crictl", &["crictl"]),
+];
+
+/// Write toolchain `name` under `home` (receipt + executables) and make it the default.
+fn install_default_toolchain(home: &Path, name: &str, versions: &BTreeMap<&str, &str>) {
+    let dir = home.join("toolchains").join(name);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut lock = format!(
+        "schema = 1\nname = \"{name}\"\nkubernetes = \"{}\"\narch = \"amd64\"\nmanifest = \"{digest}\"\ncreated = \"2026-11-22T23:00:00Z\"\n\n[images]\ncoredns = \"1.12.4\"\npause = \"3.10.1\"\n",
+        versions["kubernetes"]
+    );
+    for (component, bins) in COMPONENTS {
+        lock += &format!(
+            "\n[[component]]\nname = \"{component}\"\nversion = \"{}\"\norigin = \"download\"\n",
+            versions[component]
+        );
+        for b in *bins {
+            lock += &format!(
+                "\n[[component.binary]]\nname = \"{b}\"\npath = \"bin/{b}\"\ndigest = \"{digest}\"\n"
+            );
+            let p = dir.join("bin").join(b);
+            std::fs::write(&p, format!("#!/bin/sh\necho {b}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    std::fs::write(dir.join("toolchain.lock"), lock).unwrap();
+    std::fs::write(
+        home.join("settings.toml"),
+        format!("default = \"{name}\"\n"),
+    )
+    .unwrap();
+}
+
+fn versions_1_35() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("kubernetes", "1.35.8"),
+        ("etcd", "3.6.10"),
+        ("containerd", "2.2.3"),
+        ("runc", "1.4.2"),
+        ("cni-plugins", "1.9.1"),
+        ("crictl", "1.35.0"),
+    ])
+}
+
+fn kbin(home: &Path) -> assert_cmd::Command {
+    let mut c = cargo_bin_cmd!("kbin");
+    c.env("KBIN_HOME", home).env_remove("KBIN_MANIFEST");
+    c
+}
+
+const NODES: &[&str] = &[
+    "--control-plane",
+    "cp1=10.0.0.10",
+    "--worker",
+    "w1=10.0.0.21",
+    "--worker",
+    "w2=10.0.0.22",
+];
+
+fn kubectl() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/kubectl");
+    assert!(
+        p.exists(),
+        "/usr/bin/kubectl is missing: run scripts/setup-test-deps"
+    );
+    p
+}
+
+#[test]
+fn gen_cluster_without_a_toolchain_or_kubernetes_version_fails_clearly_and_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no toolchain to generate for"), "{err}");
+    assert!(
+        err.contains("hint:") && err.contains("--kubernetes-version"),
+        "{err}"
+    );
+    assert!(
+        !dir.exists(),
+        "nothing is written before the versions are known"
+    );
+
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--toolchain", "1.30", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("\"1.30\" is not installed"),
+        "{err}"
+    );
+    assert!(!dir.exists());
+}
+
+#[test]
+fn gen_cluster_pins_to_the_default_toolchain_bundles_its_binaries_and_kubeconfigs_load_in_kubectl()
+{
+    let home = tempfile::tempdir().unwrap();
+    install_default_toolchain(home.path(), "1.35", &versions_1_35());
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--cgroup-v1", "--out"])
+        .arg(&dir)
+        .args(NODES)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // NEXT-STEPS.md is printed too.
+    let next = std::fs::read_to_string(dir.join("NEXT-STEPS.md")).unwrap();
+    assert!(stdout.contains(next.lines().next().unwrap()), "{stdout}");
+    for f in [
+        "nodes/cp1/etc/systemd/system/etcd.service",
+        "nodes/cp1/etc/kubernetes/pki/etcd/server.crt",
+        "nodes/w1/etc/containerd/config.toml",
+        "nodes/w2/var/lib/kubelet/config.yaml",
+        "nodes/cp1.tar.gz",
+        "nodes/w1.tar.gz",
+        "bundles/control-plane-amd64-binaries.tar.gz",
+        "bundles/worker-amd64-binaries.tar.gz",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let containerd =
+        std::fs::read_to_string(dir.join("nodes/w1/etc/containerd/config.toml")).unwrap();
+    assert!(
+        containerd.contains("version = 3"),
+        "containerd 2.2 → config version 3"
+    );
+    let kubelet =
+        std::fs::read_to_string(dir.join("nodes/w1/var/lib/kubelet/config.yaml")).unwrap();
+    assert!(
+        kubelet.contains("failCgroupV1: false"),
+        "--cgroup-v1 with kubelet 1.35"
+    );
+    // Binaries are hardlinks of the toolchain's, not copies.
+    let a = dir
+        .join("nodes/w1/usr/local/bin/kubelet")
+        .metadata()
+        .unwrap();
+    let b = home
+        .path()
+        .join("toolchains/1.35/bin/kubelet")
+        .metadata()
+        .unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+
+    // Every kubeconfig of every node tree loads in the real kubectl and points at the API server.
+    let mut loaded = 0;
+    for node in ["cp1", "w1", "w2"] {
+        let kdir = dir.join("nodes").join(node).join("etc/kubernetes");
+        for e in std::fs::read_dir(&kdir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().and_then(|x| x.to_str()) != Some("conf") {
+                continue;
+            }
+            let o = Command::new(kubectl())
+                .arg("--kubeconfig")
+                .arg(&p)
+                .args(["config", "view", "--raw", "-o", "json"])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(
+                v["clusters"][0]["cluster"]["server"],
+                "https://127.0.0.1:6443",
+                "{}",
+                p.display()
+            );
+            assert!(v["current-context"].as_str().is_some_and(|c| !c.is_empty()));
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 3 + 2 * 2, "{loaded} kubeconfigs");
+
+    // A re-run is byte-identical (same PKI kept, same encryption key).
+    let before = std::fs::read(dir.join("nodes/cp1.tar.gz")).unwrap();
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--cgroup-v1", "--out"])
+        .arg(&dir)
+        .args(NODES)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(before, std::fs::read(dir.join("nodes/cp1.tar.gz")).unwrap());
+}
+
+#[test]
+fn kubernetes_version_generates_from_the_manifest_without_binaries() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = kbin(home.path())
+        .args([
+            "gen",
+            "cluster",
+            "--json",
+            "--kubernetes-version",
+            "1.30",
+            "--out",
+        ])
+        .arg(&dir)
+        .args(NODES)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["configs"]["nodes"].as_array().unwrap().len(), 3);
+    assert!(!dir.join("bundles").exists());
+    assert!(!dir.join("nodes/w1/usr/local/bin/kubelet").exists());
+    let containerd =
+        std::fs::read_to_string(dir.join("nodes/w1/etc/containerd/config.toml")).unwrap();
+    assert!(
+        containerd.contains("version = 2"),
+        "1.30 resolves containerd 1.7: {containerd}"
+    );
+    let next = std::fs::read_to_string(dir.join("NEXT-STEPS.md")).unwrap();
+    assert!(next.contains("scp"), "{next}");
+}
+
+#[test]
+fn generating_for_this_machine_detects_its_cgroup_version() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    // No nodes given: one node at 127.0.0.1, this machine.
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--kubernetes-version", "1.35", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let node = std::fs::read_dir(dir.join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let kubelet = std::fs::read_to_string(node.join("var/lib/kubelet/config.yaml")).unwrap();
+    let v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    assert_eq!(
+        kubelet.contains("failCgroupV1: false"),
+        v1,
+        "host cgroup v1 = {v1}"
+    );
+}
