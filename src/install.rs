@@ -6,6 +6,11 @@
 //! pool of concurrent downloads, each under a per-artifact lock so concurrent kbin processes
 //! never fetch the same bytes twice), verifies, stores, extracts the binaries it needs, asks each
 //! binary its version, and swaps the toolchain into place whole with its receipt.
+//!
+//! `--from-source COMPONENT` goes through one seam: [`plan`] moves the component's binaries
+//! from [`Plan::artifacts`] to [`Plan::builds`], and [`execute`] hands each [`PlannedBuild`] to
+//! a [`SourceBuilder`] (issue 5's source module implements it; the CLI passes it in), which
+//! stores the outputs as blobs and returns their digests with the provenance for the receipt.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -80,6 +85,36 @@ pub enum InstallError {
     /// A background task died.
     #[error("an internal task failed: {0}")]
     Task(String),
+    /// `--from-source` names something that is not a component.
+    #[error("--from-source names {name:?}, which is not a component; known: {known}")]
+    UnknownFromSource {
+        /// The name.
+        name: String,
+        /// The components.
+        known: String,
+    },
+    /// The plan has source builds but this kbin has no source builder.
+    #[error("cannot build {} from source: this kbin has no source builds yet", .0.join(", "))]
+    NoSourceBuilder(Vec<String>),
+    /// A source build failed.
+    #[error("building {component} {version} from source failed")]
+    Build {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: String,
+        /// What went wrong (the builder's error, with its hints).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A source build did not return a binary the plan needs.
+    #[error("building {component} from source gave no {binary} (or not in the store)")]
+    MissingOutput {
+        /// The component.
+        component: String,
+        /// The binary.
+        binary: String,
+    },
 }
 
 /// What the user asked for beyond the versions.
@@ -95,6 +130,8 @@ pub struct Options {
     pub require_pinned: bool,
     /// Concurrent downloads.
     pub jobs: usize,
+    /// `--from-source`: components to build instead of downloading.
+    pub from_source: Vec<String>,
 }
 
 /// One artifact to have in the store.
@@ -146,6 +183,52 @@ pub struct PlannedBinary {
     pub optional: bool,
 }
 
+/// One binary a source build must produce.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildOutput {
+    /// Its name (`kubectl`).
+    pub binary: String,
+    /// Where it goes, relative to the toolchain directory (`bin/kubectl`).
+    pub path: String,
+    /// Optional: a build that does not make it is fine.
+    pub optional: bool,
+}
+
+/// A component to build from source (`--from-source`) instead of downloading.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBuild {
+    /// The component.
+    pub component: String,
+    /// The version to build (the builder derives the git ref from the manifest's tag template).
+    pub version: semver::Version,
+    /// The binaries wanted from it (after `--only`).
+    pub outputs: Vec<BuildOutput>,
+}
+
+/// What a source build hands back: its outputs, already in the store, and their provenance.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Binary name → the sha256 of its blob in the store.
+    pub binaries: BTreeMap<String, Digest>,
+    /// Repository, ref, commit, Go version and recipe, for the receipt.
+    pub source: crate::toolchain::SourceReceipt,
+}
+
+/// The hook through which `install --from-source` builds components (issue 5's source module
+/// implements it). [`execute`] calls it while holding the store's shared lock, after the
+/// downloads and before the toolchain is assembled; the builder stores every output with
+/// [`Store::insert_file`] (or `insert_copy`) and must not take the store's exclusive lock.
+pub trait SourceBuilder: Sync {
+    /// Build `build` for `arch` and store its outputs.
+    fn build(
+        &self,
+        store: &Store,
+        build: &PlannedBuild,
+        arch: Arch,
+        ui: &Ui,
+    ) -> Result<Built, Box<dyn std::error::Error + Send + Sync + 'static>>;
+}
+
 /// Everything `install` will do, decided before doing any of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -159,6 +242,8 @@ pub struct Plan {
     pub artifacts: Vec<PlannedArtifact>,
     /// Binaries, in manifest order.
     pub binaries: Vec<PlannedBinary>,
+    /// Components built from source instead (`--from-source`), in manifest order.
+    pub builds: Vec<PlannedBuild>,
     /// The toolchain is installed exactly so already: nothing to do.
     pub up_to_date: bool,
 }
@@ -201,8 +286,23 @@ pub fn plan(
         wanted = Some(set);
     }
 
+    for n in &opts.from_source {
+        if manifest.component(n).is_none() {
+            let known: Vec<&str> = manifest
+                .components
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(InstallError::UnknownFromSource {
+                name: n.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+
     let mut artifacts: Vec<PlannedArtifact> = Vec::new();
     let mut binaries = Vec::new();
+    let mut builds: Vec<PlannedBuild> = Vec::new();
     for sel in &resolution.components {
         let comp = manifest
             .component(&sel.component)
@@ -214,8 +314,28 @@ pub fn plan(
                 .filter(|_| sel.binaries.len() == comp.binaries.len())
                 .map(|b| (b, true)),
         );
+        let from_source = opts.from_source.contains(&comp.name);
         for (binary, optional) in all {
             if wanted.as_ref().is_some_and(|w| !w.contains(binary)) {
+                continue;
+            }
+            if from_source {
+                let output = BuildOutput {
+                    binary: binary.clone(),
+                    path: format!("{}/{}", comp.install_dir, binary),
+                    optional,
+                };
+                match builds
+                    .iter_mut()
+                    .find(|b| b.component == comp.name && b.version == sel.version)
+                {
+                    Some(b) => b.outputs.push(output),
+                    None => builds.push(PlannedBuild {
+                        component: comp.name.clone(),
+                        version: sel.version.clone(),
+                        outputs: vec![output],
+                    }),
+                }
                 continue;
             }
             let choice = manifest
@@ -283,9 +403,11 @@ pub fn plan(
         resolution: resolution.clone(),
         artifacts,
         binaries,
+        builds,
         up_to_date: false,
     };
-    p.up_to_date = is_up_to_date(store, &p);
+    // Whether a source build is current is the builder's call (its cache is keyed by commit).
+    p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
     Ok(p)
 }
 
@@ -359,9 +481,19 @@ pub fn execute(
     fetcher: &Fetcher,
     plan: &Plan,
     jobs: usize,
+    builder: Option<&dyn SourceBuilder>,
     ui: &Ui,
 ) -> Result<Outcome, InstallError> {
     let layout = store.layout().clone();
+    // Refuse before any byte moves, rather than after the downloads.
+    let builder = match (builder, plan.builds.is_empty()) {
+        (None, false) => {
+            return Err(InstallError::NoSourceBuilder(
+                plan.builds.iter().map(|b| b.component.clone()).collect(),
+            ));
+        }
+        (b, _) => b,
+    };
     let _home = store.lock_shared(|| ui.status("waiting for `kbin cache gc` to finish…"))?;
     if plan.up_to_date {
         let receipt = Receipt::load(&layout.receipt_path(&plan.name)).map_err(|e| {
@@ -461,13 +593,84 @@ pub fn execute(
         staging.link(&plan.binaries[*bi].path, blob)?;
     }
 
+    // Source builds, one at a time (each is heavy), each output linked like a download's.
+    let mut built: Vec<Built> = Vec::new();
+    if let Some(builder) = builder {
+        for b in &plan.builds {
+            let out =
+                builder
+                    .build(store, b, plan.arch, ui)
+                    .map_err(|source| InstallError::Build {
+                        component: b.component.clone(),
+                        version: b.version.to_string(),
+                        source,
+                    })?;
+            for o in &b.outputs {
+                match out.binaries.get(&o.binary).and_then(|d| store.get(d)) {
+                    Some(blob) => staging.link(&o.path, &blob)?,
+                    None if o.optional => {}
+                    None => {
+                        return Err(InstallError::MissingOutput {
+                            component: b.component.clone(),
+                            binary: o.binary.clone(),
+                        });
+                    }
+                }
+            }
+            built.push(out);
+        }
+    }
+
     // The receipt: per selected component (in resolution order), its artifacts and binaries.
     let host = Arch::host() == Some(plan.arch);
+    let reports_of = |comp: &crate::manifest::Component, binary: &str, path: &str| {
+        if !host {
+            return None;
+        }
+        let args = comp
+            .version_args_override
+            .get(binary)
+            .unwrap_or(&comp.version_args);
+        version_report(&staging.dir().join(path), args)
+    };
     let mut components: Vec<ComponentReceipt> = Vec::new();
     for sel in &plan.resolution.components {
         let comp = manifest
             .component(&sel.component)
             .expect("resolutions only name the manifest's components");
+        if let Some((pb, out)) = plan
+            .builds
+            .iter()
+            .zip(&built)
+            .find(|(b, _)| b.component == sel.component && b.version == sel.version)
+        {
+            let binaries: Vec<BinaryReceipt> = pb
+                .outputs
+                .iter()
+                .filter_map(|o| {
+                    let digest = out.binaries.get(&o.binary)?;
+                    Some(BinaryReceipt {
+                        name: o.binary.clone(),
+                        path: o.path.clone(),
+                        digest: digest.clone(),
+                        reports: if o.optional {
+                            None
+                        } else {
+                            reports_of(comp, &o.binary, &o.path)
+                        },
+                    })
+                })
+                .collect();
+            components.push(ComponentReceipt {
+                name: sel.component.clone(),
+                version: sel.version.clone(),
+                origin: Origin::Source,
+                artifacts: Vec::new(),
+                binaries,
+                source: Some(out.source.clone()),
+            });
+            continue;
+        }
         let mut c = ComponentReceipt {
             name: sel.component.clone(),
             version: sel.version.clone(),
@@ -494,14 +697,10 @@ pub fn execute(
                     pinned: a.pinned.is_some(),
                 });
             }
-            let reports = if host && !b.optional {
-                let args = comp
-                    .version_args_override
-                    .get(&b.binary)
-                    .unwrap_or(&comp.version_args);
-                version_report(&staging.dir().join(&b.path), args)
-            } else {
+            let reports = if b.optional {
                 None
+            } else {
+                reports_of(comp, &b.binary, &b.path)
             };
             c.binaries.push(BinaryReceipt {
                 name: b.binary.clone(),
@@ -712,8 +911,15 @@ fn members_of(
     Ok(known)
 }
 
-/// Run `bin args…` with a timeout and keep the first line it prints.
+/// How long a binary may take to say its version.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run `bin args…` with a timeout and keep the first line it prints (stdout, else stderr).
+/// The pipes are drained on threads, so a chatty binary cannot fill one and stall; a binary that
+/// hangs, or leaves a child holding its pipes, costs at most [`VERSION_TIMEOUT`] and reports
+/// nothing.
 fn version_report(bin: &Path, args: &[String]) -> Option<String> {
+    use std::io::Read as _;
     let mut child = Command::new(bin)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -721,11 +927,49 @@ fn version_report(bin: &Path, args: &[String]) -> Option<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (which, pipe) in [
+        (
+            0,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            1,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.by_ref().take(1 << 20).read_to_end(&mut buf);
+            }
+            let _ = tx.send((which, buf));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((which, buf)) => out[which] = buf,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -733,11 +977,11 @@ fn version_report(bin: &Path, args: &[String]) -> Option<String> {
             }
         }
     }
-    let out = child.wait_with_output().ok()?;
-    let text = if out.stdout.iter().any(|b| !b.is_ascii_whitespace()) {
-        out.stdout
+    let [stdout, stderr] = out;
+    let text = if stdout.iter().any(|b| !b.is_ascii_whitespace()) {
+        stdout
     } else {
-        out.stderr
+        stderr
     };
     String::from_utf8_lossy(&text)
         .lines()
@@ -847,5 +1091,207 @@ impl Bars {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchOptions;
+    use crate::manifest::resolve::{Request, resolve};
+    use crate::store::Layout;
+    use crate::toolchain::SourceReceipt;
+
+    fn setup() -> (tempfile::TempDir, Manifest, Store, Resolution) {
+        let home = tempfile::tempdir().unwrap();
+        let manifest = Manifest::embedded().unwrap();
+        let store = Store::open(Layout::new(home.path().join("kbin"))).unwrap();
+        let resolution = resolve(
+            &manifest,
+            &Request {
+                version: "1.30".into(),
+                overrides: Vec::new(),
+                allow_skew: false,
+            },
+        )
+        .unwrap();
+        (home, manifest, store, resolution)
+    }
+
+    fn opts(only: &[&str], from_source: &[&str]) -> Options {
+        Options {
+            name: "t".into(),
+            arch: Arch::host().unwrap_or(Arch::Amd64),
+            only: only.iter().map(|s| s.to_string()).collect(),
+            require_pinned: false,
+            jobs: 2,
+            from_source: from_source.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Builds crictl as a shell script that prints a version, the way a real build would put
+    /// its output into the store.
+    struct ScriptBuilder {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl SourceBuilder for ScriptBuilder {
+        fn build(
+            &self,
+            store: &Store,
+            build: &PlannedBuild,
+            _arch: Arch,
+            _ui: &Ui,
+        ) -> Result<Built, Box<dyn std::error::Error + Send + Sync + 'static>> {
+            self.calls.lock().unwrap().push(build.component.clone());
+            let dir = tempfile::tempdir()?;
+            let mut binaries = BTreeMap::new();
+            for o in &build.outputs {
+                let p = dir.path().join(&o.binary);
+                std::fs::write(
+                    &p,
+                    format!(
+                        "#!/bin/sh\necho {} version v{}-src\n",
+                        o.binary, build.version
+                    ),
+                )?;
+                binaries.insert(o.binary.clone(), store.insert_copy(&p)?);
+            }
+            Ok(Built {
+                binaries,
+                source: SourceReceipt {
+                    repository: "file:///src/cri-tools".into(),
+                    git_ref: format!("v{}", build.version),
+                    commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                    go: Some("1.22.5".into()),
+                    recipe: Digest::sha256_of(&[7; 32]),
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn from_source_components_are_planned_as_builds_not_downloads() {
+        let (_home, manifest, store, resolution) = setup();
+        let plan = plan(&manifest, &store, &resolution, &opts(&[], &["etcd"])).unwrap();
+        assert!(plan.artifacts.iter().all(|a| a.component != "etcd"));
+        assert!(plan.binaries.iter().all(|b| b.component != "etcd"));
+        assert!(plan.artifacts.iter().any(|a| a.component == "kubernetes"));
+        assert_eq!(plan.builds.len(), 1);
+        let b = &plan.builds[0];
+        assert_eq!(b.component, "etcd");
+        assert_eq!(Some(&b.version), resolution.version_of("etcd"));
+        let paths: Vec<&str> = b.outputs.iter().map(|o| o.path.as_str()).collect();
+        assert!(
+            paths.contains(&"bin/etcd") && paths.contains(&"bin/etcdctl"),
+            "{paths:?}"
+        );
+        assert!(!plan.up_to_date);
+    }
+
+    #[test]
+    fn from_source_of_an_unknown_component_is_refused() {
+        let (_home, manifest, store, resolution) = setup();
+        let err = plan(&manifest, &store, &resolution, &opts(&[], &["kubectl"])).unwrap_err();
+        assert!(
+            matches!(&err, InstallError::UnknownFromSource { name, .. } if name == "kubectl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn source_builds_without_a_builder_are_refused_before_anything_is_written() {
+        let (_home, manifest, store, resolution) = setup();
+        let plan = plan(&manifest, &store, &resolution, &opts(&[], &["crictl"])).unwrap();
+        let fetcher = Fetcher::new(FetchOptions::default()).unwrap();
+        let ui = Ui::new(false, true, 0);
+        let err = execute(&manifest, &store, &fetcher, &plan, 2, None, &ui).unwrap_err();
+        assert!(
+            matches!(&err, InstallError::NoSourceBuilder(c) if c == &["crictl".to_string()]),
+            "{err}"
+        );
+        assert!(!store.layout().toolchain_dir("t").exists());
+        fn files(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            files(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        assert_eq!(files(&store.layout().blobs_dir()), 0);
+        assert_eq!(files(&store.layout().toolchains_dir()), 0);
+    }
+
+    #[test]
+    fn a_source_build_is_linked_and_recorded_with_its_provenance() {
+        let (_home, manifest, store, resolution) = setup();
+        let plan = plan(
+            &manifest,
+            &store,
+            &resolution,
+            &opts(&["crictl"], &["crictl"]),
+        )
+        .unwrap();
+        assert!(plan.artifacts.is_empty(), "{:?}", plan.artifacts);
+        let fetcher = Fetcher::new(FetchOptions::default()).unwrap();
+        let builder = ScriptBuilder {
+            calls: Default::default(),
+        };
+        let ui = Ui::new(false, true, 0);
+        let out = execute(&manifest, &store, &fetcher, &plan, 2, Some(&builder), &ui).unwrap();
+        assert_eq!(*builder.calls.lock().unwrap(), vec!["crictl".to_string()]);
+        assert_eq!(out.downloaded, 0);
+
+        let receipt = Receipt::load(&store.layout().receipt_path("t")).unwrap();
+        assert_eq!(receipt, out.receipt);
+        assert_eq!(receipt.components.len(), 1);
+        let c = &receipt.components[0];
+        assert_eq!((c.name.as_str(), c.origin), ("crictl", Origin::Source));
+        assert!(c.artifacts.is_empty());
+        let src = c
+            .source
+            .as_ref()
+            .expect("a source build records its provenance");
+        assert_eq!(src.commit, "0123456789abcdef0123456789abcdef01234567");
+        let bin = &c.binaries[0];
+        assert_eq!(bin.path, "bin/crictl");
+        let installed = store.layout().toolchain_dir("t").join("bin/crictl");
+        let ran = Command::new(&installed).output().unwrap();
+        let said = String::from_utf8_lossy(&ran.stdout).trim().to_string();
+        assert_eq!(said, format!("crictl version v{}-src", c.version));
+        assert_eq!(bin.reports.as_deref(), Some(said.as_str()));
+        // The toolchain's file is the blob the builder stored, not a copy.
+        use std::os::unix::fs::MetadataExt;
+        let blob = store.get(&bin.digest).unwrap();
+        assert_eq!(
+            std::fs::metadata(&installed).unwrap().ino(),
+            std::fs::metadata(&blob).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn a_chatty_binary_still_reports_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("chatty");
+        // Far more than a pipe holds: the old wait-then-read would stall until the timeout.
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'chatty v1.2.3'\nhead -c 300000 /dev/zero | tr '\\0' x\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            version_report(&bin, &["--version".into()]).as_deref(),
+            Some("chatty v1.2.3")
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -898,3 +898,32 @@ fn default_and_uninstall_refuse_unknown_toolchains() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["default"], "e");
 }
+
+#[test]
+fn from_source_is_refused_before_any_request_until_source_builds_exist() {
+    let f = Fixture::new();
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--from-source", "crictl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot build crictl from source") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--from-source", "kubectl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--from-source names \"kubectl\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.server.total_requests(), 0);
+    assert!(!f.toolchain("1.30").exists());
+}

@@ -62,9 +62,6 @@ pub struct InstallArgs {
 }
 
 pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
-    if !args.from_source.is_empty() {
-        return super::not_yet("install --from-source", 5);
-    }
     let manifest = ctx.manifest()?;
     let resolution = super::resolve(
         &manifest,
@@ -97,6 +94,7 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         only: args.only.clone(),
         require_pinned: args.require_pinned,
         jobs: args.jobs,
+        from_source: args.from_source.clone(),
     };
     let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(|e| {
         let hint = match &e {
@@ -104,6 +102,10 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
                 "drop --require-pinned to verify these against upstream's checksum files, or pin \
                  them in a manifest (scripts/update-manifest)",
             ),
+            install::InstallError::UnknownOnly { .. }
+            | install::InstallError::UnknownFromSource { .. } => {
+                Some("kbin show-versions --available lists the components of each version")
+            }
             _ => None,
         };
         match hint {
@@ -116,26 +118,35 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         ctx.global.mirror.clone(),
         settings.mirrors.clone(),
     ))?;
-    let outcome = install::execute(&manifest, &store, &fetcher, &plan, args.jobs, &ctx.ui)
-        .map_err(|e| {
-            let hint = match &e {
-                install::InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
-                    ctx.global.mirror.is_none().then(|| {
-                        "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"
-                            .to_owned()
-                    })
-                }),
-                install::InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
-                    "the artifact is not what the manifest pins: check the mirror, then rerun"
-                        .to_owned(),
-                ),
-                _ => None,
-            };
-            match hint {
-                Some(h) => crate::error::with_hint(e.into(), h),
-                None => anyhow::Error::from(e),
-            }
-        })?;
+    // The seam for issue 5: pass the source module's `SourceBuilder` here.
+    let builder: Option<&dyn install::SourceBuilder> = None;
+    let outcome = install::execute(
+        &manifest, &store, &fetcher, &plan, args.jobs, builder, &ctx.ui,
+    )
+    .map_err(|e| {
+        let hint = match &e {
+            install::InstallError::NoSourceBuilder(_) => Some(
+                "source builds are planned in issue #5; drop --from-source to download \
+                     the release artifacts"
+                    .to_owned(),
+            ),
+            install::InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
+                ctx.global.mirror.is_none().then(|| {
+                    "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"
+                        .to_owned()
+                })
+            }),
+            install::InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
+                "the artifact is not what the manifest pins: check the mirror, then rerun"
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        match hint {
+            Some(h) => crate::error::with_hint(e.into(), h),
+            None => anyhow::Error::from(e),
+        }
+    })?;
     // The first toolchain becomes the default, as with rustup.
     let mut settings = layout.settings()?;
     if args.default || settings.default.is_none() {
