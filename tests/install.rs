@@ -927,3 +927,71 @@ fn from_source_is_refused_before_any_request_until_source_builds_exist() {
     assert_eq!(f.server.total_requests(), 0);
     assert!(!f.toolchain("1.30").exists());
 }
+
+#[test]
+fn gc_removes_only_what_no_toolchain_uses_and_what_killed_installs_left() {
+    let f = Fixture::new();
+    let ok = |args: &[&str]| {
+        let out = f.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    ok(&["install", "1.30"]);
+    f.server.reset_counters();
+    // A second toolchain sharing kubectl's blob: made from the cache alone.
+    ok(&["install", "1.30", "--name", "ws", "--only", "kubectl"]);
+    assert_eq!(f.server.total_requests(), 0);
+    ok(&["uninstall", "1.30"]);
+    // What a kbin killed while assembling leaves behind: a hidden staging directory.
+    let leftover = f.kbin_home().join("toolchains/.staging-1.30-killed/bin");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("kubelet"), b"half").unwrap();
+
+    let before = f.blobs().len();
+    let out = ok(&["cache", "gc", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed = v["blobs"].as_u64().unwrap() as usize;
+    assert!(removed > 0 && removed < before, "{v}");
+    assert_eq!(f.blobs().len(), before - removed);
+    assert!(v["tmp"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        !f.kbin_home()
+            .join("toolchains/.staging-1.30-killed")
+            .exists()
+    );
+
+    // ws is whole: its kubectl runs, verify is clean, and its receipt's digests are all kept.
+    let kubectl = Command::new(f.toolchain("ws").join("bin/kubectl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&kubectl.stdout).trim(),
+        format!("kubectl Kubernetes v{KUBE}")
+    );
+    ok(&["cache", "verify"]);
+    let receipt = f.receipt("ws");
+    for c in receipt["component"].as_array().unwrap() {
+        for key in ["artifact", "binary"] {
+            for item in c.get(key).and_then(|x| x.as_array()).into_iter().flatten() {
+                let d = item["digest"].as_str().unwrap();
+                let (algo, hex) = d.split_once(':').unwrap();
+                let blob = f
+                    .kbin_home()
+                    .join("cache/blobs")
+                    .join(algo)
+                    .join(&hex[..2])
+                    .join(hex);
+                assert!(blob.is_file(), "gc removed {d}, which ws uses");
+            }
+        }
+    }
+    // Reinstalling the removed toolchain downloads again what gc removed, and only that.
+    f.server.reset_counters();
+    ok(&["install", "1.30"]);
+    assert!(f.server.total_requests() > 0);
+    assert_eq!(
+        f.server.requests(&f.path_of("/bin/linux/amd64/kubectl")),
+        0,
+        "kubectl was kept"
+    );
+}

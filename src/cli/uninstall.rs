@@ -18,6 +18,9 @@ pub struct UninstallArgs {
 
 pub(super) fn run(ctx: &Context, args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let layout = ctx.layout()?;
+    // Shared, like an install: `cache gc` (exclusive) then never sees a half-removed toolchain.
+    let store = crate::store::Store::open(layout.clone())?;
+    let _home = store.lock_shared(|| ctx.ui.status("waiting for `kbin cache gc` to finish…"))?;
     let _lock = assemble::lock_toolchain(&layout, &args.name, || {
         ctx.ui.status(format!(
             "waiting for another kbin using toolchain {}…",

@@ -5,9 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha512};
 
-use super::cas::{CasError, sha256_file};
+use super::cas::{CasError, hash_file, sha256_file};
 use super::{PathIo, Store, at};
 use crate::manifest::{Digest, DigestAlgo};
 use crate::toolchain::Receipt;
@@ -19,7 +18,7 @@ pub struct GcReport {
     pub blobs: usize,
     /// Trees removed.
     pub trees: usize,
-    /// Temporary files and partial downloads removed.
+    /// Temporary files, partial downloads and leftovers of killed installs removed.
     pub tmp: usize,
     /// Bytes freed.
     pub bytes: u64,
@@ -162,6 +161,23 @@ pub fn gc(store: &Store, receipts: &[Receipt]) -> Result<GcReport, CasError> {
         }
         report.tmp += 1;
     }
+    // Hidden entries in toolchains/ are staging, set-aside or half-removed toolchains of a kbin
+    // that was killed (a live one holds the shared lock, so none runs now). Their hardlinks would
+    // otherwise keep removed blobs' bytes on disk for ever.
+    for entry in read_dir(&store.layout().toolchains_dir())? {
+        if !entry
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        if entry.is_dir() {
+            std::fs::remove_dir_all(&entry).map_err(at::<CasError>("cannot remove", &entry))?;
+        } else {
+            remove_file(&entry)?;
+        }
+        report.tmp += 1;
+    }
     Ok(report)
 }
 
@@ -172,9 +188,10 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
         let (actual, size) = match d.algo() {
             DigestAlgo::Sha256 => sha256_file(&path)?,
             DigestAlgo::Sha512 => {
-                let bytes = std::fs::read(&path).map_err(at::<CasError>("cannot read", &path))?;
-                let n = bytes.len() as u64;
-                (Digest::sha512_of(&Sha512::digest(&bytes)), n)
+                // Streamed: a sha512 alias can be a 100 MB binary.
+                let h = hash_file(&path, Some(DigestAlgo::Sha512))?;
+                let d512 = h.sha512.expect("hash_file computes the asked algorithm");
+                (d512, h.size)
             }
         };
         report.checked += 1;
