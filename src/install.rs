@@ -524,70 +524,99 @@ pub fn execute(
             layout.root(),
         ))?;
     let progress = Arc::new(Bars::new(ui));
-    // Each artifact: (sha256 of the blob, the digest verified, was it downloaded, bytes).
-    let results: Vec<Result<Fetched, InstallError>> = rt.block_on(async {
-        futures_util::stream::iter(plan.artifacts.iter().cloned())
-            .map(|a| {
-                let store = store.clone();
-                let fetcher = fetcher.clone();
-                let progress = progress.clone();
-                let ui = ui.clone();
-                async move { fetch_artifact(&store, &fetcher, &a, &progress, &ui).await }
-            })
-            .buffered(jobs.max(1))
-            .collect()
-            .await
+    let started = Instant::now();
+    let fetched: Vec<Result<Fetched, InstallError>> = rt.block_on(async {
+        // Unordered, so that one slow download never keeps a free slot from the next one.
+        let mut done: Vec<(usize, Result<Fetching, InstallError>)> =
+            futures_util::stream::iter(plan.artifacts.iter().cloned().enumerate())
+                .map(|(i, a)| {
+                    let store = store.clone();
+                    let fetcher = fetcher.clone();
+                    let progress = progress.clone();
+                    let ui = ui.clone();
+                    let members: Vec<String> = plan
+                        .binaries
+                        .iter()
+                        .filter(|b| b.artifact == i)
+                        .filter_map(|b| b.member.clone())
+                        .collect();
+                    async move {
+                        let f = match fetch_artifact(&store, &fetcher, &a, &progress, &ui).await {
+                            Ok(f) => f,
+                            Err(e) => return (i, Err(e)),
+                        };
+                        // An archive is unpacked on a blocking thread while its pool slot
+                        // goes to the next download.
+                        let unpack = matches!(a.format, ArtifactFormat::TarGz).then(|| {
+                            let sha256 = f.sha256.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let blob = store
+                                    .get(&sha256)
+                                    .expect("fetch_artifact leaves the blob in the store");
+                                members_of(&store, &sha256, &blob, &members)
+                            })
+                        });
+                        (i, Ok(Fetching { fetched: f, unpack }))
+                    }
+                })
+                .buffer_unordered(jobs.max(1))
+                .collect()
+                .await;
+        done.sort_by_key(|(i, _)| *i);
+        let mut out = Vec::with_capacity(done.len());
+        for (_, r) in done {
+            out.push(match r {
+                Err(e) => Err(e),
+                Ok(Fetching {
+                    mut fetched,
+                    unpack,
+                }) => match unpack {
+                    None => Ok(fetched),
+                    Some(h) => match h.await {
+                        Ok(Ok(m)) => {
+                            fetched.members = m;
+                            Ok(fetched)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(InstallError::Task(e.to_string())),
+                    },
+                },
+            });
+        }
+        out
     });
     progress.done();
-    let mut fetched = Vec::new();
-    for r in results {
-        fetched.push(r?);
-    }
+    let fetched = fetched.into_iter().collect::<Result<Vec<Fetched>, _>>()?;
+    tracing::debug!(
+        "fetched and unpacked {} artifact(s) in {} ms",
+        fetched.len(),
+        started.elapsed().as_millis()
+    );
 
     // Binaries: bare artifacts are the binary; archives give up named members.
     let staging = Staging::new(&layout, &plan.name)?;
     let mut bin_digests: BTreeMap<usize, (Digest, PathBuf)> = BTreeMap::new();
-    for (i, a) in plan.artifacts.iter().enumerate() {
-        let f = &fetched[i];
-        let blob = store
-            .get(&f.sha256)
-            .expect("fetch_artifact leaves the blob in the store");
-        match a.format {
-            ArtifactFormat::Binary => {
-                for (bi, _) in plan
-                    .binaries
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.artifact == i)
-                {
-                    bin_digests.insert(bi, (f.sha256.clone(), blob.clone()));
-                }
-            }
+    for (bi, b) in plan.binaries.iter().enumerate() {
+        let (a, f) = (&plan.artifacts[b.artifact], &fetched[b.artifact]);
+        let digest = match a.format {
+            ArtifactFormat::Binary => f.sha256.clone(),
             ArtifactFormat::TarGz => {
-                let members: Vec<(usize, &PlannedBinary)> = plan
-                    .binaries
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.artifact == i)
-                    .collect();
-                let got = members_of(store, &f.sha256, &blob, &members)?;
-                for (bi, b) in members {
-                    match got.get(b.member.as_deref().unwrap_or(&b.binary)) {
-                        Some(d) => {
-                            let p = store.get(d).expect("members_of stores every member");
-                            bin_digests.insert(bi, (d.clone(), p));
-                        }
-                        None if b.optional => {}
-                        None => {
-                            return Err(InstallError::MissingMember {
-                                url: a.url.clone(),
-                                member: b.member.clone().unwrap_or_default(),
-                            });
-                        }
+                match f.members.get(b.member.as_deref().unwrap_or(&b.binary)) {
+                    Some(d) => d.clone(),
+                    None if b.optional => continue,
+                    None => {
+                        return Err(InstallError::MissingMember {
+                            url: a.url.clone(),
+                            member: b.member.clone().unwrap_or_default(),
+                        });
                     }
                 }
             }
-        }
+        };
+        let blob = store
+            .get(&digest)
+            .expect("fetch_artifact and members_of leave their blobs in the store");
+        bin_digests.insert(bi, (digest, blob));
     }
     for (bi, (_, blob)) in &bin_digests {
         staging.link(&plan.binaries[*bi].path, blob)?;
@@ -713,6 +742,10 @@ pub fn execute(
             components.push(c);
         }
     }
+    tracing::debug!(
+        "linked, built and asked versions at {} ms",
+        started.elapsed().as_millis()
+    );
     let receipt = Receipt {
         schema: RECEIPT_SCHEMA,
         name: plan.name.clone(),
@@ -730,6 +763,7 @@ pub fn execute(
         ))
     })?;
     let path = staging.commit(&receipt)?;
+    tracing::debug!("committed at {} ms", started.elapsed().as_millis());
     Ok(Outcome {
         name: plan.name.clone(),
         path,
@@ -765,6 +799,14 @@ struct Fetched {
     verified: Digest,
     downloaded: bool,
     bytes: u64,
+    /// For archives: member path → blob digest.
+    members: BTreeMap<String, Digest>,
+}
+
+/// An artifact in the store whose members may still be being unpacked.
+struct Fetching {
+    fetched: Fetched,
+    unpack: Option<tokio::task::JoinHandle<Result<BTreeMap<String, Digest>, InstallError>>>,
 }
 
 async fn fetch_artifact(
@@ -788,6 +830,7 @@ async fn fetch_artifact(
             verified: d.clone(),
             downloaded: false,
             bytes: 0,
+            members: BTreeMap::new(),
         }))
     };
     if let Some(d) = a.expected()
@@ -856,6 +899,7 @@ async fn fetch_artifact(
         verified: expected,
         downloaded: true,
         bytes: done.size - done.resumed_from,
+        members: BTreeMap::new(),
     })
 }
 
@@ -865,7 +909,7 @@ fn members_of(
     store: &Store,
     archive_digest: &Digest,
     archive_blob: &Path,
-    members: &[(usize, &PlannedBinary)],
+    members: &[String],
 ) -> Result<BTreeMap<String, Digest>, InstallError> {
     let tree = store.layout().tree_path(archive_digest);
     let index = tree.join("members.toml");
@@ -875,7 +919,7 @@ fn members_of(
         .unwrap_or_default();
     let missing: Vec<&str> = members
         .iter()
-        .filter_map(|(_, b)| b.member.as_deref())
+        .map(String::as_str)
         .filter(|m| !known.contains_key(*m) || store.get(&known[*m]).is_none())
         .collect();
     if missing.is_empty() {

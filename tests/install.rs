@@ -608,13 +608,15 @@ fn a_killed_install_is_finished_by_the_next_one_and_the_cache_stays_sound() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until part of the slow artifact is on disk, then SIGKILL the process.
+    // Wait until part of the slow artifact is on disk (its partial file is named after its
+    // digest), then SIGKILL the process.
+    let api_hex = sha256(&f.artifacts.iter().find(|a| a.path == api).unwrap().body);
     let tmp = f.kbin_home().join("cache/tmp");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let partial = walk(&tmp)
-            .into_iter()
-            .find(|p| p.extension().is_some_and(|e| e == "partial"));
+        let partial = walk(&tmp).into_iter().find(|p| {
+            p.extension().is_some_and(|e| e == "partial") && p.to_string_lossy().contains(&api_hex)
+        });
         if partial.is_some_and(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 100_000) {
             break;
         }
