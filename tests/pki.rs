@@ -732,3 +732,156 @@ fn certs_renew_resigns_leaves_with_their_keys_and_refuses_cas() {
         "keys are kept: {renewed:?}"
     );
 }
+
+/// A running etcd, killed when dropped (also when the test panics).
+struct EtcdGuard {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for EtcdGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+#[test]
+fn real_etcd_serves_the_apiserver_client_and_refuses_no_certificate_or_another_ca() {
+    let env = Env::new();
+    env.ok(&["gen", "cluster", "--control-plane", "cp1=127.0.0.1"]);
+    let other = Env::new();
+    other.ok(&["gen", "cluster"]);
+    let (client_port, peer_port) = (free_port(), free_port());
+    let client_url = format!("https://127.0.0.1:{client_port}");
+    let peer_url = format!("https://127.0.0.1:{peer_port}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
+    let p = |rel: &str| env.pki().join(rel).display().to_string();
+    let child = Command::new(tool("/usr/bin/etcd"))
+        .args(["--name", "cp1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("cp1={peer_url}")])
+        .args(["--client-cert-auth", "--trusted-ca-file", &p("etcd/ca.crt")])
+        .args([
+            "--cert-file",
+            &p("etcd/cp1/server.crt"),
+            "--key-file",
+            &p("etcd/cp1/server.key"),
+        ])
+        .args([
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            &p("etcd/ca.crt"),
+        ])
+        .args(["--peer-cert-file", &p("etcd/cp1/peer.crt")])
+        .args(["--peer-key-file", &p("etcd/cp1/peer.key")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd starts");
+    let etcd = EtcdGuard { child, dir };
+    let etcdctl = |cert: Option<(PathBuf, PathBuf)>, args: &[&str]| {
+        let mut c = Command::new(tool("/usr/bin/etcdctl"));
+        c.env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &client_url,
+                "--dial-timeout",
+                "2s",
+                "--command-timeout",
+                "4s",
+            ])
+            .arg("--cacert")
+            .arg(env.pki().join("etcd/ca.crt"));
+        if let Some((crt, key)) = cert {
+            c.arg("--cert").arg(crt).arg("--key").arg(key);
+        }
+        c.args(args).output().expect("etcdctl runs")
+    };
+    let pair = |root: PathBuf, name: &str| {
+        Some((
+            root.join(format!("{name}.crt")),
+            root.join(format!("{name}.key")),
+        ))
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let out = etcdctl(
+            pair(env.pki(), "apiserver-etcd-client"),
+            &["endpoint", "health"],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "etcd did not become healthy: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let put = etcdctl(
+        pair(env.pki(), "apiserver-etcd-client"),
+        &["put", "/kbin/pki", "hello"],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = etcdctl(
+        pair(env.pki(), "apiserver-etcd-client"),
+        &["get", "/kbin/pki", "--print-value-only"],
+    );
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
+    let hc = etcdctl(
+        pair(env.pki(), "etcd/healthcheck-client"),
+        &["get", "/kbin/pki"],
+    );
+    assert!(
+        hc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hc.stderr)
+    );
+
+    let none = etcdctl(None, &["get", "/kbin/pki"]);
+    assert!(
+        !none.status.success(),
+        "etcd served a client without a certificate"
+    );
+    let foreign = etcdctl(
+        pair(other.pki(), "apiserver-etcd-client"),
+        &["get", "/kbin/pki"],
+    );
+    assert!(
+        !foreign.status.success(),
+        "etcd served a client certificate signed by another cluster's etcd CA"
+    );
+    drop(etcd);
+}
