@@ -151,6 +151,14 @@ fn gen_cluster_pins_to_the_default_toolchain_bundles_its_binaries_and_kubeconfig
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Workers on other machines cannot reach an API server at the default 127.0.0.1.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "warning: workers w1, w2 will look for the API server at https://127.0.0.1:6443"
+        ) && stderr.contains("--cluster-ip 10.0.0.10"),
+        "{stderr}"
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     // NEXT-STEPS.md is printed too.
     let next = std::fs::read_to_string(dir.join("NEXT-STEPS.md")).unwrap();
@@ -294,4 +302,39 @@ fn generating_for_this_machine_detects_its_cgroup_version() {
         v1,
         "host cgroup v1 = {v1}"
     );
+}
+
+#[test]
+fn with_cluster_ip_set_the_workers_kubeconfigs_reach_the_control_plane_and_nothing_is_warned() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = kbin(home.path())
+        .args([
+            "gen",
+            "cluster",
+            "--kubernetes-version",
+            "1.35",
+            "--cluster-ip",
+            "10.0.0.10",
+            "--out",
+        ])
+        .arg(&dir)
+        .args(NODES)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning:"));
+    let o = Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(dir.join("nodes/w2/etc/kubernetes/kubelet.conf"))
+        .args([
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "https://10.0.0.10:6443");
 }

@@ -329,6 +329,20 @@ mod configs_step {
         a: &GenClusterArgs,
         v: &Versions,
     ) -> anyhow::Result<Written> {
+        let remote: Vec<&str> = spec
+            .workers()
+            .filter(|n| !n.ip.is_loopback())
+            .map(|n| n.name.as_str())
+            .collect();
+        if spec.cluster_ip.is_loopback() && !remote.is_empty() {
+            let first_cp = spec.control_planes().next().map(|n| n.ip.to_string());
+            ctx.ui.warn(format!(
+                "workers {} will look for the API server at {} (the default --cluster-ip), which only works on one machine; generate again with --cluster-ip {} (a control-plane node or a load balancer in front of them)",
+                remote.join(", "),
+                spec.api_server_url(),
+                first_cp.as_deref().unwrap_or("ADDRESS")
+            ));
+        }
         let local_v1 = is_local(spec) && versions::host_cgroup_v1();
         if local_v1 && !a.cgroup_v1 {
             ctx.ui.status(
