@@ -531,6 +531,8 @@ fn next_steps_walk_a_new_user_through_every_node_in_order() {
         "ip route add 10.200.2.0/24 via 10.0.0.22",
         "ip route add 10.200.1.0/24 via 10.0.0.21",
         "CoreDNS 1.11.1",
+        "super-admin.conf create clusterrolebinding kubeadm:cluster-admins",
+        "# on cp1\nip route add 10.200.1.0/24 via 10.0.0.21\nip route add 10.200.2.0/24 via 10.0.0.22",
     ] {
         assert!(t.contains(must), "NEXT-STEPS.md lacks {must:?}:\n{t}");
     }
@@ -567,102 +569,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let o = Command::new(tool("openssl"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// The etcd certificates the PKI step makes, made here with openssl (etcd CA, server, peer,
-/// healthcheck client) so this test does not depend on the PKI module.
-fn etcd_pki(pki: &Path, node: &str) {
-    let etcd = pki.join("etcd");
-    std::fs::create_dir_all(etcd.join(node)).unwrap();
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=etcd-ca",
-        ],
-        &etcd,
-    );
-    let leaf = |name: &str, cn: &str, ext: &str| {
-        std::fs::write(etcd.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-            &etcd,
-        );
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-            &etcd,
-        );
-    };
-    let san = "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-    leaf(
-        &format!("{node}/server"),
-        node,
-        &format!("{san}extendedKeyUsage=serverAuth,clientAuth\n"),
-    );
-    leaf(
-        &format!("{node}/peer"),
-        node,
-        &format!("{san}extendedKeyUsage=serverAuth,clientAuth\n"),
-    );
-    leaf(
-        "healthcheck-client",
-        "kube-etcd-healthcheck-client",
-        "extendedKeyUsage=clientAuth\n",
-    );
-}
-
 /// The ExecStart arguments of a unit, one string per flag.
 fn exec_start_args(unit: &str) -> Vec<String> {
     let line = unit
@@ -695,29 +601,21 @@ fn real_etcd_started_with_the_generated_flags_serves_etcdctl_with_the_client_cer
         ("crictl", "1.30.0"),
     ];
     install_toolchain(home.path(), "etcd34", "1.30.14", vers, "3.9");
-    let v = Versions::from_toolchain(&Layout::new(home.path()), Some("etcd34")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut c = cluster();
-    c.nodes = vec![NodeInput {
-        name: "cp1".into(),
-        ip: ip("127.0.0.1"),
-        control_plane: true,
-        worker: true,
-        pod_subnet: "10.200.0.0/24".into(),
-    }];
-    fake_pki(out.path(), &c);
-    etcd_pki(&out.path().join("pki"), "cp1");
-    bundle::write(
-        &c,
-        &v,
-        &Options {
-            out: out.path().to_owned(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-
-    let root = out.path().join("nodes/cp1");
+    // The real `kbin gen cluster`: the PKI step's certificates, its default single node
+    // (control plane and worker) on 127.0.0.1.
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--toolchain", "etcd34", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let node = std::fs::read_dir(out.path().join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    let root = node;
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/etcd.service")).unwrap();
     assert!(
         unit.contains("--logger=zap"),
@@ -797,5 +695,236 @@ fn real_etcd_started_with_the_generated_flags_serves_etcdctl_with_the_client_cer
     assert!(
         !o.status.success(),
         "etcd must refuse a client without a certificate"
+    );
+}
+
+// --- kbin env ----------------------------------------------------------------------------
+
+fn kbin(home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::cargo::cargo_bin_cmd!("kbin");
+    c.env("KBIN_HOME", home).env_remove("SHELL");
+    c
+}
+
+#[test]
+fn env_exports_the_toolchain_bin_and_the_cluster_admin_kubeconfig_for_each_shell() {
+    let home = tempfile::tempdir().unwrap();
+    install_toolchain(home.path(), OLD.0, OLD.1, OLD.2, OLD.3);
+    let cluster = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(cluster.path().join("kubeconfigs")).unwrap();
+    std::fs::write(cluster.path().join("kubeconfigs/admin.conf"), "").unwrap();
+    let bin = Layout::new(home.path()).toolchain_bin("old");
+    let admin = cluster.path().join("kubeconfigs/admin.conf");
+    for (shell, path_line, kc_line, completion) in [
+        (
+            "bash",
+            format!("export PATH='{}':\"$PATH\";", bin.display()),
+            format!("export KUBECONFIG='{}';", admin.display()),
+            "kubectl completion bash",
+        ),
+        (
+            "zsh",
+            format!("export PATH='{}':\"$PATH\";", bin.display()),
+            format!("export KUBECONFIG='{}';", admin.display()),
+            "kubectl completion zsh",
+        ),
+        (
+            "fish",
+            format!("set -gx PATH '{}' $PATH;", bin.display()),
+            format!("set -gx KUBECONFIG '{}';", admin.display()),
+            "kubectl completion fish | source",
+        ),
+    ] {
+        let out = kbin(home.path())
+            .args(["env", "old", "--shell", shell, "--cluster"])
+            .arg(cluster.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&path_line) && text.contains(&kc_line) && text.contains(completion),
+            "{shell}:\n{text}"
+        );
+    }
+    // The bash output is valid bash that sets the variables.
+    let out = kbin(home.path())
+        .args(["env", "old", "--shell", "bash", "--cluster"])
+        .arg(cluster.path())
+        .output()
+        .unwrap();
+    let script = format!(
+        "{}\nprintf '%s\\n' \"$KUBECONFIG\" \"${{PATH%%:*}}\"",
+        String::from_utf8(out.stdout).unwrap()
+    );
+    let o = Command::new(tool("bash"))
+        .arg("-c")
+        .arg(script)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    // The toolchain's (stub) kubectl answered `kubectl completion bash`: PATH took effect.
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!("kubectl 1.30.14\n{}\n{}\n", admin.display(), bin.display())
+    );
+}
+
+#[test]
+fn env_without_toolchain_or_cluster_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let out = kbin(home.path()).arg("env").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no default toolchain") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = kbin(home.path()).args(["env", "nosuch"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nosuch\" is not installed"));
+    let out = kbin(home.path())
+        .args(["env", "--cluster", "/nonexistent-kbin-cluster"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no kubeconfigs/admin.conf"));
+}
+
+// --- kbin gen cluster (with the PKI step) ------------------------------------------------
+
+#[test]
+fn gen_cluster_without_toolchain_or_kubernetes_version_fails_clearly_and_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = kbin(home.path())
+        .args(["gen", "cluster", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no toolchain to generate for") && err.contains("--kubernetes-version"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!dir.exists(), "nothing may be written");
+}
+
+#[test]
+fn gen_cluster_from_kubernetes_version_bundles_no_binaries_and_every_kubeconfig_loads_in_kubectl() {
+    let kubectl = tool("kubectl");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = kbin(home.path())
+        .args([
+            "gen",
+            "cluster",
+            "--kubernetes-version",
+            "1.35",
+            "--cluster-ip",
+            "10.0.0.10",
+        ])
+        .args([
+            "--control-plane",
+            "cp1=10.0.0.10",
+            "--worker",
+            "w1=10.0.0.21",
+            "--worker",
+            "w2=10.0.0.22",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("# Next steps for cluster"),
+        "NEXT-STEPS is printed:\n{stdout}"
+    );
+    assert!(stdout.contains("No binaries are bundled"), "{stdout}");
+    assert!(!out.path().join("bundles").exists());
+    let cfg =
+        std::fs::read_to_string(out.path().join("nodes/w1/etc/containerd/config.toml")).unwrap();
+    assert!(cfg.contains("version = 3"), "{cfg}");
+    // Every kubeconfig, in kubeconfigs/ and in the node trees, loads in the real kubectl.
+    let mut confs: Vec<PathBuf> = files_under(out.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".conf") && !f.contains("modules-load") && !f.contains("sysctl"))
+        .map(|f| out.path().join(f))
+        .collect();
+    confs.sort();
+    assert!(confs.len() >= 6 + 4 + 2 * 2, "{confs:?}");
+    for c in &confs {
+        let o = Command::new(&kubectl)
+            .args([
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+                "--kubeconfig",
+            ])
+            .arg(c)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            c.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "https://10.0.0.10:6443",
+            "{}",
+            c.display()
+        );
+    }
+    // A re-run keeps the encryption key and rewrites the same bytes.
+    let key = std::fs::read(
+        out.path()
+            .join("nodes/cp1/etc/kubernetes/encryption-config.yaml"),
+    )
+    .unwrap();
+    let tar = std::fs::read(out.path().join("nodes/w1.tar.gz")).unwrap();
+    let o = kbin(home.path())
+        .args([
+            "gen",
+            "cluster",
+            "--kubernetes-version",
+            "1.35",
+            "--cluster-ip",
+            "10.0.0.10",
+        ])
+        .args([
+            "--control-plane",
+            "cp1=10.0.0.10",
+            "--worker",
+            "w1=10.0.0.21",
+            "--worker",
+            "w2=10.0.0.22",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(
+            out.path()
+                .join("nodes/cp1/etc/kubernetes/encryption-config.yaml")
+        )
+        .unwrap(),
+        key
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("nodes/w1.tar.gz")).unwrap(),
+        tar
     );
 }

@@ -114,154 +114,43 @@ const fn pki(role: Role, from: &'static str, to: &'static str, mode: u32) -> Pki
 
 use Role::{ControlPlane as Cp, Worker as Wk};
 
-/// What each node takes from `pki/` and `kubeconfigs/` (kubeadm's names on the node).
+/// What each node takes from `pki/` and `kubeconfigs/` (kubeadm's names on the node). The
+/// sources follow the PKI step's table (`gen::pki::files`); `{node}` is the node's name.
+#[rustfmt::skip]
 pub static PKI_FILES: &[PkiFile] = &[
     pki(Cp, "pki/ca.crt", "etc/kubernetes/pki/ca.crt", 0o644),
     pki(Cp, "pki/ca.key", "etc/kubernetes/pki/ca.key", 0o600),
-    pki(
-        Cp,
-        "pki/apiserver.crt",
-        "etc/kubernetes/pki/apiserver.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/apiserver.key",
-        "etc/kubernetes/pki/apiserver.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "pki/apiserver-kubelet-client.crt",
-        "etc/kubernetes/pki/apiserver-kubelet-client.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/apiserver-kubelet-client.key",
-        "etc/kubernetes/pki/apiserver-kubelet-client.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "pki/apiserver-etcd-client.crt",
-        "etc/kubernetes/pki/apiserver-etcd-client.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/apiserver-etcd-client.key",
-        "etc/kubernetes/pki/apiserver-etcd-client.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "pki/front-proxy-ca.crt",
-        "etc/kubernetes/pki/front-proxy-ca.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/front-proxy-client.crt",
-        "etc/kubernetes/pki/front-proxy-client.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/front-proxy-client.key",
-        "etc/kubernetes/pki/front-proxy-client.key",
-        0o600,
-    ),
+    pki(Cp, "pki/apiserver.crt", "etc/kubernetes/pki/apiserver.crt", 0o644),
+    pki(Cp, "pki/apiserver.key", "etc/kubernetes/pki/apiserver.key", 0o600),
+    pki(Cp, "pki/apiserver-kubelet-client.crt", "etc/kubernetes/pki/apiserver-kubelet-client.crt", 0o644),
+    pki(Cp, "pki/apiserver-kubelet-client.key", "etc/kubernetes/pki/apiserver-kubelet-client.key", 0o600),
+    pki(Cp, "pki/apiserver-etcd-client.crt", "etc/kubernetes/pki/apiserver-etcd-client.crt", 0o644),
+    pki(Cp, "pki/apiserver-etcd-client.key", "etc/kubernetes/pki/apiserver-etcd-client.key", 0o600),
+    pki(Cp, "pki/front-proxy-ca.crt", "etc/kubernetes/pki/front-proxy-ca.crt", 0o644),
+    pki(Cp, "pki/front-proxy-client.crt", "etc/kubernetes/pki/front-proxy-client.crt", 0o644),
+    pki(Cp, "pki/front-proxy-client.key", "etc/kubernetes/pki/front-proxy-client.key", 0o600),
     pki(Cp, "pki/sa.key", "etc/kubernetes/pki/sa.key", 0o600),
     pki(Cp, "pki/sa.pub", "etc/kubernetes/pki/sa.pub", 0o644),
-    pki(
-        Cp,
-        "pki/etcd/ca.crt",
-        "etc/kubernetes/pki/etcd/ca.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/healthcheck-client.crt",
-        "etc/kubernetes/pki/etcd/healthcheck-client.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/healthcheck-client.key",
-        "etc/kubernetes/pki/etcd/healthcheck-client.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/{node}/server.crt",
-        "etc/kubernetes/pki/etcd/server.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/{node}/server.key",
-        "etc/kubernetes/pki/etcd/server.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/{node}/peer.crt",
-        "etc/kubernetes/pki/etcd/peer.crt",
-        0o644,
-    ),
-    pki(
-        Cp,
-        "pki/etcd/{node}/peer.key",
-        "etc/kubernetes/pki/etcd/peer.key",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "kubeconfigs/admin.conf",
-        "etc/kubernetes/admin.conf",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "kubeconfigs/controller-manager.conf",
-        "etc/kubernetes/controller-manager.conf",
-        0o600,
-    ),
-    pki(
-        Cp,
-        "kubeconfigs/scheduler.conf",
-        "etc/kubernetes/scheduler.conf",
-        0o600,
-    ),
+    pki(Cp, "pki/etcd/ca.crt", "etc/kubernetes/pki/etcd/ca.crt", 0o644),
+    pki(Cp, "pki/etcd/healthcheck-client.crt", "etc/kubernetes/pki/etcd/healthcheck-client.crt", 0o644),
+    pki(Cp, "pki/etcd/healthcheck-client.key", "etc/kubernetes/pki/etcd/healthcheck-client.key", 0o600),
+    pki(Cp, "pki/etcd/{node}/server.crt", "etc/kubernetes/pki/etcd/server.crt", 0o644),
+    pki(Cp, "pki/etcd/{node}/server.key", "etc/kubernetes/pki/etcd/server.key", 0o600),
+    pki(Cp, "pki/etcd/{node}/peer.crt", "etc/kubernetes/pki/etcd/peer.crt", 0o644),
+    pki(Cp, "pki/etcd/{node}/peer.key", "etc/kubernetes/pki/etcd/peer.key", 0o600),
+    pki(Cp, "kubeconfigs/admin.conf", "etc/kubernetes/admin.conf", 0o600),
+    pki(Cp, "kubeconfigs/super-admin.conf", "etc/kubernetes/super-admin.conf", 0o600),
+    pki(Cp, "kubeconfigs/controller-manager.conf", "etc/kubernetes/controller-manager.conf", 0o600),
+    pki(Cp, "kubeconfigs/scheduler.conf", "etc/kubernetes/scheduler.conf", 0o600),
     pki(Wk, "pki/ca.crt", "etc/kubernetes/pki/ca.crt", 0o644),
-    pki(
-        Wk,
-        "pki/nodes/{node}/kubelet.crt",
-        "etc/kubernetes/pki/kubelet.crt",
-        0o644,
-    ),
-    pki(
-        Wk,
-        "pki/nodes/{node}/kubelet.key",
-        "etc/kubernetes/pki/kubelet.key",
-        0o600,
-    ),
-    pki(
-        Wk,
-        "kubeconfigs/kubelet-{node}.conf",
-        "etc/kubernetes/kubelet.conf",
-        0o600,
-    ),
-    pki(
-        Wk,
-        "kubeconfigs/kube-proxy.conf",
-        "etc/kubernetes/kube-proxy.conf",
-        0o600,
-    ),
+    pki(Wk, "pki/nodes/{node}/kubelet.crt", "etc/kubernetes/pki/kubelet.crt", 0o644),
+    pki(Wk, "pki/nodes/{node}/kubelet.key", "etc/kubernetes/pki/kubelet.key", 0o600),
+    pki(Wk, "kubeconfigs/kubelet-{node}.conf", "etc/kubernetes/kubelet.conf", 0o600),
+    pki(Wk, "kubeconfigs/kube-proxy.conf", "etc/kubernetes/kube-proxy.conf", 0o600),
 ];
 
 /// Binaries per role and where they go on the node.
+#[rustfmt::skip]
 pub static BINARIES: &[(Role, &str, &str)] = &[
     (Cp, "etcd", "usr/local/bin"),
     (Cp, "etcdctl", "usr/local/bin"),
@@ -332,6 +221,8 @@ pub struct Written {
     pub binary_bundles: Vec<PathBuf>,
     /// NEXT-STEPS.md.
     pub next_steps: PathBuf,
+    /// Whether the kubelet configs are for cgroup v1 hosts.
+    pub cgroup_v1: bool,
     /// Its text (also printed).
     #[serde(skip)]
     pub next_steps_text: String,
@@ -711,6 +602,7 @@ pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, 
         nodes: written,
         binary_bundles,
         next_steps: next,
+        cgroup_v1: opts.cgroup_v1,
         next_steps_text: text,
     })
 }

@@ -139,19 +139,28 @@ pub fn render(
         "Then kube-apiserver, and check it answers `ok` (admin.conf talks to {url}: with several\n\
          control-plane nodes that address must reach one of them, e.g. a load balancer):\n\n\
          ```sh\nsystemctl start kube-apiserver\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz\n```\n\n\
-         Then the controller manager and the scheduler:\n\n\
-         ```sh\nsystemctl start kube-controller-manager kube-scheduler\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw '/readyz?verbose'\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get leases\n```\n\n\
-         (the leases `kube-controller-manager` and `kube-scheduler` name their holders).\n",
+         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz\n```\n",
         url = c.api_server_url
     );
     let _ = writeln!(
         w,
-        "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/kubeconfigs/admin.conf   # or: eval \"$(kbin env --cluster .)\"\n```\n\n\
-         Let kube-apiserver reach the kubelets (`kubectl logs`, `kubectl exec`), as kubeadm does:\n\n\
-         ```sh\nkubectl create clusterrolebinding kube-apiserver-kubelet-client \\\n    --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client\n```\n"
+        "Give the admin group its rights, as kubeadm does: admin.conf (and kube-apiserver's\n\
+         client certificate for the kubelets, used by `kubectl logs` and `kubectl exec`) belong to\n\
+         the group `kubeadm:cluster-admins`, which nothing binds yet. super-admin.conf\n\
+         (`system:masters`) can; keep it for emergencies afterwards:\n\n\
+         ```sh\nkubectl --kubeconfig /etc/kubernetes/super-admin.conf create clusterrolebinding kubeadm:cluster-admins \\\n    --clusterrole=cluster-admin --group=kubeadm:cluster-admins\n```\n"
+    );
+    let _ = writeln!(
+        w,
+        "Then the controller manager and the scheduler:\n\n\
+         ```sh\nsystemctl start kube-controller-manager kube-scheduler\n\
+         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw '/readyz?verbose'\n\
+         kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get leases\n```\n\n\
+         (the leases `kube-controller-manager` and `kube-scheduler` name their holders).\n"
+    );
+    let _ = writeln!(
+        w,
+        "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/kubeconfigs/admin.conf   # or: eval \"$(kbin env --cluster .)\"\nkubectl get --raw /readyz\n```\n"
     );
 
     let _ = writeln!(w, "## 4. Start the workers\n");
@@ -174,14 +183,14 @@ pub fn render(
     let _ = writeln!(
         w,
         "**Pod routes between nodes.** Each worker's bridge CNI gives its pods addresses from its own\n\
-         subnet; packets for another node's pods need a route. On machines that share a network,\n\
-         add these routes (or install a CNI such as flannel or Calico instead of the bridge conflist):\n"
+         subnet; packets for another node's pods need a route, on every node. On machines that\n\
+         share a network, add these routes (or install a CNI such as flannel or Calico instead of the bridge conflist):\n"
     );
     if workers.len() < 2 {
         let _ = writeln!(w, "(One worker: nothing to route.)\n");
     } else {
         let _ = writeln!(w, "```sh");
-        for n in &workers {
+        for n in &c.nodes {
             let _ = writeln!(w, "# on {}", n.name);
             for o in workers.iter().filter(|o| o.name != n.name) {
                 let _ = writeln!(w, "ip route add {} via {}", o.pod_subnet, o.ip);
