@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::certs::Item;
 use super::pki::{Action, Outcome, PkiError, kubeconfig_dir, par_map, pki_dir, sha256_hex};
 use super::spec::ClusterSpec;
-use super::{MODE_SECRET, MODE_SECRET_DIR};
+use super::{MODE_SECRET, MODE_SECRET_DIR, Staged};
 
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,12 +114,13 @@ pub fn render(
 }
 
 /// Write every kubeconfig of `items` under `<out>/kubeconfigs`, from the certificates and keys
-/// now in `<out>/pki` and the CA certificates in `ca_pems` (by CA name).
+/// in `<out>/pki` or `staged`, and the CA certificates in `ca_pems` (by CA name); staged too.
 pub fn write_all(
     spec: &ClusterSpec,
     out: &Path,
     items: &[Item],
     ca_pems: &HashMap<String, String>,
+    staged: &Staged,
 ) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
     let dir = kubeconfig_dir(out);
@@ -128,11 +129,13 @@ pub fn write_all(
     let results = par_map(&with_kc, |item| {
         let file = item.kubeconfig.as_deref().expect("filtered on kubeconfig");
         let path = dir.join(file);
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| PkiError::Read {
+        // Certificates made in this run are staged, not yet in place.
+        let read = |p: &Path| match staged.get(p) {
+            Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            None => std::fs::read_to_string(p).map_err(|source| PkiError::Read {
                 path: p.to_owned(),
                 source,
-            })
+            }),
         };
         let ca = ca_pems
             .get(item.ca.as_deref().unwrap_or_default())
@@ -150,7 +153,7 @@ pub fn write_all(
             Err(_) => Action::Created,
         };
         if action != Action::Kept {
-            super::write_file(&path, text.as_bytes(), MODE_SECRET)?;
+            staged.stage(&path, text.as_bytes(), MODE_SECRET)?;
         }
         Ok(Outcome {
             name: format!("kubeconfigs/{file}"),

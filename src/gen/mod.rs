@@ -98,6 +98,95 @@ pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
     spec::SpecInput::load(&spec_path(out))?.build()
 }
 
+/// Files written as one set: each is staged as a temporary file beside its final path (with
+/// its final mode, fd closed); [`Staged::commit`] makes all of them durable with one filesystem
+/// sync, renames each into place, and syncs again so the renames are durable too. Thousands of
+/// keys cost two syncs instead of one fsync each (seconds on ext4). Dropped uncommitted, the
+/// temporary files are removed and no final path was touched.
+#[derive(Debug, Default)]
+pub struct Staged {
+    files: std::sync::Mutex<StagedFiles>,
+}
+
+#[derive(Debug, Default)]
+struct StagedFiles {
+    order: Vec<(tempfile::TempPath, PathBuf)>,
+    bytes: std::collections::HashMap<PathBuf, Vec<u8>>,
+}
+
+impl Staged {
+    /// An empty set.
+    pub fn new() -> Staged {
+        Staged::default()
+    }
+
+    /// Stage `bytes` for `path` with `mode` (callable from several threads). The parent
+    /// directory must exist.
+    pub fn stage(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(dir)
+            .map_err(at("cannot create a temporary file in", dir))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(at("cannot set the mode of", path))?;
+        tmp.write_all(bytes).map_err(at("cannot write", path))?;
+        let tmp = tmp.into_temp_path();
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        files.order.push((tmp, path.to_owned()));
+        files.bytes.insert(path.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    /// What is staged for `path`, if anything (files not yet in place are read from here).
+    pub fn get(&self, path: &Path) -> Option<Vec<u8>> {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes
+            .get(path)
+            .cloned()
+    }
+
+    /// Sync, rename every staged file into place, sync again.
+    pub fn commit(self) -> Result<(), WriteError> {
+        let files = self
+            .files
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .order;
+        let Some((_, first)) = files.first() else {
+            return Ok(());
+        };
+        let anchor = first.parent().unwrap_or(Path::new(".")).to_path_buf();
+        sync_fs(&anchor)?;
+        for (tmp, path) in files {
+            tmp.persist(&path)
+                .map_err(|e| at("cannot rename into", &path)(e.error))?;
+        }
+        sync_fs(&anchor)
+    }
+}
+
+/// `syncfs(2)` on the filesystem holding `dir` (every staged file lives under one output tree).
+fn sync_fs(dir: &Path) -> Result<(), WriteError> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(at("cannot open", dir))?;
+    // SAFETY: syncfs only reads the descriptor, which `d` keeps open for the call.
+    let rc = unsafe { libc::syncfs(d.as_raw_fd()) };
+    if rc != 0 {
+        return Err(at("cannot sync the filesystem of", dir)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Sync a directory so the renames inside it survive a crash (best effort).
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -122,6 +211,24 @@ mod tests {
         assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
         assert_eq!(dir.metadata().unwrap().mode() & 0o777, 0o700);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn staged_files_appear_only_on_commit_and_vanish_if_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("a.key");
+        let staged = Staged::new();
+        staged.stage(&key, b"k", MODE_SECRET).unwrap();
+        assert_eq!(staged.get(&key).as_deref(), Some(&b"k"[..]));
+        assert!(!key.exists());
+        drop(staged);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "temp removed");
+        let staged = Staged::new();
+        staged.stage(&key, b"k2", MODE_SECRET).unwrap();
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"k2");
+        assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]

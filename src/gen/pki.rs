@@ -21,7 +21,7 @@ use x509_parser::public_key::PublicKey;
 
 use super::certs::{self, Item, Kind, San};
 use super::spec::{ClusterSpec, KeyAlgo};
-use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, WriteError};
+use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
 
 /// Clock skew tolerated between the machine that generates and the nodes: certificates are
 /// valid from this long before their creation.
@@ -151,6 +151,9 @@ struct Authority {
     fresh: bool,
 }
 
+/// A CA and its rcgen issuer.
+type Signer<'a, 'k> = (&'a Authority, &'a Issuer<'k, &'k KeyPair>);
+
 /// Options of [`generate`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -192,9 +195,10 @@ pub fn generate(
     }
 
     ensure_dirs(&pki, &items)?;
+    let staged = Staged::new();
     let made = par_map(
         &roots.iter().zip(&root_plans).collect::<Vec<_>>(),
-        |(item, v)| make_root(item, v, &pki, spec, now),
+        |(item, v)| make_root(item, v, &pki, spec, now, &staged),
     );
     let mut outcomes = Vec::new();
     let mut authorities = std::collections::HashMap::new();
@@ -236,7 +240,7 @@ pub fn generate(
         } else {
             inspect_leaf(item, &pki, auth, spec.key_algo, now)
         };
-        let outcome = make_leaf(item, verdict, &pki, spec, auth, issuer, now)?;
+        let outcome = make_leaf(item, verdict, &pki, spec, (auth, issuer), now, &staged)?;
         report(&outcome);
         Ok::<_, PkiError>(outcome)
     });
@@ -244,12 +248,13 @@ pub fn generate(
         outcomes.push(r?);
     }
 
-    let kc = super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities))?;
+    let kc =
+        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), &staged)?;
     for o in kc {
         report(&o);
         outcomes.push(o);
     }
-    super::sync_dir(&pki);
+    staged.commit()?;
     Ok(outcomes)
 }
 
@@ -494,6 +499,7 @@ fn make_root(
     pki: &Path,
     spec: &ClusterSpec,
     now: SystemTime,
+    staged: &Staged,
 ) -> Result<(Outcome, Authority, String), PkiError> {
     let crypto = |e: rcgen::Error| PkiError::Crypto {
         name: item.name.clone(),
@@ -542,8 +548,8 @@ fn make_root(
             let key = new_key(spec.key_algo).map_err(crypto)?;
             let (der, cert_pem, not_after) = if item.kind == Kind::KeyPair {
                 let pub_pem = key.public_key_pem();
-                super::write_file(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
-                super::write_file(&cert_path, pub_pem.as_bytes(), MODE_PUBLIC)?;
+                staged.stage(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
+                staged.stage(&cert_path, pub_pem.as_bytes(), MODE_PUBLIC)?;
                 (
                     rcgen::PublicKeyData::subject_public_key_info(&key),
                     pub_pem,
@@ -553,8 +559,8 @@ fn make_root(
                 let params = cert_params(item, spec.key_algo, now, spec.ca_validity, None);
                 let not_after = params.not_after;
                 let cert = params.self_signed(&key).map_err(crypto)?;
-                super::write_file(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
-                super::write_file(&cert_path, cert.pem().as_bytes(), MODE_PUBLIC)?;
+                staged.stage(&key_path, key.serialize_pem().as_bytes(), MODE_SECRET)?;
+                staged.stage(&cert_path, cert.pem().as_bytes(), MODE_PUBLIC)?;
                 (cert.der().to_vec(), cert.pem(), not_after)
             };
             let outcome = Outcome {
@@ -583,9 +589,9 @@ fn make_leaf(
     verdict: Verdict,
     pki: &Path,
     spec: &ClusterSpec,
-    ca: &Authority,
-    issuer: &Issuer<'_, &KeyPair>,
+    ca: Signer<'_, '_>,
     now: SystemTime,
+    staged: &Staged,
 ) -> Result<Outcome, PkiError> {
     let cert_path = item.cert_path(pki);
     match verdict {
@@ -606,7 +612,7 @@ fn make_leaf(
                 name: item.name.clone(),
                 message: e.to_string(),
             })?;
-            let der = sign_leaf(item, &key, pki, spec, ca, issuer, now, true)?;
+            let der = sign_leaf(item, &key, pki, spec, ca, now, true, staged)?;
             Ok(Outcome {
                 name: item.name.clone(),
                 action,
@@ -625,10 +631,10 @@ fn sign_leaf(
     key: &KeyPair,
     pki: &Path,
     spec: &ClusterSpec,
-    ca: &Authority,
-    issuer: &Issuer<'_, &KeyPair>,
+    (ca, issuer): Signer<'_, '_>,
     now: SystemTime,
     write_key: bool,
+    staged: &Staged,
 ) -> Result<Vec<u8>, PkiError> {
     let params = cert_params(
         item,
@@ -644,13 +650,13 @@ fn sign_leaf(
             message: e.to_string(),
         })?;
     if write_key {
-        super::write_file(
+        staged.stage(
             &item.key_path(pki),
             key.serialize_pem().as_bytes(),
             MODE_SECRET,
         )?;
     }
-    super::write_file(&item.cert_path(pki), cert.pem().as_bytes(), MODE_PUBLIC)?;
+    staged.stage(&item.cert_path(pki), cert.pem().as_bytes(), MODE_PUBLIC)?;
     Ok(cert.der().to_vec())
 }
 
@@ -815,12 +821,13 @@ pub fn renew(
         })
         .collect::<Result<_, PkiError>>()?;
     let now = SystemTime::now();
+    let staged = Staged::new();
     let work: Vec<(&&Item, &KeyPair)> = chosen.iter().zip(keys.iter()).collect();
     let results = par_map(&work, |(item, key)| {
         let (auth, issuer) = issuers
             .get(item.ca.as_deref().expect("leaves have a CA"))
             .expect("every CA was loaded");
-        let der = sign_leaf(item, key, &pki, spec, auth, issuer, now, false)?;
+        let der = sign_leaf(item, key, &pki, spec, (auth, issuer), now, false, &staged)?;
         let o = Outcome {
             name: item.name.clone(),
             action: Action::Renewed,
@@ -834,10 +841,13 @@ pub fn renew(
     for r in results {
         outcomes.push(r?);
     }
-    for o in super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities))? {
+    for o in
+        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), &staged)?
+    {
         report(&o);
         outcomes.push(o);
     }
+    staged.commit()?;
     Ok(outcomes)
 }
 
