@@ -222,7 +222,11 @@ mod tests {
         assert_eq!(staged.get(&key).as_deref(), Some(&b"k"[..]));
         assert!(!key.exists());
         drop(staged);
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "temp removed");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "temp removed"
+        );
         let staged = Staged::new();
         staged.stage(&key, b"k2", MODE_SECRET).unwrap();
         staged.commit().unwrap();
