@@ -885,3 +885,24 @@ fn real_etcd_serves_the_apiserver_client_and_refuses_no_certificate_or_another_c
     );
     drop(etcd);
 }
+
+#[test]
+fn pki_only_writes_the_pki_kubeconfigs_and_spec_without_versions() {
+    let env = Env::new();
+    env.ok(&[
+        "gen",
+        "cluster",
+        "--pki-only",
+        "--worker",
+        "w1=10.0.0.11",
+        "--control-plane",
+        "cp1=10.0.0.1",
+    ]);
+    let mut top: Vec<String> = std::fs::read_dir(env.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["cluster.toml", "kubeconfigs", "pki"]);
+    assert!(env.pki().join("nodes/w1/kubelet.crt").exists());
+}

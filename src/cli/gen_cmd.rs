@@ -83,6 +83,11 @@ pub struct GenClusterArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Write only the PKI and kubeconfigs (and cluster.toml): no versions needed, no configs,
+    /// units or bundles
+    #[arg(long)]
+    pub pki_only: bool,
+
     /// The toolchain whose versions the configs are pinned to [default: the default toolchain]
     #[arg(long, value_name = "NAME")]
     pub toolchain: Option<String>,
@@ -165,6 +170,11 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         .input()
         .and_then(|flags| file.overlay(flags).build())
         .hint(SPEC_HINT)?;
+    if a.pki_only {
+        let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
+        finish(ctx, &a.out, &spec, pki, None)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // Versions first: a missing toolchain fails before anything is written.
     let versions = configs_step::versions(ctx, &a)?;
     let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
