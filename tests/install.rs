@@ -997,3 +997,58 @@ fn gc_removes_only_what_no_toolchain_uses_and_what_killed_installs_left() {
         "kubectl was kept"
     );
 }
+
+#[test]
+fn per_host_mirrors_from_settings_and_the_mirror_flag_both_work() {
+    let f = Fixture::new();
+    // Without KBIN_MIRROR: per-host entries in settings.toml. Anything they miss would go to a
+    // dead proxy on loopback, never outside.
+    std::fs::create_dir_all(f.kbin_home()).unwrap();
+    std::fs::write(
+        f.kbin_home().join("settings.toml"),
+        format!(
+            "[mirrors]\n\"dl.k8s.io\" = \"{0}\"\n\"github.com\" = \"{0}\"\n",
+            f.server.base()
+        ),
+    )
+    .unwrap();
+    let no_env_mirror = |c: &mut assert_cmd::Command| {
+        c.env_remove("KBIN_MIRROR")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1")
+            .env("KBIN_HTTP_RETRIES", "0");
+    };
+    let mut c = f.cmd();
+    no_env_mirror(&mut c);
+    let out = c
+        .args(["install", "1.30", "--only", "kubectl,etcd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.requests(&f.path_of("/bin/linux/amd64/kubectl")), 1);
+    let etcd = Command::new(f.toolchain("1.30").join("bin/etcd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(etcd.status.success());
+
+    // The global --mirror flag, in a fresh home with no settings.
+    std::fs::remove_dir_all(f.kbin_home()).unwrap();
+    f.server.reset_counters();
+    let mut c = f.cmd();
+    no_env_mirror(&mut c);
+    let out = c
+        .args([
+            "--mirror",
+            &f.server.base(),
+            "install",
+            "1.30",
+            "--only",
+            "kubectl",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.requests(&f.path_of("/bin/linux/amd64/kubectl")), 1);
+}
