@@ -77,10 +77,20 @@ pub fn render(
     if !binaries_bundled {
         let _ = writeln!(
             w,
-            "No binaries are bundled (`--no-binaries` or `--kubernetes-version`): put the Kubernetes {k}\n\
-             binaries in /usr/local/bin and the CNI plugins in /opt/cni/bin on each node yourself,\n\
-             before running install.sh.\n",
-            k = v.kubernetes
+            "No binaries are bundled (`--no-binaries` or `--kubernetes-version`). Either install a\n\
+             toolchain and generate again (`kbin install {minor}`, then `kbin gen cluster --toolchain {minor} ...`),\n\
+             or put these exact versions on each node yourself before running install.sh: Kubernetes\n\
+             {k} (control plane: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; workers:\n\
+             kubelet, kube-proxy), etcd and etcdctl {etcd}, containerd {cd} (with containerd-shim-runc-v2),\n\
+             runc {runc} and crictl {crictl} in /usr/local/bin; CNI plugins {cni} (bridge, host-local,\n\
+             loopback, portmap) in /opt/cni/bin.\n",
+            minor = format_args!("{}.{}", v.kubernetes.major, v.kubernetes.minor),
+            k = v.kubernetes,
+            etcd = v.of("etcd"),
+            cd = v.of("containerd"),
+            runc = v.of("runc"),
+            crictl = v.of("crictl"),
+            cni = v.of("cni-plugins"),
         );
     }
     for n in &c.nodes {
@@ -122,7 +132,9 @@ pub fn render(
     let _ = writeln!(w, "## 3. Start the control plane, one step at a time\n");
     let _ = writeln!(
         w,
-        "On every control-plane node ({}), start etcd (start them all: etcd waits for a quorum):\n\n\
+        "On every control-plane node ({}), start etcd. It reports started once its members have\n\
+         a quorum, so with several control-plane nodes start them all at about the same time\n\
+         (`systemctl start --no-block etcd` returns at once):\n\n\
          ```sh\nsystemctl start etcd\n```\n\nCheck that every member is healthy (on a control-plane node):\n\n\
          ```sh\nETCDCTL_API=3 etcdctl --endpoints={} \\\n    {ETCD_CERTS} \\\n    endpoint health\n```\n",
         cps.iter()
@@ -170,7 +182,8 @@ pub fn render(
          ```sh\nsystemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n\
          systemctl start kubelet\nsystemctl start kube-proxy\n\
          iptables -t nat -L KUBE-SERVICES | head -n 5   # kube-proxy wrote its rules\n```\n\n\
-         Then, from your machine, every node is listed and becomes `Ready`:\n\n\
+         Then, from your machine, every worker is listed and becomes `Ready` (control-plane nodes\n\
+         that are not workers run no kubelet, so they are not listed):\n\n\
          ```sh\nkubectl get nodes -o wide\n```\n",
         c.workers()
             .map(|n| n.name.as_str())
