@@ -962,7 +962,7 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pipes are drained on threads, so a chatty binary cannot fill one and stall; a binary that
 /// hangs, or leaves a child holding its pipes, costs at most [`VERSION_TIMEOUT`] and reports
 /// nothing.
-fn version_report(bin: &Path, args: &[String]) -> Option<String> {
+pub fn version_report(bin: &Path, args: &[String]) -> Option<String> {
     use std::io::Read as _;
     let mut child = Command::new(bin)
         .args(args)
@@ -1209,6 +1209,7 @@ mod tests {
                     commit: "0123456789abcdef0123456789abcdef01234567".into(),
                     go: Some("1.22.5".into()),
                     recipe: Digest::sha256_of(&[7; 32]),
+                    outputs: None,
                 },
             })
         }

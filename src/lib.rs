@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod r#gen;
 pub mod install;
 pub mod manifest;
+pub mod source;
 pub mod store;
 pub mod toolchain;
 pub mod ui;

@@ -2,9 +2,16 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
+use semver::Version;
 
 use super::Context;
+use crate::error::WithHint;
+use crate::manifest::{Arch, Manifest, Minor};
+use crate::source::{self, BuildRequest, Built};
+use crate::store::{Layout, Store};
+use crate::toolchain::Receipt;
 
 /// Arguments of `kbin build`.
 #[derive(Debug, Args)]
@@ -26,6 +33,133 @@ pub struct BuildArgs {
     pub source: Option<String>,
 }
 
-pub(super) fn run(_ctx: &Context, _args: BuildArgs) -> anyhow::Result<ExitCode> {
-    super::not_yet("build", 5)
+pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let manifest = ctx.manifest()?;
+    let name = match &args.toolchain {
+        Some(n) => n.clone(),
+        None => layout
+            .settings()?
+            .default
+            .context("no toolchain given and no default toolchain")
+            .hint("pass --toolchain NAME, or install one first: kbin install 1.30")?,
+    };
+    let receipt_path = layout.receipt_path(&name);
+    if !receipt_path.is_file() {
+        return Err(anyhow::anyhow!("toolchain {name:?} is not installed"))
+            .hint("see the installed toolchains with `kbin show-versions`, or install it with `kbin install`");
+    }
+    let receipt = Receipt::load(&receipt_path)?;
+    let built = build_into(
+        ctx,
+        &manifest,
+        &layout,
+        &receipt,
+        &args.from_source,
+        args.git_ref,
+        args.source,
+    )?;
+    ctx.ui.report(&built, |b| {
+        let mut t = format!(
+            "{} {} {} into toolchain {name}: {} at {} (commit {}, Go {})\n",
+            if b.cache_hit {
+                "cache hit: installed"
+            } else {
+                "built and installed"
+            },
+            b.component,
+            b.version,
+            b.source.repository,
+            b.source.git_ref,
+            b.source.commit,
+            b.source.go.as_deref().unwrap_or("-"),
+        );
+        for (bin, d) in &b.binaries {
+            t.push_str(&format!("  {bin:<24} {d}\n"));
+        }
+        t
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Build `component` for the toolchain of `receipt` and swap it in: the seam `kbin install
+/// --from-source` uses too.
+pub(super) fn build_into(
+    ctx: &Context,
+    manifest: &Manifest,
+    layout: &Layout,
+    receipt: &Receipt,
+    component: &str,
+    git_ref: Option<String>,
+    source: Option<String>,
+) -> anyhow::Result<Built> {
+    let comp = manifest
+        .component(component)
+        .with_context(|| format!("the manifest has no component {component:?}"))
+        .hint(format!(
+            "components: {}",
+            manifest
+                .components
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    let version = component_version(manifest, receipt, component)?;
+    if Arch::host() != Some(receipt.arch) {
+        return Err(anyhow::anyhow!(
+            "toolchain {} is for {}, and source builds are native to this machine",
+            receipt.name,
+            receipt.arch
+        ))
+        .hint("build on a machine of that architecture, or install a toolchain for this one");
+    }
+    let store = Store::open(layout.clone())?;
+    layout.ensure()?;
+    let _shared = store.lock_shared(|| ctx.ui.status("waiting for `kbin cache gc` to finish"))?;
+    let req = BuildRequest {
+        component: comp,
+        version,
+        arch: receipt.arch,
+        git_ref,
+        source,
+    };
+    let built = source::build_component(&store, &req, &ctx.ui).map_err(with_source_hint)?;
+    source::install_built(layout, &store, &receipt.name, comp, &built, &ctx.ui)
+        .map_err(with_source_hint)?;
+    Ok(built)
+}
+
+fn with_source_hint(e: source::SourceError) -> anyhow::Error {
+    match e.hint() {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => e.into(),
+    }
+}
+
+/// The version of `component` in a toolchain: its receipt's, else the default of the
+/// toolchain's Kubernetes minor.
+fn component_version(
+    manifest: &Manifest,
+    receipt: &Receipt,
+    component: &str,
+) -> anyhow::Result<Version> {
+    if let Some(v) = receipt.version_of(component) {
+        return Ok(v.clone());
+    }
+    if component == "kubernetes" {
+        return Ok(receipt.kubernetes.clone());
+    }
+    manifest
+        .releases
+        .get(&Minor::of(&receipt.kubernetes))
+        .and_then(|r| r.defaults.as_ref().ok())
+        .and_then(|d| d.components.get(component))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "toolchain {} has no {component}, and the manifest has no default version of it for Kubernetes {}",
+                receipt.name, receipt.kubernetes
+            )
+        })
 }

@@ -118,8 +118,8 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         ctx.global.mirror.clone(),
         settings.mirrors.clone(),
     ))?;
-    // The seam for issue 5: pass the source module's `SourceBuilder` here.
-    let builder: Option<&dyn install::SourceBuilder> = None;
+    let source_builder = crate::source::InstallBuilder::new(&manifest);
+    let builder: Option<&dyn install::SourceBuilder> = Some(&source_builder);
     let outcome = install::execute(
         &manifest, &store, &fetcher, &plan, args.jobs, builder, &ctx.ui,
     )

@@ -138,6 +138,9 @@ pub struct Component {
     pub artifacts: Vec<ArtifactTemplate>,
     /// How to build it from source.
     pub recipe: Option<Recipe>,
+    /// Commits that a version's tag must resolve to (40 hex): a source build of that version
+    /// refuses a tag that moved (a supply-chain warning sign).
+    pub commits: BTreeMap<Version, String>,
 }
 
 /// How an artifact is packed.
@@ -462,6 +465,8 @@ mod wire {
         #[serde(default)]
         artifact: Vec<Artifact>,
         recipe: Option<Recipe>,
+        #[serde(default)]
+        commits: BTreeMap<String, String>,
     }
 
     #[derive(Deserialize)]
@@ -640,6 +645,20 @@ mod wire {
                         })
                     }
                 };
+                let mut commits = BTreeMap::new();
+                for (v, commit) in &c.commits {
+                    let v = version(&format!("{what}: commits"), v)?;
+                    if commit.len() != 40
+                        || !commit
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    {
+                        return Err(invalid(format!(
+                            "{what}: commits: {commit:?} (for {v}) is not a full commit id (40 lowercase hex)"
+                        )));
+                    }
+                    commits.insert(v, commit.clone());
+                }
                 components.push(super::Component {
                     name: c.name,
                     description: c.description,
@@ -652,6 +671,7 @@ mod wire {
                     version_args_override: c.version_args_override,
                     artifacts,
                     recipe,
+                    commits,
                 });
             }
             for name in REQUIRED_COMPONENTS {

