@@ -39,7 +39,8 @@ pub struct GenClusterArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// The address clients and nodes use to reach the API server [default: 127.0.0.1]
+    /// The address clients and nodes use to reach the API server [default: the first
+    /// control-plane node's IP; 127.0.0.1 when no nodes are given]
     #[arg(long, value_name = "IP")]
     pub cluster_ip: Option<String>,
 
@@ -347,7 +348,7 @@ mod configs_step {
         if spec.cluster_ip.is_loopback() && !remote.is_empty() {
             let first_cp = spec.control_planes().next().map(|n| n.ip.to_string());
             ctx.ui.warn(format!(
-                "workers {} will look for the API server at {} (the default --cluster-ip), which only works on one machine; generate again with --cluster-ip {} (a control-plane node or a load balancer in front of them)",
+                "workers {} will look for the API server at {} (a loopback --cluster-ip), which only works on one machine; generate again with --cluster-ip {} (a control-plane node or a load balancer in front of them)",
                 remote.join(", "),
                 spec.api_server_url(),
                 first_cp.as_deref().unwrap_or("ADDRESS")

@@ -488,10 +488,15 @@ impl SpecInput {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(SpecError::Name(name));
         }
-        let cluster_ip = parse_ip(
-            "--cluster-ip",
-            self.cluster_ip.as_deref().unwrap_or(DEFAULT_CLUSTER_IP),
-        )?;
+        let cluster_ip = match self.cluster_ip.as_deref() {
+            Some(ip) => parse_ip("--cluster-ip", ip)?,
+            // With nodes given, the API endpoint workers can reach is a control plane's address,
+            // not this machine's loopback.
+            None => match self.nodes.iter().find(|n| n.control_plane) {
+                Some(cp) => parse_ip("node IP", &cp.ip)?,
+                None => parse_ip("--cluster-ip", DEFAULT_CLUSTER_IP)?,
+            },
+        };
         let service_cidr = parse_cidr(
             "--service-cidr",
             self.service_cidr.as_deref().unwrap_or(DEFAULT_SERVICE_CIDR),
@@ -778,6 +783,13 @@ mod tests {
         assert!(s.nodes[0].worker, "cp1 given as worker too");
         assert_eq!(s.workers().count(), 2);
         assert_eq!(s.nodes[2].pod_subnet.to_string(), "10.200.2.0/24");
+        // Workers on other machines reach the API at a control plane, not at loopback.
+        assert_eq!(s.api_server_url(), "https://10.0.0.1:6443");
+        i.cluster_ip = Some("10.0.0.100".into());
+        assert_eq!(
+            i.build().unwrap().api_server_url(),
+            "https://10.0.0.100:6443"
+        );
     }
 
     #[test]
