@@ -1041,3 +1041,129 @@ fn per_host_mirrors_from_settings_and_the_mirror_flag_both_work() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(f.server.requests(&f.path_of("/bin/linux/amd64/kubectl")), 1);
 }
+
+/// Run git in `dir` with a fixed identity and no user or system config.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git is missing: run scripts/setup-test-deps");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A runc-shaped repository: tag v1.1.14, and a Makefile whose `runc` target (the real
+/// manifest's recipe: `make runc COMMIT=… BUILDTAGS=`) writes a script stamped with COMMIT, or
+/// fails when `fail`. Returns the tagged commit.
+fn runc_repo(dir: &Path, fail: bool) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    let recipe = if fail {
+        "\t@echo 'cc: fatal error: seccomp.h: No such file or directory' >&2; exit 1\n".to_string()
+    } else {
+        "\tprintf '#!/bin/sh\\necho runc version 1.1.14 commit $(COMMIT)\\n' > runc\n\tchmod +x runc\n"
+            .to_string()
+    };
+    std::fs::write(dir.join("Makefile"), format!("runc:\n{recipe}")).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "runc"]);
+    git(dir, &["tag", "v1.1.14"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The fixture's manifest with runc's repository pointing at `repo`.
+fn with_runc_repository(f: &Fixture, repo: &Path) {
+    let text = std::fs::read_to_string(&f.manifest).unwrap();
+    let from = "repository = \"https://github.com/opencontainers/runc\"";
+    assert!(
+        text.contains(from),
+        "the real manifest names runc's repository"
+    );
+    let to = format!("repository = \"file://{}\"", repo.display());
+    std::fs::write(&f.manifest, text.replace(from, &to)).unwrap();
+}
+
+#[test]
+fn from_source_builds_that_component_and_downloads_the_rest() {
+    let f = Fixture::new();
+    let repos = tempfile::tempdir().unwrap();
+    let commit = runc_repo(&repos.path().join("runc"), false);
+    with_runc_repository(&f, &repos.path().join("runc"));
+    let runc_url = f.path_of("/runc.amd64");
+
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--from-source", "runc"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tc = f.toolchain("1.30");
+    let run = |b: &str| {
+        let o = Command::new(tc.join("bin").join(b)).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    // runc is the build's, stamped with the tag's commit; nothing asked the server for it.
+    assert_eq!(run("runc"), format!("runc version 1.1.14 commit {commit}"));
+    assert_eq!(f.server.requests(&runc_url), 0);
+    // The rest came from the mirror.
+    assert_eq!(run("kubectl"), format!("kubectl Kubernetes v{KUBE}"));
+    assert!(f.server.requests(&f.path_of("/amd64/kubectl")) >= 1);
+
+    let receipt = f.receipt("1.30");
+    let comps = receipt["component"].as_array().unwrap();
+    let comp = |name: &str| {
+        comps
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in the lock"))
+    };
+    let runc = comp("runc");
+    assert_eq!(runc["origin"].as_str(), Some("source"));
+    assert_eq!(runc["source"]["commit"].as_str(), Some(commit.as_str()));
+    assert_eq!(runc["source"]["ref"].as_str(), Some("v1.1.14"));
+    assert_eq!(comp("etcd")["origin"].as_str(), Some("download"));
+
+    // show-versions says where each came from.
+    let out = f.cmd().args(["show-versions", "1.30"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("source v1.1.14@{}", &commit[..12])),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failing_source_build_during_install_installs_nothing() {
+    let f = Fixture::new();
+    let repos = tempfile::tempdir().unwrap();
+    runc_repo(&repos.path().join("runc"), true);
+    with_runc_repository(&f, &repos.path().join("runc"));
+
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--from-source", "runc"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("seccomp.h: No such file or directory"),
+        "{err}"
+    );
+    assert!(err.contains("make runc"), "the command to rerun: {err}");
+    assert!(!f.toolchain("1.30").exists(), "a half toolchain was left");
+    let o = f.cmd().args(["show-versions", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+}
