@@ -125,11 +125,6 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
     )
     .map_err(|e| {
         let hint = match &e {
-            install::InstallError::NoSourceBuilder(_) => Some(
-                "source builds are planned in issue #5; drop --from-source to download \
-                     the release artifacts"
-                    .to_owned(),
-            ),
             install::InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
                 ctx.global.mirror.is_none().then(|| {
                     "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"

@@ -174,14 +174,6 @@ pub fn resolve(
     })
 }
 
-/// The error for a command whose issue has not landed yet: it never pretends to work.
-#[allow(dead_code)] // every command has landed; kept for the next unfinished one
-pub(crate) fn not_yet(command: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    Err(anyhow::anyhow!("`kbin {command}` is not implemented yet")).hint(format!(
-        "it is planned in issue #{issue}; until then kbin can resolve versions: kbin show-versions --available"
-    ))
-}
-
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_tracing(cli.global.verbose, cli.global.quiet);
