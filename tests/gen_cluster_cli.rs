@@ -340,3 +340,54 @@ fn a_loopback_cluster_ip_with_remote_workers_is_warned_about() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "https://127.0.0.1:6443");
 }
+
+#[test]
+fn gen_node_then_a_bare_rerun_writes_the_new_nodes_configs_and_keeps_everything_else() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let gen_cluster = |extra: &[&str]| {
+        let o = kbin(home.path())
+            .args(["gen", "cluster", "--kubernetes-version", "1.35", "--out"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    gen_cluster(NODES);
+    let ca = std::fs::read(dir.join("pki/ca.crt")).unwrap();
+    let apiserver = std::fs::read(dir.join("pki/apiserver.crt")).unwrap();
+
+    let o = kbin(home.path())
+        .args(["gen", "node", "w3=10.0.0.23", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("kbin gen cluster --out"), "{err}");
+    assert!(dir.join("kubeconfigs/kubelet-w3.conf").is_file());
+    assert!(!dir.join("nodes/w3").exists(), "gen node writes PKI only");
+
+    // No node flags: the saved spec (with w3) is the starting point, not the one-node default.
+    let err = gen_cluster(&[]);
+    assert!(err.contains("starting from the spec in"), "{err}");
+    assert!(!err.contains("replaced"), "nothing is remade: {err}");
+    for n in ["cp1", "w1", "w2", "w3"] {
+        assert!(
+            dir.join("nodes").join(n).join("etc").is_dir(),
+            "{n} has no tree"
+        );
+    }
+    assert!(!dir.join("nodes/node-0").exists());
+    assert_eq!(std::fs::read(dir.join("pki/ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read(dir.join("pki/apiserver.crt")).unwrap(),
+        apiserver
+    );
+    let kubelet =
+        std::fs::read_to_string(dir.join("nodes/w3/etc/kubernetes/kubelet.conf")).unwrap();
+    assert!(kubelet.contains("https://10.0.0.10:6443"), "{kubelet}");
+}

@@ -31,7 +31,8 @@ pub struct GenClusterArgs {
     #[arg(long, value_name = "DIR", default_value = "cluster")]
     pub out: PathBuf,
 
-    /// Read the cluster spec from this TOML file (flags override it)
+    /// Read the cluster spec from this TOML file (flags override it) [default: OUT/cluster.toml
+    /// when the tree exists, so a re-run keeps its nodes]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -161,9 +162,18 @@ const SPEC_HINT: &str =
     "fix the value named above (see `kbin gen cluster --help`); nothing was written";
 
 fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
+    let saved = gen_mod::spec_path(&a.out);
     let file = match &a.config {
         Some(path) => {
             SpecInput::load(path).hint("fix the file; its fields are the flags' names")?
+        }
+        // A re-run over an existing tree starts from the spec it was made with (and the nodes
+        // `gen node` added), not from the defaults: flags still win.
+        None if saved.is_file() => {
+            ctx.ui
+                .status(format!("starting from the spec in {}", saved.display()));
+            SpecInput::load(&saved)
+                .hint("fix it, or pass --config FILE to start from another spec")?
         }
         None => SpecInput::default(),
     };
@@ -194,7 +204,13 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
     let spec = input.build().hint(SPEC_HINT)?;
     let pki = pki_step(ctx, &spec, &a.out, false, true)?;
-    finish(ctx, &a.out, &spec, pki, None)
+    let code = finish(ctx, &a.out, &spec, pki, None)?;
+    ctx.ui.status(format!(
+        "configs, units and bundles for the new nodes: kbin gen cluster --out {} (it reads {})",
+        a.out.display(),
+        saved.display()
+    ));
+    Ok(code)
 }
 
 fn pki_step(
