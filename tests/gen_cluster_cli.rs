@@ -342,52 +342,69 @@ fn a_loopback_cluster_ip_with_remote_workers_is_warned_about() {
 }
 
 #[test]
-fn gen_node_then_a_bare_rerun_writes_the_new_nodes_configs_and_keeps_everything_else() {
+fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
     let home = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("cluster");
-    let gen_cluster = |extra: &[&str]| {
-        let o = kbin(home.path())
-            .args(["gen", "cluster", "--kubernetes-version", "1.35", "--out"])
+    let run = |args: &[&str]| {
+        kbin(home.path())
+            .arg("gen")
+            .args(args)
+            .arg("--out")
             .arg(&dir)
-            .args(extra)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let ok = |o: std::process::Output| {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    gen_cluster(NODES);
+    let mut first = vec!["cluster", "--kubernetes-version", "1.35"];
+    first.extend(NODES);
+    ok(run(&first));
     let ca = std::fs::read(dir.join("pki/ca.crt")).unwrap();
     let apiserver = std::fs::read(dir.join("pki/apiserver.crt")).unwrap();
+    let w1 = std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap();
 
-    let o = kbin(home.path())
-        .args(["gen", "node", "w3=10.0.0.23", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without versions (no toolchain installed here) the new node's configs cannot be pinned:
+    // one clear error, and nothing of w3 written.
+    let o = run(&["node", "w3=10.0.0.23"]);
+    assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("kbin gen cluster --out"), "{err}");
-    assert!(dir.join("kubeconfigs/kubelet-w3.conf").is_file());
-    assert!(!dir.join("nodes/w3").exists(), "gen node writes PKI only");
+    assert!(err.contains("--kubernetes-version"), "{err}");
+    assert!(!dir.join("kubeconfigs/kubelet-w3.conf").exists());
+    assert!(!dir.join("nodes/w3").exists());
 
-    // No node flags: the saved spec (with w3) is the starting point, not the one-node default.
-    let err = gen_cluster(&[]);
-    assert!(err.contains("starting from the spec in"), "{err}");
+    // gen node: w3's certificates, kubeconfig, configs and bundle; everything else kept.
+    let err = ok(run(&[
+        "node",
+        "w3=10.0.0.23",
+        "--kubernetes-version",
+        "1.35",
+    ]));
     assert!(!err.contains("replaced"), "nothing is remade: {err}");
-    for n in ["cp1", "w1", "w2", "w3"] {
-        assert!(
-            dir.join("nodes").join(n).join("etc").is_dir(),
-            "{n} has no tree"
-        );
-    }
-    assert!(!dir.join("nodes/node-0").exists());
+    assert!(dir.join("pki/nodes/w3/kubelet.crt").is_file());
+    assert!(dir.join("nodes/w3/var/lib/kubelet/config.yaml").is_file());
+    assert!(dir.join("nodes/w3.tar.gz").is_file());
+    let kubelet =
+        std::fs::read_to_string(dir.join("nodes/w3/etc/kubernetes/kubelet.conf")).unwrap();
+    assert!(kubelet.contains("https://10.0.0.10:6443"), "{kubelet}");
     assert_eq!(std::fs::read(dir.join("pki/ca.crt")).unwrap(), ca);
     assert_eq!(
         std::fs::read(dir.join("pki/apiserver.crt")).unwrap(),
         apiserver
     );
-    let kubelet =
-        std::fs::read_to_string(dir.join("nodes/w3/etc/kubernetes/kubelet.conf")).unwrap();
-    assert!(kubelet.contains("https://10.0.0.10:6443"), "{kubelet}");
+    assert_eq!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
+    let next = std::fs::read_to_string(dir.join("NEXT-STEPS.md")).unwrap();
+    assert!(next.contains("w3"), "{next}");
+
+    // No node flags: the saved spec (with w3) is the starting point, not the one-node default.
+    let err = ok(run(&["cluster", "--kubernetes-version", "1.35"]));
+    assert!(err.contains("starting from the spec in"), "{err}");
+    assert!(!err.contains("replaced"), "nothing is remade: {err}");
+    for n in ["cp1", "w1", "w2", "w3"] {
+        assert!(dir.join("nodes").join(n).join("etc").is_dir(), "{n}");
+    }
+    assert!(!dir.join("nodes/node-0").exists());
+    assert_eq!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
 }

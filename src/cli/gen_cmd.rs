@@ -20,12 +20,13 @@ pub enum GenCommand {
     /// Write the PKI, kubeconfigs, component configs, systemd units, node bundles and next steps
     /// of a cluster
     Cluster(GenClusterArgs),
-    /// Add nodes to an existing cluster tree, reusing its CA
+    /// Add nodes to an existing cluster tree, reusing its CA: their certificates and
+    /// kubeconfigs, and (unless the tree was made with --pki-only) their configs and bundles
     Node(GenNodeArgs),
 }
 
 /// Arguments of `kbin gen cluster`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct GenClusterArgs {
     /// The output directory
     #[arg(long, value_name = "DIR", default_value = "cluster")]
@@ -118,6 +119,22 @@ pub struct GenNodeArgs {
     /// The cluster directory
     #[arg(long, value_name = "DIR", default_value = "cluster")]
     pub out: PathBuf,
+
+    /// The toolchain whose versions the configs are pinned to [default: the default toolchain]
+    #[arg(long, value_name = "NAME")]
+    pub toolchain: Option<String>,
+
+    /// Pin the configs to this Kubernetes version from the manifest (no binaries are bundled)
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+
+    /// Do not put the toolchain's binaries in the node bundles
+    #[arg(long)]
+    pub no_binaries: bool,
+
+    /// Configure the kubelet for hosts still on cgroup v1
+    #[arg(long)]
+    pub cgroup_v1: bool,
 }
 
 pub(super) fn run(ctx: &Context, cmd: GenCommand) -> anyhow::Result<ExitCode> {
@@ -181,16 +198,26 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         .input()
         .and_then(|flags| file.overlay(flags).build())
         .hint(SPEC_HINT)?;
+    generate(ctx, &spec, &a, false)
+}
+
+/// The PKI, then (unless `--pki-only`) configs, units, bundles and NEXT-STEPS for `spec`.
+/// `require_ca`: fail rather than create a CA (`gen node` adds to a tree).
+fn generate(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    a: &GenClusterArgs,
+    require_ca: bool,
+) -> anyhow::Result<ExitCode> {
     if a.pki_only {
-        let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
-        finish(ctx, &a.out, &spec, pki, None)?;
-        return Ok(ExitCode::SUCCESS);
+        let pki = pki_step(ctx, spec, &a.out, a.force, require_ca)?;
+        return finish(ctx, &a.out, spec, pki, None);
     }
     // Versions first: a missing toolchain fails before anything is written.
-    let versions = configs_step::versions(ctx, &a)?;
-    let pki = pki_step(ctx, &spec, &a.out, a.force, false)?;
-    let configs = configs_step::run(ctx, &spec, &a, &versions)?;
-    finish(ctx, &a.out, &spec, pki, Some(&configs))?;
+    let versions = configs_step::versions(ctx, a)?;
+    let pki = pki_step(ctx, spec, &a.out, a.force, require_ca)?;
+    let configs = configs_step::run(ctx, spec, a, &versions)?;
+    finish(ctx, &a.out, spec, pki, Some(&configs))?;
     configs_step::print_next_steps(ctx, &configs);
     Ok(ExitCode::SUCCESS)
 }
@@ -203,14 +230,18 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     ))?;
     input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
     let spec = input.build().hint(SPEC_HINT)?;
-    let pki = pki_step(ctx, &spec, &a.out, false, true)?;
-    let code = finish(ctx, &a.out, &spec, pki, None)?;
-    ctx.ui.status(format!(
-        "configs, units and bundles for the new nodes: kbin gen cluster --out {} (it reads {})",
-        a.out.display(),
-        saved.display()
-    ));
-    Ok(code)
+    // The same steps as `gen cluster` over the grown spec: what exists is kept, the new nodes'
+    // files are made. A tree made with --pki-only stays PKI-only.
+    let args = GenClusterArgs {
+        out: a.out.clone(),
+        pki_only: !a.out.join("nodes").is_dir(),
+        toolchain: a.toolchain,
+        kubernetes_version: a.kubernetes_version,
+        no_binaries: a.no_binaries,
+        cgroup_v1: a.cgroup_v1,
+        ..GenClusterArgs::default()
+    };
+    generate(ctx, &spec, &args, true)
 }
 
 fn pki_step(
