@@ -375,6 +375,15 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
     assert!(!dir.join("kubeconfigs/kubelet-w3.conf").exists());
     assert!(!dir.join("nodes/w3").exists());
 
+    // A node that is already there is not "added" again.
+    let o = run(&["node", "w1=10.0.0.21", "--kubernetes-version", "1.35"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("node w1 is already in the cluster (at 10.0.0.21)"),
+        "{err}"
+    );
+
     // gen node: w3's certificates, kubeconfig, configs and bundle; everything else kept.
     let err = ok(run(&[
         "node",

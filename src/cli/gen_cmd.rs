@@ -228,6 +228,21 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
         "`kbin gen node` adds to a tree made by `kbin gen cluster --out {}`; run that first",
         a.out.display()
     ))?;
+    if let Some(n) = a.nodes.iter().find_map(|arg| {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        input.nodes.iter().find(|n| n.name == name)
+    }) {
+        return Err(anyhow::anyhow!(
+            "node {} is already in the cluster (at {})",
+            n.name,
+            n.ip
+        ))
+        .hint(format!(
+            "`kbin gen node` adds new nodes; to change one, edit {} and run `kbin gen cluster --out {}`",
+            saved.display(),
+            a.out.display()
+        ));
+    }
     input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
     let spec = input.build().hint(SPEC_HINT)?;
     // The same steps as `gen cluster` over the grown spec: what exists is kept, the new nodes'
