@@ -230,7 +230,8 @@ pub struct Built {
     pub key: String,
     /// The outputs came from an earlier build.
     pub cache_hit: bool,
-    /// Bytes received from the remote.
+    /// Bytes received from the remote: 0 for `file://` URLs and local paths, which libgit2's
+    /// local transport reads directly with no pack transferred.
     pub fetched_bytes: usize,
     /// Whether the fetch was shallow.
     pub shallow: bool,
