@@ -38,7 +38,7 @@ impl Env {
             .args(args)
             .arg("--out")
             .arg(self.out());
-        if args.starts_with(&["gen", "cluster"]) {
+        if args.starts_with(&["gen", "cluster"]) || args.starts_with(&["gen", "node"]) {
             // The configs step pins to versions: no toolchain is installed here.
             cmd.args(["--kubernetes-version", "1.30"]);
         }
@@ -516,6 +516,12 @@ fn gen_node_adds_workers_signed_by_the_existing_ca() {
             "pki/nodes/w4/kubelet.crt",
             "pki/nodes/w4/kubelet.key",
         ]
+    );
+    // The tree made with configs gets the new nodes' configs and bundles too.
+    assert!(
+        env.out()
+            .join("nodes/w4/var/lib/kubelet/config.yaml")
+            .is_file()
     );
     let out = Command::new(tool("/usr/bin/openssl"))
         .args(["verify", "-CAfile"])
