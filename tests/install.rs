@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use common::git;
 use common::server::{Fault, Server};
 use sha2::{Digest, Sha256};
 
@@ -1040,27 +1041,6 @@ fn per_host_mirrors_from_settings_and_the_mirror_flag_both_work() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(f.server.requests(&f.path_of("/bin/linux/amd64/kubectl")), 1);
-}
-
-/// Run git in `dir` with a fixed identity and no user or system config.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("git is missing: run scripts/setup-test-deps");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A runc-shaped repository: tag v1.1.14, and a Makefile whose `runc` target (the real

@@ -1,12 +1,15 @@
 //! `kbin build --from-source` against real git repositories made here, cloned over file:// and
 //! git:// (`git daemon` on 127.0.0.1), built with real make and real go.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use common::git;
 
 const KUBE: &str = "1.30.14";
 const RUNC: &str = "1.1.14";
@@ -25,26 +28,6 @@ fn need(tool: &str) {
         ok,
         "{tool} is missing: run scripts/setup-test-deps (the source tests need real git, make and go)"
     );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn commit_all(dir: &Path, msg: &str) -> String {

@@ -91,6 +91,14 @@ pub struct GenClusterArgs {
     #[arg(long)]
     pub pki_only: bool,
 
+    /// What the configs are pinned to
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// What `gen cluster` and `gen node` pin the configs to, and how the nodes' bundles are made.
+#[derive(Debug, Default, Args)]
+pub struct PinArgs {
     /// The toolchain whose versions the configs are pinned to [default: the default toolchain]
     #[arg(long, value_name = "NAME")]
     pub toolchain: Option<String>,
@@ -120,21 +128,9 @@ pub struct GenNodeArgs {
     #[arg(long, value_name = "DIR", default_value = "cluster")]
     pub out: PathBuf,
 
-    /// The toolchain whose versions the configs are pinned to [default: the default toolchain]
-    #[arg(long, value_name = "NAME")]
-    pub toolchain: Option<String>,
-
-    /// Pin the configs to this Kubernetes version from the manifest (no binaries are bundled)
-    #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: Option<String>,
-
-    /// Do not put the toolchain's binaries in the node bundles
-    #[arg(long)]
-    pub no_binaries: bool,
-
-    /// Configure the kubelet for hosts still on cgroup v1
-    #[arg(long)]
-    pub cgroup_v1: bool,
+    /// What the new nodes' configs are pinned to
+    #[command(flatten)]
+    pub pin: PinArgs,
 }
 
 pub(super) fn run(ctx: &Context, cmd: GenCommand) -> anyhow::Result<ExitCode> {
@@ -250,10 +246,7 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     let args = GenClusterArgs {
         out: a.out.clone(),
         pki_only: !a.out.join("nodes").is_dir(),
-        toolchain: a.toolchain,
-        kubernetes_version: a.kubernetes_version,
-        no_binaries: a.no_binaries,
-        cgroup_v1: a.cgroup_v1,
+        pin: a.pin,
         ..GenClusterArgs::default()
     };
     generate(ctx, &spec, &args, true)
@@ -335,7 +328,7 @@ mod configs_step {
     /// The versions to pin to: `--kubernetes-version` from the manifest, else `--toolchain`,
     /// else the default toolchain.
     pub(super) fn versions(ctx: &Context, a: &GenClusterArgs) -> anyhow::Result<Versions> {
-        if let Some(v) = &a.kubernetes_version {
+        if let Some(v) = &a.pin.kubernetes_version {
             let manifest = ctx.manifest()?;
             let res = crate::cli::resolve(
                 &manifest,
@@ -349,7 +342,7 @@ mod configs_step {
                 .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
         }
         let layout = ctx.layout()?;
-        Versions::from_toolchain(&layout, a.toolchain.as_deref()).map_err(|e| {
+        Versions::from_toolchain(&layout, a.pin.toolchain.as_deref()).map_err(|e| {
             let hint = match &e {
                 VersionsError::NoToolchain { .. } => {
                     "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
@@ -417,7 +410,7 @@ mod configs_step {
             ));
         }
         let local_v1 = is_local(spec) && versions::host_cgroup_v1();
-        if local_v1 && !a.cgroup_v1 {
+        if local_v1 && !a.pin.cgroup_v1 {
             ctx.ui.status(
                 "this machine runs cgroup v1: configuring the kubelet for it (as --cgroup-v1)",
             );
@@ -425,8 +418,8 @@ mod configs_step {
         let opts = bundle::Options {
             out: a.out.clone(),
             // --kubernetes-version has no toolchain: nothing to bundle.
-            no_binaries: a.no_binaries || v.toolchain_dir.is_none(),
-            cgroup_v1: a.cgroup_v1 || local_v1,
+            no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
+            cgroup_v1: a.pin.cgroup_v1 || local_v1,
         };
         let written = bundle::write(&input(spec), v, &opts)
             .with_context(|| format!("cannot write the node bundles in {}", a.out.display()))?;
