@@ -384,6 +384,17 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
         "{err}"
     );
 
+    // The control plane given again as a worker becomes one (the flags' merge rule), with the
+    // kubelet tree a worker gets.
+    assert!(!dir.join("nodes/cp1/var/lib/kubelet/config.yaml").exists());
+    ok(run(&[
+        "node",
+        "cp1=10.0.0.10",
+        "--kubernetes-version",
+        "1.35",
+    ]));
+    assert!(dir.join("nodes/cp1/var/lib/kubelet/config.yaml").is_file());
+
     // gen node: w3's certificates, kubeconfig, configs and bundle; everything else kept.
     let err = ok(run(&[
         "node",

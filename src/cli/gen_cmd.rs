@@ -224,28 +224,32 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
         "`kbin gen node` adds to a tree made by `kbin gen cluster --out {}`; run that first",
         a.out.display()
     ))?;
-    if let Some(n) = a.nodes.iter().find_map(|arg| {
-        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
-        input.nodes.iter().find(|n| n.name == name)
-    }) {
-        return Err(anyhow::anyhow!(
-            "node {} is already in the cluster (at {})",
-            n.name,
-            n.ip
-        ))
-        .hint(format!(
-            "`kbin gen node` adds new nodes; to change one, edit {} and run `kbin gen cluster --out {}`",
-            saved.display(),
-            a.out.display()
-        ));
-    }
+    let before = input.nodes.clone();
     input.add_nodes(&[], &a.nodes).hint(SPEC_HINT)?;
-    let spec = input.build().hint(SPEC_HINT)?;
+    let spec = match input.build() {
+        Ok(spec) => spec,
+        // A name the tree already has is not a typo in this command line: say where it is.
+        Err(SpecError::DuplicateName(name)) => match before.iter().find(|n| n.name == name) {
+            Some(n) => {
+                return Err(anyhow::anyhow!(
+                    "node {name} is already in the cluster (at {})",
+                    n.ip
+                ))
+                .hint(format!(
+                    "`kbin gen node` adds new nodes; to change one, edit {} and run `kbin gen cluster --out {}`",
+                    saved.display(),
+                    a.out.display()
+                ));
+            }
+            None => return Err(SpecError::DuplicateName(name)).hint(SPEC_HINT),
+        },
+        Err(e) => return Err(e).hint(SPEC_HINT),
+    };
     // The same steps as `gen cluster` over the grown spec: what exists is kept, the new nodes'
     // files are made. A tree made with --pki-only stays PKI-only.
     let args = GenClusterArgs {
         out: a.out.clone(),
-        pki_only: !a.out.join("nodes").is_dir(),
+        pki_only: !crate::r#gen::bundle::nodes_dir(&a.out).is_dir(),
         pin: a.pin,
         ..GenClusterArgs::default()
     };

@@ -533,12 +533,17 @@ fn write_tarball(path: &Path, entries: &[(String, u32, PathBuf)]) -> Result<(), 
     Ok(())
 }
 
+/// `<out>/nodes`: one root-filesystem tree and one tarball per node (absent in a --pki-only tree).
+pub fn nodes_dir(out: &Path) -> PathBuf {
+    out.join("nodes")
+}
+
 /// Write every node's tree, tarball and install.sh, the shared binary bundles, and
 /// NEXT-STEPS.md. Needs `pki/` and `kubeconfigs/` in `opts.out` (the PKI step).
 pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, BundleError> {
     let d = v.decide()?;
     let key = encryption_key(&opts.out)?;
-    let nodes_dir = opts.out.join("nodes");
+    let nodes_dir = nodes_dir(&opts.out);
     std::fs::create_dir_all(&nodes_dir).map_err(io("create", &nodes_dir))?;
     let mut written = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
