@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use kbin::r#gen::bundle::{self, BINARIES, Options, PKI_FILES};
 use kbin::r#gen::configs::{ClusterInput, NodeInput};
+use kbin::r#gen::host::HostProfile;
 use kbin::r#gen::versions::Versions;
 use kbin::manifest::{Arch, Digest, Images};
 use kbin::store::{Layout, Settings};
@@ -137,6 +138,7 @@ fn cluster() -> ClusterInput {
         control_plane: cp,
         worker: w,
         pod_subnet: sub.into(),
+        joins_etcd: false,
     };
     ClusterInput {
         name: "kubernetes".into(),
@@ -145,6 +147,8 @@ fn cluster() -> ClusterInput {
         cluster_dns: ip("10.32.0.10"),
         cluster_domain: "cluster.local".into(),
         pod_cidr: "10.200.0.0/16".into(),
+        host_profile: HostProfile::Systemd,
+        resolv_conf: None,
         nodes: vec![
             node("cp1", "10.0.0.10", true, false, "10.200.0.0/24"),
             node("w1", "10.0.0.21", false, true, "10.200.1.0/24"),
@@ -602,11 +606,17 @@ fn real_etcd_started_with_the_generated_flags_serves_etcdctl_with_the_client_cer
     ];
     install_toolchain(home.path(), "etcd34", "1.30.14", vers, "3.9");
     let out = tempfile::tempdir().unwrap();
-    // The real `kbin gen cluster`: the PKI step's certificates, its default single node
-    // (control plane and worker) on 127.0.0.1.
+    // The real `kbin gen cluster`: the PKI step's certificates, one node (control plane and
+    // worker). The test runs etcd on loopback: the node's address becomes 127.0.0.2 below.
     let o = kbin(home.path())
         .args(["gen", "cluster", "--toolchain", "etcd34", "--out"])
         .arg(out.path())
+        .args([
+            "--control-plane",
+            "node-0=10.0.0.10",
+            "--worker",
+            "node-0=10.0.0.10",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -631,6 +641,7 @@ fn real_etcd_started_with_the_generated_flags_serves_etcdctl_with_the_client_cer
                 &format!("{}/etc/kubernetes/", root.display()),
             )
             .replace("/var/lib/etcd", &data.display().to_string())
+            .replace("10.0.0.10", "127.0.0.2")
             .replace(":2379", &format!(":{client}"))
             .replace(":2380", &format!(":{peer}"))
             .replace(":2381", &format!(":{metrics}"))

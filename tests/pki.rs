@@ -762,7 +762,7 @@ fn free_port() -> u16 {
 #[test]
 fn real_etcd_serves_the_apiserver_client_and_refuses_no_certificate_or_another_ca() {
     let env = Env::new();
-    env.ok(&["gen", "cluster", "--control-plane", "cp1=127.0.0.1"]);
+    env.ok(&["gen", "cluster", "--control-plane", "cp1=10.0.0.10"]);
     let other = Env::new();
     other.ok(&["gen", "cluster"]);
     let (client_port, peer_port) = (free_port(), free_port());

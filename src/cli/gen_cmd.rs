@@ -42,7 +42,7 @@ pub struct GenClusterArgs {
     pub name: Option<String>,
 
     /// The address clients and nodes use to reach the API server [default: the first
-    /// control-plane node's IP; 127.0.0.1 when no nodes are given]
+    /// control-plane node's IP]
     #[arg(long, value_name = "IP")]
     pub cluster_ip: Option<String>,
 
@@ -81,6 +81,18 @@ pub struct GenClusterArgs {
     /// Leaf certificate validity, e.g. 365d or 1y [default: 1y]
     #[arg(long, value_name = "DURATION")]
     pub cert_validity: Option<String>,
+
+    /// The kind of machine the nodes are: systemd (systemd as PID 1) or sandbox (a container,
+    /// WSL or CI: cgroupfs driver, containerd restrict_oom_score_adj, kube-proxy leaves
+    /// conntrack limits alone) [default: detected when the cluster is this machine, else
+    /// systemd]
+    #[arg(long, value_name = "PROFILE")]
+    pub host_profile: Option<String>,
+
+    /// The resolv.conf the kubelets give pods, e.g. /run/systemd/resolve/resolv.conf on hosts
+    /// with systemd-resolved [default: detected when the cluster is this machine]
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<String>,
 
     /// Replace existing CAs and certificates
     #[arg(long)]
@@ -164,6 +176,8 @@ impl GenClusterArgs {
             key_algo: self.key_algo.clone(),
             ca_validity: self.ca_validity.clone(),
             cert_validity: self.cert_validity.clone(),
+            host_profile: self.host_profile.clone(),
+            resolv_conf: self.resolv_conf.clone(),
             nodes: Vec::new(),
         };
         input.add_nodes(&self.control_plane, &self.worker)?;
@@ -190,11 +204,89 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         }
         None => SpecInput::default(),
     };
-    let spec = a
-        .input()
-        .and_then(|flags| file.overlay(flags).build())
-        .hint(SPEC_HINT)?;
+    let mut input = file.overlay(a.input().hint(SPEC_HINT)?);
+    if input.nodes.is_empty() {
+        let host = crate::r#gen::host::routable_address()
+            .ok_or_else(|| anyhow::anyhow!("this machine has no IPv4 address besides loopback, and the kubelet refuses a loopback node IP"))
+            .hint("give the node's address: --control-plane node-0=IP --worker node-0=IP")?;
+        ctx.ui.status(format!(
+            "one-machine cluster: node {} at {} ({})",
+            crate::r#gen::spec::DEFAULT_NODE_NAME,
+            host.ip,
+            host.how
+        ));
+        input.add_this_machine(host.ip);
+    }
+    mark_joining_control_planes(ctx, &mut input, &a.out);
+    if !a.pki_only {
+        detect_host(ctx, &mut input);
+    }
+    let spec = input.build().hint(SPEC_HINT)?;
     generate(ctx, &spec, &a, false)
+}
+
+/// Control planes that a re-run adds to a tree whose etcd members already have their units join
+/// the running cluster (`--initial-cluster-state=existing`) instead of starting a new one.
+fn mark_joining_control_planes(ctx: &Context, input: &mut SpecInput, out: &Path) {
+    let nodes = crate::r#gen::bundle::nodes_dir(out);
+    let has_etcd = |name: &str| {
+        nodes
+            .join(name)
+            .join("etc/systemd/system/etcd.service")
+            .is_file()
+    };
+    if !input
+        .nodes
+        .iter()
+        .any(|n| n.control_plane && has_etcd(&n.name))
+    {
+        return;
+    }
+    for n in input.nodes.iter_mut().filter(|n| n.control_plane) {
+        if !has_etcd(&n.name) && !n.joins_etcd {
+            n.joins_etcd = true;
+            ctx.ui.status(format!(
+                "control plane {} is new to this cluster: its etcd member joins the running one (NEXT-STEPS says how)",
+                n.name
+            ));
+        }
+    }
+}
+
+/// When the cluster is this machine and the spec does not say, detect the host profile and
+/// whether systemd-resolved owns /etc/resolv.conf, and say what was found.
+fn detect_host(ctx: &Context, input: &mut SpecInput) {
+    use crate::r#gen::host;
+    let ips: Vec<_> = input
+        .nodes
+        .iter()
+        .filter_map(|n| n.ip.parse().ok())
+        .collect();
+    if ips.is_empty() || !ips.iter().all(|ip| host::is_own_address(*ip)) {
+        return;
+    }
+    if input.host_profile.is_none() {
+        let why = host::sandbox_reasons();
+        let profile = if why.is_empty() {
+            host::HostProfile::Systemd
+        } else {
+            ctx.ui.status(format!(
+                "this machine is a sandbox ({}): host profile sandbox (as --host-profile sandbox)",
+                why.join("; ")
+            ));
+            host::HostProfile::Sandbox
+        };
+        input.host_profile = Some(profile.to_string());
+    }
+    if input.resolv_conf.is_none()
+        && let Some(p) = host::resolved_resolv_conf()
+    {
+        ctx.ui.status(format!(
+            "systemd-resolved owns /etc/resolv.conf: the kubelet gives pods {} (as --resolv-conf)",
+            p.display()
+        ));
+        input.resolv_conf = Some(p.display().to_string());
+    }
 }
 
 /// The PKI, then (unless `--pki-only`) configs, units, bundles and NEXT-STEPS for `spec`.
@@ -316,8 +408,6 @@ fn finish(
 /// bundles and NEXT-STEPS, pinned to a toolchain's versions (or the manifest's with
 /// `--kubernetes-version`).
 mod configs_step {
-    use std::net::IpAddr;
-
     use anyhow::Context as _;
 
     use super::{Context, GenClusterArgs};
@@ -369,6 +459,8 @@ mod configs_step {
             cluster_dns: spec.cluster_dns,
             cluster_domain: spec.cluster_domain.clone(),
             pod_cidr: spec.pod_cidr.to_string(),
+            host_profile: spec.host_profile,
+            resolv_conf: spec.resolv_conf.clone(),
             nodes: spec
                 .nodes
                 .iter()
@@ -378,18 +470,19 @@ mod configs_step {
                     control_plane: n.control_plane,
                     worker: n.worker,
                     pod_subnet: n.pod_subnet.to_string(),
+                    joins_etcd: n.joins_etcd,
                 })
                 .collect(),
         }
     }
 
-    /// Whether the cluster is this machine: every node on a loopback address or named like
+    /// Whether the cluster is this machine: every node on one of its addresses or named like
     /// this host. Then its cgroup version is detected rather than asked for.
     fn is_local(spec: &ClusterSpec) -> bool {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        spec.nodes.iter().all(|n| {
-            n.ip.is_loopback() || n.ip == IpAddr::from([0, 0, 0, 0]) || n.name == hostname.trim()
-        })
+        spec.nodes
+            .iter()
+            .all(|n| crate::r#gen::host::is_own_address(n.ip) || n.name == hostname.trim())
     }
 
     /// Write configs, units, node trees, tarballs and NEXT-STEPS.md.
@@ -426,6 +519,13 @@ mod configs_step {
             cgroup_v1: a.pin.cgroup_v1 || local_v1,
         };
         let written = bundle::write(&input(spec), v, &opts)
+            .map_err(|e| match e {
+                bundle::BundleError::DamagedKey { .. } => crate::error::with_hint(
+                    e.into(),
+                    "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again",
+                ),
+                e => e.into(),
+            })
             .with_context(|| format!("cannot write the node bundles in {}", a.out.display()))?;
         for n in &written.nodes {
             ctx.ui.status(format!(

@@ -9,12 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
 
 use serde::Serialize;
 
-use super::configs::{self, ClusterInput, NodeInput};
+use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput};
 use super::next_steps;
 use super::versions::{Decisions, Versions, VersionsError};
 
@@ -51,6 +53,19 @@ pub enum BundleError {
     /// The version table has no answer.
     #[error(transparent)]
     Versions(#[from] VersionsError),
+    /// A Secrets-encryption key that cannot be used as it is.
+    #[error(
+        "{path} is not a usable Secrets-encryption key ({reason}); a new key would make every Secret encrypted with it unreadable"
+    )]
+    DamagedKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Writing a file failed.
+    #[error(transparent)]
+    Write(#[from] super::WriteError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
@@ -246,39 +261,56 @@ pub fn binaries_bundle(role: Role, arch: impl std::fmt::Display) -> String {
     format!("bundles/{}-{arch}-binaries.tar.gz", role.name())
 }
 
-/// The encryption key: reused from `secrets/encryption-key` so re-runs keep Secrets readable.
-fn encryption_key(out: &Path) -> Result<String, BundleError> {
-    let path = out.join("secrets/encryption-key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let key = text.trim();
-        if key.len() == 44 && key.ends_with('=') {
-            return Ok(key.to_owned());
-        }
+/// `secrets/secretbox-key`: the key Secrets are encrypted with (base64 of 32 bytes).
+pub const SECRETBOX_KEY: &str = "secrets/secretbox-key";
+/// `secrets/encryption-key`: the aescbc key of trees made before kbin used secretbox.
+pub const LEGACY_AESCBC_KEY: &str = "secrets/encryption-key";
+
+/// A key file's key, if the file exists; a damaged or unreadable one is an error, never
+/// replaced.
+fn read_key(path: &Path) -> Result<Option<String>, BundleError> {
+    let damaged = |reason: String| BundleError::DamagedKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
+    };
+    let text = String::from_utf8(text).map_err(|_| damaged("not text".into()))?;
+    let key = text.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|e| damaged(format!("not base64: {e}")))?;
+    if bytes.len() != 32 {
+        return Err(damaged(format!("{} bytes, not 32", bytes.len())));
     }
-    let mut bytes = [0u8; 32];
-    let mut f =
-        std::fs::File::open("/dev/urandom").map_err(io("open", Path::new("/dev/urandom")))?;
-    std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("read", Path::new("/dev/urandom")))?;
-    let key = configs::base64(&bytes);
-    write_file(&path, format!("{key}\n").as_bytes(), 0o600)?;
-    Ok(key)
+    Ok(Some(key.to_owned()))
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BundleError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io("write", path))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io("chmod", path))?;
-    tmp.as_file().sync_all().map_err(io("sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| io("rename into", path)(e.error))?;
-    Ok(())
+/// The Secrets-encryption keys: reused from `secrets/` so re-runs keep Secrets readable; a tree's
+/// old aescbc key stays as a second provider.
+fn encryption_keys(out: &Path) -> Result<EncryptionKeys, BundleError> {
+    let legacy_aescbc = read_key(&out.join(LEGACY_AESCBC_KEY))?;
+    let path = out.join(SECRETBOX_KEY);
+    let secretbox = match read_key(&path)? {
+        Some(k) => k,
+        None => {
+            let mut bytes = [0u8; 32];
+            let urandom = Path::new("/dev/urandom");
+            let mut f = std::fs::File::open(urandom).map_err(io("open", urandom))?;
+            std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("read", urandom))?;
+            let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+            super::create_dir(path.parent().unwrap_or(out), super::MODE_SECRET_DIR)?;
+            super::write_file(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
+            key
+        }
+    };
+    Ok(EncryptionKeys {
+        secretbox,
+        legacy_aescbc,
+    })
 }
 
 fn node_files(
@@ -287,7 +319,7 @@ fn node_files(
     v: &Versions,
     d: &Decisions,
     opts: &Options,
-    key: &str,
+    keys: &EncryptionKeys,
 ) -> Result<Vec<NodeFile>, BundleError> {
     let mut files: BTreeMap<String, NodeFile> = BTreeMap::new();
     let mut text = |rel: &str, mode: u32, s: String| {
@@ -329,14 +361,14 @@ fn node_files(
         text(
             "etc/kubernetes/encryption-config.yaml",
             0o600,
-            configs::encryption_config(d, key),
+            configs::encryption_config(d, keys),
         );
     }
     if node.worker {
         text(
             "etc/containerd/config.toml",
             0o644,
-            configs::containerd_config(v, d),
+            configs::containerd_config(v, d, c.host_profile),
         );
         text(
             "etc/systemd/system/containerd.service",
@@ -361,7 +393,7 @@ fn node_files(
         text(
             "var/lib/kube-proxy/config.yaml",
             0o644,
-            configs::kube_proxy_config(c, d),
+            configs::kube_proxy_config(c, node, d),
         );
         text(
             "etc/systemd/system/kube-proxy.service",
@@ -479,10 +511,22 @@ fn build_tree(dir: &Path, files: &[NodeFile]) -> Result<(), BundleError> {
         let path = dir.join(&f.rel);
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        // Created with its final mode: a key is never readable by others, even for an instant.
+        let create = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(f.mode)
+                .open(path)
+                .map_err(io("create", path))
+        };
         match &f.content {
-            Content::Text(s) => std::fs::write(&path, s).map_err(io("write", &path))?,
+            Content::Text(s) => create(&path)?
+                .write_all(s.as_bytes())
+                .map_err(io("write", &path))?,
             Content::Copy(from) => {
-                std::fs::copy(from, &path).map_err(io("copy", from))?;
+                let mut src = std::fs::File::open(from).map_err(io("open", from))?;
+                std::io::copy(&mut src, &mut create(&path)?).map_err(io("copy", from))?;
             }
             Content::Binary(from) => {
                 // Hardlink from the toolchain (itself hardlinks into the store); copy across
@@ -542,13 +586,13 @@ pub fn nodes_dir(out: &Path) -> PathBuf {
 /// NEXT-STEPS.md. Needs `pki/` and `kubeconfigs/` in `opts.out` (the PKI step).
 pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, BundleError> {
     let d = v.decide()?;
-    let key = encryption_key(&opts.out)?;
+    let keys = encryption_keys(&opts.out)?;
     let nodes_dir = nodes_dir(&opts.out);
     std::fs::create_dir_all(&nodes_dir).map_err(io("create", &nodes_dir))?;
     let mut written = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
-        let files = node_files(c, node, v, &d, opts, &key)?;
+        let files = node_files(c, node, v, &d, opts, &keys)?;
         // Build aside, then swap in: a tree appears whole.
         let staging = nodes_dir.join(format!(".{}.tmp", node.name));
         if staging.exists() {
@@ -601,7 +645,7 @@ pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, 
     }
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
-    write_file(&next, text.as_bytes(), 0o644)?;
+    super::write_file(&next, text.as_bytes(), super::MODE_PUBLIC)?;
     Ok(Written {
         versions: v.origin.clone(),
         nodes: written,

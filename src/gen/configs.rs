@@ -1,5 +1,9 @@
-//! Component configs and systemd units, rendered as text for one node from plain inputs, the
-//! versions and the version table's [`Decisions`].
+//! Component configs and systemd units for one node, from plain inputs, the versions and the
+//! version table's [`Decisions`].
+//!
+//! YAML, TOML and JSON come from serde structs; the teaching comments are lines placed between
+//! the serialized sections ([`yaml_doc`], [`decorate`]), never YAML or TOML written by hand.
+//! Units come from [`Unit`], which escapes every value per systemd.syntax(7).
 //!
 //! Every path here is the path on the node (`/etc/kubernetes/pki/ca.crt`); [`super::bundle`]
 //! places the files under `nodes/<name>/`. Renderers are pure: same inputs, same bytes.
@@ -7,7 +11,12 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::versions::{Decisions, Knob, Versions};
+use serde::Serialize;
+
+use super::host::{CgroupDriver, HostProfile};
+use super::versions::{
+    CgroupV1, CniBinDir, Decisions, Knob, NodePortAddresses, RuntimeEndpoint, Versions,
+};
 
 /// The cluster as the renderers need it (built from the validated cluster spec).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +33,10 @@ pub struct ClusterInput {
     pub cluster_domain: String,
     /// The pod network (CIDR text).
     pub pod_cidr: String,
+    /// The kind of machine the nodes are.
+    pub host_profile: HostProfile,
+    /// The resolv.conf the kubelets give pods (`None`: the kubelet's default, /etc/resolv.conf).
+    pub resolv_conf: Option<String>,
     /// Control planes first, then workers.
     pub nodes: Vec<NodeInput>,
 }
@@ -39,8 +52,11 @@ pub struct NodeInput {
     pub control_plane: bool,
     /// Runs containerd, kubelet and kube-proxy.
     pub worker: bool,
-    /// Its slice of the pod network (CIDR text), for CNI host-local.
+    /// Its slice of the pod network (CIDR text): the CNI host-local range and its Node's
+    /// `spec.podCIDR`.
     pub pod_subnet: String,
+    /// Its etcd member joins a running cluster (a control plane added later).
+    pub joins_etcd: bool,
 }
 
 impl ClusterInput {
@@ -52,6 +68,23 @@ impl ClusterInput {
     /// The nodes that run workloads, in order.
     pub fn workers(&self) -> impl Iterator<Item = &NodeInput> {
         self.nodes.iter().filter(|n| n.worker)
+    }
+
+    /// The etcd members `node` starts with: for the first members, all of them; for a member
+    /// that joins later, the members before it and itself (etcd adds one member at a time).
+    pub fn initial_etcd_members(&self, node: &NodeInput) -> Vec<&NodeInput> {
+        if node.joins_etcd {
+            let mut members = Vec::new();
+            for n in self.control_planes() {
+                members.push(n);
+                if n.name == node.name {
+                    break;
+                }
+            }
+            members
+        } else {
+            self.control_planes().filter(|n| !n.joins_etcd).collect()
+        }
     }
 }
 
@@ -69,6 +102,16 @@ pub mod paths {
     pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
     /// The EncryptionConfiguration on control-plane nodes.
     pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
+    /// The kubelet's configuration.
+    pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+    /// kube-proxy's configuration.
+    pub const KUBE_PROXY_CONFIG: &str = "/var/lib/kube-proxy/config.yaml";
+    /// kube-scheduler's configuration.
+    pub const SCHEDULER_CONFIG: &str = "/etc/kubernetes/kube-scheduler.yaml";
+    /// containerd's configuration.
+    pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+    /// etcd's data directory.
+    pub const ETCD_DATA: &str = "/var/lib/etcd";
 }
 
 fn ip_url(ip: IpAddr, port: u16) -> String {
@@ -78,29 +121,71 @@ fn ip_url(ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// One command-line word of an `ExecStart=` line, escaped per systemd.syntax(7) and
+/// systemd.service(5): `%` starts a specifier (`%%`), `$` a variable (`$$`), and a word with
+/// spaces, quotes or backslashes is double-quoted with `\` escapes.
+pub fn exec_word(word: &str) -> String {
+    let escaped = word.replace('%', "%%").replace('$', "$$");
+    if !escaped.is_empty()
+        && !escaped
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'))
+    {
+        return escaped;
+    }
+    let mut q = String::from("\"");
+    for c in escaped.chars() {
+        match c {
+            '"' | '\\' => {
+                q.push('\\');
+                q.push(c);
+            }
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// A value of a non-command unit setting (`Description=`): specifiers escaped, one line.
+fn setting_value(v: &str) -> String {
+    v.replace('%', "%%").replace('\n', " ")
+}
+
 /// A systemd unit: header comment, description, dependencies and the command line as
-/// `(flag, value)` rows, one per line so a learner can read each flag.
-struct Unit<'a> {
-    name: &'a str,
-    teach: &'a str,
-    doc: &'a str,
-    after: &'a [&'a str],
-    requires: &'a [&'a str],
-    binary: &'a str,
-    args: Vec<String>,
-    service_extra: &'a [&'a str],
+/// `--flag=value` words, one per line so a learner can read each flag.
+pub struct Unit<'a> {
+    /// The unit's name without `.service`.
+    pub name: &'a str,
+    /// Comment lines at the top.
+    pub teach: &'a str,
+    /// `Documentation=`.
+    pub doc: &'a str,
+    /// `After=`.
+    pub after: &'a [&'a str],
+    /// `Requires=`.
+    pub requires: &'a [&'a str],
+    /// The binary under [`paths::BIN`].
+    pub binary: &'a str,
+    /// Its arguments, unescaped.
+    pub args: Vec<String>,
+    /// Extra `[Service]` settings (`Type=notify`), constant text.
+    pub service_extra: &'a [&'a str],
 }
 
 impl Unit<'_> {
-    fn render(&self) -> String {
+    /// The unit file's text.
+    pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# {}.service: generated by kbin.", self.name);
         for line in self.teach.lines() {
             let _ = writeln!(s, "# {line}");
         }
         let _ = writeln!(s, "[Unit]");
-        let _ = writeln!(s, "Description={}", self.name);
-        let _ = writeln!(s, "Documentation={}", self.doc);
+        let _ = writeln!(s, "Description={}", setting_value(self.name));
+        let _ = writeln!(s, "Documentation={}", setting_value(self.doc));
         if !self.after.is_empty() {
             let _ = writeln!(s, "After={}", self.after.join(" "));
         }
@@ -108,9 +193,13 @@ impl Unit<'_> {
             let _ = writeln!(s, "Requires={}", self.requires.join(" "));
         }
         let _ = writeln!(s, "\n[Service]");
-        let _ = write!(s, "ExecStart={}/{}", paths::BIN, self.binary);
+        let _ = write!(
+            s,
+            "ExecStart={}",
+            exec_word(&format!("{}/{}", paths::BIN, self.binary))
+        );
         for a in &self.args {
-            let _ = write!(s, " \\\n  {a}");
+            let _ = write!(s, " \\\n  {}", exec_word(a));
         }
         let _ = writeln!(s);
         for line in self.service_extra {
@@ -126,29 +215,75 @@ fn flag(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
 }
 
-fn split_flags(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split_whitespace().map(str::to_owned)
+/// A YAML document from `value`, each top-level key preceded by its comment lines from
+/// `comments` (key, text), under a `header` comment.
+fn yaml_doc(header: &str, value: &impl Serialize, comments: &[(&str, &str)]) -> String {
+    let value = serde_yaml_ng::to_value(value).expect("config structs always serialize");
+    let serde_yaml_ng::Value::Mapping(map) = value else {
+        unreachable!("config structs serialize to mappings")
+    };
+    let mut s = String::new();
+    for line in header.lines() {
+        let _ = writeln!(s, "# {line}");
+    }
+    for (k, v) in map {
+        if let Some(key) = k.as_str()
+            && let Some((_, text)) = comments.iter().find(|(c, _)| *c == key)
+        {
+            for line in text.lines() {
+                let _ = writeln!(s, "# {line}");
+            }
+        }
+        let mut one = serde_yaml_ng::Mapping::new();
+        one.insert(k, v);
+        s.push_str(&serde_yaml_ng::to_string(&one).expect("YAML values always serialize"));
+    }
+    s
+}
+
+/// `text` with comment lines inserted before the lines equal to each `(line, comment)`; every
+/// line must be there (a renamed table without its comment is a bug the tests catch).
+fn decorate(text: &str, comments: &[(String, &str)]) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if let Some((_, c)) = comments.iter().find(|(l, _)| l == line) {
+            for cl in c.lines() {
+                let _ = writeln!(out, "# {cl}");
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    debug_assert!(
+        comments.iter().all(|(l, _)| text.lines().any(|t| t == l)),
+        "a comment's anchor is missing from:\n{text}"
+    );
+    out
 }
 
 /// `etcd.service` for control-plane node `node`.
 pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
     let pki = paths::PKI;
     let initial: Vec<String> = c
-        .control_planes()
+        .initial_etcd_members(node)
+        .iter()
         .map(|n| format!("{}={}", n.name, ip_url(n.ip, 2380)))
         .collect();
+    let mut client_urls = vec![ip_url(node.ip, 2379)];
+    let local = "https://127.0.0.1:2379".to_owned();
+    if !client_urls.contains(&local) {
+        client_urls.push(local);
+    }
+    let state = if node.joins_etcd { "existing" } else { "new" };
     let mut args = vec![
         flag("name", &node.name),
-        flag("data-dir", "/var/lib/etcd"),
-        flag(
-            "listen-client-urls",
-            format!("{},https://127.0.0.1:2379", ip_url(node.ip, 2379)),
-        ),
+        flag("data-dir", paths::ETCD_DATA),
+        flag("listen-client-urls", client_urls.join(",")),
         flag("advertise-client-urls", ip_url(node.ip, 2379)),
         flag("listen-peer-urls", ip_url(node.ip, 2380)),
         flag("initial-advertise-peer-urls", ip_url(node.ip, 2380)),
         flag("initial-cluster", initial.join(",")),
-        flag("initial-cluster-state", "new"),
+        flag("initial-cluster-state", state),
         flag("initial-cluster-token", &c.name),
         flag("listen-metrics-urls", "http://127.0.0.1:2381"),
         flag("cert-file", format!("{pki}/etcd/server.crt")),
@@ -161,12 +296,25 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
         flag("peer-client-cert-auth", "true"),
         flag("snapshot-count", 10000),
     ];
-    args.extend(split_flags(d.get(Knob::EtcdLoggerFlags)));
-    args.extend(split_flags(d.get(Knob::EtcdCorruptCheckFlag)));
+    args.extend(d.flags(Knob::EtcdLoggerFlags).iter().map(|f| f.to_string()));
+    args.extend(
+        d.flags(Knob::EtcdCorruptCheckFlag)
+            .iter()
+            .map(|f| f.to_string()),
+    );
+    let mut teach = String::from(
+        "etcd stores the whole cluster state. Clients (kube-apiserver) and peers (the other\n\
+         control-plane nodes) must present a certificate signed by the etcd CA.",
+    );
+    if node.joins_etcd {
+        teach.push_str(
+            "\nThis member joins a running etcd cluster (--initial-cluster-state=existing): add it\n\
+             with `etcdctl member add` on a running member first (NEXT-STEPS.md).",
+        );
+    }
     Unit {
         name: "etcd",
-        teach: "etcd stores the whole cluster state. Clients (kube-apiserver) and peers (the other\n\
-                control-plane nodes) must present a certificate signed by the etcd CA.",
+        teach: &teach,
         doc: "https://etcd.io/docs/",
         after: &["network-online.target"],
         requires: &[],
@@ -230,8 +378,10 @@ pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> Strin
     ];
     let teach = format!(
         "kube-apiserver {}: the only component that talks to etcd; everything else talks to it.\n\
-         Secrets are encrypted at rest with the key in {}.",
+         It advertises {} to pods (the `kubernetes` Service's endpoint), so that address must be\n\
+         routable, never loopback. Secrets are encrypted at rest with the keys in {}.",
         v.of("kube-apiserver"),
+        node.ip,
         paths::ENCRYPTION_CONFIG
     );
     Unit {
@@ -252,7 +402,9 @@ pub fn controller_manager_unit(c: &ClusterInput) -> String {
     let pki = paths::PKI;
     let kc = "/etc/kubernetes/controller-manager.conf";
     let args = vec![
-        flag("allocate-node-cidrs", "true"),
+        // kbin gives each node its pod subnet (the CNI config and the Node's spec.podCIDR, set
+        // in NEXT-STEPS); the controller manager allocating its own would disagree with it.
+        flag("allocate-node-cidrs", "false"),
         flag("authentication-kubeconfig", kc),
         flag("authorization-kubeconfig", kc),
         flag("bind-address", "127.0.0.1"),
@@ -273,8 +425,10 @@ pub fn controller_manager_unit(c: &ClusterInput) -> String {
     ];
     Unit {
         name: "kube-controller-manager",
-        teach: "Runs the control loops (nodes, deployments, service accounts...). It signs kubelet\n\
-                certificate requests with the cluster CA and hands each node a pod CIDR.",
+        teach: "Runs the control loops (nodes, deployments, service accounts...) and signs kubelet\n\
+                certificate requests with the cluster CA. It does not hand out pod CIDRs here\n\
+                (--allocate-node-cidrs=false): kbin assigned each node its subnet, and NEXT-STEPS\n\
+                writes it into the Node object.",
         doc: "https://kubernetes.io/docs/reference/command-line-tools-reference/kube-controller-manager/",
         after: &["kube-apiserver.service"],
         requires: &[],
@@ -299,79 +453,293 @@ pub fn scheduler_unit() -> String {
             flag("authentication-kubeconfig", kc),
             flag("authorization-kubeconfig", kc),
             flag("bind-address", "127.0.0.1"),
-            flag("config", "/etc/kubernetes/kube-scheduler.yaml"),
+            flag("config", paths::SCHEDULER_CONFIG),
         ],
         service_extra: &[],
     }
     .render()
 }
 
+/// `kubeconfig:` in a component config's `clientConnection`.
+#[derive(Serialize)]
+struct ClientConnection<'a> {
+    kubeconfig: &'a str,
+}
+
 /// `/etc/kubernetes/kube-scheduler.yaml`.
 pub fn scheduler_config(d: &Decisions) -> String {
-    format!(
-        "# KubeSchedulerConfiguration: generated by kbin.\n\
-         apiVersion: {}\n\
-         kind: KubeSchedulerConfiguration\n\
-         clientConnection:\n  kubeconfig: /etc/kubernetes/scheduler.conf\n\
-         leaderElection:\n  # Only one scheduler acts at a time when there are several control-plane nodes.\n  leaderElect: true\n",
-        d.get(Knob::SchedulerConfigApi)
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct LeaderElection {
+        leader_elect: bool,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct KubeSchedulerConfiguration<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        client_connection: ClientConnection<'a>,
+        leader_election: LeaderElection,
+    }
+    yaml_doc(
+        "KubeSchedulerConfiguration: generated by kbin.",
+        &KubeSchedulerConfiguration {
+            api_version: d.text(Knob::SchedulerConfigApi),
+            kind: "KubeSchedulerConfiguration",
+            client_connection: ClientConnection {
+                kubeconfig: "/etc/kubernetes/scheduler.conf",
+            },
+            leader_election: LeaderElection { leader_elect: true },
+        },
+        &[(
+            "leaderElection",
+            "Only one scheduler acts at a time when there are several control-plane nodes.",
+        )],
     )
 }
 
-/// `/etc/kubernetes/encryption-config.yaml` with the base64 32-byte `key`.
-pub fn encryption_config(d: &Decisions, key_b64: &str) -> String {
-    format!(
-        "# EncryptionConfiguration: generated by kbin. Keep this file secret (mode 0600).\n\
-         # kube-apiserver encrypts Secrets with the first provider and can read with all of them;\n\
-         # identity lets it read Secrets written before encryption was turned on.\n\
-         apiVersion: {}\n\
-         kind: EncryptionConfiguration\n\
-         resources:\n\
-         - resources:\n  - secrets\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {key_b64}\n  - identity: {{}}\n",
-        d.get(Knob::EncryptionConfigApi)
+/// The Secrets-encryption keys of a cluster (base64 of 32 random bytes each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionKeys {
+    /// The secretbox key new Secrets are written with.
+    pub secretbox: String,
+    /// The aescbc key of a tree made before kbin used secretbox: kept as a second provider so
+    /// Secrets it wrote stay readable.
+    pub legacy_aescbc: Option<String>,
+}
+
+/// `/etc/kubernetes/encryption-config.yaml`.
+pub fn encryption_config(d: &Decisions, keys: &EncryptionKeys) -> String {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        name: &'a str,
+        secret: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Keys<'a> {
+        keys: Vec<Key<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Empty {}
+    #[derive(Serialize, Default)]
+    struct Provider<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secretbox: Option<Keys<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aescbc: Option<Keys<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<Empty>,
+    }
+    #[derive(Serialize)]
+    struct Resource<'a> {
+        resources: Vec<&'a str>,
+        providers: Vec<Provider<'a>>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct EncryptionConfiguration<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        resources: Vec<Resource<'a>>,
+    }
+    // The key name is part of every stored Secret's prefix (k8s:enc:aescbc:v1:key1:): the old
+    // key keeps its name.
+    let one = |secret| Keys {
+        keys: vec![Key {
+            name: "key1",
+            secret,
+        }],
+    };
+    let mut providers = vec![Provider {
+        secretbox: Some(one(&keys.secretbox)),
+        ..Provider::default()
+    }];
+    if let Some(old) = &keys.legacy_aescbc {
+        providers.push(Provider {
+            aescbc: Some(one(old)),
+            ..Provider::default()
+        });
+    }
+    providers.push(Provider {
+        identity: Some(Empty {}),
+        ..Provider::default()
+    });
+    let mut resources_comment = String::from(
+        "kube-apiserver writes Secrets with the first provider (secretbox: XSalsa20-Poly1305, which\n\
+         the Kubernetes docs prefer to aescbc) and reads them with any of them; identity reads\n\
+         Secrets written before encryption was turned on.",
+    );
+    if keys.legacy_aescbc.is_some() {
+        resources_comment.push_str(
+            "\nThe aescbc key is this tree's older key: it still reads the Secrets it wrote. To\n\
+             re-encrypt them with secretbox: kubectl get secrets -A -o json | kubectl replace -f -",
+        );
+    }
+    yaml_doc(
+        "EncryptionConfiguration: generated by kbin. Keep this file secret (mode 0600).",
+        &EncryptionConfiguration {
+            api_version: d.text(Knob::EncryptionConfigApi),
+            kind: "EncryptionConfiguration",
+            resources: vec![Resource {
+                resources: vec!["secrets"],
+                providers,
+            }],
+        },
+        &[("resources", &resources_comment)],
     )
 }
 
 /// `/etc/containerd/config.toml`.
-pub fn containerd_config(v: &Versions, d: &Decisions) -> String {
-    let version = d.get(Knob::ContainerdConfigVersion);
-    let runtime = d.get(Knob::ContainerdCriRuntimePlugin);
-    let (sandbox_table, sandbox_key) = d
-        .get(Knob::ContainerdSandboxImage)
-        .split_once('|')
-        .expect("the table's sandbox rows are <table>|<key>");
-    let pause = format!("registry.k8s.io/pause:{}", v.images.pause);
-    let bin_dir = match d.get(Knob::ContainerdCniBinDir) {
-        "bin_dirs" => format!("bin_dirs = [\"{}\"]", paths::CNI_BIN),
-        key => format!("{key} = \"{}\"", paths::CNI_BIN),
+pub fn containerd_config(v: &Versions, d: &Decisions, profile: HostProfile) -> String {
+    #[derive(Serialize)]
+    struct RuncOptions {
+        #[serde(rename = "SystemdCgroup")]
+        systemd_cgroup: bool,
+    }
+    #[derive(Serialize)]
+    struct Runtime<'a> {
+        runtime_type: &'a str,
+        options: RuncOptions,
+    }
+    #[derive(Serialize)]
+    struct Containerd<'a> {
+        default_runtime_name: &'a str,
+        runtimes: std::collections::BTreeMap<&'a str, Runtime<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Cni<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bin_dir: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bin_dirs: Option<Vec<&'a str>>,
+        conf_dir: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Cri<'a> {
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        restrict_oom_score_adj: bool,
+        containerd: Containerd<'a>,
+        cni: Cni<'a>,
+    }
+    let version: i64 = d
+        .text(Knob::ContainerdConfigVersion)
+        .parse()
+        .expect("the table's containerd config versions are numbers");
+    let runtime_plugin = d.text(Knob::ContainerdCriRuntimePlugin);
+    let (sandbox_table, sandbox_key) = d.sandbox_image();
+    let cgroup_driver = profile.cgroup_driver();
+    let cri = Cri {
+        restrict_oom_score_adj: profile.restrict_oom_score_adj(),
+        containerd: Containerd {
+            default_runtime_name: "runc",
+            runtimes: [(
+                "runc",
+                Runtime {
+                    runtime_type: "io.containerd.runc.v2",
+                    options: RuncOptions {
+                        systemd_cgroup: cgroup_driver == CgroupDriver::Systemd,
+                    },
+                },
+            )]
+            .into(),
+        },
+        cni: Cni {
+            bin_dir: (d.cni_bin_dir() == CniBinDir::BinDir).then_some(paths::CNI_BIN),
+            bin_dirs: (d.cni_bin_dir() == CniBinDir::BinDirs).then(|| vec![paths::CNI_BIN]),
+            conf_dir: paths::CNI_CONF,
+        },
     };
+    let mut plugins = toml::Table::new();
+    plugins.insert(
+        runtime_plugin.to_owned(),
+        toml::Value::try_from(&cri).expect("the CRI config serializes"),
+    );
+    // The sandbox image lives in the runtime plugin's table (1.x) or in the images plugin (2.x).
+    let pause = format!("registry.k8s.io/pause:{}", v.images.pause);
+    let mut table = &mut plugins;
+    for part in sandbox_table {
+        table = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("the sandbox image's tables are tables");
+    }
+    table.insert(sandbox_key.to_owned(), toml::Value::String(pause));
+    let mut doc = toml::Table::new();
+    doc.insert("version".into(), toml::Value::Integer(version));
+    doc.insert("plugins".into(), toml::Value::Table(plugins));
+    let text = toml::to_string(&doc).expect("a TOML table always serializes");
+
+    let header = |path: &[&str]| {
+        let mut h = String::from("[plugins");
+        for p in path {
+            if p.contains('.') {
+                let _ = write!(h, ".\"{p}\"");
+            } else {
+                let _ = write!(h, ".{p}");
+            }
+        }
+        h.push(']');
+        h
+    };
+    let sandbox_header = if *sandbox_table == [runtime_plugin] {
+        header(&[runtime_plugin])
+    } else {
+        header(sandbox_table)
+    };
+    let pause_note = format!(
+        "The pause image holds each pod's network namespace; Kubernetes {} expects pause {}.",
+        v.kubernetes, v.images.pause
+    );
+    let mut runtime_note = String::new();
+    if sandbox_header == header(&[runtime_plugin]) {
+        runtime_note.push_str(&pause_note);
+        runtime_note.push('\n');
+    }
+    if profile.restrict_oom_score_adj() {
+        runtime_note.push_str(
+            "Host profile sandbox: containerd cannot raise OOM scores here (no CAP_SYS_RESOURCE),\n\
+             so it keeps containers' scores at or above its own (restrict_oom_score_adj).",
+        );
+    }
+    let driver_note = match cgroup_driver {
+        CgroupDriver::Systemd => {
+            "The kubelet uses cgroupDriver: systemd; runc must use the same driver."
+        }
+        CgroupDriver::Cgroupfs => {
+            "Host profile sandbox: PID 1 is not systemd, so the kubelet uses cgroupDriver: cgroupfs\n\
+             and runc must too (SystemdCgroup = false)."
+        }
+    };
+    let cni_note = format!(
+        "Pod networking: CNI plugins in {} and the conflist in {}.",
+        paths::CNI_BIN,
+        paths::CNI_CONF
+    );
+    let mut comments = vec![
+        (
+            header(&[runtime_plugin, "containerd"]),
+            "runc runs the containers (through containerd-shim-runc-v2).",
+        ),
+        (
+            header(&[runtime_plugin, "containerd", "runtimes", "runc", "options"]),
+            driver_note,
+        ),
+        (header(&[runtime_plugin, "cni"]), cni_note.as_str()),
+    ];
+    if !runtime_note.is_empty() {
+        comments.push((header(&[runtime_plugin]), runtime_note.trim_end()));
+    }
+    if sandbox_header != header(&[runtime_plugin]) {
+        comments.push((sandbox_header, pause_note.as_str()));
+    }
     format!(
         "# containerd {cv} config: generated by kbin.\n\
          # containerd 1.x reads config version 2 (CRI plugin \"io.containerd.grpc.v1.cri\");\n\
          # containerd 2.x reads version 3, where the CRI plugin is split into\n\
-         # \"io.containerd.cri.v1.runtime\" and \"io.containerd.cri.v1.images\".\n\
-         version = {version}\n\
-         \n\
-         # The pause image holds each pod's network namespace; Kubernetes {k} expects pause {p}.\n\
-         [plugins.\"{sandbox_table}\"]\n  {sandbox_key} = \"{pause}\"\n\
-         \n\
-         [plugins.\"{runtime}\".containerd]\n  default_runtime_name = \"runc\"\n\
-         \n\
-         [plugins.\"{runtime}\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-         \n\
-         # The kubelet uses cgroupDriver: systemd; runc must use the same driver.\n\
-         [plugins.\"{runtime}\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n\
-         \n\
-         # Pod networking: CNI plugins and the conflist in {conf}.\n\
-         [plugins.\"{runtime}\".cni]\n  {bin_dir}\n  conf_dir = \"{conf}\"\n",
+         # \"io.containerd.cri.v1.runtime\" and \"io.containerd.cri.v1.images\".\n{}",
+        decorate(&text, &comments),
         cv = v.of("containerd"),
-        k = v.kubernetes,
-        p = v.images.pause,
-        conf = paths::CNI_CONF,
-    )
-    .replace(
-        "[plugins.\"io.containerd.cri.v1.images.pinned_images\"]",
-        "[plugins.\"io.containerd.cri.v1.images\".pinned_images]",
     )
 }
 
@@ -385,7 +753,7 @@ pub fn containerd_unit() -> String {
         after: &["network.target", "local-fs.target"],
         requires: &[],
         binary: "containerd",
-        args: vec![format!("--config=/etc/containerd/config.toml")],
+        args: vec![flag("config", paths::CONTAINERD_CONFIG)],
         service_extra: &[
             "Type=notify",
             "Delegate=yes",
@@ -402,7 +770,7 @@ pub fn containerd_unit() -> String {
 /// `/etc/cni/net.d/10-bridge.conflist` for worker `node`.
 pub fn cni_conflist(node: &NodeInput, d: &Decisions) -> String {
     let conf = serde_json::json!({
-        "cniVersion": d.get(Knob::CniSpecVersion),
+        "cniVersion": d.text(Knob::CniSpecVersion),
         "name": "bridge",
         "plugins": [
             {
@@ -431,55 +799,121 @@ pub fn kubelet_config(
     d: &Decisions,
     cgroup_v1: bool,
 ) -> String {
+    #[derive(Serialize)]
+    struct Enabled {
+        enabled: bool,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct X509 {
+        #[serde(rename = "clientCAFile")]
+        client_ca_file: String,
+    }
+    #[derive(Serialize)]
+    struct Authentication {
+        anonymous: Enabled,
+        webhook: Enabled,
+        x509: X509,
+    }
+    #[derive(Serialize)]
+    struct Authorization {
+        mode: &'static str,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct KubeletConfiguration<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        authentication: Authentication,
+        authorization: Authorization,
+        cgroup_driver: CgroupDriver,
+        #[serde(rename = "clusterDNS")]
+        cluster_dns: Vec<IpAddr>,
+        cluster_domain: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container_runtime_endpoint: Option<&'a str>,
+        #[serde(rename = "failCgroupV1", skip_serializing_if = "Option::is_none")]
+        fail_cgroup_v1: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resolv_conf: Option<&'a str>,
+        tls_cert_file: String,
+        tls_private_key_file: String,
+    }
     let pki = paths::PKI;
-    let mut s = format!(
-        "# KubeletConfiguration for {name}: generated by kbin.\n\
-         apiVersion: {api}\n\
-         kind: KubeletConfiguration\n\
-         # Who may call the kubelet's API: clients with a certificate from the cluster CA\n\
-         # (kube-apiserver), or bearer tokens checked with the API server (webhook).\n\
-         authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: {pki}/ca.crt\n\
-         # What they may do: asked of the API server (SubjectAccessReview).\n\
-         authorization:\n  mode: Webhook\n\
-         # Same driver as containerd's SystemdCgroup = true.\n\
-         cgroupDriver: systemd\n\
-         # Pods resolve names through the cluster DNS service (CoreDNS, which you deploy).\n\
-         clusterDNS:\n- {dns}\n\
-         clusterDomain: {domain}\n",
-        name = node.name,
-        api = d.get(Knob::KubeletConfigApi),
-        dns = c.cluster_dns,
-        domain = c.cluster_domain,
-    );
-    if d.get(Knob::KubeletRuntimeEndpoint) == "config" {
-        let _ = writeln!(s, "containerRuntimeEndpoint: {}", paths::CRI_SOCKET);
-    }
-    if cgroup_v1 && d.get(Knob::KubeletCgroupV1) == "refuses" {
-        let _ = writeln!(
-            s,
-            "# This host runs cgroup v1: from 1.35 the kubelet refuses to start there unless told to.\n\
-             failCgroupV1: false"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# The kubelet's own serving certificate (kubectl logs/exec connect here).\n\
-         tlsCertFile: {pki}/kubelet.crt\n\
-         tlsPrivateKeyFile: {pki}/kubelet.key"
-    );
-    s
+    let driver = c.host_profile.cgroup_driver();
+    let driver_note = match driver {
+        CgroupDriver::Systemd => "Same driver as containerd's SystemdCgroup = true.",
+        CgroupDriver::Cgroupfs => {
+            "Host profile sandbox: PID 1 is not systemd, so the kubelet manages cgroups itself\n\
+             (cgroupfs), like containerd's SystemdCgroup = false."
+        }
+    };
+    let config = KubeletConfiguration {
+        api_version: d.text(Knob::KubeletConfigApi),
+        kind: "KubeletConfiguration",
+        authentication: Authentication {
+            anonymous: Enabled { enabled: false },
+            webhook: Enabled { enabled: true },
+            x509: X509 {
+                client_ca_file: format!("{pki}/ca.crt"),
+            },
+        },
+        authorization: Authorization { mode: "Webhook" },
+        cgroup_driver: driver,
+        cluster_dns: vec![c.cluster_dns],
+        cluster_domain: &c.cluster_domain,
+        container_runtime_endpoint: (d.runtime_endpoint() == RuntimeEndpoint::Config)
+            .then_some(paths::CRI_SOCKET),
+        fail_cgroup_v1: (cgroup_v1 && d.cgroup_v1() == CgroupV1::Refuses).then_some(false),
+        resolv_conf: c.resolv_conf.as_deref(),
+        tls_cert_file: format!("{pki}/kubelet.crt"),
+        tls_private_key_file: format!("{pki}/kubelet.key"),
+    };
+    yaml_doc(
+        &format!("KubeletConfiguration for {}: generated by kbin.", node.name),
+        &config,
+        &[
+            (
+                "authentication",
+                "Who may call the kubelet's API: clients with a certificate from the cluster CA\n\
+                 (kube-apiserver), or bearer tokens checked with the API server (webhook).",
+            ),
+            (
+                "authorization",
+                "What they may do: asked of the API server (SubjectAccessReview).",
+            ),
+            ("cgroupDriver", driver_note),
+            (
+                "clusterDNS",
+                "Pods resolve names through the cluster DNS service (CoreDNS, which you deploy).",
+            ),
+            (
+                "failCgroupV1",
+                "This host runs cgroup v1: from 1.35 the kubelet refuses to start there unless told to.",
+            ),
+            (
+                "resolvConf",
+                "The upstream resolvers pods inherit: systemd-resolved's real list, not its\n\
+                 127.0.0.53 stub (which, inside CoreDNS, would forward to itself and loop).",
+            ),
+            (
+                "tlsCertFile",
+                "The kubelet's own serving certificate (kubectl logs/exec connect here).",
+            ),
+        ],
+    )
 }
 
 /// `kubelet.service` for worker `node`.
 pub fn kubelet_unit(node: &NodeInput, v: &Versions, d: &Decisions) -> String {
     let mut args = vec![
-        flag("config", "/var/lib/kubelet/config.yaml"),
+        flag("config", paths::KUBELET_CONFIG),
         flag("kubeconfig", "/etc/kubernetes/kubelet.conf"),
         // The node registers under the name its certificate was made for.
         flag("hostname-override", &node.name),
         flag("node-ip", node.ip),
     ];
-    if d.get(Knob::KubeletRuntimeEndpoint) == "flags" {
+    if d.runtime_endpoint() == RuntimeEndpoint::Flags {
         args.push(flag("container-runtime", "remote"));
         args.push(flag("container-runtime-endpoint", paths::CRI_SOCKET));
     }
@@ -500,19 +934,75 @@ pub fn kubelet_unit(node: &NodeInput, v: &Versions, d: &Decisions) -> String {
     .render()
 }
 
-/// `/var/lib/kube-proxy/config.yaml`.
-pub fn kube_proxy_config(c: &ClusterInput, d: &Decisions) -> String {
-    format!(
-        "# KubeProxyConfiguration: generated by kbin.\n\
-         apiVersion: {}\n\
-         kind: KubeProxyConfiguration\n\
-         clientConnection:\n  kubeconfig: /etc/kubernetes/kube-proxy.conf\n\
-         # kube-proxy programs iptables so that Service IPs reach their pods; traffic from\n\
-         # outside the pod network is masqueraded.\n\
-         mode: iptables\n\
-         clusterCIDR: {}\n",
-        d.get(Knob::KubeProxyConfigApi),
-        c.pod_cidr
+/// `/var/lib/kube-proxy/config.yaml` for worker `node`.
+pub fn kube_proxy_config(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Conntrack {
+        max_per_core: i32,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct KubeProxyConfiguration<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        client_connection: ClientConnection<'a>,
+        #[serde(rename = "clusterCIDR")]
+        cluster_cidr: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conntrack: Option<Conntrack>,
+        hostname_override: &'a str,
+        mode: &'a str,
+        node_port_addresses: Vec<String>,
+    }
+    let node_ports = match d.node_port_addresses() {
+        NodePortAddresses::Primary => "primary".to_owned(),
+        NodePortAddresses::NodeIp => format!("{}/32", node.ip),
+    };
+    yaml_doc(
+        &format!(
+            "KubeProxyConfiguration for {}: generated by kbin.",
+            node.name
+        ),
+        &KubeProxyConfiguration {
+            api_version: d.text(Knob::KubeProxyConfigApi),
+            kind: "KubeProxyConfiguration",
+            client_connection: ClientConnection {
+                kubeconfig: "/etc/kubernetes/kube-proxy.conf",
+            },
+            cluster_cidr: &c.pod_cidr,
+            conntrack: c
+                .host_profile
+                .keep_conntrack_limits()
+                .then_some(Conntrack { max_per_core: 0 }),
+            hostname_override: &node.name,
+            mode: "iptables",
+            node_port_addresses: vec![node_ports],
+        },
+        &[
+            (
+                "clusterCIDR",
+                "Traffic to Services from outside the pod network is masqueraded.",
+            ),
+            (
+                "conntrack",
+                "Host profile sandbox: /proc/sys is read-only, so kube-proxy leaves the conntrack\n\
+                 table size as it is (maxPerCore: 0), as kind does in containers.",
+            ),
+            (
+                "hostnameOverride",
+                "The Node's name, as the kubelet registered it (--hostname-override): kube-proxy\n\
+                 reads its Node to learn its addresses.",
+            ),
+            (
+                "mode",
+                "kube-proxy programs iptables so that Service IPs reach their pods.",
+            ),
+            (
+                "nodePortAddresses",
+                "NodePort Services answer on this node's own address only.",
+            ),
+        ],
     )
 }
 
@@ -525,7 +1015,7 @@ pub fn kube_proxy_unit() -> String {
         after: &["network-online.target"],
         requires: &[],
         binary: "kube-proxy",
-        args: vec![flag("config", "/var/lib/kube-proxy/config.yaml")],
+        args: vec![flag("config", paths::KUBE_PROXY_CONFIG)],
         service_extra: &[],
     }
     .render()
@@ -533,10 +1023,21 @@ pub fn kube_proxy_unit() -> String {
 
 /// `/etc/crictl.yaml`.
 pub fn crictl_config() -> String {
-    format!(
-        "# crictl talks to containerd's CRI socket: try `crictl ps` and `crictl pods` on this node.\n\
-         runtime-endpoint: {s}\nimage-endpoint: {s}\ntimeout: 10\n",
-        s = paths::CRI_SOCKET
+    #[derive(Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Crictl<'a> {
+        runtime_endpoint: &'a str,
+        image_endpoint: &'a str,
+        timeout: u32,
+    }
+    yaml_doc(
+        "crictl talks to containerd's CRI socket: try `crictl ps` and `crictl pods` on this node.",
+        &Crictl {
+            runtime_endpoint: paths::CRI_SOCKET,
+            image_endpoint: paths::CRI_SOCKET,
+            timeout: 10,
+        },
+        &[],
     )
 }
 
@@ -556,42 +1057,23 @@ pub fn sysctl() -> String {
         .into()
 }
 
-/// Standard base64 (RFC 4648) of `bytes`, for the encryption key.
-pub fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
+    fn exec_words_escape_specifiers_variables_and_spaces() {
+        assert_eq!(exec_word("--name=node-0"), "--name=node-0");
+        assert_eq!(exec_word("--x=50%"), "--x=50%%");
+        assert_eq!(exec_word("--x=$HOME"), "--x=$$HOME");
+        assert_eq!(exec_word("--x=a b"), "\"--x=a b\"");
+        assert_eq!(exec_word("--x=a\"b\\c"), "\"--x=a\\\"b\\\\c\"");
+        assert_eq!(exec_word(""), "\"\"");
+    }
+
+    #[test]
+    fn decorate_puts_comments_before_their_lines() {
+        let t = decorate("a = 1\n[x]\nb = 2\n", &[("[x]".into(), "about x\nmore")]);
+        assert_eq!(t, "a = 1\n# about x\n# more\n[x]\nb = 2\n");
     }
 }

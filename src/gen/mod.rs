@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod certs;
 pub mod configs;
+pub mod host;
 pub mod kubeconfig;
 pub mod next_steps;
 pub mod pki;

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use super::bundle::{Options, Role, binaries_bundle};
 use super::configs::ClusterInput;
-use super::versions::{Decisions, Knob, Versions};
+use super::host::HostProfile;
+use super::versions::{CgroupV1, Decisions, Versions};
 
 const ETCD_CERTS: &str = "--cacert=/etc/kubernetes/pki/etcd/ca.crt \\\n    --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt \\\n    --key=/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
@@ -53,18 +54,37 @@ pub fn render(
          - Check the cgroup version: `stat -fc %T /sys/fs/cgroup/` prints `cgroup2fs` on cgroup v2.",
         arch = v.arch
     );
-    let cg = d.get(Knob::KubeletCgroupV1);
+    let refuses_v1 = d.cgroup_v1() == CgroupV1::Refuses;
+    match c.host_profile {
+        HostProfile::Systemd => {}
+        HostProfile::Sandbox => {
+            let _ = writeln!(
+                w,
+                "- Host profile `sandbox` (containers, WSL, CI machines): the kubelet and containerd use the
+                   cgroupfs driver (PID 1 is not systemd), containerd sets `restrict_oom_score_adj` and
+                   kube-proxy leaves conntrack limits alone (`maxPerCore: 0`). On real machines with systemd,
+                   generate again with `--host-profile systemd`."
+            );
+        }
+    }
+    if let Some(r) = &c.resolv_conf {
+        let _ = writeln!(
+            w,
+            "- The kubelets give pods `{r}` as resolv.conf (systemd-resolved's upstream list, not its
+  127.0.0.53 stub, which would make CoreDNS forward to itself). Every worker needs that file."
+        );
+    }
     if opts.cgroup_v1 {
         let _ = writeln!(
             w,
             "- These configs are for cgroup v1 hosts{}. cgroup v1 is deprecated (containerd 2.2 and\n  Kubernetes 1.35 warn about it): plan a move to cgroup v2.",
-            if cg == "refuses" {
+            if refuses_v1 {
                 ": kubelet 1.35+ refuses cgroup v1 unless its config sets `failCgroupV1: false`, which\n  `var/lib/kubelet/config.yaml` does"
             } else {
                 ""
             }
         );
-    } else if cg == "refuses" {
+    } else if refuses_v1 {
         let _ = writeln!(
             w,
             "- kubelet {} refuses to start on cgroup v1 (`tmpfs` above). For such hosts, generate again\n  with `kbin gen cluster ... --cgroup-v1` (sets `failCgroupV1: false`).",
@@ -127,7 +147,9 @@ pub fn render(
          services; it starts nothing. Try it first with `DESTDIR=/tmp/root nodes/<name>/install.sh`.\n"
     );
 
-    let cps: Vec<_> = c.control_planes().collect();
+    let etcdctl = format!("{}etcdctl", d.etcdctl_env());
+    let joining: Vec<_> = c.control_planes().filter(|n| n.joins_etcd).collect();
+    let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
     let first = cps.first();
     let _ = writeln!(w, "## 3. Start the control plane, one step at a time\n");
     let _ = writeln!(
@@ -136,7 +158,7 @@ pub fn render(
          a quorum, so with several control-plane nodes start them all at about the same time\n\
          (`systemctl start --no-block etcd` returns at once):\n\n\
          ```sh\nsystemctl start etcd\n```\n\nCheck that every member is healthy (on a control-plane node):\n\n\
-         ```sh\nETCDCTL_API=3 etcdctl --endpoints={} \\\n    {ETCD_CERTS} \\\n    endpoint health\n```\n",
+         ```sh\n{etcdctl} --endpoints={} \\\n    {ETCD_CERTS} \\\n    endpoint health\n```\n",
         cps.iter()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
@@ -146,6 +168,23 @@ pub fn render(
             .collect::<Vec<_>>()
             .join(",")
     );
+    if let Some(running) = first {
+        for n in &joining {
+            let _ = writeln!(
+                w,
+                "Control plane `{name}` joins the running etcd cluster (its unit says\n\
+                 `--initial-cluster-state=existing`). One member at a time: first tell the cluster about it\n\
+                 (on `{run}`), then start it on `{name}` and check the members:\n\n\
+                 ```sh\n{etcdctl} --endpoints=https://{rsock} \\\n    {ETCD_CERTS} \\\n    member add {name} --peer-urls=https://{peer}\n\
+                 systemctl start etcd   # on {name}\n\
+                 {etcdctl} --endpoints=https://{rsock} \\\n    {ETCD_CERTS} \\\n    member list -w table\n```\n",
+                name = n.name,
+                run = running.name,
+                rsock = sock(running.ip, 2379),
+                peer = sock(n.ip, 2380),
+            );
+        }
+    }
     let _ = writeln!(
         w,
         "Then kube-apiserver, and check it answers `ok` (admin.conf talks to {url}: with several\n\
@@ -190,6 +229,24 @@ pub fn render(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let _ = writeln!(
+        w,
+        "Give each Node the pod subnet its CNI config already uses (the controller manager runs with\n\
+         `--allocate-node-cidrs=false`, so kbin's assignment is the only one). `spec.podCIDR` can be\n\
+         set once, after the kubelet registered its Node:\n\n```sh"
+    );
+    for n in c.workers() {
+        let _ = writeln!(
+            w,
+            "kubectl patch node {name} -p '{{\"spec\":{{\"podCIDR\":\"{sub}\",\"podCIDRs\":[\"{sub}\"]}}}}'",
+            name = n.name,
+            sub = n.pod_subnet
+        );
+    }
+    let _ = writeln!(
+        w,
+        "kubectl get nodes -o custom-columns=NAME:.metadata.name,POD_CIDR:.spec.podCIDR\n```\n"
+    );
 
     let _ = writeln!(w, "## 5. What kbin leaves to you\n");
     let workers: Vec<_> = c.workers().collect();
@@ -229,7 +286,7 @@ pub fn render(
     if let Some(n) = first {
         let _ = writeln!(
             w,
-            "\nBack up etcd now and then (on {}): `ETCDCTL_API=3 etcdctl --endpoints=https://{} {} snapshot save /var/backups/etcd.db`.",
+            "\nBack up etcd now and then (on {}): `{etcdctl} --endpoints=https://{} {} snapshot save /var/backups/etcd.db`.",
             n.name,
             sock(n.ip, 2379),
             ETCD_CERTS.replace(" \\\n    ", " ")

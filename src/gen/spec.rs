@@ -15,8 +15,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// The default API endpoint address.
-pub const DEFAULT_CLUSTER_IP: &str = "127.0.0.1";
+use super::host::HostProfile;
+
 /// The default service network.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.32.0.0/24";
 /// The default pod network.
@@ -59,6 +59,10 @@ pub struct ClusterSpec {
     /// `--cert-validity`.
     #[serde(with = "duration_text")]
     pub cert_validity: Duration,
+    /// `--host-profile`: what kind of machine the nodes are.
+    pub host_profile: HostProfile,
+    /// `--resolv-conf`: the resolv.conf the kubelets give pods (the host's own when `None`).
+    pub resolv_conf: Option<String>,
 }
 
 /// A node of the cluster.
@@ -72,9 +76,12 @@ pub struct Node {
     pub control_plane: bool,
     /// Runs workloads (kubelet, kube-proxy, containerd).
     pub worker: bool,
-    /// This node's slice of the pod CIDR (a /24 for IPv4, /64 for IPv6, in node order), for CNI
-    /// host-local.
+    /// This node's slice of the pod CIDR (a /24, in node order): its CNI host-local range and
+    /// the `spec.podCIDR` kbin gives its Node object.
     pub pod_subnet: IpNet,
+    /// A control plane added to a cluster whose etcd already runs: its etcd member joins
+    /// (`--initial-cluster-state=existing`, after `etcdctl member add`).
+    pub joins_etcd: bool,
 }
 
 impl ClusterSpec {
@@ -113,6 +120,8 @@ impl ClusterSpec {
             key_algo: Some(self.key_algo.to_string()),
             ca_validity: Some(format_duration(self.ca_validity)),
             cert_validity: Some(format_duration(self.cert_validity)),
+            host_profile: Some(self.host_profile.to_string()),
+            resolv_conf: self.resolv_conf.clone(),
             nodes: self
                 .nodes
                 .iter()
@@ -121,6 +130,7 @@ impl ClusterSpec {
                     ip: n.ip.to_string(),
                     control_plane: n.control_plane,
                     worker: n.worker,
+                    joins_etcd: n.joins_etcd,
                 })
                 .collect(),
         }
@@ -332,9 +342,40 @@ pub enum SpecError {
         "cluster domain {0:?} is not a DNS name (dot-separated DNS labels, like cluster.local)"
     )]
     Domain(String),
-    /// An empty or multi-line cluster name.
-    #[error("cluster name {0:?} must be non-empty, printable and without spaces")]
+    /// A cluster name that is not a DNS label (it reaches flags and unit files).
+    #[error(
+        "cluster name {0:?} is not a valid DNS label (1-63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit)"
+    )]
     Name(String),
+    /// An IPv6 address or network: the generated configs are IPv4-only.
+    #[error(
+        "{field} {value} is IPv6: kbin generates IPv4 clusters only (bridge CNI routes, forwarding sysctls and the pod subnets are IPv4); give an IPv4 address"
+    )]
+    Ipv6 {
+        /// The flag or field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A node on a loopback (or unspecified) address.
+    #[error(
+        "node {name}'s IP {ip} is a loopback address: the kubelet refuses it (\"nodeIP can't be loopback address\") and kube-apiserver cannot advertise it to pods; give the machine's own address"
+    )]
+    LoopbackNode {
+        /// The node.
+        name: String,
+        /// Its address.
+        ip: IpAddr,
+    },
+    /// No nodes at all.
+    #[error("the cluster has no nodes: give --control-plane NAME=IP (and --worker NAME=IP)")]
+    NoNodes,
+    /// An unknown host profile.
+    #[error("{0}")]
+    HostProfile(String),
+    /// A resolv.conf path that is not absolute or has spaces.
+    #[error("resolv.conf path {0:?} must be an absolute path without spaces")]
+    ResolvConf(String),
     /// The config file cannot be read.
     #[error("cannot read the cluster config {path}")]
     ReadConfig {
@@ -368,6 +409,14 @@ pub struct NodeInput {
     /// Runs workloads.
     #[serde(default)]
     pub worker: bool,
+    /// A control plane added after etcd was bootstrapped: its member joins the running cluster.
+    /// `kbin gen cluster` sets it when a re-run adds a control plane to a tree.
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        alias = "joins-etcd"
+    )]
+    pub joins_etcd: bool,
 }
 
 /// The raw spec: every field optional, strings as given. `cluster.toml` has these fields (with
@@ -415,6 +464,12 @@ pub struct SpecInput {
     /// `--cert-validity`.
     #[serde(alias = "cert-validity")]
     pub cert_validity: Option<String>,
+    /// `--host-profile`: `systemd` or `sandbox`.
+    #[serde(alias = "host-profile")]
+    pub host_profile: Option<String>,
+    /// `--resolv-conf`.
+    #[serde(alias = "resolv-conf")]
+    pub resolv_conf: Option<String>,
     /// `--control-plane NAME=IP` and `--worker NAME=IP`, or `[[nodes]]` tables.
     #[serde(default)]
     pub nodes: Vec<NodeInput>,
@@ -456,6 +511,7 @@ impl SpecInput {
                     ip: ip.to_string(),
                     control_plane: cp,
                     worker: !cp,
+                    joins_etcd: false,
                 });
             }
         }
@@ -474,6 +530,8 @@ impl SpecInput {
             key_algo: over.key_algo.or(self.key_algo),
             ca_validity: over.ca_validity.or(self.ca_validity),
             cert_validity: over.cert_validity.or(self.cert_validity),
+            host_profile: over.host_profile.or(self.host_profile),
+            resolv_conf: over.resolv_conf.or(self.resolv_conf),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -485,18 +543,29 @@ impl SpecInput {
     /// Apply the defaults and check every rule.
     pub fn build(&self) -> Result<ClusterSpec, SpecError> {
         let name = self.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
-        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !is_dns_label(&name) {
             return Err(SpecError::Name(name));
+        }
+        if self.nodes.is_empty() {
+            return Err(SpecError::NoNodes);
         }
         let cluster_ip = match self.cluster_ip.as_deref() {
             Some(ip) => parse_ip("--cluster-ip", ip)?,
-            // With nodes given, the API endpoint workers can reach is a control plane's address,
-            // not this machine's loopback.
+            // The API endpoint workers can reach: a control plane's address.
             None => match self.nodes.iter().find(|n| n.control_plane) {
                 Some(cp) => parse_ip("node IP", &cp.ip)?,
-                None => parse_ip("--cluster-ip", DEFAULT_CLUSTER_IP)?,
+                None => return Err(SpecError::NoControlPlane),
             },
         };
+        let host_profile = match &self.host_profile {
+            Some(p) => p.parse().map_err(SpecError::HostProfile)?,
+            None => HostProfile::default(),
+        };
+        if let Some(p) = &self.resolv_conf
+            && (!p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(SpecError::ResolvConf(p.clone()));
+        }
         let service_cidr = parse_cidr(
             "--service-cidr",
             self.service_cidr.as_deref().unwrap_or(DEFAULT_SERVICE_CIDR),
@@ -561,7 +630,7 @@ impl SpecInput {
                 ca: format_duration(ca_validity),
             });
         }
-        let nodes = self.build_nodes(cluster_ip, pod_cidr)?;
+        let nodes = self.build_nodes(pod_cidr)?;
         Ok(ClusterSpec {
             name,
             cluster_ip,
@@ -573,31 +642,47 @@ impl SpecInput {
             key_algo,
             ca_validity,
             cert_validity,
+            host_profile,
+            resolv_conf: self.resolv_conf.clone(),
         })
     }
 
-    fn build_nodes(&self, cluster_ip: IpAddr, pod_cidr: IpNet) -> Result<Vec<Node>, SpecError> {
-        let inputs: Vec<NodeInput> = if self.nodes.is_empty() {
-            vec![NodeInput {
-                name: DEFAULT_NODE_NAME.into(),
-                ip: cluster_ip.to_string(),
-                control_plane: true,
-                worker: true,
-            }]
-        } else {
-            self.nodes.clone()
-        };
+    /// A one-machine cluster: node `node-0` at `ip`, control plane and worker.
+    pub fn add_this_machine(&mut self, ip: IpAddr) {
+        self.nodes.push(NodeInput {
+            name: DEFAULT_NODE_NAME.into(),
+            ip: ip.to_string(),
+            control_plane: true,
+            worker: true,
+            joins_etcd: false,
+        });
+    }
+
+    fn build_nodes(&self, pod_cidr: IpNet) -> Result<Vec<Node>, SpecError> {
+        let inputs = &self.nodes;
         let mut parsed = Vec::with_capacity(inputs.len());
         let mut names = BTreeMap::new();
         let mut ips: BTreeMap<IpAddr, String> = BTreeMap::new();
-        for n in &inputs {
+        for n in inputs {
             if !is_dns_label(&n.name) {
                 return Err(SpecError::NodeName(n.name.clone()));
             }
             if !n.control_plane && !n.worker {
                 return Err(SpecError::NoRole(n.name.clone()));
             }
-            let ip = parse_ip("node IP", &n.ip)?;
+            let ip = parse_ip("node IP", &n.ip).map_err(|e| match e {
+                SpecError::Ipv6 { field, value } => SpecError::Ipv6 {
+                    field,
+                    value: format!("{value} (node {})", n.name),
+                },
+                e => e,
+            })?;
+            if ip.is_loopback() || ip.is_unspecified() {
+                return Err(SpecError::LoopbackNode {
+                    name: n.name.clone(),
+                    ip,
+                });
+            }
             if names.insert(n.name.clone(), ()).is_some() {
                 return Err(SpecError::DuplicateName(n.name.clone()));
             }
@@ -615,7 +700,7 @@ impl SpecInput {
         }
         // Control planes first, each group in the order given.
         parsed.sort_by_key(|(n, _)| !n.control_plane);
-        let prefix: u8 = if pod_cidr.addr().is_ipv4() { 24 } else { 64 };
+        let prefix: u8 = 24;
         let capacity = if pod_cidr.prefix_len() > prefix {
             0
         } else {
@@ -642,6 +727,7 @@ impl SpecInput {
                 pod_subnet: subnets
                     .next()
                     .expect("checked: enough subnets for every node"),
+                joins_etcd: n.joins_etcd && n.control_plane,
             })
             .collect())
     }
@@ -667,10 +753,17 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 fn parse_ip(field: &'static str, value: &str) -> Result<IpAddr, SpecError> {
-    value.trim().parse().map_err(|_| SpecError::Ip {
+    let ip: IpAddr = value.trim().parse().map_err(|_| SpecError::Ip {
         field,
         value: value.to_string(),
-    })
+    })?;
+    if ip.is_ipv6() {
+        return Err(SpecError::Ipv6 {
+            field,
+            value: value.to_string(),
+        });
+    }
+    Ok(ip)
 }
 
 fn parse_cidr(field: &'static str, value: &str) -> Result<IpNet, SpecError> {
@@ -678,6 +771,12 @@ fn parse_cidr(field: &'static str, value: &str) -> Result<IpNet, SpecError> {
         field,
         value: value.to_string(),
     })?;
+    if net.addr().is_ipv6() {
+        return Err(SpecError::Ipv6 {
+            field,
+            value: value.to_string(),
+        });
+    }
     if net.trunc() != net {
         return Err(SpecError::CidrHostBits {
             field,
@@ -750,8 +849,10 @@ mod duration_text {
 mod tests {
     use super::*;
 
+    /// A one-machine spec at 10.0.0.5 with `f` applied.
     fn input(f: impl FnOnce(&mut SpecInput)) -> Result<ClusterSpec, SpecError> {
         let mut i = SpecInput::default();
+        i.add_this_machine("10.0.0.5".parse().unwrap());
         f(&mut i);
         i.build()
     }
@@ -762,11 +863,64 @@ mod tests {
         assert_eq!(s.nodes.len(), 1);
         let n = &s.nodes[0];
         assert!(n.control_plane && n.worker);
-        assert_eq!(n.ip.to_string(), "127.0.0.1");
+        assert_eq!(n.ip.to_string(), "10.0.0.5");
         assert_eq!(s.cluster_dns.to_string(), "10.32.0.10");
         assert_eq!(s.first_service_ip().to_string(), "10.32.0.1");
-        assert_eq!(s.api_server_url(), "https://127.0.0.1:6443");
+        assert_eq!(s.api_server_url(), "https://10.0.0.5:6443");
         assert_eq!(n.pod_subnet.to_string(), "10.200.0.0/24");
+        assert_eq!(s.host_profile, HostProfile::Systemd);
+        assert!(matches!(
+            SpecInput::default().build(),
+            Err(SpecError::NoNodes)
+        ));
+    }
+
+    #[test]
+    fn ipv6_loopback_nodes_and_non_label_names_are_refused_before_anything_is_written() {
+        type Case = (Box<dyn FnOnce(&mut SpecInput)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (Box::new(|i| i.cluster_ip = Some("fd00::1".into())), "IPv6"),
+            (
+                Box::new(|i| i.pod_cidr = Some("fd00:200::/56".into())),
+                "IPv6",
+            ),
+            (
+                Box::new(|i| i.service_cidr = Some("fd00:32::/112".into())),
+                "IPv6",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["w6=fd00::7".into()]).unwrap()),
+                "w6",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["w1=127.0.0.1".into()]).unwrap()),
+                "loopback",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["w1=0.0.0.0".into()]).unwrap()),
+                "loopback",
+            ),
+            (
+                Box::new(|i| i.name = Some("my cluster".into())),
+                "DNS label",
+            ),
+            (Box::new(|i| i.name = Some("50%off".into())), "DNS label"),
+            (
+                Box::new(|i| i.host_profile = Some("docker".into())),
+                "docker",
+            ),
+            (
+                Box::new(|i| i.resolv_conf = Some("resolv.conf".into())),
+                "absolute",
+            ),
+        ];
+        for (f, want) in cases {
+            let e = input(f).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        // A loopback API endpoint for clients on this machine stays allowed.
+        let s = input(|i| i.cluster_ip = Some("127.0.0.1".into())).unwrap();
+        assert_eq!(s.nodes[0].ip.to_string(), "10.0.0.5");
     }
 
     #[test]
@@ -845,7 +999,10 @@ mod tests {
                 "10.0.0.1 is used by both",
             ),
             (
-                Box::new(|i| i.add_nodes(&[], &["b=10.0.0.1".into()]).unwrap()),
+                Box::new(|i| {
+                    i.nodes.clear();
+                    i.add_nodes(&[], &["b=10.0.0.1".into()]).unwrap()
+                }),
                 "no control-plane",
             ),
         ];

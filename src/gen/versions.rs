@@ -97,6 +97,80 @@ pub enum Knob {
     EtcdCorruptCheckFlag,
     /// `cniVersion` of the CNI conflist.
     CniSpecVersion,
+    /// Which addresses kube-proxy opens NodePorts on.
+    KubeProxyNodePortAddresses,
+    /// Whether etcdctl needs `ETCDCTL_API=3` for the v3 API.
+    EtcdctlApiEnv,
+}
+
+/// What a row decides. Each knob takes one kind of value ([`Knob::accepts`], checked by a test)
+/// and renderers match on the enums: a misspelt decision does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Value {
+    /// Written into a file as it is: an apiVersion, a plugin table name, a cniVersion.
+    Text(&'static str),
+    /// Command-line flags added as they are (none: the default is right).
+    Flags(&'static [&'static str]),
+    /// How the kubelet learns the CRI endpoint.
+    RuntimeEndpoint(RuntimeEndpoint),
+    /// What the kubelet does on a cgroup v1 host.
+    CgroupV1(CgroupV1),
+    /// containerd's CNI binary directory key.
+    CniBinDir(CniBinDir),
+    /// Where containerd's config names the sandbox (pause) image.
+    SandboxImage {
+        /// The table's path under `plugins`.
+        table: &'static [&'static str],
+        /// The key in it.
+        key: &'static str,
+    },
+    /// kube-proxy's NodePort addresses.
+    NodePortAddresses(NodePortAddresses),
+    /// Whether etcdctl needs `ETCDCTL_API=3`.
+    EtcdctlApiEnv(bool),
+}
+
+/// How the kubelet learns the CRI endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeEndpoint {
+    /// `--container-runtime=remote --container-runtime-endpoint=…`.
+    Flags,
+    /// `containerRuntimeEndpoint` in KubeletConfiguration.
+    Config,
+}
+
+/// What the kubelet does on a cgroup v1 host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupV1 {
+    /// No `failCgroupV1` field; the kubelet runs.
+    NoField,
+    /// `failCgroupV1` exists and defaults to false.
+    Runs,
+    /// The kubelet refuses unless `failCgroupV1: false`.
+    Refuses,
+}
+
+/// containerd's CNI binary directory key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CniBinDir {
+    /// `bin_dir = "…"`.
+    BinDir,
+    /// `bin_dirs = ["…"]`.
+    BinDirs,
+}
+
+/// Which addresses kube-proxy opens NodePorts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodePortAddresses {
+    /// The node's own address as a /32 CIDR (before `primary` existed).
+    NodeIp,
+    /// `primary`: the node's primary addresses.
+    Primary,
 }
 
 impl Knob {
@@ -116,7 +190,37 @@ impl Knob {
             Knob::EtcdLoggerFlags => "etcd logger flags",
             Knob::EtcdCorruptCheckFlag => "etcd initial corruption check",
             Knob::CniSpecVersion => "CNI conflist cniVersion",
+            Knob::KubeProxyNodePortAddresses => "kube-proxy nodePortAddresses",
+            Knob::EtcdctlApiEnv => "etcdctl ETCDCTL_API",
         }
+    }
+
+    /// Whether `v` is the kind of value this knob takes.
+    pub fn accepts(self, v: &Value) -> bool {
+        matches!(
+            (self, v),
+            (
+                Knob::ContainerdConfigVersion
+                    | Knob::ContainerdCriRuntimePlugin
+                    | Knob::KubeletConfigApi
+                    | Knob::SchedulerConfigApi
+                    | Knob::KubeProxyConfigApi
+                    | Knob::EncryptionConfigApi
+                    | Knob::CniSpecVersion,
+                Value::Text(_)
+            ) | (
+                Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag,
+                Value::Flags(_)
+            ) | (Knob::ContainerdSandboxImage, Value::SandboxImage { .. })
+                | (Knob::ContainerdCniBinDir, Value::CniBinDir(_))
+                | (Knob::KubeletRuntimeEndpoint, Value::RuntimeEndpoint(_))
+                | (Knob::KubeletCgroupV1, Value::CgroupV1(_))
+                | (
+                    Knob::KubeProxyNodePortAddresses,
+                    Value::NodePortAddresses(_)
+                )
+                | (Knob::EtcdctlApiEnv, Value::EtcdctlApiEnv(_))
+        )
     }
 }
 
@@ -132,7 +236,7 @@ pub struct Rule {
     /// First minor the row no longer covers, exclusive; `None`: still current.
     pub until: Option<(u64, u64)>,
     /// The value the renderers use.
-    pub value: &'static str,
+    pub value: Value,
     /// Where upstream says so.
     pub source: &'static str,
 }
@@ -159,7 +263,7 @@ const fn rule(
     component: &'static str,
     from: Option<(u64, u64)>,
     until: Option<(u64, u64)>,
-    value: &'static str,
+    value: Value,
     source: &'static str,
 ) -> Rule {
     Rule {
@@ -184,7 +288,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         None,
         Some((2, 0)),
-        "2",
+        Value::Text("2"),
         "containerd docs/PLUGINS.md (version 2 config, containerd 1.x)",
     ),
     rule(
@@ -192,7 +296,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         Some((2, 0)),
         None,
-        "3",
+        Value::Text("3"),
         "containerd docs/containerd-2.0.md (\"version = 3\" config, migrated with `containerd config migrate`)",
     ),
     rule(
@@ -200,7 +304,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         None,
         Some((2, 0)),
-        "io.containerd.grpc.v1.cri",
+        Value::Text("io.containerd.grpc.v1.cri"),
         CONTAINERD_RELEASES,
     ),
     rule(
@@ -208,7 +312,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         Some((2, 0)),
         None,
-        "io.containerd.cri.v1.runtime",
+        Value::Text("io.containerd.cri.v1.runtime"),
         "containerd docs/cri/config.md (2.x: plugins.'io.containerd.cri.v1.runtime')",
     ),
     rule(
@@ -216,7 +320,10 @@ pub static RULES: &[Rule] = &[
         "containerd",
         None,
         Some((2, 0)),
-        "io.containerd.grpc.v1.cri|sandbox_image",
+        Value::SandboxImage {
+            table: &["io.containerd.grpc.v1.cri"],
+            key: "sandbox_image",
+        },
         "containerd docs/cri/config.md (1.x: sandbox_image)",
     ),
     rule(
@@ -224,7 +331,10 @@ pub static RULES: &[Rule] = &[
         "containerd",
         Some((2, 0)),
         None,
-        "io.containerd.cri.v1.images.pinned_images|sandbox",
+        Value::SandboxImage {
+            table: &["io.containerd.cri.v1.images", "pinned_images"],
+            key: "sandbox",
+        },
         "containerd docs/cri/config.md (2.x: plugins.'io.containerd.cri.v1.images'.pinned_images.sandbox)",
     ),
     // bin_dir is deprecated from 2.1 (removed in 2.3) in favour of the list bin_dirs.
@@ -233,7 +343,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         None,
         Some((2, 1)),
-        "bin_dir",
+        Value::CniBinDir(CniBinDir::BinDir),
         CONTAINERD_RELEASES,
     ),
     rule(
@@ -241,7 +351,7 @@ pub static RULES: &[Rule] = &[
         "containerd",
         Some((2, 1)),
         None,
-        "bin_dirs",
+        Value::CniBinDir(CniBinDir::BinDirs),
         "containerd RELEASES.md: CNI `bin_dir` deprecated in v2.1, removed in v2.3; use `bin_dirs`",
     ),
     // kubelet 1.27 removed --container-runtime (KEP-2221 dockershim removal follow-up);
@@ -251,7 +361,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         None,
         Some((1, 27)),
-        "flags",
+        Value::RuntimeEndpoint(RuntimeEndpoint::Flags),
         "kubernetes CHANGELOG-1.24 (dockershim removed: --container-runtime=remote required)",
     ),
     rule(
@@ -259,7 +369,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         Some((1, 27)),
         None,
-        "config",
+        Value::RuntimeEndpoint(RuntimeEndpoint::Config),
         "kubernetes CHANGELOG-1.27: --container-runtime removed; KubeletConfiguration.containerRuntimeEndpoint added",
     ),
     // failCgroupV1 arrived in 1.31 (default false) and defaults to true from 1.35 (KEP-5573).
@@ -268,7 +378,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         None,
         Some((1, 31)),
-        "no-field",
+        Value::CgroupV1(CgroupV1::NoField),
         "kubernetes CHANGELOG-1.31 (KubeletConfiguration.failCgroupV1 added, default false)",
     ),
     rule(
@@ -276,7 +386,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         Some((1, 31)),
         Some((1, 35)),
-        "runs",
+        Value::CgroupV1(CgroupV1::Runs),
         "kubernetes CHANGELOG-1.31 (cgroup v1 in maintenance mode; failCgroupV1 defaults to false)",
     ),
     rule(
@@ -284,7 +394,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         Some((1, 35)),
         None,
-        "refuses",
+        Value::CgroupV1(CgroupV1::Refuses),
         "kubernetes CHANGELOG-1.35 / KEP-5573: kubelet fails on cgroup v1 unless failCgroupV1: false",
     ),
     rule(
@@ -292,7 +402,7 @@ pub static RULES: &[Rule] = &[
         "kubelet",
         None,
         None,
-        "kubelet.config.k8s.io/v1beta1",
+        Value::Text("kubelet.config.k8s.io/v1beta1"),
         "kubernetes staging/src/k8s.io/kubelet/config/v1beta1 (the only served version)",
     ),
     // kubescheduler.config.k8s.io/v1 is GA in 1.25; v1beta3 was removed in 1.29.
@@ -301,7 +411,7 @@ pub static RULES: &[Rule] = &[
         "kube-scheduler",
         None,
         Some((1, 25)),
-        "kubescheduler.config.k8s.io/v1beta3",
+        Value::Text("kubescheduler.config.k8s.io/v1beta3"),
         "kubernetes CHANGELOG-1.23 (v1beta3 added)",
     ),
     rule(
@@ -309,7 +419,7 @@ pub static RULES: &[Rule] = &[
         "kube-scheduler",
         Some((1, 25)),
         None,
-        "kubescheduler.config.k8s.io/v1",
+        Value::Text("kubescheduler.config.k8s.io/v1"),
         "kubernetes CHANGELOG-1.25: kubescheduler.config.k8s.io/v1 graduated; v1beta3 removed in 1.29",
     ),
     rule(
@@ -317,7 +427,7 @@ pub static RULES: &[Rule] = &[
         "kube-proxy",
         None,
         None,
-        "kubeproxy.config.k8s.io/v1alpha1",
+        Value::Text("kubeproxy.config.k8s.io/v1alpha1"),
         "kubernetes staging/src/k8s.io/kube-proxy/config/v1alpha1 (still the served version)",
     ),
     rule(
@@ -325,7 +435,7 @@ pub static RULES: &[Rule] = &[
         "kube-apiserver",
         Some((1, 13)),
         None,
-        "apiserver.config.k8s.io/v1",
+        Value::Text("apiserver.config.k8s.io/v1"),
         "kubernetes docs tasks/administer-cluster/encrypt-data (v1 since 1.13)",
     ),
     // etcd 3.4 still defaults to the deprecated capnslog logger; 3.5 made zap the default and
@@ -335,7 +445,7 @@ pub static RULES: &[Rule] = &[
         "etcd",
         None,
         Some((3, 5)),
-        "--logger=zap --log-outputs=stderr",
+        Value::Flags(&["--logger=zap", "--log-outputs=stderr"]),
         "etcd CHANGELOG-3.4: --logger=capnslog deprecated, use --logger=zap",
     ),
     rule(
@@ -343,7 +453,7 @@ pub static RULES: &[Rule] = &[
         "etcd",
         Some((3, 5)),
         None,
-        "",
+        Value::Flags(&[]),
         "etcd CHANGELOG-3.5: zap is the default logger, capnslog removed",
     ),
     // etcd 3.6 turned experimental flags into feature gates.
@@ -352,7 +462,7 @@ pub static RULES: &[Rule] = &[
         "etcd",
         None,
         Some((3, 6)),
-        "--experimental-initial-corrupt-check=true",
+        Value::Flags(&["--experimental-initial-corrupt-check=true"]),
         "etcd CHANGELOG-3.4/3.5: --experimental-initial-corrupt-check",
     ),
     rule(
@@ -360,7 +470,7 @@ pub static RULES: &[Rule] = &[
         "etcd",
         Some((3, 6)),
         None,
-        "--feature-gates=InitialCorruptCheck=true",
+        Value::Flags(&["--feature-gates=InitialCorruptCheck=true"]),
         "etcd CHANGELOG-3.6: experimental flags deprecated, replaced by --feature-gates",
     ),
     // CNI spec 1.0.0 is understood by plugins from v1.0.0 on.
@@ -369,7 +479,7 @@ pub static RULES: &[Rule] = &[
         "cni-plugins",
         None,
         Some((1, 0)),
-        "0.4.0",
+        Value::Text("0.4.0"),
         "containernetworking/plugins v0.9 (CNI spec 0.4.0)",
     ),
     rule(
@@ -377,8 +487,43 @@ pub static RULES: &[Rule] = &[
         "cni-plugins",
         Some((1, 0)),
         None,
-        "1.0.0",
+        Value::Text("1.0.0"),
         "containernetworking/plugins v1.0.0 release notes (CNI spec 1.0.0)",
+    ),
+    // kube-proxy 1.29 added `primary` for --nodeport-addresses / nodePortAddresses (KEP-3866)
+    // and warns when it is unset; older ones take CIDRs.
+    rule(
+        Knob::KubeProxyNodePortAddresses,
+        "kube-proxy",
+        None,
+        Some((1, 29)),
+        Value::NodePortAddresses(NodePortAddresses::NodeIp),
+        "kubernetes KubeProxyConfiguration v1alpha1: nodePortAddresses is a list of CIDRs",
+    ),
+    rule(
+        Knob::KubeProxyNodePortAddresses,
+        "kube-proxy",
+        Some((1, 29)),
+        None,
+        Value::NodePortAddresses(NodePortAddresses::Primary),
+        "kubernetes CHANGELOG-1.29: kube-proxy --nodeport-addresses accepts `primary` (KEP-3866)",
+    ),
+    // etcdctl 3.4 made the v3 API its default; 3.6 warns about ETCDCTL_API as unrecognized.
+    rule(
+        Knob::EtcdctlApiEnv,
+        "etcd",
+        None,
+        Some((3, 4)),
+        Value::EtcdctlApiEnv(true),
+        "etcd CHANGELOG-3.4: etcdctl defaults to the v3 API (ETCDCTL_API=3 no longer needed)",
+    ),
+    rule(
+        Knob::EtcdctlApiEnv,
+        "etcd",
+        Some((3, 4)),
+        None,
+        Value::EtcdctlApiEnv(false),
+        "etcd CHANGELOG-3.4: v3 API is etcdctl's default; etcd 3.6 reports ETCDCTL_API as unrecognized",
     ),
 ];
 
@@ -557,11 +702,76 @@ pub struct Decisions {
 
 impl Decisions {
     /// The value chosen for `knob`.
-    pub fn get(&self, knob: Knob) -> &'static str {
+    pub fn get(&self, knob: Knob) -> Value {
         self.rules
             .get(&knob)
             .map(|r| r.value)
             .expect("Versions::decide checks every knob has a row")
+    }
+
+    /// A [`Value::Text`] knob's text.
+    pub fn text(&self, knob: Knob) -> &'static str {
+        match self.get(knob) {
+            Value::Text(t) => t,
+            v => unreachable!("{knob:?} takes text, the table test checks it; got {v:?}"),
+        }
+    }
+
+    /// A [`Value::Flags`] knob's flags.
+    pub fn flags(&self, knob: Knob) -> &'static [&'static str] {
+        match self.get(knob) {
+            Value::Flags(f) => f,
+            v => unreachable!("{knob:?} takes flags, the table test checks it; got {v:?}"),
+        }
+    }
+
+    /// How the kubelet learns the CRI endpoint.
+    pub fn runtime_endpoint(&self) -> RuntimeEndpoint {
+        match self.get(Knob::KubeletRuntimeEndpoint) {
+            Value::RuntimeEndpoint(r) => r,
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
+    }
+
+    /// What the kubelet does on cgroup v1.
+    pub fn cgroup_v1(&self) -> CgroupV1 {
+        match self.get(Knob::KubeletCgroupV1) {
+            Value::CgroupV1(c) => c,
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
+    }
+
+    /// containerd's CNI binary directory key.
+    pub fn cni_bin_dir(&self) -> CniBinDir {
+        match self.get(Knob::ContainerdCniBinDir) {
+            Value::CniBinDir(c) => c,
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
+    }
+
+    /// containerd's sandbox image table and key.
+    pub fn sandbox_image(&self) -> (&'static [&'static str], &'static str) {
+        match self.get(Knob::ContainerdSandboxImage) {
+            Value::SandboxImage { table, key } => (table, key),
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
+    }
+
+    /// kube-proxy's NodePort addresses.
+    pub fn node_port_addresses(&self) -> NodePortAddresses {
+        match self.get(Knob::KubeProxyNodePortAddresses) {
+            Value::NodePortAddresses(n) => n,
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
+    }
+
+    /// `ETCDCTL_API=3 ` where etcdctl needs it, else nothing.
+    pub fn etcdctl_env(&self) -> &'static str {
+        match self.get(Knob::EtcdctlApiEnv) {
+            Value::EtcdctlApiEnv(true) => "ETCDCTL_API=3 ",
+            Value::EtcdctlApiEnv(false) => "",
+            v => unreachable!("checked by the table test: {v:?}"),
+        }
     }
 
     /// The rows chosen, in knob order (for reports and the generated README).
@@ -611,6 +821,13 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_holds_the_kind_of_value_its_knob_takes() {
+        for r in RULES {
+            assert!(r.knob.accepts(&r.value), "{r:?}");
+        }
+    }
+
+    #[test]
     fn every_release_in_the_manifest_gets_a_value_for_every_knob() {
         let m = Manifest::embedded().unwrap();
         let mut decided = 0;
@@ -643,8 +860,8 @@ mod tests {
             let v = Versions::from_resolution(&resolve(&m, &req).unwrap(), Arch::Amd64).unwrap();
             assert_eq!(v.of("containerd").to_string(), cd);
             let d = v.decide().unwrap();
-            assert_eq!(d.get(Knob::ContainerdConfigVersion), ver);
-            assert_eq!(d.get(Knob::ContainerdCriRuntimePlugin), plugin);
+            assert_eq!(d.text(Knob::ContainerdConfigVersion), ver);
+            assert_eq!(d.text(Knob::ContainerdCriRuntimePlugin), plugin);
         }
     }
 
