@@ -287,8 +287,293 @@ def main():
                 print(f"1.{minor} {comp}: {len(names)} flags", file=sys.stderr)
 
 
+# --------------------------------------------------------------------------------------------
+# command-line flags
+
+# Where Kubernetes' Go source of each minor is read. kubernetes/kubernetes is too large for the
+# tools this was made with, so the source is OpenShift's fork as two public repositories carry
+# it: openshift/microshift (its release-4.N branch carries Kubernetes 1.(N+13): the whole tree
+# under deps/github.com/openshift/kubernetes from 4.18, the vendored packages under vendor/
+# before) and, for kube-proxy before 4.18 (microshift does not vendor it), openshift/sdn's
+# release-4.N vendor/. CARRIED removes the flags OpenShift adds.
+def flag_tree(minor, component):
+    branch = f"release-4.{minor - 13}"
+    if minor >= 31:
+        root = "deps/github.com/openshift/kubernetes/"
+        return "openshift+microshift", branch, root, root + "staging/src/"
+    repo = "openshift+sdn" if component == "kube-proxy" else "openshift+microshift"
+    return repo, branch, "vendor/k8s.io/kubernetes/", "vendor/"
+
+
+# Flags OpenShift's fork adds to upstream's (its "UPSTREAM: <carry>" patches).
+CARRIED = re.compile(r"openshift|^unsupported-kube-api-over-localhost$")
+
+# Shared helpers: (file, functions); file is relative to the Kubernetes tree (cmd/, pkg/) or a
+# staging module (k8s.io/NAME/...); a file ending in / is every Linux .go file of that directory.
+SECURE_SERVING = ("k8s.io/apiserver/pkg/server/options/serving.go",
+                  r"\(s \*SecureServingOptions\) AddFlags\(")
+DELEGATED_AUTH = [
+    ("k8s.io/apiserver/pkg/server/options/authentication.go",
+     r"\*(DelegatingAuthenticationOptions|ClientCertAuthenticationOptions|"
+     r"RequestHeaderAuthenticationOptions)\) AddFlags\("),
+    ("k8s.io/apiserver/pkg/server/options/authorization.go",
+     r"\*DelegatingAuthorizationOptions\) AddFlags\("),
+]
+COMMON = [
+    # (file, functions, only when the component's flag code calls this)
+    ("k8s.io/component-base/metrics/options.go", r"\) AddFlags\(", r"Metrics\.AddFlags"),
+    ("k8s.io/component-base/logs/api/v1/options.go", r"^func (addFlags|AddFlags)\(",
+     r"logsapi\.AddFlags|logs\.AddFlags\(\w*\.?Logs?\b|\bAddFlags\(&?\w+\.Logging"),
+    ("k8s.io/component-base/version/verflag/verflag.go", r"^func AddFlags\(", r"verflag\.AddFlags"),
+    ("k8s.io/component-base/cli/globalflag/globalflags.go", r"^func AddGlobalFlags\(",
+     r"globalflag\.AddGlobalFlags"),
+    ("k8s.io/component-base/featuregate/feature_gate.go", r"\) AddFlag\(",
+     r"FeatureGate\.AddFlag\(|ComponentGlobalsRegistry\.AddFlags\(|Features?Gate\w*\.AddFlag\("),
+    ("k8s.io/component-base/compatibility/registry.go", r"\) AddFlags\(",
+     r"ComponentGlobalsRegistry\.AddFlags\("),
+    ("k8s.io/apiserver/pkg/util/version/registry.go", r"\) AddFlags\(",
+     r"ComponentGlobalsRegistry\.AddFlags\("),
+    ("k8s.io/component-base/featuregate/registry.go", r"\) AddFlags\(",
+     r"ComponentGlobalsRegistry\.AddFlags\("),
+    ("pkg/kubelet/config/flags.go", r"\) AddFlags\(", r"ContainerRuntimeOptions\.AddFlags\("),
+    ("k8s.io/component-base/config/options/leaderelectionconfig.go",
+     r"^func BindLeaderElectionFlags\(", r"BindLeaderElectionFlags\("),
+    ("pkg/kubeapiserver/options/cloudprovider.go", r"\) AddFlags\(", r"CloudProvider\.AddFlags\("),
+    ("k8s.io/cloud-provider/options/cloudprovider.go", r"\) AddFlags\(",
+     r"CloudProvider\.AddFlags\("),
+]
+APISERVER_OPTIONS = "k8s.io/apiserver/pkg/server/options/"
+FLAG_SOURCES = {
+    "kube-apiserver": [
+        ("cmd/kube-apiserver/app/options/options.go", r"\) (Flags|AddFlags)\("),
+        ("cmd/kube-apiserver/app/server.go", r"^func NewAPIServerCommand\("),
+        ("pkg/controlplane/apiserver/options/options.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "server_run_options.go", r"\) AddUniversalFlags\("),
+        (APISERVER_OPTIONS + "etcd.go", r"\) AddFlags\("),
+        SECURE_SERVING,
+        (APISERVER_OPTIONS + "audit.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "feature.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "authentication.go",
+         r"\*(ClientCertAuthenticationOptions|RequestHeaderAuthenticationOptions)\) AddFlags\("),
+        (APISERVER_OPTIONS + "api_enablement.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "egress_selector.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "admission.go", r"\) AddFlags\("),
+        (APISERVER_OPTIONS + "tracing.go", r"\) AddFlags\("),
+        ("pkg/kubeapiserver/options/authentication.go", r"\*BuiltInAuthenticationOptions\) AddFlags\("),
+        ("pkg/kubeapiserver/options/authorization.go", r"\*BuiltInAuthorizationOptions\) AddFlags\("),
+        ("pkg/kubeapiserver/options/admission.go", r"\) AddFlags\("),
+    ],
+    "kube-controller-manager": [
+        ("cmd/kube-controller-manager/app/options/", r"\) (Flags|AddFlags)\("),
+        ("cmd/kube-controller-manager/app/controllermanager.go", r"^func NewControllerManagerCommand\("),
+        ("k8s.io/controller-manager/options/", r"\) AddFlags\("),
+        ("k8s.io/controller-manager/pkg/leadermigration/options/options.go", r"\) AddFlags\("),
+        ("k8s.io/cloud-provider/options/kubecloudshared.go", r"\) AddFlags\("),
+        ("k8s.io/cloud-provider/options/servicecontroller.go", r"\) AddFlags\("),
+        SECURE_SERVING,
+    ] + DELEGATED_AUTH,
+    "kube-scheduler": [
+        ("cmd/kube-scheduler/app/options/options.go", r"\) (initFlags|Flags)\("),
+        ("cmd/kube-scheduler/app/options/deprecated.go", r"\) AddFlags\("),
+        ("cmd/kube-scheduler/app/server.go", r"^func NewSchedulerCommand\("),
+        SECURE_SERVING,
+    ] + DELEGATED_AUTH,
+    "kubelet": [
+        ("cmd/kubelet/app/options/", r"\) AddFlags\(|^func (AddKubeletConfigFlags|AddGlobalFlags|add\w*Flags)\("),
+        ("cmd/kubelet/app/server.go", r"^func NewKubeletCommand\("),
+    ],
+    "kube-proxy": [
+        ("cmd/kube-proxy/app/", r"\) (AddFlags|addOSFlags)\(|^func NewProxyCommand\("),
+    ],
+}
+
+FLAG_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+NONVAR_METHODS = {
+    "Bool", "String", "Int", "Int32", "Int64", "Uint", "Uint16", "Uint32", "Uint64", "Float32",
+    "Float64", "Duration", "StringSlice", "StringArray", "IntSlice", "IP", "IPNet", "IPSlice",
+    "StringToString", "BoolP", "StringP", "IntP", "DurationP",
+}
+REGISTER_FUNCS = {"register": 2, "registerDeprecated": 2, "pflagRegister": 2}
+AUDIT_BACKENDS = ["log", "webhook"]
+
+
+def go_build_ok(src, filename):
+    """Whether a file is in the Linux build of the official binaries."""
+    if re.search(r"_(windows|darwin|freebsd|test)\.go$", filename):
+        return False
+    m = re.search(r"^//go:build (.*)$", src, flags=re.M)
+    if m:
+        expr = m.group(1)
+        if re.search(r"(?<!!)\b(windows|darwin|providerless)\b", expr) and "linux" not in expr:
+            return False
+        if re.search(r"!linux\b", expr):
+            return False
+    return True
+
+
+def functions(src, header_re):
+    """The bodies of the top-level functions whose header line matches header_re."""
+    out = []
+    for m in re.finditer(r"^func [^\n]*$", src, flags=re.M):
+        header = m.group(0)
+        if not re.search(header_re, header):
+            continue
+        end = re.search(r"^\}", src[m.end():], flags=re.M)
+        out.append(src[m.start(): m.end() + (end.end() if end else len(src))])
+    return out
+
+
+def call_args(text, start):
+    """The top-level argument texts of the call whose '(' is at text[start]."""
+    depth, i, args, cur = 0, start, [], []
+    while i < len(text):
+        c = text[i]
+        if c in "\"`":
+            j = i + 1
+            while j < len(text) and text[j] != c:
+                j += 2 if (c == '"' and text[j] == "\\") else 1
+            cur.append(text[i: j + 1])
+            i = j + 1
+            continue
+        if c in "([{":
+            depth += 1
+            if depth == 1:
+                i += 1
+                continue
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                args.append("".join(cur).strip())
+                return args
+        elif c == "," and depth == 1:
+            args.append("".join(cur).strip())
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    return args
+
+
+def flag_names(body, consts, warn):
+    names = set()
+    for m in re.finditer(r"(?:\.|\b)(\w+)\(", body):
+        method = m.group(1)
+        if method in REGISTER_FUNCS:
+            idx = REGISTER_FUNCS[method]
+        elif re.fullmatch(r"\w*Var(P)?", method) and m.group(0).startswith("."):
+            idx = 1
+        elif method in NONVAR_METHODS and m.group(0).startswith("."):
+            idx = 0
+        elif method == "Lookup" and body[: m.start()].endswith("AddFlag(flag"):
+            idx = 0  # verflag: fs.AddFlag(flag.Lookup(versionFlagName))
+        else:
+            continue
+        args = call_args(body, m.end() - 1)
+        if len(args) <= idx:
+            continue
+        arg = args[idx]
+        found = []
+        lit = re.fullmatch(r'"([^"]*)"', arg)
+        if lit:
+            found = [lit.group(1)]
+        elif re.fullmatch(r"[\w\.]+", arg):
+            key = arg.rsplit(".", 1)[-1]
+            if key in consts:
+                found = [consts[key]]
+            elif idx == 1 or method in REGISTER_FUNCS:
+                warn(f"unresolved flag name {arg} in {method}(...)")
+        else:
+            sp = re.fullmatch(r'fmt\.Sprintf\("(audit-%s-[a-z-]+)",\s*\w+\)', arg)
+            if sp:
+                found = [sp.group(1) % b for b in AUDIT_BACKENDS]
+            elif idx == 1 or method in REGISTER_FUNCS:
+                warn(f"unresolved flag name {arg} in {method}(...)")
+        for name in found:
+            # Every one of these commands normalizes "_" to "-" (cliflag.WordSepNormalizeFunc).
+            name = name.replace("_", "-")
+            if FLAG_NAME.fullmatch(name):
+                names.add(name)
+    return names
+
+
 def flags(mirrors, minor):
-    return {}
+    """{component: (sorted flag names, source lines)} for one minor."""
+    result = {}
+    for comp, entries in FLAG_SOURCES.items():
+        repo_dir, branch, kroot, sroot = flag_tree(minor, comp)
+        repo = Repo(os.path.join(mirrors, repo_dir, "repo"), repo_dir.replace("+", "/"))
+
+        def files(path):
+            real = (sroot + path) if path.startswith("k8s.io/") else (kroot + path)
+            if real.endswith("/"):
+                names = [real + n for n in repo.ls(branch, real.rstrip("/")) if n.endswith(".go")]
+            else:
+                names = [real]
+            out = []
+            for n in names:
+                src = repo.show(branch, n)
+                if src is not None and go_build_ok(src, n):
+                    out.append((n, strip_comments(src)))
+            return out
+
+        bodies, used = [], []
+        consts = {}
+
+        def take(path, header_re):
+            got = 0
+            for name, src in files(path):
+                for cm in re.finditer(r'^\s*(\w+)\s*(?:string\s*)?=\s*"([a-z][a-z0-9_-]*)"\s*$', src, flags=re.M):
+                    consts.setdefault(cm.group(1), cm.group(2))
+                fs = functions(src, header_re)
+                bodies.extend(fs)
+                got += len(fs)
+            if got:
+                used.append(path)
+            return got
+
+        for path, header_re in entries:
+            take(path, header_re)
+        pending = list(COMMON)
+        changed = True
+        while changed:
+            changed = False
+            for entry in list(pending):
+                path, header_re, when = entry
+                if re.search(when, "\n".join(bodies)):
+                    take(path, header_re)
+                    pending.remove(entry)
+                    changed = True
+        names = set()
+        for body in bodies:
+            names |= flag_names(body, consts,
+                                lambda w: print(f"1.{minor} {comp}: {w}", file=sys.stderr))
+        # cobra gives every command -h/--help; verflag defines --version on pflag.CommandLine,
+        # which cobra merges into every command of a binary that uses it.
+        joined = "\n".join(bodies)
+        if "cobra.Command" in joined:
+            names.add("help")
+        if "verflag." in joined:
+            names.add("version")
+        # kube-proxy adds Go's global flag set for cadvisor's two flags, named in the comment.
+        for body in bodies:
+            m = re.search(r"AddGoFlagSet\(goflag\.CommandLine\)", body)
+            if m and comp == "kube-proxy":
+                src = repo.show(branch, kroot + "cmd/kube-proxy/app/server.go") or ""
+                cm = re.search(r"AddGoFlagSet\(goflag\.CommandLine\)\s*//(.*)", src)
+                if cm:
+                    names |= set(re.findall(r"--([a-z][a-z0-9-]+)", cm.group(1)))
+        carried = sorted(n for n in names if CARRIED.search(n))
+        names -= set(carried)
+        header = [
+            f"{comp}, Kubernetes 1.{minor}: long flag names (Linux build).",
+            f"{repo.name} branch {branch} (commit {repo.commit(branch)}), {kroot or './'}:",
+            "  the flag registrations of: " + ", ".join(used),
+        ]
+        if carried:
+            header.append("  minus OpenShift's own: " + ", ".join(carried))
+        result[comp] = (sorted(names), header)
+    return result
 
 
 if __name__ == "__main__":
