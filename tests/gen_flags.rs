@@ -48,7 +48,8 @@ const COMPONENTS: &[&str] = &[
 ];
 
 /// The cluster layouts and options that change what is generated: a control plane and a worker
-/// on separate nodes, a node that is both, and the kubelet configured for cgroup v1 hosts.
+/// on separate nodes, a node that is both, the kubelet configured for cgroup v1 hosts, and the
+/// sandbox host profile (cgroupfs, conntrack) with a resolv.conf.
 const VARIANTS: &[(&str, &[&str])] = &[
     (
         "control plane + worker",
@@ -69,6 +70,19 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "--worker",
             "w1=10.0.0.21",
             "--cgroup-v1",
+        ],
+    ),
+    (
+        "control plane + worker, --host-profile sandbox --resolv-conf",
+        &[
+            "--control-plane",
+            "cp1=10.0.0.10",
+            "--worker",
+            "w1=10.0.0.21",
+            "--host-profile",
+            "sandbox",
+            "--resolv-conf",
+            "/run/systemd/resolve/resolv.conf",
         ],
     ),
 ];
