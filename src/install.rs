@@ -1120,11 +1120,11 @@ impl Bars {
             && let Some(size) = size
         {
             let secs = bar.2.elapsed().as_secs_f64().max(1e-3);
-            eprintln!(
+            crate::ui::say(&format!(
                 "downloaded {name} ({:.1} MB, {:.1} MB/s)",
                 size as f64 / 1e6,
                 size as f64 / 1e6 / secs
-            );
+            ));
         }
     }
 

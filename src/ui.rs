@@ -52,46 +52,58 @@ impl Ui {
         !self.stderr_tty && !self.quiet
     }
 
-    /// Print `value` as JSON, or `text(value)` as text, on stdout.
+    /// Print `value` as JSON, or `text(value)` as text, on stdout. A reader that closed the
+    /// pipe (`kbin … | head -1`) is not an error: the work is done, nobody wants the rest.
     pub fn report<T: Serialize>(
         &self,
         value: &T,
         text: impl FnOnce(&T) -> String,
     ) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
-        if self.json {
+        let r = if self.json {
             let s = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
             writeln!(out, "{s}")
         } else {
             let s = text(value);
-            out.write_all(s.as_bytes())?;
-            if !s.is_empty() && !s.ends_with('\n') {
-                writeln!(out)?;
-            }
-            Ok(())
+            out.write_all(s.as_bytes()).and_then(|()| {
+                if !s.is_empty() && !s.ends_with('\n') {
+                    writeln!(out)?;
+                }
+                Ok(())
+            })
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
         }
     }
 
     /// A status line on stderr (suppressed by `-q` and `--json`).
     pub fn status(&self, msg: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            eprintln!("{}", msg.as_ref());
+            say(msg.as_ref());
         }
     }
 
     /// A detail line on stderr, shown with `-v`.
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            say(msg.as_ref());
         }
     }
 
     /// A warning on stderr (shown even with `--json`, which keeps stdout clean; hidden by `-q`).
     pub fn warn(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("warning: {}", msg.as_ref());
+            say(&format!("warning: {}", msg.as_ref()));
         }
     }
+}
+
+/// One line on stderr. A closed stderr (`2>&1 | head -1`) must not stop the work half-way: the
+/// line is dropped (`eprintln!` would panic).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Render rows as a left-aligned table with a header, two spaces between columns.

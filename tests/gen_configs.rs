@@ -186,12 +186,20 @@ fn generate(tc: (&str, &str, &[(&str, &str)], &str), cgroup_v1: bool) -> Gen {
         no_binaries: false,
         cgroup_v1,
     };
-    let written = bundle::write(&c, &versions, &opts).unwrap();
+    let written = write_committed(&c, &versions, &opts);
     Gen {
         _home: home,
         out,
         written,
     }
+}
+
+/// `bundle::write` staged, then committed (what `kbin gen cluster` does after the PKI step).
+fn write_committed(c: &ClusterInput, v: &Versions, opts: &Options) -> bundle::Written {
+    let staged = kbin::r#gen::Staged::new();
+    let w = bundle::write(c, v, opts, &staged).unwrap();
+    staged.commit().unwrap();
+    w
 }
 
 fn read(g: &Gen, rel: &str) -> String {
@@ -428,7 +436,7 @@ fn re_running_generation_is_byte_identical_and_keeps_the_encryption_key() {
         no_binaries: false,
         cgroup_v1: false,
     };
-    bundle::write(&c, &v, &opts).unwrap();
+    write_committed(&c, &v, &opts);
     let snap = |p: &Path| -> Vec<(String, Vec<u8>)> {
         files_under(p)
             .into_iter()
@@ -439,7 +447,7 @@ fn re_running_generation_is_byte_identical_and_keeps_the_encryption_key() {
             .collect()
     };
     let first = snap(out.path());
-    bundle::write(&c, &v, &opts).unwrap();
+    write_committed(&c, &v, &opts);
     assert_eq!(snap(out.path()), first);
 }
 
@@ -456,7 +464,7 @@ fn no_binaries_leaves_the_trees_without_binaries_and_no_shared_bundle() {
         no_binaries: true,
         cgroup_v1: false,
     };
-    let w = bundle::write(&c, &v, &opts).unwrap();
+    let w = write_committed(&c, &v, &opts);
     assert!(w.binary_bundles.is_empty());
     assert!(!out.path().join("nodes/w1/usr").exists());
     assert!(w.next_steps_text.contains("No binaries are bundled"));
@@ -478,6 +486,7 @@ fn missing_pki_file_is_a_clear_error_naming_it() {
             out: out.path().to_owned(),
             ..Default::default()
         },
+        &kbin::r#gen::Staged::new(),
     )
     .unwrap_err();
     assert!(e.to_string().contains("pki/sa.key"), "{e}");

@@ -424,3 +424,53 @@ fn etcd_lists_each_client_url_once_and_next_steps_drop_etcdctl_api_for_etcd_3_4_
         assert!(next.contains("etcdctl --endpoints="), "{next}");
     }
 }
+
+#[test]
+fn certs_renew_refreshes_the_copies_in_node_trees_and_tarballs_and_names_the_nodes() {
+    let env = Env::new();
+    env.ok(NODES);
+    let tree_copy = "nodes/w1/etc/kubernetes/pki/kubelet.crt";
+    let before = env.read(tree_copy);
+    let unit = env.read("nodes/w1/etc/systemd/system/kubelet.service");
+    let mut c = cargo_bin_cmd!("kbin");
+    let o = c
+        .env("KBIN_HOME", env.home.path())
+        .args(["certs", "renew", "--json", "--out"])
+        .arg(env.dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let redeploy: Vec<&str> = report["redeploy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(redeploy, ["cp1", "w1", "w2"]);
+    let renewed = env.read("pki/nodes/w1/kubelet.crt");
+    assert_ne!(renewed, before, "renew makes a new certificate");
+    assert_eq!(env.read(tree_copy), renewed, "the node tree holds it");
+    assert_eq!(
+        env.read("nodes/w1/etc/systemd/system/kubelet.service"),
+        unit
+    );
+    // The tarball too.
+    let t = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(t.path())
+        .arg("-xzf")
+        .arg(env.dir().join("nodes/w1.tar.gz"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("etc/kubernetes/pki/kubelet.crt")).unwrap(),
+        renewed
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("etc/kubernetes/kubelet.conf")).unwrap(),
+        env.read("kubeconfigs/kubelet-w1.conf")
+    );
+}

@@ -909,6 +909,6 @@ fn pki_only_writes_the_pki_kubeconfigs_and_spec_without_versions() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, ["cluster.toml", "kubeconfigs", "pki"]);
+    assert_eq!(top, [".kbin.lock", "cluster.toml", "kubeconfigs", "pki"]);
     assert!(env.pki().join("nodes/w1/kubelet.crt").exists());
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::Context;
@@ -92,8 +93,26 @@ fn check(ctx: &Context, a: CertsCheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `kbin certs renew --json` prints.
+#[derive(serde::Serialize)]
+struct RenewReport {
+    /// Every certificate and kubeconfig renewed or rewritten.
+    renewed: Vec<pki::Outcome>,
+    /// Nodes whose bundle (`nodes/<name>/`, `nodes/<name>.tar.gz`) now holds the renewed files:
+    /// copy and install them again.
+    redeploy: Vec<String>,
+}
+
 fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
     let spec = load(&a.out)?;
+    crate::r#gen::interrupt::install();
+    let _lock = crate::r#gen::OutLock::acquire(&a.out, || {
+        ctx.ui.status(format!(
+            "another kbin is writing {}; waiting for it to finish",
+            a.out.display()
+        ))
+    })?;
+    let staged = crate::r#gen::Staged::new();
     let line = |o: &pki::Outcome| {
         if o.action == pki::Action::Kept {
             ctx.ui.detail(o.line())
@@ -101,7 +120,7 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
             ctx.ui.status(o.line())
         }
     };
-    let outcomes = pki::renew(&spec, &a.out, &a.names, &line).map_err(|e| {
+    let outcomes = pki::renew(&spec, &a.out, &a.names, &staged, &line).map_err(|e| {
         let hint = match &e {
             pki::PkiError::UnknownCert { .. } => {
                 Some("`kbin certs check` lists the certificates by name".to_string())
@@ -117,12 +136,30 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
             None => anyhow::Error::from(e),
         }
     })?;
-    ctx.ui.report(&outcomes, |o| {
-        let n = o
+    let redeploy =
+        crate::r#gen::bundle::refresh_pki(&super::gen_cmd::cluster_input(&spec), &a.out, &staged)
+            .context("cannot refresh the node bundles")?;
+    staged
+        .commit()
+        .with_context(|| format!("cannot write the renewed files in {}", a.out.display()))?;
+    let report = RenewReport {
+        renewed: outcomes,
+        redeploy,
+    };
+    ctx.ui.report(&report, |r| {
+        let n = r
+            .renewed
             .iter()
             .filter(|o| o.action == pki::Action::Renewed)
             .count();
-        format!("renewed {n} certificate(s) in {}", a.out.display())
+        let mut s = format!("renewed {n} certificate(s) in {}", a.out.display());
+        if !r.redeploy.is_empty() {
+            s.push_str(&format!(
+                "\nnode bundles updated: {}; copy nodes/<name>.tar.gz to each and run its install.sh again, then restart its services (NEXT-STEPS.md, section 2)",
+                r.redeploy.join(", ")
+            ));
+        }
+        s
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -297,16 +297,35 @@ fn generate(
     a: &GenClusterArgs,
     require_ca: bool,
 ) -> anyhow::Result<ExitCode> {
-    if a.pki_only {
-        let pki = pki_step(ctx, spec, &a.out, a.force, require_ca)?;
-        return finish(ctx, &a.out, spec, pki, None);
-    }
     // Versions first: a missing toolchain fails before anything is written.
-    let versions = configs_step::versions(ctx, a)?;
-    let pki = pki_step(ctx, spec, &a.out, a.force, require_ca)?;
-    let configs = configs_step::run(ctx, spec, a, &versions)?;
-    finish(ctx, &a.out, spec, pki, Some(&configs))?;
-    configs_step::print_next_steps(ctx, &configs);
+    let versions = if a.pki_only {
+        None
+    } else {
+        Some(configs_step::versions(ctx, a)?)
+    };
+    gen_mod::interrupt::install();
+    let _lock = gen_mod::OutLock::acquire(&a.out, || {
+        ctx.ui.status(format!(
+            "another kbin is writing {}; waiting for it to finish",
+            a.out.display()
+        ))
+    })?;
+    // Everything is staged, then committed at once: a failure or an interrupt before the
+    // commit leaves the previous tree as it was.
+    let staged = gen_mod::Staged::new();
+    let pki = pki_step(ctx, spec, &a.out, a.force, require_ca, &staged)?;
+    let configs = match &versions {
+        Some(v) => Some(configs_step::run(ctx, spec, a, v, &staged)?),
+        None => None,
+    };
+    gen_mod::save_spec(&a.out, spec, &staged)?;
+    staged
+        .commit()
+        .with_context(|| format!("cannot write the cluster tree in {}", a.out.display()))?;
+    finish(ctx, &a.out, spec, pki, configs.as_ref())?;
+    if let Some(c) = &configs {
+        configs_step::print_next_steps(ctx, c);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -354,13 +373,14 @@ fn pki_step(
     out: &Path,
     force: bool,
     require_ca: bool,
+    staged: &gen_mod::Staged,
 ) -> anyhow::Result<Vec<Outcome>> {
     let ui = &ctx.ui;
     let line = |o: &Outcome| match o.action {
         Action::Kept => ui.detail(o.line()),
         _ => ui.status(o.line()),
     };
-    pki::generate(spec, out, pki::Options { force, require_ca }, &line)
+    pki::generate(spec, out, pki::Options { force, require_ca }, staged, &line)
         .map_err(|e| {
             let hint = match &e {
                 PkiError::CaUnusable { .. } => Some(
@@ -383,7 +403,6 @@ fn finish(
     pki: Vec<Outcome>,
     configs: Option<&crate::r#gen::bundle::Written>,
 ) -> anyhow::Result<ExitCode> {
-    gen_mod::save_spec(out, spec)?;
     let report = GenReport {
         out,
         spec,
@@ -402,6 +421,11 @@ fn finish(
         )
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The renderers' view of `spec` (also `kbin certs renew`'s, to refresh node bundles).
+pub(super) fn cluster_input(spec: &ClusterSpec) -> crate::r#gen::configs::ClusterInput {
+    configs_step::input(spec)
 }
 
 /// The configs step of `kbin gen cluster` (issue 7): component configs, systemd units, node
@@ -451,7 +475,7 @@ mod configs_step {
     }
 
     /// The renderers' view of the spec.
-    fn input(spec: &ClusterSpec) -> ClusterInput {
+    pub(in crate::cli) fn input(spec: &ClusterSpec) -> ClusterInput {
         ClusterInput {
             name: spec.name.clone(),
             api_server_url: spec.api_server_url(),
@@ -491,6 +515,7 @@ mod configs_step {
         spec: &ClusterSpec,
         a: &GenClusterArgs,
         v: &Versions,
+        staged: &crate::r#gen::Staged,
     ) -> anyhow::Result<Written> {
         let remote: Vec<&str> = spec
             .workers()
@@ -518,7 +543,7 @@ mod configs_step {
             no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
             cgroup_v1: a.pin.cgroup_v1 || local_v1,
         };
-        let written = bundle::write(&input(spec), v, &opts)
+        let written = bundle::write(&input(spec), v, &opts, staged)
             .map_err(|e| match e {
                 bundle::BundleError::DamagedKey { .. } => crate::error::with_hint(
                     e.into(),
@@ -541,10 +566,12 @@ mod configs_step {
         Ok(written)
     }
 
-    /// NEXT-STEPS.md on stdout, after the report (text mode only).
+    /// NEXT-STEPS.md on stdout, after the report (text mode only; a reader that went away is
+    /// not an error: the tree is written).
     pub(super) fn print_next_steps(ctx: &Context, w: &Written) {
         if !ctx.ui.json() && !ctx.ui.quiet() {
-            println!("\n{}", w.next_steps_text);
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "\n{}", w.next_steps_text);
         }
     }
 }

@@ -16,6 +16,7 @@ use base64::Engine as _;
 
 use serde::Serialize;
 
+use super::Staged;
 use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput};
 use super::next_steps;
 use super::versions::{Decisions, Versions, VersionsError};
@@ -290,8 +291,8 @@ fn read_key(path: &Path) -> Result<Option<String>, BundleError> {
 }
 
 /// The Secrets-encryption keys: reused from `secrets/` so re-runs keep Secrets readable; a tree's
-/// old aescbc key stays as a second provider.
-fn encryption_keys(out: &Path) -> Result<EncryptionKeys, BundleError> {
+/// old aescbc key stays as a second provider. A new key is staged with the tree.
+fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, BundleError> {
     let legacy_aescbc = read_key(&out.join(LEGACY_AESCBC_KEY))?;
     let path = out.join(SECRETBOX_KEY);
     let secretbox = match read_key(&path)? {
@@ -302,8 +303,7 @@ fn encryption_keys(out: &Path) -> Result<EncryptionKeys, BundleError> {
             let mut f = std::fs::File::open(urandom).map_err(io("open", urandom))?;
             std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("read", urandom))?;
             let key = base64::engine::general_purpose::STANDARD.encode(bytes);
-            super::create_dir(path.parent().unwrap_or(out), super::MODE_SECRET_DIR)?;
-            super::write_file(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
+            staged.stage(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
             key
         }
     };
@@ -320,6 +320,7 @@ fn node_files(
     d: &Decisions,
     opts: &Options,
     keys: &EncryptionKeys,
+    staged: &Staged,
 ) -> Result<Vec<NodeFile>, BundleError> {
     let mut files: BTreeMap<String, NodeFile> = BTreeMap::new();
     let mut text = |rel: &str, mode: u32, s: String| {
@@ -410,7 +411,7 @@ fn node_files(
     }
     for p in PKI_FILES.iter().filter(|p| p.role.applies(node)) {
         let from = opts.out.join(p.from.replace("{node}", &node.name));
-        if !from.is_file() {
+        if staged.get(&from).is_none() && !from.is_file() {
             return Err(BundleError::MissingPki { path: from });
         }
         files.insert(
@@ -506,7 +507,7 @@ fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {
     s
 }
 
-fn build_tree(dir: &Path, files: &[NodeFile]) -> Result<(), BundleError> {
+fn build_tree(dir: &Path, files: &[NodeFile], staged: &Staged) -> Result<(), BundleError> {
     for f in files {
         let path = dir.join(&f.rel);
         let parent = path.parent().unwrap_or(dir);
@@ -525,8 +526,11 @@ fn build_tree(dir: &Path, files: &[NodeFile]) -> Result<(), BundleError> {
                 .write_all(s.as_bytes())
                 .map_err(io("write", &path))?,
             Content::Copy(from) => {
-                let mut src = std::fs::File::open(from).map_err(io("open", from))?;
-                std::io::copy(&mut src, &mut create(&path)?).map_err(io("copy", from))?;
+                // PKI files made in this run are staged, not yet in place.
+                let bytes = staged.read(from).map_err(io("read", from))?;
+                create(&path)?
+                    .write_all(&bytes)
+                    .map_err(io("write", &path))?;
             }
             Content::Binary(from) => {
                 // Hardlink from the toolchain (itself hardlinks into the store); copy across
@@ -543,8 +547,12 @@ fn build_tree(dir: &Path, files: &[NodeFile]) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// Write a deterministic .tar.gz of `entries` (relative path, mode, source file).
-fn write_tarball(path: &Path, entries: &[(String, u32, PathBuf)]) -> Result<(), BundleError> {
+/// Write a deterministic .tar.gz of `entries` (relative path, mode, source file) to a temporary
+/// file beside `path`, returned for staging.
+fn write_tarball(
+    path: &Path,
+    entries: &[(String, u32, PathBuf)],
+) -> Result<tempfile::TempPath, BundleError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let tmp = tempfile::Builder::new()
@@ -571,10 +579,10 @@ fn write_tarball(path: &Path, entries: &[(String, u32, PathBuf)]) -> Result<(), 
     }
     let gz = tar.into_inner().map_err(io("write", path))?;
     gz.finish().map_err(io("write", path))?;
-    tmp.as_file().sync_all().map_err(io("sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| io("rename into", path)(e.error))?;
-    Ok(())
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(super::MODE_PUBLIC))
+        .map_err(io("chmod", path))?;
+    Ok(tmp.into_temp_path())
 }
 
 /// `<out>/nodes`: one root-filesystem tree and one tarball per node (absent in a --pki-only tree).
@@ -582,28 +590,28 @@ pub fn nodes_dir(out: &Path) -> PathBuf {
     out.join("nodes")
 }
 
-/// Write every node's tree, tarball and install.sh, the shared binary bundles, and
-/// NEXT-STEPS.md. Needs `pki/` and `kubeconfigs/` in `opts.out` (the PKI step).
-pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, BundleError> {
+/// Stage every node's tree, tarball and install.sh, the shared binary bundles, and
+/// NEXT-STEPS.md in `staged`. Needs `pki/` and `kubeconfigs/` in `opts.out` or staged (the PKI
+/// step).
+pub fn write(
+    c: &ClusterInput,
+    v: &Versions,
+    opts: &Options,
+    staged: &Staged,
+) -> Result<Written, BundleError> {
     let d = v.decide()?;
-    let keys = encryption_keys(&opts.out)?;
+    let keys = encryption_keys(&opts.out, staged)?;
     let nodes_dir = nodes_dir(&opts.out);
     std::fs::create_dir_all(&nodes_dir).map_err(io("create", &nodes_dir))?;
     let mut written = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
-        let files = node_files(c, node, v, &d, opts, &keys)?;
-        // Build aside, then swap in: a tree appears whole.
-        let staging = nodes_dir.join(format!(".{}.tmp", node.name));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
-        }
-        build_tree(&staging, &files)?;
+        super::interrupt::check().map_err(io("stop before", &nodes_dir))?;
+        let files = node_files(c, node, v, &d, opts, &keys, staged)?;
+        // Built aside, swapped in by the commit: a tree appears whole.
         let tree = nodes_dir.join(&node.name);
-        if tree.exists() {
-            std::fs::remove_dir_all(&tree).map_err(io("remove", &tree))?;
-        }
-        std::fs::rename(&staging, &tree).map_err(io("rename into", &tree))?;
+        let built = staged.stage_tree(&tree)?;
+        build_tree(&built, &files, staged)?;
 
         let mut own = Vec::new();
         for f in &files {
@@ -621,11 +629,11 @@ pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, 
                     }
                 }
             } else {
-                own.push((f.rel.clone(), f.mode, tree.join(&f.rel)));
+                own.push((f.rel.clone(), f.mode, built.join(&f.rel)));
             }
         }
         let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
-        write_tarball(&tarball, &own)?;
+        staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
         written.push(WrittenNode {
             name: node.name.clone(),
             tree,
@@ -640,12 +648,12 @@ pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, 
             .iter()
             .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
             .collect();
-        write_tarball(&path, &entries)?;
+        staged.stage_written(write_tarball(&path, &entries)?, &path);
         binary_bundles.push(path);
     }
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
-    super::write_file(&next, text.as_bytes(), super::MODE_PUBLIC)?;
+    staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;
     Ok(Written {
         versions: v.origin.clone(),
         nodes: written,
@@ -654,4 +662,94 @@ pub fn write(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<Written, 
         cgroup_v1: opts.cgroup_v1,
         next_steps_text: text,
     })
+}
+
+/// After `kbin certs renew`: bring the PKI copies inside each existing `nodes/<name>/` tree and
+/// its `nodes/<name>.tar.gz` up to date with `pki/` and `kubeconfigs/` (as staged), keeping every
+/// other file. Returns the nodes whose files changed: they must be redeployed.
+pub fn refresh_pki(
+    c: &ClusterInput,
+    out: &Path,
+    staged: &Staged,
+) -> Result<Vec<String>, BundleError> {
+    let nodes_dir = nodes_dir(out);
+    let mut changed = Vec::new();
+    for node in &c.nodes {
+        let tree = nodes_dir.join(&node.name);
+        if !tree.is_dir() {
+            continue;
+        }
+        let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for p in PKI_FILES.iter().filter(|p| p.role.applies(node)) {
+            let from = out.join(p.from.replace("{node}", &node.name));
+            let bytes = staged.read(&from).map_err(io("read", &from))?;
+            let now = std::fs::read(tree.join(p.to)).ok();
+            if now.as_deref() != Some(bytes.as_slice()) {
+                fresh.insert(p.to.to_owned(), bytes);
+            }
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        // A new tree: the changed files written, every other file linked from the old tree.
+        let built = staged.stage_tree(&tree)?;
+        let binaries: Vec<String> = BINARIES
+            .iter()
+            .filter(|(r, _, _)| r.applies(node))
+            .map(|(_, b, to)| format!("{to}/{b}"))
+            .collect();
+        let mut own = Vec::new();
+        for rel in files_under(&tree)? {
+            let (src, dst) = (tree.join(&rel), built.join(&rel));
+            let parent = dst.parent().unwrap_or(&built);
+            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+            let mode = std::fs::metadata(&src)
+                .map_err(io("stat", &src))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            match fresh.get(&rel) {
+                Some(bytes) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode)
+                        .open(&dst)
+                        .map_err(io("create", &dst))?;
+                    f.write_all(bytes).map_err(io("write", &dst))?;
+                }
+                None => {
+                    if std::fs::hard_link(&src, &dst).is_err() {
+                        std::fs::copy(&src, &dst).map_err(io("copy", &src))?;
+                    }
+                }
+            }
+            if !binaries.contains(&rel) {
+                own.push((rel.clone(), mode, dst));
+            }
+        }
+        let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
+        staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
+        changed.push(node.name.clone());
+    }
+    Ok(changed)
+}
+
+/// Every regular file under `root`, as sorted relative paths.
+fn files_under(root: &Path) -> Result<Vec<String>, BundleError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(io("read", &dir))? {
+            let e = e.map_err(io("read", &dir))?;
+            let p = e.path();
+            if e.file_type().map_err(io("stat", &p))?.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -2,12 +2,14 @@
 //!
 //! The PKI step (certificate table, keys, kubeconfigs) runs first; the configs step (component
 //! configs, systemd units, node bundles) reads the PKI's file table and never hard-codes paths.
-//! Every file is written atomically with its final mode ([`write_file`]).
+//! Both stage what they make in one [`Staged`] set, committed at the end under the output
+//! directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree as it was.
 
 pub mod bundle;
 pub mod certs;
 pub mod configs;
 pub mod host;
+pub mod interrupt;
 pub mod kubeconfig;
 pub mod next_steps;
 pub mod pki;
@@ -87,11 +89,43 @@ pub fn spec_path(out: &Path) -> PathBuf {
     out.join("cluster.toml")
 }
 
-/// Save the spec a tree was generated from.
-pub fn save_spec(out: &Path, spec: &spec::ClusterSpec) -> Result<(), WriteError> {
+/// Stage the spec a tree was generated from (committed with the rest of the tree).
+pub fn save_spec(out: &Path, spec: &spec::ClusterSpec, staged: &Staged) -> Result<(), WriteError> {
     let text = toml::to_string(&spec.to_input()).expect("a spec of strings always serializes");
     let text = format!("# Written by `kbin gen`; edit and pass it back with --config.\n{text}");
-    write_file(&spec_path(out), text.as_bytes(), MODE_PUBLIC)
+    std::fs::create_dir_all(out).map_err(at("cannot create", out))?;
+    staged.stage(&spec_path(out), text.as_bytes(), MODE_PUBLIC)
+}
+
+/// An exclusive lock on an output directory (`<out>/.kbin.lock`), held while a tree is generated
+/// or renewed, so two kbin processes never interleave their writes.
+#[derive(Debug)]
+pub struct OutLock {
+    _file: std::fs::File,
+}
+
+impl OutLock {
+    /// Lock `out` (created if missing); `waiting` is called once if another process holds it,
+    /// before blocking until it is released.
+    pub fn acquire(out: &Path, waiting: impl FnOnce()) -> Result<OutLock, WriteError> {
+        std::fs::create_dir_all(out).map_err(at("cannot create", out))?;
+        let path = out.join(".kbin.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(at("cannot open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock().map_err(at("cannot lock", &path))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(at("cannot lock", &path)(e)),
+        }
+        Ok(OutLock { _file: file })
+    }
 }
 
 /// Load the spec saved in `<out>/cluster.toml`.
@@ -99,11 +133,13 @@ pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
     spec::SpecInput::load(&spec_path(out))?.build()
 }
 
-/// Files written as one set: each is staged as a temporary file beside its final path (with
-/// its final mode, fd closed); [`Staged::commit`] fsyncs them on many threads at once (ext4
-/// groups concurrent fsyncs; one after another, thousands took seconds), renames each into
-/// place, and syncs the directories so the renames are durable too. Dropped uncommitted, the
-/// temporary files are removed and no final path was touched.
+/// Files and directories written as one set: each file is staged as a temporary file beside its
+/// final path (with its final mode, fd closed), each directory tree is built beside the one it
+/// replaces; [`Staged::commit`] fsyncs the files on many threads at once (ext4 groups concurrent
+/// fsyncs; one after another, thousands took seconds), renames each into place, swaps the trees
+/// and syncs the directories so the renames are durable too. Dropped uncommitted (an error, or
+/// SIGINT seen by [`interrupt`]), the temporary files and trees are removed and no final path was
+/// touched.
 #[derive(Debug, Default)]
 pub struct Staged {
     files: std::sync::Mutex<StagedFiles>,
@@ -113,6 +149,8 @@ pub struct Staged {
 struct StagedFiles {
     order: Vec<(tempfile::TempPath, PathBuf)>,
     bytes: std::collections::HashMap<PathBuf, Vec<u8>>,
+    trees: Vec<(tempfile::TempDir, PathBuf)>,
+    new_dirs: Vec<(PathBuf, u32)>,
 }
 
 impl Staged {
@@ -121,10 +159,23 @@ impl Staged {
         Staged::default()
     }
 
-    /// Stage `bytes` for `path` with `mode` (callable from several threads). The parent
-    /// directory must exist.
+    /// Stage `bytes` for `path` with `mode` (callable from several threads). A missing parent
+    /// directory is made by the commit (0700 for a secret file, else 0755); until then the
+    /// temporary file waits in the nearest directory that exists.
     pub fn stage(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let dir = parent
+            .ancestors()
+            .find(|d| d.is_dir())
+            .unwrap_or(Path::new("."));
+        if dir != parent {
+            let dir_mode = if mode & 0o077 == 0 {
+                MODE_SECRET_DIR
+            } else {
+                0o755
+            };
+            self.lock().new_dirs.push((parent.to_owned(), dir_mode));
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .permissions(std::fs::Permissions::from_mode(mode))
@@ -135,43 +186,105 @@ impl Staged {
             .map_err(at("cannot set the mode of", path))?;
         tmp.write_all(bytes).map_err(at("cannot write", path))?;
         let tmp = tmp.into_temp_path();
-        let mut files = self
-            .files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut files = self.lock();
         files.order.push((tmp, path.to_owned()));
         files.bytes.insert(path.to_owned(), bytes.to_vec());
         Ok(())
     }
 
-    /// What is staged for `path`, if anything (files not yet in place are read from here).
-    pub fn get(&self, path: &Path) -> Option<Vec<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StagedFiles> {
         self.files
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .bytes
-            .get(path)
-            .cloned()
     }
 
-    /// Make every staged file durable, rename each into place, then sync their directories.
+    /// Stage a file already written at `tmp` (its final mode set; beside `path`) for `path`.
+    pub fn stage_written(&self, tmp: tempfile::TempPath, path: &Path) {
+        self.lock().order.push((tmp, path.to_owned()));
+    }
+
+    /// A new empty directory beside `dir` to build its replacement in; the commit swaps it in
+    /// whole (`dir`'s parent must exist).
+    pub fn stage_tree(&self, dir: &Path) -> Result<PathBuf, WriteError> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-tree-")
+            .tempdir_in(parent)
+            .map_err(at("cannot create a temporary directory in", parent))?;
+        let built = tmp.path().to_owned();
+        self.lock().trees.push((tmp, dir.to_owned()));
+        Ok(built)
+    }
+
+    /// What is staged for `path`, if anything (files not yet in place are read from here).
+    pub fn get(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().bytes.get(path).cloned()
+    }
+
+    /// `path`'s bytes as this run leaves them: staged, else on disk.
+    pub fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        match self.get(path) {
+            Some(b) => Ok(b),
+            None => std::fs::read(path),
+        }
+    }
+
+    /// Make every staged file durable, rename each into place, swap the staged trees in, then
+    /// sync their directories. Refuses (and leaves everything as it was) when SIGINT or SIGTERM
+    /// arrived; once the renames start, they finish.
     pub fn commit(self) -> Result<(), WriteError> {
-        let files = self
+        let StagedFiles {
+            order: files,
+            trees,
+            new_dirs,
+            ..
+        } = self
             .files
             .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .order;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nothing may stand where a tree or a file goes but what it replaces.
+        for (_, dir) in &trees {
+            if dir.exists() && !dir.is_dir() {
+                return Err(at("cannot replace", dir)(std::io::Error::other(
+                    "it is not a directory: move it away",
+                )));
+            }
+        }
         // ext4 commits concurrent fsyncs in one journal transaction: many threads make
         // thousands of syncs cost a few commits (and, unlike syncfs, never wait for other
         // programs' dirty data).
         let temps: Vec<&Path> = files.iter().map(|(t, _)| t.as_ref()).collect();
         par_io(&temps, |p| sync_path(p, false))?;
+        interrupt::check().map_err(at("stopped before writing", Path::new("the tree")))?;
+        for (dir, mode) in &new_dirs {
+            create_dir(dir, *mode)?;
+        }
         let mut dirs: Vec<PathBuf> = files
             .iter()
-            .filter_map(|(_, p)| p.parent().map(Path::to_path_buf))
+            .map(|(_, p)| p)
+            .chain(trees.iter().map(|(_, d)| d))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         dirs.sort();
         dirs.dedup();
+        for (tmp, dir) in trees {
+            let built = tmp.keep();
+            let old = dir.with_file_name(format!(
+                ".old-{}",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or("tree")
+            ));
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
+            }
+            let had = dir.exists();
+            if had {
+                std::fs::rename(&dir, &old).map_err(at("cannot move aside", &dir))?;
+            }
+            std::fs::rename(&built, &dir).map_err(at("cannot rename into", &dir))?;
+            if had {
+                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
+            }
+        }
         for (tmp, path) in files {
             tmp.persist(&path)
                 .map_err(|e| at("cannot rename into", &path)(e.error))?;

@@ -163,12 +163,14 @@ pub struct Options {
     pub require_ca: bool,
 }
 
-/// Generate (or bring up to date) the PKI and kubeconfigs of `spec` under `out`. `report` is
-/// called once per decision, as it is made (from several threads).
+/// Generate (or bring up to date) the PKI and kubeconfigs of `spec` under `out`, staged in
+/// `staged` (the caller commits). `report` is called once per decision, as it is made (from
+/// several threads).
 pub fn generate(
     spec: &ClusterSpec,
     out: &Path,
     opts: Options,
+    staged: &Staged,
     report: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
@@ -195,10 +197,9 @@ pub fn generate(
     }
 
     ensure_dirs(&pki, &items)?;
-    let staged = Staged::new();
     let made = par_map(
         &roots.iter().zip(&root_plans).collect::<Vec<_>>(),
-        |(item, v)| make_root(item, v, &pki, spec, now, &staged),
+        |(item, v)| make_root(item, v, &pki, spec, now, staged),
     );
     let mut outcomes = Vec::new();
     let mut authorities = std::collections::HashMap::new();
@@ -240,7 +241,7 @@ pub fn generate(
         } else {
             inspect_leaf(item, &pki, auth, spec.key_algo, now)
         };
-        let outcome = make_leaf(item, verdict, &pki, spec, (auth, issuer), now, &staged)?;
+        let outcome = make_leaf(item, verdict, &pki, spec, (auth, issuer), now, staged)?;
         report(&outcome);
         Ok::<_, PkiError>(outcome)
     });
@@ -249,12 +250,11 @@ pub fn generate(
     }
 
     let kc =
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), &staged)?;
+        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?;
     for o in kc {
         report(&o);
         outcomes.push(o);
     }
-    staged.commit()?;
     Ok(outcomes)
 }
 
@@ -746,11 +746,12 @@ fn serial(item: &Item, now: SystemTime) -> SerialNumber {
 }
 
 /// Renew leaves (all, or those named) with their existing keys, the table's subject and SANs
-/// and a fresh validity; then rewrite the kubeconfigs that embed them.
+/// and a fresh validity; then rewrite the kubeconfigs that embed them (staged in `staged`).
 pub fn renew(
     spec: &ClusterSpec,
     out: &Path,
     names: &[String],
+    staged: &Staged,
     report: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
@@ -821,13 +822,12 @@ pub fn renew(
         })
         .collect::<Result<_, PkiError>>()?;
     let now = SystemTime::now();
-    let staged = Staged::new();
     let work: Vec<(&&Item, &KeyPair)> = chosen.iter().zip(keys.iter()).collect();
     let results = par_map(&work, |(item, key)| {
         let (auth, issuer) = issuers
             .get(item.ca.as_deref().expect("leaves have a CA"))
             .expect("every CA was loaded");
-        let der = sign_leaf(item, key, &pki, spec, (auth, issuer), now, false, &staged)?;
+        let der = sign_leaf(item, key, &pki, spec, (auth, issuer), now, false, staged)?;
         let o = Outcome {
             name: item.name.clone(),
             action: Action::Renewed,
@@ -842,12 +842,11 @@ pub fn renew(
         outcomes.push(r?);
     }
     for o in
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), &staged)?
+        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?
     {
         report(&o);
         outcomes.push(o);
     }
-    staged.commit()?;
     Ok(outcomes)
 }
 

@@ -1,0 +1,169 @@
+//! `kbin gen cluster` writes its tree whole: a file in the way, an interrupt or a closed pipe
+//! leaves the previous tree exactly as it was (or finishes it), and two runs on one directory
+//! take turns.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kbin_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kbin"))
+}
+
+fn gen_cmd(home: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(kbin_path());
+    c.env("KBIN_HOME", home)
+        .env_remove("KBIN_MANIFEST")
+        .args(["gen", "cluster", "--kubernetes-version", "1.36", "--out"])
+        .arg(out)
+        .args([
+            "--control-plane",
+            "cp1=10.0.0.10",
+            "--worker",
+            "w1=10.0.0.21",
+        ])
+        .args(extra);
+    c
+}
+
+/// Every file under `root` (but the lock file) with its mode and bytes.
+fn snapshot(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".kbin.lock" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), (meta.permissions().mode(), Vec::new()));
+                stack.push(p);
+            } else {
+                out.insert(rel, (meta.permissions().mode(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn assert_same(before: &BTreeMap<String, (u32, Vec<u8>)>, root: &Path) {
+    let after = snapshot(root);
+    let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k).is_some_and(|a| a != *v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        added.is_empty() && gone.is_empty() && changed.is_empty(),
+        "the previous tree changed: added {added:?}, removed {gone:?}, changed {changed:?}"
+    );
+}
+
+#[test]
+fn a_file_in_the_way_fails_before_anything_is_written() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = gen_cmd(home.path(), &dir, &["--pki-only"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(dir.join("nodes"), "a file where the node trees go\n").unwrap();
+    let before = snapshot(&dir);
+    // --force would replace every certificate: none of it may land.
+    let o = gen_cmd(home.path(), &dir, &["--force"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nodes"), "{err}");
+    assert_same(&before, &dir);
+}
+
+#[test]
+fn closed_stdout_and_stderr_do_not_stop_the_work_half_way() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    // `kbin gen cluster 2>&1 | head -0`: both pipes are closed before kbin writes a line.
+    let mut child = gen_cmd(home.path(), &dir, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "no panic (101), the work is done");
+    for rel in [
+        "cluster.toml",
+        "NEXT-STEPS.md",
+        "nodes/w1.tar.gz",
+        "nodes/cp1/etc/systemd/system/etcd.service",
+        "pki/ca.crt",
+    ] {
+        assert!(dir.join(rel).is_file(), "{rel} missing");
+    }
+}
+
+#[test]
+fn sigint_mid_run_leaves_the_previous_tree_exactly_as_it_was() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = gen_cmd(home.path(), &dir, &[]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = snapshot(&dir);
+    // RSA keys make the run last long enough to be interrupted while it works.
+    let child = gen_cmd(home.path(), &dir, &["--force", "--key-algo", "rsa-3072"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = child.id().to_string();
+    let k = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "an interrupted run fails: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_same(&before, &dir);
+}
+
+#[test]
+fn a_second_gen_on_the_same_directory_waits_for_the_first() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let first = gen_cmd(home.path(), &dir, &["--key-algo", "rsa-3072"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the first holds the lock, the second would simply go first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join(".kbin.lock").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = gen_cmd(home.path(), &dir, &["--key-algo", "rsa-3072"])
+        .output()
+        .unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(err.contains("another kbin is writing"), "{err}");
+    // The second found the first's tree complete and kept it.
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(said.contains(": 0 created, 0 replaced"), "{said}");
+}
