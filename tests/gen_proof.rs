@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine as _;
+use kbin::manifest::Manifest;
+use kbin::manifest::resolve::{Request, resolve};
+use semver::Version;
 use serde_json::Value;
 
 use common::{kbin, tool};
@@ -281,5 +284,372 @@ fn every_certificate_loads_in_a_strict_der_parser() {
             certs.len(),
             refused.join("\n")
         );
+    }
+}
+
+/// Every release of the embedded manifest that resolves, with its containerd version.
+fn releases_with_containerd() -> Vec<(String, Version)> {
+    let m = Manifest::embedded().unwrap();
+    let mut out = vec![];
+    for minor in m.releases.keys() {
+        let req = Request {
+            version: minor.to_string(),
+            ..Default::default()
+        };
+        // A minor known only by name (no defaults yet) does not resolve: nothing to generate.
+        let Ok(res) = resolve(&m, &req) else { continue };
+        let containerd = res.version_of("containerd").expect("a containerd").clone();
+        out.push((minor.to_string(), containerd));
+    }
+    out
+}
+
+/// The one node of a tree generated without node flags (this machine).
+fn only_node(t: &Tree) -> PathBuf {
+    let mut nodes: Vec<PathBuf> = std::fs::read_dir(t.path().join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    nodes.pop().unwrap()
+}
+
+/// Every leaf value of a TOML table with its path (table names, then the key).
+fn toml_leaves(t: &toml::Table) -> Vec<(Vec<String>, toml::Value)> {
+    fn walk(path: &mut Vec<String>, t: &toml::Table, out: &mut Vec<(Vec<String>, toml::Value)>) {
+        for (k, v) in t {
+            path.push(k.clone());
+            match v {
+                toml::Value::Table(sub) => walk(path, sub, out),
+                v => out.push((path.clone(), v.clone())),
+            }
+            path.pop();
+        }
+    }
+    let mut out = vec![];
+    walk(&mut vec![], t, &mut out);
+    out
+}
+
+fn toml_get<'a>(t: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (last, tables) = path.split_last()?;
+    let mut t = t;
+    for k in tables {
+        t = t.get(k)?.as_table()?;
+    }
+    t.get(last)
+}
+
+/// A path as TOML writes it: `plugins.'io.containerd.cri.v1.images'.pinned_images.sandbox`.
+fn dotted(path: &[String]) -> String {
+    let seg = |s: &String| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-*".contains(c))
+        {
+            s.clone()
+        } else {
+            format!("'{s}'")
+        }
+    };
+    path.iter().map(seg).collect::<Vec<_>>().join(".")
+}
+
+#[test]
+fn containerd_1_x_loads_the_generated_config_v2_and_keeps_every_value_kbin_wrote() {
+    let containerd = tool("containerd");
+    let v1: Vec<_> = releases_with_containerd()
+        .into_iter()
+        .filter(|(_, c)| c.major == 1)
+        .collect();
+    assert!(
+        !v1.is_empty(),
+        "the manifest has releases on containerd 1.x"
+    );
+    for (k8s, cv) in v1 {
+        let t = gen_cluster(&k8s, &[]);
+        let node = only_node(&t);
+        let path = node.join("etc/containerd/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let wrote: toml::Table = text.parse().unwrap();
+        assert_eq!(
+            wrote["version"].as_integer(),
+            Some(2),
+            "{k8s} (containerd {cv})"
+        );
+
+        let o = run(Command::new(&containerd)
+            .arg("--config")
+            .arg(&path)
+            .args(["config", "dump"]));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !stderr.contains("level=warning") && !stderr.contains("level=error"),
+            "containerd warns about {k8s}'s config:\n{stderr}"
+        );
+        let dump: toml::Table = String::from_utf8(o.stdout).unwrap().parse().unwrap();
+
+        // containerd decodes each plugin's section into its config struct and dumps the struct:
+        // a key it does not know is dropped, a value it cannot use changes. So every value kbin
+        // wrote must come back, at the same place.
+        let leaves = toml_leaves(&wrote);
+        assert!(leaves.len() >= 7, "{leaves:?}");
+        for (p, v) in &leaves {
+            assert_eq!(
+                toml_get(&dump, p),
+                Some(v),
+                "{k8s}: containerd did not keep {} = {v} (unknown key or value?)",
+                dotted(p)
+            );
+        }
+
+        // What the file meant, as containerd understood it.
+        let cri = |path: &str| {
+            let mut p = vec!["plugins".to_owned(), "io.containerd.grpc.v1.cri".to_owned()];
+            p.extend(path.split('.').map(str::to_owned));
+            toml_get(&dump, &p).unwrap_or_else(|| panic!("{k8s}: the dump has no CRI {path}"))
+        };
+        let sandbox = cri("sandbox_image").as_str().unwrap();
+        assert!(
+            sandbox.starts_with("registry.k8s.io/pause:"),
+            "{k8s}: {sandbox}"
+        );
+        assert_eq!(
+            cri("containerd.default_runtime_name").as_str(),
+            Some("runc")
+        );
+        assert_eq!(
+            cri("containerd.runtimes.runc.runtime_type").as_str(),
+            Some("io.containerd.runc.v2")
+        );
+        // The kubelet and runc must use the same cgroup driver. containerd hands a runtime's
+        // options to the shim as they are (an opaque map), so a misspelt option survives the
+        // dump: this is what catches it.
+        let kubelet: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(node.join("var/lib/kubelet/config.yaml")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            cri("containerd.runtimes.runc.options.SystemdCgroup").as_bool(),
+            Some(kubelet["cgroupDriver"].as_str() == Some("systemd")),
+            "{k8s}: SystemdCgroup against the kubelet's cgroupDriver {:?}",
+            kubelet["cgroupDriver"]
+        );
+        // containerd looks for the conflist where kbin put it in the node tree.
+        let conf_dir = cri("cni.conf_dir").as_str().unwrap();
+        let conflists: Vec<_> = std::fs::read_dir(node.join(conf_dir.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{k8s}: conf_dir {conf_dir} is not in the node tree: {e}"))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".conflist"))
+            .collect();
+        assert!(!conflists.is_empty(), "{k8s}: no conflist in {conf_dir}");
+        assert_eq!(cri("cni.bin_dir").as_str(), Some("/opt/cni/bin"));
+    }
+}
+
+/// containerd 2.x's documented CRI config fields, for config version 3: the 2.x "Full
+/// configuration" in containerd's docs/cri/config.md, and `SystemdCgroup` from its "Cgroup
+/// Driver" section (runc's options are not all in the full listing). Each row is (the 2.x minor
+/// whose docs first list it, table, keys); read at tags v2.0.0 (207ad711), v2.1.0 (061792f0),
+/// v2.2.0 and v2.3.0 with `git show vX:docs/cri/config.md`. A runtime's name is `*`.
+const CONTAINERD_2_CRI_DOCS: &[(u64, &str, &[&str])] = &[
+    (0, "", &["version"]),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.images'",
+        &[
+            "snapshotter",
+            "disable_snapshot_annotations",
+            "discard_unpacked_layers",
+            "max_concurrent_downloads",
+            "image_pull_progress_timeout",
+            "image_pull_with_sync_fs",
+            "stats_collect_period",
+        ],
+    ),
+    (
+        1,
+        "plugins.'io.containerd.cri.v1.images'",
+        &["use_local_image_pull"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.images'.pinned_images",
+        &["sandbox"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.images'.registry",
+        &["config_path"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.images'.image_decryption",
+        &["key_model"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.runtime'",
+        &[
+            "enable_selinux",
+            "selinux_category_range",
+            "max_container_log_line_size",
+            "disable_cgroup",
+            "disable_apparmor",
+            "restrict_oom_score_adj",
+            "disable_proc_mount",
+            "unset_seccomp_profile",
+            "tolerate_missing_hugetlb_controller",
+            "disable_hugetlb_controller",
+            "device_ownership_from_security_context",
+            "ignore_image_defined_volumes",
+            "netns_mounts_under_state_dir",
+            "enable_unprivileged_ports",
+            "enable_unprivileged_icmp",
+            "enable_cdi",
+            "cdi_spec_dirs",
+            "drain_exec_sync_io_timeout",
+            "ignore_deprecation_warnings",
+        ],
+    ),
+    (
+        3,
+        "plugins.'io.containerd.cri.v1.runtime'",
+        &["stats_collect_period", "stats_retention_period"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.runtime'.containerd",
+        &[
+            "default_runtime_name",
+            "ignore_blockio_not_enabled_errors",
+            "ignore_rdt_not_enabled_errors",
+        ],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.*",
+        &[
+            "runtime_type",
+            "runtime_path",
+            "pod_annotations",
+            "container_annotations",
+            "privileged_without_host_devices",
+            "privileged_without_host_devices_all_devices_allowed",
+            "base_runtime_spec",
+            "cni_conf_dir",
+            "cni_max_conf_num",
+            "snapshotter",
+            "sandboxer",
+            "io_type",
+        ],
+    ),
+    (
+        2,
+        "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.*",
+        &["cgroup_writable"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.*.options",
+        &[
+            "BinaryName",
+            "CriuImagePath",
+            "CriuWorkPath",
+            "IoGid",
+            "IoUid",
+            "NoNewKeyring",
+            "Root",
+            "ShimCgroup",
+            "SystemdCgroup",
+        ],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.cri.v1.runtime'.cni",
+        &[
+            // Listed until v2.3 at least; "DEPRECATED, use `bin_dirs` instead (since v2.1)".
+            "bin_dir",
+            "conf_dir",
+            "max_conf_num",
+            "setup_serially",
+            "conf_template",
+            "ip_pref",
+            "use_internal_loopback",
+        ],
+    ),
+    (
+        1,
+        "plugins.'io.containerd.cri.v1.runtime'.cni",
+        &["bin_dirs"],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.grpc.v1.cri'",
+        &[
+            "disable_tcp_service",
+            "stream_server_address",
+            "stream_server_port",
+            "stream_idle_timeout",
+            "enable_tls_streaming",
+        ],
+    ),
+    (
+        0,
+        "plugins.'io.containerd.grpc.v1.cri'.x509_key_pair_streaming",
+        &["tls_cert_file", "tls_key_file"],
+    ),
+];
+
+/// Keys deprecated in the docs of a 2.x minor: kbin must not write them for that minor on.
+const CONTAINERD_2_DEPRECATED: &[(u64, &str)] =
+    &[(1, "plugins.'io.containerd.cri.v1.runtime'.cni.bin_dir")];
+
+#[test]
+fn every_key_of_the_containerd_v3_config_is_documented_for_its_containerd_minor() {
+    let v2: Vec<_> = releases_with_containerd()
+        .into_iter()
+        .filter(|(_, c)| c.major == 2)
+        .collect();
+    assert!(
+        !v2.is_empty(),
+        "the manifest has releases on containerd 2.x"
+    );
+    for (k8s, cv) in v2 {
+        let t = gen_cluster(&k8s, &[]);
+        let text =
+            std::fs::read_to_string(only_node(&t).join("etc/containerd/config.toml")).unwrap();
+        let wrote: toml::Table = text.parse().unwrap();
+        assert_eq!(
+            wrote["version"].as_integer(),
+            Some(3),
+            "{k8s} (containerd {cv})"
+        );
+        for (mut p, v) in toml_leaves(&wrote) {
+            // runtimes.<name>.…: the name is the user's choice (the docs' is runc).
+            if let Some(i) = p.iter().position(|s| s == "runtimes")
+                && i + 1 < p.len() - 1
+            {
+                p[i + 1] = "*".into();
+            }
+            let (key, table) = p.split_last().unwrap();
+            let table = dotted(table);
+            let documented = CONTAINERD_2_CRI_DOCS.iter().any(|(since, t, keys)| {
+                *since <= cv.minor && *t == table && keys.contains(&key.as_str())
+            });
+            assert!(
+                documented,
+                "{k8s}: containerd {cv}'s docs/cri/config.md has no {}.{key} (kbin wrote {v})",
+                if table.is_empty() { "<top>" } else { &table }
+            );
+            let full = dotted(&p);
+            let deprecated = CONTAINERD_2_DEPRECATED
+                .iter()
+                .any(|(since, k)| *since <= cv.minor && *k == full);
+            assert!(!deprecated, "{k8s}: containerd {cv} deprecates {full}");
+        }
+        // The CRI runtime must point at the conf dir where kbin put the conflist.
+        let cni = &wrote["plugins"]["io.containerd.cri.v1.runtime"]["cni"];
+        assert_eq!(cni["conf_dir"].as_str(), Some("/etc/cni/net.d"), "{k8s}");
     }
 }
