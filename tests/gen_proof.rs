@@ -13,10 +13,12 @@
 
 mod common;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
+use ipnet::IpNet;
 use kbin::manifest::Manifest;
 use kbin::manifest::resolve::{Request, resolve};
 use semver::Version;
@@ -651,5 +653,278 @@ fn every_key_of_the_containerd_v3_config_is_documented_for_its_containerd_minor(
         // The CRI runtime must point at the conf dir where kbin put the conflist.
         let cni = &wrote["plugins"]["io.containerd.cri.v1.runtime"]["cni"];
         assert_eq!(cni["conf_dir"].as_str(), Some("/etc/cni/net.d"), "{k8s}");
+    }
+}
+
+/// Network namespaces made by a test, deleted on drop (pass or fail) with everything in them:
+/// the bridge, the veths and the iptables rules the plugins add live in a "node" namespace, so
+/// nothing of the machine's own network is touched.
+struct Netns {
+    ip: PathBuf,
+    names: Vec<String>,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+        assert_eq!(
+            uid.split_whitespace().next(),
+            Some("0"),
+            "network namespaces need root: run the tests as root (CI does)"
+        );
+        Netns {
+            ip: tool("ip"),
+            names: vec![],
+        }
+    }
+
+    /// Make `kbin-test-<pid>-<suffix>`; its name.
+    fn add(&mut self, suffix: &str) -> String {
+        let name = format!("kbin-test-{}-{suffix}", std::process::id());
+        run(Command::new(&self.ip).args(["netns", "add", &name]));
+        self.names.push(name.clone());
+        name
+    }
+
+    /// `ip netns exec NS ARGS…`: its stdout.
+    fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let o = run(Command::new(&self.ip)
+            .args(["netns", "exec", ns])
+            .args(args));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `ip -j ARGS…` inside `ns`, parsed.
+    fn ip_json(&self, ns: &str, args: &[&str]) -> Value {
+        let out = self.exec(ns, &[&[self.ip.to_str().unwrap(), "-j"], args].concat());
+        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let _ = Command::new(&self.ip).args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Debian's CNI plugins (containernetworking-plugins).
+const CNI_PATH: &str = "/usr/lib/cni";
+
+/// Run one CNI plugin for `command` inside the node namespace, on `eth0` of the pod namespace,
+/// as a runtime does (CNI spec, "Execution protocol"); its parsed result (ADD) or Null.
+fn cni_plugin(nets: &Netns, node: &str, pod: &str, command: &str, conf: &Value) -> Value {
+    let ty = conf["type"].as_str().unwrap();
+    let plugin = Path::new(CNI_PATH).join(ty);
+    assert!(
+        plugin.is_file(),
+        "{} is missing: run scripts/setup-test-deps (containernetworking-plugins)",
+        plugin.display()
+    );
+    let mut child = Command::new(&nets.ip)
+        .args(["netns", "exec", node])
+        .arg(&plugin)
+        .env("CNI_COMMAND", command)
+        .env(
+            "CNI_CONTAINERID",
+            format!("kbin-test-{}", std::process::id()),
+        )
+        .env("CNI_NETNS", format!("/var/run/netns/{pod}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_PATH)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "CNI {command} of {ty} failed:\nconfig: {conf}\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if o.stdout.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+/// Run a conflist as a runtime does (libcni): ADD plugin by plugin, each plugin's config with the
+/// list's `cniVersion` and `name` and the previous plugin's result as `prevResult`; DEL in
+/// reverse order, each with the ADD result as `prevResult`. The one change to kbin's plugins:
+/// host-local's `dataDir` goes under `ipam_dir` (it defaults to /var/lib/cni/networks on the
+/// machine). The bridge keeps kbin's name (cni0): it is made in the node namespace.
+fn cni_configs(list: &Value, ipam_dir: &Path) -> Vec<Value> {
+    let mut out = vec![];
+    for p in list["plugins"].as_array().expect("a conflist has plugins") {
+        let mut conf = p.clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf["name"] = list["name"].clone();
+        if conf["ipam"]["type"] == "host-local" {
+            conf["ipam"]["dataDir"] = Value::from(ipam_dir.to_str().unwrap());
+        }
+        out.push(conf);
+    }
+    out
+}
+
+fn cni_add(nets: &Netns, node: &str, pod: &str, confs: &[Value]) -> Value {
+    let mut prev = Value::Null;
+    for c in confs {
+        let mut c = c.clone();
+        if !prev.is_null() {
+            c["prevResult"] = prev.clone();
+        }
+        let r = cni_plugin(nets, node, pod, "ADD", &c);
+        if !r.is_null() {
+            prev = r;
+        }
+    }
+    prev
+}
+
+fn cni_del(nets: &Netns, node: &str, pod: &str, confs: &[Value], result: &Value) {
+    for c in confs.iter().rev() {
+        let mut c = c.clone();
+        c["prevResult"] = result.clone();
+        cni_plugin(nets, node, pod, "DEL", &c);
+    }
+}
+
+/// The files host-local holds for `network` in `dir` that are allocations (named by an IP).
+fn ipam_allocations(dir: &Path, network: &str) -> Vec<String> {
+    match std::fs::read_dir(dir.join(network)) {
+        Err(_) => vec![],
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<IpAddr>().is_ok())
+            .collect(),
+    }
+}
+
+#[test]
+fn the_bridge_conflist_run_by_the_cni_plugins_gives_each_worker_pod_an_address_in_its_subnet() {
+    let t = gen_cluster("1.35", NODES);
+    let pod_cidr: IpNet = POD_CIDR.parse().unwrap();
+    let mut nets = Netns::new();
+    let mut subnets: Vec<IpNet> = vec![];
+    for worker in ["w1", "w2"] {
+        let rel = format!("nodes/{worker}/etc/cni/net.d/10-bridge.conflist");
+        let list: Value = serde_json::from_str(&t.read(&rel)).unwrap();
+        // The subnet kbin gave this node, inside the cluster's pod CIDR and no other node's.
+        let ranges = list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|p| p["ipam"]["ranges"].as_array())
+            .unwrap_or_else(|| panic!("{rel}: no IPAM ranges"));
+        let subnet: IpNet = ranges[0][0]["subnet"].as_str().unwrap().parse().unwrap();
+        assert!(
+            pod_cidr.contains(&subnet),
+            "{rel}: {subnet} outside {pod_cidr}"
+        );
+        for s in &subnets {
+            assert!(
+                !s.contains(&subnet.network()) && !subnet.contains(&s.network()),
+                "{rel}: {subnet} overlaps {s}"
+            );
+        }
+        subnets.push(subnet);
+
+        let node = nets.add(&format!("{worker}-node"));
+        let pod = nets.add(&format!("{worker}-pod"));
+        let ipam = tempfile::tempdir().unwrap();
+        let confs = cni_configs(&list, ipam.path());
+        let result = cni_add(&nets, &node, &pod, &confs);
+
+        // The result and the namespace agree: eth0 has an address in the node's subnet, and
+        // the default route goes through the bridge's gateway.
+        let ip: IpNet = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            subnet.contains(&ip.addr()),
+            "{worker}: {ip} outside {subnet}"
+        );
+        let addrs = nets.ip_json(&pod, &["-4", "addr", "show", "dev", "eth0"]);
+        let have: Vec<&str> = addrs[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["local"].as_str())
+            .collect();
+        assert_eq!(have, [ip.addr().to_string()], "{worker}: eth0 {addrs}");
+        let routes = nets.ip_json(&pod, &["-4", "route", "show", "default"]);
+        let gateway = routes[0]["gateway"].as_str().unwrap_or_else(|| {
+            panic!("{worker}: no default route in the pod: {routes}");
+        });
+        let gateway: IpAddr = gateway.parse().unwrap();
+        assert!(subnet.contains(&gateway), "{worker}: gateway {gateway}");
+        assert_eq!(routes[0]["dev"], "eth0", "{worker}: {routes}");
+        // The loopback plugin brought lo up.
+        let lo = nets.ip_json(&pod, &["link", "show", "lo"]);
+        assert!(
+            lo[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{worker}: lo {lo}"
+        );
+        // The pod reaches its gateway over the bridge.
+        nets.exec(
+            &pod,
+            &[
+                tool("ping").to_str().unwrap(),
+                "-c1",
+                "-W2",
+                &gateway.to_string(),
+            ],
+        );
+        let network = list["name"].as_str().unwrap();
+        assert_eq!(ipam_allocations(ipam.path(), network).len(), 1);
+
+        // DEL: eth0 gone, the address released, the masquerade rules removed.
+        cni_del(&nets, &node, &pod, &confs, &result);
+        let links = nets.ip_json(&pod, &["link", "show"]);
+        assert!(
+            links
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["ifname"] != "eth0"),
+            "{worker}: eth0 left after DEL: {links}"
+        );
+        assert_eq!(
+            ipam_allocations(ipam.path(), network),
+            Vec::<String>::new(),
+            "{worker}: host-local still holds an address after DEL"
+        );
+        let nat = nets.exec(
+            &node,
+            &[tool("iptables").to_str().unwrap(), "-t", "nat", "-S"],
+        );
+        assert!(
+            !nat.contains("CNI-"),
+            "{worker}: rules left after DEL:\n{nat}"
+        );
+    }
+
+    // Every namespace goes with the guard.
+    let names = nets.names.clone();
+    drop(nets);
+    let left =
+        String::from_utf8(run(Command::new(tool("ip")).args(["netns", "list"])).stdout).unwrap();
+    for n in names {
+        assert!(!left.contains(&n), "{n} left behind:\n{left}");
     }
 }
