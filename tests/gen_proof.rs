@@ -928,3 +928,75 @@ fn the_bridge_conflist_run_by_the_cni_plugins_gives_each_worker_pod_an_address_i
         assert!(!left.contains(&n), "{n} left behind:\n{left}");
     }
 }
+
+#[test]
+fn every_kubeconfig_has_a_current_context_kubectl_resolves_with_the_cluster_ca_and_a_usable_key_pair()
+ {
+    // (That each kubeconfig loads in kubectl and names the API server is in gen_configs.rs and
+    // gen_cluster_cli.rs; this adds what they do not look at.)
+    let kubectl = tool("kubectl");
+    let t = gen_cluster("1.35", NODES);
+    let ca = t.read("pki/ca.crt");
+    let home = tempfile::tempdir().unwrap();
+    // A closed loopback port: kubectl builds its TLS client (loading the key pair) and then
+    // finds nobody there. Never the address in the kubeconfig (not this machine).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (rel, _) in kubeconfigs(&t) {
+        let kubectl = |args: &[&str]| {
+            let mut c = Command::new(&kubectl);
+            c.env("HOME", home.path())
+                .arg("--kubeconfig")
+                .arg(t.path().join(&rel))
+                .args(args);
+            c
+        };
+        let contexts = run(&mut kubectl(&["config", "get-contexts", "-o", "name"])).stdout;
+        let contexts = String::from_utf8(contexts).unwrap();
+        let current = run(&mut kubectl(&["config", "current-context"])).stdout;
+        let current = String::from_utf8(current).unwrap();
+        assert!(
+            contexts.lines().any(|c| c == current.trim()),
+            "{rel}: current context {current:?} is not among {contexts:?}"
+        );
+        // --minify keeps what the current context refers to, and fails if a reference dangles.
+        let view = run(&mut kubectl(&[
+            "config", "view", "--raw", "--minify", "-o", "json",
+        ]));
+        let view: Value = serde_json::from_slice(&view.stdout).unwrap();
+        let cluster = &view["clusters"][0]["cluster"];
+        let user = &view["users"][0]["user"];
+        let their_ca = b64
+            .decode(cluster["certificate-authority-data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(their_ca).unwrap().trim(),
+            ca.trim(),
+            "{rel}: the CA is pki/ca.crt"
+        );
+        assert!(
+            user["client-certificate-data"].is_string() && user["client-key-data"].is_string(),
+            "{rel}: {user}"
+        );
+        let o = kubectl(&[
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+            "--request-timeout",
+            "5s",
+            "get",
+            "--raw",
+            "/readyz",
+        ])
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(&format!("127.0.0.1:{port} was refused")),
+            "{rel}: kubectl should get as far as connecting: {err}"
+        );
+    }
+}
