@@ -405,6 +405,10 @@ fn leaf_problem(
     if let Some(p) = validity_problem(x509, now) {
         return Some(p);
     }
+    if explicit_ca_false(x509) {
+        // What kbin wrote with rcgen < 0.14.10: reissue it, or a strict client refuses it.
+        return Some("BasicConstraints encodes cA FALSE explicitly (not DER)".into());
+    }
     let (cn, org) = subject(x509);
     if cn.as_deref() != Some(item.cn.as_str()) || org != item.org {
         return Some("subject differs".into());
@@ -438,6 +442,17 @@ fn leaf_problem(
         Some(a) => Some(format!("key is {a}, the spec asks {algo}")),
         None => Some("unsupported key type".into()),
     }
+}
+
+/// True if the certificate's BasicConstraints holds `cA FALSE` explicitly (bytes
+/// `30 03 01 01 00`). cA is `DEFAULT FALSE`, and DER omits a default value (X.690 §11.5), so this
+/// is not DER: strict parsers (Python `cryptography`, rust-asn1) refuse the whole certificate,
+/// while openssl and Go accept it. rcgen before 0.14.10 wrote it for every leaf (rustls/rcgen#443).
+fn explicit_ca_false(x509: &X509Certificate<'_>) -> bool {
+    x509.extensions().iter().any(|e| {
+        e.oid == x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS
+            && matches!(e.value, [0x30, _, 0x01, 0x01, 0x00, ..])
+    })
 }
 
 /// The subject's CN and O.
@@ -1077,4 +1092,106 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
         }
         row
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::r#gen::spec::SpecInput;
+    use x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS;
+
+    /// The raw BasicConstraints value of every certificate under `pki`, by file.
+    fn basic_constraints(pki: &Path) -> Vec<(PathBuf, bool, Vec<u8>)> {
+        let mut out = vec![];
+        let mut stack = vec![pki.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "crt") {
+                    let der = read_cert_der(&p).unwrap();
+                    let (_, x509) = X509Certificate::from_der(&der).unwrap();
+                    let bc = x509
+                        .extensions()
+                        .iter()
+                        .find(|e| e.oid == OID_X509_EXT_BASIC_CONSTRAINTS)
+                        .unwrap_or_else(|| panic!("{} has no BasicConstraints", p.display()));
+                    out.push((p, x509.is_ca(), bc.value.to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_leaf_encodes_the_default_ca_false_in_its_basic_constraints() {
+        let out = tempfile::tempdir().unwrap();
+        let spec = SpecInput::default().build().unwrap();
+        generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let certs = basic_constraints(&pki_dir(out.path()));
+        assert!(certs.iter().filter(|(_, ca, _)| !ca).count() > 10);
+        for (path, ca, value) in certs {
+            let want: &[u8] = if ca {
+                // SEQUENCE { BOOLEAN TRUE }: no path length constraint.
+                &[0x30, 0x03, 0x01, 0x01, 0xff]
+            } else {
+                // An empty SEQUENCE: cA is DEFAULT FALSE, and DER omits defaults (X.690 §11.5).
+                &[0x30, 0x00]
+            };
+            assert_eq!(value, want, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn a_leaf_with_an_explicit_ca_false_is_reissued() {
+        let out = tempfile::tempdir().unwrap();
+        let spec = SpecInput::default().build().unwrap();
+        generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let pki = pki_dir(out.path());
+
+        // admin.crt as rcgen < 0.14.10 wrote it: BasicConstraints `30 03 01 01 00`, signed by
+        // the tree's CA and otherwise right.
+        let items = certs::plan(&spec);
+        let admin = items.iter().find(|i| i.name == "admin").unwrap();
+        let ca_key = KeyPair::from_pem(&read_string(&pki.join("ca.key")).unwrap()).unwrap();
+        let issuer =
+            Issuer::from_ca_cert_pem(&read_string(&pki.join("ca.crt")).unwrap(), &ca_key).unwrap();
+        let ca_der = read_cert_der(&pki.join("ca.crt")).unwrap();
+        let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+        let mut params = cert_params(
+            admin,
+            spec.key_algo,
+            SystemTime::now(),
+            spec.cert_validity,
+            Some(ca.validity().not_after.to_datetime()),
+        );
+        params.is_ca = IsCa::NoCa;
+        let mut bc = rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 19],
+            vec![0x30, 0x03, 0x01, 0x01, 0x00],
+        );
+        bc.set_criticality(true);
+        params.custom_extensions.push(bc);
+        let key = new_key(spec.key_algo).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(pki.join("admin.crt"), cert.pem()).unwrap();
+        std::fs::write(pki.join("admin.key"), key.serialize_pem()).unwrap();
+        let (_, x509) = X509Certificate::from_der(cert.der()).unwrap();
+        assert!(explicit_ca_false(&x509));
+
+        let outcomes = generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let o = outcomes.iter().find(|o| o.name == "admin").unwrap();
+        assert_eq!(o.action, Action::Replaced, "{o:?}");
+        assert!(o.reason.as_deref().unwrap().contains("cA FALSE"), "{o:?}");
+        let remade: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.action != Action::Kept && !o.name.ends_with(".conf"))
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(remade, ["admin"], "no other certificate is remade");
+        for (path, _, value) in basic_constraints(&pki) {
+            assert_ne!(value, [0x30, 0x03, 0x01, 0x01, 0x00], "{}", path.display());
+        }
+    }
 }

@@ -23,3 +23,26 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The real `kbin` binary with `KBIN_HOME=home` and no manifest or mirror from the environment.
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn kbin(home: &std::path::Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::cargo::cargo_bin_cmd!("kbin");
+    c.env("KBIN_HOME", home)
+        .env_remove("KBIN_MANIFEST")
+        .env_remove("KBIN_MIRROR");
+    c
+}
+
+/// The path of a system tool (Debian's, in /usr/sbin, /usr/bin or /bin). A missing tool fails
+/// the test, in CI and outside it: scripts/setup-test-deps installs every one.
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn tool(name: &str) -> std::path::PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/bin", "/sbin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is missing: run scripts/setup-test-deps (as root) to install it");
+}
