@@ -58,6 +58,9 @@ impl Tree {
 
 /// `kbin gen cluster --kubernetes-version k8s --pod-cidr POD_CIDR` with `args` (nodes, key
 /// algorithm).
+/// The host profiles, each changing containerd's config.
+const PROFILES: &[&str] = &["systemd", "sandbox"];
+
 fn gen_cluster(k8s: &str, args: &[&str]) -> Tree {
     let home = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -368,8 +371,12 @@ fn containerd_1_x_loads_the_generated_config_v2_and_keeps_every_value_kbin_wrote
         !v1.is_empty(),
         "the manifest has releases on containerd 1.x"
     );
-    for (k8s, cv) in v1 {
-        let t = gen_cluster(&k8s, &[]);
+    // Both host profiles: sandbox adds restrict_oom_score_adj and turns SystemdCgroup off.
+    let runs = v1
+        .into_iter()
+        .flat_map(|(k, c)| PROFILES.iter().map(move |p| (k.clone(), c.clone(), *p)));
+    for (k8s, cv, profile) in runs {
+        let t = gen_cluster(&k8s, &["--host-profile", profile]);
         let node = only_node(&t);
         let path = node.join("etc/containerd/config.toml");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -617,8 +624,11 @@ fn every_key_of_the_containerd_v3_config_is_documented_for_its_containerd_minor(
         !v2.is_empty(),
         "the manifest has releases on containerd 2.x"
     );
-    for (k8s, cv) in v2 {
-        let t = gen_cluster(&k8s, &[]);
+    let runs = v2
+        .into_iter()
+        .flat_map(|(k, c)| PROFILES.iter().map(move |p| (k.clone(), c.clone(), *p)));
+    for (k8s, cv, profile) in runs {
+        let t = gen_cluster(&k8s, &["--host-profile", profile]);
         let text =
             std::fs::read_to_string(only_node(&t).join("etc/containerd/config.toml")).unwrap();
         let wrote: toml::Table = text.parse().unwrap();

@@ -784,6 +784,8 @@ pub fn cni_conflist(node: &NodeInput, d: &Decisions) -> String {
                     "routes": [{ "dst": "0.0.0.0/0" }]
                 }
             },
+            // hostPort in a pod spec: the runtime passes the mappings, portmap makes the rules.
+            { "type": "portmap", "capabilities": { "portMappings": true } },
             { "type": "loopback" }
         ]
     });
