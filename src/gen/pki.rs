@@ -1124,11 +1124,24 @@ mod tests {
         out
     }
 
+    fn one_machine() -> ClusterSpec {
+        let mut i = SpecInput::default();
+        i.add_this_machine("10.0.0.5".parse().unwrap());
+        i.build().unwrap()
+    }
+
+    fn generate_committed(spec: &ClusterSpec, out: &Path) -> Vec<Outcome> {
+        let staged = Staged::new();
+        let o = generate(spec, out, Options::default(), &staged, &|_| {}).unwrap();
+        staged.commit().unwrap();
+        o
+    }
+
     #[test]
     fn no_leaf_encodes_the_default_ca_false_in_its_basic_constraints() {
         let out = tempfile::tempdir().unwrap();
-        let spec = SpecInput::default().build().unwrap();
-        generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let spec = one_machine();
+        generate_committed(&spec, out.path());
         let certs = basic_constraints(&pki_dir(out.path()));
         assert!(certs.iter().filter(|(_, ca, _)| !ca).count() > 10);
         for (path, ca, value) in certs {
@@ -1146,8 +1159,8 @@ mod tests {
     #[test]
     fn a_leaf_with_an_explicit_ca_false_is_reissued() {
         let out = tempfile::tempdir().unwrap();
-        let spec = SpecInput::default().build().unwrap();
-        generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let spec = one_machine();
+        generate_committed(&spec, out.path());
         let pki = pki_dir(out.path());
 
         // admin.crt as rcgen < 0.14.10 wrote it: BasicConstraints `30 03 01 01 00`, signed by
@@ -1180,7 +1193,7 @@ mod tests {
         let (_, x509) = X509Certificate::from_der(cert.der()).unwrap();
         assert!(explicit_ca_false(&x509));
 
-        let outcomes = generate(&spec, out.path(), Options::default(), &|_| {}).unwrap();
+        let outcomes = generate_committed(&spec, out.path());
         let o = outcomes.iter().find(|o| o.name == "admin").unwrap();
         assert_eq!(o.action, Action::Replaced, "{o:?}");
         assert!(o.reason.as_deref().unwrap().contains("cA FALSE"), "{o:?}");
