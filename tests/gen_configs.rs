@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kbin::r#gen::bundle::{self, BINARIES, Options, PKI_FILES};
+use kbin::r#gen::bundle::{self, BINARIES, Options};
+use kbin::r#gen::certs::placed_on;
 use kbin::r#gen::configs::{ClusterInput, NodeInput};
 use kbin::r#gen::host::HostProfile;
 use kbin::r#gen::versions::Versions;
@@ -160,8 +161,8 @@ fn cluster() -> ClusterInput {
 /// Placeholder PKI and kubeconfig files where the PKI step puts them.
 fn fake_pki(out: &Path, c: &ClusterInput) {
     for n in &c.nodes {
-        for p in PKI_FILES {
-            let path = out.join(p.from.replace("{node}", &n.name));
+        for p in placed_on(&n.name, n.control_plane, n.worker) {
+            let path = out.join(&p.from);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, format!("placeholder {}\n", p.from)).unwrap();
         }

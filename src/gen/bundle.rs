@@ -2,8 +2,9 @@
 //! `nodes/<name>.tar.gz` (configs and PKI) and one shared `bundles/<role>-<arch>-binaries.tar.gz`
 //! per role, so a hundred workers do not mean a hundred copies of the binaries.
 //!
-//! What each node gets is data: [`PKI_FILES`] (cluster tree → node path) and [`BINARIES`]
-//! (binary → node directory, role). Trees are built beside their final path and renamed in;
+//! What each node gets is data: the certificate table's placements
+//! ([`super::certs::placed_on`]: cluster tree → node path) and [`BINARIES`] (binary → node
+//! directory, role). Trees are built beside their final path and renamed in;
 //! tarballs are written to a temp file and renamed; both are byte-stable (sorted entries,
 //! mtime 0, uid/gid 0).
 
@@ -78,92 +79,15 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Bundl
     }
 }
 
-/// Which nodes get a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// etcd and the control plane.
-    ControlPlane,
-    /// containerd, kubelet, kube-proxy.
-    Worker,
-}
+pub use super::certs::Role;
 
 impl Role {
-    /// `control-plane` or `worker`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::ControlPlane => "control-plane",
-            Role::Worker => "worker",
-        }
-    }
-
     fn applies(self, n: &NodeInput) -> bool {
-        match self {
-            Role::ControlPlane => n.control_plane,
-            Role::Worker => n.worker,
-        }
-    }
-}
-
-/// A PKI or kubeconfig file a node gets: its path in the cluster tree (`{node}` is the node's
-/// name) and on the node, and its mode.
-#[derive(Debug, Clone, Copy)]
-pub struct PkiFile {
-    /// The role that needs it.
-    pub role: Role,
-    /// Relative to the cluster output directory.
-    pub from: &'static str,
-    /// Relative to the node's root.
-    pub to: &'static str,
-    /// File mode.
-    pub mode: u32,
-}
-
-const fn pki(role: Role, from: &'static str, to: &'static str, mode: u32) -> PkiFile {
-    PkiFile {
-        role,
-        from,
-        to,
-        mode,
+        self.held_by(n.control_plane, n.worker)
     }
 }
 
 use Role::{ControlPlane as Cp, Worker as Wk};
-
-/// What each node takes from `pki/` and `kubeconfigs/` (kubeadm's names on the node). The
-/// sources follow the PKI step's table (`gen::pki::files`); `{node}` is the node's name.
-#[rustfmt::skip]
-pub static PKI_FILES: &[PkiFile] = &[
-    pki(Cp, "pki/ca.crt", "etc/kubernetes/pki/ca.crt", 0o644),
-    pki(Cp, "pki/ca.key", "etc/kubernetes/pki/ca.key", 0o600),
-    pki(Cp, "pki/apiserver.crt", "etc/kubernetes/pki/apiserver.crt", 0o644),
-    pki(Cp, "pki/apiserver.key", "etc/kubernetes/pki/apiserver.key", 0o600),
-    pki(Cp, "pki/apiserver-kubelet-client.crt", "etc/kubernetes/pki/apiserver-kubelet-client.crt", 0o644),
-    pki(Cp, "pki/apiserver-kubelet-client.key", "etc/kubernetes/pki/apiserver-kubelet-client.key", 0o600),
-    pki(Cp, "pki/apiserver-etcd-client.crt", "etc/kubernetes/pki/apiserver-etcd-client.crt", 0o644),
-    pki(Cp, "pki/apiserver-etcd-client.key", "etc/kubernetes/pki/apiserver-etcd-client.key", 0o600),
-    pki(Cp, "pki/front-proxy-ca.crt", "etc/kubernetes/pki/front-proxy-ca.crt", 0o644),
-    pki(Cp, "pki/front-proxy-client.crt", "etc/kubernetes/pki/front-proxy-client.crt", 0o644),
-    pki(Cp, "pki/front-proxy-client.key", "etc/kubernetes/pki/front-proxy-client.key", 0o600),
-    pki(Cp, "pki/sa.key", "etc/kubernetes/pki/sa.key", 0o600),
-    pki(Cp, "pki/sa.pub", "etc/kubernetes/pki/sa.pub", 0o644),
-    pki(Cp, "pki/etcd/ca.crt", "etc/kubernetes/pki/etcd/ca.crt", 0o644),
-    pki(Cp, "pki/etcd/healthcheck-client.crt", "etc/kubernetes/pki/etcd/healthcheck-client.crt", 0o644),
-    pki(Cp, "pki/etcd/healthcheck-client.key", "etc/kubernetes/pki/etcd/healthcheck-client.key", 0o600),
-    pki(Cp, "pki/etcd/{node}/server.crt", "etc/kubernetes/pki/etcd/server.crt", 0o644),
-    pki(Cp, "pki/etcd/{node}/server.key", "etc/kubernetes/pki/etcd/server.key", 0o600),
-    pki(Cp, "pki/etcd/{node}/peer.crt", "etc/kubernetes/pki/etcd/peer.crt", 0o644),
-    pki(Cp, "pki/etcd/{node}/peer.key", "etc/kubernetes/pki/etcd/peer.key", 0o600),
-    pki(Cp, "kubeconfigs/admin.conf", "etc/kubernetes/admin.conf", 0o600),
-    pki(Cp, "kubeconfigs/super-admin.conf", "etc/kubernetes/super-admin.conf", 0o600),
-    pki(Cp, "kubeconfigs/controller-manager.conf", "etc/kubernetes/controller-manager.conf", 0o600),
-    pki(Cp, "kubeconfigs/scheduler.conf", "etc/kubernetes/scheduler.conf", 0o600),
-    pki(Wk, "pki/ca.crt", "etc/kubernetes/pki/ca.crt", 0o644),
-    pki(Wk, "pki/nodes/{node}/kubelet.crt", "etc/kubernetes/pki/kubelet.crt", 0o644),
-    pki(Wk, "pki/nodes/{node}/kubelet.key", "etc/kubernetes/pki/kubelet.key", 0o600),
-    pki(Wk, "kubeconfigs/kubelet-{node}.conf", "etc/kubernetes/kubelet.conf", 0o600),
-    pki(Wk, "kubeconfigs/kube-proxy.conf", "etc/kubernetes/kube-proxy.conf", 0o600),
-];
 
 /// Binaries per role and where they go on the node.
 #[rustfmt::skip]
@@ -409,15 +333,15 @@ fn node_files(
         );
         text("etc/sysctl.d/99-kubernetes.conf", 0o644, configs::sysctl());
     }
-    for p in PKI_FILES.iter().filter(|p| p.role.applies(node)) {
-        let from = opts.out.join(p.from.replace("{node}", &node.name));
+    for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+        let from = opts.out.join(&p.from);
         if staged.get(&from).is_none() && !from.is_file() {
             return Err(BundleError::MissingPki { path: from });
         }
         files.insert(
-            p.to.to_owned(),
+            p.to.clone(),
             NodeFile {
-                rel: p.to.to_owned(),
+                rel: p.to,
                 mode: p.mode,
                 content: Content::Copy(from),
             },
@@ -680,12 +604,12 @@ pub fn refresh_pki(
             continue;
         }
         let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for p in PKI_FILES.iter().filter(|p| p.role.applies(node)) {
-            let from = out.join(p.from.replace("{node}", &node.name));
+        for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+            let from = out.join(&p.from);
             let bytes = staged.read(&from).map_err(io("read", &from))?;
-            let now = std::fs::read(tree.join(p.to)).ok();
+            let now = std::fs::read(tree.join(&p.to)).ok();
             if now.as_deref() != Some(bytes.as_slice()) {
-                fresh.insert(p.to.to_owned(), bytes);
+                fresh.insert(p.to, bytes);
             }
         }
         if fresh.is_empty() {

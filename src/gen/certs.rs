@@ -4,11 +4,108 @@
 //! [`TABLE`] is a static list of [`Row`]s; per-node rows are templates (`{node}` in their file,
 //! CN and kubeconfig) that [`plan`] expands for each control-plane node or each worker. CAs come
 //! before the leaves they sign, so a plan can be walked in order.
+//!
+//! The table is the only place that names PKI and kubeconfig files: each row also says where its
+//! files go on the nodes that need them ([`Place`], [`Kubeconfig`]); the configs ask for paths by
+//! [`Id`] ([`on_node_cert`], [`on_node_kubeconfig`]) and the bundles by node ([`placed_on`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::spec::{ClusterSpec, Node};
+
+/// The role of a node: what it runs, and so which files it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// etcd and the control plane.
+    ControlPlane,
+    /// containerd, kubelet, kube-proxy.
+    Worker,
+}
+
+impl Role {
+    /// `control-plane` or `worker`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Whether a node with these roles has this one.
+    pub fn held_by(self, control_plane: bool, worker: bool) -> bool {
+        match self {
+            Role::ControlPlane => control_plane,
+            Role::Worker => worker,
+        }
+    }
+}
+
+/// Every row by name, for the configs to ask for paths without spelling file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // each is the row of the same name in TABLE
+pub enum Id {
+    Ca,
+    FrontProxyCa,
+    EtcdCa,
+    Sa,
+    Apiserver,
+    ApiserverKubeletClient,
+    FrontProxyClient,
+    EtcdServer,
+    EtcdPeer,
+    EtcdHealthcheckClient,
+    ApiserverEtcdClient,
+    Admin,
+    SuperAdmin,
+    ControllerManager,
+    Scheduler,
+    KubeProxy,
+    KubeletClient,
+    Kubelet,
+}
+
+/// What a role's nodes get of a row's certificate and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Give {
+    /// The certificate (or public key) only.
+    Cert,
+    /// The certificate (or public key) and the private key.
+    CertAndKey,
+}
+
+/// Where a row's files go on the nodes: under [`NODE_PKI`] as `<file>.crt`/`.key`, for each role
+/// listed (per-node rows: only on their own node).
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    /// Path under [`NODE_PKI`] without extension (kubeadm's names).
+    pub file: &'static str,
+    /// The roles that get it, and what.
+    pub give: &'static [(Role, Give)],
+}
+
+/// A kubeconfig that embeds a row's client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct Kubeconfig {
+    /// Its name under `kubeconfigs/` (`{node}` for per-node rows).
+    pub file: &'static str,
+    /// Its name on the node, under [`NODE_KUBECONFIGS`].
+    pub on_node: &'static str,
+    /// The roles whose nodes get it.
+    pub roles: &'static [Role],
+}
+
+/// Where PKI files live on a node (kubeadm's directory), relative to the node's root.
+pub const NODE_PKI: &str = "etc/kubernetes/pki";
+/// Where kubeconfigs live on a node, relative to its root.
+pub const NODE_KUBECONFIGS: &str = "etc/kubernetes";
+/// The tree's directory of kubeconfigs, relative to the output directory.
+pub const TREE_KUBECONFIGS: &str = "kubeconfigs";
+/// The tree's PKI directory, relative to the output directory.
+pub const TREE_PKI: &str = "pki";
 
 /// What a row's key and certificate are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +151,8 @@ pub enum Scope {
 /// One row of the table. `{node}` in `file`, `cn` and `kubeconfig` is the node's name.
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
+    /// The row's name for code.
+    pub id: Id,
     /// Path under `pki/` without extension (`.crt`/`.key`, or `.key`/`.pub` for a key pair);
     /// also the certificate's name in `kbin certs`.
     pub file: &'static str,
@@ -69,12 +168,15 @@ pub struct Row {
     pub sans: SanRule,
     /// Which nodes.
     pub scope: Scope,
-    /// The kubeconfig (under `kubeconfigs/`) embedding this client certificate.
-    pub kubeconfig: Option<&'static str>,
+    /// Where its certificate and key go on the nodes.
+    pub place: Place,
+    /// The kubeconfig embedding this client certificate.
+    pub kubeconfig: Option<Kubeconfig>,
 }
 
 #[allow(clippy::too_many_arguments)] // one argument per column of the table
 const fn row(
+    id: Id,
     file: &'static str,
     ca: Option<&'static str>,
     cn: &'static str,
@@ -82,9 +184,11 @@ const fn row(
     kind: Kind,
     sans: SanRule,
     scope: Scope,
-    kubeconfig: Option<&'static str>,
+    place: Place,
+    kubeconfig: Option<Kubeconfig>,
 ) -> Row {
     Row {
+        id,
         file,
         ca,
         cn,
@@ -92,9 +196,35 @@ const fn row(
         kind,
         sans,
         scope,
+        place,
         kubeconfig,
     }
 }
+
+const fn on(file: &'static str, give: &'static [(Role, Give)]) -> Place {
+    Place { file, give }
+}
+
+/// Not copied to nodes (a client certificate that travels inside its kubeconfig).
+const NOWHERE: Place = Place {
+    file: "",
+    give: &[],
+};
+
+const fn kc(
+    file: &'static str,
+    on_node: &'static str,
+    roles: &'static [Role],
+) -> Option<Kubeconfig> {
+    Some(Kubeconfig {
+        file,
+        on_node,
+        roles,
+    })
+}
+
+use Give::{Cert, CertAndKey};
+use Role::{ControlPlane as Cp, Worker as Wk};
 
 use Kind::*;
 use SanRule as S;
@@ -107,24 +237,24 @@ const FP_CA: Option<&str> = Some("front-proxy-ca");
 /// Every certificate and key pair of a cluster, CAs first.
 #[rustfmt::skip]
 pub const TABLE: &[Row] = &[
-    row("ca", None, "kubernetes", None, Ca, S::None, Cluster, None),
-    row("front-proxy-ca", None, "front-proxy-ca", None, Ca, S::None, Cluster, None),
-    row("etcd/ca", None, "etcd-ca", None, Ca, S::None, Cluster, None),
-    row("sa", None, "sa", None, KeyPair, S::None, Cluster, None),
-    row("apiserver", K8S_CA, "kube-apiserver", None, Server, S::ApiServer, Cluster, None),
-    row("apiserver-kubelet-client", K8S_CA, "kube-apiserver-kubelet-client", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, None),
-    row("front-proxy-client", FP_CA, "front-proxy-client", None, Client, S::None, Cluster, None),
-    row("etcd/{node}/server", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, None),
-    row("etcd/{node}/peer", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, None),
-    row("etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", None, Client, S::None, Cluster, None),
-    row("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", None, Client, S::None, Cluster, None),
-    row("admin", K8S_CA, "kubernetes-admin", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, Some("admin.conf")),
-    row("super-admin", K8S_CA, "kubernetes-super-admin", Some("system:masters"), Client, S::None, Cluster, Some("super-admin.conf")),
-    row("controller-manager", K8S_CA, "system:kube-controller-manager", None, Client, S::None, Cluster, Some("controller-manager.conf")),
-    row("scheduler", K8S_CA, "system:kube-scheduler", None, Client, S::None, Cluster, Some("scheduler.conf")),
-    row("kube-proxy", K8S_CA, "system:kube-proxy", Some("system:node-proxier"), Client, S::None, Cluster, Some("kube-proxy.conf")),
-    row("nodes/{node}/kubelet-client", K8S_CA, "system:node:{node}", Some("system:nodes"), Client, S::None, Worker, Some("kubelet-{node}.conf")),
-    row("nodes/{node}/kubelet", K8S_CA, "system:node:{node}", Some("system:nodes"), Server, S::Node, Worker, None),
+    row(Id::Ca, "ca", None, "kubernetes", None, Ca, S::None, Cluster, on("ca", &[(Cp, CertAndKey), (Wk, Cert)]), None),
+    row(Id::FrontProxyCa, "front-proxy-ca", None, "front-proxy-ca", None, Ca, S::None, Cluster, on("front-proxy-ca", &[(Cp, Cert)]), None),
+    row(Id::EtcdCa, "etcd/ca", None, "etcd-ca", None, Ca, S::None, Cluster, on("etcd/ca", &[(Cp, Cert)]), None),
+    row(Id::Sa, "sa", None, "sa", None, KeyPair, S::None, Cluster, on("sa", &[(Cp, CertAndKey)]), None),
+    row(Id::Apiserver, "apiserver", K8S_CA, "kube-apiserver", None, Server, S::ApiServer, Cluster, on("apiserver", &[(Cp, CertAndKey)]), None),
+    row(Id::ApiserverKubeletClient, "apiserver-kubelet-client", K8S_CA, "kube-apiserver-kubelet-client", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, on("apiserver-kubelet-client", &[(Cp, CertAndKey)]), None),
+    row(Id::FrontProxyClient, "front-proxy-client", FP_CA, "front-proxy-client", None, Client, S::None, Cluster, on("front-proxy-client", &[(Cp, CertAndKey)]), None),
+    row(Id::EtcdServer, "etcd/{node}/server", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, on("etcd/server", &[(Cp, CertAndKey)]), None),
+    row(Id::EtcdPeer, "etcd/{node}/peer", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, on("etcd/peer", &[(Cp, CertAndKey)]), None),
+    row(Id::EtcdHealthcheckClient, "etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", None, Client, S::None, Cluster, on("etcd/healthcheck-client", &[(Cp, CertAndKey)]), None),
+    row(Id::ApiserverEtcdClient, "apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", None, Client, S::None, Cluster, on("apiserver-etcd-client", &[(Cp, CertAndKey)]), None),
+    row(Id::Admin, "admin", K8S_CA, "kubernetes-admin", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, NOWHERE, kc("admin.conf", "admin.conf", &[Cp])),
+    row(Id::SuperAdmin, "super-admin", K8S_CA, "kubernetes-super-admin", Some("system:masters"), Client, S::None, Cluster, NOWHERE, kc("super-admin.conf", "super-admin.conf", &[Cp])),
+    row(Id::ControllerManager, "controller-manager", K8S_CA, "system:kube-controller-manager", None, Client, S::None, Cluster, NOWHERE, kc("controller-manager.conf", "controller-manager.conf", &[Cp])),
+    row(Id::Scheduler, "scheduler", K8S_CA, "system:kube-scheduler", None, Client, S::None, Cluster, NOWHERE, kc("scheduler.conf", "scheduler.conf", &[Cp])),
+    row(Id::KubeProxy, "kube-proxy", K8S_CA, "system:kube-proxy", Some("system:node-proxier"), Client, S::None, Cluster, NOWHERE, kc("kube-proxy.conf", "kube-proxy.conf", &[Wk])),
+    row(Id::KubeletClient, "nodes/{node}/kubelet-client", K8S_CA, "system:node:{node}", Some("system:nodes"), Client, S::None, Worker, NOWHERE, kc("kubelet-{node}.conf", "kubelet.conf", &[Wk])),
+    row(Id::Kubelet, "nodes/{node}/kubelet", K8S_CA, "system:node:{node}", Some("system:nodes"), Server, S::Node, Worker, on("kubelet", &[(Wk, CertAndKey)]), None),
 ];
 
 /// A row expanded for the spec (and a node, for per-node rows).
@@ -213,9 +343,107 @@ fn expand(row: &Row, spec: &ClusterSpec, node: Option<&Node>) -> Item {
         org: row.org.map(str::to_string),
         kind: row.kind,
         sans: sans(row.sans, spec, node),
-        kubeconfig: row.kubeconfig.map(fill),
+        kubeconfig: row.kubeconfig.map(|k| fill(k.file)),
         node: node.map(|n| n.name.clone()),
     }
+}
+
+/// The row called `id`.
+pub fn row_of(id: Id) -> &'static Row {
+    TABLE
+        .iter()
+        .find(|r| r.id == id)
+        .expect("every Id has a row (tested)")
+}
+
+fn ext(kind: Kind) -> &'static str {
+    if kind == KeyPair { "pub" } else { "crt" }
+}
+
+/// The absolute path of row `id`'s certificate (public key for a key pair) on a node.
+pub fn on_node_cert(id: Id) -> String {
+    let r = row_of(id);
+    format!("/{NODE_PKI}/{}.{}", r.place.file, ext(r.kind))
+}
+
+/// The absolute path of row `id`'s private key on a node.
+pub fn on_node_key(id: Id) -> String {
+    format!("/{NODE_PKI}/{}.key", row_of(id).place.file)
+}
+
+/// The absolute path on a node of the kubeconfig that embeds row `id`'s certificate.
+pub fn on_node_kubeconfig(id: Id) -> String {
+    let k = row_of(id)
+        .kubeconfig
+        .expect("asked only for rows with a kubeconfig (tested by rendering every file)");
+    format!("/{NODE_KUBECONFIGS}/{}", k.on_node)
+}
+
+/// The kubeconfig embedding row `id`'s certificate, relative to the cluster output directory
+/// (cluster-wide rows only).
+pub fn tree_kubeconfig(id: Id) -> String {
+    let k = row_of(id)
+        .kubeconfig
+        .expect("asked only for rows with a kubeconfig");
+    format!("{TREE_KUBECONFIGS}/{}", k.file)
+}
+
+/// A PKI or kubeconfig file a node gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// Relative to the cluster output directory.
+    pub from: String,
+    /// Relative to the node's root.
+    pub to: String,
+    /// File mode (keys and kubeconfigs 0600).
+    pub mode: u32,
+}
+
+/// Every PKI and kubeconfig file node `name` gets for its roles, sorted by node path.
+pub fn placed_on(name: &str, control_plane: bool, worker: bool) -> Vec<Placed> {
+    let held = |r: Role| r.held_by(control_plane, worker);
+    let fill = |t: &str| t.replace("{node}", name);
+    let mut out: Vec<Placed> = Vec::new();
+    for r in TABLE {
+        let here = match r.scope {
+            Cluster => true,
+            ControlPlane => control_plane,
+            Worker => worker,
+        };
+        if !here {
+            continue;
+        }
+        let key = r
+            .place
+            .give
+            .iter()
+            .any(|(role, g)| held(*role) && *g == CertAndKey);
+        if r.place.give.iter().any(|(role, _)| held(*role)) {
+            out.push(Placed {
+                from: format!("{TREE_PKI}/{}.{}", fill(r.file), ext(r.kind)),
+                to: format!("{NODE_PKI}/{}.{}", r.place.file, ext(r.kind)),
+                mode: 0o644,
+            });
+            if key {
+                out.push(Placed {
+                    from: format!("{TREE_PKI}/{}.key", fill(r.file)),
+                    to: format!("{NODE_PKI}/{}.key", r.place.file),
+                    mode: 0o600,
+                });
+            }
+        }
+        if let Some(k) = r.kubeconfig
+            && k.roles.iter().any(|role| held(*role))
+        {
+            out.push(Placed {
+                from: format!("{TREE_KUBECONFIGS}/{}", fill(k.file)),
+                to: format!("{NODE_KUBECONFIGS}/{}", k.on_node),
+                mode: 0o600,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.to.cmp(&b.to));
+    out
 }
 
 fn sans(rule: SanRule, spec: &ClusterSpec, node: Option<&Node>) -> Vec<San> {
@@ -274,6 +502,69 @@ mod tests {
                 assert!(at.is_some_and(|at| at < i), "{} signed by {ca}", row.file);
             }
         }
+    }
+
+    #[test]
+    fn every_id_names_one_row_and_node_paths_never_collide() {
+        for r in TABLE {
+            assert_eq!(
+                TABLE.iter().filter(|o| o.id == r.id).count(),
+                1,
+                "{:?}",
+                r.id
+            );
+        }
+        for (cp, w) in [(true, false), (false, true), (true, true)] {
+            let placed = placed_on("n1", cp, w);
+            let mut to: Vec<_> = placed.iter().map(|p| p.to.as_str()).collect();
+            to.dedup();
+            assert_eq!(to.len(), placed.len(), "{placed:?}");
+        }
+        let w = placed_on("w1", false, true);
+        let tos: Vec<_> = w
+            .iter()
+            .map(|p| (p.from.as_str(), p.to.as_str(), p.mode))
+            .collect();
+        assert_eq!(
+            tos,
+            [
+                (
+                    "kubeconfigs/kube-proxy.conf",
+                    "etc/kubernetes/kube-proxy.conf",
+                    0o600
+                ),
+                (
+                    "kubeconfigs/kubelet-w1.conf",
+                    "etc/kubernetes/kubelet.conf",
+                    0o600
+                ),
+                ("pki/ca.crt", "etc/kubernetes/pki/ca.crt", 0o644),
+                (
+                    "pki/nodes/w1/kubelet.crt",
+                    "etc/kubernetes/pki/kubelet.crt",
+                    0o644
+                ),
+                (
+                    "pki/nodes/w1/kubelet.key",
+                    "etc/kubernetes/pki/kubelet.key",
+                    0o600
+                ),
+            ]
+        );
+        let cp = placed_on("cp1", true, false);
+        assert!(
+            cp.iter().any(|p| p.from == "pki/etcd/cp1/server.key"
+                && p.to == "etc/kubernetes/pki/etcd/server.key")
+        );
+        assert!(
+            !cp.iter().any(|p| p.to.ends_with("front-proxy-ca.key")),
+            "no CA key but the cluster CA's"
+        );
+        assert_eq!(on_node_cert(Id::Sa), "/etc/kubernetes/pki/sa.pub");
+        assert_eq!(
+            on_node_kubeconfig(Id::KubeletClient),
+            "/etc/kubernetes/kubelet.conf"
+        );
     }
 
     #[test]

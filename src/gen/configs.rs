@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
 use super::host::{CgroupDriver, HostProfile};
 use super::versions::{
     CgroupV1, CniBinDir, Decisions, Knob, NodePortAddresses, RuntimeEndpoint, Versions,
@@ -90,8 +91,6 @@ impl ClusterInput {
 
 /// Where things live on a node. One place, so units, configs and install.sh agree.
 pub mod paths {
-    /// Kubernetes PKI directory (kubeadm's).
-    pub const PKI: &str = "/etc/kubernetes/pki";
     /// Binaries.
     pub const BIN: &str = "/usr/local/bin";
     /// CNI plugins.
@@ -263,7 +262,6 @@ fn decorate(text: &str, comments: &[(String, &str)]) -> String {
 
 /// `etcd.service` for control-plane node `node`.
 pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
-    let pki = paths::PKI;
     let initial: Vec<String> = c
         .initial_etcd_members(node)
         .iter()
@@ -286,13 +284,13 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
         flag("initial-cluster-state", state),
         flag("initial-cluster-token", &c.name),
         flag("listen-metrics-urls", "http://127.0.0.1:2381"),
-        flag("cert-file", format!("{pki}/etcd/server.crt")),
-        flag("key-file", format!("{pki}/etcd/server.key")),
-        flag("trusted-ca-file", format!("{pki}/etcd/ca.crt")),
+        flag("cert-file", on_node_cert(Id::EtcdServer)),
+        flag("key-file", on_node_key(Id::EtcdServer)),
+        flag("trusted-ca-file", on_node_cert(Id::EtcdCa)),
         flag("client-cert-auth", "true"),
-        flag("peer-cert-file", format!("{pki}/etcd/peer.crt")),
-        flag("peer-key-file", format!("{pki}/etcd/peer.key")),
-        flag("peer-trusted-ca-file", format!("{pki}/etcd/ca.crt")),
+        flag("peer-cert-file", on_node_cert(Id::EtcdPeer)),
+        flag("peer-key-file", on_node_key(Id::EtcdPeer)),
+        flag("peer-trusted-ca-file", on_node_cert(Id::EtcdCa)),
         flag("peer-client-cert-auth", "true"),
         flag("snapshot-count", 10000),
     ];
@@ -327,40 +325,33 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
 
 /// `kube-apiserver.service` for control-plane node `node`.
 pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> String {
-    let pki = paths::PKI;
     let etcd: Vec<String> = c.control_planes().map(|n| ip_url(n.ip, 2379)).collect();
     let args = vec![
         flag("advertise-address", node.ip),
         flag("allow-privileged", "true"),
         flag("authorization-mode", "Node,RBAC"),
-        flag("client-ca-file", format!("{pki}/ca.crt")),
+        flag("client-ca-file", on_node_cert(Id::Ca)),
         flag("enable-admission-plugins", "NodeRestriction"),
         flag("encryption-provider-config", paths::ENCRYPTION_CONFIG),
-        flag("etcd-cafile", format!("{pki}/etcd/ca.crt")),
-        flag("etcd-certfile", format!("{pki}/apiserver-etcd-client.crt")),
-        flag("etcd-keyfile", format!("{pki}/apiserver-etcd-client.key")),
+        flag("etcd-cafile", on_node_cert(Id::EtcdCa)),
+        flag("etcd-certfile", on_node_cert(Id::ApiserverEtcdClient)),
+        flag("etcd-keyfile", on_node_key(Id::ApiserverEtcdClient)),
         flag("etcd-servers", etcd.join(",")),
         flag(
             "kubelet-client-certificate",
-            format!("{pki}/apiserver-kubelet-client.crt"),
+            on_node_cert(Id::ApiserverKubeletClient),
         ),
         flag(
             "kubelet-client-key",
-            format!("{pki}/apiserver-kubelet-client.key"),
+            on_node_key(Id::ApiserverKubeletClient),
         ),
         flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
-        flag(
-            "proxy-client-cert-file",
-            format!("{pki}/front-proxy-client.crt"),
-        ),
-        flag(
-            "proxy-client-key-file",
-            format!("{pki}/front-proxy-client.key"),
-        ),
+        flag("proxy-client-cert-file", on_node_cert(Id::FrontProxyClient)),
+        flag("proxy-client-key-file", on_node_key(Id::FrontProxyClient)),
         flag("requestheader-allowed-names", "front-proxy-client"),
         flag(
             "requestheader-client-ca-file",
-            format!("{pki}/front-proxy-ca.crt"),
+            on_node_cert(Id::FrontProxyCa),
         ),
         flag("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
         flag("requestheader-group-headers", "X-Remote-Group"),
@@ -370,11 +361,11 @@ pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> Strin
             "service-account-issuer",
             format!("https://kubernetes.default.svc.{}", c.cluster_domain),
         ),
-        flag("service-account-key-file", format!("{pki}/sa.pub")),
-        flag("service-account-signing-key-file", format!("{pki}/sa.key")),
+        flag("service-account-key-file", on_node_cert(Id::Sa)),
+        flag("service-account-signing-key-file", on_node_key(Id::Sa)),
         flag("service-cluster-ip-range", &c.service_cidr),
-        flag("tls-cert-file", format!("{pki}/apiserver.crt")),
-        flag("tls-private-key-file", format!("{pki}/apiserver.key")),
+        flag("tls-cert-file", on_node_cert(Id::Apiserver)),
+        flag("tls-private-key-file", on_node_key(Id::Apiserver)),
     ];
     let teach = format!(
         "kube-apiserver {}: the only component that talks to etcd; everything else talks to it.\n\
@@ -399,8 +390,7 @@ pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> Strin
 
 /// `kube-controller-manager.service`.
 pub fn controller_manager_unit(c: &ClusterInput) -> String {
-    let pki = paths::PKI;
-    let kc = "/etc/kubernetes/controller-manager.conf";
+    let kc = &on_node_kubeconfig(Id::ControllerManager);
     let args = vec![
         // kbin gives each node its pod subnet (the CNI config and the Node's spec.podCIDR, set
         // in NEXT-STEPS); the controller manager allocating its own would disagree with it.
@@ -410,16 +400,16 @@ pub fn controller_manager_unit(c: &ClusterInput) -> String {
         flag("bind-address", "127.0.0.1"),
         flag("cluster-cidr", &c.pod_cidr),
         flag("cluster-name", &c.name),
-        flag("cluster-signing-cert-file", format!("{pki}/ca.crt")),
-        flag("cluster-signing-key-file", format!("{pki}/ca.key")),
+        flag("cluster-signing-cert-file", on_node_cert(Id::Ca)),
+        flag("cluster-signing-key-file", on_node_key(Id::Ca)),
         flag("kubeconfig", kc),
         flag("leader-elect", "true"),
         flag(
             "requestheader-client-ca-file",
-            format!("{pki}/front-proxy-ca.crt"),
+            on_node_cert(Id::FrontProxyCa),
         ),
-        flag("root-ca-file", format!("{pki}/ca.crt")),
-        flag("service-account-private-key-file", format!("{pki}/sa.key")),
+        flag("root-ca-file", on_node_cert(Id::Ca)),
+        flag("service-account-private-key-file", on_node_key(Id::Sa)),
         flag("service-cluster-ip-range", &c.service_cidr),
         flag("use-service-account-credentials", "true"),
     ];
@@ -441,7 +431,7 @@ pub fn controller_manager_unit(c: &ClusterInput) -> String {
 
 /// `kube-scheduler.service`.
 pub fn scheduler_unit() -> String {
-    let kc = "/etc/kubernetes/scheduler.conf";
+    let kc = &on_node_kubeconfig(Id::Scheduler);
     Unit {
         name: "kube-scheduler",
         teach: "Picks a node for every new pod. Its settings are in /etc/kubernetes/kube-scheduler.yaml.",
@@ -487,7 +477,7 @@ pub fn scheduler_config(d: &Decisions) -> String {
             api_version: d.text(Knob::SchedulerConfigApi),
             kind: "KubeSchedulerConfiguration",
             client_connection: ClientConnection {
-                kubeconfig: "/etc/kubernetes/scheduler.conf",
+                kubeconfig: &on_node_kubeconfig(Id::Scheduler),
             },
             leader_election: LeaderElection { leader_elect: true },
         },
@@ -841,7 +831,6 @@ pub fn kubelet_config(
         tls_cert_file: String,
         tls_private_key_file: String,
     }
-    let pki = paths::PKI;
     let driver = c.host_profile.cgroup_driver();
     let driver_note = match driver {
         CgroupDriver::Systemd => "Same driver as containerd's SystemdCgroup = true.",
@@ -857,7 +846,7 @@ pub fn kubelet_config(
             anonymous: Enabled { enabled: false },
             webhook: Enabled { enabled: true },
             x509: X509 {
-                client_ca_file: format!("{pki}/ca.crt"),
+                client_ca_file: on_node_cert(Id::Ca),
             },
         },
         authorization: Authorization { mode: "Webhook" },
@@ -868,8 +857,8 @@ pub fn kubelet_config(
             .then_some(paths::CRI_SOCKET),
         fail_cgroup_v1: (cgroup_v1 && d.cgroup_v1() == CgroupV1::Refuses).then_some(false),
         resolv_conf: c.resolv_conf.as_deref(),
-        tls_cert_file: format!("{pki}/kubelet.crt"),
-        tls_private_key_file: format!("{pki}/kubelet.key"),
+        tls_cert_file: on_node_cert(Id::Kubelet),
+        tls_private_key_file: on_node_key(Id::Kubelet),
     };
     yaml_doc(
         &format!("KubeletConfiguration for {}: generated by kbin.", node.name),
@@ -910,7 +899,7 @@ pub fn kubelet_config(
 pub fn kubelet_unit(node: &NodeInput, v: &Versions, d: &Decisions) -> String {
     let mut args = vec![
         flag("config", paths::KUBELET_CONFIG),
-        flag("kubeconfig", "/etc/kubernetes/kubelet.conf"),
+        flag("kubeconfig", on_node_kubeconfig(Id::KubeletClient)),
         // The node registers under the name its certificate was made for.
         flag("hostname-override", &node.name),
         flag("node-ip", node.ip),
@@ -970,7 +959,7 @@ pub fn kube_proxy_config(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> S
             api_version: d.text(Knob::KubeProxyConfigApi),
             kind: "KubeProxyConfiguration",
             client_connection: ClientConnection {
-                kubeconfig: "/etc/kubernetes/kube-proxy.conf",
+                kubeconfig: &on_node_kubeconfig(Id::KubeProxy),
             },
             cluster_cidr: &c.pod_cidr,
             conntrack: c

@@ -5,11 +5,20 @@
 use std::fmt::Write as _;
 
 use super::bundle::{Options, Role, binaries_bundle};
+use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
 use super::configs::ClusterInput;
 use super::host::HostProfile;
 use super::versions::{CgroupV1, Decisions, Versions};
 
-const ETCD_CERTS: &str = "--cacert=/etc/kubernetes/pki/etcd/ca.crt \\\n    --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt \\\n    --key=/etc/kubernetes/pki/etcd/healthcheck-client.key";
+/// etcdctl's TLS flags with the healthcheck client (one per line, continued).
+fn etcd_certs() -> String {
+    format!(
+        "--cacert={} \\\n    --cert={} \\\n    --key={}",
+        on_node_cert(Id::EtcdCa),
+        on_node_cert(Id::EtcdHealthcheckClient),
+        on_node_key(Id::EtcdHealthcheckClient)
+    )
+}
 
 /// The text of NEXT-STEPS.md.
 pub fn render(
@@ -148,6 +157,10 @@ pub fn render(
     );
 
     let etcdctl = format!("{}etcdctl", d.etcdctl_env());
+    let certs = etcd_certs();
+    let admin = on_node_kubeconfig(Id::Admin);
+    let super_admin = on_node_kubeconfig(Id::SuperAdmin);
+    let tree_admin = super::certs::tree_kubeconfig(Id::Admin);
     let joining: Vec<_> = c.control_planes().filter(|n| n.joins_etcd).collect();
     let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
     let first = cps.first();
@@ -158,7 +171,7 @@ pub fn render(
          a quorum, so with several control-plane nodes start them all at about the same time\n\
          (`systemctl start --no-block etcd` returns at once):\n\n\
          ```sh\nsystemctl start etcd\n```\n\nCheck that every member is healthy (on a control-plane node):\n\n\
-         ```sh\n{etcdctl} --endpoints={} \\\n    {ETCD_CERTS} \\\n    endpoint health\n```\n",
+         ```sh\n{etcdctl} --endpoints={} \\\n    {certs} \\\n    endpoint health\n```\n",
         cps.iter()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
@@ -175,9 +188,9 @@ pub fn render(
                 "Control plane `{name}` joins the running etcd cluster (its unit says\n\
                  `--initial-cluster-state=existing`). One member at a time: first tell the cluster about it\n\
                  (on `{run}`), then start it on `{name}` and check the members:\n\n\
-                 ```sh\n{etcdctl} --endpoints=https://{rsock} \\\n    {ETCD_CERTS} \\\n    member add {name} --peer-urls=https://{peer}\n\
+                 ```sh\n{etcdctl} --endpoints=https://{rsock} \\\n    {certs} \\\n    member add {name} --peer-urls=https://{peer}\n\
                  systemctl start etcd   # on {name}\n\
-                 {etcdctl} --endpoints=https://{rsock} \\\n    {ETCD_CERTS} \\\n    member list -w table\n```\n",
+                 {etcdctl} --endpoints=https://{rsock} \\\n    {certs} \\\n    member list -w table\n```\n",
                 name = n.name,
                 run = running.name,
                 rsock = sock(running.ip, 2379),
@@ -190,7 +203,7 @@ pub fn render(
         "Then kube-apiserver, and check it answers `ok` (admin.conf talks to {url}: with several\n\
          control-plane nodes that address must reach one of them, e.g. a load balancer):\n\n\
          ```sh\nsystemctl start kube-apiserver\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz\n```\n",
+         kubectl --kubeconfig {admin} get --raw /readyz\n```\n",
         url = c.api_server_url
     );
     let _ = writeln!(
@@ -199,19 +212,19 @@ pub fn render(
          client certificate for the kubelets, used by `kubectl logs` and `kubectl exec`) belong to\n\
          the group `kubeadm:cluster-admins`, which nothing binds yet. super-admin.conf\n\
          (`system:masters`) can; keep it for emergencies afterwards:\n\n\
-         ```sh\nkubectl --kubeconfig /etc/kubernetes/super-admin.conf create clusterrolebinding kubeadm:cluster-admins \\\n    --clusterrole=cluster-admin --group=kubeadm:cluster-admins\n```\n"
+         ```sh\nkubectl --kubeconfig {super_admin} create clusterrolebinding kubeadm:cluster-admins \\\n    --clusterrole=cluster-admin --group=kubeadm:cluster-admins\n```\n"
     );
     let _ = writeln!(
         w,
         "Then the controller manager and the scheduler:\n\n\
          ```sh\nsystemctl start kube-controller-manager kube-scheduler\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw '/readyz?verbose'\n\
-         kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get leases\n```\n\n\
+         kubectl --kubeconfig {admin} get --raw '/readyz?verbose'\n\
+         kubectl --kubeconfig {admin} -n kube-system get leases\n```\n\n\
          (the leases `kube-controller-manager` and `kube-scheduler` name their holders).\n"
     );
     let _ = writeln!(
         w,
-        "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/kubeconfigs/admin.conf   # or: eval \"$(kbin env --cluster .)\"\nkubectl get --raw /readyz\n```\n"
+        "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/{tree_admin}   # or: eval \"$(kbin env --cluster .)\"\nkubectl get --raw /readyz\n```\n"
     );
 
     let _ = writeln!(w, "## 4. Start the workers\n");
@@ -289,7 +302,7 @@ pub fn render(
             "\nBack up etcd now and then (on {}): `{etcdctl} --endpoints=https://{} {} snapshot save /var/backups/etcd.db`.",
             n.name,
             sock(n.ip, 2379),
-            ETCD_CERTS.replace(" \\\n    ", " ")
+            etcd_certs().replace(" \\\n    ", " ")
         );
     }
     s
