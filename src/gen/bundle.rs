@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::Staged;
-use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput};
+use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
 use super::next_steps;
 use super::versions::{Decisions, Versions, VersionsError};
 
@@ -247,7 +247,10 @@ fn node_files(
     staged: &Staged,
 ) -> Result<Vec<NodeFile>, BundleError> {
     let mut files: BTreeMap<String, NodeFile> = BTreeMap::new();
-    let mut text = |rel: &str, mode: u32, s: String| {
+    // Node paths are absolute in configs::paths (what the units and configs name); the tree
+    // holds them relative to the node's root.
+    let mut text = |path: &str, mode: u32, s: String| {
+        let rel = path.trim_start_matches('/');
         files.insert(
             rel.to_owned(),
             NodeFile {
@@ -258,80 +261,64 @@ fn node_files(
         );
     };
     if node.control_plane {
+        text(&paths::unit("etcd"), 0o644, configs::etcd_unit(c, node, d));
         text(
-            "etc/systemd/system/etcd.service",
-            0o644,
-            configs::etcd_unit(c, node, d),
-        );
-        text(
-            "etc/systemd/system/kube-apiserver.service",
+            &paths::unit("kube-apiserver"),
             0o644,
             configs::apiserver_unit(c, node, v),
         );
         text(
-            "etc/systemd/system/kube-controller-manager.service",
+            &paths::unit("kube-controller-manager"),
             0o644,
             configs::controller_manager_unit(c),
         );
         text(
-            "etc/systemd/system/kube-scheduler.service",
+            &paths::unit("kube-scheduler"),
             0o644,
             configs::scheduler_unit(),
         );
+        text(paths::SCHEDULER_CONFIG, 0o644, configs::scheduler_config(d));
         text(
-            "etc/kubernetes/kube-scheduler.yaml",
-            0o644,
-            configs::scheduler_config(d),
-        );
-        text(
-            "etc/kubernetes/encryption-config.yaml",
+            paths::ENCRYPTION_CONFIG,
             0o600,
             configs::encryption_config(d, keys),
         );
     }
     if node.worker {
         text(
-            "etc/containerd/config.toml",
+            paths::CONTAINERD_CONFIG,
             0o644,
             configs::containerd_config(v, d, c.host_profile),
         );
         text(
-            "etc/systemd/system/containerd.service",
+            &paths::unit("containerd"),
             0o644,
             configs::containerd_unit(),
         );
+        text(paths::CNI_CONFLIST, 0o644, configs::cni_conflist(node, d));
         text(
-            "etc/cni/net.d/10-bridge.conflist",
-            0o644,
-            configs::cni_conflist(node, d),
-        );
-        text(
-            "var/lib/kubelet/config.yaml",
+            paths::KUBELET_CONFIG,
             0o644,
             configs::kubelet_config(c, node, d, opts.cgroup_v1),
         );
         text(
-            "etc/systemd/system/kubelet.service",
+            &paths::unit("kubelet"),
             0o644,
             configs::kubelet_unit(node, v, d),
         );
         text(
-            "var/lib/kube-proxy/config.yaml",
+            paths::KUBE_PROXY_CONFIG,
             0o644,
             configs::kube_proxy_config(c, node, d),
         );
         text(
-            "etc/systemd/system/kube-proxy.service",
+            &paths::unit("kube-proxy"),
             0o644,
             configs::kube_proxy_unit(),
         );
-        text("etc/crictl.yaml", 0o644, configs::crictl_config());
-        text(
-            "etc/modules-load.d/kubernetes.conf",
-            0o644,
-            configs::modules_load(),
-        );
-        text("etc/sysctl.d/99-kubernetes.conf", 0o644, configs::sysctl());
+        text(paths::CRICTL_CONFIG, 0o644, configs::crictl_config());
+        text(paths::MODULES_LOAD, 0o644, configs::modules_load());
+        text(paths::SYSCTL, 0o644, configs::sysctl());
     }
     for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);

@@ -111,6 +111,21 @@ pub mod paths {
     pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
     /// etcd's data directory.
     pub const ETCD_DATA: &str = "/var/lib/etcd";
+    /// The CNI network configuration.
+    pub const CNI_CONFLIST: &str = "/etc/cni/net.d/10-bridge.conflist";
+    /// crictl's configuration.
+    pub const CRICTL_CONFIG: &str = "/etc/crictl.yaml";
+    /// Kernel modules loaded at boot.
+    pub const MODULES_LOAD: &str = "/etc/modules-load.d/kubernetes.conf";
+    /// Kernel settings applied at boot.
+    pub const SYSCTL: &str = "/etc/sysctl.d/99-kubernetes.conf";
+    /// Where systemd units go.
+    pub const UNITS: &str = "/etc/systemd/system";
+
+    /// The unit file of service `name`.
+    pub fn unit(name: &str) -> String {
+        format!("{UNITS}/{name}.service")
+    }
 }
 
 fn ip_url(ip: IpAddr, port: u16) -> String {

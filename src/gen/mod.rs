@@ -62,27 +62,6 @@ pub fn create_dir(dir: &Path, mode: u32) -> Result<(), WriteError> {
         .map_err(at("cannot set the mode of", dir))
 }
 
-/// Write `bytes` to `path` atomically with `mode`: a temporary file in the same directory gets
-/// the mode before any byte is written (a key is never world-readable, even for an instant), is
-/// synced, then renamed over `path`. The parent directory must exist.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(at("cannot create a temporary file in", dir))?;
-    // The umask may have narrowed the mode at creation; set it exactly.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(at("cannot set the mode of", path))?;
-    tmp.write_all(bytes).map_err(at("cannot write", path))?;
-    tmp.as_file().sync_all().map_err(at("cannot sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| at("cannot rename into", path)(e.error))?;
-    Ok(())
-}
-
 /// `<out>/cluster.toml`: the spec a tree was generated from, read back by `kbin gen node` and
 /// `kbin certs`.
 pub fn spec_path(out: &Path) -> PathBuf {
@@ -339,17 +318,54 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn written_files_have_the_mode_asked_for_and_no_temp_left() {
+    fn staged_files_keep_their_mode_and_missing_secret_dirs_are_made_0700_on_commit() {
         let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("pki");
-        create_dir(&dir, MODE_SECRET_DIR).unwrap();
-        let key = dir.join("ca.key");
-        write_file(&key, b"secret", MODE_SECRET).unwrap();
-        write_file(&key, b"secret2", MODE_SECRET).unwrap();
-        assert_eq!(std::fs::read(&key).unwrap(), b"secret2");
+        let key = d.path().join("secrets/new/ca.key");
+        let staged = Staged::new();
+        staged.stage(&key, b"secret", MODE_SECRET).unwrap();
+        assert!(
+            !d.path().join("secrets").exists(),
+            "nothing before the commit"
+        );
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
         assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
+        let dir = d.path().join("secrets/new");
         assert_eq!(dir.metadata().unwrap().mode() & 0o777, 0o700);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+    }
+
+    #[test]
+    fn a_staged_tree_replaces_the_old_one_whole_and_a_file_in_the_way_fails_the_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("nodes/w1");
+        std::fs::create_dir_all(tree.join("old")).unwrap();
+        std::fs::write(tree.join("old/file"), "old").unwrap();
+        let staged = Staged::new();
+        let built = staged.stage_tree(&tree).unwrap();
+        std::fs::write(built.join("new"), "new").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(tree.join("new")).unwrap(), "new");
+        assert!(!tree.join("old").exists());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("nodes")).unwrap().count(),
+            1
+        );
+
+        std::fs::remove_dir_all(&tree).unwrap();
+        std::fs::write(&tree, "in the way").unwrap();
+        let other = d.path().join("nodes/f");
+        let staged = Staged::new();
+        staged.stage(&other, b"x", MODE_PUBLIC).unwrap();
+        staged.stage_tree(&tree).unwrap();
+        let e = staged.commit().unwrap_err();
+        assert!(e.to_string().contains("nodes/w1"), "{e}");
+        assert!(!other.exists(), "nothing committed");
+        assert_eq!(std::fs::read_to_string(&tree).unwrap(), "in the way");
     }
 
     #[test]
@@ -372,12 +388,5 @@ mod tests {
         assert_eq!(std::fs::read(&key).unwrap(), b"k2");
         assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn write_into_a_missing_directory_names_it() {
-        let d = tempfile::tempdir().unwrap();
-        let e = write_file(&d.path().join("no/such/f"), b"x", MODE_PUBLIC).unwrap_err();
-        assert!(e.to_string().contains("no/such"), "{e}");
     }
 }
