@@ -5,12 +5,14 @@
 //! Every file is written atomically with its final mode ([`write_file`]).
 
 pub mod bundle;
+pub mod bundle_cache;
 pub mod certs;
 pub mod configs;
 pub mod kubeconfig;
 pub mod next_steps;
 pub mod pki;
 pub mod spec;
+pub mod tarball;
 pub mod versions;
 
 use std::io::Write;
