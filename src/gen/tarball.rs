@@ -309,3 +309,109 @@ pub fn write_file(path: &Path, entries: &[Entry], mode: u32) -> Result<Output<()
         size,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Files spanning several blocks: compressible text, then bytes from a simple generator (so
+    /// members differ), in sizes that end mid-block.
+    fn fixture(dir: &Path) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for (i, (name, size, mode)) in [
+            ("usr/local/bin/big", 3 * BLOCK_SIZE + 12_345, 0o755),
+            ("etc/kubernetes/pki/ca.key", 227, 0o600),
+            ("opt/cni/bin/empty", 0, 0o644),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut x = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
+            let bytes: Vec<u8> = (0..size)
+                .map(|j| {
+                    if j % 4096 < 2048 {
+                        b"kubelet "[j % 8]
+                    } else {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    }
+                })
+                .collect();
+            let src = dir.join(format!("src-{i}"));
+            std::fs::write(&src, bytes).unwrap();
+            entries.push((name.to_owned(), mode, src));
+        }
+        entries.sort();
+        entries
+    }
+
+    #[test]
+    fn parallel_tarball_is_read_by_real_tar_and_gzip_with_contents_and_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let entries = fixture(d.path());
+        let path = d.path().join("out/b.tar.gz");
+        let w = write_file(&path, &entries, 0o600).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(w.size, bytes.len() as u64);
+        assert_eq!(w.sha256, Digest::sha256_of(&Sha256::digest(&bytes)));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Several members: one per started block of the tar stream.
+        let members = bytes
+            .windows(4)
+            .filter(|w| w == &[0x1f, 0x8b, 8, 0])
+            .count();
+        assert!(members >= 4, "{members} gzip members");
+
+        let t = Command::new("gzip").arg("-t").arg(&path).status().unwrap();
+        assert!(t.success(), "gzip -t");
+        let x = d.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        let t = Command::new("tar")
+            .arg("-C")
+            .arg(&x)
+            .arg("-xzf")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(t.success(), "tar xzf");
+        for (rel, mode, src) in &entries {
+            let got = x.join(rel);
+            assert_eq!(
+                std::fs::read(&got).unwrap(),
+                std::fs::read(src).unwrap(),
+                "{rel}"
+            );
+            let m = std::fs::metadata(&got).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, *mode, "{rel}");
+        }
+    }
+
+    #[test]
+    fn bytes_do_not_depend_on_the_number_of_threads() {
+        let d = tempfile::tempdir().unwrap();
+        let entries = fixture(d.path());
+        let p = d.path().join("b.tar.gz");
+        let runs: Vec<Vec<u8>> = [1, 2, 3, 8]
+            .into_iter()
+            .map(|n| write_tar_gz_on(Vec::new(), &entries, &p, n).unwrap().out)
+            .collect();
+        assert!(runs.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn unreadable_entry_names_the_file_and_leaves_no_output() {
+        let d = tempfile::tempdir().unwrap();
+        let mut entries = fixture(d.path());
+        entries.push(("zz".into(), 0o644, d.path().join("no-such-file")));
+        let path = d.path().join("out/b.tar.gz");
+        let e = write_file(&path, &entries, 0o644).unwrap_err();
+        assert!(e.path.ends_with("no-such-file"), "{e}");
+        assert_eq!(std::fs::read_dir(d.path().join("out")).unwrap().count(), 0);
+    }
+}
