@@ -230,7 +230,58 @@ pub fn write_tar_gz_on<W: Write + Send>(
     path: &Path,
     threads: usize,
 ) -> Result<Output<W>, PathIo> {
-    let threads = threads.max(1);
+    // A node's configs and keys fit in a block or two: starting threads for each of a thousand
+    // nodes would cost more than compressing them here.
+    let small = entries
+        .iter()
+        .map(|(_, _, src)| std::fs::metadata(src).map_or(0, |m| m.len()))
+        .sum::<u64>()
+        < BLOCK_SIZE as u64;
+    // Big ones stream through the pipeline even on one core, so memory stays bounded.
+    if small {
+        write_tar_gz_here(out, entries, path)
+    } else {
+        write_tar_gz_pipelined(out, entries, path, threads)
+    }
+}
+
+/// The same bytes as [`write_tar_gz_pipelined`], on the calling thread: the whole tar stream in
+/// memory, then one member per block.
+fn write_tar_gz_here<W: Write>(
+    mut out: W,
+    entries: &[Entry],
+    path: &Path,
+) -> Result<Output<W>, PathIo> {
+    let mut stream = Vec::new();
+    tar_stream(&mut stream, entries, path)?;
+    let fail = |source| PathIo {
+        action: "cannot write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for block in stream.chunks(BLOCK_SIZE) {
+        let z = member(block).map_err(fail)?;
+        out.write_all(&z).map_err(fail)?;
+        hasher.update(&z);
+        size += z.len() as u64;
+    }
+    out.flush().map_err(fail)?;
+    Ok(Output {
+        out,
+        sha256: Digest::sha256_of(&hasher.finalize()),
+        size,
+    })
+}
+
+/// Blocks compressed on `threads` threads, written in order by another (see the module docs).
+fn write_tar_gz_pipelined<W: Write + Send>(
+    out: W,
+    entries: &[Entry],
+    path: &Path,
+    threads: usize,
+) -> Result<Output<W>, PathIo> {
     let pool = pool_size(threads);
     let (jobs_tx, jobs_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
     let jobs_rx = Mutex::new(jobs_rx);
@@ -397,11 +448,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let entries = fixture(d.path());
         let p = d.path().join("b.tar.gz");
-        let runs: Vec<Vec<u8>> = [1, 2, 3, 8]
+        let mut runs: Vec<Vec<u8>> = [1, 2, 3, 8]
             .into_iter()
             .map(|n| write_tar_gz_on(Vec::new(), &entries, &p, n).unwrap().out)
             .collect();
+        runs.push(write_tar_gz_here(Vec::new(), &entries, &p).unwrap().out);
         assert!(runs.windows(2).all(|w| w[0] == w[1]));
+        // Small tarballs (a node's) are made on the calling thread: the same bytes again.
+        let small = &entries[..1];
+        assert!(std::fs::metadata(&small[0].2).unwrap().len() < BLOCK_SIZE as u64);
+        assert_eq!(
+            write_tar_gz_here(Vec::new(), small, &p).unwrap().out,
+            write_tar_gz_pipelined(Vec::new(), small, &p, 2)
+                .unwrap()
+                .out
+        );
     }
 
     #[test]
