@@ -395,3 +395,24 @@ fn gen_cluster_rerun_and_gen_node_reuse_the_bundles_the_first_run_made() {
     assert_eq!(sources(&node), ["reused", "reused"]);
     assert_eq!(inode(&worker), before.0);
 }
+
+#[test]
+fn a_kbin_home_that_cannot_keep_the_bundle_still_gets_one_made_without_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    let v = install(home.path(), "t", |_| 0);
+    // The toolchain's binaries stay (hardlinks), but cache/ can no longer be a directory.
+    let cache = Layout::new(home.path()).cache_dir();
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::write(&cache, b"not a directory").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let b = bundle(&v, out.path(), Role::Worker);
+    assert_eq!(b.source, Source::Uncached);
+    assert_eq!(b.key, None);
+    assert_eq!(sha256(&b.path), b.digest);
+    let st = Command::new("gzip")
+        .arg("-t")
+        .arg(&b.path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

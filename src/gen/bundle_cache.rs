@@ -13,7 +13,8 @@
 //! read-only and renamed into `cache/blobs` ([`Store::insert_hashed`]), then the ref is written
 //! atomically. The KBIN_HOME lock is held shared (so `cache gc` cannot remove the blob under us)
 //! and a lock per key makes a second kbin wait for the first one's bundle instead of compressing
-//! the same bytes again.
+//! the same bytes again. A KBIN_HOME this user cannot write (a toolchain shared read-only) only
+//! loses the reuse: the bundle is then compressed straight into the output tree.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -26,7 +27,7 @@ use super::tarball::{self, Entry};
 use super::versions::Versions;
 use crate::manifest::Digest;
 use crate::store::cas::{CasError, FileDigests, sha256_file};
-use crate::store::{Layout, PathIo, Store, StoreError, at};
+use crate::store::{FileLock, Layout, PathIo, Store, StoreError, at};
 
 /// Errors making, checking or placing a shared bundle.
 #[derive(Debug, thiserror::Error)]
@@ -226,33 +227,62 @@ fn place(blob: &Path, path: &Path) -> Result<(), BundleCacheError> {
     Ok(())
 }
 
+/// Compress `entries` straight to `path`, with no store to keep the bundle in.
+fn uncached(path: &Path, entries: &[Entry]) -> Result<SharedBundle, BundleCacheError> {
+    let w = tarball::write_file(path, entries, 0o644)?;
+    Ok(SharedBundle {
+        path: path.to_owned(),
+        digest: w.sha256,
+        key: None,
+        source: Source::Uncached,
+    })
+}
+
+/// Open the store of `layout` and take its shared lock: the bundle's blob is safe from
+/// `cache gc` while the lock is held.
+fn open_store(layout: &Layout) -> Result<(Store, FileLock), BundleCacheError> {
+    let store = Store::open(layout.clone()).map_err(|source| BundleCacheError::Home {
+        home: layout.root().to_owned(),
+        source,
+    })?;
+    let lock = store.lock_shared(|| tracing::warn!("waiting for `kbin cache gc` to finish"))?;
+    Ok((store, lock))
+}
+
 /// Put the shared bundle of `entries` (sorted, as they go in the tarball) at `path`: reused
 /// from the store of the toolchain's KBIN_HOME when it holds one for the same content, else
-/// made on every core and kept there. Without a KBIN_HOME (`v.home` is none) it is only made.
+/// made on every core and kept there. Without a KBIN_HOME (`v.home` is none), or one this user
+/// cannot write (a toolchain shared read-only), it is only made.
 pub fn shared_bundle(
     v: &Versions,
     path: &Path,
     entries: &[Entry],
 ) -> Result<SharedBundle, BundleCacheError> {
     let Some(layout) = &v.home else {
-        let w = tarball::write_file(path, entries, 0o644)?;
-        return Ok(SharedBundle {
-            path: path.to_owned(),
-            digest: w.sha256,
-            key: None,
-            source: Source::Uncached,
-        });
+        return uncached(path, entries);
     };
-    let store = Store::open(layout.clone()).map_err(|source| BundleCacheError::Home {
-        home: layout.root().to_owned(),
-        source,
-    })?;
-    // Shared: `cache gc` must not remove the blob between its check and its link.
-    let _home = store.lock_shared(|| tracing::info!("waiting for `kbin cache gc` to finish"))?;
+    let (store, _home) = match open_store(layout) {
+        Ok(s) => s,
+        Err(e) => {
+            // Generating must not need write access to the toolchain's home: only the reuse
+            // is lost.
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            tracing::warn!(
+                "{why}; {} is made without the store (and will be made again next time)",
+                path.display()
+            );
+            return uncached(path, entries);
+        }
+    };
     let key = bundle_key(&entry_digests(layout, v, entries)?);
     // Another kbin making the same bundle: wait for it, then reuse its work.
     let _key = store.lock_key(&format!("bundle-{}", key.hex()), || {
-        tracing::info!("waiting for another kbin making {}", path.display())
+        tracing::warn!("waiting for another kbin making {}", path.display())
     })?;
     let (digest, blob, source) = match cached(&store, &key)? {
         Some((digest, blob)) => (digest, blob, Source::Reused),
