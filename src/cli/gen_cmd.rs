@@ -437,6 +437,7 @@ mod configs_step {
     use super::{Context, GenClusterArgs};
     use crate::error::WithHint;
     use crate::r#gen::bundle::{self, Written};
+    use crate::r#gen::bundle_cache::Source;
     use crate::r#gen::configs::{ClusterInput, NodeInput};
     use crate::r#gen::spec::ClusterSpec;
     use crate::r#gen::versions::{self, Versions, VersionsError};
@@ -560,8 +561,14 @@ mod configs_step {
                 n.tarball.display()
             ));
         }
-        for b in &written.binary_bundles {
-            ctx.ui.status(format!("binaries: {}", b.display()));
+        for b in &written.shared_bundles {
+            let how = match b.source {
+                Source::Reused => " (kept in the store by an earlier run: reused)",
+                Source::Made => " (made, and kept in the store for the next run)",
+                Source::Uncached => "",
+            };
+            ctx.ui
+                .status(format!("binaries: {}{how}", b.path.display()));
         }
         Ok(written)
     }

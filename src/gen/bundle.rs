@@ -18,8 +18,10 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::Staged;
+use super::bundle_cache::{self, BundleCacheError, SharedBundle};
 use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
 use super::next_steps;
+use super::tarball;
 use super::versions::{Decisions, Versions, VersionsError};
 
 /// Errors writing the configs and bundles.
@@ -68,6 +70,12 @@ pub enum BundleError {
     /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] super::WriteError),
+    /// A shared binaries bundle could not be made, checked or placed.
+    #[error(transparent)]
+    SharedBundle(#[from] BundleCacheError),
+    /// A tarball could not be written.
+    #[error(transparent)]
+    Tarball(#[from] crate::store::PathIo),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
@@ -159,6 +167,8 @@ pub struct Written {
     pub nodes: Vec<WrittenNode>,
     /// Shared binary tarballs.
     pub binary_bundles: Vec<PathBuf>,
+    /// Each shared binary tarball's digest and whether the store already had it.
+    pub shared_bundles: Vec<SharedBundle>,
     /// NEXT-STEPS.md.
     pub next_steps: PathBuf,
     /// Whether the kubelet configs are for cgroup v1 hosts.
@@ -458,42 +468,14 @@ fn build_tree(dir: &Path, files: &[NodeFile], staged: &Staged) -> Result<(), Bun
     Ok(())
 }
 
-/// Write a deterministic .tar.gz of `entries` (relative path, mode, source file) to a temporary
-/// file beside `path`, returned for staging.
+/// Write a deterministic .tar.gz of `entries` (relative path, mode, source file) on every core
+/// ([`tarball`]) to a temporary file beside `path`, returned for staging. Mode 0600: a node's
+/// tarball holds its private keys.
 fn write_tarball(
     path: &Path,
     entries: &[(String, u32, PathBuf)],
 ) -> Result<tempfile::TempPath, BundleError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file in", dir))?;
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(tmp.as_file(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    for (rel, mode, src) in entries {
-        let mut f = std::fs::File::open(src).map_err(io("open", src))?;
-        let len = f.metadata().map_err(io("stat", src))?.len();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(len);
-        h.set_mode(*mode);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, rel, &mut f)
-            .map_err(io("archive", src))?;
-    }
-    let gz = tar.into_inner().map_err(io("write", path))?;
-    gz.finish().map_err(io("write", path))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(super::MODE_PUBLIC))
-        .map_err(io("chmod", path))?;
-    Ok(tmp.into_temp_path())
+    Ok(tarball::write_temp(path, entries, 0o600)?.1)
 }
 
 /// `<out>/nodes`: one root-filesystem tree and one tarball per node (absent in a --pki-only tree).
@@ -553,13 +535,14 @@ pub fn write(
         });
     }
     let mut binary_bundles = Vec::new();
+    let mut shared_bundles = Vec::new();
     for (role, files) in &bundles {
         let path = opts.out.join(binaries_bundle(*role, v.arch));
         let entries: Vec<(String, u32, PathBuf)> = files
             .iter()
             .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
             .collect();
-        staged.stage_written(write_tarball(&path, &entries)?, &path);
+        shared_bundles.push(bundle_cache::shared_bundle(v, &path, &entries, staged)?);
         binary_bundles.push(path);
     }
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
@@ -569,6 +552,7 @@ pub fn write(
         versions: v.origin.clone(),
         nodes: written,
         binary_bundles,
+        shared_bundles,
         next_steps: next,
         cgroup_v1: opts.cgroup_v1,
         next_steps_text: text,

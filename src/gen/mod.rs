@@ -6,6 +6,7 @@
 //! directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree as it was.
 
 pub mod bundle;
+pub mod bundle_cache;
 pub mod certs;
 pub mod configs;
 pub mod host;
@@ -14,6 +15,7 @@ pub mod kubeconfig;
 pub mod next_steps;
 pub mod pki;
 pub mod spec;
+pub mod tarball;
 pub mod versions;
 
 use std::io::Write;

@@ -16,7 +16,7 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::manifest::resolve::Resolution;
-use crate::manifest::{Arch, Images};
+use crate::manifest::{Arch, Digest, Images};
 use crate::store::Layout;
 use crate::toolchain::receipt::Receipt;
 
@@ -544,6 +544,14 @@ pub struct Versions {
     pub toolchain_dir: Option<PathBuf>,
     /// Binary name to its path relative to `toolchain_dir` (from the receipt).
     pub binaries: BTreeMap<String, String>,
+    /// Binary name to the digest the receipt records for it (its blob in the store): the shared
+    /// bundles are keyed by these instead of re-hashing hundreds of MB on every run.
+    #[serde(skip)]
+    pub digests: BTreeMap<String, Digest>,
+    /// The KBIN_HOME the toolchain is installed in, whose store keeps the shared binaries
+    /// bundles made from it (none for versions read from the manifest or a bare receipt).
+    #[serde(skip)]
+    pub home: Option<Layout>,
 }
 
 /// The components and Kubernetes binaries the configs need a version for.
@@ -569,6 +577,7 @@ impl Versions {
         let origin = format!("toolchain {}", receipt.name);
         let mut components = BTreeMap::new();
         let mut binaries = BTreeMap::new();
+        let mut digests = BTreeMap::new();
         for c in &receipt.components {
             components
                 .entry(c.name.clone())
@@ -580,6 +589,9 @@ impl Versions {
                 binaries
                     .entry(b.name.clone())
                     .or_insert_with(|| b.path.clone());
+                digests
+                    .entry(b.name.clone())
+                    .or_insert_with(|| b.digest.clone());
             }
         }
         let images = receipt
@@ -597,6 +609,8 @@ impl Versions {
             images,
             toolchain_dir,
             binaries,
+            digests,
+            home: None,
         })
     }
 
@@ -628,6 +642,8 @@ impl Versions {
             images,
             toolchain_dir: None,
             binaries: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            home: None,
         })
     }
 
@@ -650,7 +666,9 @@ impl Versions {
             });
         }
         let receipt = Receipt::load(&receipt_path)?;
-        Self::from_receipt(&receipt, Some(layout.toolchain_dir(&name)))
+        let mut v = Self::from_receipt(&receipt, Some(layout.toolchain_dir(&name)))?;
+        v.home = Some(layout.clone());
+        Ok(v)
     }
 
     fn checked(self) -> Result<Self, VersionsError> {

@@ -5,6 +5,7 @@
 //! ├── cache/
 //! │   ├── blobs/sha256/<2 hex>/<64 hex>   immutable, read-only files (artifacts, binaries)
 //! │   ├── trees/<digest hex>/             extracted archives, immutable
+//! │   ├── bundles/sha256-<key hex>        shared binaries bundle refs: key → the bundle's blob
 //! │   └── tmp/                            downloads in progress (resumable) and staging
 //! ├── git/<host>/<path>.git               bare mirrors for source builds
 //! ├── builds/<key>/                       build work trees and logs
@@ -133,6 +134,28 @@ impl Layout {
     pub fn tree_path(&self, digest: &Digest) -> PathBuf {
         self.trees_dir()
             .join(format!("{}-{}", digest.algo().as_str(), digest.hex()))
+    }
+
+    /// `cache/bundles/`: one small text file per shared binaries bundle that `kbin gen` made
+    /// (`bundles/<role>-<arch>-binaries.tar.gz`), so that another run, `gen node` or another
+    /// cluster from the same toolchain reuses it instead of compressing hundreds of MB again.
+    ///
+    /// ```text
+    /// cache/bundles/sha256-<key hex>   its content: "sha256:<hex>\n", the bundle's blob digest
+    /// ```
+    ///
+    /// The key is the sha256 of what the bundle holds (each binary's digest, path and mode in
+    /// the tarball) and of the bundle format's version; the bundle itself is an ordinary blob in
+    /// `cache/blobs/`, re-hashed before each reuse. `cache gc` removes such blobs (no receipt
+    /// references them): a ref whose blob is gone is a miss, and the bundle is made again.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.cache_dir().join("bundles")
+    }
+
+    /// The ref of the shared bundle whose content key is `key`.
+    pub fn bundle_ref(&self, key: &Digest) -> PathBuf {
+        self.bundles_dir()
+            .join(format!("{}-{}", key.algo().as_str(), key.hex()))
     }
 
     /// `cache/tmp/`: same filesystem as blobs and toolchains, so renames are atomic.
