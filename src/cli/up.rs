@@ -82,7 +82,7 @@ pub struct StatusArgs {
 }
 
 /// A hint for each kind of failure; a failed step also prints its log tail first.
-fn explain(ctx: &Context, out: &std::path::Path, e: UpError) -> anyhow::Error {
+fn explain(out: &std::path::Path, e: UpError) -> anyhow::Error {
     let dir = out.display();
     let hint = match &e {
         UpError::Spec { .. } | UpError::NoTree { .. } => Some(format!(
@@ -91,16 +91,14 @@ fn explain(ctx: &Context, out: &std::path::Path, e: UpError) -> anyhow::Error {
         UpError::NoLocalNode { .. } => {
             Some("name the node to run here: kbin up --node NAME".into())
         }
-        UpError::Step {
-            log, tail, next, ..
-        } => {
+        UpError::Step(f) => {
+            let (log, tail, next) = (&f.log, &f.tail, &f.next);
             if !tail.is_empty() {
                 ui::say(&format!("last {} lines of {}:", tail.len(), log.display()));
                 for l in tail {
                     ui::say(&format!("  | {l}"));
                 }
             }
-            let _ = ctx;
             Some(format!(
                 "look further: {next}; see every component: kbin status --out {dir}; stop what runs: kbin down --out {dir}"
             ))
@@ -123,7 +121,7 @@ pub(super) fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<ExitCode> {
         timeout: a.timeout.map(Duration::from_secs),
         supervisor: a.supervisor,
     };
-    let reports = up::up(&opts, &ctx.ui).map_err(|e| explain(ctx, &a.out, e))?;
+    let reports = up::up(&opts, &ctx.ui).map_err(|e| explain(&a.out, e))?;
     ctx.ui.report(&reports, |reports| {
         let mut s = String::new();
         for r in reports {
@@ -161,7 +159,7 @@ pub(super) fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(a.grace),
         supervisor: a.supervisor,
     };
-    let reports = up::down(&opts, &ctx.ui).map_err(|e| explain(ctx, &a.out, e))?;
+    let reports = up::down(&opts, &ctx.ui).map_err(|e| explain(&a.out, e))?;
     ctx.ui.report(&reports, |reports| {
         if reports.is_empty() {
             return "nothing runs: no node of this tree was started by kbin up here\n".into();
@@ -195,7 +193,7 @@ pub(super) fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<ExitCode> {
     let nodes =
-        up::status(&a.out, a.node.as_deref(), a.supervisor).map_err(|e| explain(ctx, &a.out, e))?;
+        up::status(&a.out, a.node.as_deref(), a.supervisor).map_err(|e| explain(&a.out, e))?;
     ctx.ui.report(&nodes, |nodes| {
         let mut s = String::new();
         for n in nodes {

@@ -162,22 +162,9 @@ pub enum UpError {
         /// Each problem with its fix.
         problems: Vec<preflight::Problem>,
     },
-    /// A step failed.
-    #[error("{component} on node {node}: {what}")]
-    Step {
-        /// The node.
-        node: String,
-        /// The component.
-        component: String,
-        /// What went wrong (the check and its last answer).
-        what: String,
-        /// The component's log.
-        log: PathBuf,
-        /// Its last lines.
-        tail: Vec<String>,
-        /// Where to look further.
-        next: String,
-    },
+    /// A step failed (boxed: it carries the log tail).
+    #[error("{} on node {}: {}", .0.component, .0.node, .0.what)]
+    Step(Box<StepFailure>),
     /// Reading or writing failed.
     #[error("cannot {action} {path}")]
     Io {
@@ -192,6 +179,23 @@ pub enum UpError {
     /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] crate::r#gen::WriteError),
+}
+
+/// Why a step failed, with what the user needs to look further.
+#[derive(Debug)]
+pub struct StepFailure {
+    /// The node.
+    pub node: String,
+    /// The component.
+    pub component: String,
+    /// What went wrong (the check and its last answer).
+    pub what: String,
+    /// The component's log.
+    pub log: PathBuf,
+    /// Its last lines.
+    pub tail: Vec<String>,
+    /// Where to look further.
+    pub next: String,
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UpError {
@@ -774,14 +778,14 @@ fn up_node(
 }
 
 fn step_error(node: &Node, component: &str, what: String, log: &Path, next: String) -> UpError {
-    UpError::Step {
+    UpError::Step(Box::new(StepFailure {
         node: node.name.clone(),
         component: component.to_owned(),
         what,
         log: log.to_owned(),
         tail: process::tail(log, 30),
         next,
-    }
+    }))
 }
 
 #[allow(clippy::too_many_arguments)] // one step needs each of these; a struct would only rename them
