@@ -531,7 +531,7 @@ fn secure_url(unit: &ServiceUnit, default_port: u16) -> String {
     format!("https://{bind}:{port}")
 }
 
-/// Install `tree` (but `install.sh`) under `/`, recording every file and created directory in
+/// Install `tree` (but `install.sh`) under `/`, recording every file and directory it creates in
 /// `state`. Returns how many files were written (identical files are left alone).
 pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
     let mut written = 0;
@@ -562,6 +562,9 @@ pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
             .permissions()
             .mode()
             & 0o7777;
+        // Only what up creates is up's to remove: a file that was there before (a user's own
+        // kubectl) is overwritten like install.sh would, but `down` leaves it.
+        let existed = dst.exists();
         if !same_file_content(&src, &dst, mode) {
             // Beside the target, then renamed over it: a running binary is replaced, never
             // written in place (ETXTBSY), and a reader never sees half a file.
@@ -577,7 +580,7 @@ pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
             std::fs::rename(&tmp, &dst).map_err(io("rename into", &dst))?;
             written += 1;
         }
-        if !state.installed.contains(&dst) {
+        if !existed && !state.installed.contains(&dst) {
             state.installed.push(dst);
         }
     }
