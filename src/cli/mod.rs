@@ -13,6 +13,7 @@ mod gen_cmd;
 mod install;
 mod show_versions;
 mod uninstall;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ pub use gen_cmd::GenCommand;
 pub use install::InstallArgs;
 pub use show_versions::ShowVersionsArgs;
 pub use uninstall::UninstallArgs;
+pub use up::{DownArgs, StatusArgs, UpArgs};
 
 /// rustup for Kubernetes "the hard way".
 ///
@@ -111,6 +113,12 @@ pub enum Command {
     Default(DefaultArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+    /// Run the generated node(s) of this machine, in order, with a check after each step
+    Up(UpArgs),
+    /// Stop what `kbin up` started, in reverse order, and remove what it installed
+    Down(DownArgs),
+    /// Each component of this machine's node(s): PID, state, health and since when
+    Status(StatusArgs),
 }
 
 /// What every command gets: the global options, the output, and lazy access to the store and
@@ -192,6 +200,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Uninstall(a) => uninstall::run(&ctx, a),
         Command::Default(a) => default::run(&ctx, a),
         Command::Completions(a) => completions::run(&ctx, a),
+        Command::Up(a) => up::up(&ctx, a),
+        Command::Down(a) => up::down(&ctx, a),
+        Command::Status(a) => up::status(&ctx, a),
     }
 }
 

@@ -1,0 +1,351 @@
+//! The check after each step: what "up" means for each component, asked the way an operator
+//! would (NEXT-STEPS.md's commands), over TLS with the cluster's own certificates.
+//!
+//! Every probe returns `Ok(what it saw)` or `Err(why not yet)`; the caller retries until the
+//! step's timeout and reports the last `Err`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+/// One probe's answer: what was seen, or why it is not healthy (yet).
+pub type Probe = Result<String, String>;
+
+/// Client credentials and the CA to trust, PEM.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// CA certificates to trust (none: only with `insecure`).
+    pub ca: Vec<u8>,
+    /// Client certificate followed by its key.
+    pub identity: Option<Vec<u8>>,
+    /// Accept any server certificate: kube-controller-manager and kube-scheduler serve
+    /// `/healthz` with a self-signed certificate they make at start-up (no `--tls-cert-file` in
+    /// their units), so there is nothing to verify it against. Only their health is read.
+    pub insecure: bool,
+}
+
+impl Tls {
+    /// From PEM files: the CA, and optionally a client certificate and its key.
+    pub fn from_files(ca: &Path, cert_key: Option<(&Path, &Path)>) -> std::io::Result<Tls> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let identity = match cert_key {
+            Some((c, k)) => {
+                let mut id = read(c)?;
+                id.push(b'\n');
+                id.extend(read(k)?);
+                Some(id)
+            }
+            None => None,
+        };
+        Ok(Tls {
+            ca: read(ca)?,
+            identity,
+            insecure: false,
+        })
+    }
+}
+
+/// An HTTP response: status and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body as text.
+    pub body: String,
+}
+
+/// `method url` (with a JSON body, if any) over TLS per `tls`.
+pub fn request(
+    method: reqwest::Method,
+    url: &str,
+    tls: &Tls,
+    body: Option<(&str, String)>,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let mut b = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .tls_built_in_root_certs(false);
+    if tls.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if !tls.ca.is_empty() {
+        for cert in
+            reqwest::Certificate::from_pem_bundle(&tls.ca).map_err(|e| format!("CA: {e}"))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if let Some(id) = &tls.identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(id).map_err(|e| format!("client certificate: {e}"))?,
+        );
+    }
+    let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
+    let mut req = client.request(method, url);
+    if let Some((content_type, body)) = body {
+        req = req.header("Content-Type", content_type).body(body);
+    }
+    let resp = req.send().map_err(|e| chain(&e))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().map_err(|e| chain(&e))?;
+    Ok(Response { status, body })
+}
+
+/// An error and its causes on one line (reqwest's own message hides the useful part).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `GET url` expecting 200; the body (trimmed, first line) is what was seen.
+pub fn get_ok(url: &str, tls: &Tls, timeout: Duration) -> Probe {
+    let r = request(reqwest::Method::GET, url, tls, None, timeout)?;
+    let first = r.body.trim().lines().next().unwrap_or("").to_owned();
+    if r.status == 200 {
+        Ok(format!(
+            "GET {url}: {}",
+            if first.is_empty() {
+                "200".into()
+            } else {
+                first
+            }
+        ))
+    } else {
+        Err(format!("GET {url}: HTTP {} {}", r.status, first))
+    }
+}
+
+/// etcd's `GET /health` on a client URL with the healthcheck client certificate: healthy when
+/// it answers `{"health":"true"}` (what `etcdctl endpoint health` asks too).
+pub fn etcd_health(client_url: &str, tls: &Tls, timeout: Duration) -> Probe {
+    let url = format!("{}/health", client_url.trim_end_matches('/'));
+    let r = request(reqwest::Method::GET, &url, tls, None, timeout)?;
+    let compact: String = r.body.chars().filter(|c| !c.is_whitespace()).collect();
+    if r.status == 200 && compact.contains("\"health\":\"true\"") {
+        Ok(format!("GET {url}: {}", r.body.trim()))
+    } else {
+        Err(format!("GET {url}: HTTP {} {}", r.status, r.body.trim()))
+    }
+}
+
+/// A kubeconfig's first cluster and user, enough to talk to the API server as that user.
+#[derive(Debug, Clone)]
+pub struct Kube {
+    /// The API server URL.
+    pub server: String,
+    /// TLS material for it.
+    pub tls: Tls,
+}
+
+impl Kube {
+    /// Read a kubeconfig with embedded certificates (as `kbin gen` writes them).
+    pub fn load(path: &Path) -> Result<Kube, String> {
+        #[derive(Deserialize)]
+        struct Config {
+            clusters: Vec<Named<ClusterEntry>>,
+            users: Vec<Named<UserEntry>>,
+        }
+        #[derive(Deserialize)]
+        struct Named<T> {
+            #[serde(flatten)]
+            value: T,
+        }
+        #[derive(Deserialize)]
+        struct ClusterEntry {
+            cluster: Cluster,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Cluster {
+            server: String,
+            certificate_authority_data: String,
+        }
+        #[derive(Deserialize)]
+        struct UserEntry {
+            user: User,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct User {
+            client_certificate_data: String,
+            client_key_data: String,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: Config =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (Some(cl), Some(us)) = (c.clusters.first(), c.users.first()) else {
+            return Err(format!("{}: no cluster or no user", path.display()));
+        };
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let mut id = b64(&us.value.user.client_certificate_data)?;
+        id.push(b'\n');
+        id.extend(b64(&us.value.user.client_key_data)?);
+        Ok(Kube {
+            server: cl.value.cluster.server.trim_end_matches('/').to_owned(),
+            tls: Tls {
+                ca: b64(&cl.value.cluster.certificate_authority_data)?,
+                identity: Some(id),
+                insecure: false,
+            },
+        })
+    }
+
+    /// `method` on an API path.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        request(
+            method,
+            &format!("{}{path}", self.server),
+            &self.tls,
+            body,
+            timeout,
+        )
+    }
+
+    /// `/readyz`: `ok` once every post-start hook ran.
+    pub fn readyz(&self, timeout: Duration) -> Probe {
+        get_ok(&format!("{}/readyz", self.server), &self.tls, timeout)
+    }
+
+    /// The holder of lease `name` in kube-system (a controller manager or scheduler that won
+    /// its leader election).
+    pub fn lease_holder(&self, name: &str, timeout: Duration) -> Probe {
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}");
+        let r = self.call(reqwest::Method::GET, &path, None, timeout)?;
+        if r.status != 200 {
+            return Err(format!("GET {path}: HTTP {}", r.status));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).map_err(|e| format!("GET {path}: {e}"))?;
+        match v.pointer("/spec/holderIdentity").and_then(|h| h.as_str()) {
+            Some(h) if !h.is_empty() => Ok(format!("lease kube-system/{name} held by {h}")),
+            _ => Err(format!("lease kube-system/{name} has no holder yet")),
+        }
+    }
+
+    /// The Node `name`: `Ok(Some(pod CIDR))` once it exists (the CIDR may be empty), `Ok(None)`
+    /// while it does not; and whether it is Ready.
+    pub fn node(&self, name: &str, timeout: Duration) -> Result<Option<NodeView>, String> {
+        let path = format!("/api/v1/nodes/{name}");
+        let r = self.call(reqwest::Method::GET, &path, None, timeout)?;
+        match r.status {
+            404 => Ok(None),
+            200 => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&r.body).map_err(|e| format!("GET {path}: {e}"))?;
+                let ready = v
+                    .pointer("/status/conditions")
+                    .and_then(|c| c.as_array())
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| {
+                        (
+                            c["status"] == "True",
+                            c["message"].as_str().unwrap_or("").to_owned(),
+                        )
+                    });
+                Ok(Some(NodeView {
+                    pod_cidr: v
+                        .pointer("/spec/podCIDR")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                    ready: ready.as_ref().is_some_and(|r| r.0),
+                    message: ready.map(|r| r.1).unwrap_or_default(),
+                }))
+            }
+            s => Err(format!("GET {path}: HTTP {s}")),
+        }
+    }
+}
+
+/// What the check reads of a Node.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// `spec.podCIDR` (empty when unset).
+    pub pod_cidr: String,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// The Ready condition's message.
+    pub message: String,
+}
+
+/// `ctr --address SOCKET version`: containerd answers on its socket (server version shown).
+pub fn containerd(ctr: &Path, socket: &str, timeout: Duration) -> Probe {
+    let out = run_with_timeout(
+        std::process::Command::new(ctr).args(["--address", socket, "version"]),
+        timeout,
+    )?;
+    let server = out
+        .split("Server:")
+        .nth(1)
+        .and_then(|s| s.lines().find(|l| l.trim_start().starts_with("Version:")))
+        .map(|l| l.trim().to_owned());
+    match server {
+        Some(v) => Ok(format!(
+            "{} --address {socket} version: server {v}",
+            ctr.display()
+        )),
+        None => Err(format!(
+            "{} --address {socket} version: no server answer",
+            ctr.display()
+        )),
+    }
+}
+
+/// Run `cmd`, killing it after `timeout`; its stdout on success, its stderr otherwise.
+pub fn run_with_timeout(
+    cmd: &mut std::process::Command,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{:?} did not answer within {timeout:?}",
+                    cmd.get_program()
+                ));
+            }
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}

@@ -1,0 +1,221 @@
+//! Host prerequisites, checked before anything starts: each problem says what is wrong and the
+//! command that fixes it. Nothing here changes the machine.
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::unit::ServiceUnit;
+use super::{Step, Supervisor, Tree, UpOptions};
+use crate::r#gen::host::{self, HostProfile};
+use crate::r#gen::spec::Node;
+
+/// One unmet prerequisite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// What is wrong.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (fix: {})", self.what, self.fix)
+    }
+}
+
+/// The ports each component listens on, checked free before it starts.
+pub static PORTS: &[(&str, &[u16])] = &[
+    ("etcd", &[2379, 2380]),
+    ("kube-apiserver", &[6443]),
+    ("kube-controller-manager", &[10257]),
+    ("kube-scheduler", &[10259]),
+    ("kubelet", &[10250]),
+    ("kube-proxy", &[10256]),
+];
+
+fn problem(what: impl Into<String>, fix: impl Into<String>) -> Problem {
+    Problem {
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Every unmet prerequisite for running `steps` of `node` (`running`: components already up,
+/// whose ports are theirs).
+pub fn check(
+    tree: &Tree,
+    node: &Node,
+    steps: &[(Step, ServiceUnit)],
+    running: &[&str],
+    opts: &UpOptions,
+    supervisor: Supervisor,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let dir = tree.out.display();
+    let worker = steps.iter().any(|(s, _)| s.unit == "kubelet");
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if worker {
+            out.push(problem(
+                "containerd, the kubelet and kube-proxy need root (mounts, cgroups, iptables)",
+                format!("sudo kbin up --out {dir}, or start the control plane only: kbin up --out {dir} --control-plane-only"),
+            ));
+        }
+        let target = nearest_existing(Path::new("/etc/kubernetes"));
+        if !writable(&target) {
+            out.push(problem(
+                format!("kbin up installs the node's files into /etc/kubernetes, /var/lib and /usr/local/bin, and {} is not writable", target.display()),
+                format!("sudo kbin up --out {dir}"),
+            ));
+        }
+    }
+    if supervisor == Supervisor::Systemd {
+        let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+        if pid1.trim() != "systemd" {
+            out.push(problem(
+                format!("--supervisor systemd, but PID 1 is {:?}", pid1.trim()),
+                "let kbin supervise the components: --supervisor kbin (the default here)",
+            ));
+        }
+    }
+    // The tree's host profile must fit this machine: the configs are not patched at run time.
+    let why = host::sandbox_reasons();
+    if worker && tree.spec.host_profile == HostProfile::Systemd && !why.is_empty() {
+        out.push(problem(
+            format!(
+                "{dir} was generated for host profile systemd, but this machine needs profile sandbox: {}",
+                why.join("; ")
+            ),
+            format!("kbin gen cluster --out {dir} --host-profile sandbox (keeps the CA and valid certificates)"),
+        ));
+    }
+    for (s, unit) in steps {
+        let prog = unit.program();
+        let in_tree = tree
+            .node_tree(&node.name)
+            .join(prog.strip_prefix("/").unwrap_or(prog));
+        if !in_tree.is_file() && !prog.is_file() {
+            out.push(problem(
+                format!("{} is missing ({}'s ExecStart), and {} has no copy of it", prog.display(), s.unit, in_tree.display()),
+                format!("install a toolchain and generate again: kbin install VERSION && kbin gen cluster --toolchain VERSION --out {dir}"),
+            ));
+        }
+        if running.contains(&s.unit) {
+            continue;
+        }
+        for (c, ports) in PORTS {
+            if *c != s.unit {
+                continue;
+            }
+            for p in *ports {
+                if port_in_use(*p) {
+                    out.push(problem(
+                        format!("port {p} ({c}) is already in use"),
+                        format!("find what holds it: ss -ltnp 'sport = :{p}' (a previous run? kbin down --out {dir})"),
+                    ));
+                }
+            }
+        }
+    }
+    if worker {
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        let kubelet_config = std::fs::read_to_string(
+            tree.node_tree(&node.name)
+                .join("var/lib/kubelet/config.yaml"),
+        )
+        .unwrap_or_default();
+        if swaps.lines().count() > 1 && !kubelet_config.contains("failSwapOn: false") {
+            out.push(problem(
+                "swap is on and the kubelet refuses to start with swap (failSwapOn)",
+                "swapoff -a (and remove swap from /etc/fstab)",
+            ));
+        }
+        let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if cgroup_v1 && !kubelet_config.contains("failCgroupV1: false") && kubelet_refuses_v1(steps)
+        {
+            out.push(problem(
+                "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
+                format!("kbin gen cluster --out {dir} --cgroup-v1"),
+            ));
+        }
+        if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            out.push(problem(
+                "br_netfilter is not loaded (iptables would not see bridged pod traffic)",
+                "modprobe br_netfilter",
+            ));
+        }
+        let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+        if fwd.trim() != "1" {
+            out.push(problem(
+                "IPv4 forwarding is off (pods could not reach anything)",
+                "sysctl -w net.ipv4.ip_forward=1",
+            ));
+        }
+        for tool in ["iptables", "conntrack"] {
+            if !on_path(tool) {
+                out.push(problem(
+                    format!("{tool} is not installed (kube-proxy needs it)"),
+                    format!("apt-get install -y {tool}"),
+                ));
+            }
+        }
+    }
+    if let Some(images) = &opts.images
+        && !images.exists()
+    {
+        out.push(problem(
+            format!("--images {} does not exist", images.display()),
+            "give a .tar image archive or a directory of them",
+        ));
+    }
+    out
+}
+
+/// kubelet ≥ 1.35 refuses cgroup v1 by default; its version is in its unit's header comment.
+fn kubelet_refuses_v1(steps: &[(Step, ServiceUnit)]) -> bool {
+    let Some((_, u)) = steps.iter().find(|(s, _)| s.unit == "kubelet") else {
+        return false;
+    };
+    let text = std::fs::read_to_string(&u.path).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("# kubelet "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|v| semver::Version::parse(v.trim_start_matches('v')).ok())
+        .is_some_and(|v| (v.major, v.minor) >= (1, 35))
+}
+
+fn port_in_use(port: u16) -> bool {
+    matches!(
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
+}
+
+fn on_path(tool: &str) -> bool {
+    super::process::SERVICE_PATH
+        .split(':')
+        .any(|d| Path::new(d).join(tool).is_file())
+}
+
+fn nearest_existing(p: &Path) -> std::path::PathBuf {
+    let mut p = p.to_path_buf();
+    while !p.exists() {
+        match p.parent() {
+            Some(q) => p = q.to_path_buf(),
+            None => break,
+        }
+    }
+    p
+}
+
+fn writable(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) with a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
