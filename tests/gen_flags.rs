@@ -476,3 +476,62 @@ fn the_flag_and_field_data_is_real_for_every_minor() {
             .contains("etcd-servers")
     );
 }
+
+/// `data/etcd-flags.tsv`: flag → (first minor, minor that deprecates it).
+fn etcd_flags() -> std::collections::BTreeMap<String, ((u32, u32), Option<(u32, u32)>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/etcd-flags.tsv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let minor = |s: &str| {
+        let (a, b) = s.split_once('.').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("flag\t") && !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 4, "{l}");
+            assert!(f[3].len() > 10, "every row names its source: {l}");
+            let deprecated = (f[2] != "-").then(|| minor(f[2]));
+            (f[0].to_owned(), (minor(f[1]), deprecated))
+        })
+        .collect()
+}
+
+#[test]
+fn every_etcd_flag_exists_and_is_not_deprecated_in_the_etcd_version_it_is_emitted_for() {
+    let table = etcd_flags();
+    assert!(table.contains_key("feature-gates") && table.contains_key("snapshot-count"));
+    let mut problems = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    for minor in MINORS {
+        let out = tempfile::tempdir().unwrap();
+        generate(minor, VARIANTS[0].1, out.path());
+        let next = std::fs::read_to_string(out.path().join("NEXT-STEPS.md")).unwrap();
+        let etcd = next
+            .split("Versions: etcd ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("1.{minor}: no etcd version in NEXT-STEPS"));
+        let mut parts = etcd.split('.').map(|p| p.parse::<u32>().unwrap());
+        let v = (parts.next().unwrap(), parts.next().unwrap());
+        versions.insert(etcd.to_owned());
+        let unit =
+            std::fs::read_to_string(out.path().join("nodes/cp1/etc/systemd/system/etcd.service"))
+                .unwrap();
+        for flag in exec_start_flags(&unit).unwrap() {
+            match table.get(&flag) {
+                None => problems.push(format!("1.{minor} (etcd {etcd}): --{flag} is not in data/etcd-flags.tsv")),
+                Some((first, _)) if v < *first => {
+                    problems.push(format!("1.{minor}: --{flag} arrived in etcd {}.{}, after {etcd}", first.0, first.1))
+                }
+                Some((_, Some(dep))) if v >= *dep => problems.push(format!(
+                    "1.{minor}: --{flag} is deprecated from etcd {}.{} (emitted for {etcd})",
+                    dep.0, dep.1
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(versions.len() >= 2, "etcd versions checked: {versions:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -307,8 +307,8 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
         flag("peer-key-file", on_node_key(Id::EtcdPeer)),
         flag("peer-trusted-ca-file", on_node_cert(Id::EtcdCa)),
         flag("peer-client-cert-auth", "true"),
-        flag("snapshot-count", 10000),
     ];
+    args.extend(d.flags(Knob::EtcdSnapshotCount).iter().map(|f| f.to_string()));
     args.extend(d.flags(Knob::EtcdLoggerFlags).iter().map(|f| f.to_string()));
     args.extend(
         d.flags(Knob::EtcdCorruptCheckFlag)

@@ -101,6 +101,8 @@ pub enum Knob {
     KubeProxyNodePortAddresses,
     /// Whether etcdctl needs `ETCDCTL_API=3` for the v3 API.
     EtcdctlApiEnv,
+    /// etcd's `--snapshot-count` (deprecated from 3.6, where 10000 is the default).
+    EtcdSnapshotCount,
 }
 
 /// What a row decides. Each knob takes one kind of value ([`Knob::accepts`], checked by a test)
@@ -192,6 +194,7 @@ impl Knob {
             Knob::CniSpecVersion => "CNI conflist cniVersion",
             Knob::KubeProxyNodePortAddresses => "kube-proxy nodePortAddresses",
             Knob::EtcdctlApiEnv => "etcdctl ETCDCTL_API",
+            Knob::EtcdSnapshotCount => "etcd snapshot count",
         }
     }
 
@@ -209,7 +212,7 @@ impl Knob {
                     | Knob::CniSpecVersion,
                 Value::Text(_)
             ) | (
-                Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag,
+                Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount,
                 Value::Flags(_)
             ) | (Knob::ContainerdSandboxImage, Value::SandboxImage { .. })
                 | (Knob::ContainerdCniBinDir, Value::CniBinDir(_))
@@ -507,6 +510,23 @@ pub static RULES: &[Rule] = &[
         None,
         Value::NodePortAddresses(NodePortAddresses::Primary),
         "kubernetes CHANGELOG-1.29: kube-proxy --nodeport-addresses accepts `primary` (KEP-3866)",
+    ),
+    // etcd 3.6 made 10000 the default and deprecated the flag (warned about at every start).
+    rule(
+        Knob::EtcdSnapshotCount,
+        "etcd",
+        None,
+        Some((3, 6)),
+        Value::Flags(&["--snapshot-count=10000"]),
+        "etcd CHANGELOG-3.4/3.5: --snapshot-count defaults to 100000; 10000 is kubeadm's and 3.6's value",
+    ),
+    rule(
+        Knob::EtcdSnapshotCount,
+        "etcd",
+        Some((3, 6)),
+        None,
+        Value::Flags(&[]),
+        "etcd server/etcdmain/config.go (v3.6): --snapshot-count deprecated, decommissioned in 3.7; default 10000",
     ),
     // etcdctl 3.4 made the v3 API its default; 3.6 warns about ETCDCTL_API as unrecognized.
     rule(
