@@ -210,8 +210,8 @@ fn unchanged_rerun_and_another_cluster_reuse_the_stored_bundle_without_recompres
     let mtime = stored.metadata().unwrap().modified().unwrap();
     let ref_path = Layout::new(home.path()).bundle_ref(first.key.as_ref().unwrap());
     assert_eq!(
-        std::fs::read_to_string(&ref_path).unwrap().trim(),
-        first.digest.to_string()
+        std::fs::read_to_string(&ref_path).unwrap().lines().next(),
+        Some(first.digest.to_string().as_str())
     );
 
     let again = bundle(&v, out.path(), Role::Worker);
@@ -287,7 +287,9 @@ fn a_damaged_stored_bundle_is_detected_removed_and_made_again() {
     let good = std::fs::read(&first.path).unwrap();
     let stored = blob(home.path(), &first);
     let damaged = inode(&stored);
-    // Flip one byte in the middle of the blob (the output is the same file: damaged too).
+    // Flip one byte in the middle of the blob (the output is the same file: damaged too). Same
+    // size; file times tick every few ms, so wait one tick as any later write would.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = std::fs::read(&stored).unwrap();
     let mid = bytes.len() / 2;
@@ -418,4 +420,55 @@ fn a_kbin_home_that_cannot_keep_the_bundle_still_gets_one_made_without_the_store
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+#[test]
+fn a_touched_but_intact_bundle_is_hashed_again_reused_and_not_hashed_a_third_time() {
+    let home = tempfile::tempdir().unwrap();
+    let v = install(home.path(), "t", |_| 0);
+    let out = tempfile::tempdir().unwrap();
+    let first = bundle(&v, out.path(), Role::Worker);
+    let ref_path = Layout::new(home.path()).bundle_ref(first.key.as_ref().unwrap());
+    let stamp = || {
+        std::fs::read_to_string(&ref_path)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let made = stamp();
+    assert!(made.starts_with("verified size="), "{made}");
+    // A new mtime, the same bytes.
+    let stored = blob(home.path(), &first);
+    let f = std::fs::File::open(&stored).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+        .unwrap();
+    let b = bundle(&v, out.path(), Role::Worker);
+    assert_eq!(b.source, Source::Reused);
+    assert_eq!(b.digest, first.digest);
+    let rehashed = stamp();
+    assert_ne!(rehashed, made, "the new stamp is recorded");
+    assert!(rehashed.contains("mtime_ns=1000000000 "), "{rehashed}");
+    let b = bundle(&v, out.path(), Role::Worker);
+    assert_eq!(b.source, Source::Reused);
+    assert_eq!(stamp(), rehashed);
+}
+
+#[test]
+fn a_truncated_stored_bundle_is_made_again() {
+    let home = tempfile::tempdir().unwrap();
+    let v = install(home.path(), "t", |_| 0);
+    let out = tempfile::tempdir().unwrap();
+    let first = bundle(&v, out.path(), Role::ControlPlane);
+    let stored = blob(home.path(), &first);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stored)
+        .unwrap();
+    f.set_len(stored.metadata().unwrap().len() / 2).unwrap();
+    drop(f);
+    let b = bundle(&v, out.path(), Role::ControlPlane);
+    assert_eq!(b.source, Source::Made);
+    assert_eq!(sha256(&b.path), first.digest);
 }

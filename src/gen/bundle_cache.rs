@@ -5,9 +5,11 @@
 //! `cache/blobs/`, and `cache/bundles/<key>` ([`Layout::bundle_ref`]) names that blob, where the
 //! key is the sha256 of what the bundle holds ([`bundle_key`]: each binary's digest, its path and
 //! mode in the tarball, and the tarball format). An unchanged re-run, `kbin gen node`, or another
-//! cluster from the same toolchain finds the ref, re-hashes the blob (a damaged one is removed and
-//! made again, never served), and hardlinks it into the output tree (a copy across filesystems;
-//! nothing at all when the output already is that file).
+//! cluster from the same toolchain finds the ref, checks the blob (re-hashed unless its size,
+//! mtime and inode are those recorded when it was last hashed: any write through any of its
+//! names changes them; a damaged blob is removed and made again, never served), and hardlinks it
+//! into the output tree (a copy across filesystems; nothing at all when the output already is
+//! that file).
 //!
 //! Making one follows the store's rules: written in `cache/tmp` while hashed, fsynced, made
 //! read-only and renamed into `cache/blobs` ([`Store::insert_hashed`]), then the ref is written
@@ -121,8 +123,67 @@ fn entry_digests(
     Ok(out)
 }
 
-/// The blob the ref of `key` names, if it exists and its bytes still have its digest. A damaged
-/// blob is removed (with its ref), so it is never served again.
+/// A blob's size, mtime and inode when its bytes were last hashed. Any write to it (through the
+/// store or through a hardlink in an output tree) changes its mtime, so an equal stamp means the
+/// bytes were not rewritten and need no second read of ≈ 200 MB; `kbin cache verify` re-hashes
+/// every blob whatever its stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    dev: u64,
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Stamp, BundleCacheError> {
+        let m = std::fs::metadata(path).map_err(at::<BundleCacheError>("cannot stat", path))?;
+        Ok(Stamp {
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "verified size={} mtime_ns={} dev={} ino={}",
+            self.size, self.mtime_ns, self.dev, self.ino
+        )
+    }
+
+    fn parse(line: &str) -> Option<Stamp> {
+        let mut f = line.strip_prefix("verified ")?.split(' ');
+        let mut field = |name: &str| f.next()?.strip_prefix(name)?.strip_prefix('=');
+        Some(Stamp {
+            size: field("size")?.parse().ok()?,
+            mtime_ns: field("mtime_ns")?.parse().ok()?,
+            dev: field("dev")?.parse().ok()?,
+            ino: field("ino")?.parse().ok()?,
+        })
+    }
+}
+
+/// Write the ref of `key`: the bundle's blob digest, then the blob's [`Stamp`] as just hashed.
+fn write_ref(
+    layout: &Layout,
+    key: &Digest,
+    digest: &Digest,
+    blob: &Path,
+) -> Result<(), BundleCacheError> {
+    let text = format!("{digest}\n{}\n", Stamp::of(blob)?.render());
+    crate::store::write_atomic(&layout.bundle_ref(key), text.as_bytes()).map_err(|source| {
+        BundleCacheError::Home {
+            home: layout.root().to_owned(),
+            source,
+        }
+    })
+}
+
+/// The blob the ref of `key` names, if it exists and its bytes still have its digest: taken
+/// as is when its stamp is the one recorded when it was last hashed, else hashed again. A
+/// damaged blob is removed (with its ref), so it is never served again.
 fn cached(store: &Store, key: &Digest) -> Result<Option<(Digest, PathBuf)>, BundleCacheError> {
     let ref_path = store.layout().bundle_ref(key);
     let text = match std::fs::read_to_string(&ref_path) {
@@ -130,9 +191,10 @@ fn cached(store: &Store, key: &Digest) -> Result<Option<(Digest, PathBuf)>, Bund
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(at::<BundleCacheError>("cannot read", &ref_path)(e)),
     };
-    let Ok(digest) = text.trim().parse::<Digest>() else {
+    let mut lines = text.lines();
+    let Some(Ok(digest)) = lines.next().map(|l| l.trim().parse::<Digest>()) else {
         tracing::warn!(
-            "{} is not a digest: making the bundle again",
+            "{} does not start with a digest: making the bundle again",
             ref_path.display()
         );
         return Ok(None);
@@ -141,6 +203,10 @@ fn cached(store: &Store, key: &Digest) -> Result<Option<(Digest, PathBuf)>, Bund
         // `cache gc` removed it: a miss.
         return Ok(None);
     };
+    let recorded = lines.next().and_then(Stamp::parse);
+    if recorded.is_some() && recorded == Some(Stamp::of(&blob)?) {
+        return Ok(Some((digest, blob)));
+    }
     let (actual, _) = sha256_file(&blob)?;
     if actual != digest {
         tracing::warn!(
@@ -151,6 +217,8 @@ fn cached(store: &Store, key: &Digest) -> Result<Option<(Digest, PathBuf)>, Bund
         remove(&ref_path)?;
         return Ok(None);
     }
+    // Touched but intact: remember it, so the next run does not read it again.
+    write_ref(store.layout(), key, &digest, &blob)?;
     Ok(Some((digest, blob)))
 }
 
@@ -288,11 +356,8 @@ pub fn shared_bundle(
         Some((digest, blob)) => (digest, blob, Source::Reused),
         None => {
             let (digest, blob) = make(&store, entries, path)?;
-            crate::store::write_atomic(&layout.bundle_ref(&key), format!("{digest}\n").as_bytes())
-                .map_err(|source| BundleCacheError::Home {
-                    home: layout.root().to_owned(),
-                    source,
-                })?;
+            // Hashed while written: its stamp is taken now.
+            write_ref(layout, &key, &digest, &blob)?;
             (digest, blob, Source::Made)
         }
     };

@@ -141,12 +141,14 @@ impl Layout {
     /// cluster from the same toolchain reuses it instead of compressing hundreds of MB again.
     ///
     /// ```text
-    /// cache/bundles/sha256-<key hex>   its content: "sha256:<hex>\n", the bundle's blob digest
+    /// cache/bundles/sha256-<key hex>
+    ///     sha256:<hex>                                        the bundle's blob
+    ///     verified size=<n> mtime_ns=<n> dev=<n> ino=<n>      its stat when last hashed
     /// ```
     ///
     /// The key is the sha256 of what the bundle holds (each binary's digest, path and mode in
     /// the tarball) and of the bundle format's version; the bundle itself is an ordinary blob in
-    /// `cache/blobs/`, re-hashed before each reuse. `cache gc` removes such blobs (no receipt
+    /// `cache/blobs/`, re-hashed before reuse whenever its stat is not the one recorded. `cache gc` removes such blobs (no receipt
     /// references them): a ref whose blob is gone is a miss, and the bundle is made again.
     pub fn bundles_dir(&self) -> PathBuf {
         self.cache_dir().join("bundles")
