@@ -22,3 +22,4 @@ pub mod source;
 pub mod store;
 pub mod toolchain;
 pub mod ui;
+pub mod util;

@@ -36,15 +36,15 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
                 ctx.ui
                     .status("waiting for running installs to finish before collecting garbage…")
             })?;
-            let mut receipts = Vec::new();
+            let mut keep = std::collections::BTreeSet::new();
             for name in layout.toolchain_names()? {
                 let r = Receipt::load(&layout.receipt_path(&name)).hint(format!(
                     "gc keeps what receipts reference, so it stops on an unreadable one: fix or \
                      `kbin uninstall {name}`"
                 ))?;
-                receipts.push(r);
+                keep.extend(r.digests().cloned());
             }
-            let report = maintain::gc(&store, &receipts)?;
+            let report = maintain::gc(&store, &keep)?;
             ctx.ui.report(&report, |r| {
                 format!(
                     "removed {} blob(s), {} tree(s), {} temporary file(s): {:.1} MB freed; kept {} blob(s)\n",

@@ -98,7 +98,8 @@ pub(super) fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             let dir = std::path::absolute(dir)
                 .with_context(|| format!("cannot resolve {}", dir.display()))?;
-            let admin = dir.join("kubeconfigs/admin.conf");
+            // The cluster tree is gen's, not KBIN_HOME's: gen names its kubeconfig directory.
+            let admin = crate::r#gen::pki::kubeconfig_dir(&dir).join("admin.conf");
             if !admin.is_file() {
                 return Err(anyhow::anyhow!(
                     "{} has no kubeconfigs/admin.conf",

@@ -2,7 +2,7 @@
 //! ref a build needs (shallow where the transport allows), and checking a commit out into a work
 //! tree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use git2::{AutotagOption, FetchOptions, Oid, Repository, build::CheckoutBuilder};
 
@@ -175,9 +175,4 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     repo.checkout_tree(tree.as_object(), Some(&mut co))
         .map_err(git_err(url, "cannot check out"))?;
     Ok(())
-}
-
-/// The work tree of build `key` under `builds/`.
-pub fn work_tree(builds: &Path, key: &str) -> PathBuf {
-    builds.join(key).join("src")
 }

@@ -299,15 +299,7 @@ impl Store {
                 }
             })
             .collect();
-        lock_file(
-            &self
-                .layout
-                .tmp_dir()
-                .join("locks")
-                .join(format!("{safe}.lock")),
-            true,
-            on_wait,
-        )
+        lock_file(&self.layout.key_lock(&safe), true, on_wait)
     }
 }
 

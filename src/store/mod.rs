@@ -1,18 +1,31 @@
 //! KBIN_HOME: the one type that owns every path under it, and the user's settings.
 //!
+//! The whole tree, drawn once (README's "Where things go" is this drawing):
+//!
 //! ```text
 //! $KBIN_HOME/
 //! ├── cache/
-//! │   ├── blobs/sha256/<2 hex>/<64 hex>   immutable, read-only files (artifacts, binaries)
-//! │   ├── trees/<digest hex>/             extracted archives, immutable
-//! │   └── tmp/                            downloads in progress (resumable) and staging
-//! ├── git/<host>/<path>.git               bare mirrors for source builds
-//! ├── builds/<key>/                       build work trees and logs
-//! ├── toolchains/<name>/
-//! │   ├── bin/…                           hardlinks into cache/blobs (copies where links fail)
-//! │   └── toolchain.lock                  the receipt
-//! ├── settings.toml                       default toolchain, mirrors
-//! └── .lock                               shared by installs, exclusive for `cache gc`
+//! │   ├── blobs/<algo>/<2 hex>/<hex>       immutable, read-only files (artifacts, binaries),
+//! │   │                                    named by sha256; a sha512 pin is a hardlink alias
+//! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest
+//! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
+//! │   ├── go/path/, go/build/              GOPATH and GOCACHE of source builds
+//! │   └── tmp/                             staging, same filesystem as the blobs
+//! │       ├── <algo>-<hex>.partial         a download in progress (resumable)
+//! │       └── locks/<key>.lock             one per artifact, repository fetch and build
+//! ├── git/<host>/<path>.git                bare mirrors for source builds
+//! ├── builds/
+//! │   ├── <key>/src/                       a build's work tree
+//! │   ├── <key>/home/                      its HOME
+//! │   ├── <key>/build.log                  the recipe's output
+//! │   └── index/<key>.toml                 a finished build: binary name → blob digest
+//! ├── toolchains/
+//! │   ├── <name>/bin/…                     hardlinks into cache/blobs (copies where links fail)
+//! │   ├── <name>/toolchain.lock            the receipt
+//! │   ├── .<name>.lock                     held while toolchain <name> is replaced
+//! │   └── .staging-<name>-*/ .old-* …      a toolchain being assembled or swapped out
+//! ├── settings.toml                        default toolchain, mirrors
+//! └── .lock                                shared by installs, exclusive for `cache gc`
 //! ```
 //!
 //! Nothing is created until a command needs it ([`Layout::ensure`]); kbin writes nowhere else.
@@ -84,6 +97,9 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The receipt's file name inside a toolchain directory.
+    pub const RECEIPT_FILE: &'static str = "toolchain.lock";
+
     /// A layout rooted at `root` (nothing is created).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Layout { root: root.into() }
@@ -135,9 +151,49 @@ impl Layout {
             .join(format!("{}-{}", digest.algo().as_str(), digest.hex()))
     }
 
+    /// `cache/trees/<algo>-<hex>/members.toml`: which blob each member of the archive with
+    /// `digest` is, so an archive is unpacked once.
+    pub fn members_index(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("members.toml")
+    }
+
+    /// `cache/index/urls/<sha256 of url>`: the digest an unpinned artifact was verified as, so a
+    /// later install needs no checksum request.
+    pub fn url_index(&self, url: &str) -> PathBuf {
+        self.cache_dir()
+            .join("index")
+            .join("urls")
+            .join(crate::util::sha256_hex(url.as_bytes()))
+    }
+
+    /// `cache/go/path/`: the GOPATH every source build shares (its module cache).
+    pub fn go_path(&self) -> PathBuf {
+        self.cache_dir().join("go").join("path")
+    }
+
+    /// `cache/go/build/`: the GOCACHE every source build shares.
+    pub fn go_cache(&self) -> PathBuf {
+        self.cache_dir().join("go").join("build")
+    }
+
     /// `cache/tmp/`: same filesystem as blobs and toolchains, so renames are atomic.
     pub fn tmp_dir(&self) -> PathBuf {
         self.cache_dir().join("tmp")
+    }
+
+    /// `cache/tmp/<algo>-<hex>.partial`: the download of the artifact with `digest`, kept
+    /// across runs so it resumes.
+    pub fn partial_download(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir().join(format!(
+            "{}-{}.partial",
+            digest.algo().as_str(),
+            digest.hex()
+        ))
+    }
+
+    /// `cache/tmp/locks/<key>.lock` (`key` already made file-name safe).
+    pub fn key_lock(&self, key: &str) -> PathBuf {
+        self.tmp_dir().join("locks").join(format!("{key}.lock"))
     }
 
     /// `git/`.
@@ -174,6 +230,31 @@ impl Layout {
         self.root.join("builds")
     }
 
+    /// `builds/<key>/`: one build's work tree, home and log.
+    pub fn build_dir(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(key)
+    }
+
+    /// `builds/<key>/src/`: the build's work tree.
+    pub fn build_src(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("src")
+    }
+
+    /// `builds/<key>/home/`: the build's HOME.
+    pub fn build_home(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("home")
+    }
+
+    /// `builds/<key>/build.log`: the recipe's output.
+    pub fn build_log(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("build.log")
+    }
+
+    /// `builds/index/<key>.toml`: a finished build's outputs (written last: it says "built").
+    pub fn build_index(&self, key: &str) -> PathBuf {
+        self.builds_dir().join("index").join(format!("{key}.toml"))
+    }
+
     /// `toolchains/`.
     pub fn toolchains_dir(&self) -> PathBuf {
         self.root.join("toolchains")
@@ -191,7 +272,12 @@ impl Layout {
 
     /// `toolchains/<name>/toolchain.lock`.
     pub fn receipt_path(&self, name: &str) -> PathBuf {
-        self.toolchain_dir(name).join("toolchain.lock")
+        self.toolchain_dir(name).join(Self::RECEIPT_FILE)
+    }
+
+    /// `toolchains/.<name>.lock`: held while toolchain `name` is replaced or removed.
+    pub fn toolchain_lock(&self, name: &str) -> PathBuf {
+        self.toolchains_dir().join(format!(".{name}.lock"))
     }
 
     /// `settings.toml`.

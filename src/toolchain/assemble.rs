@@ -54,7 +54,7 @@ pub fn lock_toolchain(
     on_wait: impl FnOnce(),
 ) -> Result<FileLock, AssembleError> {
     check_name(name)?;
-    let path = layout.toolchains_dir().join(format!(".{name}.lock"));
+    let path = layout.toolchain_lock(name);
     Ok(lock_file(&path, true, on_wait)?)
 }
 
@@ -150,7 +150,7 @@ impl Staging {
     /// holds [`lock_toolchain`] for `name`.
     pub fn commit(mut self, receipt: &Receipt) -> Result<PathBuf, AssembleError> {
         write_atomic(
-            &self.dir.join("toolchain.lock"),
+            &self.dir.join(Layout::RECEIPT_FILE),
             receipt.to_toml().as_bytes(),
         )
         .map_err(AssembleError::Receipt)?;

@@ -215,6 +215,17 @@ impl Receipt {
         format!("# toolchain.lock: written by kbin; do not edit.\n{body}")
     }
 
+    /// Every digest the receipt names: its binaries' blobs and its artifacts (what `cache gc`
+    /// must keep).
+    pub fn digests(&self) -> impl Iterator<Item = &Digest> {
+        self.components.iter().flat_map(|c| {
+            c.binaries
+                .iter()
+                .map(|b| &b.digest)
+                .chain(c.artifacts.iter().map(|a| &a.digest))
+        })
+    }
+
     /// The component called `name` (the first, when --with split it).
     pub fn component(&self, name: &str) -> Option<&ComponentReceipt> {
         self.components.iter().find(|c| c.name == name)

@@ -3,6 +3,8 @@
 //! Commands build a serializable report and hand it to [`Ui::report`] with a text renderer, so
 //! every reporting command has `--json` for free and the two forms never disagree.
 
+pub mod progress;
+
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
