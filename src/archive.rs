@@ -400,9 +400,7 @@ pub fn extract_tar_gz(
     let staged = tmp.keep();
     match std::fs::rename(&staged, dest) {
         Ok(()) => {
-            if let Ok(d) = File::open(parent) {
-                let _ = d.sync_all();
-            }
+            crate::fsx::sync_dir(parent);
             Ok(done)
         }
         Err(e) if dest.is_dir() => {

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod cli;
 pub mod error;
 pub mod fetch;
+pub mod fsx;
 pub mod r#gen;
 pub mod install;
 pub mod manifest;

@@ -13,9 +13,10 @@ use super::InstallError;
 use super::plan::{Plan, PlannedArtifact};
 use crate::archive::{self, Limits};
 use crate::fetch::Fetcher;
+use crate::fsx::{at, write_atomic};
 use crate::manifest::{ArtifactFormat, Digest};
+use crate::store::Store;
 use crate::store::cas::{FileLock, sha256_file};
-use crate::store::{Store, at, write_atomic};
 use crate::ui::Ui;
 use crate::ui::progress::Bars;
 
@@ -201,6 +202,7 @@ async fn fetch_artifact(
         let _ = write_atomic(
             &store.layout().url_index(&a.url),
             expected.to_string().as_bytes(),
+            0o644,
         );
     }
     Ok(Fetched {
@@ -259,6 +261,6 @@ fn members_of(
         known.insert(asked, d);
     }
     let text = toml::to_string(&known).expect("a map of strings serializes");
-    write_atomic(&index, text.as_bytes())?;
+    write_atomic(&index, text.as_bytes(), 0o644)?;
     Ok(known)
 }

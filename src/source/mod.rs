@@ -26,8 +26,9 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::fsx::write_atomic;
 use crate::manifest::{Arch, Component, Digest};
-use crate::store::{Layout, Store, write_atomic};
+use crate::store::{Layout, Store};
 use crate::toolchain::SourceReceipt;
 use crate::ui::Ui;
 
@@ -524,11 +525,12 @@ pub fn build_component(
         toml::to_string_pretty(&entry)
             .expect("index entries always serialize")
             .as_bytes(),
+        0o644,
     )
     .map_err(|e| SourceError::Io {
         action: "cannot write the build index",
-        path: index_path.clone(),
-        source: std::io::Error::other(e.to_string()),
+        path: e.path,
+        source: e.source,
     })?;
     ui.status(format!("built {} {} ({key})", c.name, req.version));
     Ok(Built {

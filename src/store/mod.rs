@@ -34,42 +34,14 @@ pub mod cas;
 pub mod maintain;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Digest;
 
+pub use crate::fsx::{PathIo, at};
 pub use cas::{CasError, FileLock, Store};
-
-/// An I/O error on a path: what kbin was doing, and where. The error type every filesystem
-/// operation under KBIN_HOME reports through.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}")]
-pub struct PathIo {
-    /// What kbin was doing ("cannot create").
-    pub action: &'static str,
-    /// The path.
-    pub path: PathBuf,
-    /// The cause.
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// `map_err(at("cannot read", path))`: wrap an I/O error with its action and path.
-pub fn at<'a, E: From<PathIo>>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> E + 'a {
-    move |source| {
-        E::from(PathIo {
-            action,
-            path: path.to_owned(),
-            source,
-        })
-    }
-}
 
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]
@@ -321,7 +293,12 @@ impl Layout {
     /// Write settings.toml atomically.
     pub fn save_settings(&self, settings: &Settings) -> Result<(), StoreError> {
         let text = toml::to_string_pretty(settings).expect("settings always serialize");
-        write_atomic(&self.settings_path(), text.as_bytes())
+        // Plain configuration, nothing secret: readable by all like any dotfile.
+        Ok(crate::fsx::write_atomic(
+            &self.settings_path(),
+            text.as_bytes(),
+            0o644,
+        )?)
     }
 
     /// Names of the installed toolchains (directories with a receipt), sorted.
@@ -362,27 +339,6 @@ pub struct Settings {
     /// Per-host mirrors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mirrors: BTreeMap<String, String>,
-}
-
-/// Write `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(at::<StoreError>("cannot create", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(at::<StoreError>("cannot create a temporary file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(at::<StoreError>("cannot write", path))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(at::<StoreError>("cannot sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| at::<StoreError>("cannot rename into", path)(e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
