@@ -776,11 +776,11 @@ fn file_error(e: std::io::Error, target: &Target, path: &Path) -> FetchError {
             target: target.clone(),
         }
     } else {
-        FetchError::Io {
+        FetchError::Io(crate::fsx::PathIo {
             action: "cannot read",
             path: path.to_owned(),
             source: e,
-        }
+        })
     }
 }
 
@@ -803,11 +803,7 @@ async fn copy_file(
         use std::io::Write;
         let io = |action: &'static str, path: &Path| {
             let path = path.to_owned();
-            move |source| FetchError::Io {
-                action,
-                path,
-                source,
-            }
+            move |source| crate::fsx::at::<FetchError>(action, &path)(source)
         };
         let mut out = std::fs::File::create(&dst).map_err(io("cannot create", &dst))?;
         let mut hashers = Hashers::new(sha512);
@@ -838,10 +834,12 @@ async fn copy_file(
         })
     })
     .await
-    .map_err(|e| FetchError::Io {
-        action: "the copy thread failed for",
-        path: partial.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+    .map_err(|e| {
+        FetchError::Io(crate::fsx::PathIo {
+            action: "the copy thread failed for",
+            path: partial.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })
     })??;
     progress.inc(copied.size);
     Ok(copied)

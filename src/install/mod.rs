@@ -81,7 +81,7 @@ pub enum InstallError {
     Assemble(#[from] assemble::AssembleError),
     /// An I/O error on a path.
     #[error(transparent)]
-    Io(#[from] crate::store::PathIo),
+    Io(#[from] crate::fsx::PathIo),
     /// The installed toolchain's receipt could not be read.
     #[error(transparent)]
     Receipt(#[from] crate::toolchain::receipt::ReceiptError),

@@ -52,16 +52,8 @@ const PASSTHROUGH_ENV: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// An I/O error on a path.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
     /// A libgit2 failure.
     #[error("{what}: {url}")]
     Git {
@@ -186,12 +178,9 @@ impl SourceError {
     }
 }
 
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
-    move |source| SourceError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    crate::fsx::at(action, path)
 }
 
 /// What to build.
@@ -527,10 +516,12 @@ pub fn build_component(
             .as_bytes(),
         0o644,
     )
-    .map_err(|e| SourceError::Io {
-        action: "cannot write the build index",
-        path: e.path,
-        source: e.source,
+    .map_err(|e| {
+        SourceError::Io(crate::fsx::PathIo {
+            action: "cannot write the build index",
+            path: e.path,
+            source: e.source,
+        })
     })?;
     ui.status(format!("built {} {} ({key})", c.name, req.version));
     Ok(Built {

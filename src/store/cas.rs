@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::{Layout, PathIo, at};
+use super::Layout;
+use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
 /// Errors of the content-addressed store.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::Store;
 use super::cas::{CasError, hash_file, sha256_file};
-use super::{PathIo, Store, at};
+use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
 /// What `cache gc` removed.

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::Digest;
 
-pub use crate::fsx::{PathIo, at};
+use crate::fsx::{PathIo, at};
 pub use cas::{CasError, FileLock, Store};
 
 /// Errors of the store layout and settings.
