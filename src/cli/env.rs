@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::Context;
+// Always quoted, for POSIX shells and fish alike: these lines are read as much as run.
+use crate::util::shell_quote_always;
 
 /// Shells `kbin env` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,23 +40,18 @@ pub struct EnvArgs {
     pub shell: Option<Shell>,
 }
 
-/// Quote `s` for POSIX shells and fish (single quotes; `'` closed, escaped, reopened).
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The lines `kbin env` prints for `shell`: PATH, KUBECONFIG and kubectl completion.
 pub fn render(shell: Shell, bin: Option<&Path>, kubeconfig: Option<&Path>) -> String {
     let mut out = String::from("# kbin env: eval this in your shell, e.g. eval \"$(kbin env)\"\n");
     if let Some(bin) = bin {
-        let b = quote(&bin.display().to_string());
+        let b = shell_quote_always(&bin.display().to_string());
         out.push_str(&match shell {
             Shell::Fish => format!("set -gx PATH {b} $PATH;\n"),
             _ => format!("export PATH={b}:\"$PATH\";\n"),
         });
     }
     if let Some(k) = kubeconfig {
-        let k = quote(&k.display().to_string());
+        let k = shell_quote_always(&k.display().to_string());
         out.push_str(&match shell {
             Shell::Fish => format!("set -gx KUBECONFIG {k};\n"),
             _ => format!("export KUBECONFIG={k};\n"),

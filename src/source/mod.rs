@@ -31,6 +31,7 @@ use crate::manifest::{Arch, Component, Digest};
 use crate::store::{Layout, Store};
 use crate::toolchain::SourceReceipt;
 use crate::ui::Ui;
+use crate::util::{sha256_hex, shell_quote};
 
 /// How many lines of the build log a failure shows.
 pub const LOG_TAIL_LINES: usize = 30;
@@ -334,10 +335,6 @@ fn expand_recipe(
     Ok(Expanded { runs, env, outputs })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// The environment every recipe starts from, before its own `env`.
 fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -349,17 +346,6 @@ fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> 
     env.insert("CGO_ENABLED".into(), "0".into());
     env.insert("LC_ALL".into(), "C".into());
     env
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 fn log_tail(log: &Path, n: usize) -> String {
@@ -589,10 +575,12 @@ fn run_recipe(
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn();
-        let status = match spawned {
+        // `None` when the run succeeded, else what the failure says.
+        let failed = match spawned {
             Ok(mut child) => loop {
                 match child.try_wait().map_err(io("cannot wait for", &program))? {
-                    Some(s) => break s.to_string(),
+                    Some(s) if s.success() => break None,
+                    Some(s) => break Some(s.to_string()),
                     None => {
                         if let Some(pb) = &spinner {
                             pb.tick();
@@ -600,15 +588,14 @@ fn run_recipe(
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
-            }
-            .to_string(),
+            },
             Err(e) => {
                 writeln!(file, "cannot run {}: {e}", program.display())
                     .map_err(io("cannot write", log))?;
-                format!("cannot run {}: {e}", argv[0])
+                Some(format!("cannot run {}: {e}", argv[0]))
             }
         };
-        if status != "exit status: 0" {
+        if let Some(status) = failed {
             if let Some(pb) = spinner {
                 pb.finish_and_clear();
             }
