@@ -37,7 +37,7 @@ pub(super) fn fetch_all(
             "cannot start the runtime for",
             store.layout().root(),
         ))?;
-    let progress = Arc::new(Bars::new(ui));
+    let progress = Bars::new(ui);
     let fetched: Vec<Result<Fetched, InstallError>> = rt.block_on(async {
         // Unordered, so that one slow download never keeps a free slot from the next one.
         let mut done: Vec<(usize, Result<Fetching, InstallError>)> =
@@ -127,7 +127,7 @@ async fn fetch_artifact(
     store: &Store,
     fetcher: &Fetcher,
     a: &PlannedArtifact,
-    bars: &Bars,
+    bars: &Arc<Bars>,
     ui: &Ui,
 ) -> Result<Fetched, InstallError> {
     let hit = |d: &Digest| -> Result<Option<Fetched>, InstallError> {
@@ -161,7 +161,10 @@ async fn fetch_artifact(
                     a.url
                 )])
             })?;
-            let d = fetcher.checksum(url, &a.file_name).await?;
+            let retries = bars.retries(&format!("{} (checksum)", a.file_name));
+            let d = fetcher
+                .checksum_with_progress(url, &a.file_name, &retries)
+                .await?;
             ui.warn(format!(
                 "{} is not pinned in the manifest; verified against upstream's {url}",
                 a.file_name
@@ -189,7 +192,7 @@ async fn fetch_artifact(
     let done = fetcher
         .download(&a.url, &partial, Some(&expected), &*bar)
         .await;
-    bars.finish(&bar, &a.file_name, done.as_ref().ok().map(|d| d.size));
+    bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
     let done = done?;
     let digests = crate::store::cas::FileDigests {
         sha256: done.sha256.clone(),
