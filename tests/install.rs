@@ -533,6 +533,28 @@ fn server_errors_are_retried_until_the_artifact_comes() {
 }
 
 #[test]
+fn quiet_install_prints_nothing_but_errors() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["install", "1.30", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(f.toolchain("1.30").join("bin/kubectl").is_file());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no result table");
+    assert_eq!(stderr(&out), "");
+    // Up to date: still nothing.
+    let again = f.cmd().args(["install", "1.30", "-q"]).output().unwrap();
+    assert!(again.status.success());
+    assert!(again.stdout.is_empty() && again.stderr.is_empty());
+    // An error still says what failed.
+    let bad = f
+        .cmd()
+        .args(["install", "1.30", "-q", "--only", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).starts_with("error: "), "{}", stderr(&bad));
+}
+
+#[test]
 fn a_dead_mirror_says_it_is_retrying_before_the_error() {
     let f = Fixture::new();
     // Nothing listens on port 1: every attempt is refused at once.

@@ -25,7 +25,7 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
     match cmd {
         CacheCommand::Dir => {
             let dir = layout.cache_dir();
-            ctx.ui.report(&serde_json::json!({ "cache": dir }), |_| {
+            ctx.ui.answer(&serde_json::json!({ "cache": dir }), |_| {
                 format!("{}\n", dir.display())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -61,7 +61,7 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
             let store = Store::open(layout)?;
             let _lock = store.lock_shared(|| ctx.ui.status("waiting for `kbin cache gc`…"))?;
             let report = maintain::verify(&store)?;
-            ctx.ui.report(&report, |r| {
+            ctx.ui.answer(&report, |r| {
                 let mut t = String::new();
                 for c in &r.corrupt {
                     t.push_str(&format!(

@@ -120,7 +120,7 @@ pub(super) fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         kubeconfig: Option<&'a Path>,
         script: &'a str,
     }
-    ctx.ui.report(
+    ctx.ui.answer(
         &Report {
             path: bin.as_deref(),
             kubeconfig: kubeconfig.as_deref(),
