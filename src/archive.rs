@@ -26,16 +26,8 @@ use crate::manifest::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// An I/O error on a local path (the archive, the target directory).
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
     /// The archive is not a readable gzip-compressed tar.
     #[error("{archive} is not a valid .tar.gz")]
     Corrupt {
@@ -149,15 +141,12 @@ pub struct Member {
     pub mode: u32,
 }
 
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
 fn io<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ArchiveError + 'a {
-    move |source| ArchiveError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    crate::fsx::at(action, path)
 }
 
 /// The entry's path made relative and free of `.`/`..`, or why it cannot be.
@@ -400,9 +389,7 @@ pub fn extract_tar_gz(
     let staged = tmp.keep();
     match std::fs::rename(&staged, dest) {
         Ok(()) => {
-            if let Ok(d) = File::open(parent) {
-                let _ = d.sync_all();
-            }
+            crate::fsx::sync_dir(parent);
             Ok(done)
         }
         Err(e) if dest.is_dir() => {

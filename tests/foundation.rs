@@ -41,6 +41,39 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn a_commands_help_lists_its_own_options_first_and_the_global_ones_under_their_heading() {
+    let home = tempfile::tempdir().unwrap();
+    for (cmd, own) in [
+        ("install", "--only"),
+        ("env", "--cluster"),
+        ("build", "--ref"),
+    ] {
+        let out = kbin(home.path()).args([cmd, "--help"]).assert().success();
+        let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let (mine, global) = text
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{cmd} --help has no Global options heading:\n{text}"));
+        assert!(
+            mine.contains("\nOptions:\n") && mine.contains(own),
+            "{text}"
+        );
+        for g in [
+            "--home",
+            "--manifest",
+            "--mirror",
+            "--json",
+            "--verbose",
+            "--quiet",
+        ] {
+            assert!(
+                global.contains(g) && !mine.contains(g),
+                "{g} in {cmd} --help:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn available_versions_are_json_with_minors_1_28_to_1_36() {
     let home = tempfile::tempdir().unwrap();
     let out = kbin(home.path())

@@ -2,64 +2,25 @@
 //! pinned to an installed toolchain (a fixture receipt plus small executables) or to the manifest
 //! (`--kubernetes-version`); kubeconfigs in the node trees checked with the real kubectl.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-
-/// Components of the fixture toolchain with their binaries.
-const COMPONENTS: &[(&str, &[&str])] = &[
-    (
-        "kubernetes",
-        &[
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kubelet",
-            "kube-proxy",
-            "kubectl",
-        ],
-    ),
-    ("etcd", &["etcd", "etcdctl"]),
-    (
-        "containerd",
-        &["containerd", "containerd-shim-runc-v2", "ctr"],
-    ),
-    ("runc", &["runc"]),
-    (
-        "cni-plugins",
-        &["bridge", "host-local", "loopback", "portmap"],
-    ),
-    ("crictl", &["crictl"]),
-];
+use common::toolchain::{FixtureToolchain, write_toolchain};
 
 /// Write toolchain `name` under `home` (receipt + executables) and make it the default.
 fn install_default_toolchain(home: &Path, name: &str, versions: &BTreeMap<&str, &str>) {
-    let dir = home.join("toolchains").join(name);
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    let digest = format!("sha256:{}", "ab".repeat(32));
-    let mut lock = format!(
-        "schema = 1\nname = \"{name}\"\nkubernetes = \"{}\"\narch = \"amd64\"\nmanifest = \"{digest}\"\ncreated = \"2026-11-22T23:00:00Z\"\n\n[images]\ncoredns = \"1.12.4\"\npause = \"3.10.1\"\n",
-        versions["kubernetes"]
+    let fixture = FixtureToolchain::full(
+        name,
+        versions["kubernetes"],
+        |c| versions[c],
+        ("1.12.4", "3.10.1"),
     );
-    for (component, bins) in COMPONENTS {
-        lock += &format!(
-            "\n[[component]]\nname = \"{component}\"\nversion = \"{}\"\norigin = \"download\"\n",
-            versions[component]
-        );
-        for b in *bins {
-            lock += &format!(
-                "\n[[component.binary]]\nname = \"{b}\"\npath = \"bin/{b}\"\ndigest = \"{digest}\"\n"
-            );
-            let p = dir.join("bin").join(b);
-            std::fs::write(&p, format!("#!/bin/sh\necho {b}\n")).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
-    std::fs::write(dir.join("toolchain.lock"), lock).unwrap();
+    write_toolchain(home, &fixture, |b, _| format!("#!/bin/sh\necho {b}\n"));
     std::fs::write(
         home.join("settings.toml"),
         format!("default = \"{name}\"\n"),

@@ -1,21 +1,21 @@
 //! Configs, units, node bundles and next steps (issue 7), against real tools: systemd-analyze,
 //! etcd/etcdctl, openssl, sh (install.sh), tar.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::toolchain::{FixtureToolchain, write_toolchain};
 use kbin::r#gen::bundle::{self, BINARIES, Options};
 use kbin::r#gen::certs::placed_on;
 use kbin::r#gen::configs::{ClusterInput, NodeInput};
 use kbin::r#gen::host::HostProfile;
 use kbin::r#gen::versions::Versions;
-use kbin::manifest::{Arch, Digest, Images};
 use kbin::store::{Layout, Settings};
-use kbin::toolchain::receipt::{BinaryReceipt, ComponentReceipt, Origin, RECEIPT_SCHEMA, Receipt};
-use semver::Version;
 
 fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/bin", "/usr/sbin"] {
@@ -29,77 +29,13 @@ fn tool(name: &str) -> PathBuf {
 
 /// A toolchain in `home`: a toolchain.lock (the receipt type) and stub executables.
 fn install_toolchain(home: &Path, name: &str, k8s: &str, versions: &[(&str, &str)], pause: &str) {
-    let layout = Layout::new(home);
-    let dir = layout.toolchain_dir(name);
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
-    let comp_bins: &[(&str, &[&str])] = &[
-        (
-            "kubernetes",
-            &[
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kubelet",
-                "kube-proxy",
-                "kubectl",
-            ],
-        ),
-        ("etcd", &["etcd", "etcdctl"]),
-        (
-            "containerd",
-            &["containerd", "containerd-shim-runc-v2", "ctr"],
-        ),
-        ("runc", &["runc"]),
-        (
-            "cni-plugins",
-            &["bridge", "host-local", "loopback", "portmap"],
-        ),
-        ("crictl", &["crictl"]),
-    ];
-    let mut components = vec![];
-    for (c, bins) in comp_bins {
-        let v = if *c == "kubernetes" {
-            k8s
-        } else {
-            versions.iter().find(|(n, _)| n == c).unwrap().1
-        };
-        let mut binaries = vec![];
-        for b in *bins {
-            let p = dir.join("bin").join(b);
-            std::fs::write(&p, format!("#!/bin/sh\necho {b} {v}\n")).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            binaries.push(BinaryReceipt {
-                name: (*b).into(),
-                path: format!("bin/{b}"),
-                digest: digest.clone(),
-                reports: None,
-            });
-        }
-        components.push(ComponentReceipt {
-            name: (*c).into(),
-            version: Version::parse(v).unwrap(),
-            origin: Origin::Download,
-            artifacts: vec![],
-            binaries,
-            source: None,
-        });
-    }
-    let r = Receipt {
-        schema: RECEIPT_SCHEMA,
-        name: name.into(),
-        kubernetes: Version::parse(k8s).unwrap(),
-        arch: Arch::Amd64,
-        manifest: digest,
-        created: "2026-11-22T23:00:00Z".into(),
-        images: Some(Images {
-            coredns: "1.11.1".into(),
-            pause: pause.into(),
-        }),
-        components,
-    };
-    std::fs::write(layout.receipt_path(name), r.to_toml()).unwrap();
+    let fixture = FixtureToolchain::full(
+        name,
+        k8s,
+        |c| versions.iter().find(|(n, _)| *n == c).unwrap().1,
+        ("1.11.1", pause),
+    );
+    write_toolchain(home, &fixture, |b, v| format!("#!/bin/sh\necho {b} {v}\n"));
 }
 
 const OLD: (&str, &str, &[(&str, &str)], &str) = (

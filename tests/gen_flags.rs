@@ -477,8 +477,11 @@ fn the_flag_and_field_data_is_real_for_every_minor() {
     );
 }
 
-/// `data/etcd-flags.tsv`: flag → (first minor, minor that deprecates it).
-fn etcd_flags() -> std::collections::BTreeMap<String, ((u32, u32), Option<(u32, u32)>)> {
+/// A flag's first etcd minor and the minor that deprecates it.
+type EtcdRange = ((u32, u32), Option<(u32, u32)>);
+
+/// `data/etcd-flags.tsv`: flag → its range.
+fn etcd_flags() -> std::collections::BTreeMap<String, EtcdRange> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/etcd-flags.tsv");
     let text = std::fs::read_to_string(&path).unwrap();
     let minor = |s: &str| {
@@ -520,10 +523,13 @@ fn every_etcd_flag_exists_and_is_not_deprecated_in_the_etcd_version_it_is_emitte
                 .unwrap();
         for flag in exec_start_flags(&unit).unwrap() {
             match table.get(&flag) {
-                None => problems.push(format!("1.{minor} (etcd {etcd}): --{flag} is not in data/etcd-flags.tsv")),
-                Some((first, _)) if v < *first => {
-                    problems.push(format!("1.{minor}: --{flag} arrived in etcd {}.{}, after {etcd}", first.0, first.1))
-                }
+                None => problems.push(format!(
+                    "1.{minor} (etcd {etcd}): --{flag} is not in data/etcd-flags.tsv"
+                )),
+                Some((first, _)) if v < *first => problems.push(format!(
+                    "1.{minor}: --{flag} arrived in etcd {}.{}, after {etcd}",
+                    first.0, first.1
+                )),
                 Some((_, Some(dep))) if v >= *dep => problems.push(format!(
                     "1.{minor}: --{flag} is deprecated from etcd {}.{} (emitted for {etcd})",
                     dep.0, dep.1

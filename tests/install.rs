@@ -533,6 +533,61 @@ fn server_errors_are_retried_until_the_artifact_comes() {
 }
 
 #[test]
+fn quiet_install_prints_nothing_but_errors() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["install", "1.30", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(f.toolchain("1.30").join("bin/kubectl").is_file());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no result table");
+    assert_eq!(stderr(&out), "");
+    // Up to date: still nothing.
+    let again = f.cmd().args(["install", "1.30", "-q"]).output().unwrap();
+    assert!(again.status.success());
+    assert!(again.stdout.is_empty() && again.stderr.is_empty());
+    // An error still says what failed.
+    let bad = f
+        .cmd()
+        .args(["install", "1.30", "-q", "--only", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).starts_with("error: "), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_dead_mirror_says_it_is_retrying_before_the_error() {
+    let f = Fixture::new();
+    // Nothing listens on port 1: every attempt is refused at once.
+    let out = f
+        .cmd()
+        .env("KBIN_HTTP_RETRIES", "2")
+        .args([
+            "install",
+            "1.30",
+            "--only",
+            "kubectl",
+            "--mirror",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let retries: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("kubectl: ") && l.contains(" failed, next try in "))
+        .collect();
+    assert_eq!(retries.len(), 2, "one line per retry:\n{err}");
+    assert!(
+        retries[0].contains("Connection refused") && retries[0].contains("; attempt 1 of 3 failed"),
+        "{err}"
+    );
+    assert!(retries[1].contains("; attempt 2 of 3 failed"), "{err}");
+    assert!(!err.contains("downloaded kubectl"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1);
+}
+
+#[test]
 fn a_cut_download_resumes_from_the_cut() {
     let f = Fixture::new();
     let kubelet = f.path_of("/amd64/kubelet");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use common::git;
+use common::toolchain::{FixtureToolchain, write_toolchain};
 
 const KUBE: &str = "1.30.14";
 const RUNC: &str = "1.1.14";
@@ -160,28 +161,17 @@ outputs = {{ crictl = "build/crictl" }}
 
     /// A minimal installed toolchain "t": runc and crictl as if downloaded.
     fn write_toolchain(&self) {
-        let bin = self.toolchain().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let mut comps = String::new();
-        for (name, version) in [("runc", RUNC), ("crictl", CRICTL)] {
-            let body = format!("#!/bin/sh\necho downloaded {name}\n");
-            std::fs::write(bin.join(name), &body).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
-            use sha2::Digest as _;
-            let d = hex::encode(sha2::Sha256::digest(body.as_bytes()));
-            comps.push_str(&format!(
-                "\n[[component]]\nname = \"{name}\"\nversion = \"{version}\"\norigin = \"download\"\n\n\
-                 [[component.artifact]]\nurl = \"https://example.invalid/{name}\"\ndigest = \"sha256:{d}\"\npinned = true\n\n\
-                 [[component.binary]]\nname = \"{name}\"\npath = \"bin/{name}\"\ndigest = \"sha256:{d}\"\n"
-            ));
-        }
-        let lock = format!(
-            "schema = 1\nname = \"t\"\nkubernetes = \"{KUBE}\"\narch = \"amd64\"\nmanifest = \"sha256:{}\"\ncreated = \"2026-11-23T00:00:00Z\"\n{comps}",
-            "0".repeat(64)
-        );
-        std::fs::write(self.toolchain().join("toolchain.lock"), lock).unwrap();
+        let fixture = FixtureToolchain {
+            name: "t",
+            kubernetes: KUBE,
+            components: vec![("runc", RUNC, &["runc"]), ("crictl", CRICTL, &["crictl"])],
+            images: None,
+            artifacts: true,
+            real_digests: true,
+        };
+        write_toolchain(&self.home(), &fixture, |name, _| {
+            format!("#!/bin/sh\necho downloaded {name}\n")
+        });
     }
 
     fn kbin(&self) -> assert_cmd::Command {

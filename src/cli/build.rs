@@ -11,7 +11,7 @@ use crate::error::WithHint;
 use crate::manifest::{Arch, Manifest, Minor};
 use crate::source::{self, BuildRequest, Built};
 use crate::store::{Layout, Store};
-use crate::toolchain::Receipt;
+use crate::toolchain::{self, Receipt};
 
 /// Arguments of `kbin build`.
 #[derive(Debug, Args)]
@@ -125,8 +125,21 @@ pub(super) fn build_into(
         source,
     };
     let built = source::build_component(&store, &req, &ctx.ui).map_err(with_source_hint)?;
-    source::install_built(layout, &store, &receipt.name, comp, &built, &ctx.ui)
-        .map_err(with_source_hint)?;
+    toolchain::edit::replace_component(
+        layout,
+        &store,
+        &receipt.name,
+        comp,
+        &built.version,
+        &built.binaries,
+        built.source.clone(),
+        || {
+            ctx.ui.status(format!(
+                "waiting for another kbin changing toolchain {}",
+                receipt.name
+            ))
+        },
+    )?;
     Ok(built)
 }
 

@@ -25,7 +25,7 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
     match cmd {
         CacheCommand::Dir => {
             let dir = layout.cache_dir();
-            ctx.ui.report(&serde_json::json!({ "cache": dir }), |_| {
+            ctx.ui.answer(&serde_json::json!({ "cache": dir }), |_| {
                 format!("{}\n", dir.display())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -36,15 +36,15 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
                 ctx.ui
                     .status("waiting for running installs to finish before collecting garbage…")
             })?;
-            let mut receipts = Vec::new();
+            let mut keep = std::collections::BTreeSet::new();
             for name in layout.toolchain_names()? {
                 let r = Receipt::load(&layout.receipt_path(&name)).hint(format!(
                     "gc keeps what receipts reference, so it stops on an unreadable one: fix or \
                      `kbin uninstall {name}`"
                 ))?;
-                receipts.push(r);
+                keep.extend(r.digests().cloned());
             }
-            let report = maintain::gc(&store, &receipts)?;
+            let report = maintain::gc(&store, &keep)?;
             ctx.ui.report(&report, |r| {
                 format!(
                     "removed {} blob(s), {} tree(s), {} temporary file(s): {:.1} MB freed; kept {} blob(s)\n",
@@ -61,7 +61,7 @@ pub(super) fn run(ctx: &Context, cmd: CacheCommand) -> anyhow::Result<ExitCode> 
             let store = Store::open(layout)?;
             let _lock = store.lock_shared(|| ctx.ui.status("waiting for `kbin cache gc`…"))?;
             let report = maintain::verify(&store)?;
-            ctx.ui.report(&report, |r| {
+            ctx.ui.answer(&report, |r| {
                 let mut t = String::new();
                 for c in &r.corrupt {
                     t.push_str(&format!(

@@ -64,7 +64,7 @@ fn check(ctx: &Context, a: CertsCheckArgs) -> anyhow::Result<ExitCode> {
     let spec = load(&a.out)?;
     let rows = pki::check(&spec, &a.out, warn);
     let bad = rows.iter().filter(|r| !r.problems.is_empty()).count();
-    ctx.ui.report(&rows, |rows| {
+    ctx.ui.answer(&rows, |rows| {
         let table: Vec<Vec<String>> = rows
             .iter()
             .map(|r| {

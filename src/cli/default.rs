@@ -37,7 +37,7 @@ pub(super) fn run(ctx: &Context, args: DefaultArgs) -> anyhow::Result<ExitCode> 
         settings.default = Some(name);
         layout.save_settings(&settings)?;
     }
-    ctx.ui.report(
+    ctx.ui.answer(
         &DefaultReport {
             default: settings.default.clone(),
         },

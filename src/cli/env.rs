@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::Context;
+// Always quoted, for POSIX shells and fish alike: these lines are read as much as run.
+use crate::util::shell_quote_always;
 
 /// Shells `kbin env` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,23 +40,18 @@ pub struct EnvArgs {
     pub shell: Option<Shell>,
 }
 
-/// Quote `s` for POSIX shells and fish (single quotes; `'` closed, escaped, reopened).
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The lines `kbin env` prints for `shell`: PATH, KUBECONFIG and kubectl completion.
 pub fn render(shell: Shell, bin: Option<&Path>, kubeconfig: Option<&Path>) -> String {
     let mut out = String::from("# kbin env: eval this in your shell, e.g. eval \"$(kbin env)\"\n");
     if let Some(bin) = bin {
-        let b = quote(&bin.display().to_string());
+        let b = shell_quote_always(&bin.display().to_string());
         out.push_str(&match shell {
             Shell::Fish => format!("set -gx PATH {b} $PATH;\n"),
             _ => format!("export PATH={b}:\"$PATH\";\n"),
         });
     }
     if let Some(k) = kubeconfig {
-        let k = quote(&k.display().to_string());
+        let k = shell_quote_always(&k.display().to_string());
         out.push_str(&match shell {
             Shell::Fish => format!("set -gx KUBECONFIG {k};\n"),
             _ => format!("export KUBECONFIG={k};\n"),
@@ -98,7 +95,8 @@ pub(super) fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             let dir = std::path::absolute(dir)
                 .with_context(|| format!("cannot resolve {}", dir.display()))?;
-            let admin = dir.join("kubeconfigs/admin.conf");
+            // The cluster tree is gen's, not KBIN_HOME's: gen names its kubeconfig directory.
+            let admin = crate::r#gen::pki::kubeconfig_dir(&dir).join("admin.conf");
             if !admin.is_file() {
                 return Err(anyhow::anyhow!(
                     "{} has no kubeconfigs/admin.conf",
@@ -122,7 +120,7 @@ pub(super) fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         kubeconfig: Option<&'a Path>,
         script: &'a str,
     }
-    ctx.ui.report(
+    ctx.ui.answer(
         &Report {
             path: bin.as_deref(),
             kubeconfig: kubeconfig.as_deref(),

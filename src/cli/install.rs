@@ -118,10 +118,9 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         ctx.global.mirror.clone(),
         settings.mirrors.clone(),
     ))?;
-    let source_builder = crate::source::InstallBuilder::new(&manifest);
-    let builder: Option<&dyn install::SourceBuilder> = Some(&source_builder);
+    let builder = install::ManifestBuilder::new(&manifest);
     let outcome = install::execute(
-        &manifest, &store, &fetcher, &plan, args.jobs, builder, &ctx.ui,
+        &manifest, &store, &fetcher, &plan, args.jobs, &builder, &ctx.ui,
     )
     .map_err(|e| {
         let hint = match &e {

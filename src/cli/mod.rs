@@ -55,32 +55,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The help heading of [`Global`]'s options: a command's `--help` lists its own options first,
+/// then these under their own heading.
+const GLOBAL: &str = "Global options";
+
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Where kbin keeps its cache, toolchains and settings [default: ~/.kbin]
-    #[arg(long, env = "KBIN_HOME", value_name = "DIR", global = true)]
+    #[arg(long, env = "KBIN_HOME", value_name = "DIR", global = true, help_heading = GLOBAL)]
     pub home: Option<PathBuf>,
 
     /// Use this manifest instead of the one built into kbin
-    #[arg(long, env = "KBIN_MANIFEST", value_name = "FILE", global = true)]
+    #[arg(long, env = "KBIN_MANIFEST", value_name = "FILE", global = true, help_heading = GLOBAL)]
     pub manifest: Option<PathBuf>,
 
     /// Fetch from this mirror: it replaces the scheme and host of upstream URLs and keeps their
     /// paths (http://, https:// or file://)
-    #[arg(long, env = "KBIN_MIRROR", value_name = "URL", global = true)]
+    #[arg(long, env = "KBIN_MIRROR", value_name = "URL", global = true, help_heading = GLOBAL)]
     pub mirror: Option<String>,
 
     /// Print results as JSON on stdout
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Say more (repeat for more)
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
-    /// Say nothing but errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    /// Say nothing but errors (what a query asks for, like `kbin env` or `--json`, still prints)
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
 }
 

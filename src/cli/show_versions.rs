@@ -163,7 +163,7 @@ fn render_available(a: &Available) -> String {
 pub(super) fn run(ctx: &Context, args: ShowVersionsArgs) -> anyhow::Result<ExitCode> {
     if args.available {
         let m = ctx.manifest()?;
-        ctx.ui.report(&available(&m), render_available)?;
+        ctx.ui.answer(&available(&m), render_available)?;
         return Ok(ExitCode::SUCCESS);
     }
     installed(ctx, args.toolchain.as_deref())
@@ -204,7 +204,7 @@ fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
             receipt,
         });
     }
-    ctx.ui.report(&list, render_installed)?;
+    ctx.ui.answer(&list, render_installed)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -128,16 +128,8 @@ pub enum FetchError {
         actual: Digest,
     },
     /// A local file (the partial download, or a `file://` source) cannot be read or written.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing ("cannot write").
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
     /// A `file://` URL names a file that does not exist.
     #[error("{target} does not exist")]
     FileNotFound {

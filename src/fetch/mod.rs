@@ -172,6 +172,38 @@ pub trait Progress: Send + Sync {
     fn inc(&self, n: u64);
     /// The download is complete (not called on failure).
     fn finish(&self);
+    /// An attempt failed and another follows after a pause: say so, or the user watches a
+    /// frozen bar for the whole backoff. A no-op unless implemented.
+    fn retrying(&self, _retry: &Retry) {}
+}
+
+/// A failed attempt that will be retried: what failed, which attempt, and how long until the
+/// next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Why the attempt failed (the error's message).
+    pub reason: String,
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    /// How many attempts there are in all (retries + 1).
+    pub attempts: u32,
+    /// The pause before the next attempt.
+    pub wait: Duration,
+}
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; attempt {} of {} failed, next try in ",
+            self.reason, self.attempt, self.attempts,
+        )?;
+        if self.wait < Duration::from_secs(1) {
+            write!(f, "{} ms", self.wait.as_millis())
+        } else {
+            write!(f, "{} s", self.wait.as_secs_f64().round() as u64)
+        }
+    }
 }
 
 /// A [`Progress`] that reports nothing.
@@ -344,6 +376,18 @@ impl Fetcher {
         checksum_url: &str,
         file_name: &str,
     ) -> Result<Digest, FetchError> {
+        self.checksum_with_progress(checksum_url, file_name, &NoProgress)
+            .await
+    }
+
+    /// [`Fetcher::checksum`], telling `progress` about retries (a checksum file is small: no
+    /// byte counts).
+    pub async fn checksum_with_progress(
+        &self,
+        checksum_url: &str,
+        file_name: &str,
+        progress: &dyn Progress,
+    ) -> Result<Digest, FetchError> {
         let url = self.resolve_url(checksum_url)?;
         let target = Target {
             upstream: checksum_url.to_owned(),
@@ -359,7 +403,7 @@ impl Fetcher {
                 .map_err(|e| file_error(e, &target, &path))?;
             buf
         } else {
-            self.get_small(&url, &target).await?
+            self.get_small(&url, &target, progress).await?
         };
         if bytes.len() > CHECKSUM_MAX {
             return Err(FetchError::ChecksumFormat {
@@ -380,7 +424,12 @@ impl Fetcher {
     }
 
     /// A small body in memory, with the same retries as downloads.
-    async fn get_small(&self, url: &Url, target: &Target) -> Result<Vec<u8>, FetchError> {
+    async fn get_small(
+        &self,
+        url: &Url,
+        target: &Target,
+        progress: &dyn Progress,
+    ) -> Result<Vec<u8>, FetchError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -404,8 +453,7 @@ impl Fetcher {
             match result {
                 Ok(body) => return Ok(body),
                 Err(Failure::Retry(e)) if attempt <= self.opts.retries => {
-                    tracing::debug!("attempt {attempt} failed, retrying: {e}");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    self.pause(&e, attempt, progress).await;
                 }
                 Err(Failure::Retry(e)) => return Err(with_attempts(e, attempt)),
                 Err(Failure::Fatal { error, .. }) => return Err(error),
@@ -448,8 +496,7 @@ impl Fetcher {
             };
             let (error, discard) = match failure {
                 Failure::Retry(e) if attempt <= self.opts.retries => {
-                    tracing::debug!("attempt {attempt} failed, retrying: {e}");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    self.pause(&e, attempt, progress).await;
                     continue;
                 }
                 // The bytes on disk are good: a rerun resumes after them.
@@ -634,6 +681,25 @@ impl Fetcher {
         }
     }
 
+    /// After failed attempt `attempt` (`e`): tell `progress`, then wait the backoff.
+    async fn pause(&self, e: &FetchError, attempt: u32, progress: &dyn Progress) {
+        let wait = self.backoff(attempt);
+        tracing::debug!("attempt {attempt} failed, retrying in {wait:?}: {e}");
+        // The root cause says why ("Connection refused", "503 Service Unavailable"); the top
+        // message only repeats the URL, which the line's name already identifies.
+        let mut root: &dyn std::error::Error = e;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        progress.retrying(&Retry {
+            reason: root.to_string(),
+            attempt,
+            attempts: self.opts.retries + 1,
+            wait,
+        });
+        tokio::time::sleep(wait).await;
+    }
+
     /// The pause before retry `n` (1-based): backoff · 2^(n-1), plus up to 50 % jitter.
     fn backoff(&self, n: u32) -> Duration {
         let base = self
@@ -776,11 +842,11 @@ fn file_error(e: std::io::Error, target: &Target, path: &Path) -> FetchError {
             target: target.clone(),
         }
     } else {
-        FetchError::Io {
+        FetchError::Io(crate::fsx::PathIo {
             action: "cannot read",
             path: path.to_owned(),
             source: e,
-        }
+        })
     }
 }
 
@@ -803,11 +869,7 @@ async fn copy_file(
         use std::io::Write;
         let io = |action: &'static str, path: &Path| {
             let path = path.to_owned();
-            move |source| FetchError::Io {
-                action,
-                path,
-                source,
-            }
+            move |source| crate::fsx::at::<FetchError>(action, &path)(source)
         };
         let mut out = std::fs::File::create(&dst).map_err(io("cannot create", &dst))?;
         let mut hashers = Hashers::new(sha512);
@@ -838,10 +900,12 @@ async fn copy_file(
         })
     })
     .await
-    .map_err(|e| FetchError::Io {
-        action: "the copy thread failed for",
-        path: partial.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+    .map_err(|e| {
+        FetchError::Io(crate::fsx::PathIo {
+            action: "the copy thread failed for",
+            path: partial.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })
     })??;
     progress.inc(copied.size);
     Ok(copied)

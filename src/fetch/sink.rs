@@ -122,15 +122,12 @@ struct State {
     failed: Option<std::io::Error>,
 }
 
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
 fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> FetchError + 'a {
-    move |source| FetchError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    crate::fsx::at(action, path)
 }
 
 impl State {
@@ -334,9 +331,9 @@ impl Sink {
 
 /// The writer thread ended without answering: it panicked.
 fn gone() -> FetchError {
-    FetchError::Io {
+    FetchError::Io(crate::fsx::PathIo {
         action: "the download writer thread stopped while writing",
         path: PathBuf::new(),
         source: std::io::Error::other("writer thread ended"),
-    }
+    })
 }

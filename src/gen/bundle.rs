@@ -75,7 +75,7 @@ pub enum BundleError {
     SharedBundle(#[from] BundleCacheError),
     /// A tarball could not be written.
     #[error(transparent)]
-    Tarball(#[from] crate::store::PathIo),
+    Tarball(#[from] crate::fsx::PathIo),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {

@@ -28,9 +28,10 @@ use sha2::{Digest as _, Sha256};
 use super::Staged;
 use super::tarball::{self, Entry};
 use super::versions::Versions;
+use crate::fsx::{PathIo, at};
 use crate::manifest::Digest;
 use crate::store::cas::{CasError, FileDigests, sha256_file};
-use crate::store::{FileLock, Layout, PathIo, Store, StoreError, at};
+use crate::store::{FileLock, Layout, Store, StoreError};
 
 /// Errors making, checking or placing a shared bundle.
 #[derive(Debug, thiserror::Error)]
@@ -173,12 +174,8 @@ fn write_ref(
     blob: &Path,
 ) -> Result<(), BundleCacheError> {
     let text = format!("{digest}\n{}\n", Stamp::of(blob)?.render());
-    crate::store::write_atomic(&layout.bundle_ref(key), text.as_bytes()).map_err(|source| {
-        BundleCacheError::Home {
-            home: layout.root().to_owned(),
-            source,
-        }
-    })
+    crate::fsx::write_atomic(&layout.bundle_ref(key), text.as_bytes(), 0o644)?;
+    Ok(())
 }
 
 /// The blob the ref of `key` names, if it exists and its bytes still have its digest: taken

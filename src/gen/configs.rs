@@ -308,7 +308,11 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
         flag("peer-trusted-ca-file", on_node_cert(Id::EtcdCa)),
         flag("peer-client-cert-auth", "true"),
     ];
-    args.extend(d.flags(Knob::EtcdSnapshotCount).iter().map(|f| f.to_string()));
+    args.extend(
+        d.flags(Knob::EtcdSnapshotCount)
+            .iter()
+            .map(|f| f.to_string()),
+    );
     args.extend(d.flags(Knob::EtcdLoggerFlags).iter().map(|f| f.to_string()));
     args.extend(
         d.flags(Knob::EtcdCorruptCheckFlag)

@@ -44,6 +44,16 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
+impl From<crate::fsx::PathIo> for WriteError {
+    fn from(e: crate::fsx::PathIo) -> WriteError {
+        WriteError {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
     move |source| WriteError {
         action,
@@ -157,16 +167,8 @@ impl Staged {
             };
             self.lock().new_dirs.push((parent.to_owned(), dir_mode));
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(std::fs::Permissions::from_mode(mode))
-            .tempfile_in(dir)
-            .map_err(at("cannot create a temporary file in", dir))?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(at("cannot set the mode of", path))?;
-        tmp.write_all(bytes).map_err(at("cannot write", path))?;
-        let tmp = tmp.into_temp_path();
+        let (mut file, tmp) = crate::fsx::temp_in(dir, mode)?;
+        file.write_all(bytes).map_err(at("cannot write", path))?;
         let mut files = self.lock();
         files.order.push((tmp, path.to_owned()));
         files.bytes.insert(path.to_owned(), bytes.to_vec());
@@ -305,13 +307,6 @@ fn par_io(
             .into_iter()
             .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     })
-}
-
-/// Sync a directory so the renames inside it survive a crash (best effort).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

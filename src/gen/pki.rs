@@ -22,6 +22,7 @@ use x509_parser::public_key::PublicKey;
 use super::certs::{self, Item, Kind, San};
 use super::spec::{ClusterSpec, KeyAlgo};
 use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
+pub use crate::util::sha256_hex;
 
 /// Clock skew tolerated between the machine that generates and the nodes: certificates are
 /// valid from this long before their creation.
@@ -340,13 +341,13 @@ fn validity_problem(x509: &X509Certificate<'_>, now: SystemTime) -> Option<Strin
     if now > v.not_after.to_datetime() {
         return Some(format!(
             "expired on {}",
-            fmt_time(v.not_after.to_datetime())
+            crate::util::rfc3339(v.not_after.to_datetime())
         ));
     }
     if now < v.not_before.to_datetime() {
         return Some(format!(
             "not valid before {}",
-            fmt_time(v.not_before.to_datetime())
+            crate::util::rfc3339(v.not_before.to_datetime())
         ));
     }
     None
@@ -930,25 +931,6 @@ pub fn read_cert_der(path: &Path) -> Result<Vec<u8>, String> {
     Ok(pem.contents)
 }
 
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// RFC 3339 in UTC, to the second.
-pub fn fmt_time(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// One row of `kbin certs check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckRow {
@@ -1053,7 +1035,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
             return row;
         };
         let not_after = x509.validity().not_after.to_datetime();
-        row.expires = Some(fmt_time(not_after));
+        row.expires = Some(crate::util::rfc3339(not_after));
         row.seconds_left = Some((not_after - time::OffsetDateTime::from(now)).whole_seconds());
         if not_after < time::OffsetDateTime::from(now) {
             row.problems.push("expired".into());

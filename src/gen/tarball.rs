@@ -26,8 +26,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::fsx::PathIo;
 use crate::manifest::Digest;
-use crate::store::PathIo;
 
 /// Bytes of tar stream per gzip member. Part of the output format: changing it changes every
 /// bundle's bytes (bump [`FORMAT`] with it). 1 MiB keeps the loss from restarting the deflate

@@ -2,7 +2,7 @@
 //! ref a build needs (shallow where the transport allows), and checking a commit out into a work
 //! tree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use git2::{AutotagOption, FetchOptions, Oid, Repository, build::CheckoutBuilder};
 
@@ -25,10 +25,12 @@ pub fn normalize_source(source: &str) -> Result<String, SourceError> {
         return Ok(source.to_owned());
     }
     let path = Path::new(source);
-    let abs = std::fs::canonicalize(path).map_err(|e| SourceError::Io {
-        action: "cannot find the source repository",
-        path: path.to_owned(),
-        source: e,
+    let abs = std::fs::canonicalize(path).map_err(|e| {
+        SourceError::Io(crate::fsx::PathIo {
+            action: "cannot find the source repository",
+            path: path.to_owned(),
+            source: e,
+        })
     })?;
     Ok(format!("file://{}", abs.display()))
 }
@@ -51,10 +53,12 @@ pub fn fetch_ref(mirror: &Path, url: &str, git_ref: &str) -> Result<Fetched, Sou
     let repo = match Repository::open_bare(mirror) {
         Ok(r) => r,
         Err(_) => {
-            std::fs::create_dir_all(mirror).map_err(|e| SourceError::Io {
-                action: "cannot create",
-                path: mirror.to_owned(),
-                source: e,
+            std::fs::create_dir_all(mirror).map_err(|e| {
+                SourceError::Io(crate::fsx::PathIo {
+                    action: "cannot create",
+                    path: mirror.to_owned(),
+                    source: e,
+                })
             })?;
             Repository::init_bare(mirror).map_err(git_err(url, "cannot create the mirror"))?
         }
@@ -153,16 +157,20 @@ pub fn fetch_ref(mirror: &Path, url: &str, git_ref: &str) -> Result<Fetched, Sou
 /// Check `commit` out of the bare mirror into `dest` (created fresh; removed first if present).
 pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(), SourceError> {
     if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(|e| SourceError::Io {
-            action: "cannot clear the old work tree",
-            path: dest.to_owned(),
-            source: e,
+        std::fs::remove_dir_all(dest).map_err(|e| {
+            SourceError::Io(crate::fsx::PathIo {
+                action: "cannot clear the old work tree",
+                path: dest.to_owned(),
+                source: e,
+            })
         })?;
     }
-    std::fs::create_dir_all(dest).map_err(|e| SourceError::Io {
-        action: "cannot create",
-        path: dest.to_owned(),
-        source: e,
+    std::fs::create_dir_all(dest).map_err(|e| {
+        SourceError::Io(crate::fsx::PathIo {
+            action: "cannot create",
+            path: dest.to_owned(),
+            source: e,
+        })
     })?;
     let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
     let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
@@ -175,9 +183,4 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     repo.checkout_tree(tree.as_object(), Some(&mut co))
         .map_err(git_err(url, "cannot check out"))?;
     Ok(())
-}
-
-/// The work tree of build `key` under `builds/`.
-pub fn work_tree(builds: &Path, key: &str) -> PathBuf {
-    builds.join(key).join("src")
 }

@@ -2,15 +2,13 @@
 //! commit out, run the manifest's recipe in a clean environment, and keep the outputs in the
 //! store keyed by (commit, recipe, Go version, arch) so the same inputs never build twice.
 //!
-//! ```text
-//! $KBIN_HOME/git/<host>/<path>.git      bare mirror (only the refs builds asked for)
-//! $KBIN_HOME/builds/<key>/src/          work tree of the build
-//! $KBIN_HOME/builds/<key>/build.log     the recipe's output
-//! $KBIN_HOME/builds/index/<key>.toml    a finished build: binary name → blob digest
-//! ```
+//! Where each piece lives under KBIN_HOME (the mirror, `builds/<key>/`, `builds/index/`, the
+//! shared Go caches) is [`Layout`]'s to say.
 //!
 //! [`build_component`] is the one entry point (used by `kbin build` and `kbin install
-//! --from-source`); [`install_built`] swaps the binaries into a toolchain with its receipt.
+//! --from-source`); it only fills the store. Putting the binaries into a toolchain, with its
+//! receipt, is `toolchain::edit`'s job: this module knows nothing of toolchains but the
+//! provenance it reports ([`SourceReceipt`]).
 
 // Errors are the cold path, and their fields are what the user reads: no boxing.
 #![allow(clippy::result_large_err)]
@@ -28,12 +26,12 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::fsx::write_atomic;
 use crate::manifest::{Arch, Component, Digest};
-use crate::store::{Layout, Store, write_atomic};
-use crate::toolchain::Receipt;
-use crate::toolchain::assemble::{self, Staging};
-use crate::toolchain::receipt::{BinaryReceipt, ComponentReceipt, Origin, SourceReceipt};
+use crate::store::{Layout, Store};
+use crate::toolchain::SourceReceipt;
 use crate::ui::Ui;
+use crate::util::{sha256_hex, shell_quote};
 
 /// How many lines of the build log a failure shows.
 pub const LOG_TAIL_LINES: usize = 30;
@@ -55,16 +53,8 @@ const PASSTHROUGH_ENV: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// An I/O error on a path.
-    #[error("{action} {path}")]
-    Io {
-        /// What kbin was doing.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
     /// A libgit2 failure.
     #[error("{what}: {url}")]
     Git {
@@ -161,9 +151,6 @@ pub enum SourceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::CasError),
-    /// Assembling the toolchain failed.
-    #[error(transparent)]
-    Assemble(#[from] crate::toolchain::assemble::AssembleError),
 }
 
 impl SourceError {
@@ -192,12 +179,9 @@ impl SourceError {
     }
 }
 
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
-    move |source| SourceError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    crate::fsx::at(action, path)
 }
 
 /// What to build.
@@ -351,41 +335,17 @@ fn expand_recipe(
     Ok(Expanded { runs, env, outputs })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// The environment every recipe starts from, before its own `env`.
 fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> {
-    let go = layout.cache_dir().join("go");
     let mut env = BTreeMap::new();
     env.insert("PATH".into(), path.to_owned());
-    env.insert(
-        "HOME".into(),
-        layout
-            .builds_dir()
-            .join(key)
-            .join("home")
-            .display()
-            .to_string(),
-    );
-    env.insert("GOPATH".into(), go.join("path").display().to_string());
-    env.insert("GOCACHE".into(), go.join("build").display().to_string());
+    env.insert("HOME".into(), layout.build_home(key).display().to_string());
+    env.insert("GOPATH".into(), layout.go_path().display().to_string());
+    env.insert("GOCACHE".into(), layout.go_cache().display().to_string());
     env.insert("GOTOOLCHAIN".into(), "local".into());
     env.insert("CGO_ENABLED".into(), "0".into());
     env.insert("LC_ALL".into(), "C".into());
     env
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 fn log_tail(log: &Path, n: usize) -> String {
@@ -455,12 +415,8 @@ pub fn build_component(
         req.arch
     );
     let key = format!("{}-{}", c.name, &sha256_hex(key_input.as_bytes())[..32]);
-    let index_path = layout
-        .builds_dir()
-        .join("index")
-        .join(format!("{key}.toml"));
-    let build_dir = layout.builds_dir().join(&key);
-    let log = build_dir.join("build.log");
+    let index_path = layout.build_index(&key);
+    let log = layout.build_log(&key);
 
     // Never build the same thing twice at once: the second waits, then finds it in the index.
     let _build_lock = store.lock_key(&format!("build-{key}"), || {
@@ -498,7 +454,7 @@ pub fn build_component(
         });
     }
 
-    let tree = git::work_tree(&layout.builds_dir(), &key);
+    let tree = layout.build_src(&key);
     git::checkout(&mirror, &url, &fetched.commit, &tree)?;
     let wants = tools::GoWants::read(&tree);
     let first = expanded.runs.first().cloned().unwrap_or_default();
@@ -544,11 +500,14 @@ pub fn build_component(
         toml::to_string_pretty(&entry)
             .expect("index entries always serialize")
             .as_bytes(),
+        0o644,
     )
-    .map_err(|e| SourceError::Io {
-        action: "cannot write the build index",
-        path: index_path.clone(),
-        source: std::io::Error::other(e.to_string()),
+    .map_err(|e| {
+        SourceError::Io(crate::fsx::PathIo {
+            action: "cannot write the build index",
+            path: e.path,
+            source: e.source,
+        })
     })?;
     ui.status(format!("built {} {} ({key})", c.name, req.version));
     Ok(Built {
@@ -616,10 +575,12 @@ fn run_recipe(
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn();
-        let status = match spawned {
+        // `None` when the run succeeded, else what the failure says.
+        let failed = match spawned {
             Ok(mut child) => loop {
                 match child.try_wait().map_err(io("cannot wait for", &program))? {
-                    Some(s) => break s.to_string(),
+                    Some(s) if s.success() => break None,
+                    Some(s) => break Some(s.to_string()),
                     None => {
                         if let Some(pb) = &spinner {
                             pb.tick();
@@ -627,15 +588,14 @@ fn run_recipe(
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
-            }
-            .to_string(),
+            },
             Err(e) => {
                 writeln!(file, "cannot run {}: {e}", program.display())
                     .map_err(io("cannot write", log))?;
-                format!("cannot run {}: {e}", argv[0])
+                Some(format!("cannot run {}: {e}", argv[0]))
             }
         };
-        if status != "exit status: 0" {
+        if let Some(status) = failed {
             if let Some(pb) = spinner {
                 pb.finish_and_clear();
             }
@@ -652,144 +612,4 @@ fn run_recipe(
         pb.finish_and_clear();
     }
     Ok(())
-}
-
-/// Swap a build's binaries into toolchain `name` and record the component as built from source
-/// in its receipt. The toolchain is replaced whole (staging + rename) under its lock.
-pub fn install_built(
-    layout: &Layout,
-    store: &Store,
-    name: &str,
-    component: &Component,
-    built: &Built,
-    ui: &Ui,
-) -> Result<Receipt, SourceError> {
-    let _lock = assemble::lock_toolchain(layout, name, || {
-        ui.status(format!(
-            "waiting for another kbin changing toolchain {name}"
-        ))
-    })?;
-    let receipt_path = layout.receipt_path(name);
-    let mut receipt = Receipt::load(&receipt_path).map_err(|e| SourceError::Io {
-        action: "cannot read the receipt",
-        path: receipt_path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let staging = Staging::from_installed(layout, name)?;
-    let old: Vec<String> = receipt
-        .components
-        .iter()
-        .filter(|c| c.name == component.name)
-        .flat_map(|c| c.binaries.iter().map(|b| b.path.clone()))
-        .collect();
-    for p in &old {
-        staging.remove(p)?;
-    }
-    let mut binaries = Vec::new();
-    for (b, digest) in &built.binaries {
-        let rel = format!("{}/{}", component.install_dir, b);
-        let blob = store.get(digest).ok_or_else(|| SourceError::Io {
-            action: "the build's blob is missing from the store",
-            path: layout.blob_path(digest),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })?;
-        staging.link(&rel, &blob)?;
-        let args = component
-            .version_args_override
-            .get(b)
-            .unwrap_or(&component.version_args);
-        // Builds are native, so the binary can say what it is.
-        let reports = crate::install::version_report(&staging.dir().join(&rel), args);
-        binaries.push(BinaryReceipt {
-            name: b.clone(),
-            path: rel,
-            digest: digest.clone(),
-            reports,
-        });
-    }
-    let entry = ComponentReceipt {
-        name: component.name.clone(),
-        version: built.version.clone(),
-        origin: Origin::Source,
-        artifacts: Vec::new(),
-        binaries,
-        source: Some(built.source.clone()),
-    };
-    // One receipt entry per component: a --with split of it is replaced by the build.
-    match receipt
-        .components
-        .iter()
-        .position(|c| c.name == component.name)
-    {
-        Some(i) => {
-            receipt.components[i] = entry;
-            let mut i = i + 1;
-            while i < receipt.components.len() {
-                if receipt.components[i].name == component.name {
-                    receipt.components.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        None => receipt.components.push(entry),
-    }
-    staging.commit(&receipt)?;
-    Ok(receipt)
-}
-
-/// The [`crate::install::SourceBuilder`] that `kbin install --from-source` uses: each planned
-/// build goes through [`build_component`] at the version's tag, from the manifest's repository.
-#[derive(Debug)]
-pub struct InstallBuilder<'a> {
-    manifest: &'a crate::manifest::Manifest,
-}
-
-impl<'a> InstallBuilder<'a> {
-    /// A builder for the components of `manifest`.
-    pub fn new(manifest: &'a crate::manifest::Manifest) -> Self {
-        InstallBuilder { manifest }
-    }
-}
-
-impl crate::install::SourceBuilder for InstallBuilder<'_> {
-    fn build(
-        &self,
-        store: &Store,
-        build: &crate::install::PlannedBuild,
-        arch: Arch,
-        ui: &Ui,
-    ) -> Result<crate::install::Built, Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let component = self
-            .manifest
-            .component(&build.component)
-            .ok_or_else(|| SourceError::NoRecipe(build.component.clone()))?;
-        if Arch::host() != Some(arch) {
-            return Err(format!(
-                "cannot build {} for {arch} from source: source builds are native to this machine",
-                build.component
-            )
-            .into());
-        }
-        let req = BuildRequest {
-            component,
-            version: build.version.clone(),
-            arch,
-            git_ref: None,
-            source: None,
-        };
-        let built = build_component(store, &req, ui).map_err(|e| match e.hint() {
-            Some(h) => format!("{e}\nhint: {h}").into(),
-            None => Box::new(e) as Box<dyn std::error::Error + Send + Sync>,
-        })?;
-        let wanted: Vec<&str> = build.outputs.iter().map(|o| o.binary.as_str()).collect();
-        Ok(crate::install::Built {
-            binaries: built
-                .binaries
-                .into_iter()
-                .filter(|(b, _)| wanted.is_empty() || wanted.contains(&b.as_str()))
-                .collect(),
-            source: built.source,
-        })
-    }
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::{Layout, PathIo, at};
+use super::Layout;
+use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
 /// Errors of the content-addressed store.
@@ -182,10 +183,9 @@ impl Store {
     /// A new empty temp file in `cache/tmp` (same filesystem as the blobs).
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CasError> {
         let dir = self.layout.tmp_dir();
-        tempfile::Builder::new()
-            .prefix(".blob-")
-            .tempfile_in(&dir)
-            .map_err(at::<CasError>("cannot create a temporary file in", &dir))
+        // Owner-only while it is written; insert_* makes the blob read-only for all.
+        let (file, path) = crate::fsx::temp_in(&dir, 0o600)?;
+        Ok(tempfile::NamedTempFile::from_parts(file, path))
     }
 
     /// Move the complete file `src` (on the same filesystem, usually in `cache/tmp`) into the
@@ -232,20 +232,15 @@ impl Store {
         } else {
             let dir = dest.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
-            let f = File::open(src).map_err(at::<CasError>("cannot open", src))?;
-            f.sync_all().map_err(at::<CasError>("cannot sync", src))?;
-            let mut perms = f
-                .metadata()
-                .map_err(at::<CasError>("cannot stat", src))?
-                .permissions();
             // Blobs are executables or archives: readable and executable by all, writable by none.
             use std::os::unix::fs::PermissionsExt;
-            perms.set_mode(0o555);
-            std::fs::set_permissions(src, perms).map_err(at::<CasError>("cannot chmod", src))?;
-            std::fs::rename(src, &dest).map_err(at::<CasError>("cannot rename into", &dest))?;
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o555)).map_err(at::<
+                CasError,
+            >(
+                "cannot chmod",
+                src,
+            ))?;
+            crate::fsx::persist_path(src, &dest)?;
         }
         if let Some(exp) = expected
             && exp.algo() != DigestAlgo::Sha256
@@ -299,15 +294,7 @@ impl Store {
                 }
             })
             .collect();
-        lock_file(
-            &self
-                .layout
-                .tmp_dir()
-                .join("locks")
-                .join(format!("{safe}.lock")),
-            true,
-            on_wait,
-        )
+        lock_file(&self.layout.key_lock(&safe), true, on_wait)
     }
 }
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::Store;
 use super::cas::{CasError, hash_file, sha256_file};
-use super::{PathIo, Store, at};
+use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
-use crate::toolchain::Receipt;
 
 /// What `cache gc` removed.
 #[derive(Debug, Default, Serialize)]
@@ -105,19 +105,13 @@ fn remove_file(path: &Path) -> Result<(), CasError> {
     }
 }
 
-/// Remove every blob, tree and temporary file that none of `receipts` references. The caller
-/// holds the store's exclusive lock, so no install is running.
-pub fn gc(store: &Store, receipts: &[Receipt]) -> Result<GcReport, CasError> {
-    let mut keep: BTreeSet<Digest> = BTreeSet::new();
-    for r in receipts {
-        for c in &r.components {
-            keep.extend(c.binaries.iter().map(|b| b.digest.clone()));
-            keep.extend(c.artifacts.iter().map(|a| a.digest.clone()));
-        }
-    }
+/// Remove every blob, tree and temporary file whose digest is not in `keep` (what the
+/// toolchains' receipts reference: the store knows no receipts). The caller holds the store's
+/// exclusive lock, so no install is running.
+pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> {
     // An artifact pinned by sha512 is stored under its sha256 too: keep both names.
     let mut keep_sha256 = keep.clone();
-    for d in &keep {
+    for d in keep {
         if d.algo() == DigestAlgo::Sha512
             && let Some(p) = store.get(d)
         {

@@ -1,19 +1,32 @@
 //! KBIN_HOME: the one type that owns every path under it, and the user's settings.
 //!
+//! The whole tree, drawn once (README's "Where things go" is this drawing):
+//!
 //! ```text
 //! $KBIN_HOME/
 //! ├── cache/
-//! │   ├── blobs/sha256/<2 hex>/<64 hex>   immutable, read-only files (artifacts, binaries)
-//! │   ├── trees/<digest hex>/             extracted archives, immutable
-//! │   ├── bundles/sha256-<key hex>        shared binaries bundle refs: key → the bundle's blob
-//! │   └── tmp/                            downloads in progress (resumable) and staging
-//! ├── git/<host>/<path>.git               bare mirrors for source builds
-//! ├── builds/<key>/                       build work trees and logs
-//! ├── toolchains/<name>/
-//! │   ├── bin/…                           hardlinks into cache/blobs (copies where links fail)
-//! │   └── toolchain.lock                  the receipt
-//! ├── settings.toml                       default toolchain, mirrors
-//! └── .lock                               shared by installs, exclusive for `cache gc`
+//! │   ├── blobs/<algo>/<2 hex>/<hex>       immutable, read-only files (artifacts, binaries),
+//! │   │                                    named by sha256; a sha512 pin is a hardlink alias
+//! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest
+//! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
+//! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
+//! │   ├── go/path/, go/build/              GOPATH and GOCACHE of source builds
+//! │   └── tmp/                             staging, same filesystem as the blobs
+//! │       ├── <algo>-<hex>.partial         a download in progress (resumable)
+//! │       └── locks/<key>.lock             one per artifact, repository fetch and build
+//! ├── git/<host>/<path>.git                bare mirrors for source builds
+//! ├── builds/
+//! │   ├── <key>/src/                       a build's work tree
+//! │   ├── <key>/home/                      its HOME
+//! │   ├── <key>/build.log                  the recipe's output
+//! │   └── index/<key>.toml                 a finished build: binary name → blob digest
+//! ├── toolchains/
+//! │   ├── <name>/bin/…                     hardlinks into cache/blobs (copies where links fail)
+//! │   ├── <name>/toolchain.lock            the receipt
+//! │   ├── .<name>.lock                     held while toolchain <name> is replaced
+//! │   └── .staging-<name>-*/ .old-* …      a toolchain being assembled or swapped out
+//! ├── settings.toml                        default toolchain, mirrors
+//! └── .lock                                shared by installs, exclusive for `cache gc`
 //! ```
 //!
 //! Nothing is created until a command needs it ([`Layout::ensure`]); kbin writes nowhere else.
@@ -22,42 +35,14 @@ pub mod cas;
 pub mod maintain;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Digest;
 
+use crate::fsx::{PathIo, at};
 pub use cas::{CasError, FileLock, Store};
-
-/// An I/O error on a path: what kbin was doing, and where. The error type every filesystem
-/// operation under KBIN_HOME reports through.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}")]
-pub struct PathIo {
-    /// What kbin was doing ("cannot create").
-    pub action: &'static str,
-    /// The path.
-    pub path: PathBuf,
-    /// The cause.
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// `map_err(at("cannot read", path))`: wrap an I/O error with its action and path.
-pub fn at<'a, E: From<PathIo>>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> E + 'a {
-    move |source| {
-        E::from(PathIo {
-            action,
-            path: path.to_owned(),
-            source,
-        })
-    }
-}
 
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +70,9 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The receipt's file name inside a toolchain directory.
+    pub const RECEIPT_FILE: &'static str = "toolchain.lock";
+
     /// A layout rooted at `root` (nothing is created).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Layout { root: root.into() }
@@ -160,9 +148,49 @@ impl Layout {
             .join(format!("{}-{}", key.algo().as_str(), key.hex()))
     }
 
+    /// `cache/trees/<algo>-<hex>/members.toml`: which blob each member of the archive with
+    /// `digest` is, so an archive is unpacked once.
+    pub fn members_index(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("members.toml")
+    }
+
+    /// `cache/index/urls/<sha256 of url>`: the digest an unpinned artifact was verified as, so a
+    /// later install needs no checksum request.
+    pub fn url_index(&self, url: &str) -> PathBuf {
+        self.cache_dir()
+            .join("index")
+            .join("urls")
+            .join(crate::util::sha256_hex(url.as_bytes()))
+    }
+
+    /// `cache/go/path/`: the GOPATH every source build shares (its module cache).
+    pub fn go_path(&self) -> PathBuf {
+        self.cache_dir().join("go").join("path")
+    }
+
+    /// `cache/go/build/`: the GOCACHE every source build shares.
+    pub fn go_cache(&self) -> PathBuf {
+        self.cache_dir().join("go").join("build")
+    }
+
     /// `cache/tmp/`: same filesystem as blobs and toolchains, so renames are atomic.
     pub fn tmp_dir(&self) -> PathBuf {
         self.cache_dir().join("tmp")
+    }
+
+    /// `cache/tmp/<algo>-<hex>.partial`: the download of the artifact with `digest`, kept
+    /// across runs so it resumes.
+    pub fn partial_download(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir().join(format!(
+            "{}-{}.partial",
+            digest.algo().as_str(),
+            digest.hex()
+        ))
+    }
+
+    /// `cache/tmp/locks/<key>.lock` (`key` already made file-name safe).
+    pub fn key_lock(&self, key: &str) -> PathBuf {
+        self.tmp_dir().join("locks").join(format!("{key}.lock"))
     }
 
     /// `git/`.
@@ -199,6 +227,31 @@ impl Layout {
         self.root.join("builds")
     }
 
+    /// `builds/<key>/`: one build's work tree, home and log.
+    pub fn build_dir(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(key)
+    }
+
+    /// `builds/<key>/src/`: the build's work tree.
+    pub fn build_src(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("src")
+    }
+
+    /// `builds/<key>/home/`: the build's HOME.
+    pub fn build_home(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("home")
+    }
+
+    /// `builds/<key>/build.log`: the recipe's output.
+    pub fn build_log(&self, key: &str) -> PathBuf {
+        self.build_dir(key).join("build.log")
+    }
+
+    /// `builds/index/<key>.toml`: a finished build's outputs (written last: it says "built").
+    pub fn build_index(&self, key: &str) -> PathBuf {
+        self.builds_dir().join("index").join(format!("{key}.toml"))
+    }
+
     /// `toolchains/`.
     pub fn toolchains_dir(&self) -> PathBuf {
         self.root.join("toolchains")
@@ -216,7 +269,12 @@ impl Layout {
 
     /// `toolchains/<name>/toolchain.lock`.
     pub fn receipt_path(&self, name: &str) -> PathBuf {
-        self.toolchain_dir(name).join("toolchain.lock")
+        self.toolchain_dir(name).join(Self::RECEIPT_FILE)
+    }
+
+    /// `toolchains/.<name>.lock`: held while toolchain `name` is replaced or removed.
+    pub fn toolchain_lock(&self, name: &str) -> PathBuf {
+        self.toolchains_dir().join(format!(".{name}.lock"))
     }
 
     /// `settings.toml`.
@@ -260,7 +318,12 @@ impl Layout {
     /// Write settings.toml atomically.
     pub fn save_settings(&self, settings: &Settings) -> Result<(), StoreError> {
         let text = toml::to_string_pretty(settings).expect("settings always serialize");
-        write_atomic(&self.settings_path(), text.as_bytes())
+        // Plain configuration, nothing secret: readable by all like any dotfile.
+        Ok(crate::fsx::write_atomic(
+            &self.settings_path(),
+            text.as_bytes(),
+            0o644,
+        )?)
     }
 
     /// Names of the installed toolchains (directories with a receipt), sorted.
@@ -301,27 +364,6 @@ pub struct Settings {
     /// Per-host mirrors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mirrors: BTreeMap<String, String>,
-}
-
-/// Write `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(at::<StoreError>("cannot create", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(at::<StoreError>("cannot create a temporary file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(at::<StoreError>("cannot write", path))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(at::<StoreError>("cannot sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| at::<StoreError>("cannot rename into", path)(e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fsx::{self, PathIo, at};
+use crate::store::Layout;
 use crate::store::cas::{FileLock, lock_file};
-use crate::store::{Layout, PathIo, at, write_atomic};
 use crate::toolchain::Receipt;
 
 /// Errors assembling a toolchain.
@@ -29,7 +30,7 @@ pub enum AssembleError {
     BadPath(String),
     /// Writing the receipt failed.
     #[error("cannot write the receipt")]
-    Receipt(#[source] crate::store::StoreError),
+    Receipt(#[source] PathIo),
 }
 
 /// Check a toolchain name: it becomes a directory name.
@@ -54,7 +55,7 @@ pub fn lock_toolchain(
     on_wait: impl FnOnce(),
 ) -> Result<FileLock, AssembleError> {
     check_name(name)?;
-    let path = layout.toolchains_dir().join(format!(".{name}.lock"));
+    let path = layout.toolchain_lock(name);
     Ok(lock_file(&path, true, on_wait)?)
 }
 
@@ -149,9 +150,11 @@ impl Staging {
     /// Write the receipt, then swap the staging directory into `toolchains/<name>`. The caller
     /// holds [`lock_toolchain`] for `name`.
     pub fn commit(mut self, receipt: &Receipt) -> Result<PathBuf, AssembleError> {
-        write_atomic(
-            &self.dir.join("toolchain.lock"),
+        // A receipt says what is installed, nothing secret: readable by all, like the binaries.
+        fsx::write_atomic(
+            &self.dir.join(Layout::RECEIPT_FILE),
             receipt.to_toml().as_bytes(),
+            0o644,
         )
         .map_err(AssembleError::Receipt)?;
         let target = self.layout.toolchain_dir(&self.name);
@@ -174,9 +177,7 @@ impl Staging {
             return Err(at::<AssembleError>("cannot rename into", &target)(e));
         }
         self.committed = true;
-        if let Ok(d) = std::fs::File::open(&parent) {
-            let _ = d.sync_all();
-        }
+        fsx::sync_dir(&parent);
         if let Some(old) = old {
             let _ = std::fs::remove_dir_all(old);
         }

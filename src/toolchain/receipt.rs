@@ -52,14 +52,8 @@ pub const RECEIPT_SCHEMA: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiptError {
     /// The file could not be read.
-    #[error("cannot read the toolchain receipt {path}")]
-    Read {
-        /// Its path.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
     /// Not a receipt this kbin understands.
     #[error("{path} is not a valid toolchain receipt: {message}")]
     Invalid {
@@ -185,10 +179,10 @@ pub struct SourceReceipt {
 impl Receipt {
     /// Read and check a receipt.
     pub fn load(path: &Path) -> Result<Self, ReceiptError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReceiptError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(crate::fsx::at::<ReceiptError>(
+            "cannot read the toolchain receipt",
+            path,
+        ))?;
         Self::parse(&text, path)
     }
 
@@ -213,6 +207,17 @@ impl Receipt {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).expect("receipts always serialize");
         format!("# toolchain.lock: written by kbin; do not edit.\n{body}")
+    }
+
+    /// Every digest the receipt names: its binaries' blobs and its artifacts (what `cache gc`
+    /// must keep).
+    pub fn digests(&self) -> impl Iterator<Item = &Digest> {
+        self.components.iter().flat_map(|c| {
+            c.binaries
+                .iter()
+                .map(|b| &b.digest)
+                .chain(c.artifacts.iter().map(|a| &a.digest))
+        })
     }
 
     /// The component called `name` (the first, when --with split it).

@@ -102,11 +102,7 @@ impl State {
         let path = Self::path(run_dir);
         // Not through gen's Staged: its commit refuses after SIGINT, and an interrupted `up`
         // must still record the PIDs it started.
-        crate::store::write_atomic(&path, &text).map_err(|e| crate::r#gen::WriteError {
-            action: "cannot write",
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        Ok(crate::fsx::write_atomic(&path, &text, 0o644)?)
     }
 }
 

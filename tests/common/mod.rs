@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test file that needs them says `mod common;`.
 
 pub mod server;
+pub mod toolchain;
 
 /// Run git in `dir` with a fixed identity and no user or system config; its trimmed stdout.
 #[allow(dead_code)] // not every test file that says `mod common;` uses it

@@ -1,7 +1,11 @@
 //! Output: results to stdout as text or `--json`, progress and messages to stderr.
 //!
-//! Commands build a serializable report and hand it to [`Ui::report`] with a text renderer, so
-//! every reporting command has `--json` for free and the two forms never disagree.
+//! Commands build a serializable report and hand it to [`Ui::report`] (what a command that
+//! changes things did: hidden by `-q`) or [`Ui::answer`] (what a query was asked for: always
+//! shown) with a text renderer, so every reporting command has `--json` for free and the two
+//! forms never disagree. `--json` output is printed even with `-q`: it was asked for by name.
+
+pub mod progress;
 
 use std::io::{IsTerminal, Write};
 
@@ -52,9 +56,24 @@ impl Ui {
         !self.stderr_tty && !self.quiet
     }
 
-    /// Print `value` as JSON, or `text(value)` as text, on stdout. A reader that closed the
-    /// pipe (`kbin … | head -1`) is not an error: the work is done, nobody wants the rest.
+    /// What a command that changes things did (install, build, gc, gen): [`Ui::answer`], but
+    /// in text mode `-q` hides it, since `-q` means nothing but errors.
     pub fn report<T: Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> std::io::Result<()> {
+        if self.quiet && !self.json {
+            return Ok(());
+        }
+        self.answer(value, text)
+    }
+
+    /// Print `value` as JSON, or `text(value)` as text, on stdout: the product of a query (`env`,
+    /// `show-versions`, `certs check`), shown even with `-q` (`eval "$(kbin env -q)"` must
+    /// work). A reader that closed the pipe (`kbin … | head -1`) is not an error: the work is
+    /// done, nobody wants the rest.
+    pub fn answer<T: Serialize>(
         &self,
         value: &T,
         text: impl FnOnce(&T) -> String,

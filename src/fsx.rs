@@ -1,0 +1,190 @@
+//! One way to put a file at its final path, and one way to say which path an I/O error is about.
+//!
+//! The rule (DESIGN.md's store rules): no partial or unverified file ever sits at a final path.
+//! A file is written to a temporary file beside its final path (same directory, so the rename
+//! is atomic), created with its final mode (a key is never world-readable, even for an instant),
+//! fsynced, renamed into place, and the directory is fsynced so the rename survives a crash.
+//!
+//! - [`write_atomic`] does all of it for bytes in memory.
+//! - [`temp_in`] / [`temp_beside`] + [`persist`] are the two halves, for a writer that streams
+//!   into the file; [`persist_temp`] + [`sync_dir`] finish a batch of staged files (gen's
+//!   `Staged`: stage each with `temp_in`, write, keep the `TempPath`, then persist them all).
+//! - [`persist_path`] is the second half for a complete file that already exists on the same
+//!   filesystem (a verified download moving into the store).
+//!
+//! Every error is a [`PathIo`]: what kbin was doing, on which path, and the OS's cause.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempPath;
+
+/// An I/O error on a path: what kbin was doing, and where. Every module's error enum wraps it
+/// (`Io(#[from] PathIo)`), so each I/O failure names its path the same way.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct PathIo {
+    /// What kbin was doing ("cannot create").
+    pub action: &'static str,
+    /// The path.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// `map_err(at("cannot read", path))`: wrap an I/O error with its action and path, into any
+/// error type that wraps [`PathIo`].
+pub fn at<'a, E: From<PathIo>>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> E + 'a {
+    move |source| {
+        E::from(PathIo {
+            action,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// A new empty temporary file in `dir` (which must exist) with exactly `mode`, open for
+/// writing. Dropping the [`TempPath`] removes it; [`persist`] puts it in place.
+pub fn temp_in(dir: &Path, mode: u32) -> Result<(File, TempPath), PathIo> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(at("cannot create a temporary file in", dir))?;
+    // The umask may have narrowed the mode at creation; set it exactly.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(at("cannot set the mode of", tmp.path()))?;
+    Ok(tmp.into_parts())
+}
+
+/// [`temp_in`] the directory of `path` (which must exist): where `path`'s content is written
+/// before [`persist`] renames it over `path`.
+pub fn temp_beside(path: &Path, mode: u32) -> Result<(File, TempPath), PathIo> {
+    temp_in(parent_of(path), mode)
+}
+
+/// Make the temporary file `tmp` (written through `file`) durable and rename it to `path`
+/// (same filesystem), then sync `path`'s directory.
+pub fn persist(file: File, tmp: TempPath, path: &Path) -> Result<(), PathIo> {
+    file.sync_all().map_err(at("cannot sync", path))?;
+    drop(file);
+    tmp.persist(path)
+        .map_err(|e| at("cannot rename into", path)(e.error))?;
+    sync_dir(parent_of(path));
+    Ok(())
+}
+
+/// Make the closed temporary file `tmp` durable and rename it to `path`, without syncing the
+/// directory: for a batch of files (gen's `Staged`), whose directories the caller syncs once,
+/// with [`sync_dir`], after every rename.
+pub fn persist_temp(tmp: TempPath, path: &Path) -> Result<(), PathIo> {
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(at("cannot sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| at("cannot rename into", path)(e.error))
+}
+
+/// Make the complete file `src` durable and rename it to `dest` (same filesystem; `dest`'s
+/// directory must exist), then sync `dest`'s directory. The caller has set its final mode.
+pub fn persist_path(src: &Path, dest: &Path) -> Result<(), PathIo> {
+    File::open(src)
+        .and_then(|f| f.sync_all())
+        .map_err(at("cannot sync", src))?;
+    std::fs::rename(src, dest).map_err(at("cannot rename into", dest))?;
+    sync_dir(parent_of(dest));
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically with `mode`, creating its directory if missing.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathIo> {
+    let dir = parent_of(path);
+    std::fs::create_dir_all(dir).map_err(at("cannot create", dir))?;
+    let (mut file, tmp) = temp_beside(path, mode)?;
+    file.write_all(bytes).map_err(at("cannot write", path))?;
+    persist(file, tmp, path)
+}
+
+/// fsync a directory, so the renames in it are durable. Best effort: some filesystems refuse
+/// to sync a directory, and the data itself was synced before the rename.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_written_file_has_its_mode_and_no_temporary_file_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/key.pem");
+        write_atomic(&p, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        write_atomic(&p, b"public", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"public");
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("key.pem")]);
+    }
+
+    #[test]
+    fn a_temp_file_has_its_final_mode_before_any_byte_and_vanishes_unpersisted() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("x");
+        let (file, tmp) = temp_beside(&target, 0o640).unwrap();
+        assert_eq!(std::fs::metadata(&tmp).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(tmp.parent(), Some(d.path()));
+        let kept = tmp.to_path_buf();
+        drop((file, tmp));
+        assert!(!kept.exists());
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_staged_batch_is_persisted_file_by_file() {
+        let d = tempfile::tempdir().unwrap();
+        let staged: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let (mut f, tmp) = temp_in(d.path(), 0o600).unwrap();
+                f.write_all(n.as_bytes()).unwrap();
+                (tmp, d.path().join(n))
+            })
+            .collect();
+        for (tmp, path) in staged {
+            persist_temp(tmp, &path).unwrap();
+        }
+        sync_dir(d.path());
+        assert_eq!(std::fs::read(d.path().join("b")).unwrap(), b"b");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn an_error_names_what_and_where() {
+        let e = write_atomic(Path::new("/proc/version/x"), b"", 0o644).unwrap_err();
+        assert!(e.to_string().contains("/proc/version"), "{e}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Getting the plan's artifacts into the store: a bounded pool of concurrent downloads, each
+//! under a per-artifact lock (so concurrent kbin processes never fetch the same bytes twice),
+//! verified while streaming, stored as a blob, and for archives the members the plan needs
+//! unpacked once into blobs of their own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use super::InstallError;
+use super::plan::{Plan, PlannedArtifact};
+use crate::archive::{self, Limits};
+use crate::fetch::Fetcher;
+use crate::fsx::{at, write_atomic};
+use crate::manifest::{ArtifactFormat, Digest};
+use crate::store::Store;
+use crate::store::cas::{FileLock, sha256_file};
+use crate::ui::Ui;
+use crate::ui::progress::Bars;
+
+/// Get every artifact of `plan` into the store, `jobs` downloads at a time, with progress on
+/// `ui`. Returns one [`Fetched`] per [`Plan::artifacts`], in order.
+pub(super) fn fetch_all(
+    store: &Store,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    jobs: usize,
+    ui: &Ui,
+) -> Result<Vec<Fetched>, InstallError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(at::<InstallError>(
+            "cannot start the runtime for",
+            store.layout().root(),
+        ))?;
+    let progress = Bars::new(ui);
+    let fetched: Vec<Result<Fetched, InstallError>> = rt.block_on(async {
+        // Unordered, so that one slow download never keeps a free slot from the next one.
+        let mut done: Vec<(usize, Result<Fetching, InstallError>)> =
+            futures_util::stream::iter(plan.artifacts.iter().cloned().enumerate())
+                .map(|(i, a)| {
+                    let store = store.clone();
+                    let fetcher = fetcher.clone();
+                    let progress = progress.clone();
+                    let ui = ui.clone();
+                    let members: Vec<String> = plan
+                        .binaries
+                        .iter()
+                        .filter(|b| b.artifact == i)
+                        .filter_map(|b| b.member.clone())
+                        .collect();
+                    async move {
+                        let f = match fetch_artifact(&store, &fetcher, &a, &progress, &ui).await {
+                            Ok(f) => f,
+                            Err(e) => return (i, Err(e)),
+                        };
+                        // An archive is unpacked on a blocking thread while its pool slot
+                        // goes to the next download.
+                        let unpack = matches!(a.format, ArtifactFormat::TarGz).then(|| {
+                            let sha256 = f.sha256.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let blob = store
+                                    .get(&sha256)
+                                    .expect("fetch_artifact leaves the blob in the store");
+                                members_of(&store, &sha256, &blob, &members)
+                            })
+                        });
+                        (i, Ok(Fetching { fetched: f, unpack }))
+                    }
+                })
+                .buffer_unordered(jobs.max(1))
+                .collect()
+                .await;
+        done.sort_by_key(|(i, _)| *i);
+        let mut out = Vec::with_capacity(done.len());
+        for (_, r) in done {
+            out.push(match r {
+                Err(e) => Err(e),
+                Ok(Fetching {
+                    mut fetched,
+                    unpack,
+                }) => match unpack {
+                    None => Ok(fetched),
+                    Some(h) => match h.await {
+                        Ok(Ok(m)) => {
+                            fetched.members = m;
+                            Ok(fetched)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(InstallError::Task(e.to_string())),
+                    },
+                },
+            });
+        }
+        out
+    });
+    progress.done();
+    fetched.into_iter().collect()
+}
+
+/// The result of getting one artifact into the store.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    /// The blob's sha256 (its name in the store).
+    pub sha256: Digest,
+    /// The digest it was verified against (pin, known, or upstream's checksum file).
+    pub verified: Digest,
+    /// It was downloaded by this run (not found in the store).
+    pub downloaded: bool,
+    /// Bytes transferred by this run.
+    pub bytes: u64,
+    /// For archives: member path → blob digest.
+    pub members: BTreeMap<String, Digest>,
+}
+
+/// An artifact in the store whose members may still be being unpacked.
+struct Fetching {
+    fetched: Fetched,
+    unpack: Option<tokio::task::JoinHandle<Result<BTreeMap<String, Digest>, InstallError>>>,
+}
+
+async fn fetch_artifact(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    bars: &Arc<Bars>,
+    ui: &Ui,
+) -> Result<Fetched, InstallError> {
+    let hit = |d: &Digest| -> Result<Option<Fetched>, InstallError> {
+        let Some(p) = store.get(d) else {
+            return Ok(None);
+        };
+        let sha256 = if d.algo() == crate::manifest::DigestAlgo::Sha256 {
+            d.clone()
+        } else {
+            sha256_file(&p)?.0
+        };
+        Ok(Some(Fetched {
+            sha256,
+            verified: d.clone(),
+            downloaded: false,
+            bytes: 0,
+            members: BTreeMap::new(),
+        }))
+    };
+    if let Some(d) = a.expected()
+        && let Some(f) = hit(d)?
+    {
+        return Ok(f);
+    }
+    let expected = match a.expected() {
+        Some(d) => d.clone(),
+        None => {
+            let url = a.checksum_url.as_deref().ok_or_else(|| {
+                InstallError::Unpinned(vec![format!(
+                    "{} (and upstream has no checksum file)",
+                    a.url
+                )])
+            })?;
+            let retries = bars.retries(&format!("{} (checksum)", a.file_name));
+            let d = fetcher
+                .checksum_with_progress(url, &a.file_name, &retries)
+                .await?;
+            ui.warn(format!(
+                "{} is not pinned in the manifest; verified against upstream's {url}",
+                a.file_name
+            ));
+            d
+        }
+    };
+    // One process at a time per artifact: the second waits, then finds the blob.
+    let lock_key = expected.to_string();
+    let s2 = store.clone();
+    let ui2 = ui.clone();
+    let name = a.file_name.clone();
+    let _lock: FileLock = tokio::task::spawn_blocking(move || {
+        s2.lock_key(&lock_key, || {
+            ui2.status(format!("waiting for another kbin downloading {name}…"))
+        })
+    })
+    .await
+    .map_err(|e| InstallError::Task(e.to_string()))??;
+    if let Some(f) = hit(&expected)? {
+        return Ok(f);
+    }
+    let partial = store.layout().partial_download(&expected);
+    let bar = bars.add(&a.file_name);
+    let done = fetcher
+        .download(&a.url, &partial, Some(&expected), &*bar)
+        .await;
+    bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
+    let done = done?;
+    let digests = crate::store::cas::FileDigests {
+        sha256: done.sha256.clone(),
+        sha512: done.sha512.clone(),
+        size: done.size,
+    };
+    let sha256 = store.insert_hashed(&done.path, &digests, Some(&expected))?;
+    if a.pinned.is_none() {
+        // Remember what upstream's checksum said, so a later install needs no request.
+        let _ = write_atomic(
+            &store.layout().url_index(&a.url),
+            expected.to_string().as_bytes(),
+            0o644,
+        );
+    }
+    Ok(Fetched {
+        sha256,
+        verified: expected,
+        downloaded: true,
+        bytes: done.size - done.resumed_from,
+        members: BTreeMap::new(),
+    })
+}
+
+/// The member path → blob digest of an archive's members, extracting them once: the result is
+/// kept in `cache/trees/<digest>/members.toml` (the members themselves are blobs).
+fn members_of(
+    store: &Store,
+    archive_digest: &Digest,
+    archive_blob: &Path,
+    members: &[String],
+) -> Result<BTreeMap<String, Digest>, InstallError> {
+    let index = store.layout().members_index(archive_digest);
+    let mut known: BTreeMap<String, Digest> = std::fs::read_to_string(&index)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default();
+    let missing: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !known.contains_key(*m) || store.get(&known[*m]).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(known);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".members-")
+        .tempdir_in(store.layout().tmp_dir())
+        .map_err(at::<InstallError>(
+            "cannot create a directory in",
+            &store.layout().tmp_dir(),
+        ))?;
+    let got = archive::extract_members(archive_blob, &missing, tmp.path(), &Limits::default())?;
+    for m in got {
+        let d = store.insert_hashed(
+            &m.path,
+            &crate::store::cas::FileDigests {
+                sha256: m.sha256.clone(),
+                sha512: None,
+                size: m.size,
+            },
+            Some(&m.sha256),
+        )?;
+        // `extract_members` normalizes `./x` to `x`; index under the name the plan uses.
+        let asked = missing
+            .iter()
+            .find(|w| w.trim_start_matches("./") == m.name)
+            .map_or(m.name.clone(), |w| (*w).to_owned());
+        known.insert(asked, d);
+    }
+    let text = toml::to_string(&known).expect("a map of strings serializes");
+    write_atomic(&index, text.as_bytes(), 0o644)?;
+    Ok(known)
+}

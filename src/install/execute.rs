@@ -1,0 +1,186 @@
+//! Acting on a [`Plan`]: get every artifact into the store, run the source builds, link the
+//! binaries into a staging toolchain, write its receipt and swap it into place.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::artifact::{self, Fetched};
+use super::build::{Built, SourceBuilder};
+use super::plan::Plan;
+use super::{InstallError, receipt};
+use crate::fetch::Fetcher;
+use crate::manifest::{ArtifactFormat, Digest, Manifest};
+use crate::store::Store;
+use crate::toolchain::Receipt;
+use crate::toolchain::assemble::{self, Staging};
+use crate::ui::Ui;
+
+/// What an install did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The toolchain's name.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The receipt written (or found, when up to date).
+    pub receipt: Receipt,
+    /// Nothing was done: it was installed already.
+    pub up_to_date: bool,
+    /// Artifacts downloaded.
+    pub downloaded: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Artifacts verified against upstream's checksum file only.
+    pub unpinned: Vec<String>,
+    /// Skew violations let through.
+    pub warnings: Vec<String>,
+}
+
+/// Fetch, verify, store, build, assemble and commit the toolchain of `plan`; `builder` makes
+/// the plan's source builds.
+pub fn execute(
+    manifest: &Manifest,
+    store: &Store,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    jobs: usize,
+    builder: &dyn SourceBuilder,
+    ui: &Ui,
+) -> Result<Outcome, InstallError> {
+    let layout = store.layout().clone();
+    let _home = store.lock_shared(|| ui.status("waiting for `kbin cache gc` to finish…"))?;
+    if plan.up_to_date {
+        let receipt = Receipt::load(&layout.receipt_path(&plan.name))?;
+        return Ok(Outcome {
+            name: plan.name.clone(),
+            path: layout.toolchain_dir(&plan.name),
+            receipt,
+            up_to_date: true,
+            downloaded: 0,
+            bytes: 0,
+            unpinned: Vec::new(),
+            warnings: plan.resolution.warnings.clone(),
+        });
+    }
+
+    let started = Instant::now();
+    let fetched = artifact::fetch_all(store, fetcher, plan, jobs, ui)?;
+    tracing::debug!(
+        "fetched and unpacked {} artifact(s) in {} ms",
+        fetched.len(),
+        started.elapsed().as_millis()
+    );
+
+    let staging = Staging::new(&layout, &plan.name)?;
+    let bin_digests = link_downloads(store, plan, &fetched, &staging)?;
+    let built = run_builds(store, plan, builder, &staging, ui)?;
+    let components = receipt::components(manifest, plan, &fetched, &bin_digests, &built, &staging);
+    tracing::debug!(
+        "linked, built and asked versions at {} ms",
+        started.elapsed().as_millis()
+    );
+    let receipt = Receipt::new(
+        &plan.name,
+        plan.resolution.kubernetes.clone(),
+        plan.arch,
+        manifest.digest.clone(),
+        plan.resolution.images.clone(),
+        components,
+    );
+    let _lock = assemble::lock_toolchain(&layout, &plan.name, || {
+        ui.status(format!(
+            "waiting for another kbin changing toolchain {}…",
+            plan.name
+        ))
+    })?;
+    let path = staging.commit(&receipt)?;
+    tracing::debug!("committed at {} ms", started.elapsed().as_millis());
+    Ok(Outcome {
+        name: plan.name.clone(),
+        path,
+        receipt,
+        up_to_date: false,
+        downloaded: fetched.iter().filter(|f| f.downloaded).count(),
+        bytes: fetched.iter().map(|f| f.bytes).sum(),
+        unpinned: plan
+            .artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none())
+            .map(|a| a.url.clone())
+            .collect(),
+        warnings: plan.resolution.warnings.clone(),
+    })
+}
+
+/// Link each planned binary into `staging`: a bare artifact is the binary; an archive gives up
+/// a named member. Returns binary index → its digest.
+fn link_downloads(
+    store: &Store,
+    plan: &Plan,
+    fetched: &[Fetched],
+    staging: &Staging,
+) -> Result<BTreeMap<usize, Digest>, InstallError> {
+    let mut bin_digests = BTreeMap::new();
+    for (bi, b) in plan.binaries.iter().enumerate() {
+        let (a, f) = (&plan.artifacts[b.artifact], &fetched[b.artifact]);
+        let digest = match a.format {
+            ArtifactFormat::Binary => f.sha256.clone(),
+            ArtifactFormat::TarGz => {
+                match f.members.get(b.member.as_deref().unwrap_or(&b.binary)) {
+                    Some(d) => d.clone(),
+                    None if b.optional => continue,
+                    None => {
+                        return Err(InstallError::MissingMember {
+                            url: a.url.clone(),
+                            member: b.member.clone().unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        };
+        let blob = store
+            .get(&digest)
+            .expect("fetch_artifact and members_of leave their blobs in the store");
+        staging.link(&b.path, &blob)?;
+        bin_digests.insert(bi, digest);
+    }
+    Ok(bin_digests)
+}
+
+/// Source builds, one at a time (each is heavy), each output linked like a download's.
+/// Returns one [`Built`] per [`Plan::builds`], in order.
+fn run_builds(
+    store: &Store,
+    plan: &Plan,
+    builder: &dyn SourceBuilder,
+    staging: &Staging,
+    ui: &Ui,
+) -> Result<Vec<Built>, InstallError> {
+    let mut built = Vec::with_capacity(plan.builds.len());
+    for b in &plan.builds {
+        let out = builder
+            .build(store, b, plan.arch, ui)
+            .map_err(|source| InstallError::Build {
+                component: b.component.clone(),
+                version: b.version.to_string(),
+                source,
+            })?;
+        for o in &b.outputs {
+            match out.binaries.get(&o.binary).and_then(|d| store.get(d)) {
+                Some(blob) => staging.link(&o.path, &blob)?,
+                None if o.optional => {}
+                None => {
+                    return Err(InstallError::MissingOutput {
+                        component: b.component.clone(),
+                        binary: o.binary.clone(),
+                    });
+                }
+            }
+        }
+        built.push(out);
+    }
+    Ok(built)
+}

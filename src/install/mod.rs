@@ -1,0 +1,135 @@
+//! `kbin install`: plan, then act.
+//!
+//! A newcomer's tour, one file a step:
+//!
+//! - [`plan`](plan::plan) (`plan.rs`) turns a [`Resolution`] into a [`Plan`] before a byte is
+//!   written: which artifact provides each binary, which are pinned, which are already in the
+//!   store, which components are built from source, and whether the toolchain is already
+//!   installed exactly so.
+//! - [`execute`] (`execute.rs`) acts on it: a bounded pool of concurrent downloads
+//!   (`artifact.rs`: each under a per-artifact lock, verified, stored, its archive members
+//!   unpacked once), then the source builds (`build.rs`: the [`SourceBuilder`] seam, and
+//!   [`ManifestBuilder`], which hands each build to `source`), then the receipt (`receipt.rs`)
+//!   and the swap of the whole toolchain into place (`toolchain::assemble`).
+//! - The progress display is `ui::progress`; the receipt format is `toolchain::receipt`.
+//!
+//! [`Resolution`]: crate::manifest::resolve::Resolution
+
+mod artifact;
+mod build;
+mod execute;
+mod plan;
+mod receipt;
+#[cfg(test)]
+mod tests;
+
+use crate::archive;
+use crate::fetch::FetchError;
+use crate::manifest::Arch;
+use crate::toolchain::assemble;
+
+pub use build::{BuildOutput, Built, ManifestBuilder, PlannedBuild, SourceBuilder};
+pub use execute::{Outcome, execute};
+pub use plan::{Plan, PlannedArtifact, PlannedBinary, plan};
+
+/// Why an install failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// `--only` names something that is neither a component nor a binary.
+    #[error("--only names {name:?}, which is neither a component nor a binary; known: {known}")]
+    UnknownOnly {
+        /// The name.
+        name: String,
+        /// What is accepted.
+        known: String,
+    },
+    /// `--require-pinned` and some artifacts have no pin.
+    #[error("--require-pinned: no pinned digest for {}", .0.join(", "))]
+    Unpinned(Vec<String>),
+    /// No artifact provides a binary.
+    #[error("the manifest has no artifact that provides {binary} ({component} {version})")]
+    NoArtifact {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: String,
+        /// The binary.
+        binary: String,
+    },
+    /// A required binary is not in its archive.
+    #[error("{url} does not contain {member}")]
+    MissingMember {
+        /// The artifact.
+        url: String,
+        /// The member looked for.
+        member: String,
+    },
+    /// A download failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Extraction failed.
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    /// The store refused a file.
+    #[error(transparent)]
+    Store(#[from] crate::store::CasError),
+    /// Layout or settings.
+    #[error(transparent)]
+    Layout(#[from] crate::store::StoreError),
+    /// Assembling the toolchain failed.
+    #[error(transparent)]
+    Assemble(#[from] assemble::AssembleError),
+    /// An I/O error on a path.
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
+    /// The installed toolchain's receipt could not be read.
+    #[error(transparent)]
+    Receipt(#[from] crate::toolchain::receipt::ReceiptError),
+    /// A background task died.
+    #[error("an internal task failed: {0}")]
+    Task(String),
+    /// `--from-source` names something that is not a component.
+    #[error("--from-source names {name:?}, which is not a component; known: {known}")]
+    UnknownFromSource {
+        /// The name.
+        name: String,
+        /// The components.
+        known: String,
+    },
+    /// A source build failed.
+    #[error("building {component} {version} from source failed")]
+    Build {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: String,
+        /// What went wrong (the builder's error, with its hints).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A source build did not return a binary the plan needs.
+    #[error("building {component} from source gave no {binary} (or not in the store)")]
+    MissingOutput {
+        /// The component.
+        component: String,
+        /// The binary.
+        binary: String,
+    },
+}
+
+/// What the user asked for beyond the versions.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The toolchain's name.
+    pub name: String,
+    /// The binaries' architecture.
+    pub arch: Arch,
+    /// `--only`: components or binaries (empty: everything).
+    pub only: Vec<String>,
+    /// Refuse unpinned artifacts.
+    pub require_pinned: bool,
+    /// Concurrent downloads.
+    pub jobs: usize,
+    /// `--from-source`: components to build instead of downloading.
+    pub from_source: Vec<String>,
+}

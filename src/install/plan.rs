@@ -1,0 +1,280 @@
+//! The plan: everything `install` will do, decided before a byte is written, so tests (and
+//! `--json` some day) can inspect it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::build::{BuildOutput, PlannedBuild};
+use super::{InstallError, Options};
+use crate::manifest::resolve::Resolution;
+use crate::manifest::{Arch, ArtifactFormat, Digest, Manifest};
+use crate::store::Store;
+use crate::toolchain::{BinaryReceipt, ComponentReceipt, Origin, Receipt};
+
+/// One artifact to have in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedArtifact {
+    /// The component it belongs to.
+    pub component: String,
+    /// The component's version.
+    pub version: String,
+    /// Upstream URL (before mirrors).
+    pub url: String,
+    /// Upstream's checksum file.
+    pub checksum_url: Option<String>,
+    /// Its file name (for checksum files).
+    pub file_name: String,
+    /// Binary or archive.
+    pub format: ArtifactFormat,
+    /// The pinned digest, if any.
+    pub pinned: Option<Digest>,
+    /// For unpinned artifacts: the digest verified by an earlier install (no checksum request).
+    pub known: Option<Digest>,
+    /// Already in the store.
+    pub cached: bool,
+}
+
+impl PlannedArtifact {
+    /// The digest it must have, if known before fetching.
+    pub fn expected(&self) -> Option<&Digest> {
+        self.pinned.as_ref().or(self.known.as_ref())
+    }
+}
+
+/// One binary to put in the toolchain.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBinary {
+    /// Its component.
+    pub component: String,
+    /// The component's version.
+    pub version: String,
+    /// Its name.
+    pub binary: String,
+    /// Where it goes, relative to the toolchain directory.
+    pub path: String,
+    /// Index into [`Plan::artifacts`].
+    pub artifact: usize,
+    /// For archives: the member path.
+    pub member: Option<String>,
+    /// Optional: missing from the archive is fine.
+    pub optional: bool,
+}
+
+/// Everything `install` will do, decided before doing any of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The toolchain's name.
+    pub name: String,
+    /// Its arch.
+    pub arch: Arch,
+    /// The versions.
+    pub resolution: Resolution,
+    /// Distinct artifacts, in manifest order.
+    pub artifacts: Vec<PlannedArtifact>,
+    /// Binaries, in manifest order.
+    pub binaries: Vec<PlannedBinary>,
+    /// Components built from source instead (`--from-source`), in manifest order.
+    pub builds: Vec<PlannedBuild>,
+    /// The toolchain is installed exactly so already: nothing to do.
+    pub up_to_date: bool,
+}
+
+/// Decide what an install of `resolution` needs.
+pub fn plan(
+    manifest: &Manifest,
+    store: &Store,
+    resolution: &Resolution,
+    opts: &Options,
+) -> Result<Plan, InstallError> {
+    // `--only`: each name is a component (all its binaries) or a single binary.
+    let mut wanted: Option<BTreeSet<String>> = None;
+    if !opts.only.is_empty() {
+        let mut set = BTreeSet::new();
+        for n in &opts.only {
+            if let Some(c) = manifest.component(n) {
+                set.extend(c.binaries.iter().chain(&c.optional_binaries).cloned());
+            } else if manifest.component_of_binary(n).is_some() {
+                set.insert(n.clone());
+            } else {
+                let known: Vec<String> = manifest
+                    .components
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .chain(manifest.components.iter().flat_map(|c| c.binaries.clone()))
+                    .collect();
+                return Err(InstallError::UnknownOnly {
+                    name: n.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        wanted = Some(set);
+    }
+
+    for n in &opts.from_source {
+        if manifest.component(n).is_none() {
+            let known: Vec<&str> = manifest
+                .components
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(InstallError::UnknownFromSource {
+                name: n.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+
+    let mut artifacts: Vec<PlannedArtifact> = Vec::new();
+    let mut binaries = Vec::new();
+    let mut builds: Vec<PlannedBuild> = Vec::new();
+    for sel in &resolution.components {
+        let comp = manifest
+            .component(&sel.component)
+            .expect("resolutions only name the manifest's components");
+        let all = sel.binaries.iter().map(|b| (b, false)).chain(
+            // Optional binaries ride along with the component's first selection.
+            comp.optional_binaries
+                .iter()
+                .filter(|_| sel.binaries.len() == comp.binaries.len())
+                .map(|b| (b, true)),
+        );
+        let from_source = opts.from_source.contains(&comp.name);
+        for (binary, optional) in all {
+            if wanted.as_ref().is_some_and(|w| !w.contains(binary)) {
+                continue;
+            }
+            if from_source {
+                let output = BuildOutput {
+                    binary: binary.clone(),
+                    path: format!("{}/{}", comp.install_dir, binary),
+                    optional,
+                };
+                match builds
+                    .iter_mut()
+                    .find(|b| b.component == comp.name && b.version == sel.version)
+                {
+                    Some(b) => b.outputs.push(output),
+                    None => builds.push(PlannedBuild {
+                        component: comp.name.clone(),
+                        version: sel.version.clone(),
+                        outputs: vec![output],
+                    }),
+                }
+                continue;
+            }
+            let choice = manifest
+                .artifact_for(comp, binary, &sel.version, opts.arch)
+                .ok_or_else(|| InstallError::NoArtifact {
+                    component: comp.name.clone(),
+                    version: sel.version.to_string(),
+                    binary: binary.clone(),
+                })?;
+            let index = match artifacts.iter().position(|a| a.url == choice.url) {
+                Some(i) => i,
+                None => {
+                    let known = if choice.pinned.is_none() {
+                        std::fs::read_to_string(store.layout().url_index(&choice.url))
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok())
+                    } else {
+                        None
+                    };
+                    let mut a = PlannedArtifact {
+                        component: comp.name.clone(),
+                        version: sel.version.to_string(),
+                        file_name: choice
+                            .url
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or(&choice.url)
+                            .to_owned(),
+                        url: choice.url.clone(),
+                        checksum_url: choice.checksum_url.clone(),
+                        format: choice.format,
+                        pinned: choice.pinned.clone(),
+                        known,
+                        cached: false,
+                    };
+                    a.cached = a.expected().is_some_and(|d| store.get(d).is_some());
+                    artifacts.push(a);
+                    artifacts.len() - 1
+                }
+            };
+            binaries.push(PlannedBinary {
+                component: comp.name.clone(),
+                version: sel.version.to_string(),
+                binary: binary.clone(),
+                path: format!("{}/{}", comp.install_dir, binary),
+                artifact: index,
+                member: choice.member.clone(),
+                optional,
+            });
+        }
+    }
+    if opts.require_pinned {
+        let unpinned: Vec<String> = artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none())
+            .map(|a| a.url.clone())
+            .collect();
+        if !unpinned.is_empty() {
+            return Err(InstallError::Unpinned(unpinned));
+        }
+    }
+    let mut p = Plan {
+        name: opts.name.clone(),
+        arch: opts.arch,
+        resolution: resolution.clone(),
+        artifacts,
+        binaries,
+        builds,
+        up_to_date: false,
+    };
+    // Whether a source build is current is the builder's call (its cache is keyed by commit).
+    p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
+    Ok(p)
+}
+
+/// Whether the installed toolchain already is exactly what `plan` would make: same versions,
+/// same artifacts (by URL and digest), every binary present.
+fn is_up_to_date(store: &Store, plan: &Plan) -> bool {
+    let layout = store.layout();
+    let Ok(r) = Receipt::load(&layout.receipt_path(&plan.name)) else {
+        return false;
+    };
+    if r.arch != plan.arch || r.kubernetes != plan.resolution.kubernetes {
+        return false;
+    }
+    let mut have: BTreeMap<(String, String), (&ComponentReceipt, &BinaryReceipt)> = BTreeMap::new();
+    for c in &r.components {
+        for b in &c.binaries {
+            have.insert((c.name.clone(), b.name.clone()), (c, b));
+        }
+    }
+    let mut expected_bins = 0;
+    for b in &plan.binaries {
+        let Some((c, br)) = have.get(&(b.component.clone(), b.binary.clone())) else {
+            if b.optional {
+                continue;
+            }
+            return false;
+        };
+        expected_bins += 1;
+        let a = &plan.artifacts[b.artifact];
+        let same_artifact = c
+            .artifacts
+            .iter()
+            .any(|ar| ar.url == a.url && a.expected().is_none_or(|d| *d == ar.digest));
+        if c.version.to_string() != b.version
+            || c.origin != Origin::Download
+            || !same_artifact
+            || br.path != b.path
+            || !layout.toolchain_dir(&plan.name).join(&br.path).is_file()
+        {
+            return false;
+        }
+    }
+    expected_bins == have.len()
+}

@@ -1,0 +1,184 @@
+//! Making and changing receipts: the one place a toolchain's receipt entries are written.
+//!
+//! `install` makes a whole receipt ([`Receipt::new`] from [`binary_entry`]s); `kbin build`
+//! swaps one component of an installed toolchain ([`replace_component`]). Both go through
+//! [`Staging`], so the receipt and the binaries it names change together or not at all.
+
+use std::collections::BTreeMap;
+
+use semver::Version;
+
+use super::assemble::{self, AssembleError, Staging};
+use super::probe;
+use super::receipt::{
+    BinaryReceipt, ComponentReceipt, Origin, RECEIPT_SCHEMA, Receipt, ReceiptError, SourceReceipt,
+};
+use crate::manifest::{Arch, Component, Digest, Images};
+use crate::store::{Layout, Store};
+
+/// Errors changing an installed toolchain.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The installed receipt could not be read.
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    /// Staging or swapping the toolchain failed.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    /// A binary's blob is not in the store.
+    #[error("the blob {digest} of {binary} is missing from the store")]
+    MissingBlob {
+        /// The binary.
+        binary: String,
+        /// Its digest.
+        digest: Digest,
+    },
+}
+
+impl Receipt {
+    /// A new receipt of the current schema, stamped now.
+    pub fn new(
+        name: &str,
+        kubernetes: Version,
+        arch: Arch,
+        manifest: Digest,
+        images: Option<Images>,
+        components: Vec<ComponentReceipt>,
+    ) -> Receipt {
+        Receipt {
+            schema: RECEIPT_SCHEMA,
+            name: name.to_owned(),
+            kubernetes,
+            arch,
+            manifest,
+            created: crate::util::now_rfc3339(),
+            images,
+            components,
+        }
+    }
+
+    /// Put `entry` in place of every entry of its component (a `--with` split of it included),
+    /// where the first one was; or append it.
+    pub fn put_component(&mut self, entry: ComponentReceipt) {
+        match self.components.iter().position(|c| c.name == entry.name) {
+            Some(i) => {
+                let name = entry.name.clone();
+                self.components[i] = entry;
+                let mut n = 0;
+                self.components.retain(|c| {
+                    n += 1;
+                    n <= i + 1 || c.name != name
+                });
+            }
+            None => self.components.push(entry),
+        }
+    }
+}
+
+/// The receipt entry of binary `name` of `component`, staged at `path` with `digest`. When `ask`
+/// (the binary runs on this machine and is not optional), the binary is asked its version.
+pub fn binary_entry(
+    staging: &Staging,
+    component: &Component,
+    name: &str,
+    path: &str,
+    digest: &Digest,
+    ask: bool,
+) -> BinaryReceipt {
+    BinaryReceipt {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        digest: digest.clone(),
+        reports: ask
+            .then(|| probe::component_report(component, name, &staging.dir().join(path)))
+            .flatten(),
+    }
+}
+
+/// Swap a source build's `binaries` (name → blob) into the installed toolchain `name` and
+/// record `component` as built from source at `version`. The toolchain is replaced whole
+/// (staging + rename) under its lock; `on_wait` is called if another kbin holds that lock.
+#[allow(clippy::too_many_arguments)] // each is one fact of the change; a struct would only rename them
+pub fn replace_component(
+    layout: &Layout,
+    store: &Store,
+    name: &str,
+    component: &Component,
+    version: &Version,
+    binaries: &BTreeMap<String, Digest>,
+    source: SourceReceipt,
+    on_wait: impl FnOnce(),
+) -> Result<Receipt, EditError> {
+    let _lock = assemble::lock_toolchain(layout, name, on_wait)?;
+    let mut receipt = Receipt::load(&layout.receipt_path(name))?;
+    let staging = Staging::from_installed(layout, name)?;
+    for old in receipt
+        .components
+        .iter()
+        .filter(|c| c.name == component.name)
+        .flat_map(|c| &c.binaries)
+    {
+        staging.remove(&old.path)?;
+    }
+    let mut entries = Vec::new();
+    for (b, digest) in binaries {
+        let rel = format!("{}/{}", component.install_dir, b);
+        let blob = store.get(digest).ok_or_else(|| EditError::MissingBlob {
+            binary: b.clone(),
+            digest: digest.clone(),
+        })?;
+        staging.link(&rel, &blob)?;
+        // Builds are native, so the binary can say what it is.
+        entries.push(binary_entry(&staging, component, b, &rel, digest, true));
+    }
+    receipt.put_component(ComponentReceipt {
+        name: component.name.clone(),
+        version: version.clone(),
+        origin: Origin::Source,
+        artifacts: Vec::new(),
+        binaries: entries,
+        source: Some(source),
+    });
+    staging.commit(&receipt)?;
+    Ok(receipt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, version: u64) -> ComponentReceipt {
+        ComponentReceipt {
+            name: name.into(),
+            version: Version::new(1, version, 0),
+            origin: Origin::Download,
+            artifacts: vec![],
+            binaries: vec![],
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_put_component_replaces_every_split_entry_in_place() {
+        let mut r = Receipt::new(
+            "t",
+            Version::new(1, 30, 0),
+            Arch::Amd64,
+            Digest::sha256_of(&[0; 32]),
+            None,
+            vec![entry("a", 1), entry("k", 1), entry("b", 1), entry("k", 2)],
+        );
+        r.put_component(entry("k", 3));
+        let got: Vec<(String, u64)> = r
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.version.minor))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", 1), ("k", 3), ("b", 1)].map(|(n, v)| (n.to_string(), v))
+        );
+        r.put_component(entry("new", 1));
+        assert_eq!(r.components.last().unwrap().name, "new");
+    }
+}

@@ -1,0 +1,121 @@
+//! Asking an installed binary what it is: the `reports` line of its receipt entry.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::manifest::Component;
+
+/// How long a binary may take to say its version.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run `bin args…` with a timeout and keep the first line it prints (stdout, else stderr).
+/// The pipes are drained on threads, so a chatty binary cannot fill one and stall; a binary that
+/// hangs, or leaves a child holding its pipes, costs at most [`VERSION_TIMEOUT`] and reports
+/// nothing.
+pub fn version_report(bin: &Path, args: &[String]) -> Option<String> {
+    use std::io::Read as _;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (which, pipe) in [
+        (
+            0,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            1,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.by_ref().take(1 << 20).read_to_end(&mut buf);
+            }
+            let _ = tx.send((which, buf));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((which, buf)) => out[which] = buf,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let [stdout, stderr] = out;
+    let text = if stdout.iter().any(|b| !b.is_ascii_whitespace()) {
+        stdout
+    } else {
+        stderr
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// What the binary `binary` of `component`, now at `file`, says its version is: run with the
+/// component's version arguments (or the binary's own override).
+pub fn component_report(component: &Component, binary: &str, file: &Path) -> Option<String> {
+    let args = component
+        .version_args_override
+        .get(binary)
+        .unwrap_or(&component.version_args);
+    version_report(file, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chatty_binary_still_reports_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("chatty");
+        // Far more than a pipe holds: the old wait-then-read would stall until the timeout.
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'chatty v1.2.3'\nhead -c 300000 /dev/zero | tr '\\0' x\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            version_report(&bin, &["--version".into()]).as_deref(),
+            Some("chatty v1.2.3")
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

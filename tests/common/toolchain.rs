@@ -1,0 +1,155 @@
+//! One writer for the toolchains tests install by hand: a receipt (kbin's own type, so it is
+//! always one kbin reads) and a stub executable per binary.
+
+// Not every test file that says `mod common;` uses all of it.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kbin::manifest::{Arch, Digest, Images};
+use kbin::store::Layout;
+use kbin::toolchain::{ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt};
+use semver::Version;
+
+/// Every component of a full toolchain and its binaries, in manifest order.
+pub const COMPONENTS: &[(&str, &[&str])] = &[
+    (
+        "kubernetes",
+        &[
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+            "kubectl",
+        ],
+    ),
+    ("etcd", &["etcd", "etcdctl"]),
+    (
+        "containerd",
+        &["containerd", "containerd-shim-runc-v2", "ctr"],
+    ),
+    ("runc", &["runc"]),
+    (
+        "cni-plugins",
+        &["bridge", "host-local", "loopback", "portmap"],
+    ),
+    ("crictl", &["crictl"]),
+];
+
+/// A toolchain to write.
+#[derive(Debug, Clone)]
+pub struct FixtureToolchain<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// The Kubernetes version.
+    pub kubernetes: &'a str,
+    /// `(component, version, binaries)`, in receipt order.
+    pub components: Vec<(&'a str, &'a str, &'a [&'a str])>,
+    /// `(coredns, pause)`, when the receipt records images.
+    pub images: Option<(&'a str, &'a str)>,
+    /// Record each component as downloaded from `https://example.invalid/<component>`.
+    pub artifacts: bool,
+    /// Each binary's digest is the sha256 of its stub, else one fixed digest for all.
+    pub real_digests: bool,
+}
+
+impl<'a> FixtureToolchain<'a> {
+    /// Every component of [`COMPONENTS`], each at the version `version_of(component)` gives
+    /// (the kubernetes component at `kubernetes`), with images and fixed digests.
+    pub fn full(
+        name: &'a str,
+        kubernetes: &'a str,
+        version_of: impl Fn(&str) -> &'a str,
+        images: (&'a str, &'a str),
+    ) -> Self {
+        FixtureToolchain {
+            name,
+            kubernetes,
+            components: COMPONENTS
+                .iter()
+                .map(|(c, bins)| {
+                    let v = if *c == "kubernetes" {
+                        kubernetes
+                    } else {
+                        version_of(c)
+                    };
+                    (*c, v, *bins)
+                })
+                .collect(),
+            images: Some(images),
+            artifacts: false,
+            real_digests: false,
+        }
+    }
+}
+
+/// Write `fixture` under KBIN_HOME `home`: each binary is an executable whose content is
+/// `stub(binary, version)`, and the receipt lists them. Returns the toolchain's directory.
+pub fn write_toolchain(
+    home: &Path,
+    f: &FixtureToolchain<'_>,
+    stub: impl Fn(&str, &str) -> String,
+) -> PathBuf {
+    let layout = Layout::new(home);
+    let dir = layout.toolchain_dir(f.name);
+    std::fs::create_dir_all(layout.toolchain_bin(f.name)).unwrap();
+    let fixed: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+    let digest_of = |bytes: &[u8]| {
+        if f.real_digests {
+            use sha2::Digest as _;
+            Digest::sha256_of(&sha2::Sha256::digest(bytes))
+        } else {
+            fixed.clone()
+        }
+    };
+    let mut components = Vec::new();
+    for (c, v, bins) in &f.components {
+        let mut binaries = Vec::new();
+        for b in *bins {
+            let body = stub(b, v);
+            let p = layout.toolchain_bin(f.name).join(b);
+            std::fs::write(&p, &body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            binaries.push(BinaryReceipt {
+                name: (*b).into(),
+                path: format!("bin/{b}"),
+                digest: digest_of(body.as_bytes()),
+                reports: None,
+            });
+        }
+        let artifacts = if f.artifacts {
+            vec![ArtifactReceipt {
+                url: format!("https://example.invalid/{c}"),
+                digest: binaries[0].digest.clone(),
+                pinned: true,
+            }]
+        } else {
+            vec![]
+        };
+        components.push(ComponentReceipt {
+            name: (*c).into(),
+            version: Version::parse(v).unwrap(),
+            origin: Origin::Download,
+            artifacts,
+            binaries,
+            source: None,
+        });
+    }
+    let mut r = Receipt::new(
+        f.name,
+        Version::parse(f.kubernetes).unwrap(),
+        Arch::Amd64,
+        fixed,
+        f.images.map(|(coredns, pause)| Images {
+            coredns: coredns.into(),
+            pause: pause.into(),
+        }),
+        components,
+    );
+    // A fixed time, so the receipt is the same on every run.
+    r.created = "2026-11-22T23:00:00Z".into();
+    std::fs::write(layout.receipt_path(f.name), r.to_toml()).unwrap();
+    dir
+}
