@@ -128,6 +128,25 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// Every regular file (and symlink) under `root`, as sorted paths relative to it.
+pub fn files_under(root: &Path) -> Result<Vec<std::path::PathBuf>, PathIo> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(at("cannot read", &dir))? {
+            let e = e.map_err(at("cannot read", &dir))?;
+            let p = e.path();
+            if e.file_type().map_err(at("cannot stat", &p))?.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

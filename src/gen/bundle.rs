@@ -594,7 +594,8 @@ pub fn refresh_pki(
             .map(|(_, b, to)| format!("{to}/{b}"))
             .collect();
         let mut own = Vec::new();
-        for rel in files_under(&tree)? {
+        for rel in crate::fsx::files_under(&tree)? {
+            let rel = rel.to_string_lossy().into_owned();
             let (src, dst) = (tree.join(&rel), built.join(&rel));
             let parent = dst.parent().unwrap_or(&built);
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -628,23 +629,4 @@ pub fn refresh_pki(
         changed.push(node.name.clone());
     }
     Ok(changed)
-}
-
-/// Every regular file under `root`, as sorted relative paths.
-fn files_under(root: &Path) -> Result<Vec<String>, BundleError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).map_err(io("read", &dir))? {
-            let e = e.map_err(io("read", &dir))?;
-            let p = e.path();
-            if e.file_type().map_err(io("stat", &p))?.is_dir() {
-                stack.push(p);
-            } else if let Ok(rel) = p.strip_prefix(root) {
-                out.push(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }

@@ -118,6 +118,9 @@ pub static STEPS: &[Step] = &[
 /// Errors of `up`, `down` and `status`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
+    /// A filesystem operation failed, with its path.
+    #[error(transparent)]
+    Path(#[from] crate::fsx::PathIo),
     /// The cluster tree cannot be read.
     #[error("cannot read the cluster tree in {dir}")]
     Spec {
@@ -535,7 +538,7 @@ fn secure_url(unit: &ServiceUnit, default_port: u16) -> String {
 /// `state`. Returns how many files were written (identical files are left alone).
 pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
     let mut written = 0;
-    for rel in files_under(tree)? {
+    for rel in crate::fsx::files_under(tree)? {
         if rel == Path::new("install.sh") {
             continue;
         }
@@ -612,25 +615,6 @@ fn same_file_content(a: &Path, b: &Path, mode: u32) -> bool {
             return false;
         }
     }
-}
-
-/// Every regular file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Result<Vec<PathBuf>, UpError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).map_err(io("read", &dir))? {
-            let e = e.map_err(io("read", &dir))?;
-            let p = e.path();
-            if e.file_type().map_err(io("stat", &p))?.is_dir() {
-                stack.push(p);
-            } else if let Ok(rel) = p.strip_prefix(root) {
-                out.push(rel.to_owned());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Progress: a spinner on a terminal, a line per step otherwise, nothing with `-q`/`--json`.
