@@ -167,3 +167,60 @@ fn a_second_gen_on_the_same_directory_waits_for_the_first() {
     let said = String::from_utf8_lossy(&second.stdout);
     assert!(said.contains(": 0 created, 0 replaced"), "{said}");
 }
+
+/// A tmpfs of `size` mounted at a new directory; unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount is missing: run scripts/setup-test-deps");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (tests run as root here and in CI)"
+        );
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_before_anything_is_written() {
+    let home = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount("4m");
+    let dir = fs.dir.path().join("cluster");
+    let o = gen_cmd(home.path(), &dir, &["--pki-only"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Fill the disk but for a few KB: the node trees and tarballs cannot all be staged.
+    let filler = fs.dir.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    let len = std::fs::metadata(&filler).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    f.set_len(len.saturating_sub(16 * 1024)).unwrap();
+    drop(f);
+    let before = snapshot(&dir);
+    let o = gen_cmd(home.path(), &dir, &["--force"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a full disk must fail the run");
+    assert!(err.contains("No space left"), "{err}");
+    assert_same(&before, &dir);
+}

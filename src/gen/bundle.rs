@@ -495,7 +495,6 @@ pub fn write(
     let d = v.decide()?;
     let keys = encryption_keys(&opts.out, staged)?;
     let nodes_dir = nodes_dir(&opts.out);
-    std::fs::create_dir_all(&nodes_dir).map_err(io("create", &nodes_dir))?;
     let mut written = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {

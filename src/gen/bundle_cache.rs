@@ -260,8 +260,8 @@ fn place(blob: &Path, path: &Path, staged: &Staged) -> Result<(), BundleCacheErr
     if same_file(blob, path) {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(at::<BundleCacheError>("cannot create", dir))?;
+    // A missing bundles/ is made by the staged commit; until then the link waits above it.
+    let dir = Staged::temp_dir_for(path);
     let new = tempfile::Builder::new()
         .prefix(".tmp-")
         .make_in(dir, |p| std::fs::hard_link(blob, p));

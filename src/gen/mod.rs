@@ -154,19 +154,8 @@ impl Staged {
     /// directory is made by the commit (0700 for a secret file, else 0755); until then the
     /// temporary file waits in the nearest directory that exists.
     pub fn stage(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-        let parent = path.parent().unwrap_or(Path::new("."));
-        let dir = parent
-            .ancestors()
-            .find(|d| d.is_dir())
-            .unwrap_or(Path::new("."));
-        if dir != parent {
-            let dir_mode = if mode & 0o077 == 0 {
-                MODE_SECRET_DIR
-            } else {
-                0o755
-            };
-            self.lock().new_dirs.push((parent.to_owned(), dir_mode));
-        }
+        let dir = Self::temp_dir_for(path);
+        self.note_parent(path, mode);
         let (mut file, tmp) = crate::fsx::temp_in(dir, mode)?;
         file.write_all(bytes).map_err(at("cannot write", path))?;
         let mut files = self.lock();
@@ -183,13 +172,39 @@ impl Staged {
 
     /// Stage a file already written at `tmp` (its final mode set; beside `path`) for `path`.
     pub fn stage_written(&self, tmp: tempfile::TempPath, path: &Path) {
+        let mode = std::fs::metadata(&tmp).map_or(0o644, |m| m.permissions().mode());
+        self.note_parent(path, mode);
         self.lock().order.push((tmp, path.to_owned()));
+    }
+
+    /// Where to create a temporary file or directory for `path`: its parent if it exists, else
+    /// the nearest directory above it that does (the commit makes the parent).
+    pub fn temp_dir_for(path: &Path) -> &Path {
+        path.parent()
+            .unwrap_or(Path::new("."))
+            .ancestors()
+            .find(|d| d.is_dir())
+            .unwrap_or(Path::new("."))
+    }
+
+    /// Have the commit make `path`'s parent if it is missing (0700 for a secret file's).
+    fn note_parent(&self, path: &Path, mode: u32) {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            let dir_mode = if mode & 0o077 == 0 {
+                MODE_SECRET_DIR
+            } else {
+                0o755
+            };
+            self.lock().new_dirs.push((parent.to_owned(), dir_mode));
+        }
     }
 
     /// A new empty directory beside `dir` to build its replacement in; the commit swaps it in
     /// whole (`dir`'s parent must exist).
     pub fn stage_tree(&self, dir: &Path) -> Result<PathBuf, WriteError> {
-        let parent = dir.parent().unwrap_or(Path::new("."));
+        let parent = Self::temp_dir_for(dir);
+        self.note_parent(dir, 0o755);
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-tree-")
             .tempdir_in(parent)
@@ -225,7 +240,15 @@ impl Staged {
             .files
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nothing may stand where a tree or a file goes but what it replaces.
+        // Nothing may stand where a tree or a file goes but what it replaces, nor where a
+        // missing directory is to be made.
+        for (dir, _) in &new_dirs {
+            if let Some(blocker) = dir.ancestors().find(|d| d.exists() && !d.is_dir()) {
+                return Err(at("cannot create a directory at", blocker)(
+                    std::io::Error::other("a file is in the way: move it away"),
+                ));
+            }
+        }
         for (_, dir) in &trees {
             if dir.exists() && !dir.is_dir() {
                 return Err(at("cannot replace", dir)(std::io::Error::other(

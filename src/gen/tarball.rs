@@ -336,7 +336,6 @@ pub fn write_temp(
     entries: &[Entry],
     mode: u32,
 ) -> Result<(Output<()>, tempfile::TempPath), PathIo> {
-    let dir = path.parent().unwrap_or(Path::new("."));
     let at = |action, p: &Path| {
         let p = p.to_owned();
         move |source| PathIo {
@@ -345,7 +344,8 @@ pub fn write_temp(
             source,
         }
     };
-    std::fs::create_dir_all(dir).map_err(at("cannot create", dir))?;
+    // A missing parent is made by the staged commit; until then the temp waits above it.
+    let dir = super::Staged::temp_dir_for(path);
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -409,6 +409,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let entries = fixture(d.path());
         let path = d.path().join("out/b.tar.gz");
+        std::fs::create_dir(d.path().join("out")).unwrap();
         let (w, tmp) = write_temp(&path, &entries, 0o600).unwrap();
         tmp.persist(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
@@ -477,6 +478,7 @@ mod tests {
         let mut entries = fixture(d.path());
         entries.push(("zz".into(), 0o644, d.path().join("no-such-file")));
         let path = d.path().join("out/b.tar.gz");
+        std::fs::create_dir(d.path().join("out")).unwrap();
         let e = write_temp(&path, &entries, 0o644).unwrap_err();
         assert!(e.path.ends_with("no-such-file"), "{e}");
         assert_eq!(std::fs::read_dir(d.path().join("out")).unwrap().count(), 0);
