@@ -218,9 +218,8 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         input.add_this_machine(host.ip);
     }
     mark_joining_control_planes(ctx, &mut input, &a.out);
-    if !a.pki_only {
-        detect_host(ctx, &mut input);
-    }
+    // Even for --pki-only: the spec saved now is what a later full run starts from.
+    detect_host(ctx, &mut input);
     let spec = input.build().hint(SPEC_HINT)?;
     generate(ctx, &spec, &a, false)
 }
