@@ -262,8 +262,14 @@ impl Staged {
         let temps: Vec<&Path> = files.iter().map(|(t, _)| t.as_ref()).collect();
         par_io(&temps, |p| sync_path(p, false))?;
         interrupt::check().map_err(at("stopped before writing", Path::new("the tree")))?;
+        // A directory that will hold a secret file is 0700 whatever else goes in it (keys 0600
+        // in 0700 directories), so the most restrictive mode asked for wins, not the last.
+        let mut modes: std::collections::BTreeMap<&Path, u32> = std::collections::BTreeMap::new();
         for (dir, mode) in &new_dirs {
-            create_dir(dir, *mode)?;
+            *modes.entry(dir).or_insert(*mode) &= *mode;
+        }
+        for (dir, mode) in modes {
+            create_dir(dir, mode)?;
         }
         let mut dirs: Vec<PathBuf> = files
             .iter()
