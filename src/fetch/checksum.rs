@@ -120,4 +120,40 @@ mod tests {
         ));
         assert!(matches!(parse("", "x"), Err(ChecksumParse::Format(_))));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cases() -> u32 {
+            std::env::var("KBIN_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+            /// Any text, and any mix of real checksum lines and noise, gives a digest or one
+            /// error, never a panic; a digest found is one the text holds for the artifact.
+            #[test]
+            fn checksum_files_from_anywhere_give_a_digest_or_an_error(
+                noise in "\\PC{0,200}",
+                lines in proptest::collection::vec(
+                    ("[0-9a-f]{64}|[0-9a-f]{128}|[0-9a-fA-F]{0,70}", "[ *.]{0,3}", "[a-z0-9.-]{0,20}"),
+                    0..5,
+                ),
+                name in "[a-z0-9.-]{1,20}",
+            ) {
+                let mut text = noise;
+                for (hex, sep, file) in &lines {
+                    text.push_str(&format!("\n{hex} {sep}{file}"));
+                }
+                if let Ok(d) = parse(&text, &name) {
+                    prop_assert!(text.to_lowercase().contains(d.hex()), "{d} not in {text:?}");
+                }
+            }
+        }
+    }
 }
