@@ -7,6 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use assert_cmd::cargo::cargo_bin_cmd;
 use kbin::r#gen::bundle::{BINARIES, Role};
 use kbin::r#gen::bundle_cache::{self, SharedBundle, Source};
@@ -16,32 +18,13 @@ use kbin::store::{Layout, Store};
 use kbin::toolchain::receipt::{BinaryReceipt, ComponentReceipt, Origin, RECEIPT_SCHEMA, Receipt};
 use semver::Version;
 
-const COMPONENTS: &[(&str, &str, &[&str])] = &[
-    (
-        "kubernetes",
-        "1.35.8",
-        &[
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kubelet",
-            "kube-proxy",
-            "kubectl",
-        ],
-    ),
-    ("etcd", "3.6.10", &["etcd", "etcdctl"]),
-    (
-        "containerd",
-        "2.2.3",
-        &["containerd", "containerd-shim-runc-v2", "ctr"],
-    ),
-    ("runc", "1.4.2", &["runc"]),
-    (
-        "cni-plugins",
-        "1.9.1",
-        &["bridge", "host-local", "loopback", "portmap"],
-    ),
-    ("crictl", "1.35.0", &["crictl"]),
+const VERSIONS: &[(&str, &str)] = &[
+    ("kubernetes", "1.35.8"),
+    ("etcd", "3.6.10"),
+    ("containerd", "2.2.3"),
+    ("runc", "1.4.2"),
+    ("cni-plugins", "1.9.1"),
+    ("crictl", "1.35.0"),
 ];
 
 /// Bytes of a fake binary: half repetitive (it compresses, like code), half noise seeded by
@@ -74,9 +57,9 @@ fn install(home: &Path, name: &str, salt: impl Fn(&str) -> u32) -> Versions {
     let bin = layout.toolchain_bin(name);
     std::fs::create_dir_all(&bin).unwrap();
     let mut components = vec![];
-    for (c, v, bins) in COMPONENTS {
+    for (c, v, bins) in common::toolchain::versioned(VERSIONS) {
         let mut binaries = vec![];
-        for b in *bins {
+        for b in bins {
             let src = home.join(format!("{b}.new"));
             std::fs::write(&src, binary(b, salt(b))).unwrap();
             let digest = store.insert_copy(&src).unwrap();

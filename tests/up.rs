@@ -14,22 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tool;
 use kbin::manifest::{Arch, Digest, Images};
 use kbin::store::Layout;
 use kbin::toolchain::receipt::{BinaryReceipt, ComponentReceipt, Origin, RECEIPT_SCHEMA, Receipt};
 use semver::Version;
 
 const NODE_IP: &str = "10.99.0.2";
-
-fn tool(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/bin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} is missing: run scripts/setup-test-deps (as root) to install it");
-}
 
 fn write_exec(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -45,35 +38,16 @@ fn install_toolchain(home: &Path, standin: &Path) {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
     let python = tool("python3");
-    let comps: &[(&str, &str, &[&str])] = &[
-        (
-            "kubernetes",
-            "1.30.14",
-            &[
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kubelet",
-                "kube-proxy",
-                "kubectl",
-            ],
-        ),
-        ("etcd", "3.4.23", &["etcd", "etcdctl"]),
-        (
-            "containerd",
-            "1.7.23",
-            &["containerd", "containerd-shim-runc-v2", "ctr"],
-        ),
-        ("runc", "1.1.14", &["runc"]),
-        (
-            "cni-plugins",
-            "1.4.0",
-            &["bridge", "host-local", "loopback", "portmap"],
-        ),
-        ("crictl", "1.30.0", &["crictl"]),
-    ];
+    let comps = common::toolchain::versioned(&[
+        ("kubernetes", "1.30.14"),
+        ("etcd", "3.4.23"),
+        ("containerd", "1.7.23"),
+        ("runc", "1.1.14"),
+        ("cni-plugins", "1.4.0"),
+        ("crictl", "1.30.0"),
+    ]);
     let mut components = vec![];
-    for (c, v, bins) in comps {
+    for (c, v, bins) in &comps {
         let mut binaries = vec![];
         for b in *bins {
             let p = dir.join("bin").join(b);

@@ -38,6 +38,25 @@ pub const COMPONENTS: &[(&str, &[&str])] = &[
     ("crictl", &["crictl"]),
 ];
 
+/// [`COMPONENTS`] with a version each from `versions` (component, version): the table a
+/// fixture toolchain is written from. Every component must have a version.
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn versioned<'a>(
+    versions: &[(&str, &'a str)],
+) -> Vec<(&'static str, &'a str, &'static [&'static str])> {
+    COMPONENTS
+        .iter()
+        .map(|(c, bins)| {
+            let v = versions
+                .iter()
+                .find(|(n, _)| n == c)
+                .unwrap_or_else(|| panic!("no version given for {c}"))
+                .1;
+            (*c, v, *bins)
+        })
+        .collect()
+}
+
 /// A toolchain to write.
 #[derive(Debug, Clone)]
 pub struct FixtureToolchain<'a> {
