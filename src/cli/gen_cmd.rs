@@ -103,6 +103,11 @@ pub struct GenClusterArgs {
     #[arg(long)]
     pub pki_only: bool,
 
+    /// Write nothing: print what a run with these flags would change, file by file and node
+    /// by node, with the version rule (and its upstream source) behind each change
+    #[arg(long)]
+    pub diff: bool,
+
     /// What the configs are pinned to
     #[command(flatten)]
     pub pin: PinArgs,
@@ -197,8 +202,10 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         // A re-run over an existing tree starts from the spec it was made with (and the nodes
         // `gen node` added), not from the defaults: flags still win.
         None if saved.is_file() => {
-            ctx.ui
-                .status(format!("starting from the spec in {}", saved.display()));
+            if !a.diff {
+                ctx.ui
+                    .status(format!("starting from the spec in {}", saved.display()));
+            }
             SpecInput::load(&saved)
                 .hint("fix it, or pass --config FILE to start from another spec")?
         }
@@ -302,6 +309,9 @@ fn generate(
     } else {
         Some(configs_step::versions(ctx, a)?)
     };
+    if a.diff {
+        return diff(ctx, spec, a, require_ca, versions.as_ref());
+    }
     gen_mod::interrupt::install();
     let _lock = gen_mod::OutLock::acquire(&a.out, || {
         ctx.ui.status(format!(
@@ -325,6 +335,52 @@ fn generate(
     if let Some(c) = &configs {
         configs_step::print_next_steps(ctx, c);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--diff`: the same run, staged and compared with the tree instead of committed; its own
+/// messages are silenced (nothing to say when nothing would change).
+fn diff(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    a: &GenClusterArgs,
+    require_ca: bool,
+    versions: Option<&crate::r#gen::versions::Versions>,
+) -> anyhow::Result<ExitCode> {
+    let quiet = Context {
+        global: ctx.global.clone(),
+        ui: crate::ui::Ui::new(ctx.ui.json(), true, 0),
+    };
+    // Never create the directory or its lock file: wait for a writer only if the tree exists.
+    let _lock = match a.out.join(".kbin.lock").is_file() {
+        true => Some(gen_mod::OutLock::acquire(&a.out, || {
+            ctx.ui.status(format!(
+                "another kbin is writing {}; waiting for it to finish",
+                a.out.display()
+            ))
+        })?),
+        false => None,
+    };
+    let old = crate::r#gen::versions::Record::load(&a.out)
+        .hint("it is written by `kbin gen`: regenerate the tree without --diff")?;
+    let staged = gen_mod::Staged::scratch()?;
+    pki_step(&quiet, spec, &a.out, a.force, require_ca, &staged)?;
+    if let Some(v) = versions {
+        configs_step::run(&quiet, spec, a, v, &staged)?;
+    }
+    gen_mod::save_spec_staged(&a.out, spec, &staged)?;
+    let new = versions.map(|v| v.record());
+    let plan = crate::r#gen::diff::plan(&a.out, &staged, old.as_ref(), new.as_ref())
+        .with_context(|| format!("cannot compare with the tree in {}", a.out.display()))?;
+    if old.is_none() && a.out.join("nodes").is_dir() && versions.is_some() {
+        ctx.ui.warn(format!(
+            "{} records no versions (made by an older kbin): the changes are shown without the version rules that were in force",
+            a.out.display()
+        ));
+    }
+    // Staged files are dropped here: nothing was written.
+    drop(staged);
+    ctx.ui.answer(&plan, crate::r#gen::diff::Plan::text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -542,6 +598,7 @@ mod configs_step {
             // --kubernetes-version has no toolchain: nothing to bundle.
             no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
             cgroup_v1: a.pin.cgroup_v1 || local_v1,
+            dry_run: a.diff,
         };
         let written = bundle::write(&input(spec), v, &opts, staged)
             .map_err(|e| match e {

@@ -140,6 +140,9 @@ pub struct Options {
     pub no_binaries: bool,
     /// The hosts run cgroup v1 (`--cgroup-v1`, or detected for the local machine).
     pub cgroup_v1: bool,
+    /// Stage the trees but make no tarballs or shared bundles (`gen --diff` compares the trees
+    /// they pack, and never commits).
+    pub dry_run: bool,
 }
 
 /// Where a node file's bytes come from.
@@ -525,7 +528,9 @@ pub fn write(
             }
         }
         let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
-        staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
+        if !opts.dry_run {
+            staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
+        }
         written.push(WrittenNode {
             name: node.name.clone(),
             tree,
@@ -541,12 +546,16 @@ pub fn write(
             .iter()
             .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
             .collect();
-        shared_bundles.push(bundle_cache::shared_bundle(v, &path, &entries, staged)?);
+        if !opts.dry_run {
+            shared_bundles.push(bundle_cache::shared_bundle(v, &path, &entries, staged)?);
+        }
         binary_bundles.push(path);
     }
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
     staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;
+    let record = super::versions::record_path(&opts.out);
+    staged.stage(&record, v.record().to_toml().as_bytes(), super::MODE_PUBLIC)?;
     Ok(Written {
         versions: v.origin.clone(),
         nodes: written,

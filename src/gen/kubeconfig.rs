@@ -124,7 +124,7 @@ pub fn write_all(
 ) -> Result<Vec<Outcome>, PkiError> {
     let pki = pki_dir(out);
     let dir = kubeconfig_dir(out);
-    super::create_dir(&dir, MODE_SECRET_DIR)?;
+    staged.create_dir(&dir, MODE_SECRET_DIR)?;
     let with_kc: Vec<&Item> = items.iter().filter(|i| i.kubeconfig.is_some()).collect();
     let results = par_map(&with_kc, |item| {
         let file = item.kubeconfig.as_deref().expect("filtered on kubeconfig");

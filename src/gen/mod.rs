@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod bundle_cache;
 pub mod certs;
 pub mod configs;
+pub mod diff;
 pub mod host;
 pub mod interrupt;
 pub mod kubeconfig;
@@ -82,9 +83,18 @@ pub fn spec_path(out: &Path) -> PathBuf {
 
 /// Stage the spec a tree was generated from (committed with the rest of the tree).
 pub fn save_spec(out: &Path, spec: &spec::ClusterSpec, staged: &Staged) -> Result<(), WriteError> {
+    std::fs::create_dir_all(out).map_err(at("cannot create", out))?;
+    save_spec_staged(out, spec, staged)
+}
+
+/// [`save_spec`] without making `out` (the commit makes it; `gen --diff` never commits).
+pub fn save_spec_staged(
+    out: &Path,
+    spec: &spec::ClusterSpec,
+    staged: &Staged,
+) -> Result<(), WriteError> {
     let text = toml::to_string(&spec.to_input()).expect("a spec of strings always serializes");
     let text = format!("# Written by `kbin gen`; edit and pass it back with --config.\n{text}");
-    std::fs::create_dir_all(out).map_err(at("cannot create", out))?;
     staged.stage(&spec_path(out), text.as_bytes(), MODE_PUBLIC)
 }
 
@@ -124,6 +134,9 @@ pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
     spec::SpecInput::load(&spec_path(out))?.build()
 }
 
+/// A staged file or tree: its final path, and the temporary file or tree that holds it.
+pub type Pending = (PathBuf, PathBuf);
+
 /// Files and directories written as one set: each file is staged as a temporary file beside its
 /// final path (with its final mode, fd closed), each directory tree is built beside the one it
 /// replaces; [`Staged::commit`] fsyncs the files on many threads at once (ext4 groups concurrent
@@ -134,6 +147,9 @@ pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
 #[derive(Debug, Default)]
 pub struct Staged {
     files: std::sync::Mutex<StagedFiles>,
+    /// A dry run's private directory: every temporary goes there, no directory of the tree is
+    /// made or touched, and the set is never committed (`gen --diff`).
+    scratch: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug, Default)]
@@ -150,11 +166,42 @@ impl Staged {
         Staged::default()
     }
 
+    /// A dry run: staged like a real one (so it can be compared with the tree: [`Staged::pending`])
+    /// but in a private temporary directory, touching nothing of the tree; never committed.
+    pub fn scratch() -> Result<Staged, WriteError> {
+        let tmp = std::env::temp_dir();
+        let scratch = tempfile::Builder::new()
+            .prefix("kbin-dry-run-")
+            .tempdir_in(&tmp)
+            .map_err(at("cannot create a temporary directory in", &tmp))?;
+        Ok(Staged {
+            scratch: Some(scratch),
+            ..Staged::default()
+        })
+    }
+
+    /// Where this set puts a temporary for `path`.
+    fn temp_dir<'a>(&'a self, path: &'a Path) -> &'a Path {
+        match &self.scratch {
+            Some(s) => s.path(),
+            None => Self::temp_dir_for(path),
+        }
+    }
+
+    /// Make a directory the run needs before its files are staged (`pki/`, `kubeconfigs/`);
+    /// nothing in a dry run.
+    pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<(), WriteError> {
+        match self.scratch {
+            Some(_) => Ok(()),
+            None => create_dir(dir, mode),
+        }
+    }
+
     /// Stage `bytes` for `path` with `mode` (callable from several threads). A missing parent
     /// directory is made by the commit (0700 for a secret file, else 0755); until then the
     /// temporary file waits in the nearest directory that exists.
     pub fn stage(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-        let dir = Self::temp_dir_for(path);
+        let dir = self.temp_dir(path);
         self.note_parent(path, mode);
         let (mut file, tmp) = crate::fsx::temp_in(dir, mode)?;
         file.write_all(bytes).map_err(at("cannot write", path))?;
@@ -203,7 +250,7 @@ impl Staged {
     /// A new empty directory beside `dir` to build its replacement in; the commit swaps it in
     /// whole (`dir`'s parent must exist).
     pub fn stage_tree(&self, dir: &Path) -> Result<PathBuf, WriteError> {
-        let parent = Self::temp_dir_for(dir);
+        let parent = self.temp_dir(dir);
         self.note_parent(dir, 0o755);
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-tree-")
@@ -212,6 +259,24 @@ impl Staged {
         let built = tmp.path().to_owned();
         self.lock().trees.push((tmp, dir.to_owned()));
         Ok(built)
+    }
+
+    /// What a commit would write, without writing it (`gen --diff`): each staged file's final
+    /// path and temporary file, and each staged tree's final directory and the tree built for it.
+    pub fn pending(&self) -> (Vec<Pending>, Vec<Pending>) {
+        let files = self.lock();
+        (
+            files
+                .order
+                .iter()
+                .map(|(t, p)| (p.clone(), t.to_path_buf()))
+                .collect(),
+            files
+                .trees
+                .iter()
+                .map(|(t, d)| (d.clone(), t.path().to_owned()))
+                .collect(),
+        )
     }
 
     /// What is staged for `path`, if anything (files not yet in place are read from here).
@@ -231,6 +296,11 @@ impl Staged {
     /// sync their directories. Refuses (and leaves everything as it was) when SIGINT or SIGTERM
     /// arrived; once the renames start, they finish.
     pub fn commit(self) -> Result<(), WriteError> {
+        if let Some(s) = &self.scratch {
+            return Err(at("a dry run is never written; staged in", s.path())(
+                std::io::Error::other("kbin bug: commit of a dry run"),
+            ));
+        }
         let StagedFiles {
             order: files,
             trees,

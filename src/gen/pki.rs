@@ -197,7 +197,7 @@ pub fn generate(
         root_plans.push(verdict);
     }
 
-    ensure_dirs(&pki, &items)?;
+    ensure_dirs(&pki, &items, staged)?;
     let made = par_map(
         &roots.iter().zip(&root_plans).collect::<Vec<_>>(),
         |(item, v)| make_root(item, v, &pki, spec, now, staged),
@@ -268,17 +268,17 @@ fn authorities_pem(
 }
 
 /// Create `pki/` and every directory under it 0700 (they hold keys).
-fn ensure_dirs(pki: &Path, items: &[Item]) -> Result<(), PkiError> {
+fn ensure_dirs(pki: &Path, items: &[Item], staged: &Staged) -> Result<(), PkiError> {
     let mut dirs: Vec<PathBuf> = items
         .iter()
         .filter_map(|i| i.key_path(pki).parent().map(Path::to_path_buf))
         .collect();
     dirs.sort();
     dirs.dedup();
-    super::create_dir(pki, MODE_SECRET_DIR)?;
+    staged.create_dir(pki, MODE_SECRET_DIR)?;
     for d in dirs {
         // Parents (pki/etcd, pki/nodes) are made 0700 by create_dir's recursion.
-        super::create_dir(&d, MODE_SECRET_DIR)?;
+        staged.create_dir(&d, MODE_SECRET_DIR)?;
     }
     Ok(())
 }

@@ -53,6 +53,14 @@ pub enum VersionsError {
         /// The component or binary.
         component: String,
     },
+    /// A tree's `versions.toml` could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Record {
+        /// The record.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A version falls outside every row of a knob: the table does not know it.
     #[error("kbin's version table has no rule for {knob} with {component} {version}")]
     NoRule {
@@ -133,6 +141,32 @@ pub enum Value {
     EtcdctlApiEnv(bool),
 }
 
+impl Value {
+    /// The value as `gen --diff` shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Value::Text(t) => (*t).to_owned(),
+            Value::Flags([]) => "(no flags)".into(),
+            Value::Flags(f) => f.join(" "),
+            Value::RuntimeEndpoint(e) => kebab(e),
+            Value::CgroupV1(c) => kebab(c),
+            Value::CniBinDir(c) => kebab(c),
+            Value::SandboxImage { table, key } => format!("{}.{key}", table.join(".")),
+            Value::NodePortAddresses(n) => kebab(n),
+            Value::EtcdctlApiEnv(true) => "ETCDCTL_API=3".into(),
+            Value::EtcdctlApiEnv(false) => "(not set)".into(),
+        }
+    }
+}
+
+/// The serde (kebab-case) name of a unit variant.
+fn kebab<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// How the kubelet learns the CRI endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -195,6 +229,36 @@ impl Knob {
             Knob::KubeProxyNodePortAddresses => "kube-proxy nodePortAddresses",
             Knob::EtcdctlApiEnv => "etcdctl ETCDCTL_API",
             Knob::EtcdSnapshotCount => "etcd snapshot count",
+        }
+    }
+
+    /// The files this knob's value shows in: a node path (`/etc/containerd/config.toml`) or
+    /// a file of the tree (`NEXT-STEPS.md`). `gen --diff` names a changed rule beside the files
+    /// it changes (tests/gen_diff.rs checks, across every minor, that each changed row lands on a
+    /// file that changed).
+    pub fn files(self) -> Vec<String> {
+        use crate::r#gen::configs::paths;
+        let one = |p: &str| vec![p.to_owned()];
+        match self {
+            Knob::ContainerdConfigVersion
+            | Knob::ContainerdCriRuntimePlugin
+            | Knob::ContainerdSandboxImage
+            | Knob::ContainerdCniBinDir => one(paths::CONTAINERD_CONFIG),
+            Knob::KubeletRuntimeEndpoint => {
+                vec![paths::KUBELET_CONFIG.to_owned(), paths::unit("kubelet")]
+            }
+            Knob::KubeletCgroupV1 => vec![paths::KUBELET_CONFIG.to_owned(), "NEXT-STEPS.md".into()],
+            Knob::KubeletConfigApi => one(paths::KUBELET_CONFIG),
+            Knob::SchedulerConfigApi => one(paths::SCHEDULER_CONFIG),
+            Knob::KubeProxyConfigApi | Knob::KubeProxyNodePortAddresses => {
+                one(paths::KUBE_PROXY_CONFIG)
+            }
+            Knob::EncryptionConfigApi => one(paths::ENCRYPTION_CONFIG),
+            Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount => {
+                vec![paths::unit("etcd")]
+            }
+            Knob::CniSpecVersion => one(paths::CNI_CONFLIST),
+            Knob::EtcdctlApiEnv => one("NEXT-STEPS.md"),
         }
     }
 
@@ -712,23 +776,99 @@ impl Versions {
 
     /// Walk the table: one value per knob.
     pub fn decide(&self) -> Result<Decisions, VersionsError> {
-        let mut values = BTreeMap::new();
-        for r in RULES {
-            let v = self.of(r.component);
-            if r.covers(v) {
-                values.insert(r.knob, *r);
-            }
+        decide(&self.components)
+    }
+
+    /// What `versions.toml` records of these versions.
+    pub fn record(&self) -> Record {
+        Record {
+            origin: self.origin.clone(),
+            kubernetes: self.kubernetes.clone(),
+            components: self.components.clone(),
+            images: self.images.clone(),
         }
-        for r in RULES {
-            if !values.contains_key(&r.knob) {
-                return Err(VersionsError::NoRule {
-                    knob: r.knob.name(),
-                    component: r.component,
-                    version: self.of(r.component).clone(),
+    }
+}
+
+/// One value per knob for `components` (each [`NEEDED`] one has a version).
+fn decide(components: &BTreeMap<String, Version>) -> Result<Decisions, VersionsError> {
+    let of = |c: &'static str| {
+        components.get(c).ok_or_else(|| VersionsError::Missing {
+            source_name: "the versions".into(),
+            component: c.into(),
+        })
+    };
+    let mut values = BTreeMap::new();
+    for r in RULES {
+        if r.covers(of(r.component)?) {
+            values.insert(r.knob, *r);
+        }
+    }
+    for r in RULES {
+        if !values.contains_key(&r.knob) {
+            return Err(VersionsError::NoRule {
+                knob: r.knob.name(),
+                component: r.component,
+                version: of(r.component)?.clone(),
+            });
+        }
+    }
+    Ok(Decisions { rules: values })
+}
+
+/// `<out>/versions.toml`: the versions a tree was generated for, read back by `gen --diff` (which
+/// rules changed), `kbin up` and upgrades (the skew from the running versions).
+pub fn record_path(out: &Path) -> PathBuf {
+    out.join("versions.toml")
+}
+
+/// What a tree records of the versions it was generated for (`versions.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Where they came from: `toolchain 1.30` or `manifest 1.30.14`.
+    pub origin: String,
+    /// The Kubernetes version.
+    pub kubernetes: Version,
+    /// Version per component and per Kubernetes binary.
+    pub components: BTreeMap<String, Version>,
+    /// The images the configs name.
+    pub images: Images,
+}
+
+impl Record {
+    /// The record's text, with a comment saying what wrote it.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("strings and versions always serialize");
+        format!(
+            "# The versions this tree is pinned to. Written by `kbin gen`; read by `kbin gen --diff`,\n# `kbin up` and upgrades. Do not edit: run `kbin gen cluster --toolchain NAME` instead.\n{body}"
+        )
+    }
+
+    /// The record of the tree in `out`, if it has one (trees made before kbin wrote it have
+    /// none; a damaged one is an error).
+    pub fn load(out: &Path) -> Result<Option<Record>, VersionsError> {
+        let path = record_path(out);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(VersionsError::Record {
+                    path,
+                    reason: e.to_string(),
                 });
             }
-        }
-        Ok(Decisions { rules: values })
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| VersionsError::Record {
+                path,
+                reason: e.message().to_owned(),
+            })
+    }
+
+    /// Walk the table for these versions.
+    pub fn decide(&self) -> Result<Decisions, VersionsError> {
+        decide(&self.components)
     }
 }
 
