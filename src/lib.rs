@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetch;
 pub mod fsx;
 pub mod r#gen;
+pub mod images;
 pub mod install;
 pub mod manifest;
 pub mod source;

@@ -144,6 +144,14 @@ pub enum FetchError {
         /// The artifact's file name.
         file_name: String,
     },
+    /// A document (a registry manifest) is larger than any real one.
+    #[error("{target} is larger than {max} bytes: not a manifest")]
+    TooLarge {
+        /// The document.
+        target: Target,
+        /// The limit.
+        max: usize,
+    },
     /// A checksum file is not in a known format.
     #[error("the checksum file {target} is not in sha256sum format: {detail}")]
     ChecksumFormat {
@@ -167,7 +175,8 @@ impl FetchError {
             | FetchError::DigestMismatch { target, .. }
             | FetchError::FileNotFound { target }
             | FetchError::ChecksumNotFound { target, .. }
-            | FetchError::ChecksumFormat { target, .. } => Some(target),
+            | FetchError::ChecksumFormat { target, .. }
+            | FetchError::TooLarge { target, .. } => Some(target),
             _ => None,
         }
     }

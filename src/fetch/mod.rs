@@ -424,17 +424,61 @@ impl Fetcher {
     }
 
     /// A small body in memory, with the same retries as downloads.
+    /// Fetch a small document (at most 4 MiB) such as a registry manifest, asking for the
+    /// media types in `accept` (registries answer a tag with the form the client accepts).
+    /// Mirror rewrite and retries as for a download; `file://` mirrors are read as files.
+    pub async fn document(&self, upstream: &str, accept: &str) -> Result<Vec<u8>, FetchError> {
+        const DOCUMENT_MAX: usize = 4 << 20;
+        let url = self.resolve_url(upstream)?;
+        let target = Target {
+            upstream: upstream.to_owned(),
+            url: url.to_string(),
+        };
+        let bytes = if url.scheme() == "file" {
+            let path = file_path(&url, &target)?;
+            let mut buf = Vec::new();
+            std::fs::File::open(&path)
+                .map_err(|e| file_error(e, &target, &path))?
+                .take(DOCUMENT_MAX as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| file_error(e, &target, &path))?;
+            buf
+        } else {
+            self.get_limited(&url, &target, &NoProgress, Some(accept), DOCUMENT_MAX)
+                .await?
+        };
+        if bytes.len() > DOCUMENT_MAX {
+            return Err(FetchError::TooLarge {
+                target,
+                max: DOCUMENT_MAX,
+            });
+        }
+        Ok(bytes)
+    }
+
     async fn get_small(
         &self,
         url: &Url,
         target: &Target,
         progress: &dyn Progress,
     ) -> Result<Vec<u8>, FetchError> {
+        self.get_limited(url, target, progress, None, CHECKSUM_MAX)
+            .await
+    }
+
+    async fn get_limited(
+        &self,
+        url: &Url,
+        target: &Target,
+        progress: &dyn Progress,
+        accept: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<u8>, FetchError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = async {
-                let resp = self.send(url, target, None).await?;
+                let resp = self.send_accepting(url, target, None, accept).await?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(status_failure(target, status));
@@ -443,7 +487,7 @@ impl Fetcher {
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = self.next_chunk(&mut stream, target).await? {
                     body.extend_from_slice(&chunk);
-                    if body.len() > CHECKSUM_MAX {
+                    if body.len() > max {
                         break;
                     }
                 }
@@ -638,7 +682,20 @@ impl Fetcher {
         target: &Target,
         from: Option<u64>,
     ) -> Result<reqwest::Response, Failure> {
+        self.send_accepting(url, target, from, None).await
+    }
+
+    async fn send_accepting(
+        &self,
+        url: &Url,
+        target: &Target,
+        from: Option<u64>,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, Failure> {
         let mut req = self.client.get(url.clone());
+        if let Some(a) = accept {
+            req = req.header(reqwest::header::ACCEPT, a);
+        }
         if let Some(n) = from {
             req = req.header(RANGE, format!("bytes={n}-"));
         }

@@ -1,0 +1,457 @@
+//! Container images (the pause and CoreDNS images a release names): pulled from their registry
+//! with the two GETs of the OCI distribution API that a pull needs (`/v2/<repo>/manifests/<ref>`
+//! and `/v2/<repo>/blobs/<digest>`), each blob verified against the digest the manifest gives
+//! it, and kept in the content-addressed store as one OCI image-layout archive per image and
+//! architecture: the file `ctr -n k8s.io images import` reads on a node.
+//!
+//! Why not a registry client crate: a pull of a public image is two kinds of GET and a JSON
+//! walk; doing it over [`Fetcher`] gives it the same mirrors, proxies, CA bundle, retries,
+//! resumes and hashing-while-streaming as every other download, and a registry laid out as
+//! static files (`kbin mirror export`, `file://`) works unchanged. Anonymous pulls only: the
+//! images kbin needs are public.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::{FetchError, Fetcher, NoProgress};
+use crate::manifest::{Arch, Digest, DigestAlgo};
+use crate::store::cas::{CasError, Store};
+
+/// The media types a pull accepts for a tag: an index (multi-arch) or a single manifest, OCI or
+/// Docker's.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Errors pulling an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reference is not `registry/repository:tag`.
+    #[error("{0:?} is not an image reference (registry/repository:tag)")]
+    BadReference(String),
+    /// A download failed (or a blob did not match its digest).
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The store could not take a blob.
+    #[error(transparent)]
+    Store(#[from] CasError),
+    /// A manifest is not what the distribution spec says.
+    #[error("{image}: {what}")]
+    Manifest {
+        /// The image.
+        image: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A manifest fetched by digest has another digest.
+    #[error("{image}: the manifest {expected} came back with digest {actual}")]
+    ManifestDigest {
+        /// The image.
+        image: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what came.
+        actual: Digest,
+    },
+    /// The index has no manifest for the architecture.
+    #[error("{image} has no linux/{arch} image (it has: {has})")]
+    NoPlatform {
+        /// The image.
+        image: String,
+        /// The architecture asked for.
+        arch: Arch,
+        /// The platforms it has.
+        has: String,
+    },
+    /// An I/O error writing the archive.
+    #[error(transparent)]
+    Io(#[from] crate::fsx::PathIo),
+}
+
+/// `registry/repository:tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The registry host (`registry.k8s.io`).
+    pub registry: String,
+    /// The repository (`pause`, `coredns/coredns`).
+    pub repository: String,
+    /// The tag (`3.10.1`, `v1.12.4`).
+    pub tag: String,
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = ImageError;
+    fn from_str(s: &str) -> Result<Self, ImageError> {
+        let bad = || ImageError::BadReference(s.to_owned());
+        let (registry, rest) = s.split_once('/').ok_or_else(bad)?;
+        let (repository, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let ok_part = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+        };
+        if !registry.contains('.') && !registry.contains(':') && registry != "localhost"
+            || !ok_part(repository)
+            || repository.split('/').any(str::is_empty)
+            || !ok_part(tag)
+            || tag.contains('/')
+        {
+            return Err(bad());
+        }
+        Ok(ImageRef {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
+    }
+}
+
+impl ImageRef {
+    /// The pause image of version `v` (`registry.k8s.io/pause:3.10.1`).
+    pub fn pause(v: &str) -> ImageRef {
+        ImageRef {
+            registry: "registry.k8s.io".into(),
+            repository: "pause".into(),
+            tag: v.to_owned(),
+        }
+    }
+
+    /// The CoreDNS image of version `v` (`registry.k8s.io/coredns/coredns:v1.12.4`).
+    pub fn coredns(v: &str) -> ImageRef {
+        ImageRef {
+            registry: "registry.k8s.io".into(),
+            repository: "coredns/coredns".into(),
+            tag: format!("v{}", v.trim_start_matches('v')),
+        }
+    }
+
+    /// The upstream URL of a manifest (`reference`: a tag or a digest) or a blob.
+    pub fn url(&self, kind: &str, reference: &str) -> String {
+        format!(
+            "https://{}/v2/{}/{kind}/{reference}",
+            self.registry, self.repository
+        )
+    }
+
+    /// A file name for its archive: `pause-3.10.1.tar`, `coredns-v1.12.4.tar`.
+    pub fn archive_name(&self) -> String {
+        let base = self.repository.rsplit('/').next().unwrap_or("image");
+        format!("{base}-{}.tar", self.tag)
+    }
+}
+
+/// A pulled image, as the toolchain lock records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulledImage {
+    /// `registry.k8s.io/pause:3.10.1`.
+    pub name: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// The digest the tag pointed at when pulled (an index or a manifest): trusted on first
+    /// use over TLS, as no kbin release pins image digests yet.
+    pub digest: Digest,
+    /// The platform manifest's digest (what containerd names the image by).
+    pub manifest: Digest,
+    /// The OCI image-layout archive in the store.
+    pub archive: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it came from (the tag's manifest URL, after mirrors).
+    pub source: String,
+    /// When (RFC 3339).
+    pub fetched: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: Option<String>,
+    digest: String,
+    size: u64,
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    media_type: Option<String>,
+    manifests: Option<Vec<Descriptor>>,
+    config: Option<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pull `image` for `arch` into `store` (blobs it has already are not fetched again), and
+/// write its OCI image-layout archive there. Nothing is kept of a blob whose digest is wrong.
+pub async fn pull(
+    fetcher: &Fetcher,
+    store: &Store,
+    image: &ImageRef,
+    arch: Arch,
+) -> Result<PulledImage, ImageError> {
+    let name = image.to_string();
+    let bad = |what: String| ImageError::Manifest {
+        image: name.clone(),
+        what,
+    };
+    let tag_url = image.url("manifests", &image.tag);
+    let top = fetcher.document(&tag_url, ACCEPT).await?;
+    let digest = sha256(&top);
+    let doc: Document =
+        serde_json::from_slice(&top).map_err(|e| bad(format!("its manifest is not JSON: {e}")))?;
+    let (manifest_bytes, manifest_digest, media_type) = match doc.manifests {
+        Some(list) => {
+            let want = arch.to_string();
+            let has: Vec<String> = list
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
+            let pick = list
+                .iter()
+                .find(|d| {
+                    d.platform.as_ref().is_some_and(|p| {
+                        p.os == "linux"
+                            && p.architecture == want
+                            && (arch != Arch::Arm64
+                                || p.variant.as_deref().is_none_or(|v| v == "v8"))
+                    })
+                })
+                .ok_or_else(|| ImageError::NoPlatform {
+                    image: name.clone(),
+                    arch,
+                    has: has.join(", "),
+                })?;
+            let expected = parse_digest(&pick.digest).map_err(bad)?;
+            let bytes = fetcher
+                .document(&image.url("manifests", &pick.digest), ACCEPT)
+                .await?;
+            let actual = sha256(&bytes);
+            if actual != expected || bytes.len() as u64 != pick.size {
+                return Err(ImageError::ManifestDigest {
+                    image: name,
+                    expected,
+                    actual,
+                });
+            }
+            let mt = pick
+                .media_type
+                .clone()
+                .unwrap_or_else(|| OCI_MANIFEST.into());
+            (bytes, expected, mt)
+        }
+        None => {
+            let mt = doc
+                .media_type
+                .clone()
+                .unwrap_or_else(|| OCI_MANIFEST.into());
+            (top.clone(), digest.clone(), mt)
+        }
+    };
+    let manifest: Document = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| bad(format!("its image manifest is not JSON: {e}")))?;
+    let config = manifest
+        .config
+        .ok_or_else(|| bad("its image manifest has no config".into()))?;
+    let layers = manifest
+        .layers
+        .ok_or_else(|| bad("its image manifest has no layers".into()))?;
+
+    // Every blob, verified by the digest its manifest gives it, into the store.
+    let mut blobs: Vec<(Digest, PathBuf)> = Vec::new();
+    for d in std::iter::once(&config).chain(&layers) {
+        let digest = parse_digest(&d.digest).map_err(bad)?;
+        let path = match store.get(&digest) {
+            Some(p) => p,
+            None => {
+                let layout = store.layout();
+                let _lock = store.lock_key(&digest.to_string(), || {})?;
+                match store.get(&digest) {
+                    Some(p) => p,
+                    None => {
+                        let partial = layout.partial_download(&digest);
+                        fetcher
+                            .download(
+                                &image.url("blobs", &d.digest),
+                                &partial,
+                                Some(&digest),
+                                &NoProgress,
+                            )
+                            .await?;
+                        store.insert_file(&partial, Some(&digest))?;
+                        layout.blob_path(&digest)
+                    }
+                }
+            }
+        };
+        blobs.push((digest, path));
+    }
+
+    // The archive: oci-layout, index.json naming the image, the blobs. Deterministic (fixed
+    // order and times), so the same image always makes the same archive.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": media_type,
+            "digest": manifest_digest.to_string(),
+            "size": manifest_bytes.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": image.tag,
+            },
+            "platform": { "os": "linux", "architecture": arch.to_string() },
+        }],
+    });
+    let tmp = store.temp_file()?;
+    let tmp_path = tmp.path().to_owned();
+    {
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
+        let mut add = |path: &str, bytes: &[u8]| -> std::io::Result<()> {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, path, bytes)
+        };
+        let io = |e| crate::fsx::at::<ImageError>("cannot write", &tmp_path)(e);
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
+        add(
+            "index.json",
+            serde_json::to_string(&index)
+                .expect("a JSON value serializes")
+                .as_bytes(),
+        )
+        .map_err(io)?;
+        add(&blob_path(&manifest_digest), &manifest_bytes).map_err(io)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (digest, path) in &blobs {
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| crate::fsx::at::<ImageError>("cannot open", path)(e))?;
+            let size = f
+                .metadata()
+                .map_err(|e| crate::fsx::at::<ImageError>("cannot stat", path)(e))?
+                .len();
+            let mut h = tar::Header::new_ustar();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, blob_path(digest), &mut f)
+                .map_err(io)?;
+        }
+        let mut w = tar.into_inner().map_err(io)?;
+        w.flush().map_err(io)?;
+    }
+    let (_, path) = tmp
+        .keep()
+        .map_err(|e| crate::fsx::at::<ImageError>("cannot keep", &tmp_path)(e.error))?;
+    let size = std::fs::metadata(&path)
+        .map_err(|e| crate::fsx::at::<ImageError>("cannot stat", &path)(e))?
+        .len();
+    let archive = store.insert_file(&path, None)?;
+    let source = fetcher
+        .resolve_url(&tag_url)
+        .map(|u| u.to_string())
+        .unwrap_or(tag_url);
+    Ok(PulledImage {
+        name,
+        arch,
+        digest,
+        manifest: manifest_digest,
+        archive,
+        size,
+        source,
+        fetched: crate::util::now_rfc3339(),
+    })
+}
+
+/// `blobs/sha256/<hex>` in an image layout.
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algo().as_str(), d.hex())
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    Digest::sha256_of(&sha2::Sha256::digest(bytes))
+}
+
+fn parse_digest(s: &str) -> Result<Digest, String> {
+    let d: Digest = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a digest: {e}"))?;
+    if d.algo() != DigestAlgo::Sha256 {
+        return Err(format!("{s}: only sha256 blobs are supported"));
+    }
+    Ok(d)
+}
+
+/// What each image's archive is called in a node bundle and a toolchain: name → file name.
+pub fn archive_names(images: &[PulledImage]) -> BTreeMap<String, String> {
+    images
+        .iter()
+        .filter_map(|i| {
+            i.name
+                .parse::<ImageRef>()
+                .ok()
+                .map(|r| (i.name.clone(), r.archive_name()))
+        })
+        .collect()
+}
+
+/// The file kbin keeps an image under inside a toolchain directory.
+pub fn toolchain_path(toolchain_dir: &Path, image: &ImageRef) -> PathBuf {
+    toolchain_dir.join("images").join(image.archive_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_and_refuse_what_is_not_one() {
+        let r: ImageRef = "registry.k8s.io/coredns/coredns:v1.12.4".parse().unwrap();
+        assert_eq!(r.repository, "coredns/coredns");
+        assert_eq!(r.tag, "v1.12.4");
+        assert_eq!(r.archive_name(), "coredns-v1.12.4.tar");
+        assert_eq!(
+            r.url("manifests", "v1.12.4"),
+            "https://registry.k8s.io/v2/coredns/coredns/manifests/v1.12.4"
+        );
+        assert_eq!(ImageRef::coredns("1.12.4"), r);
+        assert_eq!(
+            ImageRef::pause("3.10.1").to_string(),
+            "registry.k8s.io/pause:3.10.1"
+        );
+        let l: ImageRef = "127.0.0.1:5000/pause:3.10".parse().unwrap();
+        assert_eq!(l.registry, "127.0.0.1:5000");
+        for bad in [
+            "pause:3.10",
+            "registry.k8s.io/pause",
+            "registry.k8s.io//x:1",
+            "r.io/a:b/c",
+            "r.io/a b:1",
+        ] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
+    }
+}

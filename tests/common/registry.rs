@@ -1,0 +1,99 @@
+//! A registry on the test server: real OCI images (a gzipped layer tar holding one file, an
+//! image config with the layer's diff_id, a manifest per architecture, an index over them)
+//! served at the distribution API's paths, as registry.k8s.io serves them.
+
+use sha2::Digest as _;
+
+use super::server::Server;
+
+/// One published image.
+#[allow(dead_code)] // not every test file that says `mod common;` uses every field
+#[derive(Debug, Clone)]
+pub struct FakeImage {
+    /// `registry.k8s.io/pause:3.10.1` (the name kbin asks for; the server is its mirror).
+    pub name: String,
+    /// The index the tag points at.
+    pub index_digest: String,
+    /// Per architecture: (manifest digest, [config digest, layer digest]).
+    pub manifests: Vec<(String, String, Vec<String>)>,
+    /// Server paths of every blob.
+    pub blob_paths: Vec<String>,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A gzipped tar holding `/<file>` with `content`, and the sha256 of the tar (its diff_id).
+fn layer(file: &str, content: &[u8]) -> (Vec<u8>, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, file, content).unwrap();
+    let raw = tar.into_inner().unwrap();
+    let diff_id = sha(&raw);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// Publish `registry.k8s.io/<repo>:<tag>` for amd64 and arm64 on `server` (served as the
+/// registry's mirror: paths `/v2/<repo>/…`).
+#[allow(dead_code)]
+pub fn publish(server: &Server, repo: &str, tag: &str) -> FakeImage {
+    let mut manifests = Vec::new();
+    let mut blob_paths = Vec::new();
+    let mut index_entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let (gz, diff_id) = layer(
+            "pause",
+            format!("#!/bin/sh\n# {repo}:{tag} {arch}\n").as_bytes(),
+        );
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": { "Entrypoint": ["/pause"] },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        }))
+        .unwrap();
+        let (cd, ld) = (sha(&config), sha(&gz));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": gz.len() }],
+        }))
+        .unwrap();
+        let md = sha(&manifest);
+        for (d, bytes) in [(&cd, config.clone()), (&ld, gz.clone())] {
+            let p = format!("/v2/{repo}/blobs/{d}");
+            server.put(&p, bytes);
+            blob_paths.push(p);
+        }
+        server.put(&format!("/v2/{repo}/manifests/{md}"), manifest.clone());
+        index_entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "platform": { "os": "linux", "architecture": arch },
+        }));
+        manifests.push((md, cd, vec![ld]));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": index_entries,
+    }))
+    .unwrap();
+    let index_digest = sha(&index);
+    server.put(&format!("/v2/{repo}/manifests/{tag}"), index.clone());
+    server.put(&format!("/v2/{repo}/manifests/{index_digest}"), index);
+    FakeImage {
+        name: format!("registry.k8s.io/{repo}:{tag}"),
+        index_digest,
+        manifests,
+        blob_paths,
+    }
+}
