@@ -281,8 +281,16 @@ fn expand_recipe(
         v.push(("binary", b));
         fill(t, &v)
     };
+    // The binaries this version ships (all of them when the manifest does not say).
+    let shipped = c
+        .shipped(&req.version)
+        .unwrap_or_else(|| crate::manifest::Shipped {
+            required: c.binaries.clone(),
+            optional: c.optional_binaries.clone(),
+        });
     let runs = if recipe.per_binary {
-        c.binaries
+        shipped
+            .required
             .iter()
             .map(|b| recipe.command.iter().map(|a| with_binary(a, b)).collect())
             .collect()
@@ -312,11 +320,11 @@ fn expand_recipe(
         }
     }
     let mut outputs = BTreeMap::new();
-    for (b, required) in c
-        .binaries
+    for (b, required) in shipped
+        .required
         .iter()
         .map(|b| (b, true))
-        .chain(c.optional_binaries.iter().map(|b| (b, false)))
+        .chain(shipped.optional.iter().map(|b| (b, false)))
     {
         let template = recipe
             .outputs
