@@ -389,3 +389,55 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
     assert!(!dir.join("nodes/node-0").exists());
     assert_eq!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
 }
+
+#[test]
+fn an_only_toolchain_takes_the_missing_versions_from_its_release_defaults_and_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    // `kbin install 1.30 --only kubectl,etcd`: no images, no containerd, no kubelet…
+    let fixture = FixtureToolchain {
+        name: "ws",
+        kubernetes: "1.30.14",
+        components: vec![
+            ("kubernetes", "1.30.14", &["kubectl"]),
+            ("etcd", "3.5.16", &["etcd", "etcdctl", "etcdutl"]),
+        ],
+        images: None,
+        artifacts: false,
+        real_digests: false,
+    };
+    write_toolchain(home.path(), &fixture, |b, _| {
+        format!("#!/bin/sh\necho {b}\n")
+    });
+    let o = kbin(home.path())
+        .args([
+            "gen",
+            "cluster",
+            "--toolchain",
+            "ws",
+            "--no-binaries",
+            "--out",
+        ])
+        .arg(&dir)
+        .args(NODES)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // It says which versions came from the manifest (1.30's defaults).
+    assert!(
+        err.contains("toolchain ws lacks")
+            && err.contains("cni-plugins 1.4.0")
+            && err.contains("containerd 1.7.23")
+            && err.contains("kubernetes 1.30.14")
+            && err.contains("1.30's defaults"),
+        "{err}"
+    );
+    // The configs are pinned to those defaults: containerd 1.7 writes config version 2, the
+    // pause image is 1.30's.
+    let containerd =
+        std::fs::read_to_string(dir.join("nodes/w1/etc/containerd/config.toml")).unwrap();
+    assert!(containerd.contains("version = 2"), "{containerd}");
+    assert!(containerd.contains("pause:3.9"), "{containerd}");
+}

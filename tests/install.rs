@@ -430,6 +430,106 @@ fn install_succeeds_binaries_run_and_the_lock_is_right() {
     );
 }
 
+/// An etcd release archive holding `members` (names under `etcd-v{v}-linux-amd64/`).
+fn etcd_archive(v: &str, members: &[&str]) -> Vec<u8> {
+    let entries: Vec<(String, Vec<u8>, u32)> = members
+        .iter()
+        .map(|m| {
+            (
+                format!("etcd-v{v}-linux-amd64/{m}"),
+                script(&format!("{m} version: {v}"), 0),
+                0o755,
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Vec<u8>, u32)> = entries
+        .iter()
+        .map(|(p, b, m)| (p.as_str(), b.clone(), *m))
+        .collect();
+    tgz(&refs)
+}
+
+impl Fixture {
+    /// Serve an etcd `v` archive holding `members`, pinned in the test manifest.
+    fn add_etcd(&self, v: &str, members: &[&str]) {
+        let body = etcd_archive(v, members);
+        let mut m = std::fs::read_to_string(&self.manifest).unwrap();
+        m.push_str(&format!(
+            "\"etcd/amd64/{v}\" = \"sha256:{}\"\n",
+            sha256(&body)
+        ));
+        std::fs::write(&self.manifest, m).unwrap();
+        self.server.put(
+            &format!("/etcd-io/etcd/releases/download/v{v}/etcd-v{v}-linux-amd64.tar.gz"),
+            body,
+        );
+    }
+}
+
+#[test]
+fn etcd_3_4_installs_without_etcdutl_which_it_never_shipped() {
+    let f = Fixture::new();
+    // etcd 3.4's archive: etcd and etcdctl only (etcdutl is new in 3.5).
+    f.add_etcd("3.4.23", &["etcd", "etcdctl", "README.md"]);
+    let out = f
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--with",
+            "etcd=3.4.23",
+            "--allow-skew",
+            "--only",
+            "etcd",
+            "--name",
+            "etcd34",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bin = f.toolchain("etcd34").join("bin");
+    assert!(bin.join("etcd").is_file() && bin.join("etcdctl").is_file());
+    assert!(!bin.join("etcdutl").exists());
+    let r = f.receipt("etcd34");
+    let etcd = r["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("etcd"))
+        .unwrap();
+    assert_eq!(etcd["version"].as_str(), Some("3.4.23"));
+    let names: Vec<&str> = etcd["binary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["etcd", "etcdctl"]);
+    assert_eq!(
+        etcd["binary"][0]["reports"].as_str(),
+        Some("etcd version: 3.4.23")
+    );
+}
+
+#[test]
+fn an_etcd_3_5_archive_without_etcdutl_is_refused() {
+    let f = Fixture::new();
+    // 3.5 ships etcdutl: an archive without it is not what upstream publishes.
+    f.add_etcd("3.5.21", &["etcd", "etcdctl"]);
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--with", "etcd=3.5.21", "--only", "etcd"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not contain etcd-v3.5.21-linux-amd64/etcdutl"),
+        "{err}"
+    );
+    assert!(!f.toolchain("1.30").exists());
+}
+
 #[test]
 fn reinstalling_after_uninstall_uses_the_cache_even_for_unpinned_artifacts() {
     let f = Fixture::new();

@@ -580,3 +580,226 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The runc repository of [`make_repo`] with two more commits: `v1.5.1` tags the last, and an
+/// older `v1.0.0` tags the first (whose Makefile differs, so its blob is not the tip's).
+fn repo_with_history(dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("Makefile"), "runc:\n\techo old > runc\n").unwrap();
+    let old = commit_all(dir, "old");
+    git(dir, &["tag", "v1.0.0"]);
+    std::fs::write(dir.join("notes"), "middle").unwrap();
+    commit_all(dir, "middle");
+    std::fs::write(
+        dir.join("Makefile"),
+        "runc:\n\techo ran >> $(RUNS)\n\tprintf '#!/bin/sh\\necho runc version $(VERSION) commit $(COMMIT)\\n' > runc\n\tchmod +x runc\n",
+    )
+    .unwrap();
+    let tip = commit_all(dir, "tip");
+    git(dir, &["tag", "v1.5.1"]);
+    git(dir, &["tag", &format!("v{RUNC}")]);
+    (old, tip)
+}
+
+#[test]
+fn a_version_tag_ref_is_recorded_as_the_version_it_builds() {
+    let repos = tempfile::tempdir().unwrap();
+    let (_, tip) = repo_with_history(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build("runc", &["--ref", "v1.5.1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The build line, the recipe's {version}, the lock and show-versions all say 1.5.1, not
+    // the toolchain's 1.1.14.
+    assert!(
+        text(&o).contains("runc 1.5.1 into toolchain t"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version 1.5.1 commit {tip}")
+    );
+    assert_eq!(f.component("runc")["version"].as_str(), Some("1.5.1"));
+    let o = f.kbin().args(["show-versions", "t"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("runc"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(row.contains(" 1.5.1 ") && !row.contains(RUNC), "{row}");
+    // A branch is not a version: the toolchain's runc version (now 1.5.1) stays.
+    let o = f.build("runc", &["--ref", "main"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(f.component("runc")["version"].as_str(), Some("1.5.1"));
+}
+
+#[test]
+fn shallow_and_partial_clones_work_as_source_and_fetch_only_the_ref() {
+    let repos = tempfile::tempdir().unwrap();
+    let upstream = repos.path().join("upstream");
+    let (old, tip) = repo_with_history(&upstream);
+    git(&upstream, &["config", "uploadpack.allowFilter", "true"]);
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        "git://127.0.0.1:1/nothing",
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let shallow = repos.path().join("shallow");
+    let partial = repos.path().join("partial");
+    let up = file_url(&upstream);
+    git(
+        repos.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &up,
+            &shallow.display().to_string(),
+        ],
+    );
+    git(
+        repos.path(),
+        &[
+            "clone",
+            "-q",
+            "--filter=blob:none",
+            &up,
+            &partial.display().to_string(),
+        ],
+    );
+    for clone in [&shallow, &partial] {
+        let o = f.build(
+            "runc",
+            &[
+                "--source",
+                &clone.display().to_string(),
+                "--ref",
+                &format!("v{RUNC}"),
+            ],
+        );
+        assert!(o.status.success(), "{}: {}", clone.display(), text(&o));
+        assert_eq!(
+            f.run_bin("runc"),
+            format!("runc version {RUNC} commit {tip}")
+        );
+    }
+    // The mirrors got the tip's commit and tree only: not the older commits.
+    let mirrors: Vec<PathBuf> = walk(&f.home().join("git"))
+        .into_iter()
+        .filter(|p| p.ends_with("HEAD"))
+        .map(|p| p.parent().unwrap().to_owned())
+        .collect();
+    assert_eq!(mirrors.len(), 2, "{mirrors:?}");
+    for m in &mirrors {
+        let has = |oid: &str| {
+            Command::new("git")
+                .arg("--git-dir")
+                .arg(m)
+                .args(["cat-file", "-e", oid])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(has(&tip), "{}", m.display());
+        assert!(!has(&old), "{} holds history it does not need", m.display());
+    }
+    // A ref whose blobs the partial clone never fetched: one clear error with the fix.
+    let o = f.build(
+        "runc",
+        &[
+            "--source",
+            &partial.display().to_string(),
+            "--ref",
+            "v1.0.0",
+        ],
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("lacks objects that v1.0.0 needs"), "{t}");
+    assert!(t.contains("hint:") && t.contains("checkout v1.0.0"), "{t}");
+    // A ref the shallow clone does not have at all.
+    let o = f.build(
+        "runc",
+        &[
+            "--source",
+            &shallow.display().to_string(),
+            "--ref",
+            "v1.0.0",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("has no tag or branch \"v1.0.0\""),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn repositories_go_through_the_mirror_flag_and_settings_mirrors() {
+    let repos = tempfile::tempdir().unwrap();
+    // A directory laid out like github.com: <mirror>/opencontainers/runc.
+    let mirror = repos.path().join("mirror");
+    let commit = make_repo(&mirror.join("opencontainers/runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        "https://github.com/opencontainers/runc",
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let o = f.build("runc", &["--mirror", &file_url(&mirror)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        f.run_bin("runc"),
+        format!("runc version {RUNC} commit {commit}")
+    );
+    let repo = f.component("runc")["source"]["repository"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(repo, format!("{}/opencontainers/runc", file_url(&mirror)));
+    // The same through settings.toml's per-host mirrors, into a toolchain that does not exist
+    // yet: it is made with just runc, at the newest minor's default.
+    std::fs::write(
+        f.home().join("settings.toml"),
+        format!("[mirrors]\n\"github.com\" = \"{}\"\n", file_url(&mirror)),
+    )
+    .unwrap();
+    let o = f
+        .kbin()
+        .args(["build", "--from-source", "runc", "--toolchain", "fresh"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("into new toolchain fresh"),
+        "{}",
+        text(&o)
+    );
+    let lock: toml::Table = toml::from_str(
+        &std::fs::read_to_string(f.home().join("toolchains/fresh/toolchain.lock")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lock["kubernetes"].as_str(), Some(KUBE));
+    let comps = lock["component"].as_array().unwrap();
+    assert_eq!(comps.len(), 1, "{comps:?}");
+    assert_eq!(comps[0]["name"].as_str(), Some("runc"));
+    assert_eq!(comps[0]["version"].as_str(), Some(RUNC));
+    assert!(f.home().join("toolchains/fresh/bin/runc").is_file());
+    // The default toolchain is not made behind the user's back.
+    std::fs::remove_file(f.home().join("settings.toml")).unwrap();
+    let o = f
+        .kbin()
+        .args(["build", "--from-source", "runc"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}

@@ -8,9 +8,10 @@ use semver::Version;
 
 use super::Context;
 use crate::error::WithHint;
-use crate::manifest::{Arch, Manifest, Minor};
+use crate::manifest::{Arch, KUBERNETES, Manifest, Minor};
 use crate::source::{self, BuildRequest, Built};
 use crate::store::{Layout, Store};
+use crate::toolchain::edit::NewToolchain;
 use crate::toolchain::{self, Receipt};
 
 /// Arguments of `kbin build`.
@@ -44,24 +45,34 @@ pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             .context("no toolchain given and no default toolchain")
             .hint("pass --toolchain NAME, or install one first: kbin install 1.30")?,
     };
+    toolchain::assemble::check_name(&name)?;
     let receipt_path = layout.receipt_path(&name);
-    if !receipt_path.is_file() {
-        return Err(anyhow::anyhow!("toolchain {name:?} is not installed"))
+    // A toolchain named with --toolchain that is not installed yet is made with just this
+    // component; the default toolchain must exist.
+    let receipt = if receipt_path.is_file() {
+        Some(Receipt::load(&receipt_path)?)
+    } else if args.toolchain.is_some() {
+        None
+    } else {
+        return Err(anyhow::anyhow!("the default toolchain {name:?} is not installed"))
             .hint("see the installed toolchains with `kbin show-versions`, or install it with `kbin install`");
-    }
-    let receipt = Receipt::load(&receipt_path)?;
+    };
+    let created = receipt.is_none();
     let built = build_into(
         ctx,
         &manifest,
         &layout,
-        &receipt,
+        Target {
+            name: &name,
+            receipt: receipt.as_ref(),
+        },
         &args.from_source,
         args.git_ref,
         args.source,
     )?;
     ctx.ui.report(&built, |b| {
         let mut t = format!(
-            "{} {} {} into toolchain {name}: {} at {} (commit {}, Go {})\n",
+            "{} {} {} into {}toolchain {name}: {} at {} (commit {}, Go {})\n",
             if b.cache_hit {
                 "cache hit: installed"
             } else {
@@ -69,6 +80,7 @@ pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             },
             b.component,
             b.version,
+            if created { "new " } else { "" },
             b.source.repository,
             b.source.git_ref,
             b.source.commit,
@@ -82,13 +94,21 @@ pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Build `component` for the toolchain of `receipt` and swap it in: the seam `kbin install
-/// --from-source` uses too.
+/// The toolchain a build goes into: installed (its receipt), or made by the build.
+pub(super) struct Target<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its receipt, when it is installed.
+    pub receipt: Option<&'a Receipt>,
+}
+
+/// Build `component` for `target` and swap it in (or create `target` with just it): the seam
+/// `kbin install --from-source` uses too.
 pub(super) fn build_into(
     ctx: &Context,
     manifest: &Manifest,
     layout: &Layout,
-    receipt: &Receipt,
+    target: Target<'_>,
     component: &str,
     git_ref: Option<String>,
     source: Option<String>,
@@ -105,22 +125,90 @@ pub(super) fn build_into(
                 .collect::<Vec<_>>()
                 .join(", ")
         ))?;
-    let version = component_version(manifest, receipt, component)?;
-    if Arch::host() != Some(receipt.arch) {
-        return Err(anyhow::anyhow!(
-            "toolchain {} is for {}, and source builds are native to this machine",
-            receipt.name,
-            receipt.arch
-        ))
-        .hint("build on a machine of that architecture, or install a toolchain for this one");
-    }
+    let host = Arch::host()
+        .context("this machine's architecture is neither amd64 nor arm64")
+        .hint("source builds are native: build on an amd64 or arm64 machine")?;
+    // A ref that is one of the component's version tags (`v1.5.1`) builds that version: it
+    // fills the recipe's {version} and is what the receipt records.
+    let ref_version = git_ref
+        .as_deref()
+        .and_then(|r| source::version_of_ref(comp, r));
+    let (version, fresh) = match target.receipt {
+        Some(receipt) => {
+            if host != receipt.arch {
+                return Err(anyhow::anyhow!(
+                    "toolchain {} is for {}, and source builds are native to this machine",
+                    receipt.name,
+                    receipt.arch
+                ))
+                .hint(
+                    "build on a machine of that architecture, or install a toolchain for this one",
+                );
+            }
+            let v = match ref_version {
+                Some(v) => v,
+                None => component_version(manifest, receipt, component)?,
+            };
+            (v, None)
+        }
+        None => {
+            let release = manifest
+                .latest_complete()
+                .context("the manifest has no Kubernetes minor with defaults")?;
+            let kube = if component == KUBERNETES {
+                ref_version
+                    .clone()
+                    .unwrap_or_else(|| release.latest.clone())
+            } else {
+                release.latest.clone()
+            };
+            let minor = manifest.releases.get(&Minor::of(&kube)).unwrap_or(release);
+            let v = match (&ref_version, component == KUBERNETES) {
+                (Some(v), _) => v.clone(),
+                (None, true) => kube.clone(),
+                (None, false) => minor
+                    .defaults
+                    .as_ref()
+                    .ok()
+                    .and_then(|d| d.components.get(component))
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "the manifest has no default version of {component} for Kubernetes {}",
+                            minor.minor
+                        )
+                    })
+                    .hint("pass --ref vX.Y.Z to say which version to build")?,
+            };
+            ctx.ui.status(format!(
+                "toolchain {} is not installed: making it with just {component} {v} (Kubernetes {kube})",
+                target.name
+            ));
+            let fresh = NewToolchain {
+                kubernetes: kube,
+                arch: host,
+                manifest: manifest.digest.clone(),
+                images: minor.defaults.as_ref().ok().map(|d| d.images.clone()),
+            };
+            (v, Some(fresh))
+        }
+    };
     let store = Store::open(layout.clone())?;
     layout.ensure()?;
     let _shared = store.lock_shared(|| ctx.ui.status("waiting for `kbin cache gc` to finish"))?;
+    // The manifest's repository goes through the same mirrors as artifacts; --source wins.
+    let source = match source {
+        Some(s) => Some(s),
+        None => crate::fetch::repository_url(
+            &comp.repository,
+            ctx.global.mirror.as_deref(),
+            &layout.settings()?.mirrors,
+        )?,
+    };
     let req = BuildRequest {
         component: comp,
         version,
-        arch: receipt.arch,
+        arch: host,
         git_ref,
         source,
     };
@@ -128,15 +216,16 @@ pub(super) fn build_into(
     toolchain::edit::replace_component(
         layout,
         &store,
-        &receipt.name,
+        target.name,
         comp,
         &built.version,
         &built.binaries,
         built.source.clone(),
+        fresh,
         || {
             ctx.ui.status(format!(
                 "waiting for another kbin changing toolchain {}",
-                receipt.name
+                target.name
             ))
         },
     )?;

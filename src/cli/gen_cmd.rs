@@ -516,7 +516,9 @@ mod configs_step {
                 .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
         }
         let layout = ctx.layout()?;
-        Versions::from_toolchain(&layout, a.pin.toolchain.as_deref()).map_err(|e| {
+        let manifest = ctx.manifest()?;
+        let v = Versions::from_toolchain_in(&layout, a.pin.toolchain.as_deref(), Some(&manifest))
+            .map_err(|e| {
             let hint = match &e {
                 VersionsError::NoToolchain { .. } => {
                     "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
@@ -527,7 +529,16 @@ mod configs_step {
                 _ => "reinstall the toolchain (`kbin install`)",
             };
             crate::error::with_hint(e.into(), hint)
-        })
+        })?;
+        if !v.from_defaults.is_empty() {
+            ctx.ui.warn(format!(
+                "{} lacks {}: the configs use Kubernetes {}'s defaults from the manifest for them",
+                v.origin,
+                v.from_defaults.join(", "),
+                crate::manifest::Minor::of(&v.kubernetes)
+            ));
+        }
+        Ok(v)
     }
 
     /// The renderers' view of the spec.

@@ -118,7 +118,8 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         ctx.global.mirror.clone(),
         settings.mirrors.clone(),
     ))?;
-    let builder = install::ManifestBuilder::new(&manifest);
+    let builder = install::ManifestBuilder::new(&manifest)
+        .with_mirrors(ctx.global.mirror.clone(), settings.mirrors.clone());
     let outcome = install::execute(
         &manifest, &store, &fetcher, &plan, args.jobs, &builder, &ctx.ui,
     )

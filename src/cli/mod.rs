@@ -177,7 +177,14 @@ pub fn resolve(
                     .join(" ")
             )),
             E::Skew(_) => Some("pass --allow-skew to install this combination anyway".to_string()),
-            E::BadOverride(_) | E::UnknownComponent { .. } | E::DuplicateOverride(_) => None,
+            E::NotShipped { component, .. } => Some(format!(
+                "add a [[component.ships]] row for that version to {component}'s table in a \
+                 manifest of your own (--manifest FILE), or pick a version the rows cover"
+            )),
+            E::BadOverride(_)
+            | E::UnknownComponent { .. }
+            | E::DuplicateOverride(_)
+            | E::BinaryNotShipped { .. } => None,
         };
         match hint {
             Some(h) => crate::error::with_hint(e.into(), h),

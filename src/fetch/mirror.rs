@@ -65,6 +65,22 @@ pub(crate) fn resolve(
     Ok(up)
 }
 
+/// The URL to clone for an upstream git repository: the same host mapping as artifacts
+/// (`https://github.com/opencontainers/runc` under `--mirror file:///srv/m` is
+/// `file:///srv/m/opencontainers/runc`). `None` when no mirror applies, or the repository is
+/// not an http(s) one (a `file://` repository is local already; git:// and ssh are left alone).
+pub fn repository_url(
+    repository: &str,
+    mirror: Option<&str>,
+    host_mirrors: &BTreeMap<String, String>,
+) -> Result<Option<String>, FetchError> {
+    if !(repository.starts_with("https://") || repository.starts_with("http://")) {
+        return Ok(None);
+    }
+    let out = resolve(repository, mirror, host_mirrors)?;
+    Ok((out.as_str() != repository).then(|| out.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +154,34 @@ mod tests {
         assert!(err.to_string().contains("ftp"), "{err}");
         let err = resolve("https://x/y", Some("gopher://m"), &none()).unwrap_err();
         assert!(err.to_string().contains("gopher"), "{err}");
+    }
+
+    #[test]
+    fn repositories_follow_the_same_mirrors_as_artifacts() {
+        let hosts: BTreeMap<String, String> =
+            [("github.com".to_string(), "file:///srv/gh".to_string())].into();
+        assert_eq!(
+            repository_url("https://github.com/opencontainers/runc", None, &hosts).unwrap(),
+            Some("file:///srv/gh/opencontainers/runc".into())
+        );
+        assert_eq!(
+            repository_url(
+                "https://github.com/opencontainers/runc",
+                Some("http://127.0.0.1:9/m"),
+                &hosts
+            )
+            .unwrap(),
+            Some("http://127.0.0.1:9/m/opencontainers/runc".into())
+        );
+        assert_eq!(
+            repository_url("https://example.org/x", None, &hosts).unwrap(),
+            None
+        );
+        for local in ["git://127.0.0.1/x", "file:///srv/repos/runc"] {
+            assert_eq!(
+                repository_url(local, Some("file:///m"), &hosts).unwrap(),
+                None
+            );
+        }
     }
 }

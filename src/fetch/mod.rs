@@ -28,6 +28,8 @@ mod error;
 mod mirror;
 mod sink;
 
+pub use mirror::repository_url;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

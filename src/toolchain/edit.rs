@@ -95,10 +95,26 @@ pub fn binary_entry(
     }
 }
 
+/// The receipt facts of a toolchain that a source build creates.
+#[derive(Debug, Clone)]
+pub struct NewToolchain {
+    /// Its Kubernetes version.
+    pub kubernetes: Version,
+    /// Its arch (the host's: builds are native).
+    pub arch: Arch,
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// The images of its Kubernetes minor, if the manifest has them.
+    pub images: Option<Images>,
+}
+
 /// Swap a source build's `binaries` (name → blob) into the installed toolchain `name` and
 /// record `component` as built from source at `version`. The toolchain is replaced whole
 /// (staging + rename) under its lock; `on_wait` is called if another kbin holds that lock.
 #[allow(clippy::too_many_arguments)] // each is one fact of the change; a struct would only rename them
+///
+/// When `fresh` is given and the toolchain is not installed, it is created with just this
+/// component, its receipt made from `fresh`.
 pub fn replace_component(
     layout: &Layout,
     store: &Store,
@@ -107,11 +123,21 @@ pub fn replace_component(
     version: &Version,
     binaries: &BTreeMap<String, Digest>,
     source: SourceReceipt,
+    fresh: Option<NewToolchain>,
     on_wait: impl FnOnce(),
 ) -> Result<Receipt, EditError> {
     let _lock = assemble::lock_toolchain(layout, name, on_wait)?;
-    let mut receipt = Receipt::load(&layout.receipt_path(name))?;
-    let staging = Staging::from_installed(layout, name)?;
+    let path = layout.receipt_path(name);
+    let (mut receipt, staging) = match fresh {
+        Some(f) if !path.is_file() => (
+            Receipt::new(name, f.kubernetes, f.arch, f.manifest, f.images, Vec::new()),
+            Staging::new(layout, name)?,
+        ),
+        _ => (
+            Receipt::load(&path)?,
+            Staging::from_installed(layout, name)?,
+        ),
+    };
     for old in receipt
         .components
         .iter()
@@ -130,6 +156,10 @@ pub fn replace_component(
         staging.link(&rel, &blob)?;
         // Builds are native, so the binary can say what it is.
         entries.push(binary_entry(&staging, component, b, &rel, digest, true));
+    }
+    // The Kubernetes version of a toolchain is its kubernetes component's.
+    if component.name == crate::manifest::KUBERNETES {
+        receipt.kubernetes = version.clone();
     }
     receipt.put_component(ComponentReceipt {
         name: component.name.clone(),

@@ -100,6 +100,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kubeadm_is_asked_with_its_version_subcommand_not_a_flag() {
+        // kubeadm's own behaviour: `--version` is an unknown flag (exit 1), `version -o short`
+        // prints the version.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("kubeadm");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh
+if [ \"$*\" = \"version -o short\" ]; then echo v1.30.14; exit 0; fi
+\
+             echo 'unknown flag: --version' >&2; exit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let m = crate::manifest::Manifest::embedded().unwrap();
+        let k = m.component("kubernetes").unwrap();
+        assert_eq!(
+            component_report(k, "kubeadm", &bin).as_deref(),
+            Some("v1.30.14")
+        );
+    }
+
+    #[test]
     fn a_chatty_binary_still_reports_its_first_line() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("chatty");
