@@ -85,6 +85,7 @@ fn install(home: &Path, name: &str, salt: impl Fn(&str) -> u32) -> Versions {
     }
     let receipt = Receipt {
         schema: RECEIPT_SCHEMA,
+        pulled: Vec::new(),
         name: name.into(),
         kubernetes: Version::parse("1.35.8").unwrap(),
         arch: Arch::Amd64,

@@ -230,6 +230,9 @@ impl Fixture {
         for a in &arts {
             server.put(&a.path, a.body.clone());
         }
+        // The release's images, as registry.k8s.io serves them (the server is every host's mirror).
+        common::registry::publish(&server, "pause", "3.9");
+        common::registry::publish(&server, "coredns/coredns", "v1.11.1");
         let manifest = home.path().join("manifest.toml");
         write_manifest(&manifest, &arts);
         Fixture {
@@ -1301,4 +1304,111 @@ fn a_failing_source_build_during_install_installs_nothing() {
     let o = f.cmd().args(["show-versions", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn a_node_toolchain_gets_its_release_images_and_a_workstation_or_no_images_one_does_not() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let images = f.toolchain("1.30").join("images");
+    for name in ["pause-3.9.tar", "coredns-v1.11.1.tar"] {
+        assert!(images.join(name).is_file(), "{name}");
+    }
+    let receipt = std::fs::read_to_string(f.toolchain("1.30").join("toolchain.lock")).unwrap();
+    assert!(
+        receipt.contains("name = \"registry.k8s.io/pause:3.9\""),
+        "{receipt}"
+    );
+    assert!(receipt.contains("[[image]]"), "{receipt}");
+    // The amd64 image, not the arm64 one.
+    let pause = f.server.requests("/v2/pause/manifests/3.9");
+    assert_eq!(pause, 1);
+
+    f.server.reset_counters();
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--name", "bare", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!f.toolchain("bare").join("images").exists());
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--name", "ws", "--only", "kubectl,etcd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!f.toolchain("ws").join("images").exists());
+    assert_eq!(f.server.requests("/v2/pause/manifests/3.9"), 0);
+
+    // --require-pinned: images are trusted on first use, so it refuses them by name.
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--name", "strict", "--require-pinned"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("image registry.k8s.io/pause:3.9"), "{err}");
+    assert!(err.contains("--no-images"), "{err}");
+}
+
+#[test]
+fn an_image_the_registry_does_not_have_fails_the_install_and_installs_nothing() {
+    let f = Fixture::new();
+    f.server.remove("/v2/pause/manifests/3.9");
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot pull registry.k8s.io/pause:3.9"),
+        "{err}"
+    );
+    assert!(err.contains("404"), "{err}");
+    assert!(!f.toolchain("1.30").exists());
+}
+
+#[test]
+fn gen_puts_the_pulled_images_in_the_workers_bundle_and_next_steps_imports_them() {
+    let f = Fixture::new();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tree = f.home.path().join("cluster");
+    let out = f
+        .cmd()
+        .args(["gen", "cluster", "--toolchain", "1.30", "--out"])
+        .arg(&tree)
+        .args(["--control-plane", "cp=10.0.0.1", "--worker", "w=10.0.0.2"])
+        .args(["--host-profile", "systemd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pulled = std::fs::read(f.toolchain("1.30").join("images/pause-3.9.tar")).unwrap();
+    assert_eq!(
+        std::fs::read(tree.join("nodes/w/var/lib/kbin/images/pause-3.9.tar")).unwrap(),
+        pulled
+    );
+    assert!(!tree.join("nodes/cp/var/lib/kbin/images").exists());
+    // In the workers' shared bundle, byte for byte; not in the node's own tarball.
+    let bundle = tree.join("bundles/worker-amd64-binaries.tar.gz");
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&bundle).unwrap(),
+    ));
+    let mut found = false;
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "var/lib/kbin/images/pause-3.9.tar" {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            assert_eq!(b, pulled);
+            found = true;
+        }
+    }
+    assert!(found, "the pause image is not in {}", bundle.display());
+    let next = std::fs::read_to_string(tree.join("NEXT-STEPS.md")).unwrap();
+    assert!(
+        next.contains("ctr -n k8s.io images import /var/lib/kbin/images/*.tar"),
+        "{next}"
+    );
 }

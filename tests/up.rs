@@ -91,6 +91,7 @@ fn install_toolchain(home: &Path, standin: &Path) {
     }
     let r = Receipt {
         schema: RECEIPT_SCHEMA,
+        pulled: Vec::new(),
         name: "t".into(),
         kubernetes: Version::parse("1.30.14").unwrap(),
         arch: Arch::Amd64,

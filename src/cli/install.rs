@@ -56,6 +56,11 @@ pub struct InstallArgs {
     #[arg(long)]
     pub require_pinned: bool,
 
+    /// Do not pull the release's pause and CoreDNS images (a node toolchain gets them, from
+    /// registry.k8s.io or its mirror, for air-gapped nodes)
+    #[arg(long)]
+    pub no_images: bool,
+
     /// Let version-skew violations through as warnings
     #[arg(long)]
     pub allow_skew: bool,
@@ -95,6 +100,7 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         require_pinned: args.require_pinned,
         jobs: args.jobs,
         from_source: args.from_source.clone(),
+        no_images: args.no_images,
     };
     let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(|e| {
         let hint = match &e {

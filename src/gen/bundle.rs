@@ -374,6 +374,21 @@ fn node_files(
             );
         }
     }
+    // Workers run containerd: the images it needs with no registry, in the shared bundle.
+    if let (false, Some(dir), true) = (opts.no_binaries, &v.toolchain_dir, node.worker) {
+        for (name, (rel_in_toolchain, _)) in &v.image_archives {
+            let path = dir.join(rel_in_toolchain);
+            let rel = format!("{}/{name}", paths::IMAGES.trim_start_matches('/'));
+            files.insert(
+                rel.clone(),
+                NodeFile {
+                    rel,
+                    mode: 0o644,
+                    content: Content::Binary(path),
+                },
+            );
+        }
+    }
     let list: Vec<NodeFile> = files.into_values().collect();
     let script = install_script(node, &list);
     let mut list = list;
@@ -511,11 +526,15 @@ pub fn write(
         let mut own = Vec::new();
         for f in &files {
             if let Content::Binary(src) = &f.content {
+                let image = f
+                    .rel
+                    .starts_with(&format!("{}/", paths::IMAGES.trim_start_matches('/')));
                 for role in [Cp, Wk] {
                     if role.applies(node)
-                        && BINARIES
+                        && (BINARIES
                             .iter()
                             .any(|(r, b, to)| *r == role && f.rel == format!("{to}/{b}"))
+                            || (image && role == Wk))
                     {
                         bundles
                             .entry(role)

@@ -112,6 +112,9 @@ fn entry_digests(
                 recorded.insert(dir.join(rel), d);
             }
         }
+        for (rel, d) in v.image_archives.values() {
+            recorded.insert(dir.join(rel), d);
+        }
     }
     let mut out = Vec::with_capacity(entries.len());
     for (rel, mode, src) in entries {

@@ -121,6 +121,9 @@ pub mod paths {
     pub const SYSCTL: &str = "/etc/sysctl.d/99-kubernetes.conf";
     /// Where systemd units go.
     pub const UNITS: &str = "/etc/systemd/system";
+    /// Image archives for `ctr -n k8s.io images import` (the pause and CoreDNS images, for
+    /// nodes without a registry).
+    pub const IMAGES: &str = "/var/lib/kbin/images";
 
     /// The unit file of service `name`.
     pub fn unit(name: &str) -> String {

@@ -228,10 +228,25 @@ pub fn render(
     );
 
     let _ = writeln!(w, "## 4. Start the workers\n");
+    // Images the toolchain pulled ride in the workers' bundle: containerd needs the pause image
+    // before the kubelet starts a pod, and there may be no registry to pull it from.
+    let import = if binaries_bundled && !v.image_archives.is_empty() {
+        format!(
+            "ctr -n k8s.io images import {}/*.tar   # {} (no registry needed)\n",
+            super::configs::paths::IMAGES,
+            v.image_archives
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         w,
         "On every worker ({}), in this order:\n\n\
-         ```sh\nsystemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n\
+         ```sh\nsystemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n{import}\
          systemctl start kubelet\nsystemctl start kube-proxy\n\
          iptables -t nat -L KUBE-SERVICES | head -n 5   # kube-proxy wrote its rules\n```\n\n\
          Then, from your machine, every worker is listed and becomes `Ready` (control-plane nodes\n\

@@ -632,6 +632,10 @@ pub struct Versions {
     /// bundles are keyed by these instead of re-hashing hundreds of MB on every run.
     #[serde(skip)]
     pub digests: BTreeMap<String, Digest>,
+    /// Image archives the toolchain pulled: file name (`pause-3.10.1.tar`) → its path relative
+    /// to `toolchain_dir` and its blob's digest (workers get them in their binaries bundle).
+    #[serde(skip)]
+    pub image_archives: BTreeMap<String, (String, Digest)>,
     /// The KBIN_HOME the toolchain is installed in, whose store keeps the shared binaries
     /// bundles made from it (none for versions read from the manifest or a bare receipt).
     #[serde(skip)]
@@ -681,6 +685,18 @@ impl Versions {
                     .or_insert_with(|| b.digest.clone());
             }
         }
+        let image_archives = receipt
+            .pulled
+            .iter()
+            .filter_map(|p| {
+                let name = p
+                    .name
+                    .parse::<crate::images::ImageRef>()
+                    .ok()?
+                    .archive_name();
+                Some((name.clone(), (format!("images/{name}"), p.archive.clone())))
+            })
+            .collect();
         let images = receipt
             .images
             .clone()
@@ -697,6 +713,7 @@ impl Versions {
             toolchain_dir,
             binaries,
             digests,
+            image_archives,
             home: None,
             from_defaults: Vec::new(),
         })
@@ -731,6 +748,7 @@ impl Versions {
             toolchain_dir: None,
             binaries: BTreeMap::new(),
             digests: BTreeMap::new(),
+            image_archives: BTreeMap::new(),
             home: None,
             from_defaults: Vec::new(),
         })

@@ -107,6 +107,12 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
+impl Serialize for ImageRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
@@ -205,6 +211,16 @@ pub async fn pull(
     arch: Arch,
 ) -> Result<PulledImage, ImageError> {
     let name = image.to_string();
+    // Pulled before, and its archive still in the store: the tag is not asked again (trust on
+    // first use; `kbin update` is where newer digests are looked for).
+    let record = store.layout().image_record(&name, &arch.to_string());
+    if let Some(p) = std::fs::read_to_string(&record)
+        .ok()
+        .and_then(|t| toml::from_str::<PulledImage>(&t).ok())
+        .filter(|p| p.name == name && p.arch == arch && store.get(&p.archive).is_some())
+    {
+        return Ok(p);
+    }
     let bad = |what: String| ImageError::Manifest {
         image: name.clone(),
         what,
@@ -272,34 +288,32 @@ pub async fn pull(
         .layers
         .ok_or_else(|| bad("its image manifest has no layers".into()))?;
 
-    // Every blob, verified by the digest its manifest gives it, into the store.
+    // Every blob, verified by the digest its manifest gives it, downloaded beside the store
+    // (resumable) and packed into the archive: the store keeps the archive only, so `cache gc`
+    // has no loose layers to keep or lose.
+    let layout = store.layout();
     let mut blobs: Vec<(Digest, PathBuf)> = Vec::new();
+    let mut partials: Vec<(tempfile::TempPath, crate::store::cas::FileLock)> = Vec::new();
     for d in std::iter::once(&config).chain(&layers) {
         let digest = parse_digest(&d.digest).map_err(bad)?;
-        let path = match store.get(&digest) {
-            Some(p) => p,
-            None => {
-                let layout = store.layout();
-                let _lock = store.lock_key(&digest.to_string(), || {})?;
-                match store.get(&digest) {
-                    Some(p) => p,
-                    None => {
-                        let partial = layout.partial_download(&digest);
-                        fetcher
-                            .download(
-                                &image.url("blobs", &d.digest),
-                                &partial,
-                                Some(&digest),
-                                &NoProgress,
-                            )
-                            .await?;
-                        store.insert_file(&partial, Some(&digest))?;
-                        layout.blob_path(&digest)
-                    }
-                }
-            }
-        };
-        blobs.push((digest, path));
+        if blobs.iter().any(|(b, _)| *b == digest) {
+            continue;
+        }
+        let lock = store.lock_key(&digest.to_string(), || {})?;
+        let partial = layout.partial_download(&digest);
+        fetcher
+            .download(
+                &image.url("blobs", &d.digest),
+                &partial,
+                Some(&digest),
+                &NoProgress,
+            )
+            .await?;
+        blobs.push((digest, partial.clone()));
+        let guard =
+            tempfile::TempPath::try_from_path(&partial)
+                .map_err(crate::fsx::at::<ImageError>("cannot own", &partial))?;
+        partials.push((guard, lock));
     }
 
     // The archive: oci-layout, index.json naming the image, the blobs. Deterministic (fixed
@@ -340,11 +354,7 @@ pub async fn pull(
         )
         .map_err(io)?;
         add(&blob_path(&manifest_digest), &manifest_bytes).map_err(io)?;
-        let mut seen = std::collections::BTreeSet::new();
         for (digest, path) in &blobs {
-            if !seen.insert(digest.clone()) {
-                continue;
-            }
             let mut f = std::fs::File::open(path)
                 .map_err(|e| crate::fsx::at::<ImageError>("cannot open", path)(e))?;
             let size = f
@@ -369,11 +379,13 @@ pub async fn pull(
         .map_err(|e| crate::fsx::at::<ImageError>("cannot stat", &path)(e))?
         .len();
     let archive = store.insert_file(&path, None)?;
+    // The layers are in the archive now.
+    drop(partials);
     let source = fetcher
         .resolve_url(&tag_url)
         .map(|u| u.to_string())
         .unwrap_or(tag_url);
-    Ok(PulledImage {
+    let pulled = PulledImage {
         name,
         arch,
         digest,
@@ -382,7 +394,10 @@ pub async fn pull(
         size,
         source,
         fetched: crate::util::now_rfc3339(),
-    })
+    };
+    let text = toml::to_string(&pulled).expect("strings and digests serialize");
+    crate::fsx::write_atomic(&record, text.as_bytes(), 0o644)?;
+    Ok(pulled)
 }
 
 /// `blobs/sha256/<hex>` in an image layout.

@@ -74,15 +74,22 @@ pub fn execute(
         started.elapsed().as_millis()
     );
 
+    let pulled = pull_images(store, fetcher, plan, ui)?;
     let staging = Staging::new(&layout, &plan.name)?;
     let bin_digests = link_downloads(store, plan, &fetched, &staging)?;
+    for (image, p) in plan.images.iter().zip(&pulled) {
+        let blob = store
+            .get(&p.archive)
+            .expect("images::pull leaves the archive in the store");
+        staging.link(&format!("images/{}", image.archive_name()), &blob)?;
+    }
     let built = run_builds(store, plan, builder, &staging, ui)?;
     let components = receipt::components(manifest, plan, &fetched, &bin_digests, &built, &staging);
     tracing::debug!(
         "linked, built and asked versions at {} ms",
         started.elapsed().as_millis()
     );
-    let receipt = Receipt::new(
+    let mut receipt = Receipt::new(
         &plan.name,
         plan.resolution.kubernetes.clone(),
         plan.arch,
@@ -90,6 +97,7 @@ pub fn execute(
         plan.resolution.images.clone(),
         components,
     );
+    receipt.pulled = pulled;
     let _lock = assemble::lock_toolchain(&layout, &plan.name, || {
         ui.status(format!(
             "waiting for another kbin changing toolchain {}…",
@@ -113,6 +121,38 @@ pub fn execute(
             .collect(),
         warnings: plan.resolution.warnings.clone(),
     })
+}
+
+/// Pull the plan's images (one after the other: two small images, most of their bytes in one
+/// layer each), saying which on the way.
+fn pull_images(
+    store: &Store,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    ui: &Ui,
+) -> Result<Vec<crate::images::PulledImage>, InstallError> {
+    if plan.images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::fsx::at::<InstallError>(
+            "cannot start the runtime for",
+            store.layout().root(),
+        ))?;
+    let mut pulled = Vec::new();
+    for image in &plan.images {
+        ui.status(format!("pulling {image} ({})", plan.arch));
+        let p = rt
+            .block_on(crate::images::pull(fetcher, store, image, plan.arch))
+            .map_err(|e| InstallError::Image {
+                image: image.to_string(),
+                source: Box::new(e),
+            })?;
+        pulled.push(p);
+    }
+    Ok(pulled)
 }
 
 /// Link each planned binary into `staging`: a bare artifact is the binary; an archive gives up

@@ -107,6 +107,15 @@ pub enum InstallError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// An image could not be pulled.
+    #[error("cannot pull {image}")]
+    Image {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: Box<crate::images::ImageError>,
+    },
     /// A source build did not return a binary the plan needs.
     #[error("building {component} from source gave no {binary} (or not in the store)")]
     MissingOutput {
@@ -132,4 +141,6 @@ pub struct Options {
     pub jobs: usize,
     /// `--from-source`: components to build instead of downloading.
     pub from_source: Vec<String>,
+    /// `--no-images`: do not pull the release's images.
+    pub no_images: bool,
 }

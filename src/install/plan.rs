@@ -76,6 +76,9 @@ pub struct Plan {
     pub binaries: Vec<PlannedBinary>,
     /// Components built from source instead (`--from-source`), in manifest order.
     pub builds: Vec<PlannedBuild>,
+    /// The images to pull with it: a node toolchain (containerd or the kubelet in it) gets its
+    /// release's pause and CoreDNS images, unless `--no-images`.
+    pub images: Vec<crate::images::ImageRef>,
     /// The toolchain is installed exactly so already: nothing to do.
     pub up_to_date: bool,
 }
@@ -225,11 +228,29 @@ pub fn plan(
             });
         }
     }
+    let is_node = |b: &str| b == "containerd" || b == "kubelet";
+    let node = binaries.iter().any(|b| is_node(&b.binary))
+        || builds
+            .iter()
+            .any(|b| b.outputs.iter().any(|o| is_node(&o.binary)));
+    let images: Vec<crate::images::ImageRef> = match (&resolution.images, node && !opts.no_images) {
+        (Some(i), true) => vec![
+            crate::images::ImageRef::pause(&i.pause),
+            crate::images::ImageRef::coredns(&i.coredns),
+        ],
+        _ => Vec::new(),
+    };
     if opts.require_pinned {
         let unpinned: Vec<String> = artifacts
             .iter()
             .filter(|a| a.pinned.is_none())
             .map(|a| a.url.clone())
+            // No kbin release pins image digests yet: they are trusted on first use.
+            .chain(
+                images
+                    .iter()
+                    .map(|i| format!("image {i} (trusted on first use; --no-images skips images)")),
+            )
             .collect();
         if !unpinned.is_empty() {
             return Err(InstallError::Unpinned(unpinned));
@@ -242,6 +263,7 @@ pub fn plan(
         artifacts,
         binaries,
         builds,
+        images,
         up_to_date: false,
     };
     // Whether a source build is current is the builder's call (its cache is keyed by commit).
@@ -288,5 +310,12 @@ fn is_up_to_date(store: &Store, plan: &Plan) -> bool {
             return false;
         }
     }
-    expected_bins == have.len()
+    let toolchain = layout.toolchain_dir(&plan.name);
+    let images_present = plan.images.iter().all(|i| {
+        r.pulled
+            .iter()
+            .any(|p| p.name == i.to_string() && p.arch == plan.arch)
+            && crate::images::toolchain_path(&toolchain, i).is_file()
+    });
+    expected_bins == have.len() && images_present && r.pulled.len() == plan.images.len()
 }

@@ -38,6 +38,7 @@ fn opts(only: &[&str], from_source: &[&str]) -> Options {
         require_pinned: false,
         jobs: 2,
         from_source: from_source.iter().map(|s| s.to_string()).collect(),
+        no_images: false,
     }
 }
 

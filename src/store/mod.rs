@@ -10,6 +10,7 @@
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
+//! │   ├── images/<image>@<arch>.toml       a pulled image: tag digest → its OCI archive's blob
 //! │   ├── go/path/, go/build/              GOPATH and GOCACHE of source builds
 //! │   └── tmp/                             staging, same filesystem as the blobs
 //! │       ├── <algo>-<hex>.partial         a download in progress (resumable)
@@ -22,6 +23,7 @@
 //! │   └── index/<key>.toml                 a finished build: binary name → blob digest
 //! ├── toolchains/
 //! │   ├── <name>/bin/…                     hardlinks into cache/blobs (copies where links fail)
+//! │   ├── <name>/images/<image>-<tag>.tar  pulled images (OCI archives), hardlinks into cache/blobs
 //! │   ├── <name>/toolchain.lock            the receipt
 //! │   ├── .<name>.lock                     held while toolchain <name> is replaced
 //! │   └── .staging-<name>-*/ .old-* …      a toolchain being assembled or swapped out
@@ -140,6 +142,26 @@ impl Layout {
     /// references them): a ref whose blob is gone is a miss, and the bundle is made again.
     pub fn bundles_dir(&self) -> PathBuf {
         self.cache_dir().join("bundles")
+    }
+
+    /// `cache/images/<registry_repo_tag>@<arch>.toml`: what pulling `image` for `arch` gave
+    /// (the tag's digest when pulled, the archive's blob), so a reinstall asks the registry
+    /// nothing. `cache gc` keeps archives that receipts name; a record whose blob is gone is a
+    /// miss.
+    pub fn image_record(&self, image: &str, arch: &str) -> PathBuf {
+        let safe: String = image
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.cache_dir()
+            .join("images")
+            .join(format!("{safe}@{arch}.toml"))
     }
 
     /// The ref of the shared bundle whose content key is `key`.

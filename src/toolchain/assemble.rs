@@ -237,6 +237,7 @@ mod tests {
     fn receipt(name: &str) -> Receipt {
         Receipt {
             schema: crate::toolchain::receipt::RECEIPT_SCHEMA,
+            pulled: Vec::new(),
             name: name.into(),
             kubernetes: semver::Version::new(1, 30, 14),
             arch: Arch::Amd64,

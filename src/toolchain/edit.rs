@@ -47,6 +47,7 @@ impl Receipt {
     ) -> Receipt {
         Receipt {
             schema: RECEIPT_SCHEMA,
+            pulled: Vec::new(),
             name: name.to_owned(),
             kubernetes,
             arch,

@@ -105,6 +105,10 @@ pub struct Receipt {
     /// Components, in manifest order.
     #[serde(rename = "component", default)]
     pub components: Vec<ComponentReceipt>,
+    /// The images pulled with it (`kbin install` without `--no-images`): each archive is
+    /// `images/<name>-<tag>.tar` in the toolchain.
+    #[serde(rename = "image", default, skip_serializing_if = "Vec::is_empty")]
+    pub pulled: Vec<crate::images::PulledImage>,
 }
 
 /// One component in a toolchain.
@@ -212,12 +216,15 @@ impl Receipt {
     /// Every digest the receipt names: its binaries' blobs and its artifacts (what `cache gc`
     /// must keep).
     pub fn digests(&self) -> impl Iterator<Item = &Digest> {
-        self.components.iter().flat_map(|c| {
-            c.binaries
-                .iter()
-                .map(|b| &b.digest)
-                .chain(c.artifacts.iter().map(|a| &a.digest))
-        })
+        self.components
+            .iter()
+            .flat_map(|c| {
+                c.binaries
+                    .iter()
+                    .map(|b| &b.digest)
+                    .chain(c.artifacts.iter().map(|a| &a.digest))
+            })
+            .chain(self.pulled.iter().map(|i| &i.archive))
     }
 
     /// The component called `name` (the first, when --with split it).
@@ -246,6 +253,7 @@ mod tests {
         let d: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         Receipt {
             schema: RECEIPT_SCHEMA,
+            pulled: Vec::new(),
             name: "1.30".into(),
             kubernetes: Version::new(1, 30, 14),
             arch: Arch::Amd64,

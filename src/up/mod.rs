@@ -723,8 +723,14 @@ fn up_node(
         if interrupted() {
             break;
         }
+        // --images, else the archives the node's bundle brought (a toolchain's pulled images).
+        let bundled = Path::new("/").join(paths::IMAGES.trim_start_matches('/'));
+        let images = opts
+            .images
+            .clone()
+            .or_else(|| bundled.is_dir().then_some(bundled));
         if step.unit == "kubelet"
-            && let Some(images) = &opts.images
+            && let Some(images) = &images
         {
             let notes = import_images(images, &steps, node, &run_dir)?;
             for n in &notes {
