@@ -24,4 +24,5 @@ pub mod store;
 pub mod toolchain;
 pub mod ui;
 pub mod up;
+pub mod update;
 pub mod util;

@@ -152,6 +152,14 @@ pub enum FetchError {
         /// What is wrong.
         detail: String,
     },
+    /// A small file (a release listing) is larger than kbin reads.
+    #[error("{target} is larger than {max} bytes")]
+    TooLarge {
+        /// What was fetched.
+        target: Target,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl FetchError {
@@ -167,7 +175,8 @@ impl FetchError {
             | FetchError::DigestMismatch { target, .. }
             | FetchError::FileNotFound { target }
             | FetchError::ChecksumNotFound { target, .. }
-            | FetchError::ChecksumFormat { target, .. } => Some(target),
+            | FetchError::ChecksumFormat { target, .. }
+            | FetchError::TooLarge { target, .. } => Some(target),
             _ => None,
         }
     }

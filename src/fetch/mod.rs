@@ -390,23 +390,7 @@ impl Fetcher {
         file_name: &str,
         progress: &dyn Progress,
     ) -> Result<Digest, FetchError> {
-        let url = self.resolve_url(checksum_url)?;
-        let target = Target {
-            upstream: checksum_url.to_owned(),
-            url: url.to_string(),
-        };
-        let bytes = if url.scheme() == "file" {
-            let path = file_path(&url, &target)?;
-            let mut buf = Vec::new();
-            std::fs::File::open(&path)
-                .map_err(|e| file_error(e, &target, &path))?
-                .take(CHECKSUM_MAX as u64 + 1)
-                .read_to_end(&mut buf)
-                .map_err(|e| file_error(e, &target, &path))?;
-            buf
-        } else {
-            self.get_small(&url, &target, progress).await?
-        };
+        let (bytes, target) = self.small(checksum_url, CHECKSUM_MAX, progress).await?;
         if bytes.len() > CHECKSUM_MAX {
             return Err(FetchError::ChecksumFormat {
                 target,
@@ -425,11 +409,49 @@ impl Fetcher {
         })
     }
 
+    /// A small text file (a release listing, `stable-1.30.txt`), after the mirror rewrite, with
+    /// the same retries as downloads; more than `max` bytes is an error.
+    pub async fn text(&self, upstream: &str, max: usize) -> Result<String, FetchError> {
+        let (bytes, target) = self.small(upstream, max, &NoProgress).await?;
+        if bytes.len() > max {
+            return Err(FetchError::TooLarge { target, max });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// At most `max + 1` bytes of `upstream` (after the mirror rewrite), in memory.
+    async fn small(
+        &self,
+        upstream: &str,
+        max: usize,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<u8>, Target), FetchError> {
+        let url = self.resolve_url(upstream)?;
+        let target = Target {
+            upstream: upstream.to_owned(),
+            url: url.to_string(),
+        };
+        let bytes = if url.scheme() == "file" {
+            let path = file_path(&url, &target)?;
+            let mut buf = Vec::new();
+            std::fs::File::open(&path)
+                .map_err(|e| file_error(e, &target, &path))?
+                .take(max as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| file_error(e, &target, &path))?;
+            buf
+        } else {
+            self.get_small(&url, &target, max, progress).await?
+        };
+        Ok((bytes, target))
+    }
+
     /// A small body in memory, with the same retries as downloads.
     async fn get_small(
         &self,
         url: &Url,
         target: &Target,
+        max: usize,
         progress: &dyn Progress,
     ) -> Result<Vec<u8>, FetchError> {
         let mut attempt = 0;
@@ -445,7 +467,7 @@ impl Fetcher {
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = self.next_chunk(&mut stream, target).await? {
                     body.extend_from_slice(&chunk);
-                    if body.len() > CHECKSUM_MAX {
+                    if body.len() > max {
                         break;
                     }
                 }
