@@ -19,6 +19,7 @@ pub mod fsx;
 pub mod r#gen;
 pub mod install;
 pub mod manifest;
+pub mod mirror;
 pub mod source;
 pub mod store;
 pub mod toolchain;

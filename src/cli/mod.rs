@@ -11,6 +11,7 @@ mod default;
 mod env;
 mod gen_cmd;
 mod install;
+mod mirror;
 mod show_versions;
 mod uninstall;
 mod up;
@@ -35,6 +36,7 @@ pub use default::DefaultArgs;
 pub use env::EnvArgs;
 pub use gen_cmd::GenCommand;
 pub use install::InstallArgs;
+pub use mirror::MirrorCommand;
 pub use show_versions::ShowVersionsArgs;
 pub use uninstall::UninstallArgs;
 pub use up::{DownArgs, StatusArgs, UpArgs};
@@ -99,6 +101,9 @@ pub enum Command {
     Install(InstallArgs),
     /// Clone a component's git repository and build it into a toolchain
     Build(BuildArgs),
+    /// Air-gapped sites: export an upstream-shaped directory for --mirror file://DIR
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Learn upstream releases newer than kbin's manifest (an overlay in KBIN_HOME; trust on
     /// first use for their digests)
     Update(UpdateArgs),
@@ -224,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run(&ctx, a),
         Command::ShowVersions(a) => show_versions::run(&ctx, a),
         Command::Update(a) => update::run(&ctx, a),
+        Command::Mirror(c) => mirror::run(&ctx, c),
         Command::Env(a) => env::run(&ctx, a),
         Command::Gen(c) => gen_cmd::run(&ctx, c),
         Command::Certs(c) => certs::run(&ctx, c),
