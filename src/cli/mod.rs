@@ -11,9 +11,11 @@ mod default;
 mod env;
 mod gen_cmd;
 mod install;
+mod mirror;
 mod show_versions;
 mod uninstall;
 mod up;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,9 +36,11 @@ pub use default::DefaultArgs;
 pub use env::EnvArgs;
 pub use gen_cmd::GenCommand;
 pub use install::InstallArgs;
+pub use mirror::MirrorCommand;
 pub use show_versions::ShowVersionsArgs;
 pub use uninstall::UninstallArgs;
 pub use up::{DownArgs, StatusArgs, UpArgs};
+pub use update::UpdateArgs;
 
 /// rustup for Kubernetes "the hard way".
 ///
@@ -97,6 +101,12 @@ pub enum Command {
     Install(InstallArgs),
     /// Clone a component's git repository and build it into a toolchain
     Build(BuildArgs),
+    /// Air-gapped sites: export an upstream-shaped directory for --mirror file://DIR
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+    /// Learn upstream releases newer than kbin's manifest (an overlay in KBIN_HOME; trust on
+    /// first use for their digests)
+    Update(UpdateArgs),
     /// Show installed toolchains (or, with --available, what kbin can install)
     #[command(name = "show-versions")]
     ShowVersions(ShowVersionsArgs),
@@ -143,6 +153,20 @@ impl Context {
 
     /// The manifest: `--manifest`/`KBIN_MANIFEST`, else the embedded one.
     pub fn manifest(&self) -> anyhow::Result<Manifest> {
+        let base = self.base_manifest()?;
+        // No KBIN_HOME to find (no HOME either): nothing was updated.
+        let Ok(layout) = self.layout() else {
+            return Ok(base);
+        };
+        let path = layout.overlay_path();
+        let overlay = crate::manifest::Overlay::load(&path)
+            .hint("delete it and run `kbin update` again to rebuild it")?;
+        base.with_overlay(&overlay, &path)
+            .hint("delete it and run `kbin update` again to rebuild it")
+    }
+
+    /// The manifest without the overlay `kbin update` keeps in KBIN_HOME.
+    pub fn base_manifest(&self) -> anyhow::Result<Manifest> {
         match &self.global.manifest {
             Some(path) => Manifest::load(path).hint(
                 "fix the file, or drop --manifest/KBIN_MANIFEST to use the manifest built into kbin",
@@ -204,6 +228,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(a) => install::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
         Command::ShowVersions(a) => show_versions::run(&ctx, a),
+        Command::Update(a) => update::run(&ctx, a),
+        Command::Mirror(c) => mirror::run(&ctx, c),
         Command::Env(a) => env::run(&ctx, a),
         Command::Gen(c) => gen_cmd::run(&ctx, c),
         Command::Certs(c) => certs::run(&ctx, c),

@@ -33,6 +33,11 @@ pub struct Available {
     pub manifest_digest: String,
     /// Known minors, oldest first.
     pub minors: Vec<AvailableMinor>,
+    /// The overlay `kbin update` wrote, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<std::path::PathBuf>,
+    /// Component releases `kbin update` learned (installable with `--with`), by component.
+    pub learned: BTreeMap<String, Vec<String>>,
 }
 
 /// One known minor.
@@ -53,6 +58,9 @@ pub struct AvailableMinor {
     pub incomplete: Option<String>,
     /// Per arch, per binary of the latest patch's default set: is its artifact pinned?
     pub pinned: BTreeMap<String, BTreeMap<String, bool>>,
+    /// Per arch, the binaries of that set whose digest is trust on first use (`kbin update`):
+    /// read from upstream's checksum file, not pinned by this kbin.
+    pub tofu: BTreeMap<String, Vec<String>>,
     /// Where the defaults come from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -66,6 +74,7 @@ pub fn available(m: &Manifest) -> Available {
         .map(|r| {
             let mut components = BTreeMap::new();
             let mut pinned: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+            let mut tofu: BTreeMap<String, Vec<String>> = BTreeMap::new();
             if let Ok(d) = &r.defaults {
                 components.insert(KUBERNETES.to_string(), r.latest.to_string());
                 for (k, v) in &d.components {
@@ -85,9 +94,11 @@ pub fn available(m: &Manifest) -> Available {
                     };
                     let Some(version) = version else { continue };
                     for b in &c.binaries {
-                        let p = m
-                            .artifact_for(c, b, version, arch)
-                            .is_some_and(|a| a.pinned.is_some());
+                        let a = m.artifact_for(c, b, version, arch);
+                        let p = a.as_ref().is_some_and(|a| a.pinned.is_some());
+                        if a.is_some_and(|a| a.pinned.is_none() && a.tofu.is_some()) {
+                            tofu.entry(arch.to_string()).or_default().push(b.clone());
+                        }
                         per.insert(b.clone(), p);
                     }
                 }
@@ -100,6 +111,7 @@ pub fn available(m: &Manifest) -> Available {
                 images: r.defaults.as_ref().ok().map(|d| d.images.clone()),
                 incomplete: r.defaults.as_ref().err().cloned(),
                 pinned,
+                tofu,
                 source: r.source.clone(),
             }
         })
@@ -108,6 +120,12 @@ pub fn available(m: &Manifest) -> Available {
         manifest: m.origin.to_string(),
         manifest_digest: m.digest.to_string(),
         minors,
+        overlay: m.overlay.clone(),
+        learned: m
+            .learned
+            .iter()
+            .map(|(c, vs)| (c.clone(), vs.iter().map(|v| v.to_string()).collect()))
+            .collect(),
     }
 }
 
@@ -130,7 +148,10 @@ fn render_available(a: &Available) -> String {
                 .iter()
                 .map(|(arch, bins)| {
                     let n = bins.values().filter(|p| **p).count();
-                    format!("{arch} {n}/{}", bins.len())
+                    match m.tofu.get(arch).map(Vec::len).filter(|t| *t > 0) {
+                        Some(t) => format!("{arch} {n}/{} (+{t} tofu)", bins.len()),
+                        None => format!("{arch} {n}/{}", bins.len()),
+                    }
                 })
                 .collect();
             row.push(pins.join(", "));
@@ -154,9 +175,20 @@ fn render_available(a: &Available) -> String {
     );
     out.push_str(&format!(
         "\nPINNED counts the binaries of each minor's default set whose artifact digest is pinned in \
-         the manifest;\nthe others are checked against upstream's checksum file at install.\nmanifest: {}\n",
+         the manifest;\n\"tofu\" ones were read from upstream's checksum file by `kbin update` (trust on \
+         first use;\n--require-pinned refuses them); the others are checked against upstream's \
+         checksum file at install.\nmanifest: {}\n",
         a.manifest
     ));
+    if let Some(o) = &a.overlay {
+        out.push_str(&format!("updates: {} (kbin update)\n", o.display()));
+    }
+    for (c, vs) in &a.learned {
+        out.push_str(&format!(
+            "{c}: also {} (learned by kbin update; install with --with {c}=VERSION)\n",
+            vs.join(", ")
+        ));
+    }
     out
 }
 

@@ -144,14 +144,6 @@ pub enum FetchError {
         /// The artifact's file name.
         file_name: String,
     },
-    /// A document (a registry manifest) is larger than any real one.
-    #[error("{target} is larger than {max} bytes: not a manifest")]
-    TooLarge {
-        /// The document.
-        target: Target,
-        /// The limit.
-        max: usize,
-    },
     /// A checksum file is not in a known format.
     #[error("the checksum file {target} is not in sha256sum format: {detail}")]
     ChecksumFormat {
@@ -159,6 +151,14 @@ pub enum FetchError {
         target: Target,
         /// What is wrong.
         detail: String,
+    },
+    /// A small file (a release listing) is larger than kbin reads.
+    #[error("{target} is larger than {max} bytes")]
+    TooLarge {
+        /// What was fetched.
+        target: Target,
+        /// The limit.
+        max: usize,
     },
 }
 

@@ -390,23 +390,9 @@ impl Fetcher {
         file_name: &str,
         progress: &dyn Progress,
     ) -> Result<Digest, FetchError> {
-        let url = self.resolve_url(checksum_url)?;
-        let target = Target {
-            upstream: checksum_url.to_owned(),
-            url: url.to_string(),
-        };
-        let bytes = if url.scheme() == "file" {
-            let path = file_path(&url, &target)?;
-            let mut buf = Vec::new();
-            std::fs::File::open(&path)
-                .map_err(|e| file_error(e, &target, &path))?
-                .take(CHECKSUM_MAX as u64 + 1)
-                .read_to_end(&mut buf)
-                .map_err(|e| file_error(e, &target, &path))?;
-            buf
-        } else {
-            self.get_small(&url, &target, progress).await?
-        };
+        let (bytes, target) = self
+            .small(checksum_url, CHECKSUM_MAX, None, progress)
+            .await?;
         if bytes.len() > CHECKSUM_MAX {
             return Err(FetchError::ChecksumFormat {
                 target,
@@ -425,12 +411,41 @@ impl Fetcher {
         })
     }
 
-    /// A small body in memory, with the same retries as downloads.
-    /// Fetch a small document (at most 4 MiB) such as a registry manifest, asking for the
-    /// media types in `accept` (registries answer a tag with the form the client accepts).
-    /// Mirror rewrite and retries as for a download; `file://` mirrors are read as files.
+    /// A small text file (a release listing, `stable-1.30.txt`), after the mirror rewrite, with
+    /// the same retries as downloads; more than `max` bytes is an error.
+    pub async fn text(&self, upstream: &str, max: usize) -> Result<String, FetchError> {
+        let (bytes, target) = self.small(upstream, max, None, &NoProgress).await?;
+        if bytes.len() > max {
+            return Err(FetchError::TooLarge { target, max });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A small document (at most 4 MiB) such as a registry manifest, asking for the media
+    /// types in `accept` (registries answer a tag with the form the client accepts). Mirror
+    /// rewrite and retries as for a download; `file://` mirrors are read as files.
     pub async fn document(&self, upstream: &str, accept: &str) -> Result<Vec<u8>, FetchError> {
         const DOCUMENT_MAX: usize = 4 << 20;
+        let (bytes, target) = self
+            .small(upstream, DOCUMENT_MAX, Some(accept), &NoProgress)
+            .await?;
+        if bytes.len() > DOCUMENT_MAX {
+            return Err(FetchError::TooLarge {
+                target,
+                max: DOCUMENT_MAX,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// At most `max + 1` bytes of `upstream` (after the mirror rewrite), in memory.
+    async fn small(
+        &self,
+        upstream: &str,
+        max: usize,
+        accept: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<u8>, Target), FetchError> {
         let url = self.resolve_url(upstream)?;
         let target = Target {
             upstream: upstream.to_owned(),
@@ -441,33 +456,18 @@ impl Fetcher {
             let mut buf = Vec::new();
             std::fs::File::open(&path)
                 .map_err(|e| file_error(e, &target, &path))?
-                .take(DOCUMENT_MAX as u64 + 1)
+                .take(max as u64 + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| file_error(e, &target, &path))?;
             buf
         } else {
-            self.get_limited(&url, &target, &NoProgress, Some(accept), DOCUMENT_MAX)
+            self.get_limited(&url, &target, progress, accept, max)
                 .await?
         };
-        if bytes.len() > DOCUMENT_MAX {
-            return Err(FetchError::TooLarge {
-                target,
-                max: DOCUMENT_MAX,
-            });
-        }
-        Ok(bytes)
+        Ok((bytes, target))
     }
 
-    async fn get_small(
-        &self,
-        url: &Url,
-        target: &Target,
-        progress: &dyn Progress,
-    ) -> Result<Vec<u8>, FetchError> {
-        self.get_limited(url, target, progress, None, CHECKSUM_MAX)
-            .await
-    }
-
+    /// A small body in memory (at most `max + 1` bytes), with the same retries as downloads.
     async fn get_limited(
         &self,
         url: &Url,

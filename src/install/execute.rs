@@ -39,6 +39,23 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// Get every artifact of `plan` into the store (verified, `jobs` at a time) and return the
+/// sha256 of each, in [`Plan::artifacts`] order: what `kbin mirror export` copies out.
+pub fn fetch_artifacts(
+    store: &Store,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    jobs: usize,
+    ui: &Ui,
+) -> Result<Vec<Digest>, InstallError> {
+    store.layout().ensure()?;
+    let _home = store.lock_shared(|| ui.status("waiting for `kbin cache gc` to finish…"))?;
+    Ok(artifact::fetch_all(store, fetcher, plan, jobs, ui)?
+        .into_iter()
+        .map(|f| f.sha256)
+        .collect())
+}
+
 /// Fetch, verify, store, build, assemble and commit the toolchain of `plan`; `builder` makes
 /// the plan's source builds.
 pub fn execute(

@@ -29,7 +29,7 @@ use crate::manifest::Arch;
 use crate::toolchain::assemble;
 
 pub use build::{BuildOutput, Built, ManifestBuilder, PlannedBuild, SourceBuilder};
-pub use execute::{Outcome, execute};
+pub use execute::{Outcome, execute, fetch_artifacts};
 pub use plan::{Plan, PlannedArtifact, PlannedBinary, plan};
 
 /// Why an install failed.

@@ -29,6 +29,8 @@ pub struct PlannedArtifact {
     pub format: ArtifactFormat,
     /// The pinned digest, if any.
     pub pinned: Option<Digest>,
+    /// For unpinned artifacts: a trust-on-first-use digest `kbin update` recorded.
+    pub tofu: Option<crate::manifest::Tofu>,
     /// For unpinned artifacts: the digest verified by an earlier install (no checksum request).
     pub known: Option<Digest>,
     /// Already in the store.
@@ -38,7 +40,10 @@ pub struct PlannedArtifact {
 impl PlannedArtifact {
     /// The digest it must have, if known before fetching.
     pub fn expected(&self) -> Option<&Digest> {
-        self.pinned.as_ref().or(self.known.as_ref())
+        self.pinned
+            .as_ref()
+            .or(self.tofu.as_ref().map(|t| &t.digest))
+            .or(self.known.as_ref())
     }
 }
 
@@ -209,6 +214,7 @@ pub fn plan(
                         checksum_url: choice.checksum_url.clone(),
                         format: choice.format,
                         pinned: choice.pinned.clone(),
+                        tofu: choice.tofu.clone(),
                         known,
                         cached: false,
                     };
@@ -244,7 +250,13 @@ pub fn plan(
         let unpinned: Vec<String> = artifacts
             .iter()
             .filter(|a| a.pinned.is_none())
-            .map(|a| a.url.clone())
+            .map(|a| match &a.tofu {
+                Some(t) => format!(
+                    "{} (its digest is trust on first use, from {} at {})",
+                    a.url, t.source, t.fetched
+                ),
+                None => a.url.clone(),
+            })
             // No kbin release pins image digests yet: they are trusted on first use.
             .chain(
                 images

@@ -78,6 +78,12 @@ pub(super) fn components(
                     url: a.url.clone(),
                     digest: fetched[b.artifact].verified.clone(),
                     pinned: a.pinned.is_some(),
+                    tofu: a.tofu.as_ref().filter(|_| a.pinned.is_none()).map(|t| {
+                        crate::toolchain::TofuRecord {
+                            source: t.source.clone(),
+                            fetched: t.fetched.clone(),
+                        }
+                    }),
                 });
             }
             let ask = host && !b.optional;

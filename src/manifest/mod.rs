@@ -7,6 +7,7 @@
 
 mod types;
 
+pub mod overlay;
 pub mod resolve;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use semver::{Version, VersionReq};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+pub use overlay::{Overlay, Tofu};
 pub use types::{Arch, Digest, DigestAlgo, Minor, ParseError};
 
 /// The manifest schema this kbin understands.
@@ -111,6 +113,12 @@ pub struct Manifest {
     pub releases: BTreeMap<Minor, Release>,
     /// Pinned digests by (pin, arch, version).
     pub pins: BTreeMap<PinKey, Digest>,
+    /// Trust-on-first-use digests from the overlay (`kbin update`), apart from the pins.
+    pub tofu: BTreeMap<PinKey, Tofu>,
+    /// Component versions the overlay learned, by component (oldest first).
+    pub learned: BTreeMap<String, Vec<Version>>,
+    /// The overlay merged in, if any.
+    pub overlay: Option<PathBuf>,
 }
 
 /// A component: a set of binaries released and built together.
@@ -144,6 +152,29 @@ pub struct Component {
     /// What each range of its versions ships (`[[component.ships]]`); empty: every binary at
     /// every version.
     pub ships: Vec<Ships>,
+    /// Where `kbin update` learns its new releases (`[component.releases]`).
+    pub releases: Option<Listing>,
+}
+
+/// Where a component's releases are listed upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The URL (template with `{minor}` for per-minor files).
+    pub url: String,
+    /// What it holds.
+    pub format: ListingFormat,
+}
+
+/// The shape of a release listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListingFormat {
+    /// dl.k8s.io's `stable-1.N.txt`: one line, the newest patch of minor N (`v1.30.14`); the
+    /// URL has `{minor}`, fetched once per known minor.
+    StableTxt,
+    /// GitHub's release listing (`api.github.com/repos/OWNER/REPO/releases`): a JSON array of
+    /// objects with `tag_name`, `draft` and `prerelease`.
+    Github,
 }
 
 /// One `[[component.ships]]` row: the binaries a range of a component's versions ships, and
@@ -359,6 +390,8 @@ pub struct ArtifactChoice {
     pub pin_key: PinKey,
     /// The pinned digest, if the manifest has one.
     pub pinned: Option<Digest>,
+    /// A trust-on-first-use digest from the overlay, when there is no pin.
+    pub tofu: Option<Tofu>,
 }
 
 /// Fill `{version}`, `{arch}` and `{binary}` in a template.
@@ -469,6 +502,7 @@ impl Manifest {
                         .as_deref()
                         .map(|l| expand(l, version, arch, binary)),
                     pinned: self.pins.get(&pin_key).cloned(),
+                    tofu: self.tofu.get(&pin_key).cloned(),
                     pin_key,
                 }
             })
@@ -476,6 +510,7 @@ impl Manifest {
         candidates
             .iter()
             .find(|c| c.pinned.is_some())
+            .or_else(|| candidates.iter().find(|c| c.tofu.is_some()))
             .or_else(|| candidates.first())
             .cloned()
     }
@@ -532,6 +567,14 @@ mod wire {
         commits: BTreeMap<String, String>,
         #[serde(default)]
         ships: Vec<Ships>,
+        releases: Option<Releases>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Releases {
+        url: String,
+        format: ListingFormat,
     }
 
     #[derive(Deserialize)]
@@ -772,6 +815,10 @@ mod wire {
                     recipe,
                     commits,
                     ships,
+                    releases: c.releases.map(|r| Listing {
+                        url: r.url,
+                        format: r.format,
+                    }),
                 });
             }
             for name in REQUIRED_COMPONENTS {
@@ -922,6 +969,9 @@ mod wire {
                 rules,
                 releases,
                 pins,
+                tofu: BTreeMap::new(),
+                learned: BTreeMap::new(),
+                overlay: None,
             })
         }
     }

@@ -28,6 +28,7 @@
 //! │   ├── .<name>.lock                     held while toolchain <name> is replaced
 //! │   └── .staging-<name>-*/ .old-* …      a toolchain being assembled or swapped out
 //! ├── settings.toml                        default toolchain, mirrors
+//! ├── manifest-overlay.toml                what `kbin update` learned: new releases, TOFU digests
 //! └── .lock                                shared by installs, exclusive for `cache gc`
 //! ```
 //!
@@ -297,6 +298,12 @@ impl Layout {
     /// `toolchains/.<name>.lock`: held while toolchain `name` is replaced or removed.
     pub fn toolchain_lock(&self, name: &str) -> PathBuf {
         self.toolchains_dir().join(format!(".{name}.lock"))
+    }
+
+    /// `manifest-overlay.toml`: what `kbin update` learned from upstream, merged over the
+    /// built-in manifest (see `manifest::overlay`).
+    pub fn overlay_path(&self) -> PathBuf {
+        self.root.join("manifest-overlay.toml")
     }
 
     /// `settings.toml`.

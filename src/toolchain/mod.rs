@@ -10,5 +10,5 @@ pub mod probe;
 pub mod receipt;
 
 pub use receipt::{
-    ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt, SourceReceipt,
+    ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt, SourceReceipt, TofuRecord,
 };

@@ -142,6 +142,20 @@ pub struct ArtifactReceipt {
     pub digest: Digest,
     /// Whether the digest came from the manifest's pins (true) or upstream's checksum file.
     pub pinned: bool,
+    /// Set when the digest is trust on first use: read by `kbin update` from upstream's
+    /// checksum file (where, and when), not pinned by a kbin release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tofu: Option<TofuRecord>,
+}
+
+/// Where and when a trust-on-first-use digest was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TofuRecord {
+    /// The checksum file's upstream URL.
+    pub source: String,
+    /// When `kbin update` read it (RFC 3339, UTC).
+    pub fetched: String,
 }
 
 /// A binary in the toolchain.

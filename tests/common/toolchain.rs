@@ -143,6 +143,7 @@ pub fn write_toolchain(
                 url: format!("https://example.invalid/{c}"),
                 digest: binaries[0].digest.clone(),
                 pinned: true,
+                tofu: None,
             }]
         } else {
             vec![]

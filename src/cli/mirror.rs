@@ -1,0 +1,213 @@
+//! `kbin mirror export`: an upstream-shaped directory for air-gapped machines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::Context;
+use crate::error::WithHint;
+use crate::fetch::{FetchOptions, Fetcher};
+use crate::install::{self, Options};
+use crate::manifest::Arch;
+use crate::manifest::resolve::Request;
+use crate::mirror::{self, Artifact};
+use crate::store::Store;
+use crate::toolchain::{Origin, Receipt};
+
+/// `kbin mirror` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Write the artifacts of some releases or toolchains, their checksum files and what `kbin
+    /// update` reads into a directory laid out like upstream (for --mirror file://DIR)
+    Export(ExportArgs),
+}
+
+/// Arguments of `kbin mirror export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Kubernetes versions to export with their default components (1.30, 1.30.14, latest)
+    #[arg(value_name = "VERSION")]
+    pub versions: Vec<String>,
+
+    /// Installed toolchains to export (their downloaded artifacts, exactly)
+    #[arg(long = "toolchain", value_name = "NAME")]
+    pub toolchains: Vec<String>,
+
+    /// Architectures for VERSIONs (repeatable) [default: this machine's]
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Vec<Arch>,
+
+    /// The directory to write (created; what is there and right is kept)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Downloads at once, for artifacts not in the store yet
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+pub(super) fn run(ctx: &Context, cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MirrorCommand::Export(a) => export(ctx, a),
+    }
+}
+
+fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.versions.is_empty() && args.toolchains.is_empty() {
+        return Err(anyhow::anyhow!("nothing to export")).hint(
+            "name Kubernetes versions (kbin mirror export 1.30 --out DIR) or --toolchain NAME",
+        );
+    }
+    let manifest = ctx.manifest()?;
+    let layout = ctx.layout()?;
+    let store = Store::open(layout.clone())?;
+    let mut artifacts: Vec<Artifact> = Vec::new();
+    let archs = if args.arch.is_empty() {
+        vec![
+            Arch::host()
+                .context("this machine's architecture is neither amd64 nor arm64")
+                .hint("pass --arch amd64 or --arch arm64")?,
+        ]
+    } else {
+        args.arch.clone()
+    };
+    if !args.versions.is_empty() {
+        let settings = layout.settings()?;
+        let fetcher = Fetcher::new(FetchOptions::from_env(
+            ctx.global.mirror.clone(),
+            settings.mirrors.clone(),
+        ))?;
+        for v in &args.versions {
+            let resolution = super::resolve(
+                &manifest,
+                &Request {
+                    version: v.clone(),
+                    ..Default::default()
+                },
+            )?;
+            for arch in &archs {
+                let opts = Options {
+                    name: format!("mirror-export-{arch}"),
+                    arch: *arch,
+                    only: Vec::new(),
+                    require_pinned: false,
+                    jobs: args.jobs,
+                    from_source: Vec::new(),
+                    // Images are not exported yet (registry-shaped paths): binaries only.
+                    no_images: true,
+                };
+                let plan = install::plan(&manifest, &store, &resolution, &opts)?;
+                let digests = install::fetch_artifacts(&store, &fetcher, &plan, args.jobs, &ctx.ui)
+                    .map_err(|e| {
+                        let hint = match &e {
+                            install::InstallError::Fetch(f) => f.hint(),
+                            _ => None,
+                        };
+                        match hint {
+                            Some(h) => crate::error::with_hint(e.into(), h),
+                            None => anyhow::Error::from(e),
+                        }
+                    })?;
+                for (a, d) in plan.artifacts.iter().zip(digests) {
+                    let blob = store
+                        .get(&d)
+                        .context("an artifact fetched a moment ago is not in the store")?;
+                    artifacts.push(Artifact {
+                        component: a.component.clone(),
+                        version: a.version.parse().context("a planned version parses")?,
+                        url: a.url.clone(),
+                        checksum_url: a.checksum_url.clone(),
+                        blob,
+                        digest: d,
+                    });
+                }
+            }
+        }
+    }
+    for name in &args.toolchains {
+        let path = layout.receipt_path(name);
+        if !path.is_file() {
+            return Err(anyhow::anyhow!("toolchain {name:?} is not installed"))
+                .hint("kbin show-versions lists the installed toolchains");
+        }
+        let r = Receipt::load(&path)?;
+        for c in &r.components {
+            if c.origin != Origin::Download {
+                ctx.ui.warn(format!(
+                    "toolchain {name}: {} was built from source; it is not exported",
+                    c.name
+                ));
+                continue;
+            }
+            for a in &c.artifacts {
+                let blob = store
+                    .get(&a.digest)
+                    .with_context(|| {
+                        format!(
+                            "{} ({}) of toolchain {name} is not in the store",
+                            a.url, a.digest
+                        )
+                    })
+                    .hint("reinstall the toolchain (kbin install), then export again")?;
+                artifacts.push(Artifact {
+                    component: c.name.clone(),
+                    version: c.version.clone(),
+                    checksum_url: checksum_url_of(&manifest, &c.name, &c.version, r.arch, &a.url),
+                    url: a.url.clone(),
+                    blob,
+                    digest: a.digest.clone(),
+                });
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let report = mirror::export(&manifest, &artifacts, &args.out)
+        .with_context(|| format!("cannot export into {}", args.out.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    ctx.ui.report(&report, |r| {
+        format!(
+            "exported {} artifact(s) into {}: {} copied and verified ({:.1} MB in {secs:.2} s), {} already there\n\
+             air-gapped: kbin update --mirror file://{} && kbin install VERSION --mirror file://{}\n",
+            r.artifacts.len(),
+            r.out.display(),
+            r.written,
+            r.bytes as f64 / 1e6,
+            r.reused,
+            r.out.display(),
+            r.out.display(),
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
+fn checksum_url_of(
+    m: &crate::manifest::Manifest,
+    component: &str,
+    version: &semver::Version,
+    arch: Arch,
+    url: &str,
+) -> Option<String> {
+    let c = m.component(component)?;
+    c.binaries
+        .iter()
+        .chain(&c.optional_binaries)
+        .filter_map(|b| m.artifact_for(c, b, version, arch))
+        .find(|a| a.url == url)
+        .and_then(|a| a.checksum_url)
+        .or_else(|| {
+            c.artifacts.iter().find_map(|t| {
+                c.binaries.iter().find_map(|b| {
+                    (crate::manifest::expand(&t.url, version, arch, b) == url)
+                        .then(|| {
+                            t.checksum_url
+                                .as_deref()
+                                .map(|s| crate::manifest::expand(s, version, arch, b))
+                        })
+                        .flatten()
+                })
+            })
+        })
+}

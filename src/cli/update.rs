@@ -1,0 +1,94 @@
+//! `kbin update`: learn upstream releases newer than the manifest, into the overlay in KBIN_HOME.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::Context;
+use crate::error::WithHint;
+use crate::fetch::{FetchOptions, Fetcher};
+use crate::fsx::write_atomic;
+use crate::manifest::Overlay;
+use crate::update::{self, UpdateError};
+
+/// Arguments of `kbin update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Components to update (all when none is named): kubernetes, etcd, containerd, runc,
+    /// cni-plugins, crictl
+    #[arg(value_name = "COMPONENT")]
+    pub components: Vec<String>,
+}
+
+pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let path = layout.overlay_path();
+    let base = ctx.base_manifest()?;
+    let overlay =
+        Overlay::load(&path).hint("delete it and run `kbin update` again to rebuild it")?;
+    let merged = base
+        .with_overlay(&overlay, &path)
+        .hint("delete it and run `kbin update` again to rebuild it")?;
+    let settings = layout.settings()?;
+    let fetcher = Fetcher::new(FetchOptions::from_env(
+        ctx.global.mirror.clone(),
+        settings.mirrors.clone(),
+    ))?;
+    let now = crate::util::now_rfc3339();
+    let (next, mut report) =
+        update::update(&merged, &overlay, &fetcher, &args.components, &now).map_err(|e| {
+            let hint = match &e {
+                UpdateError::Fetch { source, .. } => source.hint().map(str::to_owned).or_else(|| {
+                    ctx.global.mirror.is_none().then(|| {
+                        "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR (`kbin mirror export` makes one)"
+                            .to_owned()
+                    })
+                }),
+                UpdateError::Garbled { .. } => Some(
+                    "the server (or mirror) answered something else than upstream's listing: check the mirror's copy".into(),
+                ),
+                UpdateError::UnknownComponent { .. } | UpdateError::Runtime(_) => None,
+            };
+            let e = anyhow::Error::from(e)
+                .context("kbin update learned nothing; the overlay is as it was");
+            match hint {
+                Some(h) => crate::error::with_hint(e, h),
+                None => e,
+            }
+        })?;
+    if next != overlay {
+        layout.ensure()?;
+        write_atomic(&path, next.to_toml().as_bytes(), 0o644)?;
+        report.overlay = Some(path);
+    }
+    ctx.ui.report(&report, |r| {
+        let mut t = String::new();
+        if r.changes.is_empty() {
+            t.push_str(&format!(
+                "up to date: no release newer than kbin knows ({} source(s) asked)\n",
+                r.sources.len()
+            ));
+        }
+        for c in &r.changes {
+            let from = c.from.as_deref().unwrap_or("(none)");
+            let why = match &c.minor {
+                Some(m) => format!("new patch of {m}: `kbin install {m}` now picks it"),
+                None => format!(
+                    "install it with --with {}={}; defaults unchanged: they change only when upstream's own defaults do",
+                    c.component, c.to
+                ),
+            };
+            t.push_str(&format!(
+                "{} {from} → {} ({why}); {} digest(s) trusted on first use\n",
+                c.component,
+                c.to,
+                c.digests.len()
+            ));
+        }
+        if let Some(p) = &r.overlay {
+            t.push_str(&format!("overlay: {}\n", p.display()));
+        }
+        t
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

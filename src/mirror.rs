@@ -1,0 +1,365 @@
+//! `kbin mirror export`: an upstream-shaped directory for machines without network.
+//!
+//! The directory is what `--mirror file://DIR` (or any static web server over it) serves: each
+//! artifact at its upstream URL's path (`release/v1.30.14/bin/linux/amd64/kubectl`,
+//! `etcd-io/etcd/releases/download/v3.5.16/…`), its checksum file beside it as upstream names
+//! it, and what `kbin update` reads: `release/stable-1.N.txt` for every known minor and GitHub's
+//! release listing of each component (`repos/OWNER/REPO/releases`), naming the exported
+//! versions and those `kbin update` learned, whose trust-on-first-use digests go into the
+//! checksum files too. So an air-gapped `kbin update --mirror file://DIR` learns the same
+//! patches, and `kbin install --mirror file://DIR` gets the same bytes.
+//!
+//! Every file is copied from the store through a hasher into a temporary file beside its final
+//! path, checked against the digest the store holds it under, then renamed: nothing unverified
+//! is ever at a final path. A file already there with the right digest is kept (re-export).
+
+// Errors are the cold path, and their fields are what the user reads: no boxing.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use semver::Version;
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::fsx::{PathIo, at, persist, temp_beside, write_atomic};
+use crate::manifest::{Digest, DigestAlgo, KUBERNETES, ListingFormat, Manifest};
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// An I/O error on a path.
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    /// Hashing a file failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::CasError),
+    /// An artifact's URL has no path kbin can put under the directory.
+    #[error("cannot place {url} under the mirror directory: {why}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// A file copied out of the store is not what the store says it is.
+    #[error("{} has digest {actual} after copying {}, expected {expected}: the store is damaged", dest.display(), src.display())]
+    Mismatch {
+        /// The blob.
+        src: PathBuf,
+        /// The copy.
+        dest: PathBuf,
+        /// Its digest in the store.
+        expected: Digest,
+        /// What was copied.
+        actual: Digest,
+    },
+}
+
+/// One artifact to export.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The component.
+    pub component: String,
+    /// Its version.
+    pub version: Version,
+    /// The upstream URL.
+    pub url: String,
+    /// Upstream's checksum file for it, if any.
+    pub checksum_url: Option<String>,
+    /// Its blob in the store.
+    pub blob: PathBuf,
+    /// The digest it is verified against (its blob's name, or the sha512 pin it is kept under).
+    pub digest: Digest,
+}
+
+/// What the export wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The directory.
+    pub out: PathBuf,
+    /// Artifacts copied (verified) this time.
+    pub written: usize,
+    /// Artifacts already there with the right digest.
+    pub reused: usize,
+    /// Bytes of artifacts copied this time.
+    pub bytes: u64,
+    /// Checksum files, stable files, listings and the README written or kept.
+    pub metadata: usize,
+    /// Every artifact's path under the directory, sorted.
+    pub artifacts: Vec<String>,
+}
+
+/// The path under the mirror directory of an upstream URL (its path, kept as it is).
+pub fn rel_path(url: &str) -> Result<String, MirrorError> {
+    let bad = |why: &str| MirrorError::BadUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let path = parsed.path().trim_start_matches('/');
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(bad("its path is empty or not plain"));
+    }
+    Ok(path.to_owned())
+}
+
+/// Copy `src` to `dest` through a hasher, verify it against `expected` (and hash sha512 too
+/// when `sha512`), then rename it into place. Returns the sha512 when asked and the size.
+fn copy_verified(
+    src: &Path,
+    dest: &Path,
+    expected: &Digest,
+    sha512: bool,
+) -> Result<(Option<Digest>, u64), MirrorError> {
+    let dir = dest.parent().expect("mirror paths have a parent");
+    std::fs::create_dir_all(dir).map_err(at::<PathIo>("cannot create", dir))?;
+    let mut input = std::fs::File::open(src).map_err(at::<PathIo>("cannot read", src))?;
+    let (mut file, tmp) = temp_beside(dest, 0o644)?;
+    let mut h256 = sha2::Sha256::new();
+    let mut h512 = (sha512 || expected.algo() == DigestAlgo::Sha512).then(sha2::Sha512::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(at::<PathIo>("cannot read", src))?;
+        if n == 0 {
+            break;
+        }
+        h256.update(&buf[..n]);
+        if let Some(h) = &mut h512 {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n])
+            .map_err(at::<PathIo>("cannot write", dest))?;
+        size += n as u64;
+    }
+    let d256 = Digest::sha256_of(&h256.finalize());
+    let d512 = h512.map(|h| Digest::sha512_of(&h.finalize()));
+    let actual = match expected.algo() {
+        DigestAlgo::Sha256 => d256,
+        DigestAlgo::Sha512 => d512.clone().expect("hashed above"),
+    };
+    if actual != *expected {
+        return Err(MirrorError::Mismatch {
+            src: src.to_owned(),
+            dest: dest.to_owned(),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    persist(file, tmp, dest)?;
+    Ok((d512, size))
+}
+
+/// Whether `dest` already holds the bytes of `expected` (a re-export).
+fn holds(
+    dest: &Path,
+    expected: &Digest,
+    sha512: bool,
+) -> Result<Option<Option<Digest>>, MirrorError> {
+    if !dest.is_file() {
+        return Ok(None);
+    }
+    let also = (sha512 || expected.algo() == DigestAlgo::Sha512).then_some(DigestAlgo::Sha512);
+    let d = crate::store::cas::hash_file(dest, also)?;
+    let ok = match expected.algo() {
+        DigestAlgo::Sha256 => d.sha256 == *expected,
+        DigestAlgo::Sha512 => d.sha512.as_ref() == Some(expected),
+    };
+    Ok(ok.then_some(d.sha512))
+}
+
+/// Write `text` to `path` unless it holds it already.
+fn put_text(path: &Path, text: &str) -> Result<(), MirrorError> {
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    write_atomic(path, text.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// The name part of a URL.
+fn file_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+/// Export `artifacts` (with what `kbin update` reads, from `manifest`, the manifest with its
+/// overlay) into `out`.
+pub fn export(
+    manifest: &Manifest,
+    artifacts: &[Artifact],
+    out: &Path,
+) -> Result<Report, MirrorError> {
+    std::fs::create_dir_all(out).map_err(at::<PathIo>("cannot create", out))?;
+    let mut report = Report {
+        out: out.to_owned(),
+        ..Report::default()
+    };
+    // checksum file path → artifact file name → digest.
+    let mut sums: BTreeMap<String, BTreeMap<String, Digest>> = BTreeMap::new();
+    let mut done: BTreeMap<String, ()> = BTreeMap::new();
+    for a in artifacts {
+        let rel = rel_path(&a.url)?;
+        if done.insert(rel.clone(), ()).is_some() {
+            continue;
+        }
+        let dest = out.join(&rel);
+        let want512 = a
+            .checksum_url
+            .as_deref()
+            .is_some_and(|u| u.ends_with(".sha512"));
+        let sha512 = match holds(&dest, &a.digest, want512)? {
+            Some(d512) => {
+                report.reused += 1;
+                d512
+            }
+            None => {
+                let (d512, size) = copy_verified(&a.blob, &dest, &a.digest, want512)?;
+                report.written += 1;
+                report.bytes += size;
+                d512
+            }
+        };
+        report.artifacts.push(rel);
+        if let Some(sum) = &a.checksum_url {
+            let digest = if want512 {
+                sha512.expect("hashed with sha512 when the checksum file is one")
+            } else if a.digest.algo() == DigestAlgo::Sha256 {
+                a.digest.clone()
+            } else {
+                crate::store::cas::sha256_file(&a.blob)?.0
+            };
+            sums.entry(rel_path(sum)?)
+                .or_default()
+                .insert(file_name(&a.url).to_owned(), digest);
+        }
+    }
+    // Trust-on-first-use digests: the checksum files `kbin update` will read for the releases
+    // it learned.
+    for (key, t) in &manifest.tofu {
+        for c in &manifest.components {
+            for b in c.binaries.iter().chain(&c.optional_binaries) {
+                if !c
+                    .artifacts
+                    .iter()
+                    .any(|a| a.pin.replace("{binary}", b) == key.pin)
+                {
+                    continue;
+                }
+                if let Some(choice) = manifest.artifact_for(c, b, &key.version, key.arch)
+                    && choice.pin_key == *key
+                    && let Some(sum) = &choice.checksum_url
+                {
+                    sums.entry(rel_path(sum)?)
+                        .or_default()
+                        .insert(file_name(&choice.url).to_owned(), t.digest.clone());
+                }
+            }
+        }
+    }
+    for (rel, entries) in &sums {
+        let path = out.join(rel);
+        // A re-export keeps the lines of other artifacts an earlier export wrote (SHA256SUMS
+        // covers every arch).
+        let mut lines: BTreeMap<String, String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (hex, name) = l.split_once(char::is_whitespace)?;
+                Some((name.trim().to_owned(), hex.to_owned()))
+            })
+            .collect();
+        for (name, d) in entries {
+            lines.insert(name.clone(), d.hex().to_owned());
+        }
+        let text: String = lines
+            .iter()
+            .map(|(name, hex)| format!("{hex}  {name}\n"))
+            .collect();
+        put_text(&path, &text)?;
+        report.metadata += 1;
+    }
+    // What `kbin update` reads.
+    let mut exported: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+    for a in artifacts {
+        let list = exported.entry(a.component.clone()).or_default();
+        if !list.contains(&a.version) {
+            list.push(a.version.clone());
+        }
+    }
+    for c in &manifest.components {
+        let Some(l) = &c.releases else { continue };
+        match l.format {
+            ListingFormat::StableTxt => {
+                for r in manifest.releases.values() {
+                    let url = l.url.replace("{minor}", &r.minor.to_string());
+                    put_text(&out.join(rel_path(&url)?), &format!("v{}\n", r.latest))?;
+                    report.metadata += 1;
+                }
+            }
+            ListingFormat::Github => {
+                let mut versions: Vec<Version> = exported.get(&c.name).cloned().unwrap_or_default();
+                if c.name != KUBERNETES
+                    && let Some(l) = manifest.learned.get(&c.name)
+                {
+                    versions.extend(l.iter().cloned());
+                }
+                versions.sort();
+                versions.dedup();
+                let (prefix, suffix) = c.tag.split_once("{version}").unwrap_or(("v", ""));
+                let listing: Vec<serde_json::Value> = versions
+                    .iter()
+                    .rev()
+                    .map(|v| {
+                        serde_json::json!({
+                            "tag_name": format!("{prefix}{v}{suffix}"),
+                            "draft": false,
+                            "prerelease": false,
+                        })
+                    })
+                    .collect();
+                let text = serde_json::to_string_pretty(&listing).expect("JSON serializes");
+                put_text(&out.join(rel_path(&l.url)?), &format!("{text}\n"))?;
+                report.metadata += 1;
+            }
+        }
+    }
+    put_text(&out.join("README.md"), README)?;
+    report.metadata += 1;
+    report.artifacts.sort();
+    Ok(report)
+}
+
+/// The README an export carries.
+const README: &str = "# A kbin mirror\n\n\
+Written by `kbin mirror export`: release artifacts laid out like upstream (dl.k8s.io's and\n\
+GitHub's paths), their checksum files, and what `kbin update` reads (`release/stable-1.N.txt`,\n\
+`repos/OWNER/REPO/releases`). Every artifact was verified against its digest as it was written.\n\n\
+## Use it on a machine without network\n\n\
+```sh\n\
+kbin update --mirror file://$PWD            # learns the patches the exporting machine knew\n\
+kbin install 1.30 --mirror file://$PWD      # the same bytes, verified again\n\
+```\n\n\
+## Or serve it to many machines\n\n\
+Any static web server over this directory works; kbin keeps the upstream path and replaces\n\
+the scheme and host:\n\n\
+```sh\n\
+python3 -m http.server 8080 --directory .   # then: kbin install 1.30 --mirror http://HOST:8080\n\
+```\n\n\
+nginx: `location / { root /srv/kbin-mirror; }`. Per host instead of for everything, in\n\
+`$KBIN_HOME/settings.toml`:\n\n\
+```toml\n\
+[mirrors]\n\
+\"dl.k8s.io\" = \"http://mirror.internal:8080\"\n\
+\"github.com\" = \"http://mirror.internal:8080\"\n\
+\"api.github.com\" = \"http://mirror.internal:8080\"\n\
+```\n\n\
+Re-export into this directory to add versions: what is here already is kept.\n";

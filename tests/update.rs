@@ -1,0 +1,361 @@
+//! `kbin update` against a fake upstream on 127.0.0.1 (dl.k8s.io's stable-1.N.txt, GitHub's
+//! release listings, checksum files), reached through `--mirror`: nothing new, then a patch
+//! "published" between two runs that `kbin install 1.30` then picks and verifies, and each
+//! kind of upstream failure leaving the overlay as it was.
+
+mod common;
+
+use std::path::PathBuf;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use common::server::Server;
+use sha2::{Digest, Sha256};
+
+const KUBE_BINS: [&str; 7] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+    "kubeadm",
+];
+
+/// GitHub-shaped listing paths and the newest releases the built-in manifest knows.
+const LISTINGS: [(&str, &[&str]); 5] = [
+    (
+        "/repos/etcd-io/etcd/releases",
+        &["v3.6.14", "v3.5.33", "v3.7.0-rc.1"],
+    ),
+    (
+        "/repos/containerd/containerd/releases",
+        &["v2.3.4", "v1.7.30", "api/v1.9.0"],
+    ),
+    ("/repos/opencontainers/runc/releases", &["v1.4.3", "v1.3.5"]),
+    ("/repos/containernetworking/plugins/releases", &["v1.9.1"]),
+    ("/repos/kubernetes-sigs/cri-tools/releases", &["v1.36.0"]),
+];
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn listing(tags: &[&str]) -> String {
+    let items: Vec<String> = tags
+        .iter()
+        .map(|t| {
+            format!(
+                "{{\"tag_name\":\"{t}\",\"draft\":false,\"prerelease\":{}}}",
+                t.contains("-rc")
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A fake upstream where every known minor's stable file names the manifest's latest patch.
+struct Upstream {
+    server: Server,
+    home: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn new() -> Upstream {
+        let server = Server::start();
+        let m = kbin::manifest::Manifest::embedded().unwrap();
+        for r in m.releases.values() {
+            server.put(
+                &format!("/release/stable-{}.txt", r.minor),
+                format!("v{}\n", r.latest),
+            );
+        }
+        for (path, tags) in LISTINGS {
+            server.put(path, listing(tags));
+        }
+        Upstream {
+            server,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn kbin_home(&self) -> PathBuf {
+        self.home.path().join("kbin")
+    }
+
+    fn overlay(&self) -> Option<String> {
+        std::fs::read_to_string(self.kbin_home().join("manifest-overlay.toml")).ok()
+    }
+
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut c = cargo_bin_cmd!("kbin");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", self.home.path())
+            .env("KBIN_HOME", self.kbin_home())
+            .env("KBIN_MIRROR", self.server.base())
+            .env("KBIN_HTTP_BACKOFF_MS", "10")
+            .env("KBIN_HTTP_RETRIES", "1");
+        c
+    }
+
+    /// Publish Kubernetes `v` (a 1.30 patch): its stable file, binaries and `.sha256` files.
+    fn publish_kube(&self, v: &str) {
+        self.server
+            .put("/release/stable-1.30.txt", format!("v{v}\n"));
+        for arch in ["amd64", "arm64"] {
+            for b in KUBE_BINS {
+                let body = format!("#!/bin/sh\necho '{b} Kubernetes v{v}'\n").into_bytes();
+                let path = format!("/release/v{v}/bin/linux/{arch}/{b}");
+                self.server
+                    .put(&format!("{path}.sha256"), format!("{}\n", sha256(&body)));
+                self.server.put(&path, body);
+            }
+        }
+    }
+
+    /// Publish etcd `v`: the listing names it, and its SHA256SUMS covers both arches.
+    fn publish_etcd(&self, v: &str) {
+        let sums: String = ["amd64", "arm64"]
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}  etcd-v{v}-linux-{a}.tar.gz\n",
+                    sha256(format!("etcd {v} {a}").as_bytes())
+                )
+            })
+            .collect();
+        self.server.put(
+            &format!("/etcd-io/etcd/releases/download/v{v}/SHA256SUMS"),
+            sums,
+        );
+        let tag = format!("v{v}");
+        self.server.put(
+            "/repos/etcd-io/etcd/releases",
+            listing(&[&tag, "v3.6.14", "v3.5.33"]),
+        );
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn nothing_new_asks_each_source_once_and_writes_nothing() {
+    let u = Upstream::new();
+    let o = u.cmd().args(["update", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["changes"].as_array().unwrap().len(), 0, "{r}");
+    let sources = r["sources"].as_array().unwrap();
+    // One stable file per known minor (1.28 to 1.37) and one listing per other component.
+    assert_eq!(sources.len(), 10 + 5, "{r}");
+    for s in sources {
+        let path = s.as_str().unwrap().split_once("://").unwrap().1;
+        let path = &path[path.find('/').unwrap()..];
+        assert_eq!(u.server.requests(path), 1, "{path}");
+    }
+    assert_eq!(u.server.total_requests(), 15);
+    assert!(u.overlay().is_none(), "nothing learned, nothing written");
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(text(&o).contains("up to date"), "{}", text(&o));
+}
+
+#[test]
+fn a_patch_published_between_two_runs_is_learned_installed_verified_and_marked_tofu() {
+    let u = Upstream::new();
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(u.overlay().is_none());
+
+    u.publish_kube("1.30.15");
+    u.publish_etcd("3.6.15");
+    let o = u.cmd().args(["update"]).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("kubernetes 1.30.14 → 1.30.15"), "{out}");
+    assert!(out.contains("etcd 3.6.14 → 3.6.15"), "{out}");
+    assert!(out.contains("defaults unchanged"), "{out}");
+    let overlay = u.overlay().expect("the overlay is written");
+    let t: toml::Table = toml::from_str(&overlay).unwrap();
+    assert_eq!(
+        t["patches"]["1.30"].as_array().unwrap()[0].as_str(),
+        Some("1.30.15")
+    );
+    assert_eq!(
+        t["versions"]["etcd"].as_array().unwrap()[0].as_str(),
+        Some("3.6.15")
+    );
+    let tofu = t["tofu"].as_table().unwrap();
+    // 7 binaries × 2 arches, and etcd's archive × 2 arches.
+    assert_eq!(tofu.len(), 14 + 2, "{overlay}");
+    let kubectl = &tofu["kubectl/amd64/1.30.15"];
+    assert!(
+        kubectl["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://dl.k8s.io/release/v1.30.15/"),
+        "{kubectl}"
+    );
+    assert!(kubectl["fetched"].as_str().unwrap().ends_with('Z'));
+
+    // A third run finds nothing more and leaves the overlay byte for byte.
+    u.server.reset_counters();
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(u.overlay().as_deref(), Some(overlay.as_str()));
+    assert_eq!(u.server.total_requests(), 15);
+
+    // show-versions --available tells pinned from TOFU.
+    let o = u
+        .cmd()
+        .args(["show-versions", "--available", "--json"])
+        .output()
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m130 = a["minors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["minor"] == "1.30")
+        .unwrap();
+    assert_eq!(m130["latest"], "1.30.15");
+    assert_eq!(m130["pinned"]["amd64"]["kubectl"], false);
+    assert_eq!(m130["tofu"]["amd64"].as_array().unwrap().len(), 7, "{m130}");
+    assert_eq!(a["learned"]["etcd"][0], "3.6.15");
+    let o = u
+        .cmd()
+        .args(["show-versions", "--available"])
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("(+7 tofu)"), "{}", text(&o));
+
+    // --require-pinned refuses the TOFU digests; a plain install takes 1.30.15, verified
+    // against them, and the lock says where they came from.
+    let o = u
+        .cmd()
+        .args(["install", "1.30", "--only", "kubectl", "--require-pinned"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("trust on first use"), "{}", text(&o));
+    u.server.reset_counters();
+    let o = u
+        .cmd()
+        .args(["install", "1.30", "--only", "kubectl"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Verified against the recorded digest: the checksum file is not asked again.
+    assert_eq!(
+        u.server
+            .requests("/release/v1.30.15/bin/linux/amd64/kubectl.sha256"),
+        0
+    );
+    let lock: toml::Table = toml::from_str(
+        &std::fs::read_to_string(u.kbin_home().join("toolchains/1.30/toolchain.lock")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lock["kubernetes"].as_str(), Some("1.30.15"));
+    let art = &lock["component"][0]["artifact"][0];
+    assert_eq!(art["pinned"].as_bool(), Some(false));
+    assert_eq!(
+        art["tofu"]["source"].as_str(),
+        Some("https://dl.k8s.io/release/v1.30.15/bin/linux/amd64/kubectl.sha256")
+    );
+}
+
+#[test]
+fn a_tofu_digest_the_artifact_does_not_match_is_refused_at_install() {
+    let u = Upstream::new();
+    u.publish_kube("1.30.15");
+    let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Upstream's binary changes after its checksum was trusted.
+    u.server.put(
+        "/release/v1.30.15/bin/linux/amd64/kubectl",
+        b"#!/bin/sh\necho evil\n".to_vec(),
+    );
+    let o = u
+        .cmd()
+        .args(["install", "1.30", "--only", "kubectl"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("expected sha256:"), "{}", text(&o));
+    assert!(!u.kbin_home().join("toolchains/1.30").exists());
+}
+
+/// Run `kbin update` expecting one clear error containing `wanted`, and the overlay unchanged.
+fn fails_cleanly(u: &Upstream, extra: &[&str], wanted: &str) {
+    let before = u.overlay();
+    let o = u.cmd().arg("update").args(extra).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains(wanted), "wanted {wanted:?} in: {err}");
+    assert!(err.contains("the overlay is as it was"), "{err}");
+    assert_eq!(u.overlay(), before, "the overlay changed");
+}
+
+#[test]
+fn upstream_failures_are_one_clear_error_each_and_leave_the_overlay_as_it_was() {
+    let u = Upstream::new();
+    u.publish_kube("1.30.15");
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(u.overlay().is_some());
+
+    // A wrong checksum file for the next patch.
+    u.publish_kube("1.30.16");
+    u.server.put(
+        "/release/v1.30.16/bin/linux/amd64/kubelet.sha256",
+        "<html>rate limited</html>\n",
+    );
+    fails_cleanly(&u, &[], "kubelet.sha256 (mirror of");
+    fails_cleanly(&u, &[], "is not in sha256sum format");
+
+    // A checksum file that is not there.
+    u.publish_kube("1.30.16");
+    u.server
+        .remove("/release/v1.30.16/bin/linux/arm64/kubeadm.sha256");
+    fails_cleanly(&u, &[], "404");
+
+    // A garbled listing.
+    u.publish_kube("1.30.16");
+    u.server
+        .put("/repos/containerd/containerd/releases", "<html>");
+    fails_cleanly(&u, &[], "is not a GitHub release listing");
+    // Naming only the components that are fine works, and learns 1.30.16.
+    let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(u.overlay().unwrap().contains("1.30.16"));
+
+    // A stable file that names another minor.
+    u.server.put("/release/stable-1.31.txt", "v1.32.0\n");
+    fails_cleanly(&u, &["kubernetes"], "is not a 1.31 release");
+
+    // An unreachable host (nothing listens on port 1).
+    let before = u.overlay();
+    let o = u
+        .cmd()
+        .args(["update", "--mirror", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("http://127.0.0.1:1/"), "{err}");
+    assert!(err.contains("the overlay is as it was"), "{err}");
+    assert_eq!(u.overlay(), before);
+
+    // An unknown component.
+    fails_cleanly(&u, &["etcdd"], "\"etcdd\" is not a component");
+}
