@@ -5,6 +5,7 @@
 //! Both stage what they make in one [`Staged`] set, committed at the end under the output
 //! directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree as it was.
 
+pub mod ansible;
 pub mod bundle;
 pub mod bundle_cache;
 pub mod certs;
