@@ -122,7 +122,6 @@ fn generate(tc: (&str, &str, &[(&str, &str)], &str), cgroup_v1: bool) -> Gen {
         out: out.path().to_owned(),
         no_binaries: false,
         cgroup_v1,
-        dry_run: false,
     };
     let written = write_committed(&c, &versions, &opts);
     Gen {
@@ -373,7 +372,6 @@ fn re_running_generation_is_byte_identical_and_keeps_the_encryption_key() {
         out: out.path().to_owned(),
         no_binaries: false,
         cgroup_v1: false,
-        dry_run: false,
     };
     write_committed(&c, &v, &opts);
     let snap = |p: &Path| -> Vec<(String, Vec<u8>)> {
@@ -402,7 +400,6 @@ fn no_binaries_leaves_the_trees_without_binaries_and_no_shared_bundle() {
         out: out.path().to_owned(),
         no_binaries: true,
         cgroup_v1: false,
-        dry_run: false,
     };
     let w = write_committed(&c, &v, &opts);
     assert!(w.binary_bundles.is_empty());

@@ -609,7 +609,6 @@ mod configs_step {
             // --kubernetes-version has no toolchain: nothing to bundle.
             no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
             cgroup_v1: a.pin.cgroup_v1 || local_v1,
-            dry_run: a.diff,
         };
         let written = bundle::write(&input(spec), v, &opts, staged)
             .map_err(|e| match e {

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::Staged;
+use super::ansible;
 use super::bundle_cache::{self, BundleCacheError, SharedBundle};
 use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
 use super::next_steps;
@@ -140,9 +141,6 @@ pub struct Options {
     pub no_binaries: bool,
     /// The hosts run cgroup v1 (`--cgroup-v1`, or detected for the local machine).
     pub cgroup_v1: bool,
-    /// Stage the trees but make no tarballs or shared bundles (`gen --diff` compares the trees
-    /// they pack, and never commits).
-    pub dry_run: bool,
 }
 
 /// Where a node file's bytes come from.
@@ -492,8 +490,76 @@ fn build_tree(dir: &Path, files: &[NodeFile], staged: &Staged) -> Result<(), Bun
 fn write_tarball(
     path: &Path,
     entries: &[(String, u32, PathBuf)],
-) -> Result<tempfile::TempPath, BundleError> {
-    Ok(tarball::write_temp(path, entries, 0o600)?.1)
+    staged: &Staged,
+) -> Result<(crate::manifest::Digest, tempfile::TempPath), BundleError> {
+    let (out, tmp) = tarball::write_temp(path, staged.temp_dir(path), entries, 0o600)?;
+    Ok((out.sha256, tmp))
+}
+
+/// The Ansible name of an archive: its file name without `.tar.gz`.
+fn archive_name(rel: &str) -> String {
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    file.trim_end_matches(".tar.gz").to_owned()
+}
+
+/// What node `node`'s files are to Ansible: each one's archive, mode, secrecy and the services
+/// (or `modules`, `sysctl`) a change to it must be followed by.
+fn host_files(
+    node: &NodeInput,
+    files: &[NodeFile],
+    arch: crate::manifest::Arch,
+) -> Vec<ansible::HostFile> {
+    let text_of = |rel: &str| {
+        files.iter().find_map(|f| match &f.content {
+            Content::Text(t) if f.rel == rel => Some(t.clone()),
+            _ => None,
+        })
+    };
+    let units: Vec<(String, String, Vec<String>)> = UNITS
+        .iter()
+        .filter(|(r, _)| r.applies(node))
+        .filter_map(|(_, u)| {
+            let unit = paths::unit(u);
+            let text = text_of(unit.trim_start_matches('/'))?;
+            let refs = files
+                .iter()
+                .filter(|f| ansible::mentions(&text, &format!("/{}", f.rel)))
+                .filter_map(|f| text_of(&f.rel))
+                .collect();
+            Some(((*u).to_owned(), text, refs))
+        })
+        .collect();
+    files
+        .iter()
+        .filter(|f| f.rel != "install.sh")
+        .map(|f| {
+            let abs = format!("/{}", f.rel);
+            let archive = match &f.content {
+                Content::Binary(_) => {
+                    let role = BINARIES
+                        .iter()
+                        .find(|(r, b, to)| r.applies(node) && f.rel == format!("{to}/{b}"))
+                        .map_or(Wk, |(r, _, _)| *r);
+                    archive_name(&binaries_bundle(role, arch))
+                }
+                _ => "node".to_owned(),
+            };
+            let restarts = if abs == paths::MODULES_LOAD {
+                vec!["modules".to_owned()]
+            } else if abs == paths::SYSCTL {
+                vec!["sysctl".to_owned()]
+            } else {
+                ansible::readers(&abs, &units)
+            };
+            ansible::HostFile {
+                path: f.rel.clone(),
+                mode: format!("0{:o}", f.mode),
+                archive,
+                secret: f.mode & 0o077 == 0,
+                restarts,
+            }
+        })
+        .collect()
 }
 
 /// `<out>/nodes`: one root-filesystem tree and one tarball per node (absent in a --pki-only tree).
@@ -514,6 +580,7 @@ pub fn write(
     let keys = encryption_keys(&opts.out, staged)?;
     let nodes_dir = nodes_dir(&opts.out);
     let mut written = Vec::new();
+    let mut hosts = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
         super::interrupt::check().map_err(io("stop before", &nodes_dir))?;
@@ -547,9 +614,21 @@ pub fn write(
             }
         }
         let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
-        if !opts.dry_run {
-            staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
-        }
+        let (digest, tmp) = write_tarball(&tarball, &own, staged)?;
+        staged.stage_written(tmp, &tarball);
+        hosts.push(ansible::HostPlan {
+            name: node.name.clone(),
+            ip: node.ip,
+            control_plane: node.control_plane,
+            worker: node.worker,
+            pod_subnet: node.pod_subnet.clone(),
+            archives: vec![ansible::Archive {
+                name: "node".into(),
+                src: format!("nodes/{}.tar.gz", node.name),
+                sha256: digest.hex().to_owned(),
+            }],
+            files: host_files(node, &files, v.arch),
+        });
         written.push(WrittenNode {
             name: node.name.clone(),
             tree,
@@ -565,11 +644,21 @@ pub fn write(
             .iter()
             .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
             .collect();
-        if !opts.dry_run {
-            shared_bundles.push(bundle_cache::shared_bundle(v, &path, &entries, staged)?);
+        let shared = bundle_cache::shared_bundle(v, &path, &entries, staged)?;
+        let rel = binaries_bundle(*role, v.arch);
+        for (h, node) in hosts.iter_mut().zip(&c.nodes) {
+            if role.applies(node) {
+                h.archives.push(ansible::Archive {
+                    name: archive_name(&rel),
+                    src: rel.clone(),
+                    sha256: shared.digest.hex().to_owned(),
+                });
+            }
         }
+        shared_bundles.push(shared);
         binary_bundles.push(path);
     }
+    ansible::stage(&opts.out, c, &hosts, staged)?;
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
     staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;
@@ -596,6 +685,7 @@ pub fn refresh_pki(
 ) -> Result<Vec<String>, BundleError> {
     let nodes_dir = nodes_dir(out);
     let mut changed = Vec::new();
+    let mut inventory_digests = Vec::new();
     for node in &c.nodes {
         let tree = nodes_dir.join(&node.name);
         if !tree.is_dir() {
@@ -652,8 +742,22 @@ pub fn refresh_pki(
             }
         }
         let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
-        staged.stage_written(write_tarball(&tarball, &own)?, &tarball);
+        let (digest, tmp) = write_tarball(&tarball, &own, staged)?;
+        staged.stage_written(tmp, &tarball);
+        // The inventory records each node tarball's sha256 (site.yml checks it on the host).
+        if let Ok(old) = std::fs::read(&tarball) {
+            inventory_digests.push((crate::util::sha256_hex(&old), digest.hex().to_owned()));
+        }
         changed.push(node.name.clone());
+    }
+    let inventory = out.join(ansible::DIR).join("inventory.yml");
+    if !inventory_digests.is_empty()
+        && let Ok(mut text) = std::fs::read_to_string(&inventory)
+    {
+        for (old, new) in &inventory_digests {
+            text = text.replace(old.as_str(), new);
+        }
+        staged.stage(&inventory, text.as_bytes(), super::MODE_PUBLIC)?;
     }
     Ok(changed)
 }

@@ -264,7 +264,7 @@ fn place(blob: &Path, path: &Path, staged: &Staged) -> Result<(), BundleCacheErr
         return Ok(());
     }
     // A missing bundles/ is made by the staged commit; until then the link waits above it.
-    let dir = Staged::temp_dir_for(path);
+    let dir = staged.temp_dir(path);
     let new = tempfile::Builder::new()
         .prefix(".tmp-")
         .make_in(dir, |p| std::fs::hard_link(blob, p));
@@ -295,7 +295,7 @@ fn uncached(
     entries: &[Entry],
     staged: &Staged,
 ) -> Result<SharedBundle, BundleCacheError> {
-    let (w, tmp) = tarball::write_temp(path, entries, 0o644)?;
+    let (w, tmp) = tarball::write_temp(path, staged.temp_dir(path), entries, 0o644)?;
     staged.stage_written(tmp, path);
     Ok(SharedBundle {
         path: path.to_owned(),

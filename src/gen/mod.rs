@@ -5,6 +5,7 @@
 //! Both stage what they make in one [`Staged`] set, committed at the end under the output
 //! directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree as it was.
 
+pub mod ansible;
 pub mod bundle;
 pub mod bundle_cache;
 pub mod certs;
@@ -180,8 +181,9 @@ impl Staged {
         })
     }
 
-    /// Where this set puts a temporary for `path`.
-    fn temp_dir<'a>(&'a self, path: &'a Path) -> &'a Path {
+    /// Where this set puts a temporary for `path`: beside it (or the nearest directory above
+    /// that exists), or the dry run's private directory.
+    pub fn temp_dir<'a>(&'a self, path: &'a Path) -> &'a Path {
         match &self.scratch {
             Some(s) => s.path(),
             None => Self::temp_dir_for(path),

@@ -102,6 +102,19 @@ pub fn render(
     }
     let _ = writeln!(w);
 
+    let _ = writeln!(
+        w,
+        "## With Ansible (steps 2 to 4 at once)\n\n\
+         `ansible/` holds an inventory (one host per node, groups `etcd`, `control_plane`, `workers`)\n\
+         and playbooks using only ansible-core's builtin modules. `site.yml` does steps 2 to 4 below\n\
+         on every machine over ssh, in the same order and with the same checks; run it again at any\n\
+         time (a second run changes nothing; `--check --diff` shows what would change). After a new\n\
+         toolchain (`kbin gen cluster --toolchain NEW` over this tree), `upgrade.yml` replaces the\n\
+         binaries one machine at a time, draining each worker first:\n\n\
+         ```sh\nansible-playbook -i ansible/inventory.yml ansible/site.yml\n\
+         ansible-playbook -i ansible/inventory.yml ansible/upgrade.yml\n```\n\n\
+         By hand instead, one step at a time:\n"
+    );
     let _ = writeln!(w, "## 2. Copy each node's bundle and install it\n");
     if !binaries_bundled {
         let _ = writeln!(

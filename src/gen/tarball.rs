@@ -333,6 +333,7 @@ fn write_tar_gz_pipelined<W: Write + Send>(
 /// [`super::Staged`] set to sync and rename with the rest of the tree.
 pub fn write_temp(
     path: &Path,
+    dir: &Path,
     entries: &[Entry],
     mode: u32,
 ) -> Result<(Output<()>, tempfile::TempPath), PathIo> {
@@ -344,8 +345,6 @@ pub fn write_temp(
             source,
         }
     };
-    // A missing parent is made by the staged commit; until then the temp waits above it.
-    let dir = super::Staged::temp_dir_for(path);
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -410,7 +409,7 @@ mod tests {
         let entries = fixture(d.path());
         let path = d.path().join("out/b.tar.gz");
         std::fs::create_dir(d.path().join("out")).unwrap();
-        let (w, tmp) = write_temp(&path, &entries, 0o600).unwrap();
+        let (w, tmp) = write_temp(&path, d.path(), &entries, 0o600).unwrap();
         tmp.persist(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(w.size, bytes.len() as u64);
@@ -479,7 +478,7 @@ mod tests {
         entries.push(("zz".into(), 0o644, d.path().join("no-such-file")));
         let path = d.path().join("out/b.tar.gz");
         std::fs::create_dir(d.path().join("out")).unwrap();
-        let e = write_temp(&path, &entries, 0o644).unwrap_err();
+        let e = write_temp(&path, d.path(), &entries, 0o644).unwrap_err();
         assert!(e.path.ends_with("no-such-file"), "{e}");
         assert_eq!(std::fs::read_dir(d.path().join("out")).unwrap().count(), 0);
     }

@@ -11,6 +11,14 @@ kube-proxy /healthz over HTTP on 10256.
 Usage: kube-standin.py COMPONENT [the component's flags...]
 Behaviour per component comes from STATE/modes (STATE is ./state beside this script), one
 `component=mode` a line: healthy (default), never-healthy, crash, ignore-term.
+
+Self-contained (tests/ansible.rs installs it on machines as the component's binary): a copy
+that starts with `COMPONENT = "..."`, `VERSION = "v1.30.14"` and `STATE_DIR = "..."` lines takes
+its component from there and its flags from all of argv, keeps its state in STATE_DIR, answers
+`--version` and /version with VERSION, and its kubelet registers the Node with the API server
+named in its kubeconfig (a POST, as the real one does), so kubectl on another machine sees it.
+kube-apiserver serves enough discovery for `kubectl get/patch/drain/uncordon node` and
+`kubectl create clusterrolebinding`.
 """
 import http.server
 import json
@@ -21,7 +29,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STATE = os.path.join(HERE, "state")
+STATE = globals().get("STATE_DIR") or os.path.join(HERE, "state")
+VERSION_TEXT = globals().get("VERSION") or "v0.0.0-standin"
 
 
 def flags(argv):
@@ -68,8 +77,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         p = self.path
         if p in ("/healthz", "/readyz", "/livez"):
             return self.reply(200, "ok", "text/plain")
+        if p == "/version":
+            return self.reply(200, {"gitVersion": VERSION_TEXT, "major": "1", "minor": VERSION_TEXT.split(".")[1]})
         if self.component != "kube-apiserver":
             return self.reply(404, {"kind": "Status", "code": 404})
+        if p.split("?")[0] in DISCOVERY:
+            return self.reply(200, DISCOVERY[p.split("?")[0]])
+        if p.startswith("/api/v1/pods") or p.startswith("/api/v1/namespaces/kube-system/pods"):
+            return self.reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
+        if p.startswith("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/"):
+            name = p.rsplit("/", 1)[1]
+            try:
+                with open(os.path.join(STATE, "crb-" + name)) as f:
+                    return self.reply(200, json.load(f))
+            except FileNotFoundError:
+                return self.reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                        "reason": "NotFound", "code": 404})
         if p.startswith("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"):
             name = p.rsplit("/", 1)[1]
             return self.reply(200, {"kind": "Lease", "spec": {"holderIdentity": name + "-standin"}})
@@ -80,12 +103,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     cidr = f.read().strip()
             except FileNotFoundError:
                 return self.reply(404, {"kind": "Status", "code": 404})
-            return self.reply(200, {
-                "kind": "Node",
-                "metadata": {"name": name},
-                "spec": {"podCIDR": cidr} if cidr else {},
-                "status": {"conditions": [{"type": "Ready", "status": "True", "message": "stand-in"}]},
-            })
+            return self.reply(200, node_object(name, cidr))
         return self.reply(404, {"kind": "Status", "code": 404})
 
     def body(self):
@@ -93,23 +111,121 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n) or b"{}")
 
     def do_POST(self):
-        if self.path == "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings":
+        path = self.path.split("?")[0]
+        if path == "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings":
             b = self.body()
-            with open(os.path.join(STATE, "crb-" + b["metadata"]["name"]), "w") as f:
+            crb = os.path.join(STATE, "crb-" + b["metadata"]["name"])
+            if os.path.exists(crb):
+                return self.reply(409, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                        "reason": "AlreadyExists", "code": 409,
+                                        "message": "clusterrolebindings \"%s\" already exists" % b["metadata"]["name"]})
+            with open(crb, "w") as f:
                 json.dump(b, f)
             return self.reply(201, b)
+        if path == "/api/v1/nodes":
+            b = self.body()
+            name = b["metadata"]["name"]
+            if not os.path.exists(node_file(name)):
+                open(node_file(name), "w").close()
+            return self.reply(201, node_object(name, ""))
         return self.reply(404, {"kind": "Status", "code": 404})
 
     def do_PATCH(self):
         if self.path.startswith("/api/v1/nodes/"):
-            name = self.path.rsplit("/", 1)[1]
+            name = self.path.split("?")[0].rsplit("/", 1)[1]
             b = self.body()
-            with open(node_file(name), "w") as f:
-                f.write(b["spec"]["podCIDR"])
+            spec = b.get("spec", {})
+            if "podCIDR" in spec:
+                with open(node_file(name), "w") as f:
+                    f.write(spec["podCIDR"])
+            if "unschedulable" in spec:
+                with open(os.path.join(STATE, "cordon-" + name), "a") as f:
+                    f.write("%s %f\n" % (bool(spec["unschedulable"]), time.time()))
             with open(os.path.join(STATE, "patch-" + name), "w") as f:
                 f.write(self.headers.get("Content-Type", "") + "\n" + json.dumps(b))
-            return self.reply(200, b)
+            try:
+                with open(node_file(name)) as f:
+                    cidr = f.read().strip()
+            except FileNotFoundError:
+                cidr = ""
+            return self.reply(200, node_object(name, cidr))
         return self.reply(404, {"kind": "Status", "code": 404})
+
+
+def node_object(name, cidr):
+    spec = {"podCIDR": cidr, "podCIDRs": [cidr]} if cidr else {}
+    if cordoned(name):
+        spec["unschedulable"] = True
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "uid": "standin-" + name, "resourceVersion": "1"},
+        "spec": spec,
+        "status": {"conditions": [{"type": "Ready", "status": "True", "message": "stand-in"}]},
+    }
+
+
+def cordoned(name):
+    try:
+        with open(os.path.join(STATE, "cordon-" + name)) as f:
+            return f.read().strip().splitlines()[-1].split()[0] == "True"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def resource(name, kind, namespaced, verbs=("get", "list", "create", "patch", "update", "delete")):
+    return {"name": name, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+            "verbs": list(verbs)}
+
+
+# Just enough legacy discovery for kubectl's node, pod and RBAC commands.
+DISCOVERY = {
+    "/api": {"kind": "APIVersions", "versions": ["v1"],
+             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]},
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+        {"name": g, "versions": [{"groupVersion": g + "/v1", "version": "v1"}],
+         "preferredVersion": {"groupVersion": g + "/v1", "version": "v1"}}
+        for g in ("rbac.authorization.k8s.io", "coordination.k8s.io", "policy")]},
+    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+        resource("nodes", "Node", False), resource("pods", "Pod", True),
+        resource("pods/eviction", "Eviction", True, ("create",))]},
+    "/apis/rbac.authorization.k8s.io/v1": {"kind": "APIResourceList",
+        "groupVersion": "rbac.authorization.k8s.io/v1", "resources": [
+            resource("clusterrolebindings", "ClusterRoleBinding", False)]},
+    "/apis/coordination.k8s.io/v1": {"kind": "APIResourceList", "groupVersion": "coordination.k8s.io/v1",
+        "resources": [resource("leases", "Lease", True)]},
+    "/apis/policy/v1": {"kind": "APIResourceList", "groupVersion": "policy/v1", "resources": []},
+}
+
+
+def register_node(kubeconfig, name):
+    """POST the Node to the API server the kubeconfig names, until it answers."""
+    import base64
+    import re
+    import tempfile
+    import urllib.request
+    with open(kubeconfig) as f:
+        text = f.read()
+    field = lambda k: re.search(r"^\s*%s:\s*(\S+)" % k, text, re.M).group(1)
+    d = tempfile.mkdtemp()
+    files = {}
+    for k in ("certificate-authority-data", "client-certificate-data", "client-key-data"):
+        files[k] = os.path.join(d, k)
+        with open(files[k], "wb") as f:
+            f.write(base64.b64decode(field(k)))
+    ctx = ssl.create_default_context(cafile=files["certificate-authority-data"])
+    ctx.load_cert_chain(files["client-certificate-data"], files["client-key-data"])
+    body = json.dumps({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name}}).encode()
+    while True:
+        try:
+            req = urllib.request.Request(field("server") + "/api/v1/nodes", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, context=ctx, timeout=5).read()
+            print("kubelet: registered Node %s with %s" % (name, field("server")), flush=True)
+            return
+        except Exception as e:  # the API server is not up yet: retry, as the kubelet does
+            print("kubelet: cannot register Node %s yet: %s" % (name, e), flush=True)
+            time.sleep(1)
 
 
 def serve(component, addr, port, tls=None):
@@ -127,13 +243,19 @@ def serve(component, addr, port, tls=None):
 
 
 def main():
-    component, argv = sys.argv[1], sys.argv[2:]
+    if globals().get("COMPONENT"):
+        component, argv = COMPONENT, sys.argv[1:]
+    else:
+        component, argv = sys.argv[1], sys.argv[2:]
+    if "--version" in argv:
+        print("Kubernetes %s" % VERSION_TEXT)
+        return
     f = flags(argv)
     os.makedirs(STATE, exist_ok=True)
     m = mode(component)
     print("%s stand-in (mode %s): %s" % (component, m, " ".join(argv)), flush=True)
     with open(os.path.join(STATE, "started-" + component), "a") as s:
-        s.write("%d %f\n" % (os.getpid(), time.time()))
+        s.write("%d %f %s\n" % (os.getpid(), time.time(), VERSION_TEXT))
     if m == "crash":
         print("%s: fatal: stand-in told to crash" % component, flush=True)
         sys.exit(3)
@@ -157,6 +279,8 @@ def main():
         if not os.path.exists(node_file(name)):
             open(node_file(name), "w").close()
         print("kubelet: registered Node %s" % name, flush=True)
+        if globals().get("COMPONENT") and f.get("kubeconfig"):
+            register_node(f["kubeconfig"], name)
         while True:
             time.sleep(3600)
     elif component == "kube-proxy":

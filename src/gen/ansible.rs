@@ -1,0 +1,252 @@
+//! `ansible/`: an Ansible inventory and playbooks that deploy the generated tree onto its
+//! machines and upgrade it later, with ansible-core's builtin modules only (kbin grows no SSH
+//! fan-out of its own).
+//!
+//! What differs between clusters is data, rendered with serde into `inventory.yml`: the hosts
+//! (`ansible_host` = node IP), the groups `etcd`, `control_plane` and `workers`, each host's
+//! archives (its node tarball and the shared binaries bundles of its roles, with their sha256) and
+//! the files it installs from them, each with its mode and the services that read it (so a
+//! service restarts only when one of its files changed). Nothing secret is inline: keys stay in
+//! the node tarballs. The playbooks themselves (`site.yml`, `upgrade.yml` and the task files they
+//! import) are the same for every cluster and are written as they are.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::Staged;
+use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use super::configs::ClusterInput;
+
+/// `ansible/` in the output directory.
+pub const DIR: &str = "ansible";
+
+/// The playbooks and task files, written as they are (relative to `ansible/`).
+pub const PLAYBOOKS: &[(&str, &str)] = &[
+    ("site.yml", include_str!("ansible/site.yml")),
+    ("upgrade.yml", include_str!("ansible/upgrade.yml")),
+    ("tasks/stage.yml", include_str!("ansible/tasks/stage.yml")),
+    (
+        "tasks/install.yml",
+        include_str!("ansible/tasks/install.yml"),
+    ),
+    ("tasks/start.yml", include_str!("ansible/tasks/start.yml")),
+    ("ansible.cfg", include_str!("ansible/ansible.cfg")),
+];
+
+/// An archive a host gets: copied to `/var/lib/kbin/dist/<name>.tar.gz`, checked against
+/// `sha256`, unpacked into `/var/lib/kbin/stage/<name>/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Archive {
+    /// Its name on the host (`node`, `worker-amd64-binaries`).
+    pub name: String,
+    /// Its path relative to the cluster directory.
+    pub src: String,
+    /// Hex sha256 of its bytes.
+    pub sha256: String,
+}
+
+/// A file a host installs from one of its archives.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostFile {
+    /// Its path relative to `/` (and to the archive's root).
+    pub path: String,
+    /// Its mode, in octal (`"0644"`).
+    pub mode: String,
+    /// The [`Archive::name`] it comes from.
+    pub archive: String,
+    /// A private key or a kubeconfig with one: never shown by `--diff`.
+    pub secret: bool,
+    /// What a change to it must be followed by: services (`etcd`, `kubelet`, …) that read it,
+    /// `modules` (load kernel modules) or `sysctl` (apply sysctls).
+    pub restarts: Vec<String>,
+}
+
+/// One node as the inventory describes it.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    /// The node's name (the inventory hostname).
+    pub name: String,
+    /// Its address.
+    pub ip: std::net::IpAddr,
+    /// Runs etcd and the control plane.
+    pub control_plane: bool,
+    /// Runs containerd, kubelet and kube-proxy.
+    pub worker: bool,
+    /// Its pod subnet (the Node's `spec.podCIDR`).
+    pub pod_subnet: String,
+    /// Its archives.
+    pub archives: Vec<Archive>,
+    /// Its files, sorted by path.
+    pub files: Vec<HostFile>,
+}
+
+/// Whether `text` names `path` as a whole path (not as the prefix of a longer one:
+/// `/usr/local/bin/containerd` is not named by `/usr/local/bin/containerd-shim-runc-v2`).
+pub fn mentions(text: &str, path: &str) -> bool {
+    text.match_indices(path).any(|(i, _)| {
+        !text[i + path.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    })
+}
+
+/// The services among `units` (name, unit text, texts of the files its unit names) that read
+/// the file at absolute `path`: the unit itself, a file its unit names, or a file one of those
+/// names (a kubeconfig named by a config).
+pub fn readers(path: &str, units: &[(String, String, Vec<String>)]) -> Vec<String> {
+    units
+        .iter()
+        .filter(|(name, text, refs)| {
+            path == super::configs::paths::unit(name)
+                || mentions(text, path)
+                || refs.iter().any(|r| mentions(r, path))
+        })
+        .map(|(name, _, _)| name.clone())
+        .collect()
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_yaml_ng::to_value(v).expect("inventory structs of strings always serialize")
+}
+
+/// `ansible/inventory.yml` for `hosts`.
+pub fn inventory(c: &ClusterInput, hosts: &[HostPlan]) -> String {
+    let mut vars = Mapping::new();
+    vars.insert(s("ansible_user"), s("root"));
+    // One SSH round trip per task instead of three.
+    vars.insert(s("ansible_pipelining"), Value::Bool(true));
+    vars.insert(s("kbin_cluster"), s(&c.name));
+    vars.insert(s("kbin_host_profile"), s(c.host_profile.name()));
+    vars.insert(s("kbin_tree"), s("{{ inventory_dir }}/.."));
+    for (k, v) in [
+        ("kbin_etcd_ca", on_node_cert(Id::EtcdCa)),
+        (
+            "kbin_etcd_client_cert",
+            on_node_cert(Id::EtcdHealthcheckClient),
+        ),
+        (
+            "kbin_etcd_client_key",
+            on_node_key(Id::EtcdHealthcheckClient),
+        ),
+        ("kbin_admin_kubeconfig", on_node_kubeconfig(Id::Admin)),
+        (
+            "kbin_super_admin_kubeconfig",
+            on_node_kubeconfig(Id::SuperAdmin),
+        ),
+    ] {
+        vars.insert(s(k), s(&v));
+    }
+    let modules: Vec<Value> = super::configs::modules_load()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(s)
+        .collect();
+    vars.insert(s("kbin_kernel_modules"), Value::Sequence(modules));
+
+    let mut all_hosts = Mapping::new();
+    for h in hosts {
+        let mut hv = Mapping::new();
+        hv.insert(s("ansible_host"), s(&h.ip.to_string()));
+        hv.insert(s("kbin_pod_subnet"), s(&h.pod_subnet));
+        hv.insert(s("kbin_archives"), to_value(&h.archives));
+        hv.insert(s("kbin_files"), to_value(&h.files));
+        all_hosts.insert(s(&h.name), Value::Mapping(hv));
+    }
+    let group = |pick: &dyn Fn(&HostPlan) -> bool| {
+        let mut members = Mapping::new();
+        for h in hosts.iter().filter(|h| pick(h)) {
+            members.insert(s(&h.name), Value::Null);
+        }
+        let mut g = Mapping::new();
+        g.insert(s("hosts"), Value::Mapping(members));
+        Value::Mapping(g)
+    };
+    let mut children = Mapping::new();
+    // Every control plane runs an etcd member (the generated units say so).
+    children.insert(s("etcd"), group(&|h| h.control_plane));
+    children.insert(s("control_plane"), group(&|h| h.control_plane));
+    children.insert(s("workers"), group(&|h| h.worker));
+    let mut all = Mapping::new();
+    all.insert(s("vars"), Value::Mapping(vars));
+    all.insert(s("hosts"), Value::Mapping(all_hosts));
+    all.insert(s("children"), Value::Mapping(children));
+    let mut root = Mapping::new();
+    root.insert(s("all"), Value::Mapping(all));
+    let yaml = serde_yaml_ng::to_string(&Value::Mapping(root))
+        .expect("a mapping of strings always serializes");
+    format!(
+        "---\n# Ansible inventory of cluster \"{}\", generated by kbin (re-run `kbin gen cluster` rather\n\
+         # than editing it). One host per node; ansible_host is the node's address.\n\
+         #   ansible-playbook -i ansible/inventory.yml ansible/site.yml      deploy, or converge\n\
+         #   ansible-playbook -i ansible/inventory.yml ansible/upgrade.yml   after a new toolchain\n\
+         # kbin_files: what each host installs from its archives, and what a change to each file\n\
+         # restarts (or reloads). Nothing secret is here: keys travel inside the node tarballs.\n{yaml}",
+        c.name
+    )
+}
+
+/// Stage `ansible/` (inventory and playbooks) under `out`.
+pub fn stage(
+    out: &Path,
+    c: &ClusterInput,
+    hosts: &[HostPlan],
+    staged: &Staged,
+) -> Result<(), super::WriteError> {
+    let dir = out.join(DIR);
+    staged.stage(
+        &dir.join("inventory.yml"),
+        inventory(c, hosts).as_bytes(),
+        super::MODE_PUBLIC,
+    )?;
+    for (rel, text) in PLAYBOOKS {
+        staged.stage(&dir.join(rel), text.as_bytes(), super::MODE_PUBLIC)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_mentioned_only_whole() {
+        let unit = "ExecStart=/usr/local/bin/containerd-shim-runc-v2 --config=/etc/a.toml\n";
+        assert!(!mentions(unit, "/usr/local/bin/containerd"));
+        assert!(mentions(unit, "/usr/local/bin/containerd-shim-runc-v2"));
+        assert!(mentions(unit, "/etc/a.toml"));
+        assert!(!mentions(unit, "/etc/a"));
+    }
+
+    #[test]
+    fn a_file_restarts_the_services_that_read_it_even_through_a_config() {
+        let units = vec![
+            (
+                "kubelet".to_string(),
+                "ExecStart=/usr/local/bin/kubelet --config=/var/lib/kubelet/config.yaml"
+                    .to_string(),
+                vec!["clientCAFile: /etc/kubernetes/pki/ca.crt".to_string()],
+            ),
+            (
+                "etcd".to_string(),
+                "ExecStart=/usr/local/bin/etcd --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt"
+                    .to_string(),
+                vec![],
+            ),
+        ];
+        assert_eq!(readers("/etc/kubernetes/pki/ca.crt", &units), ["kubelet"]);
+        assert_eq!(readers("/etc/kubernetes/pki/etcd/ca.crt", &units), ["etcd"]);
+        assert_eq!(
+            readers("/etc/systemd/system/etcd.service", &units),
+            ["etcd"]
+        );
+        assert!(readers("/usr/local/bin/kubectl", &units).is_empty());
+    }
+}

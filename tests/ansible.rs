@@ -1,0 +1,460 @@
+//! The generated Ansible playbooks (issue 13) on real machines with systemd as PID 1
+//! (tests/common/machines.rs: systemd-nspawn containers on a bridge in a network namespace the
+//! test creates), over SSH with a key the test makes.
+
+mod common;
+
+use common::machines::Machines;
+
+#[test]
+fn machines_boot_with_systemd_and_sshd_and_leave_nothing_after_a_panic() {
+    let (netns, dir) = {
+        let lab = Machines::boot("hb", &["m1"]);
+        assert!(lab.exec(0, "cat /proc/1/comm").contains("systemd"));
+        lab.exec(0, "systemctl is-active ssh");
+        let netns = lab.netns().to_owned();
+        let dir = lab.scratch().to_owned();
+        let root = lab.machines[0].root();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _lab = lab;
+            panic!("a failing test");
+        }));
+        assert!(r.is_err());
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(
+            !mounts.contains(&*root.to_string_lossy()),
+            "overlay left mounted"
+        );
+        (netns, dir)
+    };
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&netns),
+        "netns left"
+    );
+    assert!(!dir.exists(), "machine directories left: {}", dir.display());
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("systemd-nspawn.*{}", dir.display())])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "nspawn left running");
+}
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use common::toolchain::{FixtureToolchain, write_toolchain};
+
+const VENV: &str = "/opt/kbin-test-deps/ansible/bin";
+
+/// A program of the ansible-core + ansible-lint venv scripts/setup-test-deps makes.
+fn ansible_tool(name: &str) -> PathBuf {
+    let p = Path::new(VENV).join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup-test-deps (as root) to install ansible-core and ansible-lint",
+        p.display()
+    );
+    p
+}
+
+/// A toolchain `name` for Kubernetes `kube`: Debian's etcd, containerd, runc and the image's
+/// kubectl (real programs that run inside the machines), the self-contained python stand-in
+/// (reporting `v<kube>`) as every kube-* binary, and stubs for crictl and the CNI plugins.
+fn fixture_toolchain(home: &Path, name: &str, kube: &str) {
+    let standin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/kube-standin.py"),
+    )
+    .unwrap();
+    let body = standin.split_once('\n').unwrap().1.to_owned();
+    let f = FixtureToolchain::full(
+        name,
+        kube,
+        |c| match c {
+            "etcd" => "3.4.23",
+            "containerd" => "1.7.23",
+            "runc" => "1.1.14",
+            "cni-plugins" => "1.4.0",
+            _ => "1.30.0",
+        },
+        ("1.11.1", "3.9"),
+    );
+    let dir = write_toolchain(home, &f, |b, v| {
+        if b.starts_with("kube-") && b != "kubectl" || b == "kubelet" {
+            format!(
+                "#!/usr/bin/python3\nCOMPONENT = {b:?}\nVERSION = \"v{v}\"\nSTATE_DIR = \"/var/lib/kube-standin\"\n{body}"
+            )
+        } else {
+            format!("#!/bin/sh\necho {b} {v}\n")
+        }
+    });
+    for b in [
+        "etcd",
+        "etcdctl",
+        "containerd",
+        "ctr",
+        "containerd-shim-runc-v2",
+        "runc",
+        "kubectl",
+    ] {
+        let to = dir.join("bin").join(b);
+        std::fs::remove_file(&to).unwrap();
+        std::fs::copy(common::tool(b), &to).unwrap();
+    }
+}
+
+/// `kbin gen cluster` for the lab's three machines from toolchain `tc` into `out`.
+fn generate(home: &Path, out: &Path, lab: &Machines, tc: &str) {
+    let m = &lab.machines;
+    let o = Command::new(env!("CARGO_BIN_EXE_kbin"))
+        .env("KBIN_HOME", home)
+        .args([
+            "gen",
+            "cluster",
+            "--toolchain",
+            tc,
+            "--host-profile",
+            "sandbox",
+            "--cgroup-v1",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(["--cluster-ip", &m[0].ip.to_string()])
+        .args(["--control-plane", &format!("{}={}", m[0].name, m[0].ip)])
+        .args(["--worker", &format!("{}={}", m[1].name, m[1].ip)])
+        .args(["--worker", &format!("{}={}", m[2].name, m[2].ip)])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "gen: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Run `book` of `tree/ansible` against the lab (from inside its network namespace), with the
+/// lab's key; the output, whatever the status. Its log is also kept in the lab's scratch dir.
+fn playbook(lab: &Machines, tree: &Path, book: &str, extra: &[&str]) -> Output {
+    let t = Instant::now();
+    let o = lab
+        .host_command(ansible_tool("ansible-playbook"))
+        .arg("-i")
+        .arg(tree.join("ansible/inventory.yml"))
+        .arg(tree.join("ansible").join(book))
+        .args(extra)
+        .env("ANSIBLE_CONFIG", tree.join("ansible/ansible.cfg"))
+        .env("ANSIBLE_HOME", lab.scratch().join("ansible-home"))
+        .env("ANSIBLE_PRIVATE_KEY_FILE", lab.ssh_key())
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .env(
+            "ANSIBLE_SSH_ARGS",
+            "-o UserKnownHostsFile=/dev/null -o ControlMaster=auto -o ControlPersist=120s",
+        )
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_STDOUT_CALLBACK", "default")
+        .output()
+        .unwrap();
+    eprintln!(
+        "ansible-playbook {book} {extra:?}: {} in {:.1} s",
+        o.status,
+        t.elapsed().as_secs_f64()
+    );
+    o
+}
+
+/// The PLAY RECAP: per host, its counters (`ok`, `changed`, `unreachable`, `failed`…).
+fn recap(
+    o: &Output,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>> {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let tail = text.rsplit_once("PLAY RECAP").map(|(_, t)| t).unwrap_or("");
+    tail.lines()
+        .filter_map(|l| {
+            let (host, counts) = l.split_once(" : ")?;
+            let counts = counts
+                .split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_owned(), v.parse().ok()?))
+                })
+                .collect();
+            Some((host.trim().to_owned(), counts))
+        })
+        .collect()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_converged(o: &Output, changed: Option<u32>) {
+    assert!(o.status.success(), "playbook failed:\n{}", show(o));
+    let r = recap(o);
+    assert_eq!(r.len(), 3, "{}", show(o));
+    for (host, c) in &r {
+        assert_eq!(c["failed"], 0, "{host}: {}", show(o));
+        assert_eq!(c["unreachable"], 0, "{host}: {}", show(o));
+        if let Some(n) = changed {
+            assert_eq!(c["changed"], n, "{host} changed things:\n{}", show(o));
+        }
+    }
+}
+
+/// The first time (host clock) a stand-in `component` on machine `i` started at `version`.
+fn started_at(lab: &Machines, i: usize, component: &str, version: &str) -> f64 {
+    let log = lab.exec(i, &format!("cat /var/lib/kube-standin/started-{component}"));
+    log.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&version)).then(|| f[1].parse().unwrap())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("{component} never started at {version} on machine {i}: {log}"))
+}
+
+#[test]
+fn site_deploys_three_machines_converges_idempotently_survives_a_machine_down_and_upgrade_goes_one_machine_at_a_time()
+ {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    fixture_toolchain(&home, "old", "1.30.14");
+    fixture_toolchain(&home, "new", "1.31.9");
+    let mut lab = Machines::boot("ans", &["cp1", "w1", "w2"]);
+    let tree = work.path().join("cluster");
+    generate(&home, &tree, &lab, "old");
+
+    // Deploy: every service up, in order, checked.
+    let o = playbook(&lab, &tree, "site.yml", &[]);
+    assert_converged(&o, None);
+    let pki = "/etc/kubernetes/pki/etcd";
+    let health = lab.exec(
+        0,
+        &format!(
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
+             --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health 2>&1"
+        ),
+    );
+    assert!(health.contains("is healthy"), "{health}");
+    assert_eq!(
+        lab.exec(0, "systemctl show -p FragmentPath --value etcd")
+            .trim(),
+        "/etc/systemd/system/etcd.service"
+    );
+    for i in [1, 2] {
+        let name = &lab.machines[i].name;
+        lab.exec(i, "systemctl is-active containerd");
+        let v = lab.exec(i, "ctr --address /run/containerd/containerd.sock version");
+        assert!(v.contains("Server:"), "{v}");
+        assert_eq!(
+            lab.exec(i, "cat /etc/containerd/config.toml"),
+            std::fs::read_to_string(tree.join(format!("nodes/{name}/etc/containerd/config.toml")))
+                .unwrap()
+        );
+        assert!(
+            lab.exec(i, "systemctl show -p ExecStart --value containerd")
+                .contains("/etc/containerd/config.toml")
+        );
+        for unit in ["kubelet", "kube-proxy"] {
+            lab.exec(i, &format!("systemctl is-active {unit}"));
+        }
+        let node = lab.exec(
+            0,
+            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf get node {name} -o json"),
+        );
+        assert!(
+            node.contains("podCIDR"),
+            "the playbook gave {name} its pod subnet: {node}"
+        );
+    }
+
+    // A second run changes nothing.
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), Some(0));
+
+    // A machine that is down fails the run, by name; once it is back a rerun converges.
+    lab.power_off(2);
+    let o = playbook(&lab, &tree, "site.yml", &[]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let out = show(&o);
+    assert!(
+        out.contains("fatal: [w2]: UNREACHABLE!") && out.contains("10.77.0.12"),
+        "{out}"
+    );
+    assert_eq!(recap(&o)["w2"]["unreachable"], 1, "{out}");
+    lab.start(2);
+    lab.wait_booted(2);
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    lab.exec(2, "systemctl is-active containerd kubelet kube-proxy");
+
+    // A new toolchain: --check --diff shows the change and changes nothing.
+    generate(&home, &tree, &lab, "new");
+    let o = playbook(&lab, &tree, "site.yml", &["--check", "--diff"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(recap(&o)["w1"]["changed"] > 0, "{}", show(&o));
+    assert!(
+        lab.exec(1, "kubelet --version").contains("v1.30.14"),
+        "check mode changed nothing"
+    );
+
+    // upgrade.yml: one machine at a time, control plane first, then w1, then w2.
+    let o = playbook(&lab, &tree, "upgrade.yml", &[]);
+    assert_converged(&o, None);
+    for (i, bin) in [(0, "kube-apiserver"), (1, "kubelet"), (2, "kube-proxy")] {
+        assert!(lab.exec(i, &format!("{bin} --version")).contains("v1.31.9"));
+    }
+    let running = lab.exec(
+        0,
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /version",
+    );
+    assert!(running.contains("v1.31.9"), "{running}");
+    let cp = started_at(&lab, 0, "kube-scheduler", "v1.31.9");
+    let w1_first = started_at(&lab, 1, "kubelet", "v1.31.9");
+    let w1_last = started_at(&lab, 1, "kube-proxy", "v1.31.9");
+    let w2_first = started_at(&lab, 2, "kubelet", "v1.31.9");
+    assert!(
+        cp < w1_first && w1_last < w2_first,
+        "order: cp1 {cp}, w1 {w1_first}..{w1_last}, w2 {w2_first}"
+    );
+    let log = String::from_utf8_lossy(&o.stdout);
+    let drains: Vec<&str> = log
+        .split("TASK [Drain the Node")
+        .skip(1)
+        .filter_map(|t| t.lines().find(|l| l.starts_with("changed: [")))
+        .collect();
+    assert_eq!(
+        drains,
+        [
+            "changed: [w1 -> cp1(10.77.0.10)]",
+            "changed: [w2 -> cp1(10.77.0.10)]"
+        ],
+        "{log}"
+    );
+    let cordons = lab.exec(0, "cat /var/lib/kube-standin/cordon-w1");
+    assert!(
+        cordons.starts_with("True") && cordons.lines().last().unwrap().starts_with("False"),
+        "drained then uncordoned: {cordons}"
+    );
+    // And the upgraded cluster is a converged one.
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), Some(0));
+}
+
+#[test]
+fn generated_playbooks_pass_syntax_check_and_ansible_lint_and_the_inventory_holds_no_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    fixture_toolchain(&home, "old", "1.30.14");
+    let tree = work.path().join("cluster");
+    let o = Command::new(env!("CARGO_BIN_EXE_kbin"))
+        .env("KBIN_HOME", &home)
+        .args(["gen", "cluster", "--toolchain", "old", "--out"])
+        .arg(&tree)
+        .args([
+            "--control-plane",
+            "cp1=10.1.0.10",
+            "--control-plane",
+            "cp2=10.1.0.11",
+        ])
+        .args(["--worker", "w1=10.1.0.21", "--worker", "w2=10.1.0.22"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "gen: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ansible = tree.join("ansible");
+    for book in ["site.yml", "upgrade.yml"] {
+        let o = Command::new(ansible_tool("ansible-playbook"))
+            .arg("-i")
+            .arg(ansible.join("inventory.yml"))
+            .arg(ansible.join(book))
+            .arg("--syntax-check")
+            .env("ANSIBLE_HOME", work.path().join("ansible-home"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{book}: {}", show(&o));
+    }
+    let o = Command::new(ansible_tool("ansible-lint"))
+        .args([
+            "--nocolor",
+            "--offline",
+            "--profile",
+            "production",
+            "site.yml",
+            "upgrade.yml",
+        ])
+        .current_dir(&ansible)
+        .env("ANSIBLE_HOME", work.path().join("ansible-home"))
+        .env("PATH", format!("{VENV}:/usr/bin:/bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ansible-lint: {}", show(&o));
+    // The inventory: hosts and groups as the spec says, no key material inline.
+    let inv = std::fs::read_to_string(ansible.join("inventory.yml")).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&inv).unwrap();
+    let all = &v["all"];
+    assert_eq!(
+        all["hosts"]["w2"]["ansible_host"].as_str(),
+        Some("10.1.0.22")
+    );
+    let members = |g: &str| -> Vec<String> {
+        all["children"][g]["hosts"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(members("etcd"), ["cp1", "cp2"]);
+    assert_eq!(members("control_plane"), ["cp1", "cp2"]);
+    assert_eq!(members("workers"), ["w1", "w2"]);
+    for needle in [
+        "PRIVATE KEY",
+        "client-key-data",
+        "secret:\n",
+        "aescbc",
+        "secretbox",
+    ] {
+        assert!(
+            !inv.contains(needle) || needle == "secret:\n",
+            "{needle} in the inventory"
+        );
+    }
+    let key = std::fs::read_to_string(tree.join("secrets/secretbox-key")).unwrap();
+    assert!(!inv.contains(key.trim()));
+    // Each archive's recorded sha256 is the file's.
+    for h in ["cp1", "w1"] {
+        for a in all["hosts"][h]["kbin_archives"].as_sequence().unwrap() {
+            let bytes = std::fs::read(tree.join(a["src"].as_str().unwrap())).unwrap();
+            assert_eq!(
+                a["sha256"].as_str().unwrap(),
+                kbin::util::sha256_hex(&bytes)
+            );
+        }
+    }
+    // A file restarts exactly the services that read it.
+    let restarts = |h: &str, path: &str| -> Vec<String> {
+        all["hosts"][h]["kbin_files"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str() == Some(path))
+            .unwrap_or_else(|| panic!("{path} not on {h}"))["restarts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(restarts("w1", "etc/containerd/config.toml"), ["containerd"]);
+    assert_eq!(restarts("cp1", "usr/local/bin/etcd"), ["etcd"]);
+    assert!(restarts("w1", "usr/local/bin/kubectl").is_empty());
+    assert_eq!(restarts("w1", "etc/kubernetes/kubelet.conf"), ["kubelet"]);
+}
