@@ -693,9 +693,14 @@ fn up_node(
     })?;
     let mut state =
         State::load(&run_dir, &node.name).map_err(io("read", &State::path(&run_dir)))?;
+    // What already runs holds its ports: a second `up` keeps it (under systemd the unit's main
+    // PID says so; kbin's own state file tracks only what kbin supervises).
     let running: Vec<&str> = steps
         .iter()
-        .filter(|(s, _)| state.components.get(s.unit).is_some_and(Proc::alive))
+        .filter(|(s, _)| match supervisor {
+            Supervisor::Systemd => systemd_main_pid(s.unit).is_some_and(|p| p > 0),
+            _ => state.components.get(s.unit).is_some_and(Proc::alive),
+        })
         .map(|(s, _)| s.unit)
         .collect();
     let problems = preflight::check(tree, node, &steps, &running, opts, supervisor);
