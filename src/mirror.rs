@@ -90,6 +90,8 @@ pub struct Report {
     pub metadata: usize,
     /// Every artifact's path under the directory, sorted.
     pub artifacts: Vec<String>,
+    /// The images, registry-shaped under `v2/`.
+    pub images: crate::images::Exported,
 }
 
 /// The path under the mirror directory of an upstream URL (its path, kept as it is).
@@ -341,8 +343,10 @@ pub fn export(
 /// The README an export carries.
 const README: &str = "# A kbin mirror\n\n\
 Written by `kbin mirror export`: release artifacts laid out like upstream (dl.k8s.io's and\n\
-GitHub's paths), their checksum files, and what `kbin update` reads (`release/stable-1.N.txt`,\n\
-`repos/OWNER/REPO/releases`). Every artifact was verified against its digest as it was written.\n\n\
+GitHub's paths), their checksum files, what `kbin update` reads (`release/stable-1.N.txt`,\n\
+`repos/OWNER/REPO/releases`), and the pause and CoreDNS images laid out as registry.k8s.io\n\
+serves them (`v2/<repo>/manifests/<tag>`, `v2/<repo>/blobs/<digest>`). Every file was verified\n\
+against its digest as it was written.\n\n\
 ## Use it on a machine without network\n\n\
 ```sh\n\
 kbin update --mirror file://$PWD            # learns the patches the exporting machine knew\n\
@@ -361,5 +365,6 @@ nginx: `location / { root /srv/kbin-mirror; }`. Per host instead of for everythi
 \"dl.k8s.io\" = \"http://mirror.internal:8080\"\n\
 \"github.com\" = \"http://mirror.internal:8080\"\n\
 \"api.github.com\" = \"http://mirror.internal:8080\"\n\
+\"registry.k8s.io\" = \"http://mirror.internal:8080\"   # the images, under v2/\n\
 ```\n\n\
 Re-export into this directory to add versions: what is here already is kept.\n";

@@ -102,6 +102,9 @@ fn upstream(dir: &Path) -> (Server, PathBuf) {
         "/kubernetes-sigs/cri-tools/releases/download/v1.30.0/crictl-v1.30.0-linux-{a}.tar.gz"
     );
     put_with_sum(&s, &p, &format!("{p}.sha256"), crictl);
+    // The release's images, as registry.k8s.io serves them.
+    common::registry::publish(&s, "pause", "3.9");
+    common::registry::publish(&s, "coredns/coredns", "v1.11.1");
     // What `kbin update` reads: 1.30.15 is published; the other components have nothing new.
     s.put("/release/stable-1.30.txt", format!("v{NEW}\n"));
     for (repo, tag) in [
@@ -180,6 +183,22 @@ fn digests(home: &Path) -> LockDigests {
             ));
         }
     }
+    // The images: the same platform manifests and the same archive bytes.
+    for i in lock
+        .get("image")
+        .and_then(|i| i.as_array())
+        .into_iter()
+        .flatten()
+    {
+        arts.push((
+            i["name"].as_str().unwrap().to_owned(),
+            format!(
+                "{} {}",
+                i["manifest"].as_str().unwrap(),
+                i["archive"].as_str().unwrap()
+            ),
+        ));
+    }
     bins.sort();
     arts.sort();
     (bins, arts)
@@ -222,6 +241,8 @@ fn an_export_installs_the_same_digests_with_no_network_and_a_missing_file_is_one
         "release/stable-1.30.txt".into(),
         "repos/etcd-io/etcd/releases".into(),
         "README.md".into(),
+        "v2/pause/manifests/3.9".into(),
+        "v2/coredns/coredns/manifests/v1.11.1".into(),
     ] {
         assert!(
             mirror_dir.join(&f).is_file(),
@@ -242,6 +263,7 @@ fn an_export_installs_the_same_digests_with_no_network_and_a_missing_file_is_one
         (r["written"].as_u64(), r["reused"].as_u64()),
         (Some(0), Some(12))
     );
+    assert_eq!(r["images"]["written"], 0, "{r}");
 
     // The air-gapped machine: every proxy variable points at a dead proxy, and nothing serves
     // the export but the file system.
@@ -269,6 +291,13 @@ fn an_export_installs_the_same_digests_with_no_network_and_a_missing_file_is_one
         &["install", "1.30", "--arch", "amd64"],
     ));
     assert_eq!(digests(&airgapped), digests(&connected));
+    assert!(
+        digests(&airgapped)
+            .1
+            .iter()
+            .any(|(name, _)| name == "registry.k8s.io/pause:3.9"),
+        "the air-gapped toolchain has its pause image"
+    );
 
     // An export missing one file: one clear error naming it, and no toolchain.
     let gone =

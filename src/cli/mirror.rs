@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use super::Context;
 use crate::error::WithHint;
 use crate::fetch::{FetchOptions, Fetcher};
+use crate::images::ImageRef;
 use crate::install::{self, Options};
 use crate::manifest::Arch;
 use crate::manifest::resolve::Request;
@@ -46,6 +47,10 @@ pub struct ExportArgs {
     /// Downloads at once, for artifacts not in the store yet
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+
+    /// Leave out the pause and CoreDNS images (exported registry-shaped under v2/ otherwise)
+    #[arg(long)]
+    pub no_images: bool,
 }
 
 pub(super) fn run(ctx: &Context, cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
@@ -64,6 +69,7 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let layout = ctx.layout()?;
     let store = Store::open(layout.clone())?;
     let mut artifacts: Vec<Artifact> = Vec::new();
+    let mut images: Vec<(ImageRef, Arch, std::path::PathBuf)> = Vec::new();
     let archs = if args.arch.is_empty() {
         vec![
             Arch::host()
@@ -79,6 +85,10 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
             ctx.global.mirror.clone(),
             settings.mirrors.clone(),
         ))?;
+        let images_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime for image pulls")?;
         for v in &args.versions {
             let resolution = super::resolve(
                 &manifest,
@@ -95,10 +105,21 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
                     require_pinned: false,
                     jobs: args.jobs,
                     from_source: Vec::new(),
-                    // Images are not exported yet (registry-shaped paths): binaries only.
+                    // The images are pulled below, for the registry-shaped part.
                     no_images: true,
                 };
                 let plan = install::plan(&manifest, &store, &resolution, &opts)?;
+                if let (Some(i), false) = (&resolution.images, args.no_images) {
+                    for image in [ImageRef::pause(&i.pause), ImageRef::coredns(&i.coredns)] {
+                        let pulled = images_rt
+                            .block_on(crate::images::pull(&fetcher, &store, &image, *arch))
+                            .with_context(|| format!("cannot pull {image} ({arch})"))?;
+                        let archive = store
+                            .get(&pulled.archive)
+                            .context("an image pulled a moment ago is not in the store")?;
+                        images.push((image, *arch, archive));
+                    }
+                }
                 let digests = install::fetch_artifacts(&store, &fetcher, &plan, args.jobs, &ctx.ui)
                     .map_err(|e| {
                         let hint = match &e {
@@ -133,6 +154,21 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
                 .hint("kbin show-versions lists the installed toolchains");
         }
         let r = Receipt::load(&path)?;
+        if !args.no_images {
+            for p in &r.pulled {
+                let image: ImageRef = p.name.parse()?;
+                let archive = store
+                    .get(&p.archive)
+                    .with_context(|| {
+                        format!(
+                            "{} ({}) of toolchain {name} is not in the store",
+                            p.name, p.archive
+                        )
+                    })
+                    .hint("reinstall the toolchain (kbin install), then export again")?;
+                images.push((image, p.arch, archive));
+            }
+        }
         for c in &r.components {
             if c.origin != Origin::Download {
                 ctx.ui.warn(format!(
@@ -163,18 +199,30 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let started = std::time::Instant::now();
-    let report = mirror::export(&manifest, &artifacts, &args.out)
+    let mut report = mirror::export(&manifest, &artifacts, &args.out)
         .with_context(|| format!("cannot export into {}", args.out.display()))?;
+    images.sort_by_key(|a| (a.0.to_string(), a.1));
+    images.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    report.images = crate::images::export_registry(&args.out, &images)
+        .with_context(|| format!("cannot export the images into {}", args.out.display()))?;
     let secs = started.elapsed().as_secs_f64();
     ctx.ui.report(&report, |r| {
         format!(
             "exported {} artifact(s) into {}: {} copied and verified ({:.1} MB in {secs:.2} s), {} already there\n\
+             images (registry-shaped under v2/): {} ({} file(s) written, {} already there)\n\
              air-gapped: kbin update --mirror file://{} && kbin install VERSION --mirror file://{}\n",
             r.artifacts.len(),
             r.out.display(),
             r.written,
             r.bytes as f64 / 1e6,
             r.reused,
+            if r.images.images.is_empty() {
+                "none".to_owned()
+            } else {
+                r.images.images.join(", ")
+            },
+            r.images.written,
+            r.images.reused,
             r.out.display(),
             r.out.display(),
         )

@@ -470,3 +470,137 @@ mod tests {
         }
     }
 }
+
+/// What [`export_registry`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Exported {
+    /// Files written (verified) this time.
+    pub written: usize,
+    /// Files already there with the right content.
+    pub reused: usize,
+    /// Bytes written this time.
+    pub bytes: u64,
+    /// The images, `name (arch, …)`.
+    pub images: Vec<String>,
+}
+
+/// Lay out pulled images under `out` the way a registry serves them, so `--mirror file://DIR`
+/// (or a static web server over DIR) answers a pull: `v2/<repo>/blobs/<digest>`,
+/// `v2/<repo>/manifests/<digest>` and, per tag, `v2/<repo>/manifests/<tag>`: an OCI index of
+/// every architecture exported (merged with one an earlier export wrote). Each blob is checked
+/// against its digest as it is written; one already there with the right digest is kept.
+pub fn export_registry(
+    out: &Path,
+    images: &[(ImageRef, Arch, PathBuf)],
+) -> Result<Exported, ImageError> {
+    let mut report = Exported::default();
+    // tag path → (name, platform manifests).
+    let mut tags: BTreeMap<PathBuf, (String, Vec<serde_json::Value>)> = BTreeMap::new();
+    for (image, arch, archive) in images {
+        let name = image.to_string();
+        let bad = |what: String| ImageError::Manifest {
+            image: name.clone(),
+            what,
+        };
+        let repo = out.join("v2").join(&image.repository);
+        let file = std::fs::File::open(archive)
+            .map_err(crate::fsx::at::<ImageError>("cannot open", archive))?;
+        let mut index: Option<Vec<u8>> = None;
+        let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
+        let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+        let entries = tar
+            .entries()
+            .map_err(crate::fsx::at::<ImageError>("cannot read", archive))?;
+        for e in entries {
+            let mut e = e.map_err(crate::fsx::at::<ImageError>("cannot read", archive))?;
+            let path = e
+                .path()
+                .map_err(crate::fsx::at::<ImageError>("cannot read", archive))?
+                .to_string_lossy()
+                .into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes)
+                .map_err(crate::fsx::at::<ImageError>("cannot read", archive))?;
+            if path == "index.json" {
+                index = Some(bytes);
+            } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+                let digest = parse_digest(&format!("sha256:{hex}")).map_err(&bad)?;
+                if sha256(&bytes) != digest {
+                    return Err(bad(format!(
+                        "{} holds a damaged blob {digest}",
+                        archive.display()
+                    )));
+                }
+                blobs.push((digest, bytes));
+            }
+        }
+        let index: Document = serde_json::from_slice(
+            &index.ok_or_else(|| bad(format!("{} has no index.json", archive.display())))?,
+        )
+        .map_err(|e| bad(format!("its archive's index.json: {e}")))?;
+        let top = index
+            .manifests
+            .and_then(|m| m.into_iter().next())
+            .ok_or_else(|| bad("its archive names no manifest".into()))?;
+        let manifest_digest = parse_digest(&top.digest).map_err(&bad)?;
+        for (digest, bytes) in &blobs {
+            let kind = if *digest == manifest_digest {
+                "manifests"
+            } else {
+                "blobs"
+            };
+            let dest = repo.join(kind).join(digest.to_string());
+            if std::fs::read(&dest).is_ok_and(|b| sha256(&b) == *digest) {
+                report.reused += 1;
+                continue;
+            }
+            crate::fsx::write_atomic(&dest, bytes, 0o644)?;
+            report.written += 1;
+            report.bytes += bytes.len() as u64;
+        }
+        let entry = serde_json::json!({
+            "mediaType": top.media_type.unwrap_or_else(|| OCI_MANIFEST.into()),
+            "digest": manifest_digest.to_string(),
+            "size": top.size,
+            "platform": { "os": "linux", "architecture": arch.to_string() },
+        });
+        tags.entry(repo.join("manifests").join(&image.tag))
+            .or_insert_with(|| (name.clone(), Vec::new()))
+            .1
+            .push(entry);
+        report.images.push(format!("{name} ({arch})"));
+    }
+    for (path, (name, mut entries)) in tags {
+        // Architectures an earlier export put in this tag's index stay in it.
+        if let Some(old) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            && let Some(list) = old["manifests"].as_array()
+        {
+            for e in list {
+                let arch = &e["platform"]["architecture"];
+                if !entries
+                    .iter()
+                    .any(|x| x["platform"]["architecture"] == *arch)
+                {
+                    entries.push(e.clone());
+                }
+            }
+        }
+        entries.sort_by_key(|e| e["platform"]["architecture"].to_string());
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+            "annotations": { "org.opencontainers.image.ref.name": name },
+        });
+        let text = serde_json::to_string(&index).expect("a JSON value serializes");
+        if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+            report.reused += 1;
+        } else {
+            crate::fsx::write_atomic(&path, text.as_bytes(), 0o644)?;
+            report.written += 1;
+        }
+    }
+    Ok(report)
+}
