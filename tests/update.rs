@@ -250,6 +250,11 @@ fn a_patch_published_between_two_runs_is_learned_installed_verified_and_marked_t
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("kubectl is not pinned in the manifest; verified against the digest `kbin update` trusted on first use"),
+        "{}",
+        text(&o)
+    );
     // Verified against the recorded digest: the checksum file is not asked again.
     assert_eq!(
         u.server
