@@ -12,19 +12,18 @@
 //! Every file is copied from the store through a hasher into a temporary file beside its final
 //! path, checked against the digest the store holds it under, then renamed: nothing unverified
 //! is ever at a final path. A file already there with the right digest is kept (re-export).
+//! Files are not fsynced one by one (see [`copy_verified`]): whoever reads an export verifies it.
 
 // Errors are the cold path, and their fields are what the user reads: no boxing.
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use semver::Version;
 use serde::Serialize;
-use sha2::Digest as _;
 
-use crate::fsx::{PathIo, at, persist, temp_beside, write_atomic};
+use crate::fsx::{PathIo, at, temp_beside, write_atomic};
 use crate::manifest::{Digest, DigestAlgo, KUBERNETES, ListingFormat, Manifest};
 
 /// Why an export failed.
@@ -112,8 +111,11 @@ pub fn rel_path(url: &str) -> Result<String, MirrorError> {
     Ok(path.to_owned())
 }
 
-/// Copy `src` to `dest` through a hasher, verify it against `expected` (and hash sha512 too
-/// when `sha512`), then rename it into place. Returns the sha512 when asked and the size.
+/// Copy `src` to `dest`, then verify the copy against `expected` (and hash sha512 too when
+/// `sha512`) before renaming it into place. Returns the sha512 when asked and the size.
+///
+/// The copy is the kernel's (`copy_file_range`, as `cp` does); the check reads the copy back,
+/// so what is verified is what was written.
 fn copy_verified(
     src: &Path,
     dest: &Path,
@@ -122,32 +124,17 @@ fn copy_verified(
 ) -> Result<(Option<Digest>, u64), MirrorError> {
     let dir = dest.parent().expect("mirror paths have a parent");
     std::fs::create_dir_all(dir).map_err(at::<PathIo>("cannot create", dir))?;
-    let mut input = std::fs::File::open(src).map_err(at::<PathIo>("cannot read", src))?;
-    let (mut file, tmp) = temp_beside(dest, 0o644)?;
-    let mut h256 = sha2::Sha256::new();
-    let mut h512 = (sha512 || expected.algo() == DigestAlgo::Sha512).then(sha2::Sha512::new);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = input
-            .read(&mut buf)
-            .map_err(at::<PathIo>("cannot read", src))?;
-        if n == 0 {
-            break;
-        }
-        h256.update(&buf[..n]);
-        if let Some(h) = &mut h512 {
-            h.update(&buf[..n]);
-        }
-        file.write_all(&buf[..n])
-            .map_err(at::<PathIo>("cannot write", dest))?;
-        size += n as u64;
-    }
-    let d256 = Digest::sha256_of(&h256.finalize());
-    let d512 = h512.map(|h| Digest::sha512_of(&h.finalize()));
+    let (file, tmp) = temp_beside(dest, 0o644)?;
+    drop(file);
+    std::fs::copy(src, &tmp).map_err(at::<PathIo>("cannot copy into", dest))?;
+    // Blobs are read-only; the export's files are ordinary ones.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(at::<PathIo>("cannot set the mode of", dest))?;
+    let also = (sha512 || expected.algo() == DigestAlgo::Sha512).then_some(DigestAlgo::Sha512);
+    let d = crate::store::cas::hash_file(&tmp, also)?;
     let actual = match expected.algo() {
-        DigestAlgo::Sha256 => d256,
-        DigestAlgo::Sha512 => d512.clone().expect("hashed above"),
+        DigestAlgo::Sha256 => d.sha256.clone(),
+        DigestAlgo::Sha512 => d.sha512.clone().expect("hashed with sha512 above"),
     };
     if actual != *expected {
         return Err(MirrorError::Mismatch {
@@ -157,8 +144,14 @@ fn copy_verified(
             actual,
         });
     }
-    persist(file, tmp, dest)?;
-    Ok((d512, size))
+    // No fsync per file (unlike the store): every reader of an export verifies each file
+    // against its digest (a re-export re-hashes what it keeps, an install checks every
+    // artifact), so a file a crash left short is found and rewritten, never trusted; and
+    // fsyncing hundreds of MB file by file would make an export several times slower than the
+    // `cp` it replaces. Run `sync` before unplugging the disk.
+    tmp.persist(dest)
+        .map_err(|e| at::<PathIo>("cannot rename into", dest)(e.error))?;
+    Ok((d.sha512, d.size))
 }
 
 /// Whether `dest` already holds the bytes of `expected` (a re-export).
@@ -188,6 +181,13 @@ fn put_text(path: &Path, text: &str) -> Result<(), MirrorError> {
     Ok(())
 }
 
+/// Whether an artifact's checksum file is a sha512 one.
+fn wants_sha512(a: &Artifact) -> bool {
+    a.checksum_url
+        .as_deref()
+        .is_some_and(|u| u.ends_with(".sha512"))
+}
+
 /// The name part of a URL.
 fn file_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
@@ -200,6 +200,7 @@ pub fn export(
     artifacts: &[Artifact],
     out: &Path,
 ) -> Result<Report, MirrorError> {
+    let out_dir = out;
     std::fs::create_dir_all(out).map_err(at::<PathIo>("cannot create", out))?;
     let mut report = Report {
         out: out.to_owned(),
@@ -207,32 +208,67 @@ pub fn export(
     };
     // checksum file path → artifact file name → digest.
     let mut sums: BTreeMap<String, BTreeMap<String, Digest>> = BTreeMap::new();
-    let mut done: BTreeMap<String, ()> = BTreeMap::new();
+    // Distinct artifacts, then copied and verified two (or more) at a time: hashing is the
+    // cost, and each file's is independent.
+    let mut todo: Vec<(&Artifact, String)> = Vec::new();
     for a in artifacts {
         let rel = rel_path(&a.url)?;
-        if done.insert(rel.clone(), ()).is_some() {
-            continue;
+        if !todo.iter().any(|(_, r)| *r == rel) {
+            todo.push((a, rel));
         }
-        let dest = out.join(&rel);
-        let want512 = a
-            .checksum_url
-            .as_deref()
-            .is_some_and(|u| u.ends_with(".sha512"));
-        let sha512 = match holds(&dest, &a.digest, want512)? {
-            Some(d512) => {
-                report.reused += 1;
-                d512
-            }
-            None => {
-                let (d512, size) = copy_verified(&a.blob, &dest, &a.digest, want512)?;
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Done = Result<(Option<Digest>, Option<u64>), MirrorError>;
+    let results: Vec<(usize, Done)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((a, rel)) = todo.get(i) else { break };
+                        let dest = out_dir.join(rel);
+                        let want512 = wants_sha512(a);
+                        let r = match holds(&dest, &a.digest, want512) {
+                            Ok(Some(d512)) => Ok((d512, None)),
+                            Ok(None) => copy_verified(&a.blob, &dest, &a.digest, want512)
+                                .map(|(d, n)| (d, Some(n))),
+                            Err(e) => Err(e),
+                        };
+                        let failed = r.is_err();
+                        out.push((i, r));
+                        if failed {
+                            break;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("export workers do not panic"))
+            .collect()
+    });
+    let mut results = results;
+    results.sort_by_key(|(i, _)| *i);
+    for (i, r) in results {
+        let (a, rel) = &todo[i];
+        let (sha512, copied) = r?;
+        match copied {
+            Some(n) => {
                 report.written += 1;
-                report.bytes += size;
-                d512
+                report.bytes += n;
             }
-        };
-        report.artifacts.push(rel);
+            None => report.reused += 1,
+        }
+        report.artifacts.push(rel.clone());
         if let Some(sum) = &a.checksum_url {
-            let digest = if want512 {
+            let digest = if wants_sha512(a) {
                 sha512.expect("hashed with sha512 when the checksum file is one")
             } else if a.digest.algo() == DigestAlgo::Sha256 {
                 a.digest.clone()

@@ -337,3 +337,41 @@ fn export_without_versions_or_toolchains_says_what_to_name() {
     );
     assert!(!tmp.path().join("x").exists());
 }
+
+#[test]
+fn a_toolchain_exports_its_own_artifacts_and_checksum_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, manifest) = upstream(tmp.path());
+    let home = tmp.path().join("home");
+    let base = server.base();
+    ok(&kbin(&home, &manifest)
+        .args([
+            "install", "1.30", "--arch", "amd64", "--name", "t", "--mirror", &base,
+        ])
+        .output()
+        .unwrap());
+    drop(server);
+    let dir = tmp.path().join("export");
+    let o = kbin(&home, &manifest)
+        .args(["mirror", "export", "--toolchain", "t", "--json", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["written"], 12, "{r}");
+    // The checksum files it writes are ones kbin reads: an install from the export alone works.
+    let other = tmp.path().join("other");
+    ok(&kbin(&other, &manifest)
+        .args(["install", "1.30", "--arch", "amd64", "--mirror"])
+        .arg(format!("file://{}", dir.display()))
+        .output()
+        .unwrap());
+    let sums =
+        std::fs::read_to_string(dir.join("etcd-io/etcd/releases/download/v3.5.16/SHA256SUMS"))
+            .unwrap();
+    assert!(
+        sums.ends_with("  etcd-v3.5.16-linux-amd64.tar.gz\n"),
+        "{sums}"
+    );
+}

@@ -250,6 +250,11 @@ fn a_patch_published_between_two_runs_is_learned_installed_verified_and_marked_t
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("kubectl is not pinned in the manifest; verified against the digest `kbin update` trusted on first use"),
+        "{}",
+        text(&o)
+    );
     // Verified against the recorded digest: the checksum file is not asked again.
     assert_eq!(
         u.server
@@ -358,4 +363,29 @@ fn upstream_failures_are_one_clear_error_each_and_leave_the_overlay_as_it_was() 
 
     // An unknown component.
     fails_cleanly(&u, &["etcdd"], "\"etcdd\" is not a component");
+}
+
+#[test]
+fn per_host_mirrors_in_settings_reach_dl_k8s_io_and_the_github_api() {
+    let u = Upstream::new();
+    u.publish_kube("1.30.15");
+    std::fs::create_dir_all(u.kbin_home()).unwrap();
+    std::fs::write(
+        u.kbin_home().join("settings.toml"),
+        format!(
+            "[mirrors]\n\"dl.k8s.io\" = \"{b}\"\n\"api.github.com\" = \"{b}\"\n",
+            b = u.server.base()
+        ),
+    )
+    .unwrap();
+    let o = u
+        .cmd()
+        .env_remove("KBIN_MIRROR")
+        .args(["update", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["changes"][0]["to"], "1.30.15", "{r}");
+    assert_eq!(u.server.requests("/repos/etcd-io/etcd/releases"), 1);
 }

@@ -152,6 +152,15 @@ async fn fetch_artifact(
     {
         return Ok(f);
     }
+    if a.pinned.is_none()
+        && let Some(t) = &a.tofu
+    {
+        ui.warn(format!(
+            "{} is not pinned in the manifest; verified against the digest `kbin update` trusted \
+             on first use ({}, {})",
+            a.file_name, t.source, t.fetched
+        ));
+    }
     let expected = match a.expected() {
         Some(d) => d.clone(),
         None => {
