@@ -124,12 +124,25 @@ fn copy_verified(
 ) -> Result<(Option<Digest>, u64), MirrorError> {
     let dir = dest.parent().expect("mirror paths have a parent");
     std::fs::create_dir_all(dir).map_err(at::<PathIo>("cannot create", dir))?;
-    let (file, tmp) = temp_beside(dest, 0o644)?;
-    drop(file);
-    std::fs::copy(src, &tmp).map_err(at::<PathIo>("cannot copy into", dest))?;
-    // Blobs are read-only; the export's files are ordinary ones.
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(at::<PathIo>("cannot set the mode of", dest))?;
+    // On the store's filesystem the export links the blob (as `cp -l` would): no byte is
+    // written, and the link is still read once below to verify it. Elsewhere (a USB disk) it is
+    // copied, and the copy read back.
+    let linked = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .make_in(dir, |p| std::fs::hard_link(src, p))
+        .map(tempfile::NamedTempFile::into_temp_path);
+    let tmp = match linked {
+        Ok(t) => t,
+        Err(_) => {
+            let (file, tmp) = temp_beside(dest, 0o644)?;
+            drop(file);
+            std::fs::copy(src, &tmp).map_err(at::<PathIo>("cannot copy into", dest))?;
+            // Blobs are read-only; the export's copies are ordinary files.
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .map_err(at::<PathIo>("cannot set the mode of", dest))?;
+            tmp
+        }
+    };
     let also = (sha512 || expected.algo() == DigestAlgo::Sha512).then_some(DigestAlgo::Sha512);
     let d = crate::store::cas::hash_file(&tmp, also)?;
     let actual = match expected.algo() {
