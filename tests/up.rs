@@ -628,3 +628,34 @@ fn a_filesystem_under_the_kubelets_eviction_threshold_is_refused_before_anything
     assert!(lab.processes().is_empty(), "nothing started");
 }
 
+#[test]
+fn down_unmounts_the_pods_network_namespaces_and_leaves_everyone_elses() {
+    let lab = Lab::new("sandbox");
+    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A pod's namespace as containerd's CRI names it, and one of another user of the machine.
+    let ns = |args: &str| {
+        let o = Command::new(tool("nsenter"))
+            .arg("-t")
+            .arg(lab.holder.id().to_string())
+            .args(["-m", "-n", "--", "sh", "-c", args])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ns("ip netns add cni-8e5c2a1f-0000-4000-8000-000000000001 && ip netns add someone-else");
+    let o = lab.kbin(&["down", "--grace", "5", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let unmounted = v[0]["unmounted"].to_string();
+    assert!(
+        unmounted.contains("/run/netns/cni-8e5c2a1f-0000-4000-8000-000000000001"),
+        "{v}"
+    );
+    assert!(!unmounted.contains("someone-else"), "{v}");
+    let mounts = ns("cat /proc/self/mountinfo");
+    assert!(mounts.contains(" /run/netns/someone-else "), "{mounts}");
+    assert!(!mounts.contains("/run/netns/cni-"), "{mounts}");
+}
+

@@ -1200,11 +1200,7 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                 outcome,
             });
         }
-        let unmounted = unmount_under(&[
-            Path::new("/var/lib/kubelet"),
-            Path::new("/run/containerd"),
-            Path::new("/run/netns"),
-        ]);
+        let unmounted = unmount_under(LEFT_MOUNTED);
         let mut removed = 0;
         for f in state.installed.drain(..) {
             if std::fs::remove_file(&f).is_ok() {
@@ -1279,14 +1275,32 @@ fn remove_pods(unit: Option<&ServiceUnit>, ui: &Ui) {
     }
 }
 
-/// Unmount (lazily) every mount under `roots`, deepest first.
-fn unmount_under(roots: &[&Path]) -> Vec<PathBuf> {
+/// Where the kubelet and containerd leave mounts behind, and the name prefix of the ones that are
+/// theirs: `/run/netns` also holds the network namespaces of everyone else on the machine (`ip
+/// netns add`, other container engines), and only the pods' (`cni-<uuid>`, named by
+/// containerd's CRI) are the cluster's to unmount.
+pub static LEFT_MOUNTED: &[(&str, &str)] = &[
+    ("/var/lib/kubelet", ""),
+    ("/run/containerd", ""),
+    ("/run/netns", "cni-"),
+];
+
+/// Unmount (lazily) every mount under `roots` whose first component below the root starts with
+/// its prefix, deepest first.
+fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
         .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| roots.iter().any(|r| p.starts_with(r) && p != r))
+        .filter(|p| {
+            roots.iter().any(|(root, prefix)| {
+                p.strip_prefix(root)
+                    .ok()
+                    .and_then(|rest| rest.components().next())
+                    .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with(prefix))
+            })
+        })
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
