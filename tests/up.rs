@@ -659,3 +659,25 @@ fn down_unmounts_the_pods_network_namespaces_and_leaves_everyone_elses() {
     assert!(!mounts.contains("/run/netns/cni-"), "{mounts}");
 }
 
+#[test]
+fn the_controller_manager_is_up_only_once_the_default_service_account_exists() {
+    // Until its serviceaccount controller makes default/default, the API server refuses every
+    // pod of the namespace: `kubectl run` right after `up` failed with real binaries.
+    let lab = Lab::new("sandbox");
+    lab.set_mode("kube-controller-manager", "no-serviceaccounts");
+    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "4"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("kube-controller-manager on node node-0: not healthy after 4s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ServiceAccount default/default is not there yet"),
+        "{err}"
+    );
+    assert_eq!(
+        component(&lab.status(), "kube-scheduler")["state"],
+        "not-started"
+    );
+}

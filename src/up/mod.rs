@@ -57,6 +57,11 @@ pub enum CheckKind {
         port: u16,
         /// The lease it holds once elected.
         lease: &'static str,
+        /// Then the ServiceAccount default/default, which the controller manager's
+        /// serviceaccount controller makes a moment after it is elected: until then the API
+        /// server refuses every pod of the namespace ("serviceaccount \"default\" not found"),
+        /// so a `kubectl run` right after `up` would fail.
+        default_service_account: bool,
     },
     /// containerd answers on its socket (`ctr version`).
     ContainerdSocket,
@@ -98,6 +103,7 @@ pub static STEPS: &[Step] = &[
         CheckKind::HealthzAndLease {
             port: 10257,
             lease: "kube-controller-manager",
+            default_service_account: true,
         },
         90,
     ),
@@ -107,6 +113,7 @@ pub static STEPS: &[Step] = &[
         CheckKind::HealthzAndLease {
             port: 10259,
             lease: "kube-scheduler",
+            default_service_account: false,
         },
         90,
     ),
@@ -420,9 +427,18 @@ impl<'a> Checker<'a> {
                 "GET {}/readyz (admin.conf)",
                 self.tree.spec.api_server_url()
             ),
-            CheckKind::HealthzAndLease { port, lease } => format!(
-                "GET {}/healthz, then lease kube-system/{lease}",
-                secure_url(unit, port)
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => format!(
+                "GET {}/healthz, then lease kube-system/{lease}{}",
+                secure_url(unit, port),
+                if default_service_account {
+                    ", then ServiceAccount default/default"
+                } else {
+                    ""
+                }
             ),
             CheckKind::ContainerdSocket => format!("ctr version on {}", cri_socket()),
             CheckKind::NodeReady => format!("Node {} registered and Ready", self.node.name),
@@ -453,14 +469,39 @@ impl<'a> Checker<'a> {
                 check::etcd_health(&etcd_url(unit), &tls, t)
             }
             CheckKind::Readyz => self.admin()?.readyz(t),
-            CheckKind::HealthzAndLease { port, lease } => {
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => {
                 let tls = Tls {
                     insecure: true,
                     ..Tls::default()
                 };
                 let seen = check::get_ok(&format!("{}/healthz", secure_url(unit, port)), &tls, t)?;
-                let holder = self.admin()?.lease_holder(lease, t)?;
-                Ok(format!("{seen}; {holder}"))
+                let kube = self.admin()?;
+                let holder = kube.lease_holder(lease, t)?;
+                if !default_service_account {
+                    return Ok(format!("{seen}; {holder}"));
+                }
+                let r = kube.call(
+                    reqwest::Method::GET,
+                    "/api/v1/namespaces/default/serviceaccounts/default",
+                    None,
+                    t,
+                )?;
+                match r.status {
+                    200 => Ok(format!(
+                        "{seen}; {holder}; ServiceAccount default/default exists"
+                    )),
+                    404 => Err(format!(
+                        "{seen}; {holder}; but ServiceAccount default/default is not there yet (the serviceaccount controller makes it; pods are refused until then)"
+                    )),
+                    s => Err(format!(
+                        "GET ServiceAccount default/default: HTTP {s} {}",
+                        r.body.trim()
+                    )),
+                }
             }
             CheckKind::ContainerdSocket => {
                 let ctr = unit.program().with_file_name("ctr");
