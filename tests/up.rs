@@ -168,10 +168,7 @@ impl Lab {
         let mut script = String::from("set -e\nip link set lo up\n");
         script.push_str(&format!("ip addr add {NODE_IP}/32 dev lo\n"));
         script.push_str("echo 1 > /proc/sys/net/ipv4/ip_forward\n");
-        for (i, target) in ["/etc", "/usr/local", "/opt"]
-            .iter()
-            .enumerate()
-        {
+        for (i, target) in ["/etc", "/usr/local", "/opt"].iter().enumerate() {
             let (u, w) = (d.join(format!("ov/{i}/u")), d.join(format!("ov/{i}/w")));
             std::fs::create_dir_all(&u).unwrap();
             std::fs::create_dir_all(&w).unwrap();
