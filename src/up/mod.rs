@@ -295,6 +295,10 @@ pub struct NodeReport {
     pub files_written: usize,
     /// The steps, in order.
     pub steps: Vec<StepReport>,
+    /// Seconds spent installing the node's tree into the machine's paths.
+    pub install_seconds: f64,
+    /// Seconds spent importing `--images` (0 without).
+    pub images_seconds: f64,
     /// Seconds for the whole node.
     pub seconds: f64,
 }
@@ -747,7 +751,9 @@ fn up_node(
         });
     }
     let mut progress = Progress::new(ui);
+    let installing = Instant::now();
     let files_written = install(&tree.node_tree(&node.name), &mut state)?;
+    let install_seconds = installing.elapsed().as_secs_f64();
     state.save(&run_dir)?;
     progress.line(format!(
         "node {}: installed {} into / ({files_written} file(s) changed)",
@@ -760,6 +766,7 @@ fn up_node(
     }
     let checker = Checker::new(tree, node);
     let mut reports = Vec::new();
+    let mut images_seconds = 0.0;
     for (step, unit) in &steps {
         if interrupted() {
             break;
@@ -767,7 +774,9 @@ fn up_node(
         if step.unit == "kubelet"
             && let Some(images) = &opts.images
         {
+            let importing = Instant::now();
             let notes = import_images(images, &steps, node, &run_dir)?;
+            images_seconds = importing.elapsed().as_secs_f64();
             for n in &notes {
                 progress.line(format!("  images: {n}"));
             }
@@ -801,6 +810,8 @@ fn up_node(
         supervisor,
         files_written,
         steps: reports,
+        install_seconds,
+        images_seconds,
         seconds: began.elapsed().as_secs_f64(),
     })
 }
