@@ -154,6 +154,12 @@ fn playbook(lab: &Machines, tree: &Path, book: &str, extra: &[&str]) -> Output {
             "ANSIBLE_SSH_ARGS",
             "-o UserKnownHostsFile=/dev/null -o ControlMaster=auto -o ControlPersist=120s",
         )
+        // ssh's control sockets are named after user@host:port: another lab with the same
+        // addresses (in its own network namespace) must never share this lab's.
+        .env(
+            "ANSIBLE_SSH_CONTROL_PATH_DIR",
+            lab.scratch().join("ansible-home/cp"),
+        )
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_STDOUT_CALLBACK", "default")
         .output()

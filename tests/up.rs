@@ -5,7 +5,7 @@
 //!
 //! Each test runs kbin in its own network and mount namespaces (`unshare`, then `nsenter` for
 //! every kbin command): the node's address (10.99.0.2, not loopback: gen refuses that) sits on
-//! the namespace's own `lo`, and /etc, /usr/local, /var/lib and /opt are overlays (/run a tmpfs),
+//! the namespace's own `lo`, and /etc, /usr/local and /opt are overlays (/var/lib and /run tmpfs),
 //! so `kbin up` installs into the real paths it always uses without touching this machine.
 //! Needs root, unshare/nsenter, python3, etcd, containerd, iptables and conntrack.
 
@@ -114,6 +114,11 @@ struct Lab {
 
 impl Lab {
     fn new(host_profile: &str) -> Lab {
+        Lab::with_setup(host_profile, "")
+    }
+
+    /// A lab whose namespaces also run `setup` (shell lines) once /etc, /var/lib… are in place.
+    fn with_setup(host_profile: &str, setup: &str) -> Lab {
         for t in [
             "unshare",
             "nsenter",
@@ -164,10 +169,7 @@ impl Lab {
         let mut script = String::from("set -e\nip link set lo up\n");
         script.push_str(&format!("ip addr add {NODE_IP}/32 dev lo\n"));
         script.push_str("echo 1 > /proc/sys/net/ipv4/ip_forward\n");
-        for (i, target) in ["/etc", "/usr/local", "/var/lib", "/opt"]
-            .iter()
-            .enumerate()
-        {
+        for (i, target) in ["/etc", "/usr/local", "/opt"].iter().enumerate() {
             let (u, w) = (d.join(format!("ov/{i}/u")), d.join(format!("ov/{i}/w")));
             std::fs::create_dir_all(&u).unwrap();
             std::fs::create_dir_all(&w).unwrap();
@@ -177,7 +179,11 @@ impl Lab {
                 w.display()
             ));
         }
+        // /var/lib on a tmpfs, not an overlay of this machine's disk: the kubelet's eviction
+        // thresholds (checked before up) are then this lab's, whatever the disk holds.
+        script.push_str("mount -t tmpfs -o size=2g tmpfs /var/lib\n");
         script.push_str("mount -t tmpfs tmpfs /run\n");
+        script.push_str(setup);
         script.push_str(&format!(
             "touch {}\nexec sleep 100000\n",
             d.join("ready").display()
@@ -578,4 +584,98 @@ fn a_tree_for_systemd_hosts_is_refused_with_the_profile_it_needs_and_a_busy_port
         "{err}"
     );
     assert!(err.contains("ss -ltnp"), "{err}");
+}
+
+#[test]
+fn a_filesystem_under_the_kubelets_eviction_threshold_is_refused_before_anything_starts() {
+    // /var/lib on a 4 MiB tmpfs with 256 inodes: filled to 95% the kubelet would evict every pod
+    // (nodefs.available<10%), then emptied but with its inodes used up (inodesFree<5%).
+    let lab = Lab::with_setup(
+        "sandbox",
+        "mount -t tmpfs -o size=4m,nr_inodes=256 tmpfs /var/lib\n\
+         dd if=/dev/zero of=/var/lib/fill bs=1k count=3900 2>/dev/null\n",
+    );
+    let o = lab.kbin(&["up"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/var/lib/kubelet (the kubelet's data) is on a filesystem with")
+            && err.contains("nodefs.available<10%"),
+        "{err}"
+    );
+    assert!(err.contains("imagefs.available<15%"), "{err}");
+    assert!(err.contains("evictionHard in "), "the fix:\n{err}");
+    assert!(lab.processes().is_empty(), "nothing started");
+
+    let fill = Command::new(tool("nsenter"))
+        .arg("-t")
+        .arg(lab.holder.id().to_string())
+        .args(["-m", "--", "sh", "-c"])
+        .arg("rm /var/lib/fill && mkdir /var/lib/many && cd /var/lib/many && i=0 && while [ $i -lt 250 ]; do : > f$i; i=$((i+1)); done")
+        .status()
+        .unwrap();
+    assert!(fill.success());
+    let o = lab.kbin(&["up"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nodefs.inodesFree<5%"), "{err}");
+    assert!(
+        !err.contains("nodefs.available"),
+        "space is free now:\n{err}"
+    );
+    assert!(lab.processes().is_empty(), "nothing started");
+}
+
+#[test]
+fn down_unmounts_the_pods_network_namespaces_and_leaves_everyone_elses() {
+    let lab = Lab::new("sandbox");
+    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A pod's namespace as containerd's CRI names it, and one of another user of the machine.
+    let ns = |args: &str| {
+        let o = Command::new(tool("nsenter"))
+            .arg("-t")
+            .arg(lab.holder.id().to_string())
+            .args(["-m", "-n", "--", "sh", "-c", args])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ns("ip netns add cni-8e5c2a1f-0000-4000-8000-000000000001 && ip netns add someone-else");
+    let o = lab.kbin(&["down", "--grace", "5", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let unmounted = v[0]["unmounted"].to_string();
+    assert!(
+        unmounted.contains("/run/netns/cni-8e5c2a1f-0000-4000-8000-000000000001"),
+        "{v}"
+    );
+    assert!(!unmounted.contains("someone-else"), "{v}");
+    let mounts = ns("cat /proc/self/mountinfo");
+    assert!(mounts.contains(" /run/netns/someone-else "), "{mounts}");
+    assert!(!mounts.contains("/run/netns/cni-"), "{mounts}");
+}
+
+#[test]
+fn the_controller_manager_is_up_only_once_the_default_service_account_exists() {
+    // Until its serviceaccount controller makes default/default, the API server refuses every
+    // pod of the namespace: `kubectl run` right after `up` failed with real binaries.
+    let lab = Lab::new("sandbox");
+    lab.set_mode("kube-controller-manager", "no-serviceaccounts");
+    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "4"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("kube-controller-manager on node node-0: not healthy after 4s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ServiceAccount default/default is not there yet"),
+        "{err}"
+    );
+    assert_eq!(
+        component(&lab.status(), "kube-scheduler")["state"],
+        "not-started"
+    );
 }

@@ -102,6 +102,12 @@ fn up_under_systemd_starts_the_generated_units_in_order_and_down_stops_them() {
     assert!(copy.success());
     std::fs::copy(env!("CARGO_BIN_EXE_kbin"), root.join("root/kbin")).unwrap();
     lab.exec(0, "sysctl -qw net.ipv4.ip_forward=1");
+    // The kubelet's and containerd's data on filesystems of their own: up refuses a node whose
+    // disk is under the kubelet's eviction thresholds, and this host's disk may well be.
+    lab.exec(
+        0,
+        "for d in /var/lib/kubelet /var/lib/containerd; do mkdir -p $d && mount -t tmpfs -o size=256m tmpfs $d; done",
+    );
 
     let up = lab.exec_output(0, "/root/kbin up --out /root/cluster 2>&1");
     let text = String::from_utf8_lossy(&up.stdout);

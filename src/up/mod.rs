@@ -57,6 +57,11 @@ pub enum CheckKind {
         port: u16,
         /// The lease it holds once elected.
         lease: &'static str,
+        /// Then the ServiceAccount default/default, which the controller manager's
+        /// serviceaccount controller makes a moment after it is elected: until then the API
+        /// server refuses every pod of the namespace ("serviceaccount \"default\" not found"),
+        /// so a `kubectl run` right after `up` would fail.
+        default_service_account: bool,
     },
     /// containerd answers on its socket (`ctr version`).
     ContainerdSocket,
@@ -98,6 +103,7 @@ pub static STEPS: &[Step] = &[
         CheckKind::HealthzAndLease {
             port: 10257,
             lease: "kube-controller-manager",
+            default_service_account: true,
         },
         90,
     ),
@@ -107,6 +113,7 @@ pub static STEPS: &[Step] = &[
         CheckKind::HealthzAndLease {
             port: 10259,
             lease: "kube-scheduler",
+            default_service_account: false,
         },
         90,
     ),
@@ -288,6 +295,10 @@ pub struct NodeReport {
     pub files_written: usize,
     /// The steps, in order.
     pub steps: Vec<StepReport>,
+    /// Seconds spent installing the node's tree into the machine's paths.
+    pub install_seconds: f64,
+    /// Seconds spent importing `--images` (0 without).
+    pub images_seconds: f64,
     /// Seconds for the whole node.
     pub seconds: f64,
 }
@@ -420,9 +431,18 @@ impl<'a> Checker<'a> {
                 "GET {}/readyz (admin.conf)",
                 self.tree.spec.api_server_url()
             ),
-            CheckKind::HealthzAndLease { port, lease } => format!(
-                "GET {}/healthz, then lease kube-system/{lease}",
-                secure_url(unit, port)
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => format!(
+                "GET {}/healthz, then lease kube-system/{lease}{}",
+                secure_url(unit, port),
+                if default_service_account {
+                    ", then ServiceAccount default/default"
+                } else {
+                    ""
+                }
             ),
             CheckKind::ContainerdSocket => format!("ctr version on {}", cri_socket()),
             CheckKind::NodeReady => format!("Node {} registered and Ready", self.node.name),
@@ -453,14 +473,39 @@ impl<'a> Checker<'a> {
                 check::etcd_health(&etcd_url(unit), &tls, t)
             }
             CheckKind::Readyz => self.admin()?.readyz(t),
-            CheckKind::HealthzAndLease { port, lease } => {
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => {
                 let tls = Tls {
                     insecure: true,
                     ..Tls::default()
                 };
                 let seen = check::get_ok(&format!("{}/healthz", secure_url(unit, port)), &tls, t)?;
-                let holder = self.admin()?.lease_holder(lease, t)?;
-                Ok(format!("{seen}; {holder}"))
+                let kube = self.admin()?;
+                let holder = kube.lease_holder(lease, t)?;
+                if !default_service_account {
+                    return Ok(format!("{seen}; {holder}"));
+                }
+                let r = kube.call(
+                    reqwest::Method::GET,
+                    "/api/v1/namespaces/default/serviceaccounts/default",
+                    None,
+                    t,
+                )?;
+                match r.status {
+                    200 => Ok(format!(
+                        "{seen}; {holder}; ServiceAccount default/default exists"
+                    )),
+                    404 => Err(format!(
+                        "{seen}; {holder}; but ServiceAccount default/default is not there yet (the serviceaccount controller makes it; pods are refused until then)"
+                    )),
+                    s => Err(format!(
+                        "GET ServiceAccount default/default: HTTP {s} {}",
+                        r.body.trim()
+                    )),
+                }
             }
             CheckKind::ContainerdSocket => {
                 let ctr = unit.program().with_file_name("ctr");
@@ -711,7 +756,9 @@ fn up_node(
         });
     }
     let mut progress = Progress::new(ui);
+    let installing = Instant::now();
     let files_written = install(&tree.node_tree(&node.name), &mut state)?;
+    let install_seconds = installing.elapsed().as_secs_f64();
     state.save(&run_dir)?;
     progress.line(format!(
         "node {}: installed {} into / ({files_written} file(s) changed)",
@@ -724,6 +771,7 @@ fn up_node(
     }
     let checker = Checker::new(tree, node);
     let mut reports = Vec::new();
+    let mut images_seconds = 0.0;
     for (step, unit) in &steps {
         if interrupted() {
             break;
@@ -737,7 +785,9 @@ fn up_node(
         if step.unit == "kubelet"
             && let Some(images) = &images
         {
+            let importing = Instant::now();
             let notes = import_images(images, &steps, node, &run_dir)?;
+            images_seconds = importing.elapsed().as_secs_f64();
             for n in &notes {
                 progress.line(format!("  images: {n}"));
             }
@@ -771,6 +821,8 @@ fn up_node(
         supervisor,
         files_written,
         steps: reports,
+        install_seconds,
+        images_seconds,
         seconds: began.elapsed().as_secs_f64(),
     })
 }
@@ -1211,11 +1263,7 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                 outcome,
             });
         }
-        let unmounted = unmount_under(&[
-            Path::new("/var/lib/kubelet"),
-            Path::new("/run/containerd"),
-            Path::new("/run/netns"),
-        ]);
+        let unmounted = unmount_under(LEFT_MOUNTED);
         let mut removed = 0;
         for f in state.installed.drain(..) {
             if std::fs::remove_file(&f).is_ok() {
@@ -1290,14 +1338,32 @@ fn remove_pods(unit: Option<&ServiceUnit>, ui: &Ui) {
     }
 }
 
-/// Unmount (lazily) every mount under `roots`, deepest first.
-fn unmount_under(roots: &[&Path]) -> Vec<PathBuf> {
+/// Where the kubelet and containerd leave mounts behind, and the name prefix of the ones that are
+/// theirs: `/run/netns` also holds the network namespaces of everyone else on the machine (`ip
+/// netns add`, other container engines), and only the pods' (`cni-<uuid>`, named by
+/// containerd's CRI) are the cluster's to unmount.
+pub static LEFT_MOUNTED: &[(&str, &str)] = &[
+    ("/var/lib/kubelet", ""),
+    ("/run/containerd", ""),
+    ("/run/netns", "cni-"),
+];
+
+/// Unmount (lazily) every mount under `roots` whose first component below the root starts with
+/// its prefix, deepest first.
+fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
         .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| roots.iter().any(|r| p.starts_with(r) && p != r))
+        .filter(|p| {
+            roots.iter().any(|(root, prefix)| {
+                p.strip_prefix(root)
+                    .ok()
+                    .and_then(|rest| rest.components().next())
+                    .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with(prefix))
+            })
+        })
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();

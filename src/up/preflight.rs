@@ -155,6 +155,9 @@ pub fn check(
                 "sysctl -w net.ipv4.ip_forward=1",
             ));
         }
+        if !kubelet_config.contains("evictionHard") {
+            out.extend(eviction_problems(tree, node));
+        }
         for tool in ["iptables", "conntrack"] {
             if !on_path(tool) {
                 out.push(problem(
@@ -171,6 +174,72 @@ pub fn check(
             format!("--images {} does not exist", images.display()),
             "give a .tar image archive or a directory of them",
         ));
+    }
+    out
+}
+
+/// The kubelet's default hard eviction thresholds on the filesystems it watches: below them it
+/// evicts every pod it runs (the Node stays Ready, with a DiskPressure taint). `(path, what,
+/// signal, min free %, min free inodes %)`; the kubelet's own defaults
+/// (pkg/kubelet/eviction/defaults_linux.go). With no separate image filesystem (containerd's
+/// root on the same one), the imagefs signals apply to it too.
+pub static EVICTION: &[(&str, &str, &str, f64, f64)] = &[
+    ("/var/lib/kubelet", "the kubelet's", "nodefs", 10.0, 5.0),
+    ("/var/lib/containerd", "containerd's", "imagefs", 15.0, 5.0),
+];
+
+/// Free space and inodes of the filesystem holding `path` (or its nearest existing parent), in
+/// percent, with its size in bytes.
+fn free_percent(path: &Path) -> Option<(f64, f64, u64)> {
+    let at = nearest_existing(path);
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed struct it fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+        return None;
+    }
+    let space = st.f_bavail as f64 * 100.0 / st.f_blocks as f64;
+    // Filesystems without an inode count (btrfs says 0) never run out of them.
+    let inodes = if st.f_files == 0 {
+        100.0
+    } else {
+        st.f_favail as f64 * 100.0 / st.f_files as f64
+    };
+    Some((space, inodes, st.f_blocks * st.f_frsize))
+}
+
+/// A filesystem the kubelet watches that is already under its default eviction threshold: the
+/// Node would be Ready and every pod evicted at once.
+fn eviction_problems(tree: &Tree, node: &Node) -> Vec<Problem> {
+    let config = tree
+        .node_tree(&node.name)
+        .join("var/lib/kubelet/config.yaml");
+    let mut out = Vec::new();
+    for (path, whose, signal, space_min, inodes_min) in EVICTION {
+        let Some((space, inodes, size)) = free_percent(Path::new(path)) else {
+            continue;
+        };
+        let fix = format!(
+            "free space on the filesystem of {path}, or give the kubelet thresholds of your own (evictionHard in {})",
+            config.display()
+        );
+        if space < *space_min {
+            out.push(problem(
+                format!(
+                    "{path} ({whose} data) is on a filesystem with {space:.1}% free of {:.1} GB: the kubelet evicts every pod below {space_min}% ({signal}.available<{space_min}%)",
+                    size as f64 / 1e9
+                ),
+                fix.clone(),
+            ));
+        }
+        if inodes < *inodes_min {
+            out.push(problem(
+                format!(
+                    "{path} ({whose} data) is on a filesystem with {inodes:.1}% of its inodes free: the kubelet evicts every pod below {inodes_min}% ({signal}.inodesFree<{inodes_min}%)"
+                ),
+                fix,
+            ));
+        }
     }
     out
 }

@@ -10,7 +10,8 @@ kube-proxy /healthz over HTTP on 10256.
 
 Usage: kube-standin.py COMPONENT [the component's flags...]
 Behaviour per component comes from STATE/modes (STATE is ./state beside this script), one
-`component=mode` a line: healthy (default), never-healthy, crash, ignore-term.
+`component=mode` a line: healthy (default), never-healthy, crash, ignore-term,
+no-serviceaccounts (a controller manager whose controllers make no ServiceAccount).
 
 Self-contained (tests/ansible.rs installs it on machines as the component's binary): a copy
 that starts with `COMPONENT = "..."`, `VERSION = "v1.30.14"` and `STATE_DIR = "..."` lines takes
@@ -22,6 +23,7 @@ kube-apiserver serves enough discovery for `kubectl get/patch/drain/uncordon nod
 """
 import http.server
 import json
+import re
 import os
 import signal
 import ssl
@@ -96,6 +98,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if p.startswith("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"):
             name = p.rsplit("/", 1)[1]
             return self.reply(200, {"kind": "Lease", "spec": {"holderIdentity": name + "-standin"}})
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/serviceaccounts/([^/?]+)", p)
+        if m:
+            if not os.path.exists(os.path.join(STATE, "sa-%s-%s" % m.groups())):
+                return self.reply(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            return self.reply(200, {"kind": "ServiceAccount", "metadata": {"namespace": m[1], "name": m[2]}})
         if p.startswith("/api/v1/nodes/"):
             name = p.rsplit("/", 1)[1]
             try:
@@ -270,6 +277,9 @@ def main():
         serve(component, "0.0.0.0", int(f.get("secure-port", "6443")),
               (f["tls-cert-file"], f["tls-private-key-file"], f["client-ca-file"]))
     elif component in ("kube-controller-manager", "kube-scheduler"):
+        if component == "kube-controller-manager" and m != "no-serviceaccounts":
+            # Its serviceaccount controller makes every namespace's "default" account.
+            open(os.path.join(STATE, "sa-default-default"), "w").close()
         # The real ones make a self-signed serving certificate; the apiserver's does here.
         port = 10257 if component == "kube-controller-manager" else 10259
         serve(component, f.get("bind-address", "127.0.0.1"), port,
