@@ -135,7 +135,9 @@ pub fn check(
             ));
         }
         let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if cgroup_v1 && !kubelet_config.contains("failCgroupV1: false") && kubelet_refuses_v1(steps)
+        if cgroup_v1
+            && !kubelet_config.contains("failCgroupV1: false")
+            && kubelet_refuses_v1(&tree.out, steps)
         {
             out.push(problem(
                 "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
@@ -244,8 +246,16 @@ fn eviction_problems(tree: &Tree, node: &Node) -> Vec<Problem> {
     out
 }
 
-/// kubelet ≥ 1.35 refuses cgroup v1 by default; its version is in its unit's header comment.
-fn kubelet_refuses_v1(steps: &[(Step, ServiceUnit)]) -> bool {
+/// Whether the tree's kubelet refuses cgroup v1 unless told (≥ 1.35): the version table's
+/// answer for the versions the tree records (`versions.toml`); for a tree made before kbin
+/// wrote it, the version in the kubelet unit's header comment.
+fn kubelet_refuses_v1(out: &std::path::Path, steps: &[(Step, ServiceUnit)]) -> bool {
+    use crate::r#gen::versions::{CgroupV1, Record};
+    if let Ok(Some(d)) = Record::load(out).map(|r| r.map(|r| r.decide()))
+        && let Ok(d) = d
+    {
+        return d.cgroup_v1() == CgroupV1::Refuses;
+    }
     let Some((_, u)) = steps.iter().find(|(s, _)| s.unit == "kubelet") else {
         return false;
     };
@@ -287,4 +297,49 @@ fn writable(p: &Path) -> bool {
     };
     // SAFETY: access(2) with a NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::r#gen::versions::{NEEDED, Record, record_path};
+
+    fn record(kubelet: &str) -> Record {
+        let v = |s: &str| semver::Version::parse(s).unwrap();
+        let mut components: std::collections::BTreeMap<String, semver::Version> = NEEDED
+            .iter()
+            .map(|c| ((*c).to_owned(), v("1.4.0")))
+            .collect();
+        for k in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kube-proxy",
+        ] {
+            components.insert(k.into(), v(kubelet));
+        }
+        components.insert("kubelet".into(), v(kubelet));
+        components.insert("etcd".into(), v("3.5.16"));
+        components.insert("containerd".into(), v("1.7.23"));
+        Record {
+            origin: "test".into(),
+            kubernetes: v(kubelet),
+            components,
+            images: crate::manifest::Images {
+                coredns: "1.11.1".into(),
+                pause: "3.9".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn whether_the_kubelet_refuses_cgroup_v1_comes_from_the_trees_version_record() {
+        let d = tempfile::tempdir().unwrap();
+        // No record and no kubelet unit: nothing says it refuses.
+        assert!(!kubelet_refuses_v1(d.path(), &[]));
+        std::fs::write(record_path(d.path()), record("1.35.8").to_toml()).unwrap();
+        assert!(kubelet_refuses_v1(d.path(), &[]));
+        std::fs::write(record_path(d.path()), record("1.34.11").to_toml()).unwrap();
+        assert!(!kubelet_refuses_v1(d.path(), &[]));
+    }
 }
