@@ -83,6 +83,12 @@ fn fixture_toolchain(home: &Path, name: &str, kube: &str) {
         },
         ("1.11.1", "3.9"),
     );
+    // Real digests: the shared bundles are kept in the store by their binaries' digests, so a
+    // new toolchain's stand-ins must not share one fixed digest with the old one's.
+    let f = FixtureToolchain {
+        real_digests: true,
+        ..f
+    };
     let dir = write_toolchain(home, &f, |b, v| {
         if b.starts_with("kube-") && b != "kubectl" || b == "kubelet" {
             format!(
@@ -105,6 +111,19 @@ fn fixture_toolchain(home: &Path, name: &str, kube: &str) {
         std::fs::remove_file(&to).unwrap();
         std::fs::copy(common::tool(b), &to).unwrap();
     }
+    // The receipt records the real programs' digests too.
+    let layout = kbin::store::Layout::new(home);
+    let path = layout.receipt_path(name);
+    let mut r = kbin::toolchain::Receipt::load(&path).unwrap();
+    for c in &mut r.components {
+        for b in &mut c.binaries {
+            let bytes = std::fs::read(dir.join(&b.path)).unwrap();
+            b.digest = format!("sha256:{}", kbin::util::sha256_hex(&bytes))
+                .parse()
+                .unwrap();
+        }
+    }
+    std::fs::write(&path, r.to_toml()).unwrap();
 }
 
 /// `kbin gen cluster` for the lab's machines from toolchain `tc` into `out`: the first is the
