@@ -170,6 +170,9 @@ fn playbook(lab: &Machines, tree: &Path, book: &str, extra: &[&str]) -> Output {
         .env("ANSIBLE_CONFIG", tree.join("ansible/ansible.cfg"))
         .env("ANSIBLE_HOME", lab.scratch().join("ansible-home"))
         .env("ANSIBLE_PRIVATE_KEY_FILE", lab.ssh_key())
+        // The lab's own ssh master connections: by default they live in ~/.ansible/cp, keyed
+        // by address and user, and another lab (another test process) reuses the same addresses.
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", lab.scratch().join("cp"))
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
         .env(
             "ANSIBLE_SSH_ARGS",
