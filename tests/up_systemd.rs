@@ -6,56 +6,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::machines::Machines;
-use common::toolchain::{FixtureToolchain, write_toolchain};
-
-/// Toolchain `name`: Debian's etcd, containerd and runc (real programs that run inside the
-/// machine), the python stand-in (reporting `v<kube>`) as every kube-* binary and the kubelet,
-/// stubs for the rest.
-fn standin_toolchain(home: &Path, name: &str, kube: &str) {
-    let standin = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/kube-standin.py"),
-    )
-    .unwrap();
-    let body = standin.split_once('\n').unwrap().1.to_owned();
-    let f = FixtureToolchain::full(
-        name,
-        kube,
-        |c| match c {
-            "etcd" => "3.4.23",
-            "containerd" => "1.7.23",
-            "runc" => "1.1.14",
-            "cni-plugins" => "1.4.0",
-            _ => "1.30.0",
-        },
-        ("1.11.1", "3.9"),
-    );
-    let dir = write_toolchain(home, &f, |b, v| {
-        if b.starts_with("kube-") && b != "kubectl" || b == "kubelet" {
-            format!(
-                "#!/usr/bin/python3\nCOMPONENT = {b:?}\nVERSION = \"v{v}\"\nSTATE_DIR = \"/var/lib/kube-standin\"\n{body}"
-            )
-        } else {
-            format!("#!/bin/sh\necho {b} {v}\n")
-        }
-    });
-    for b in [
-        "etcd",
-        "etcdctl",
-        "containerd",
-        "ctr",
-        "containerd-shim-runc-v2",
-        "runc",
-        "kubectl",
-    ] {
-        let to = dir.join("bin").join(b);
-        std::fs::remove_file(&to).unwrap();
-        std::fs::copy(common::tool(b), &to).unwrap();
-    }
-}
 
 const UNITS: &[&str] = &[
     "etcd",
@@ -73,7 +26,7 @@ fn up_under_systemd_starts_the_generated_units_in_order_and_down_stops_them() {
     let m = &lab.machines[0];
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
-    standin_toolchain(&home, "t", "1.30.14");
+    common::toolchain::standin_toolchain(&home, "t", "1.30.14");
     let tree = work.path().join("cluster");
     let node = format!("n1={}", m.ip);
     let o = Command::new(env!("CARGO_BIN_EXE_kbin"))

@@ -108,6 +108,11 @@ pub struct GenClusterArgs {
     #[arg(long)]
     pub diff: bool,
 
+    /// Generate an upgrade of an existing tree that breaks the version-skew rules (more than
+    /// one minor at a time, a kubelet newer than the API server) anyway, with a warning
+    #[arg(long)]
+    pub allow_skew: bool,
+
     /// What the configs are pinned to
     #[command(flatten)]
     pub pin: PinArgs,
@@ -597,6 +602,28 @@ mod configs_step {
                 spec.api_server_url(),
                 first_cp.as_deref().unwrap_or("ADDRESS")
             ));
+        }
+        // An upgrade of a deployed tree (its inventory records what it was generated for) must
+        // keep to the skew rules: upgrade.yml would otherwise run kubelets newer than their API
+        // server, or skip minors.
+        if let Some(old) = crate::r#gen::ansible::deployed_versions(&a.out) {
+            let broken = crate::r#gen::ansible::upgrade_skew(&old, v);
+            if !broken.is_empty() {
+                let what = format!(
+                    "generating {} over {} would break the version-skew rules: {}",
+                    v.origin,
+                    a.out.display(),
+                    broken.join("; ")
+                );
+                if !a.allow_skew {
+                    return Err(crate::error::with_hint(
+                        anyhow::anyhow!(what),
+                        "upgrade one minor at a time (kbin install the next minor, generate, run ansible/upgrade.yml), or pass --allow-skew to generate it anyway",
+                    ));
+                }
+                ctx.ui
+                    .warn(format!("version skew allowed by --allow-skew: {what}"));
+            }
         }
         let local_v1 = is_local(spec) && versions::host_cgroup_v1();
         if local_v1 && !a.pin.cgroup_v1 {

@@ -10,7 +10,10 @@
 //! the node tarballs. The playbooks themselves (`site.yml`, `upgrade.yml` and the task files they
 //! import) are the same for every cluster and are written as they are.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use semver::Version;
 
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
@@ -116,8 +119,66 @@ fn to_value<T: Serialize>(v: &T) -> Value {
     serde_yaml_ng::to_value(v).expect("inventory structs of strings always serialize")
 }
 
-/// `ansible/inventory.yml` for `hosts`.
-pub fn inventory(c: &ClusterInput, hosts: &[HostPlan]) -> String {
+/// The inventory variable recording the versions a tree was generated for (`kubernetes` and
+/// each component): what the next `kbin gen cluster` over the tree upgrades from.
+pub const VERSIONS_VAR: &str = "kbin_versions";
+
+/// `<out>/ansible/inventory.yml`.
+pub fn inventory_path(out: &Path) -> std::path::PathBuf {
+    out.join(DIR).join("inventory.yml")
+}
+
+/// The versions the tree in `out` was last generated for, from its `versions.toml` (`None`:
+/// no record, a tree from before kbin wrote it, or one kbin cannot read), as `kubernetes` and
+/// each component.
+pub fn deployed_versions(out: &Path) -> Option<BTreeMap<String, Version>> {
+    let r = super::versions::Record::load(out).ok()??;
+    let mut m = r.components;
+    m.insert("kubernetes".into(), r.kubernetes);
+    Some(m)
+}
+
+/// The version-skew rules an upgrade from `old` (a tree's [`deployed_versions`]) to `new`
+/// breaks, one sentence each: Kubernetes moves one minor at a time, and no kubelet is ever
+/// newer than the API server it talks to (upgrade.yml upgrades the control planes first, so the
+/// new kube-apiserver meets the old kubelets). Source: https://kubernetes.io/releases/version-skew-policy/
+pub fn upgrade_skew(
+    old: &BTreeMap<String, Version>,
+    new: &super::versions::Versions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(o) = old.get("kubernetes") {
+        let n = &new.kubernetes;
+        if n.major != o.major || n.minor > o.minor + 1 {
+            out.push(format!(
+                "Kubernetes {o} to {n} skips minors: upgrade one minor at a time ({}.{} first)",
+                o.major,
+                o.minor + 1
+            ));
+        }
+    }
+    let minor = |v: &Version| (v.major, v.minor);
+    if let (Some(kubelet), Some(api)) = (old.get("kubelet"), new.components.get("kube-apiserver"))
+        && minor(api) < minor(kubelet)
+    {
+        out.push(format!(
+            "kube-apiserver {api} would be older than the kubelets {kubelet} still running while the control planes are replaced: a kubelet is never newer than the API server"
+        ));
+    }
+    if let (Some(kubelet), Some(api)) = (
+        new.components.get("kubelet"),
+        new.components.get("kube-apiserver"),
+    ) && minor(api) < minor(kubelet)
+    {
+        out.push(format!(
+            "kubelet {kubelet} is newer than kube-apiserver {api}: a kubelet is never newer than the API server"
+        ));
+    }
+    out
+}
+
+/// `ansible/inventory.yml` for `hosts`, generated for `v`.
+pub fn inventory(c: &ClusterInput, v: &super::versions::Versions, hosts: &[HostPlan]) -> String {
     let mut vars = Mapping::new();
     vars.insert(s("ansible_user"), s("root"));
     // One SSH round trip per task instead of three.
@@ -150,6 +211,12 @@ pub fn inventory(c: &ClusterInput, hosts: &[HostPlan]) -> String {
         .map(s)
         .collect();
     vars.insert(s("kbin_kernel_modules"), Value::Sequence(modules));
+    let mut versions = Mapping::new();
+    versions.insert(s("kubernetes"), s(&v.kubernetes.to_string()));
+    for (k, ver) in &v.components {
+        versions.insert(s(k), s(&ver.to_string()));
+    }
+    vars.insert(s(VERSIONS_VAR), Value::Mapping(versions));
 
     let mut all_hosts = Mapping::new();
     for h in hosts {
@@ -197,13 +264,14 @@ pub fn inventory(c: &ClusterInput, hosts: &[HostPlan]) -> String {
 pub fn stage(
     out: &Path,
     c: &ClusterInput,
+    v: &super::versions::Versions,
     hosts: &[HostPlan],
     staged: &Staged,
 ) -> Result<(), super::WriteError> {
     let dir = out.join(DIR);
     staged.stage(
         &dir.join("inventory.yml"),
-        inventory(c, hosts).as_bytes(),
+        inventory(c, v, hosts).as_bytes(),
         super::MODE_PUBLIC,
     )?;
     for (rel, text) in PLAYBOOKS {

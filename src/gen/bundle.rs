@@ -658,7 +658,7 @@ pub fn write(
         shared_bundles.push(shared);
         binary_bundles.push(path);
     }
-    ansible::stage(&opts.out, c, &hosts, staged)?;
+    ansible::stage(&opts.out, c, v, &hosts, staged)?;
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
     staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;

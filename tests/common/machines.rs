@@ -291,7 +291,9 @@ impl Machines {
                 "--property=Delegate=yes",
                 "--network-bridge=kbr0",
             ])
-            .arg(format!("--machine={}", m.name))
+            // nspawn keeps per-machine state under /run/systemd/nspawn by machine name: unique
+            // per lab, so two test processes (two worktrees) booting "cp1" never share it.
+            .arg(format!("--machine={}-{}", self.netns, m.name))
             .arg("--directory")
             .arg(&root)
             // runc joins session keyrings, which nspawn's seccomp filter refuses; containerd

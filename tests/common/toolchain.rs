@@ -173,3 +173,68 @@ pub fn write_toolchain(
     std::fs::write(layout.receipt_path(f.name), r.to_toml()).unwrap();
     dir
 }
+
+/// A toolchain `name` for Kubernetes `kube`: Debian's etcd, containerd, runc and the image's
+/// kubectl (real programs that run inside the machines), the self-contained python stand-in
+/// (reporting `v<kube>`) as every kube-* binary, and stubs for crictl and the CNI plugins.
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn standin_toolchain(home: &Path, name: &str, kube: &str) {
+    let standin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/kube-standin.py"),
+    )
+    .unwrap();
+    let body = standin.split_once('\n').unwrap().1.to_owned();
+    let f = FixtureToolchain::full(
+        name,
+        kube,
+        |c| match c {
+            "etcd" => "3.4.23",
+            "containerd" => "1.7.23",
+            "runc" => "1.1.14",
+            "cni-plugins" => "1.4.0",
+            _ => "1.30.0",
+        },
+        ("1.11.1", "3.9"),
+    );
+    // Real digests: the shared bundles are kept in the store by their binaries' digests, so a
+    // new toolchain's stand-ins must not share one fixed digest with the old one's.
+    let f = FixtureToolchain {
+        real_digests: true,
+        ..f
+    };
+    let dir = write_toolchain(home, &f, |b, v| {
+        if b.starts_with("kube-") && b != "kubectl" || b == "kubelet" {
+            format!(
+                "#!/usr/bin/python3\nCOMPONENT = {b:?}\nVERSION = \"v{v}\"\nSTATE_DIR = \"/var/lib/kube-standin\"\n{body}"
+            )
+        } else {
+            format!("#!/bin/sh\necho {b} {v}\n")
+        }
+    });
+    for b in [
+        "etcd",
+        "etcdctl",
+        "containerd",
+        "ctr",
+        "containerd-shim-runc-v2",
+        "runc",
+        "kubectl",
+    ] {
+        let to = dir.join("bin").join(b);
+        std::fs::remove_file(&to).unwrap();
+        std::fs::copy(super::tool(b), &to).unwrap();
+    }
+    // The receipt records the real programs' digests too.
+    let layout = kbin::store::Layout::new(home);
+    let path = layout.receipt_path(name);
+    let mut r = kbin::toolchain::Receipt::load(&path).unwrap();
+    for c in &mut r.components {
+        for b in &mut c.binaries {
+            let bytes = std::fs::read(dir.join(&b.path)).unwrap();
+            b.digest = format!("sha256:{}", kbin::util::sha256_hex(&bytes))
+                .parse()
+                .unwrap();
+        }
+    }
+    std::fs::write(&path, r.to_toml()).unwrap();
+}
