@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// One execution taking this long is a hang.
 pub const HANG: Duration = Duration::from_secs(10);
 
+/// Long runs say how far they are every this many executions (on stderr).
+pub const PROGRESS: u64 = 500_000;
+
 /// The fuzzer's directory (`fuzz/` at the repository root).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -524,9 +527,17 @@ fn worker(
         if mine % 256 == 0 && deadline.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        if done.fetch_add(1, Ordering::Relaxed) >= execs {
+        let n = done.fetch_add(1, Ordering::Relaxed);
+        if n >= execs {
             done.fetch_sub(1, Ordering::Relaxed);
             break;
+        }
+        if n > 0 && n % PROGRESS == 0 {
+            eprintln!(
+                "{}: {n} execs in {:.0} s",
+                target.name,
+                started.elapsed().as_secs_f64()
+            );
         }
         mutate(&mut rng, seeds, dict, &mut buf);
         input.clear();
@@ -693,7 +704,9 @@ pub mod targets {
             max_entries: 64,
         };
         let area = root.join("area");
-        std::fs::create_dir_all(&area).expect("scratch area");
+        if s.n == 0 || !area.is_dir() {
+            std::fs::create_dir_all(&area).expect("scratch area");
+        }
         let dest = area.join("tree");
         let whole = kbin::archive::extract_tar_gz(&file, &dest, &limits);
         check_area(&area, &["tree"]);
@@ -736,7 +749,11 @@ pub mod targets {
         if a != "own" && b != "own" {
             assert_eq!(a, b, "whole extraction: {a}, extract_members: {b}");
         }
-        std::fs::remove_dir_all(&area).expect("clean the scratch area");
+        for made in [&dest, &out] {
+            if made.exists() {
+                std::fs::remove_dir_all(made).expect("clean the scratch area");
+            }
+        }
     }
 
     /// What an extraction's result says about the archive itself.

@@ -276,13 +276,17 @@ fn kind_name(t: EntryType) -> String {
 /// all of it.
 pub const META_MAX: u64 = 1 << 20;
 
-/// Counts the decompressed bytes of an archive: all of them (against [`Limits::max_bytes`] plus
-/// room for the headers) and those tar reads for itself between entries (against
-/// [`META_MAX`]).
+/// Counts the decompressed bytes of an archive: entry data, whether written or read past
+/// (against [`Limits::max_bytes`]), and what tar reads for itself between entries (against
+/// [`META_MAX`] each time, and room for the headers of [`Limits::max_entries`] in all).
 #[derive(Debug, Default)]
 struct Meter {
-    total: std::cell::Cell<u64>,
+    /// Entry data read, whether written out or read past.
+    content: std::cell::Cell<u64>,
+    /// tar's records since the last entry.
     records: std::cell::Cell<u64>,
+    /// tar's records in all.
+    all_records: std::cell::Cell<u64>,
     /// tar is between entries: what it reads now is its own.
     between: std::cell::Cell<bool>,
 }
@@ -300,21 +304,27 @@ enum Exceeded {
 struct Metered<R> {
     inner: R,
     meter: std::rc::Rc<Meter>,
-    cap: u64,
+    content_cap: u64,
+    records_cap: u64,
 }
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let m = &self.meter;
-        m.total.set(m.total.get() + n as u64);
-        if m.total.get() > self.cap {
-            return Err(std::io::Error::other(Exceeded::Total));
-        }
         if m.between.get() {
             m.records.set(m.records.get() + n as u64);
+            m.all_records.set(m.all_records.get() + n as u64);
             if m.records.get() > META_MAX {
                 return Err(std::io::Error::other(Exceeded::Records));
+            }
+            if m.all_records.get() > self.records_cap {
+                return Err(std::io::Error::other(Exceeded::Total));
+            }
+        } else {
+            m.content.set(m.content.get() + n as u64);
+            if m.content.get() > self.content_cap {
+                return Err(std::io::Error::other(Exceeded::Total));
             }
         }
         Ok(n)
@@ -345,15 +355,16 @@ fn open(archive: &Path, limits: &Limits) -> Result<(TarGz, std::rc::Rc<Meter>), 
     let f = File::open(archive).map_err(io("cannot open", archive))?;
     let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
     let meter = std::rc::Rc::new(Meter::default());
-    // Content, plus a header, a long name and a long link per entry, plus one record burst.
-    let cap = limits
-        .max_bytes
-        .saturating_add(limits.max_entries.saturating_add(1).saturating_mul(3 * 512))
-        .saturating_add(META_MAX);
     let metered = Metered {
         inner: gz,
         meter: meter.clone(),
-        cap,
+        content_cap: limits.max_bytes,
+        // A header, a long name and a long link per entry, plus one burst of records.
+        records_cap: limits
+            .max_entries
+            .saturating_add(1)
+            .saturating_mul(3 * 512)
+            .saturating_add(META_MAX),
     };
     Ok((tar::Archive::new(metered), meter))
 }
@@ -412,6 +423,7 @@ impl Budget<'_> {
 /// Copy a file entry into a new file at `dest` (mode `mode`), hashing it, within the budget.
 fn write_file(
     entry: &mut impl Read,
+    size_hint: u64,
     dest: &Path,
     mode: u32,
     budget: &mut Budget<'_>,
@@ -425,7 +437,9 @@ fn write_file(
         .mode(mode)
         .open(dest)
         .map_err(io("cannot create", dest))?;
-    let mut buf = vec![0u8; 256 << 10];
+    // Sized to the entry (its header's word, capped): most members of a release are big, but
+    // a small file needs no quarter-megabyte of zeroed buffer.
+    let mut buf = vec![0u8; size_hint.clamp(8 << 10, 256 << 10) as usize];
     let mut written = 0u64;
     let mut hasher = hasher;
     loop {
@@ -558,7 +572,8 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, Arc
                 real_parents(root, &rel, true).map_err(&unsafe_)?;
                 clear_spot(&dest, false).map_err(&unsafe_)?;
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                done.bytes += write_file(&mut entry, &dest, mode, &mut budget, None)?;
+                let size = entry.header().size().unwrap_or(0);
+                done.bytes += write_file(&mut entry, size, &dest, mode, &mut budget, None)?;
                 done.files += 1;
             }
             EntryType::Symlink => {
@@ -779,7 +794,8 @@ pub fn extract_members(
         clear_spot(&dest, false).map_err(&unsafe_)?;
         let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
         let mut h = Sha256::new();
-        let size = write_file(&mut entry, &dest, mode, &mut budget, Some(&mut h))?;
+        let hint = entry.header().size().unwrap_or(0);
+        let size = write_file(&mut entry, hint, &dest, mode, &mut budget, Some(&mut h))?;
         let name = rel.to_string_lossy().into_owned();
         // A duplicate entry replaces the earlier one, as tar does.
         found.retain(|m| m.name != name);
