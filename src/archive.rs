@@ -442,6 +442,8 @@ fn write_file(
     let mut buf = vec![0u8; size_hint.clamp(8 << 10, 256 << 10) as usize];
     let mut written = 0u64;
     let mut hasher = hasher;
+    // A hashed member is headed for the store, which fsyncs it: start its disk writes now.
+    let mut writeback = hasher.is_some().then(crate::fsx::Writeback::default);
     loop {
         let n = entry
             .read(&mut buf)
@@ -458,6 +460,9 @@ fn write_file(
         }
         out.write_all(&buf[..n]).map_err(io("cannot write", dest))?;
         written += n as u64;
+        if let Some(wb) = writeback.as_mut() {
+            wb.wrote(&out, written);
+        }
     }
     // Permissions again: create_new's mode is filtered by the umask.
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
