@@ -550,7 +550,7 @@ fn worker(
     let mut input = Vec::new();
     let mut mine = 0u64;
     loop {
-        if mine % 16 == 0 && deadline.is_some_and(|d| started.elapsed() >= d) {
+        if mine.is_multiple_of(16) && deadline.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
         let n = done.fetch_add(1, Ordering::Relaxed);
@@ -558,7 +558,7 @@ fn worker(
             done.fetch_sub(1, Ordering::Relaxed);
             break;
         }
-        if n > 0 && n % PROGRESS == 0 {
+        if n > 0 && n.is_multiple_of(PROGRESS) {
             eprintln!(
                 "{}: {n} execs in {:.0} s",
                 target.name,
