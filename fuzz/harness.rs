@@ -599,18 +599,10 @@ fn worker(
             c.extend_from_slice(&input);
         }
         scratch.n = mine;
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| (target.run)(&input, &mut scratch)));
-        if let Err(p) = r {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
+        if let Err(msg) = run_once(target, &input, &mut scratch) {
             let path = save_crash(target.name, &input, "crash");
             eprintln!("{}: crash ({msg}): saved {}", target.name, path.display());
             crashes.push(path);
-            // A crash may leave the scratch directory in any state.
-            scratch = Scratch::new();
         }
         mine += 1;
         progress.store(mine, Ordering::Relaxed);
@@ -620,20 +612,26 @@ fn worker(
     crashes
 }
 
+/// Run `target` on `input`; a panic is its message, and a fresh `scratch` (a crash may leave
+/// the old one in any state).
+fn run_once(target: &Target, input: &[u8], scratch: &mut Scratch) -> Result<(), String> {
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| (target.run)(input, scratch)));
+    r.map_err(|p| {
+        *scratch = Scratch::new();
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default()
+    })
+}
+
 /// Run `target` once on each of `inputs`, returning the ones that panic.
 pub fn replay(target: &Target, inputs: &[(PathBuf, Vec<u8>)]) -> Vec<(PathBuf, String)> {
     let mut scratch = Scratch::new();
     let mut failed = Vec::new();
     for (path, bytes) in inputs {
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| (target.run)(bytes, &mut scratch)));
-        if let Err(p) = r {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
+        if let Err(msg) = run_once(target, bytes, &mut scratch) {
             failed.push((path.clone(), msg));
-            scratch = Scratch::new();
         }
     }
     failed
