@@ -65,6 +65,16 @@ pub enum ArchiveError {
         /// The cap.
         limit: u64,
     },
+    /// Between two entries, tar's own records (long names, pax headers, the data of an entry
+    /// that has none, such as a directory) took more than [`META_MAX`] bytes: a bomb meant to
+    /// be read into memory.
+    #[error("{archive}: more than {limit} bytes of tar records between two entries")]
+    Records {
+        /// The archive.
+        archive: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
     /// The archive has more than [`Limits::max_entries`] entries.
     #[error("{archive} has more than {limit} entries")]
     TooManyEntries {
@@ -260,13 +270,121 @@ fn kind_name(t: EntryType) -> String {
     }
 }
 
-/// Open `archive` as a tar.gz stream (multi-member gzip accepted).
-fn open(
-    archive: &Path,
-) -> Result<tar::Archive<flate2::read::MultiGzDecoder<BufReader<File>>>, ArchiveError> {
+/// Most bytes tar may read between two entries for its own records (GNU long names, pax
+/// headers, data skipped after a directory or link header). The tar crate reads long names and
+/// pax headers into memory whole, so without this cap a gzip bomb of a long name would take
+/// all of it.
+pub const META_MAX: u64 = 1 << 20;
+
+/// Counts the decompressed bytes of an archive: entry data, whether written or read past
+/// (against [`Limits::max_bytes`]), and what tar reads for itself between entries (against
+/// [`META_MAX`] each time, and room for the headers of [`Limits::max_entries`] in all).
+#[derive(Debug, Default)]
+struct Meter {
+    /// Entry data read, whether written out or read past.
+    content: std::cell::Cell<u64>,
+    /// tar's records since the last entry.
+    records: std::cell::Cell<u64>,
+    /// tar's records in all.
+    all_records: std::cell::Cell<u64>,
+    /// tar is between entries: what it reads now is its own.
+    between: std::cell::Cell<bool>,
+}
+
+/// Why the metered reader stopped (carried inside the `io::Error`).
+#[derive(Debug, thiserror::Error)]
+enum Exceeded {
+    #[error("the archive unpacks to more than its limit")]
+    Total,
+    #[error("too many bytes of tar records between two entries")]
+    Records,
+}
+
+/// The decompressed stream, counted by a [`Meter`].
+struct Metered<R> {
+    inner: R,
+    meter: std::rc::Rc<Meter>,
+    content_cap: u64,
+    records_cap: u64,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let m = &self.meter;
+        if m.between.get() {
+            m.records.set(m.records.get() + n as u64);
+            m.all_records.set(m.all_records.get() + n as u64);
+            if m.records.get() > META_MAX {
+                return Err(std::io::Error::other(Exceeded::Records));
+            }
+            if m.all_records.get() > self.records_cap {
+                return Err(std::io::Error::other(Exceeded::Total));
+            }
+        } else {
+            m.content.set(m.content.get() + n as u64);
+            if m.content.get() > self.content_cap {
+                return Err(std::io::Error::other(Exceeded::Total));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// tar's entry iterator with each `next` (where tar reads its records) metered as such.
+struct Entries<'a, I> {
+    inner: I,
+    meter: &'a Meter,
+}
+
+impl<T, I: Iterator<Item = T>> Iterator for Entries<'_, I> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.meter.records.set(0);
+        self.meter.between.set(true);
+        let next = self.inner.next();
+        self.meter.between.set(false);
+        next
+    }
+}
+
+type TarGz = tar::Archive<Metered<flate2::read::MultiGzDecoder<BufReader<File>>>>;
+
+/// Open `archive` as a tar.gz stream (multi-member gzip accepted), metered against `limits`.
+fn open(archive: &Path, limits: &Limits) -> Result<(TarGz, std::rc::Rc<Meter>), ArchiveError> {
     let f = File::open(archive).map_err(io("cannot open", archive))?;
     let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
-    Ok(tar::Archive::new(gz))
+    let meter = std::rc::Rc::new(Meter::default());
+    let metered = Metered {
+        inner: gz,
+        meter: meter.clone(),
+        content_cap: limits.max_bytes,
+        // A header, a long name and a long link per entry, plus one burst of records.
+        records_cap: limits
+            .max_entries
+            .saturating_add(1)
+            .saturating_mul(3 * 512)
+            .saturating_add(META_MAX),
+    };
+    Ok((tar::Archive::new(metered), meter))
+}
+
+/// A read error of `archive`: the meter's refusals, else corruption.
+fn read_error(archive: &Path, limits: &Limits, source: std::io::Error) -> ArchiveError {
+    match source.get_ref().and_then(|e| e.downcast_ref::<Exceeded>()) {
+        Some(Exceeded::Total) => ArchiveError::TooLarge {
+            archive: archive.to_owned(),
+            limit: limits.max_bytes,
+        },
+        Some(Exceeded::Records) => ArchiveError::Records {
+            archive: archive.to_owned(),
+            limit: META_MAX,
+        },
+        None => ArchiveError::Corrupt {
+            archive: archive.to_owned(),
+            source,
+        },
+    }
 }
 
 /// Running totals checked against the limits.
@@ -305,6 +423,7 @@ impl Budget<'_> {
 /// Copy a file entry into a new file at `dest` (mode `mode`), hashing it, within the budget.
 fn write_file(
     entry: &mut impl Read,
+    size_hint: u64,
     dest: &Path,
     mode: u32,
     budget: &mut Budget<'_>,
@@ -318,16 +437,17 @@ fn write_file(
         .mode(mode)
         .open(dest)
         .map_err(io("cannot create", dest))?;
-    let mut buf = vec![0u8; 256 << 10];
+    // Sized to the entry (its header's word, capped): most members of a release are big, but
+    // a small file needs no quarter-megabyte of zeroed buffer.
+    let mut buf = vec![0u8; size_hint.clamp(8 << 10, 256 << 10) as usize];
     let mut written = 0u64;
     let mut hasher = hasher;
+    // A hashed member is headed for the store, which fsyncs it: start its disk writes now.
+    let mut writeback = hasher.is_some().then(crate::fsx::Writeback::default);
     loop {
         let n = entry
             .read(&mut buf)
-            .map_err(|source| ArchiveError::Corrupt {
-                archive: budget.archive.to_owned(),
-                source,
-            })?;
+            .map_err(|source| read_error(budget.archive, budget.limits, source))?;
         if n == 0 {
             break;
         }
@@ -340,6 +460,9 @@ fn write_file(
         }
         out.write_all(&buf[..n]).map_err(io("cannot write", dest))?;
         written += n as u64;
+        if let Some(wb) = writeback.as_mut() {
+            wb.wrote(&out, written);
+        }
     }
     // Permissions again: create_new's mode is filtered by the umask.
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
@@ -405,11 +528,8 @@ pub fn extract_tar_gz(
 }
 
 fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, ArchiveError> {
-    let mut tar = open(archive)?;
-    let corrupt = |source| ArchiveError::Corrupt {
-        archive: archive.to_owned(),
-        source,
-    };
+    let (mut tar, meter) = open(archive, limits)?;
+    let corrupt = |source| read_error(archive, limits, source);
     let mut budget = Budget {
         archive,
         limits,
@@ -417,7 +537,11 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, Arc
         bytes: 0,
     };
     let mut done = Extracted::default();
-    for entry in tar.entries().map_err(corrupt)? {
+    let entries = Entries {
+        inner: tar.entries().map_err(corrupt)?,
+        meter: &meter,
+    };
+    for entry in entries {
         let mut entry = entry.map_err(corrupt)?;
         budget.entry()?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
@@ -453,7 +577,8 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, Arc
                 real_parents(root, &rel, true).map_err(&unsafe_)?;
                 clear_spot(&dest, false).map_err(&unsafe_)?;
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                done.bytes += write_file(&mut entry, &dest, mode, &mut budget, None)?;
+                let size = entry.header().size().unwrap_or(0);
+                done.bytes += write_file(&mut entry, size, &dest, mode, &mut budget, None)?;
                 done.files += 1;
             }
             EntryType::Symlink => {
@@ -504,6 +629,60 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, Arc
     Ok(done)
 }
 
+/// What an entry made, in [`Shadow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Link,
+}
+
+/// The tree a whole extraction would have made so far, without writing it: lets
+/// [`extract_members`] refuse exactly what [`extract_tar_gz`] refuses.
+#[derive(Default)]
+struct Shadow {
+    made: std::collections::HashMap<PathBuf, Kind>,
+}
+
+impl Shadow {
+    fn kind(&self, rel: &Path) -> Option<Kind> {
+        self.made.get(rel).copied()
+    }
+
+    /// The directories leading to `rel`: each must be one (made when missing), as
+    /// [`real_parents`] checks on disk.
+    fn parents(&mut self, rel: &Path) -> Result<(), String> {
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        let mut dir = PathBuf::new();
+        for c in parent.components() {
+            dir.push(c);
+            match self.kind(&dir) {
+                Some(Kind::Dir) => {}
+                Some(Kind::Link) => {
+                    return Err(format!("it would be written through the symlink {dir:?}"));
+                }
+                Some(Kind::File) => return Err(format!("{dir:?} is a file, not a directory")),
+                None => {
+                    self.made.insert(dir.clone(), Kind::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry of `kind` at `rel`: a directory replaces anything but a directory; anything
+    /// else replaces anything but a directory, as [`clear_spot`] does on disk.
+    fn place(&mut self, rel: &Path, kind: Kind) -> Result<(), String> {
+        if kind != Kind::Dir && self.kind(rel) == Some(Kind::Dir) {
+            return Err("it would replace a directory".into());
+        }
+        self.made.insert(rel.to_owned(), kind);
+        Ok(())
+    }
+}
+
 /// Take only the members named in `wanted` (archive paths; a leading `./` does not matter) out
 /// of `archive`, writing each to `out_dir/<member path>` and hashing it on the way. Members that
 /// are absent are absent from the result (the caller knows which are required); the result is
@@ -526,11 +705,8 @@ pub fn extract_members(
         want.push(rel);
     }
     std::fs::create_dir_all(out_dir).map_err(io("cannot create", out_dir))?;
-    let mut tar = open(archive)?;
-    let corrupt = |source| ArchiveError::Corrupt {
-        archive: archive.to_owned(),
-        source,
-    };
+    let (mut tar, meter) = open(archive, limits)?;
+    let corrupt = |source| read_error(archive, limits, source);
     let mut budget = Budget {
         archive,
         limits,
@@ -539,9 +715,12 @@ pub fn extract_members(
     };
     let mut found: Vec<Member> = Vec::new();
     // What a whole extraction would have made, to refuse what it would refuse.
-    let mut links = std::collections::HashSet::new();
-    let mut files = std::collections::HashSet::new();
-    for entry in tar.entries().map_err(corrupt)? {
+    let mut shadow = Shadow::default();
+    let entries = Entries {
+        inner: tar.entries().map_err(corrupt)?,
+        meter: &meter,
+    };
+    for entry in entries {
         let mut entry = entry.map_err(corrupt)?;
         budget.entry()?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
@@ -556,25 +735,27 @@ pub fn extract_members(
             continue;
         }
         let rel = enclosed_path(&raw).map_err(&unsafe_)?;
-        if let Some(a) = rel
-            .ancestors()
-            .skip(1)
-            .find(|a| links.contains(*a) || files.contains(*a))
-        {
-            return Err(unsafe_(format!("it would be written through {a:?}")));
+        if rel.as_os_str().is_empty() {
+            if kind.is_dir() {
+                continue;
+            }
+            return Err(unsafe_("it names the target directory itself".into()));
         }
+        shadow.parents(&rel).map_err(&unsafe_)?;
         match kind {
             EntryType::Regular | EntryType::Continuous => {
-                files.insert(rel.clone());
+                shadow.place(&rel, Kind::File).map_err(&unsafe_)?;
             }
-            EntryType::Directory => {}
+            EntryType::Directory => {
+                shadow.place(&rel, Kind::Dir).map_err(&unsafe_)?;
+            }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(corrupt)?
                     .ok_or_else(|| unsafe_("the symlink has no target".into()))?;
                 check_symlink_target(&rel, &target).map_err(&unsafe_)?;
-                links.insert(rel.clone());
+                shadow.place(&rel, Kind::Link).map_err(&unsafe_)?;
             }
             EntryType::Link => {
                 let target = entry
@@ -583,12 +764,12 @@ pub fn extract_members(
                     .ok_or_else(|| unsafe_("the hardlink has no target".into()))?;
                 let trel = enclosed_path(&target)
                     .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
-                if !files.contains(&trel) {
+                if shadow.kind(&trel) != Some(Kind::File) {
                     return Err(unsafe_(format!(
                         "the hardlink target {target:?} is not a file extracted before it"
                     )));
                 }
-                files.insert(rel.clone());
+                shadow.place(&rel, Kind::File).map_err(&unsafe_)?;
             }
             other => {
                 return Err(ArchiveError::Unsupported {
@@ -599,6 +780,8 @@ pub fn extract_members(
             }
         }
         if !want.contains(&rel) {
+            // Read past it here, where its bytes count as content, not as tar's records.
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
             continue;
         }
         if !matches!(kind, EntryType::Regular | EntryType::Continuous) {
@@ -616,7 +799,8 @@ pub fn extract_members(
         clear_spot(&dest, false).map_err(&unsafe_)?;
         let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
         let mut h = Sha256::new();
-        let size = write_file(&mut entry, &dest, mode, &mut budget, Some(&mut h))?;
+        let hint = entry.header().size().unwrap_or(0);
+        let size = write_file(&mut entry, hint, &dest, mode, &mut budget, Some(&mut h))?;
         let name = rel.to_string_lossy().into_owned();
         // A duplicate entry replaces the earlier one, as tar does.
         found.retain(|m| m.name != name);

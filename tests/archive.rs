@@ -416,3 +416,97 @@ fn named_members_are_taken_alone_and_hashed() {
         extract_members(&archive, &["../x"], &s.work.join("m3"), &Limits::default()).unwrap_err();
     assert!(matches!(err, ArchiveError::Unsafe { .. }), "{err:?}");
 }
+
+#[test]
+fn an_entry_naming_the_target_itself_is_refused_by_both_extractions() {
+    // Found by fuzz/harness.rs: extract_members used to accept these.
+    let s = Scratch::new();
+    for name in [".", "./", "a/.."] {
+        let err = assert_refused(
+            &s,
+            &[E::File("ok", b"x", 0o755), E::File(name, b"y", 0o644)],
+            name,
+        );
+        assert!(err.to_string().contains("target directory itself"), "{err}");
+    }
+}
+
+#[test]
+fn a_file_over_a_directory_is_refused_by_both_extractions() {
+    // Found by fuzz/harness.rs: a directory entry, or one made for a deeper entry, then a
+    // file or link of the same name.
+    let s = Scratch::new();
+    let cases: [&[E<'_>]; 3] = [
+        &[E::Dir("bin/"), E::File("bin", b"x", 0o755)],
+        &[E::File("bin/ctr", b"x", 0o755), E::File("bin", b"y", 0o755)],
+        &[E::File("bin/ctr", b"x", 0o755), E::Symlink("bin", "ctr")],
+    ];
+    for entries in cases {
+        let err = assert_refused(&s, entries, "a file over a directory");
+        assert!(err.to_string().contains("replace a directory"), "{err}");
+    }
+}
+
+/// A .tar.gz holding a GNU long-name record of `len` bytes, then a small file.
+fn long_name_bomb(path: &Path, len: u64) {
+    use std::io::{Read as _, Write as _};
+    let gz = GzEncoder::new(std::fs::File::create(path).unwrap(), Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    // A GNU header: tar only reads long names from GNU or ustar headers.
+    let mut h = Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(EntryType::GNULongName);
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, std::io::repeat(b'a').take(len)).unwrap();
+    let mut h = raw_header("ok", EntryType::Regular, 1, 0o644);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let mut gz = b.into_inner().unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap();
+}
+
+#[test]
+fn a_long_name_bomb_is_refused_before_it_is_read_into_memory() {
+    // tar reads a long name whole; 64 MB of name (64 KB compressed) must stop at the 1 MiB cap
+    // on tar's records, under the default limits.
+    let s = Scratch::new();
+    let archive = s.work.join("x.tar.gz");
+    long_name_bomb(&archive, 64 << 20);
+    assert!(std::fs::metadata(&archive).unwrap().len() < 1 << 20);
+    let err = extract_tar_gz(&archive, &s.target(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Records { limit, .. } if limit == kbin::archive::META_MAX),
+        "{err:?}"
+    );
+    assert!(!s.target().exists());
+    assert_eq!(s.stray_files(), Vec::<PathBuf>::new());
+    let err =
+        extract_members(&archive, &["ok"], &s.work.join("m"), &Limits::default()).unwrap_err();
+    assert!(matches!(err, ArchiveError::Records { .. }), "{err:?}");
+    assert!(err.to_string().contains("tar records"), "{err}");
+    // A long name of a real length still works: it names the file after it.
+    long_name_bomb(&archive, 200);
+    let done = extract_tar_gz(&archive, &s.target(), &Limits::default()).unwrap();
+    assert_eq!(done.files, 1);
+    assert!(s.target().join("a".repeat(200)).is_file());
+}
+
+#[test]
+fn a_gzip_bomb_in_a_member_not_asked_for_is_refused() {
+    // 32 MB of zeros (32 KB compressed) that extract_members would only read past: it still
+    // counts against the unpacked size.
+    let s = Scratch::new();
+    let zeros = vec![0u8; 32 << 20];
+    let archive = s.archive(&[E::File("bomb", &zeros, 0o644), E::File("ok", b"x", 0o755)]);
+    let small = Limits {
+        max_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let err = extract_members(&archive, &["ok"], &s.work.join("m"), &small).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err:?}");
+    let got = extract_members(&archive, &["ok"], &s.work.join("m2"), &Limits::default()).unwrap();
+    assert_eq!(got.len(), 1);
+}

@@ -7,11 +7,101 @@
 //! `KBIN_FUZZ_CASES` sets the cases per target (default 256, what CI runs; e.g.
 //! `KBIN_FUZZ_CASES=200000 cargo test --release --test fuzz` for a long run). Checksum files are
 //! fuzzed beside their parser (`src/fetch/checksum.rs`), which is private to the crate.
+//!
+//! The mutation fuzzer of `fuzz/harness.rs` runs here too: every target briefly (at most
+//! `KBIN_FUZZ_EXECS` executions, default 3000, and [`BRIEF`] of wall time each), and every
+//! file of `fuzz/corpus/` and `fuzz/regressions/` once. Long runs are
+//! `cargo run --release --example fuzz -- all --execs 10000000`.
 
 use std::io::Write;
 use std::path::Path;
 
 use proptest::prelude::*;
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+
+/// The most wall time each target of the mutation fuzzer gets in `cargo test`.
+const BRIEF: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[test]
+fn every_mutation_fuzz_target_runs_briefly_without_a_crash() {
+    let execs = std::env::var("KBIN_FUZZ_EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    // A different seed each run (the time), printed so that a failure can be replayed.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    for t in harness::targets() {
+        let r = harness::fuzz(&t, execs, Some(BRIEF), seed, 1);
+        println!(
+            "{}: {} execs in {:.1} s (seed {seed})",
+            r.target, r.execs, r.secs
+        );
+        assert!(r.execs > 0, "{}: no execution", r.target);
+        assert!(
+            r.crashes.is_empty(),
+            "{}: crashes with seed {seed}, saved as {:?}",
+            r.target,
+            r.crashes
+        );
+    }
+}
+
+#[test]
+fn the_fuzz_corpus_and_every_regression_replay_cleanly() {
+    for t in harness::targets() {
+        let corpus = harness::files("corpus", t.name);
+        assert!(!corpus.is_empty(), "fuzz/corpus/{}/ is empty", t.name);
+        let regressions = harness::files("regressions", t.name);
+        let failed = harness::replay(&t, &[corpus, regressions].concat());
+        assert!(failed.is_empty(), "{}: {failed:?}", t.name);
+    }
+}
+
+#[test]
+fn the_fuzz_seeds_are_valid_inputs() {
+    // Seeds that the parser refuses would waste every mutation on the first error.
+    for (path, text) in harness::files("corpus", "manifest")
+        .into_iter()
+        .chain(harness::files("corpus", "manifest-overlay"))
+    {
+        let text = String::from_utf8(text).unwrap();
+        kbin::manifest::Manifest::parse(&text, kbin::manifest::Origin::File(path.clone()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    for (path, text) in harness::files("corpus", "lock") {
+        let text = String::from_utf8(text).unwrap();
+        kbin::toolchain::receipt::Receipt::parse(&text, &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    for (path, text) in harness::files("corpus", "spec") {
+        let input: kbin::r#gen::spec::SpecInput =
+            toml::from_str(std::str::from_utf8(&text).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        input
+            .build()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    for (path, text) in harness::files("corpus", "checksum") {
+        let text = String::from_utf8(text).unwrap();
+        let found = harness::CHECKSUM_NAMES
+            .iter()
+            .filter_map(|n| kbin::fetch::digest_in_checksum_file(&text, n))
+            .count();
+        assert!(found > 0, "{}: names none of the artifacts", path.display());
+    }
+    let d = tempfile::tempdir().unwrap();
+    for (path, bytes) in harness::files("corpus", "archive") {
+        let file = d.path().join("a.tar.gz");
+        std::fs::write(&file, bytes).unwrap();
+        let dest = d.path().join(path.file_name().unwrap());
+        kbin::archive::extract_tar_gz(&file, &dest, &kbin::archive::Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
 
 fn cases() -> u32 {
     std::env::var("KBIN_FUZZ_CASES")

@@ -46,6 +46,14 @@ pub use error::{FetchError, Target};
 use crate::manifest::{Digest, DigestAlgo};
 use sink::{Hashers, Sink};
 
+/// The digest for `file_name` in the text of an upstream checksum file (bare digest,
+/// `sha256sum` lines or BSD tags), as `install` reads it; `None` when the file names no digest
+/// for it or is not a checksum file. Public for the fuzz harness (`fuzz/harness.rs`).
+#[doc(hidden)]
+pub fn digest_in_checksum_file(text: &str, file_name: &str) -> Option<Digest> {
+    checksum::parse(text, file_name).ok()
+}
+
 /// Received chunks are handed to the writer thread in batches of about this many bytes: one
 /// channel message per MiB rather than per TCP read.
 const BATCH: usize = 256 << 10;

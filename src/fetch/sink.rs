@@ -118,6 +118,8 @@ struct State {
     hashers: Hashers,
     side: Option<Sha512Thread>,
     len: u64,
+    /// Disk writes started as the file grows, so that `finish`'s fsync has little left.
+    writeback: crate::fsx::Writeback,
     /// The first write error; reported at the next Sync or Finish.
     failed: Option<std::io::Error>,
 }
@@ -166,6 +168,7 @@ impl State {
             hashers,
             side,
             len,
+            writeback: crate::fsx::Writeback::from(len),
             failed: None,
         })
     }
@@ -200,6 +203,7 @@ impl State {
                 }
             }
         }
+        self.writeback.wrote(&self.out, self.len);
     }
 
     fn check(&mut self) -> Result<(), FetchError> {
@@ -222,6 +226,7 @@ impl State {
             side.send(Side::Reset);
         }
         self.len = 0;
+        self.writeback = crate::fsx::Writeback::default();
     }
 
     fn finish(mut self) -> Result<Finished, FetchError> {

@@ -44,17 +44,6 @@ pub enum BundleError {
         /// Where it was expected.
         path: PathBuf,
     },
-    /// Reading or writing failed.
-    #[error("cannot {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// The version table has no answer.
     #[error(transparent)]
     Versions(#[from] VersionsError),
@@ -74,18 +63,14 @@ pub enum BundleError {
     /// A shared binaries bundle could not be made, checked or placed.
     #[error(transparent)]
     SharedBundle(#[from] BundleCacheError),
-    /// A tarball could not be written.
+    /// Reading or writing a file failed (a tarball, a staged file, a key), with its path.
     #[error(transparent)]
-    Tarball(#[from] crate::fsx::PathIo),
+    Io(#[from] crate::fsx::PathIo),
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
-    let path = path.to_owned();
-    move |source| BundleError::Io {
-        action,
-        path,
-        source,
-    }
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BundleError + 'a {
+    crate::fsx::at(action, path)
 }
 
 pub use super::certs::Role;
@@ -235,8 +220,8 @@ fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, Bundle
         None => {
             let mut bytes = [0u8; 32];
             let urandom = Path::new("/dev/urandom");
-            let mut f = std::fs::File::open(urandom).map_err(io("open", urandom))?;
-            std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("read", urandom))?;
+            let mut f = std::fs::File::open(urandom).map_err(io("cannot open", urandom))?;
+            std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("cannot read", urandom))?;
             let key = base64::engine::general_purpose::STANDARD.encode(bytes);
             staged.stage(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
             key
@@ -448,7 +433,7 @@ fn build_tree(dir: &Path, files: &[NodeFile], staged: &Staged) -> Result<(), Bun
     for f in files {
         let path = dir.join(&f.rel);
         let parent = path.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
         // Created with its final mode: a key is never readable by others, even for an instant.
         let create = |path: &Path| {
             std::fs::OpenOptions::new()
@@ -456,30 +441,30 @@ fn build_tree(dir: &Path, files: &[NodeFile], staged: &Staged) -> Result<(), Bun
                 .create_new(true)
                 .mode(f.mode)
                 .open(path)
-                .map_err(io("create", path))
+                .map_err(io("cannot create", path))
         };
         match &f.content {
             Content::Text(s) => create(&path)?
                 .write_all(s.as_bytes())
-                .map_err(io("write", &path))?,
+                .map_err(io("cannot write", &path))?,
             Content::Copy(from) => {
                 // PKI files made in this run are staged, not yet in place.
-                let bytes = staged.read(from).map_err(io("read", from))?;
+                let bytes = staged.read(from).map_err(io("cannot read", from))?;
                 create(&path)?
                     .write_all(&bytes)
-                    .map_err(io("write", &path))?;
+                    .map_err(io("cannot write", &path))?;
             }
             Content::Binary(from) => {
                 // Hardlink from the toolchain (itself hardlinks into the store); copy across
                 // filesystems.
                 if std::fs::hard_link(from, &path).is_err() {
-                    std::fs::copy(from, &path).map_err(io("copy", from))?;
+                    std::fs::copy(from, &path).map_err(io("cannot copy", from))?;
                 }
                 continue; // the store's read-only mode stays as it is
             }
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-            .map_err(io("chmod", &path))?;
+            .map_err(io("cannot chmod", &path))?;
     }
     Ok(())
 }
@@ -583,7 +568,7 @@ pub fn write(
     let mut hosts = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
-        super::interrupt::check().map_err(io("stop before", &nodes_dir))?;
+        super::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
         let files = node_files(c, node, v, &d, opts, &keys, staged)?;
         // Built aside, swapped in by the commit: a tree appears whole.
         let tree = nodes_dir.join(&node.name);
@@ -694,7 +679,7 @@ pub fn refresh_pki(
         let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
             let from = out.join(&p.from);
-            let bytes = staged.read(&from).map_err(io("read", &from))?;
+            let bytes = staged.read(&from).map_err(io("cannot read", &from))?;
             let now = std::fs::read(tree.join(&p.to)).ok();
             if now.as_deref() != Some(bytes.as_slice()) {
                 fresh.insert(p.to, bytes);
@@ -715,9 +700,9 @@ pub fn refresh_pki(
             let rel = rel.to_string_lossy().into_owned();
             let (src, dst) = (tree.join(&rel), built.join(&rel));
             let parent = dst.parent().unwrap_or(&built);
-            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+            std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
             let mode = std::fs::metadata(&src)
-                .map_err(io("stat", &src))?
+                .map_err(io("cannot stat", &src))?
                 .permissions()
                 .mode()
                 & 0o7777;
@@ -728,12 +713,12 @@ pub fn refresh_pki(
                         .create_new(true)
                         .mode(mode)
                         .open(&dst)
-                        .map_err(io("create", &dst))?;
-                    f.write_all(bytes).map_err(io("write", &dst))?;
+                        .map_err(io("cannot create", &dst))?;
+                    f.write_all(bytes).map_err(io("cannot write", &dst))?;
                 }
                 None => {
                     if std::fs::hard_link(&src, &dst).is_err() {
-                        std::fs::copy(&src, &dst).map_err(io("copy", &src))?;
+                        std::fs::copy(&src, &dst).map_err(io("cannot copy", &src))?;
                     }
                 }
             }

@@ -125,7 +125,7 @@ pub static STEPS: &[Step] = &[
 /// Errors of `up`, `down` and `status`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
-    /// A filesystem operation failed, with its path.
+    /// Reading or writing a file failed, with its path.
     #[error(transparent)]
     Path(#[from] crate::fsx::PathIo),
     /// The cluster tree cannot be read.
@@ -175,17 +175,6 @@ pub enum UpError {
     /// A step failed (boxed: it carries the log tail).
     #[error("{} on node {}: {}", .0.component, .0.node, .0.what)]
     Step(Box<StepFailure>),
-    /// Reading or writing failed.
-    #[error("cannot {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] crate::r#gen::WriteError),
@@ -208,13 +197,9 @@ pub struct StepFailure {
     pub next: String,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UpError {
-    let path = path.to_owned();
-    move |source| UpError::Io {
-        action,
-        path,
-        source,
-    }
+/// [`crate::fsx::at`] into this module's error (so `?` needs no type annotation).
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> UpError + 'a {
+    crate::fsx::at(action, path)
 }
 
 /// Who runs the components.
@@ -599,14 +584,14 @@ pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
             p = d.parent();
         }
         for d in missing.into_iter().rev() {
-            std::fs::create_dir(&d).map_err(io("create", &d))?;
+            std::fs::create_dir(&d).map_err(io("cannot create", &d))?;
             if !state.created_dirs.contains(&d) {
                 state.created_dirs.push(d);
             }
         }
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&src)
-            .map_err(io("stat", &src))?
+            .map_err(io("cannot stat", &src))?
             .permissions()
             .mode()
             & 0o7777;
@@ -622,10 +607,10 @@ pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
                     .map(|n| n.to_string_lossy())
                     .unwrap_or_default()
             ));
-            std::fs::copy(&src, &tmp).map_err(io("copy", &src))?;
+            std::fs::copy(&src, &tmp).map_err(io("cannot copy", &src))?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                .map_err(io("chmod", &tmp))?;
-            std::fs::rename(&tmp, &dst).map_err(io("rename into", &dst))?;
+                .map_err(io("cannot chmod", &tmp))?;
+            std::fs::rename(&tmp, &dst).map_err(io("cannot rename into", &dst))?;
             written += 1;
         }
         if !existed && !state.installed.contains(&dst) {
@@ -729,7 +714,7 @@ fn up_node(
     let began = Instant::now();
     let steps = tree.steps(node, opts.control_plane_only)?;
     let run_dir = tree.run_dir(&node.name);
-    std::fs::create_dir_all(&run_dir).map_err(io("create", &run_dir))?;
+    std::fs::create_dir_all(&run_dir).map_err(io("cannot create", &run_dir))?;
     let _lock = crate::r#gen::OutLock::acquire(&run_dir, || {
         ui.status(format!(
             "waiting for another kbin up/down on node {}",
@@ -737,7 +722,7 @@ fn up_node(
         ))
     })?;
     let mut state =
-        State::load(&run_dir, &node.name).map_err(io("read", &State::path(&run_dir)))?;
+        State::load(&run_dir, &node.name).map_err(io("cannot read", &State::path(&run_dir)))?;
     // What already runs holds its ports: a second `up` keeps it (under systemd the unit's main
     // PID says so; kbin's own state file tracks only what kbin supervises).
     let running: Vec<&str> = steps
@@ -1031,7 +1016,7 @@ fn import_images(
     let socket = cri_socket();
     let files: Vec<PathBuf> = if images.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(images)
-            .map_err(io("read", images))?
+            .map_err(io("cannot read", images))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "tar"))
             .collect();
@@ -1211,11 +1196,12 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
             continue;
         };
         let run_dir = tree.run_dir(&name);
-        std::fs::create_dir_all(&run_dir).map_err(io("create", &run_dir))?;
+        std::fs::create_dir_all(&run_dir).map_err(io("cannot create", &run_dir))?;
         let _lock = crate::r#gen::OutLock::acquire(&run_dir, || {
             ui.status("waiting for another kbin up/down")
         })?;
-        let mut state = State::load(&run_dir, &name).map_err(io("read", &State::path(&run_dir)))?;
+        let mut state =
+            State::load(&run_dir, &name).map_err(io("cannot read", &State::path(&run_dir)))?;
         let units: Vec<(Step, Option<ServiceUnit>)> = STEPS
             .iter()
             .rev()
@@ -1293,7 +1279,7 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
             }
             for d in dirs {
                 if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(io("delete", &d))?;
+                    std::fs::remove_dir_all(&d).map_err(io("cannot delete", &d))?;
                     ui.status(format!("purged {}", d.display()));
                     purged.push(d);
                 }
@@ -1440,7 +1426,8 @@ pub fn status(
             });
         };
         let run_dir = tree.run_dir(&name);
-        let state = State::load(&run_dir, &name).map_err(io("read", &State::path(&run_dir)))?;
+        let state =
+            State::load(&run_dir, &name).map_err(io("cannot read", &State::path(&run_dir)))?;
         let steps = tree.steps(&node, false)?;
         let checker = Checker::new(&tree, &node);
         let mut comps = Vec::new();
