@@ -20,6 +20,17 @@ fn kbin(home: &Path) -> assert_cmd::Command {
     c
 }
 
+/// `gen cluster` of the test's two nodes into `out` for Kubernetes `version` of the manifest.
+fn generate(home: &Path, out: &Path, version: &str) {
+    kbin(home)
+        .args(["gen", "cluster", "--cgroup-v1", "-q", "--out"])
+        .arg(out)
+        .args(["--kubernetes-version", version])
+        .args(NODES)
+        .assert()
+        .success();
+}
+
 const NODES: &[&str] = &[
     "--control-plane",
     "cp1=10.0.0.10",
@@ -119,15 +130,7 @@ fn a_diff_predicts_exactly_what_the_run_then_changes_with_the_rules_behind_it() 
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("c");
-    let gen_at = |v: &str| {
-        kbin(home.path())
-            .args(["gen", "cluster", "--cgroup-v1", "-q", "--out"])
-            .arg(&out)
-            .args(["--kubernetes-version", v])
-            .args(NODES)
-            .assert()
-            .success();
-    };
+    let gen_at = |v: &str| generate(home.path(), &out, v);
     // Every minor kbin has defaults for, one after another: each boundary of the table is
     // crossed, and each changed row must land on a changed file.
     let minors = [
@@ -194,13 +197,7 @@ fn the_text_names_each_rule_its_source_and_the_lines_it_changes() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("c");
-    kbin(home.path())
-        .args(["gen", "cluster", "--cgroup-v1", "-q", "--out"])
-        .arg(&out)
-        .args(["--kubernetes-version", "1.34"])
-        .args(NODES)
-        .assert()
-        .success();
+    generate(home.path(), &out, "1.34");
     let o = kbin(home.path())
         .args(["gen", "cluster", "--cgroup-v1", "--diff", "--out"])
         .arg(&out)
@@ -335,13 +332,7 @@ fn a_damaged_version_record_is_one_error_and_the_tree_is_untouched() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("c");
-    kbin(home.path())
-        .args(["gen", "cluster", "--cgroup-v1", "-q", "--out"])
-        .arg(&out)
-        .args(["--kubernetes-version", "1.35"])
-        .args(NODES)
-        .assert()
-        .success();
+    generate(home.path(), &out, "1.35");
     std::fs::write(out.join("versions.toml"), "kubernetes = [").unwrap();
     let before = entries(work.path());
     let o = kbin(home.path())
@@ -362,13 +353,7 @@ fn a_tree_from_before_version_records_is_diffed_with_a_warning() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("c");
-    kbin(home.path())
-        .args(["gen", "cluster", "--cgroup-v1", "-q", "--out"])
-        .arg(&out)
-        .args(["--kubernetes-version", "1.35"])
-        .args(NODES)
-        .assert()
-        .success();
+    generate(home.path(), &out, "1.35");
     std::fs::remove_file(out.join("versions.toml")).unwrap();
     let o = kbin(home.path())
         .args(["gen", "cluster", "--cgroup-v1", "--diff", "--out"])

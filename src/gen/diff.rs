@@ -210,7 +210,7 @@ pub fn plan(
         let mode = std::fs::metadata(&temp)
             .map_err(at("cannot stat", &temp))?
             .mode();
-        if let Some(c) = compare(out, &path, now.as_deref(), &path, Some(&then), mode, &ctx)? {
+        if let Some(c) = compare(out, &path, now.as_deref(), Some(&then), mode, &ctx)? {
             changes.push(c);
         }
     }
@@ -236,15 +236,7 @@ pub fn plan(
             let now = read_opt(&old_path)?;
             let then = read_opt(&new_path)?;
             let mode = new_meta.map_or(0, |m| m.mode());
-            if let Some(c) = compare(
-                out,
-                &old_path,
-                now.as_deref(),
-                &new_path,
-                then.as_deref(),
-                mode,
-                &ctx,
-            )? {
+            if let Some(c) = compare(out, &old_path, now.as_deref(), then.as_deref(), mode, &ctx)? {
                 changes.push(c);
             }
         }
@@ -271,12 +263,12 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, WriteError> {
     }
 }
 
-/// The change from `now` (at `old_path`; none: absent) to `then` (none: removed), if any.
+/// The change from `now` (the tree's file at `old_path`; none: absent) to `then` (what the run
+/// staged, with `new_mode`; none: removed), if any.
 fn compare(
     out: &Path,
     old_path: &Path,
     now: Option<&[u8]>,
-    new_path: &Path,
     then: Option<&[u8]>,
     new_mode: u32,
     ctx: &Attribution,
@@ -296,7 +288,6 @@ fn compare(
     };
     let mode = (kind == Kind::Changed && old_mode & 0o7777 != new_mode & 0o7777)
         .then(|| format!("{:04o} → {:04o}", old_mode & 0o7777, new_mode & 0o7777));
-    let _ = new_path;
     let rel = old_path
         .strip_prefix(out)
         .unwrap_or(old_path)

@@ -90,11 +90,7 @@ fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, 
         .collect();
     remote.disconnect().ok();
 
-    let candidates = [
-        format!("refs/tags/{git_ref}"),
-        format!("refs/heads/{git_ref}"),
-        git_ref.to_owned(),
-    ];
+    let candidates = ref_candidates(git_ref);
     let found = candidates
         .iter()
         .find(|c| c.starts_with("refs/") && heads.iter().any(|(n, _)| n == *c));
@@ -224,11 +220,7 @@ fn fetch_local(
         });
     }
     let refs = local_refs(&git_dir);
-    let candidates = [
-        format!("refs/tags/{git_ref}"),
-        format!("refs/heads/{git_ref}"),
-        git_ref.to_owned(),
-    ];
+    let candidates = ref_candidates(git_ref);
     let found = candidates
         .iter()
         .find_map(|c| refs.get(c).map(|oid| (c.clone(), *oid)));
@@ -361,4 +353,13 @@ fn local_refs(git_dir: &Path) -> std::collections::BTreeMap<String, Oid> {
         }
     }
     out
+}
+
+/// The names a `--ref` may stand for, in the order they win: a tag, a branch, a full ref name.
+fn ref_candidates(git_ref: &str) -> [String; 3] {
+    [
+        format!("refs/tags/{git_ref}"),
+        format!("refs/heads/{git_ref}"),
+        git_ref.to_owned(),
+    ]
 }
