@@ -267,10 +267,7 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     );
 }
 
-/// Known defect (issue 13 stays open): upgrade.yml runs one machine at a time and exits 0, but
-/// the machines' binaries still report the old version afterwards. Run it with `--ignored`.
 #[test]
-#[ignore = "upgrade.yml does not replace the binaries yet (issue 13)"]
 fn upgrade_replaces_binaries_one_machine_at_a_time() {
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
@@ -286,8 +283,16 @@ fn upgrade_replaces_binaries_one_machine_at_a_time() {
     let o = playbook(&lab, &tree, "upgrade.yml", &[]);
     assert_converged(&o, None);
     for (i, bin) in [(0, "kube-apiserver"), (1, "kubelet"), (2, "kube-proxy")] {
-        assert!(lab.exec(i, &format!("{bin} --version")).contains("v1.31.9"));
+        let v = lab.exec(i, &format!("{bin} --version"));
+        assert!(v.contains("v1.31.9"), "{bin} on {i}: {v}\n{}", show(&o));
     }
+    // Each archive was unpacked into a new directory named by its digest; the old ones are gone.
+    let stages = lab.exec(1, "ls /var/lib/kbin/stage");
+    assert_eq!(
+        stages.lines().count(),
+        2,
+        "node and worker binaries only: {stages}"
+    );
     let running = lab.exec(
         0,
         "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /version",

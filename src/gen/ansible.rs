@@ -39,7 +39,7 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
 ];
 
 /// An archive a host gets: copied to `/var/lib/kbin/dist/<name>.tar.gz`, checked against
-/// `sha256`, unpacked into `/var/lib/kbin/stage/<name>/`.
+/// `sha256`, unpacked into `/var/lib/kbin/stage/<stage>/`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Archive {
     /// Its name on the host (`node`, `worker-amd64-binaries`).
@@ -48,6 +48,24 @@ pub struct Archive {
     pub src: String,
     /// Hex sha256 of its bytes.
     pub sha256: String,
+    /// The directory it is unpacked into, under `/var/lib/kbin/stage`: `<name>-<digest prefix>`.
+    /// Named by content because Ansible's `unarchive` cannot see that a file changed when its
+    /// size and mtime did not (kbin's archives are reproducible: every mtime is 0), so a new
+    /// archive unpacked over an old one's directory would leave the old binaries in place.
+    pub stage: String,
+}
+
+impl Archive {
+    /// The archive `name` at `src` (relative to the cluster directory) with digest `sha256`.
+    pub fn new(name: String, src: String, sha256: String) -> Archive {
+        let stage = format!("{name}-{}", &sha256[..sha256.len().min(16)]);
+        Archive {
+            name,
+            src,
+            sha256,
+            stage,
+        }
+    }
 }
 
 /// A file a host installs from one of its archives.
@@ -57,7 +75,7 @@ pub struct HostFile {
     pub path: String,
     /// Its mode, in octal (`"0644"`).
     pub mode: String,
-    /// The [`Archive::name`] it comes from.
+    /// The [`Archive::name`] it comes from (unpacked into that archive's [`Archive::stage`]).
     pub archive: String,
     /// A private key or a kubeconfig with one: never shown by `--diff`.
     pub secret: bool,

@@ -607,11 +607,11 @@ pub fn write(
             control_plane: node.control_plane,
             worker: node.worker,
             pod_subnet: node.pod_subnet.clone(),
-            archives: vec![ansible::Archive {
-                name: "node".into(),
-                src: format!("nodes/{}.tar.gz", node.name),
-                sha256: digest.hex().to_owned(),
-            }],
+            archives: vec![ansible::Archive::new(
+                "node".into(),
+                format!("nodes/{}.tar.gz", node.name),
+                digest.hex().to_owned(),
+            )],
             files: host_files(node, &files, v.arch),
         });
         written.push(WrittenNode {
@@ -633,11 +633,11 @@ pub fn write(
         let rel = binaries_bundle(*role, v.arch);
         for (h, node) in hosts.iter_mut().zip(&c.nodes) {
             if role.applies(node) {
-                h.archives.push(ansible::Archive {
-                    name: archive_name(&rel),
-                    src: rel.clone(),
-                    sha256: shared.digest.hex().to_owned(),
-                });
+                h.archives.push(ansible::Archive::new(
+                    archive_name(&rel),
+                    rel.clone(),
+                    shared.digest.hex().to_owned(),
+                ));
             }
         }
         shared_bundles.push(shared);
