@@ -144,7 +144,8 @@ fn copy_verified(
         }
     };
     let also = (sha512 || expected.algo() == DigestAlgo::Sha512).then_some(DigestAlgo::Sha512);
-    let d = crate::store::cas::hash_file(&tmp, also)?;
+    // A link to a store blob, or a copy only this export writes: nobody truncates it.
+    let d = crate::store::cas::hash_immutable(&tmp, also)?;
     let actual = match expected.algo() {
         DigestAlgo::Sha256 => d.sha256.clone(),
         DigestAlgo::Sha512 => d.sha512.clone().expect("hashed with sha512 above"),

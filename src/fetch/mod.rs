@@ -255,7 +255,10 @@ impl Downloaded {
 /// Downloads over one shared HTTP client (connection pool, TLS roots, proxies).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// Built at the first request, shared by clones: loading the system's TLS roots (a stat and
+    /// a parse of every file in /etc/ssl/certs) was a quarter of an up-to-date `kbin install`,
+    /// which sends none.
+    client: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     opts: FetchOptions,
 }
 
@@ -268,32 +271,27 @@ enum Failure {
 }
 
 impl Fetcher {
-    /// A fetcher with these options: builds the HTTP client (rustls with the system's roots plus
-    /// the CA bundle, proxies with loopback exempt).
+    /// A fetcher with these options, checked now (the CA bundle is read and parsed, the proxies'
+    /// URLs too); its HTTP client is built at the first request.
     pub fn new(opts: FetchOptions) -> Result<Self, FetchError> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("kbin/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(opts.connect_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .tcp_nodelay(true);
-        if let Some(path) = &opts.ca_bundle {
-            let bad = |reason: String| FetchError::CaBundle {
-                path: path.clone(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("it holds no PEM certificate".into()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+        // Made now so a bad CA bundle or proxy is reported before any work; built when used.
+        let _checked = client_builder(&opts)?;
+        Ok(Fetcher {
+            client: Default::default(),
+            opts,
+        })
+    }
+
+    /// The HTTP client, built on first use.
+    fn client(&self) -> Result<&reqwest::Client, FetchError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
         }
-        b = with_proxies(b, &opts.proxy)?;
-        let client = b.build().map_err(FetchError::Client)?;
-        Ok(Fetcher { client, opts })
+        let c = client_builder(&self.opts)?
+            .build()
+            .map_err(FetchError::Client)?;
+        // Two first requests at once build two clients; one is kept.
+        Ok(self.client.get_or_init(|| c))
     }
 
     /// The options this fetcher was made with.
@@ -702,7 +700,11 @@ impl Fetcher {
         from: Option<u64>,
         accept: Option<&str>,
     ) -> Result<reqwest::Response, Failure> {
-        let mut req = self.client.get(url.clone());
+        let client = self.client().map_err(|error| Failure::Fatal {
+            error,
+            discard: false,
+        })?;
+        let mut req = client.get(url.clone());
         if let Some(a) = accept {
             req = req.header(reqwest::header::ACCEPT, a);
         }
@@ -861,6 +863,32 @@ fn parse_content_range(v: &str) -> Option<ContentRange> {
         t => Some(t.parse().ok()?),
     };
     (end >= start && total.is_none_or(|t| end < t)).then_some(ContentRange { start, end, total })
+}
+
+/// The HTTP client's settings: rustls with the system's roots plus the CA bundle, proxies with
+/// loopback exempt.
+fn client_builder(opts: &FetchOptions) -> Result<reqwest::ClientBuilder, FetchError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("kbin/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(opts.connect_timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .tcp_nodelay(true);
+    if let Some(path) = &opts.ca_bundle {
+        let bad = |reason: String| FetchError::CaBundle {
+            path: path.clone(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("it holds no PEM certificate".into()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b = with_proxies(b, &opts.proxy)?;
+    Ok(b)
 }
 
 /// Add the proxies from `p`, each with NO_PROXY plus loopback exempt. reqwest's own reading of
