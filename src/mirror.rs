@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use semver::Version;
 use serde::Serialize;
 
-use crate::fsx::{PathIo, at, temp_beside, write_atomic};
+use crate::fsx::{PathIo, at, temp_beside};
 use crate::manifest::{Digest, DigestAlgo, KUBERNETES, ListingFormat, Manifest};
 
 /// Why an export failed.
@@ -186,12 +186,22 @@ fn holds(
     Ok(ok.then_some(d.sha512))
 }
 
-/// Write `text` to `path` unless it holds it already.
+/// Write `text` to `path` unless it holds it already: a temporary file renamed into place,
+/// not fsynced, like the artifacts (see [`copy_verified`]). A file a crash left empty or short
+/// is rewritten by the next export (which compares every byte), and what reads it fails
+/// clearly on it: a checksum file that does not match, a listing that does not parse.
 fn put_text(path: &Path, text: &str) -> Result<(), MirrorError> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    write_atomic(path, text.as_bytes(), 0o644)?;
+    let dir = path.parent().expect("mirror paths have a parent");
+    std::fs::create_dir_all(dir).map_err(at::<PathIo>("cannot create", dir))?;
+    let (mut file, tmp) = temp_beside(path, 0o644)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(at::<PathIo>("cannot write", path))?;
+    drop(file);
+    tmp.persist(path)
+        .map_err(|e| at::<PathIo>("cannot rename into", path)(e.error))?;
     Ok(())
 }
 

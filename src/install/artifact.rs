@@ -235,17 +235,29 @@ fn members_of(
     members: &[String],
 ) -> Result<BTreeMap<String, Digest>, InstallError> {
     let index = store.layout().members_index(archive_digest);
-    let mut known: BTreeMap<String, Digest> = std::fs::read_to_string(&index)
+    // name → its blob's digest, or ABSENT: an optional binary this archive does not hold
+    // (recorded, so the archive is not unpacked again on every call to look for it).
+    let mut entries: BTreeMap<String, String> = std::fs::read_to_string(&index)
         .ok()
         .and_then(|t| toml::from_str(&t).ok())
         .unwrap_or_default();
+    let known = |entries: &BTreeMap<String, String>| -> BTreeMap<String, Digest> {
+        entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.parse().ok()?)))
+            .collect()
+    };
     let missing: Vec<&str> = members
         .iter()
         .map(String::as_str)
-        .filter(|m| !known.contains_key(*m) || store.get(&known[*m]).is_none())
+        .filter(|m| match entries.get(*m) {
+            None => true,
+            Some(v) if v == ABSENT => false,
+            Some(v) => v.parse().map_or(true, |d: Digest| store.get(&d).is_none()),
+        })
         .collect();
     if missing.is_empty() {
-        return Ok(known);
+        return Ok(known(&entries));
     }
     let tmp = tempfile::Builder::new()
         .prefix(".members-")
@@ -255,6 +267,9 @@ fn members_of(
             &store.layout().tmp_dir(),
         ))?;
     let got = archive::extract_members(archive_blob, &missing, tmp.path(), &Limits::default())?;
+    for w in &missing {
+        entries.insert((*w).to_owned(), ABSENT.to_owned());
+    }
     for m in got {
         let d = store.insert_hashed(
             &m.path,
@@ -270,9 +285,54 @@ fn members_of(
             .iter()
             .find(|w| w.trim_start_matches("./") == m.name)
             .map_or(m.name.clone(), |w| (*w).to_owned());
-        known.insert(asked, d);
+        entries.insert(asked, d.to_string());
     }
-    let text = toml::to_string(&known).expect("a map of strings serializes");
+    let text = toml::to_string(&entries).expect("a map of strings serializes");
     write_atomic(&index, text.as_bytes(), 0o644)?;
-    Ok(known)
+    Ok(known(&entries))
+}
+
+/// In a members index: the archive does not hold this (optional) member.
+const ABSENT: &str = "absent";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Layout;
+
+    #[test]
+    fn an_optional_member_the_archive_lacks_is_looked_for_once() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(Layout::new(d.path().join("home"))).unwrap();
+        store.layout().ensure().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/ctr"), b"ctr").unwrap();
+        let tgz = d.path().join("a.tar.gz");
+        let ok = std::process::Command::new("tar")
+            .arg("czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&src)
+            .arg("bin")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let digest = crate::store::cas::sha256_file(&tgz).unwrap().0;
+        let wanted = vec!["bin/ctr".to_owned(), "bin/containerd-stress".to_owned()];
+        let first = members_of(&store, &digest, &tgz, &wanted).unwrap();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["bin/ctr"]);
+        // The archive is gone: a second call that unpacked it again would fail.
+        let gone = d.path().join("gone.tar.gz");
+        let again = members_of(&store, &digest, &gone, &wanted).unwrap();
+        assert_eq!(again, first);
+        let index = std::fs::read_to_string(store.layout().members_index(&digest)).unwrap();
+        assert!(
+            index.contains("\"bin/containerd-stress\" = \"absent\""),
+            "{index}"
+        );
+        // A member asked for the first time is still looked for.
+        let err = members_of(&store, &digest, &gone, &["bin/runc".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("gone.tar.gz"), "{err}");
+    }
 }

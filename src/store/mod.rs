@@ -7,7 +7,7 @@
 //! ├── cache/
 //! │   ├── blobs/<algo>/<2 hex>/<hex>       immutable, read-only files (artifacts, binaries),
 //! │   │                                    named by sha256; a sha512 pin is a hardlink alias
-//! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest
+//! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
 //! │   ├── images/<image>@<arch>.toml       a pulled image: tag digest → its OCI archive's blob
