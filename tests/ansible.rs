@@ -241,6 +241,26 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     // A second run changes nothing (-v: a change it reports shows why).
     assert_converged(&playbook(&lab, &tree, "site.yml", &["-v"]), Some(0));
 
+    // A tarball changed after `gen` is refused on the host, by name, before anything is
+    // unpacked or installed; regenerating the tree mends it.
+    let tarball = tree.join("nodes/w1.tar.gz");
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    bytes.extend_from_slice(b"\0");
+    std::fs::write(&tarball, &bytes).unwrap();
+    let stages = lab.exec(1, "ls /var/lib/kbin/stage");
+    let o = playbook(&lab, &tree, "site.yml", &[]);
+    let out = show(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("nodes/w1.tar.gz on w1 has sha256")
+            && out.contains("Run `kbin gen cluster` again"),
+        "{out}"
+    );
+    assert_eq!(recap(&o)["w1"]["failed"], 1, "{out}");
+    assert_eq!(lab.exec(1, "ls /var/lib/kbin/stage"), stages);
+    generate(&home, &tree, &lab, "old");
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+
     // A machine that is down fails the run, by name; once it is back a rerun converges.
     lab.power_off(2);
     let o = playbook(&lab, &tree, "site.yml", &[]);

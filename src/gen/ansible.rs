@@ -35,6 +35,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
         include_str!("ansible/tasks/install.yml"),
     ),
     ("tasks/start.yml", include_str!("ansible/tasks/start.yml")),
+    (
+        "files/kbin-node.py",
+        include_str!("ansible/files/kbin-node.py"),
+    ),
     ("ansible.cfg", include_str!("ansible/ansible.cfg")),
 ];
 
