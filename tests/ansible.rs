@@ -184,6 +184,36 @@ fn started_at(lab: &Machines, i: usize, component: &str, version: &str) -> f64 {
         .unwrap_or_else(|| panic!("{component} never started at {version} on machine {i}: {log}"))
 }
 
+/// Every machine routes each other worker's pod subnet via that worker's address, as site.yml
+/// adds them (NEXT-STEPS.md, "Pod routes between nodes"); the subnets are read from the
+/// inventory.
+fn assert_pod_routes(lab: &Machines, tree: &Path) {
+    let inv = std::fs::read_to_string(tree.join("ansible/inventory.yml")).unwrap();
+    let inv: serde_yaml_ng::Value = serde_yaml_ng::from_str(&inv).unwrap();
+    let hosts = &inv["all"]["hosts"];
+    let workers: Vec<&str> = inv["all"]["children"]["workers"]["hosts"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for (i, m) in lab.machines.iter().enumerate() {
+        let routes = lab.exec(i, "ip -4 route show");
+        for w in workers.iter().filter(|w| **w != m.name) {
+            let want = format!(
+                "{} via {} ",
+                hosts[*w]["kbin_pod_subnet"].as_str().unwrap(),
+                hosts[*w]["kbin_node_ip"].as_str().unwrap()
+            );
+            assert!(
+                routes.lines().any(|l| l.starts_with(&want)),
+                "{}: no route {want}for {w}'s pods:\n{routes}",
+                m.name
+            );
+        }
+    }
+}
+
 #[test]
 fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_down() {
     let work = tempfile::tempdir().unwrap();
@@ -238,6 +268,8 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
         );
     }
 
+    assert_pod_routes(&lab, &tree);
+
     // A second run changes nothing (-v: a change it reports shows why).
     assert_converged(&playbook(&lab, &tree, "site.yml", &["-v"]), Some(0));
 
@@ -255,6 +287,8 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     lab.wait_booted(2);
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
     lab.exec(2, "systemctl is-active containerd kubelet kube-proxy");
+    // Routes are not kept across a reboot: the run put w2's back.
+    assert_pod_routes(&lab, &tree);
 
     // A new toolchain: --check --diff shows the change and changes nothing.
     generate(&home, &tree, &lab, "new");
