@@ -63,6 +63,11 @@ fn ansible_tool(name: &str) -> PathBuf {
 /// `kbin gen cluster` for the lab's machines from toolchain `tc` into `out`: the first is the
 /// control plane, the others workers (a lone machine is both).
 fn generate(home: &Path, out: &Path, lab: &Machines, tc: &str) {
+    run_gen(gen_command(home, out, lab, tc));
+}
+
+/// The command [`generate`] runs, for a test to add to.
+fn gen_command(home: &Path, out: &Path, lab: &Machines, tc: &str) -> Command {
     let m = &lab.machines;
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
     c.env("KBIN_HOME", home)
@@ -83,6 +88,10 @@ fn generate(home: &Path, out: &Path, lab: &Machines, tc: &str) {
     for w in workers {
         c.args(["--worker", &format!("{}={}", w.name, w.ip)]);
     }
+    c
+}
+
+fn run_gen(mut c: Command) {
     let o = c.output().unwrap();
     assert!(
         o.status.success(),
@@ -184,6 +193,36 @@ fn started_at(lab: &Machines, i: usize, component: &str, version: &str) -> f64 {
         .unwrap_or_else(|| panic!("{component} never started at {version} on machine {i}: {log}"))
 }
 
+/// Every machine routes each other worker's pod subnet via that worker's address, as site.yml
+/// adds them (NEXT-STEPS.md, "Pod routes between nodes"); the subnets are read from the
+/// inventory.
+fn assert_pod_routes(lab: &Machines, tree: &Path) {
+    let inv = std::fs::read_to_string(tree.join("ansible/inventory.yml")).unwrap();
+    let inv: serde_yaml_ng::Value = serde_yaml_ng::from_str(&inv).unwrap();
+    let hosts = &inv["all"]["hosts"];
+    let workers: Vec<&str> = inv["all"]["children"]["workers"]["hosts"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for (i, m) in lab.machines.iter().enumerate() {
+        let routes = lab.exec(i, "ip -4 route show");
+        for w in workers.iter().filter(|w| **w != m.name) {
+            let want = format!(
+                "{} via {} ",
+                hosts[*w]["kbin_pod_subnet"].as_str().unwrap(),
+                hosts[*w]["kbin_node_ip"].as_str().unwrap()
+            );
+            assert!(
+                routes.lines().any(|l| l.starts_with(&want)),
+                "{}: no route {want}for {w}'s pods:\n{routes}",
+                m.name
+            );
+        }
+    }
+}
+
 #[test]
 fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_down() {
     let work = tempfile::tempdir().unwrap();
@@ -238,6 +277,8 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
         );
     }
 
+    assert_pod_routes(&lab, &tree);
+
     // A second run changes nothing (-v: a change it reports shows why).
     assert_converged(&playbook(&lab, &tree, "site.yml", &["-v"]), Some(0));
 
@@ -275,6 +316,8 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     lab.wait_booted(2);
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
     lab.exec(2, "systemctl is-active containerd kubelet kube-proxy");
+    // Routes are not kept across a reboot: the run put w2's back.
+    assert_pod_routes(&lab, &tree);
 
     // A new toolchain: --check --diff shows the change and changes nothing.
     generate(&home, &tree, &lab, "new");
@@ -615,4 +658,228 @@ fn bench_site_on_1_3_and_10_machines() {
             (busy - ctl) / *n as f64
         );
     }
+}
+
+/// `scripts/e2e-ansible`: site.yml with the real upstream binaries of `KBIN_E2E_BIN` (never in
+/// CI: CI machines cannot get them; shared/realworld/README.md says how to build them here) on
+/// one control plane that is also a worker and two workers: three Nodes Ready, then a pod on
+/// each worker reaching the other's pod by its IP (ping and a TCP connect, from the pod's
+/// network namespace), over the routes site.yml adds. The pause image comes from
+/// `KBIN_E2E_IMAGES` (a directory of `.tar` archives or one), imported on each machine as
+/// `kbin up --images` does: there is no registry here.
+#[test]
+#[ignore]
+fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
+    let bin = std::env::var_os("KBIN_E2E_BIN").unwrap_or_else(|| {
+        panic!(
+            "KBIN_E2E_BIN is not set: this test needs real upstream binaries (run \
+             `KBIN_E2E_BIN=DIR KBIN_E2E_IMAGES=DIR scripts/e2e-ansible`)"
+        )
+    });
+    let images = PathBuf::from(std::env::var_os("KBIN_E2E_IMAGES").unwrap_or_else(|| {
+        panic!("KBIN_E2E_IMAGES is not set: a pause image archive (or a directory of them)")
+    }));
+    let images: Vec<PathBuf> = if images.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&images)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![images]
+    };
+    assert!(!images.is_empty(), "no .tar archive in KBIN_E2E_IMAGES");
+
+    let work = tempfile::Builder::new()
+        .prefix("kbin-e2e-ansible-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let home = work.path().join("home");
+    let t = Instant::now();
+    let st = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/e2e-toolchain"
+    ))
+    .arg(work.path())
+    .env("KBIN", env!("CARGO_BIN_EXE_kbin"))
+    .env("KBIN_HOME", &home)
+    .env("KBIN_E2E_BIN", &bin)
+    .status()
+    .unwrap();
+    assert!(st.success(), "scripts/e2e-toolchain: {st}");
+    eprintln!(
+        "toolchain installed from real binaries in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let lab = Machines::boot("e2e", &["cp1", "w1", "w2"]);
+    // The kubelet evicts every pod when its filesystems have less than 10% free (15% for
+    // images), and this host's disk is not this test's business: containerd's and the
+    // kubelet's state live on a tmpfs (as in scripts/e2e-up).
+    for i in 0..lab.machines.len() {
+        lab.exec(
+            i,
+            "for d in /var/lib/containerd /var/lib/kubelet; do \
+             mkdir -p $d && mount -t tmpfs -o size=2g tmpfs $d; done",
+        );
+    }
+    let tree = work.path().join("cluster");
+    let cp = &lab.machines[0];
+    let mut c = gen_command(&home, &tree, &lab, "e2e");
+    c.args(["--worker", &format!("{}={}", cp.name, cp.ip)])
+        .env("KBIN_MANIFEST", work.path().join("manifest.toml"));
+    run_gen(c);
+
+    let t = Instant::now();
+    let o = playbook(&lab, &tree, "site.yml", &[]);
+    let first = t.elapsed().as_secs_f64();
+    if !o.status.success() {
+        // What the real components said: the playbook shows only its checks.
+        for i in 0..lab.machines.len() {
+            let o = lab.exec_output(
+                i,
+                "systemctl --no-pager --failed; for u in etcd kube-apiserver kubelet containerd kube-proxy; do \
+                 systemctl is-enabled -q $u 2>/dev/null && journalctl --no-pager -u $u -n 40; done",
+            );
+            eprintln!("== {}\n{}", lab.machines[i].name, show(&o));
+        }
+    }
+    assert_converged(&o, None);
+    assert_pod_routes(&lab, &tree);
+    let t = Instant::now();
+    let o = playbook(&lab, &tree, "site.yml", &["-v"]);
+    let again = t.elapsed().as_secs_f64();
+    assert_converged(&o, Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!(
+        "site.yml: {first:.1} s; again {again:.1} s\nPLAY RECAP{}",
+        text.rsplit_once("PLAY RECAP").map_or("", |(_, t)| t)
+    );
+
+    let kubectl = |args: &str| {
+        lab.exec(
+            0,
+            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf {args}"),
+        )
+    };
+    let nodes = kubectl("get nodes -o wide");
+    eprintln!("$ kubectl get nodes -o wide\n{nodes}");
+    let ready: Vec<&str> = nodes
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+        .collect();
+    assert_eq!(ready.len(), 3, "three Ready nodes:\n{nodes}");
+
+    // No registry: each machine's containerd gets the pause image from the archive.
+    let pause = std::fs::read_to_string(tree.join("nodes/w1/etc/containerd/config.toml"))
+        .unwrap()
+        .split('"')
+        .find(|s| s.starts_with("registry.k8s.io/pause:"))
+        .expect("the containerd config names the pause image")
+        .to_owned();
+    for (i, m) in lab.machines.iter().enumerate() {
+        for img in &images {
+            let name = img.file_name().unwrap().to_string_lossy();
+            std::fs::copy(img, m.root().join("root").join(&*name)).unwrap();
+            lab.exec(
+                i,
+                &format!(
+                    "ctr --address /run/containerd/containerd.sock -n k8s.io images import /root/{name}"
+                ),
+            );
+        }
+    }
+
+    // A pod on each worker, pinned there.
+    let t = Instant::now();
+    for w in ["w1", "w2"] {
+        kubectl(&format!(
+            "run e2e-{w} --image={pause} --image-pull-policy=Never --restart=Never \
+             --overrides='{{\"apiVersion\":\"v1\",\"spec\":{{\"nodeName\":\"{w}\"}}}}'"
+        ));
+    }
+    for w in ["w1", "w2"] {
+        let o = lab.exec_output(
+            0,
+            &format!(
+                "kubectl --kubeconfig /etc/kubernetes/admin.conf wait \
+                 --for=jsonpath='{{.status.phase}}'=Running pod/e2e-{w} --timeout=180s"
+            ),
+        );
+        assert!(
+            o.status.success(),
+            "pod e2e-{w} not Running: {}\n{}",
+            show(&o),
+            kubectl(&format!("describe pod e2e-{w}"))
+        );
+    }
+    eprintln!(
+        "pods Running in {:.1} s\n$ kubectl get pods -o wide\n{}",
+        t.elapsed().as_secs_f64(),
+        kubectl("get pods -o wide")
+    );
+    let ip = |w: &str| {
+        kubectl(&format!("get pod e2e-{w} -o jsonpath={{.status.podIP}}"))
+            .trim()
+            .to_owned()
+    };
+    let (ip1, ip2) = (ip("w1"), ip("w2"));
+    // The pod's network namespace, as the CRI reports it (`crictl inspectp`).
+    let netns = |i: usize, w: &str| {
+        lab.exec(
+            i,
+            &format!(
+                "crictl inspectp $(crictl pods --name e2e-{w} --state ready -q) | python3 -c \
+                 'import json, sys; d = json.load(sys.stdin); print([n[\"path\"] for n in \
+                 d[\"info\"][\"runtimeSpec\"][\"linux\"][\"namespaces\"] if n[\"type\"] == \"network\"][0])'"
+            ),
+        )
+        .trim()
+        .to_owned()
+    };
+    let (ns1, ns2) = (netns(1, "w1"), netns(2, "w2"));
+    for (i, ns, to) in [(1, &ns1, &ip2), (2, &ns2, &ip1)] {
+        let o = lab.exec_output(i, &format!("nsenter --net={ns} ping -c 3 -W 2 {to}"));
+        let diag = || {
+            format!(
+                "{}\nroutes on {}:\n{}",
+                show(&o),
+                lab.machines[i].name,
+                lab.exec(i, "ip -4 route show")
+            )
+        };
+        assert!(o.status.success(), "ping from pod to {to}: {}", diag());
+        eprintln!(
+            "$ (in pod e2e-{} on {}) ping -c 3 {to}\n{}",
+            lab.machines[i].name,
+            lab.machines[i].name,
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    // TCP: w2's pod listens, w1's connects; the listener says which address it saw.
+    lab.exec(
+        2,
+        &format!(
+            "nsenter --net={ns2} python3 -c 'import socket; s = socket.socket(); \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 8080)); \
+             s.listen(1); c, a = s.accept(); c.sendall(a[0].encode()); c.close()' \
+             >/root/listener.log 2>&1 &"
+        ),
+    );
+    let seen = lab.exec(
+        1,
+        &format!(
+            "nsenter --net={ns1} python3 -c 'import socket, time\n\
+             for _ in range(50):\n    try:\n        s = socket.create_connection((\"{ip2}\", 8080), 5); break\n\
+             \x20   except OSError:\n        time.sleep(0.2)\n\
+             print(s.recv(100).decode())'"
+        ),
+    );
+    eprintln!(
+        "TCP from pod e2e-w1 ({ip1}) to {ip2}:8080 in pod e2e-w2: connected; the listener saw {}",
+        seen.trim()
+    );
 }

@@ -244,6 +244,9 @@ pub fn inventory(c: &ClusterInput, v: &super::versions::Versions, hosts: &[HostP
     for h in hosts {
         let mut hv = Mapping::new();
         hv.insert(s("ansible_host"), s(&h.ip.to_string()));
+        // The node's own address, apart from ansible_host (which a user may point elsewhere,
+        // e.g. at a bastion's forward): the other nodes route its pod subnet via it.
+        hv.insert(s("kbin_node_ip"), s(&h.ip.to_string()));
         hv.insert(s("kbin_pod_subnet"), s(&h.pod_subnet));
         hv.insert(s("kbin_archives"), to_value(&h.archives));
         hv.insert(s("kbin_files"), to_value(&h.files));

@@ -14,7 +14,8 @@
 //! to make; every later run reuses it), under a lock so parallel tests build it once.
 //! Machines boot with nspawn's seccomp filter off, its API filesystems writable, every
 //! capability and the cgroup v1 controllers remounted read-write inside, so containerd and runc
-//! can run in them (see shared/realworld/README.md). Addresses: the bridge is
+//! can run in them (see shared/realworld/README.md), and `/dev/kmsg` a link to the console, as
+//! kind makes it, so a real kubelet starts. Addresses: the bridge is
 //! [`Machines::GATEWAY`], machine `i` is `10.77.0.(10+i)`, reachable only inside the namespace.
 
 #![allow(dead_code)]
@@ -27,13 +28,14 @@ use std::time::{Duration, Instant};
 use super::tool;
 
 /// Packages of the base rootfs besides minbase: systemd as PID 1, sshd and python3 for Ansible,
-/// and what the kube-* workers need on any host (iptables, conntrack, kmod). Sorted: the cache key
-/// is made from this list.
+/// what the kube-* workers need on any host (iptables, conntrack, kmod), and ping, to show one
+/// pod reaching another from its network namespace. Sorted: the cache key is made from this list.
 pub const PACKAGES: &[&str] = &[
     "conntrack",
     "dbus",
     "iproute2",
     "iptables",
+    "iputils-ping",
     "kmod",
     "openssh-server",
     "procps",
@@ -364,11 +366,14 @@ impl Machines {
             );
         }
         let ip = self.machines[i].ip;
+        // nspawn gives a container no /dev/kmsg, and a real kubelet refuses to start without it
+        // (its OOM watcher reads it): the link kind's node image makes in containers too.
         self.exec(
             i,
             &format!(
                 "ip addr add {ip}/24 dev host0 && ip link set host0 up && ip route add default via {} && \
-                 for m in /sys/fs/cgroup/* /sys/fs/cgroup; do mount -o remount,bind,rw $m; done",
+                 for m in /sys/fs/cgroup/* /sys/fs/cgroup; do mount -o remount,bind,rw $m; done && \
+                 {{ [ -e /dev/kmsg ] || ln -s /dev/console /dev/kmsg; }}",
                 Self::GATEWAY
             ),
         );
