@@ -228,6 +228,8 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
     common::toolchain::standin_toolchain(&home, "old", "1.30.14");
+    // The pause image, as `kbin install` pulls it: the workers get it in their bundle.
+    common::toolchain::add_pause_image(&home, "old", "3.9");
     common::toolchain::standin_toolchain(&home, "new", "1.31.9");
     let mut lab = Machines::boot("ans", &["cp1", "w1", "w2"]);
     let tree = work.path().join("cluster");
@@ -267,6 +269,15 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
         for unit in ["kubelet", "kube-proxy"] {
             lab.exec(i, &format!("systemctl is-active {unit}"));
         }
+        // Air-gapped: the bundled pause image is in containerd before the kubelet needs it.
+        let images = lab.exec(
+            i,
+            "ctr --address /run/containerd/containerd.sock -n k8s.io images ls -q",
+        );
+        assert!(
+            images.lines().any(|l| l == "registry.k8s.io/pause:3.9"),
+            "{name}: {images}"
+        );
         let node = lab.exec(
             0,
             &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf get node {name} -o json"),

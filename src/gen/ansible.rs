@@ -84,7 +84,8 @@ pub struct HostFile {
     /// A private key or a kubeconfig with one: never shown by `--diff`.
     pub secret: bool,
     /// What a change to it must be followed by: services (`etcd`, `kubelet`, …) that read it,
-    /// `modules` (load kernel modules) or `sysctl` (apply sysctls).
+    /// `modules` (load kernel modules), `sysctl` (apply sysctls) or `images` (import the image
+    /// archives into containerd).
     pub restarts: Vec<String>,
 }
 

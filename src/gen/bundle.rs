@@ -533,6 +533,9 @@ fn host_files(
                 vec!["modules".to_owned()]
             } else if abs == paths::SYSCTL {
                 vec!["sysctl".to_owned()]
+            } else if abs.starts_with(&format!("{}/", paths::IMAGES)) {
+                // Imported into containerd once it runs (air-gapped nodes pull nothing).
+                vec!["images".to_owned()]
             } else {
                 ansible::readers(&abs, &units)
             };

@@ -40,6 +40,68 @@ fn layer(file: &str, content: &[u8]) -> (Vec<u8>, String) {
     (gz.finish().unwrap(), diff_id)
 }
 
+/// One platform's image of `<repo>:<tag>`: its config, its one gzipped layer and its manifest.
+fn platform_image(repo: &str, tag: &str, arch: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (gz, diff_id) = layer(
+        "pause",
+        format!("#!/bin/sh\n# {repo}:{tag} {arch}\n").as_bytes(),
+    );
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Entrypoint": ["/pause"] },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+    }))
+    .unwrap();
+    let (cd, ld) = (sha(&config), sha(&gz));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": gz.len() }],
+    }))
+    .unwrap();
+    (config, gz, manifest)
+}
+
+/// `registry.k8s.io/<repo>:<tag>` for amd64 as an OCI image-layout archive, laid out as
+/// `kbin install` stores a pulled image (index.json naming it for `ctr images import`), and
+/// its manifest's digest.
+#[allow(dead_code)]
+pub fn oci_archive(repo: &str, tag: &str) -> (Vec<u8>, String) {
+    let (config, gz, manifest) = platform_image(repo, tag, "amd64");
+    let md = sha(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": format!("registry.k8s.io/{repo}:{tag}"),
+                "org.opencontainers.image.ref.name": tag,
+            },
+            "platform": { "os": "linux", "architecture": "amd64" },
+        }],
+    }))
+    .unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: String, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, bytes).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for b in [&config, &gz, &manifest] {
+        add(format!("blobs/sha256/{}", &sha(b)[7..]), b);
+    }
+    (tar.into_inner().unwrap(), md)
+}
+
 /// Publish `registry.k8s.io/<repo>:<tag>` for amd64 and arm64 on `server` (served as the
 /// registry's mirror: paths `/v2/<repo>/…`).
 #[allow(dead_code)]
@@ -48,25 +110,8 @@ pub fn publish(server: &Server, repo: &str, tag: &str) -> FakeImage {
     let mut blob_paths = Vec::new();
     let mut index_entries = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let (gz, diff_id) = layer(
-            "pause",
-            format!("#!/bin/sh\n# {repo}:{tag} {arch}\n").as_bytes(),
-        );
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": arch,
-            "os": "linux",
-            "config": { "Entrypoint": ["/pause"] },
-            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-        }))
-        .unwrap();
+        let (config, gz, manifest) = platform_image(repo, tag, arch);
         let (cd, ld) = (sha(&config), sha(&gz));
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": gz.len() }],
-        }))
-        .unwrap();
         let md = sha(&manifest);
         for (d, bytes) in [(&cd, config.clone()), (&ld, gz.clone())] {
             let p = format!("/v2/{repo}/blobs/{d}");

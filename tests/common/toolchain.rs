@@ -238,3 +238,32 @@ pub fn standin_toolchain(home: &Path, name: &str, kube: &str) {
     }
     std::fs::write(&path, r.to_toml()).unwrap();
 }
+
+/// Give toolchain `name` (under KBIN_HOME `home`) the pause image `registry.k8s.io/pause:<tag>`
+/// as `kbin install` leaves a pulled image: an OCI archive under `images/`, recorded in the
+/// receipt (so `gen` puts it in the workers' bundle).
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn add_pause_image(home: &Path, name: &str, tag: &str) {
+    let layout = kbin::store::Layout::new(home);
+    let (bytes, manifest) = super::registry::oci_archive("pause", tag);
+    let image = kbin::images::ImageRef::pause(tag);
+    let dir = layout.toolchain_dir(name).join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(image.archive_name()), &bytes).unwrap();
+    let path = layout.receipt_path(name);
+    let mut r = kbin::toolchain::Receipt::load(&path).unwrap();
+    let manifest: Digest = manifest.parse().unwrap();
+    r.pulled.push(kbin::images::PulledImage {
+        name: image.to_string(),
+        arch: Arch::Amd64,
+        digest: manifest.clone(),
+        manifest,
+        archive: format!("sha256:{}", kbin::util::sha256_hex(&bytes))
+            .parse()
+            .unwrap(),
+        size: bytes.len() as u64,
+        source: "tests/common/registry.rs".into(),
+        fetched: "2026-11-22T23:00:00Z".into(),
+    });
+    std::fs::write(&path, r.to_toml()).unwrap();
+}

@@ -6,6 +6,8 @@ only, run by tasks/stage.yml and tasks/install.yml with its input as JSON on std
                         digest), remove the stage directories of archives the host no longer has
   kbin-node.py install  install each file from its archive's stage directory with its mode,
                         owned by root, where it differs (content, mode or owner)
+  kbin-node.py images   import into containerd (namespace k8s.io) each image archive whose
+                        images it does not have yet (air-gapped nodes pull nothing)
 
 One task instead of a module run per archive and per file: on a node with forty files that is
 the difference between one SSH round trip and sixty. Prints {"changed": [...]} (what it changed);
@@ -16,12 +18,14 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
 
 DIST = "/var/lib/kbin/dist"
 STAGE = "/var/lib/kbin/stage"
+CTR = ["ctr", "--address", "/run/containerd/containerd.sock", "-n", "k8s.io"]
 
 
 def fail(msg):
@@ -114,12 +118,36 @@ def install(req):
     return changed
 
 
+def images(req):
+    have = set(subprocess.run(CTR + ["images", "ls", "-q"], check=True,
+                              capture_output=True, text=True).stdout.split())
+    changed = []
+    for rel in req["images"]:
+        path = "/" + rel
+        # kbin's archives name their images in index.json (what `ctr images import` tags).
+        with tarfile.open(path) as t:
+            index = json.load(t.extractfile("index.json"))
+        names = [m.get("annotations", {}).get("io.containerd.image.name")
+                 for m in index.get("manifests", [])]
+        if names and all(n in have for n in names):
+            continue
+        subprocess.run(CTR + ["images", "import", path], check=True, capture_output=True,
+                       text=True)
+        changed.append(path)
+    return changed
+
+
 def main():
     req = json.load(sys.stdin)
     try:
-        changed = {"stage": stage, "install": install}[sys.argv[1]](req)
+        changed = {"stage": stage, "install": install, "images": images}[sys.argv[1]](req)
     except OSError as e:
         fail(f"on {req['host']}: {e}")
+    except subprocess.CalledProcessError as e:
+        fail(f"on {req['host']}: {' '.join(e.cmd)} failed: {e.stderr.strip()}")
+    except (KeyError, ValueError, tarfile.TarError) as e:
+        fail(f"on {req['host']}: an image archive kbin bundled is unreadable ({e!r}): "
+             "run `kbin gen cluster` again, then this playbook")
     json.dump({"changed": changed}, sys.stdout)
 
 
