@@ -160,15 +160,11 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `secs` since the Unix epoch as RFC 3339 (UTC).
+/// `secs` since the Unix epoch as RFC 3339 (UTC), as [`crate::util::rfc3339`] writes it.
 pub fn rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
+        .map(crate::util::rfc3339)
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 /// Start `unit`'s command line exactly as written, in a new process group (so a Ctrl-C meant
@@ -308,6 +304,12 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times_read_as_the_receipts_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_388_400), "2026-11-22T23:00:00Z");
+    }
 
     #[test]
     fn this_process_is_recognised_by_pid_and_start_time() {
