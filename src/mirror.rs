@@ -163,8 +163,7 @@ fn copy_verified(
     // artifact), so a file a crash left short is found and rewritten, never trusted; and
     // fsyncing hundreds of MB file by file would make an export several times slower than the
     // `cp` it replaces. Run `sync` before unplugging the disk.
-    tmp.persist(dest)
-        .map_err(|e| at::<PathIo>("cannot rename into", dest)(e.error))?;
+    rename_unsynced(tmp, dest)?;
     Ok((d.sha512, d.size))
 }
 
@@ -200,8 +199,13 @@ fn put_text(path: &Path, text: &str) -> Result<(), MirrorError> {
     std::io::Write::write_all(&mut file, text.as_bytes())
         .map_err(at::<PathIo>("cannot write", path))?;
     drop(file);
-    tmp.persist(path)
-        .map_err(|e| at::<PathIo>("cannot rename into", path)(e.error))?;
+    rename_unsynced(tmp, path)
+}
+
+/// Rename the written temporary file `tmp` to `dest`, with no fsync (see [`copy_verified`]).
+fn rename_unsynced(tmp: tempfile::TempPath, dest: &Path) -> Result<(), MirrorError> {
+    tmp.persist(dest)
+        .map_err(|e| at::<PathIo>("cannot rename into", dest)(e.error))?;
     Ok(())
 }
 

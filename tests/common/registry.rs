@@ -24,15 +24,20 @@ fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
+/// Append `bytes` as `path` with `mode` and mtime 0 (reproducible, as kbin's own archives).
+fn append(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, bytes: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, path, bytes).unwrap();
+}
+
 /// A gzipped tar holding `/<file>` with `content`, and the sha256 of the tar (its diff_id).
 fn layer(file: &str, content: &[u8]) -> (Vec<u8>, String) {
     let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o755);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.append_data(&mut h, file, content).unwrap();
+    append(&mut tar, file, 0o755, content);
     let raw = tar.into_inner().unwrap();
     let diff_id = sha(&raw);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -86,18 +91,20 @@ pub fn oci_archive(repo: &str, tag: &str) -> (Vec<u8>, String) {
     }))
     .unwrap();
     let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |path: String, bytes: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, path, bytes).unwrap();
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
+    append(
+        &mut tar,
+        "oci-layout",
+        0o644,
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+    append(&mut tar, "index.json", 0o644, &index);
     for b in [&config, &gz, &manifest] {
-        add(format!("blobs/sha256/{}", &sha(b)[7..]), b);
+        append(
+            &mut tar,
+            &format!("blobs/sha256/{}", &sha(b)[7..]),
+            0o644,
+            b,
+        );
     }
     (tar.into_inner().unwrap(), md)
 }
