@@ -348,7 +348,9 @@ impl<T, I: Iterator<Item = T>> Iterator for Entries<'_, I> {
     }
 }
 
-type TarGz = tar::Archive<Metered<flate2::read::MultiGzDecoder<BufReader<File>>>>;
+/// The decompressed, metered stream tar reads.
+type GzStream = Metered<flate2::read::MultiGzDecoder<BufReader<File>>>;
+type TarGz = tar::Archive<GzStream>;
 
 /// Open `archive` as a tar.gz stream (multi-member gzip accepted), metered against `limits`.
 fn open(archive: &Path, limits: &Limits) -> Result<(TarGz, std::rc::Rc<Meter>), ArchiveError> {
@@ -528,104 +530,43 @@ pub fn extract_tar_gz(
 }
 
 fn unpack(archive: &Path, root: &Path, limits: &Limits) -> Result<Extracted, ArchiveError> {
-    let (mut tar, meter) = open(archive, limits)?;
-    let corrupt = |source| read_error(archive, limits, source);
-    let mut budget = Budget {
-        archive,
-        limits,
-        entries: 0,
-        bytes: 0,
-    };
     let mut done = Extracted::default();
-    let entries = Entries {
-        inner: tar.entries().map_err(corrupt)?,
-        meter: &meter,
-    };
-    for entry in entries {
-        let mut entry = entry.map_err(corrupt)?;
-        budget.entry()?;
-        let raw = entry.path().map_err(corrupt)?.into_owned();
-        let shown = raw.display().to_string();
-        let unsafe_ = |reason: String| ArchiveError::Unsafe {
-            archive: archive.to_owned(),
-            entry: shown.clone(),
-            reason,
-        };
-        let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
-            continue;
-        }
-        let rel = enclosed_path(&raw).map_err(&unsafe_)?;
-        if rel.as_os_str().is_empty() {
-            if kind.is_dir() {
-                continue;
-            }
-            return Err(unsafe_("it names the target directory itself".into()));
-        }
-        let dest = root.join(&rel);
-        match kind {
-            EntryType::Directory => {
-                real_parents(root, &rel, true).map_err(&unsafe_)?;
-                if !clear_spot(&dest, true).map_err(&unsafe_)? {
+    walk(archive, limits, |mut e| {
+        let unsafe_ = |reason: String| e.unsafe_(reason);
+        let dest = root.join(e.rel);
+        // The rules were checked by `walk` on its model of the tree; the real_parents and
+        // clear_spot checks on disk guard the same ground again where the bytes land.
+        match &e.kind {
+            Checked::Dir => {
+                real_parents(root, e.rel, true).map_err(unsafe_)?;
+                if !clear_spot(&dest, true).map_err(unsafe_)? {
                     std::fs::create_dir(&dest).map_err(io("cannot create", &dest))?;
                 }
             }
-            EntryType::Regular | EntryType::Continuous => {
-                if entry.header().size().unwrap_or(0) > budget.left() {
-                    return Err(budget.too_large());
-                }
-                real_parents(root, &rel, true).map_err(&unsafe_)?;
-                clear_spot(&dest, false).map_err(&unsafe_)?;
-                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                let size = entry.header().size().unwrap_or(0);
-                done.bytes += write_file(&mut entry, size, &dest, mode, &mut budget, None)?;
+            Checked::File => {
+                real_parents(root, e.rel, true).map_err(unsafe_)?;
+                clear_spot(&dest, false).map_err(unsafe_)?;
+                let mode = e.entry.header().mode().unwrap_or(0o644) & 0o777;
+                done.bytes += e.write_to(&dest, mode, None)?;
                 done.files += 1;
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_("the symlink has no target".into()))?
-                    .into_owned();
-                check_symlink_target(&rel, &target).map_err(&unsafe_)?;
-                real_parents(root, &rel, true).map_err(&unsafe_)?;
-                clear_spot(&dest, false).map_err(&unsafe_)?;
-                std::os::unix::fs::symlink(&target, &dest)
+            Checked::Symlink(target) => {
+                real_parents(root, e.rel, true).map_err(unsafe_)?;
+                clear_spot(&dest, false).map_err(unsafe_)?;
+                std::os::unix::fs::symlink(target, &dest)
                     .map_err(io("cannot create the symlink", &dest))?;
             }
-            EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_("the hardlink has no target".into()))?
-                    .into_owned();
-                let trel = enclosed_path(&target)
-                    .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
-                real_parents(root, &trel, false)
-                    .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
-                let src = root.join(&trel);
-                match std::fs::symlink_metadata(&src) {
-                    Ok(m) if m.file_type().is_file() => {}
-                    _ => {
-                        return Err(unsafe_(format!(
-                            "the hardlink target {target:?} is not a file extracted before it"
-                        )));
-                    }
-                }
-                real_parents(root, &rel, true).map_err(&unsafe_)?;
-                clear_spot(&dest, false).map_err(&unsafe_)?;
+            Checked::Hardlink(trel) => {
+                real_parents(root, trel, false).map_err(unsafe_)?;
+                let src = root.join(trel);
+                real_parents(root, e.rel, true).map_err(unsafe_)?;
+                clear_spot(&dest, false).map_err(unsafe_)?;
                 std::fs::hard_link(&src, &dest).map_err(io("cannot create the hardlink", &dest))?;
                 done.files += 1;
             }
-            other => {
-                return Err(ArchiveError::Unsupported {
-                    archive: archive.to_owned(),
-                    entry: shown,
-                    kind: kind_name(other),
-                });
-            }
         }
-    }
+        Ok(())
+    })?;
     Ok(done)
 }
 
@@ -637,8 +578,8 @@ enum Kind {
     Link,
 }
 
-/// The tree a whole extraction would have made so far, without writing it: lets
-/// [`extract_members`] refuse exactly what [`extract_tar_gz`] refuses.
+/// The tree the archive's entries make so far, as a model: [`walk`] judges every entry against
+/// it, so a whole extraction and a members-only one refuse exactly the same archives.
 #[derive(Default)]
 struct Shadow {
     made: std::collections::HashMap<PathBuf, Kind>,
@@ -683,28 +624,69 @@ impl Shadow {
     }
 }
 
-/// Take only the members named in `wanted` (archive paths; a leading `./` does not matter) out
-/// of `archive`, writing each to `out_dir/<member path>` and hashing it on the way. Members that
-/// are absent are absent from the result (the caller knows which are required); the result is
-/// in archive order. Every entry of the archive is still checked: an archive with an unsafe
-/// entry is refused even if that entry was not asked for. A member that is a link or directory
-/// is an error. `out_dir` should be a fresh directory of the caller's (e.g. in cache/tmp/).
-pub fn extract_members(
-    archive: &Path,
-    wanted: &[&str],
-    out_dir: &Path,
-    limits: &Limits,
-) -> Result<Vec<Member>, ArchiveError> {
-    let mut want = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let rel = enclosed_path(Path::new(w)).map_err(|reason| ArchiveError::Unsafe {
-            archive: archive.to_owned(),
-            entry: (*w).to_owned(),
+/// An entry that passed the rules, and what it is.
+enum Checked {
+    Dir,
+    File,
+    /// Its target, checked to stay inside.
+    Symlink(PathBuf),
+    /// Its target's enclosed path, a file made by an earlier entry.
+    Hardlink(PathBuf),
+}
+
+/// One entry handed to [`walk`]'s visitor.
+struct Visit<'a, 'b, 't, R: Read> {
+    archive: &'a Path,
+    entry: &'b mut tar::Entry<'t, R>,
+    /// Its enclosed path.
+    rel: &'b Path,
+    /// Its path as the archive spells it.
+    shown: &'b str,
+    kind: Checked,
+    budget: &'b mut Budget<'a>,
+}
+
+impl<R: Read> Visit<'_, '_, '_, R> {
+    fn unsafe_(&self, reason: String) -> ArchiveError {
+        ArchiveError::Unsafe {
+            archive: self.archive.to_owned(),
+            entry: self.shown.to_owned(),
             reason,
-        })?;
-        want.push(rel);
+        }
     }
-    std::fs::create_dir_all(out_dir).map_err(io("cannot create", out_dir))?;
+
+    /// Write this file entry's content to a new file at `dest`, within the budget.
+    fn write_to(
+        &mut self,
+        dest: &Path,
+        mode: u32,
+        hasher: Option<&mut Sha256>,
+    ) -> Result<u64, ArchiveError> {
+        let size = self.entry.header().size().unwrap_or(0);
+        if size > self.budget.left() {
+            return Err(self.budget.too_large());
+        }
+        write_file(self.entry, size, dest, mode, self.budget, hasher)
+    }
+
+    /// Read past this entry's content, where its bytes count as content, not as tar's records.
+    fn skip(&mut self) -> Result<(), ArchiveError> {
+        std::io::copy(self.entry, &mut std::io::sink())
+            .map_err(|source| read_error(self.archive, self.budget.limits, source))?;
+        Ok(())
+    }
+}
+
+/// Every entry of `archive`, judged by kbin's one set of archive rules — limits on entries,
+/// bytes and tar records; paths enclosed; the target directory itself never named; nothing
+/// written through a symlink or over a directory; symlinks pointing inside; hardlinks only to
+/// files made before; no devices, fifos or other kinds — then handed to `visit`, in archive
+/// order. pax headers are skipped.
+fn walk<'a>(
+    archive: &'a Path,
+    limits: &'a Limits,
+    mut visit: impl FnMut(Visit<'a, '_, '_, GzStream>) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
     let (mut tar, meter) = open(archive, limits)?;
     let corrupt = |source| read_error(archive, limits, source);
     let mut budget = Budget {
@@ -713,8 +695,6 @@ pub fn extract_members(
         entries: 0,
         bytes: 0,
     };
-    let mut found: Vec<Member> = Vec::new();
-    // What a whole extraction would have made, to refuse what it would refuse.
     let mut shadow = Shadow::default();
     let entries = Entries {
         inner: tar.entries().map_err(corrupt)?,
@@ -742,26 +722,31 @@ pub fn extract_members(
             return Err(unsafe_("it names the target directory itself".into()));
         }
         shadow.parents(&rel).map_err(&unsafe_)?;
-        match kind {
+        let link_target =
+            |entry: &tar::Entry<'_, _>, what: &str| -> Result<PathBuf, ArchiveError> {
+                Ok(entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| unsafe_(format!("the {what} has no target")))?
+                    .into_owned())
+            };
+        let checked = match kind {
             EntryType::Regular | EntryType::Continuous => {
                 shadow.place(&rel, Kind::File).map_err(&unsafe_)?;
+                Checked::File
             }
             EntryType::Directory => {
                 shadow.place(&rel, Kind::Dir).map_err(&unsafe_)?;
+                Checked::Dir
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_("the symlink has no target".into()))?;
+                let target = link_target(&entry, "symlink")?;
                 check_symlink_target(&rel, &target).map_err(&unsafe_)?;
                 shadow.place(&rel, Kind::Link).map_err(&unsafe_)?;
+                Checked::Symlink(target)
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_("the hardlink has no target".into()))?;
+                let target = link_target(&entry, "hardlink")?;
                 let trel = enclosed_path(&target)
                     .map_err(|r| unsafe_(format!("the hardlink target {target:?}: {r}")))?;
                 if shadow.kind(&trel) != Some(Kind::File) {
@@ -770,6 +755,7 @@ pub fn extract_members(
                     )));
                 }
                 shadow.place(&rel, Kind::File).map_err(&unsafe_)?;
+                Checked::Hardlink(trel)
             }
             other => {
                 return Err(ArchiveError::Unsupported {
@@ -778,30 +764,61 @@ pub fn extract_members(
                     kind: kind_name(other),
                 });
             }
+        };
+        visit(Visit {
+            archive,
+            entry: &mut entry,
+            rel: &rel,
+            shown: &shown,
+            kind: checked,
+            budget: &mut budget,
+        })?;
+    }
+    Ok(())
+}
+
+/// Take only the members named in `wanted` (archive paths; a leading `./` does not matter) out
+/// of `archive`, writing each to `out_dir/<member path>` and hashing it on the way. Members that
+/// are absent are absent from the result (the caller knows which are required); the result is
+/// in archive order. Every entry of the archive is still checked: an archive with an unsafe
+/// entry is refused even if that entry was not asked for. A member that is a link or directory
+/// is an error. `out_dir` should be a fresh directory of the caller's (e.g. in cache/tmp/).
+pub fn extract_members(
+    archive: &Path,
+    wanted: &[&str],
+    out_dir: &Path,
+    limits: &Limits,
+) -> Result<Vec<Member>, ArchiveError> {
+    let mut want = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let rel = enclosed_path(Path::new(w)).map_err(|reason| ArchiveError::Unsafe {
+            archive: archive.to_owned(),
+            entry: (*w).to_owned(),
+            reason,
+        })?;
+        want.push(rel);
+    }
+    std::fs::create_dir_all(out_dir).map_err(io("cannot create", out_dir))?;
+    let mut found: Vec<Member> = Vec::new();
+    walk(archive, limits, |mut e| {
+        if !want.iter().any(|w| w == e.rel) {
+            return e.skip();
         }
-        if !want.contains(&rel) {
-            // Read past it here, where its bytes count as content, not as tar's records.
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
-            continue;
-        }
-        if !matches!(kind, EntryType::Regular | EntryType::Continuous) {
+        let kind = e.entry.header().entry_type();
+        if !matches!(e.kind, Checked::File) || kind == EntryType::Link {
             return Err(ArchiveError::NotAFile {
                 archive: archive.to_owned(),
-                member: shown,
+                member: e.shown.to_owned(),
                 kind: kind_name(kind),
             });
         }
-        if entry.header().size().unwrap_or(0) > budget.left() {
-            return Err(budget.too_large());
-        }
-        let dest = out_dir.join(&rel);
-        real_parents(out_dir, &rel, true).map_err(&unsafe_)?;
-        clear_spot(&dest, false).map_err(&unsafe_)?;
-        let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
+        let dest = out_dir.join(e.rel);
+        real_parents(out_dir, e.rel, true).map_err(|r| e.unsafe_(r))?;
+        clear_spot(&dest, false).map_err(|r| e.unsafe_(r))?;
+        let mode = e.entry.header().mode().unwrap_or(0o755) & 0o777;
         let mut h = Sha256::new();
-        let hint = entry.header().size().unwrap_or(0);
-        let size = write_file(&mut entry, hint, &dest, mode, &mut budget, Some(&mut h))?;
-        let name = rel.to_string_lossy().into_owned();
+        let size = e.write_to(&dest, mode, Some(&mut h))?;
+        let name = e.rel.to_string_lossy().into_owned();
         // A duplicate entry replaces the earlier one, as tar does.
         found.retain(|m| m.name != name);
         found.push(Member {
@@ -811,7 +828,8 @@ pub fn extract_members(
             sha256: Digest::sha256_of(&h.finalize()),
             mode,
         });
-    }
+        Ok(())
+    })?;
     Ok(found)
 }
 
