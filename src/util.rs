@@ -48,6 +48,19 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// An error and its causes on one line, `: `-separated (reqwest's and git2's own messages hide
+/// the useful part in their sources).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -865,9 +865,25 @@ fn parse_content_range(v: &str) -> Option<ContentRange> {
     (end >= start && total.is_none_or(|t| end < t)).then_some(ContentRange { start, end, total })
 }
 
+/// Make aws-lc-rs the process's rustls provider (reqwest is built without one of its own), so
+/// TLS and certificate generation (rcgen) use one crypto library. Call before building any
+/// HTTP client; later calls do nothing.
+pub fn install_crypto_provider() {
+    // An error only says a provider is already installed: aws-lc-rs, by an earlier call.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// An HTTP client with `opts`' trust roots, proxies and connect timeout, for other protocols
+/// carried over HTTP (git's smart HTTP in `source::http`), so every request kbin makes goes
+/// through one TLS stack with one set of settings.
+pub fn client(opts: &FetchOptions) -> Result<reqwest::Client, FetchError> {
+    client_builder(opts)?.build().map_err(FetchError::Client)
+}
+
 /// The HTTP client's settings: rustls with the system's roots plus the CA bundle, proxies with
 /// loopback exempt.
 fn client_builder(opts: &FetchOptions) -> Result<reqwest::ClientBuilder, FetchError> {
+    install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("kbin/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(opts.connect_timeout)

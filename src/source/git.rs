@@ -76,6 +76,7 @@ fn open_mirror(mirror: &Path, url: &str) -> Result<Repository, SourceError> {
 
 /// Fetch `git_ref` from a remote repository (git://, http(s)://, ssh).
 fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, SourceError> {
+    super::http::register();
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(git_err(url, "cannot use the repository URL"))?;

@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod git;
+pub mod http;
 pub mod tools;
 
 use std::collections::BTreeMap;

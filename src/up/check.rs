@@ -67,6 +67,7 @@ pub fn request(
     body: Option<(&str, String)>,
     timeout: Duration,
 ) -> Result<Response, String> {
+    crate::fetch::install_crypto_provider();
     let mut b = reqwest::blocking::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)

@@ -179,7 +179,7 @@ impl Server {
     /// Start an HTTPS server on 127.0.0.1 whose certificate `ca` signed.
     pub fn start_tls(ca: &TestCa) -> Server {
         use tokio_rustls::rustls;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
