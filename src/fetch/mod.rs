@@ -806,14 +806,7 @@ fn http_error(target: &Target, source: reqwest::Error) -> FetchError {
 /// reachable as types through reqwest, so the cause chain's text decides ("invalid peer
 /// certificate: UnknownIssuer"); a miss only means a pointless retry.
 fn is_certificate_error(e: &reqwest::Error) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(e);
-    while let Some(c) = cause {
-        if c.to_string().contains("certificate") {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    crate::util::chain(e).contains("certificate")
 }
 
 /// 5xx is worth retrying; anything else (4xx, unexpected 1xx/3xx) is final.

@@ -93,22 +93,10 @@ pub fn request(
     if let Some((content_type, body)) = body {
         req = req.header("Content-Type", content_type).body(body);
     }
-    let resp = req.send().map_err(|e| chain(&e))?;
+    let resp = req.send().map_err(|e| crate::util::chain(&e))?;
     let status = resp.status().as_u16();
-    let body = resp.text().map_err(|e| chain(&e))?;
+    let body = resp.text().map_err(|e| crate::util::chain(&e))?;
     Ok(Response { status, body })
-}
-
-/// An error and its causes on one line (reqwest's own message hides the useful part).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `GET url` expecting 200; the body (trimmed, first line) is what was seen.
