@@ -228,6 +228,71 @@ fn kbin_commands(script: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// The inline code spans of `text` outside fenced blocks that are kbin commands (`kbin …`), with
+/// line breaks inside a span made spaces.
+fn inline_commands(text: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            fenced = !fenced;
+            prose.push('\n');
+            continue;
+        }
+        if !fenced {
+            prose.push_str(line);
+        }
+        prose.push('\n');
+    }
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|span| span.replace('\n', " "))
+        .filter(|span| span.starts_with("kbin "))
+        .collect()
+}
+
+/// Check a command written in prose, where placeholders (`VERSION…`, `[--json]`, `up|down`)
+/// keep clap from parsing it: each subcommand named must exist, and each `--flag` on the
+/// command it follows (or among the global options).
+fn check_inline(span: &str) -> Result<(), String> {
+    use clap::CommandFactory as _;
+    let root = kbin::cli::Cli::command();
+    let global: Vec<String> = root
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let mut cmd = &root;
+    let mut path = vec!["kbin".to_string()];
+    for raw in span.split_whitespace().skip(1) {
+        let t = raw
+            .trim_start_matches('[')
+            .trim_end_matches([']', '…', '.', ',']);
+        if let Some(flag) = t.strip_prefix("--") {
+            let flag = flag.split('=').next().unwrap_or(flag);
+            let known = ["help", "version"].contains(&flag)
+                || global.iter().any(|g| g == flag)
+                || cmd.get_arguments().any(|a| a.get_long() == Some(flag));
+            if !known {
+                return Err(format!("`{}` has no option --{flag}", path.join(" ")));
+            }
+        } else if !t.starts_with('-') && cmd.has_subcommands() {
+            let mut next = None;
+            for name in t.split(['|', '/']) {
+                match cmd.find_subcommand(name) {
+                    Some(c) => next = next.or(Some(c)),
+                    None => return Err(format!("`{}` has no subcommand {name}", path.join(" "))),
+                }
+            }
+            path.push(t.to_string());
+            cmd = next.expect("split yields at least one name");
+        }
+    }
+    Ok(())
+}
+
 /// Everything wrong with the blocks, by the convention above; empty when all is well.
 fn check(blocks: &[Block]) -> Vec<String> {
     let mut errors = Vec::new();
@@ -315,13 +380,26 @@ fn every_kbin_command_in_the_docs_parses_and_every_skipped_block_says_why() {
         shell > 20,
         "only {shell} shell blocks found: is the extractor broken?"
     );
-    let errors = check(&all);
+    let mut errors = check(&all);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut inline = 0;
+    for (name, _) in &pages {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        for span in inline_commands(&text) {
+            inline += 1;
+            if let Err(e) = check_inline(&span) {
+                errors.push(format!("{name}: `{span}`: {e}"));
+            }
+        }
+    }
     assert!(
         errors.is_empty(),
         "the docs have errors:\n{}",
         errors.join("\n")
     );
-    println!("{shell} shell blocks, {commands} kbin commands checked against kbin's CLI");
+    println!(
+        "{shell} shell blocks, {commands} kbin commands in them and {inline} in the prose checked against kbin's CLI"
+    );
 }
 
 #[test]
@@ -368,6 +446,23 @@ kbin install 1.30 && kbin gen cluster --out c --worker w1=10.0.0.21 && eval \"$(
         );
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    // Prose: placeholders are fine, unknown subcommands and options are not.
+    let prose = "Run `kbin update\n[COMPONENT…] [--json]`, `kbin up|down|status`, `kbin instal 1.30`,\n\
+                 `kbin gen cluster --dif` and `kbin certs renew [NAME…]`.";
+    let found: Vec<Result<(), String>> = inline_commands(prose)
+        .iter()
+        .map(|s| check_inline(s))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            Ok(()),
+            Ok(()),
+            Err("`kbin` has no subcommand instal".to_string()),
+            Err("`kbin gen cluster` has no option --dif".to_string()),
+            Ok(()),
+        ]
+    );
     // The last block's three commands are found, `$(…)` included, and all parse.
     let cmds = kbin_commands(&blocks("t.md", md)[5].script());
     assert_eq!(
