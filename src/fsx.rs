@@ -1,6 +1,7 @@
 //! One way to put a file at its final path, and one way to say which path an I/O error is about.
 //!
-//! The rule (DESIGN.md's store rules): no partial or unverified file ever sits at a final path.
+//! The rule (docs/ARCHITECTURE.md, "Store rules"): no partial or unverified file ever sits at a
+//! final path.
 //! A file is written to a temporary file beside its final path (same directory, so the rename
 //! is atomic), created with its final mode (a key is never world-readable, even for an instant),
 //! fsynced, renamed into place, and the directory is fsynced so the rename survives a crash.
