@@ -766,3 +766,40 @@ async fn bad_urls_are_refused_clearly() {
         .unwrap_err();
     assert!(matches!(err, FetchError::BadUrl { .. }), "{err:?}");
 }
+
+/// `kbin mirror export` and `kbin install` drive one Fetcher from several runtimes: a
+/// current-thread one for image pulls that stays alive, idle, while a multi-thread one fetches
+/// the artifacts, and back. A connection pooled by the idle runtime cannot make progress from
+/// the other: reusing it stalled the request for the whole stall timeout, then retried.
+#[test]
+fn one_fetcher_serves_several_runtimes_without_a_stall() {
+    let s = Setup::new(100_000);
+    let f = Fetcher::new(FetchOptions {
+        stall_timeout: Duration::from_secs(5),
+        retries: 0,
+        ..opts()
+    })
+    .unwrap();
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let busy = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (round, rt) in [&idle, &busy, &idle, &busy].into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        let partial = s.dir.path().join(format!("round-{round}"));
+        let done = rt
+            .block_on(f.download(&s.url(), &partial, None, &NoProgress))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_complete(&done, &s.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -257,8 +257,10 @@ impl Downloaded {
 pub struct Fetcher {
     /// Built at the first request, shared by clones: loading the system's TLS roots (a stat and
     /// a parse of every file in /etc/ssl/certs) was a quarter of an up-to-date `kbin install`,
-    /// which sends none.
-    client: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// which sends none. One per runtime (the one it was built in): a pooled connection is
+    /// driven by a task of the runtime that opened it, so another runtime reusing it while that
+    /// one sits idle (image pulls beside artifact downloads) waits for the stall timeout.
+    client: std::sync::Arc<std::sync::Mutex<Option<(Option<tokio::runtime::Id>, reqwest::Client)>>>,
     opts: FetchOptions,
 }
 
@@ -282,16 +284,21 @@ impl Fetcher {
         })
     }
 
-    /// The HTTP client, built on first use.
-    fn client(&self) -> Result<&reqwest::Client, FetchError> {
-        if let Some(c) = self.client.get() {
-            return Ok(c);
+    /// The HTTP client for the current runtime, built on first use there.
+    fn client(&self) -> Result<reqwest::Client, FetchError> {
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        // A poisoned lock only means another thread panicked while swapping clients.
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, c)) = slot.as_ref()
+            && *id == runtime
+        {
+            return Ok(c.clone());
         }
         let c = client_builder(&self.opts)?
             .build()
             .map_err(FetchError::Client)?;
-        // Two first requests at once build two clients; one is kept.
-        Ok(self.client.get_or_init(|| c))
+        *slot = Some((runtime, c.clone()));
+        Ok(c)
     }
 
     /// The options this fetcher was made with.
