@@ -252,6 +252,9 @@ impl Downloaded {
     }
 }
 
+/// A client and the runtime it was built in (`None`: outside any runtime).
+type RuntimeClient = (Option<tokio::runtime::Id>, reqwest::Client);
+
 /// Downloads over one shared HTTP client (connection pool, TLS roots, proxies).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
@@ -260,7 +263,7 @@ pub struct Fetcher {
     /// which sends none. One per runtime (the one it was built in): a pooled connection is
     /// driven by a task of the runtime that opened it, so another runtime reusing it while that
     /// one sits idle (image pulls beside artifact downloads) waits for the stall timeout.
-    client: std::sync::Arc<std::sync::Mutex<Option<(Option<tokio::runtime::Id>, reqwest::Client)>>>,
+    client: std::sync::Arc<std::sync::Mutex<Option<RuntimeClient>>>,
     opts: FetchOptions,
 }
 
