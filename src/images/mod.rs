@@ -221,65 +221,13 @@ pub async fn pull(
     {
         return Ok(p);
     }
+    let tag_url = image.url("manifests", &image.tag);
+    let m = resolve_manifest(fetcher, image, arch, &tag_url).await?;
     let bad = |what: String| ImageError::Manifest {
         image: name.clone(),
         what,
     };
-    let tag_url = image.url("manifests", &image.tag);
-    let top = fetcher.document(&tag_url, ACCEPT).await?;
-    let digest = sha256(&top);
-    let doc: Document =
-        serde_json::from_slice(&top).map_err(|e| bad(format!("its manifest is not JSON: {e}")))?;
-    let (manifest_bytes, manifest_digest, media_type) = match doc.manifests {
-        Some(list) => {
-            let want = arch.to_string();
-            let has: Vec<String> = list
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .map(|p| format!("{}/{}", p.os, p.architecture))
-                .collect();
-            let pick = list
-                .iter()
-                .find(|d| {
-                    d.platform.as_ref().is_some_and(|p| {
-                        p.os == "linux"
-                            && p.architecture == want
-                            && (arch != Arch::Arm64
-                                || p.variant.as_deref().is_none_or(|v| v == "v8"))
-                    })
-                })
-                .ok_or_else(|| ImageError::NoPlatform {
-                    image: name.clone(),
-                    arch,
-                    has: has.join(", "),
-                })?;
-            let expected = parse_digest(&pick.digest).map_err(bad)?;
-            let bytes = fetcher
-                .document(&image.url("manifests", &pick.digest), ACCEPT)
-                .await?;
-            let actual = sha256(&bytes);
-            if actual != expected || bytes.len() as u64 != pick.size {
-                return Err(ImageError::ManifestDigest {
-                    image: name,
-                    expected,
-                    actual,
-                });
-            }
-            let mt = pick
-                .media_type
-                .clone()
-                .unwrap_or_else(|| OCI_MANIFEST.into());
-            (bytes, expected, mt)
-        }
-        None => {
-            let mt = doc
-                .media_type
-                .clone()
-                .unwrap_or_else(|| OCI_MANIFEST.into());
-            (top.clone(), digest.clone(), mt)
-        }
-    };
-    let manifest: Document = serde_json::from_slice(&manifest_bytes)
+    let manifest: Document = serde_json::from_slice(&m.bytes)
         .map_err(|e| bad(format!("its image manifest is not JSON: {e}")))?;
     let config = manifest
         .config
@@ -287,20 +235,142 @@ pub async fn pull(
     let layers = manifest
         .layers
         .ok_or_else(|| bad("its image manifest has no layers".into()))?;
+    let blobs = fetch_blobs(
+        fetcher,
+        store,
+        image,
+        std::iter::once(&config).chain(&layers),
+    )
+    .await?;
+    let (archive, size) = write_archive(store, image, arch, &m, &blobs)?;
+    // The layers are in the archive now.
+    drop(blobs);
+    let source = fetcher
+        .resolve_url(&tag_url)
+        .map(|u| u.to_string())
+        .unwrap_or(tag_url);
+    let pulled = PulledImage {
+        name,
+        arch,
+        digest: m.top_digest,
+        manifest: m.digest,
+        archive,
+        size,
+        source,
+        fetched: crate::util::now_rfc3339(),
+    };
+    let text = toml::to_string(&pulled).expect("strings and digests serialize");
+    crate::fsx::write_atomic(&record, text.as_bytes(), 0o644)?;
+    Ok(pulled)
+}
 
-    // Every blob, verified by the digest its manifest gives it, downloaded beside the store
-    // (resumable) and packed into the archive: the store keeps the archive only, so `cache gc`
-    // has no loose layers to keep or lose.
-    let layout = store.layout();
-    let mut blobs: Vec<(Digest, PathBuf)> = Vec::new();
-    let mut partials: Vec<(tempfile::TempPath, crate::store::cas::FileLock)> = Vec::new();
-    for d in std::iter::once(&config).chain(&layers) {
-        let digest = parse_digest(&d.digest).map_err(bad)?;
-        if blobs.iter().any(|(b, _)| *b == digest) {
+/// The image manifest for one platform, as the tag led to it.
+struct ImageManifest {
+    /// The digest of what the tag names (an index, or the manifest itself).
+    top_digest: Digest,
+    bytes: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+}
+
+/// Ask the tag, and when it names an index, the manifest of `arch`'s linux platform, checked
+/// against the digest and size the index gives it.
+async fn resolve_manifest(
+    fetcher: &Fetcher,
+    image: &ImageRef,
+    arch: Arch,
+    tag_url: &str,
+) -> Result<ImageManifest, ImageError> {
+    let name = image.to_string();
+    let bad = |what: String| ImageError::Manifest {
+        image: name.clone(),
+        what,
+    };
+    let top = fetcher.document(tag_url, ACCEPT).await?;
+    let top_digest = sha256(&top);
+    let doc: Document =
+        serde_json::from_slice(&top).map_err(|e| bad(format!("its manifest is not JSON: {e}")))?;
+    let Some(list) = doc.manifests else {
+        let media_type = doc.media_type.unwrap_or_else(|| OCI_MANIFEST.into());
+        return Ok(ImageManifest {
+            digest: top_digest.clone(),
+            top_digest,
+            bytes: top,
+            media_type,
+        });
+    };
+    let want = arch.to_string();
+    let pick = list
+        .iter()
+        .find(|d| {
+            d.platform.as_ref().is_some_and(|p| {
+                p.os == "linux"
+                    && p.architecture == want
+                    && (arch != Arch::Arm64 || p.variant.as_deref().is_none_or(|v| v == "v8"))
+            })
+        })
+        .ok_or_else(|| ImageError::NoPlatform {
+            image: name.clone(),
+            arch,
+            has: list
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let expected = parse_digest(&pick.digest).map_err(bad)?;
+    let bytes = fetcher
+        .document(&image.url("manifests", &pick.digest), ACCEPT)
+        .await?;
+    let actual = sha256(&bytes);
+    if actual != expected || bytes.len() as u64 != pick.size {
+        return Err(ImageError::ManifestDigest {
+            image: name,
+            expected,
+            actual,
+        });
+    }
+    Ok(ImageManifest {
+        top_digest,
+        bytes,
+        digest: expected,
+        media_type: pick
+            .media_type
+            .clone()
+            .unwrap_or_else(|| OCI_MANIFEST.into()),
+    })
+}
+
+/// A blob downloaded beside the store, removed (and its lock released) when dropped.
+struct Blob {
+    digest: Digest,
+    path: PathBuf,
+    _partial: tempfile::TempPath,
+    _lock: crate::store::cas::FileLock,
+}
+
+/// Every blob, verified by the digest its manifest gives it, downloaded beside the store
+/// (resumable) to be packed into the archive: the store keeps the archive only, so `cache gc`
+/// has no loose layers to keep or lose.
+async fn fetch_blobs(
+    fetcher: &Fetcher,
+    store: &Store,
+    image: &ImageRef,
+    descriptors: impl Iterator<Item = &Descriptor>,
+) -> Result<Vec<Blob>, ImageError> {
+    let name = image.to_string();
+    let mut blobs: Vec<Blob> = Vec::new();
+    for d in descriptors {
+        let digest = parse_digest(&d.digest).map_err(|what| ImageError::Manifest {
+            image: name.clone(),
+            what,
+        })?;
+        if blobs.iter().any(|b| b.digest == digest) {
             continue;
         }
         let lock = store.lock_key(&digest.to_string(), || {})?;
-        let partial = layout.partial_download(&digest);
+        let partial = store.layout().partial_download(&digest);
         fetcher
             .download(
                 &image.url("blobs", &d.digest),
@@ -309,24 +379,38 @@ pub async fn pull(
                 &NoProgress,
             )
             .await?;
-        blobs.push((digest, partial.clone()));
         let guard =
             tempfile::TempPath::try_from_path(&partial)
                 .map_err(crate::fsx::at::<ImageError>("cannot own", &partial))?;
-        partials.push((guard, lock));
+        blobs.push(Blob {
+            digest,
+            path: partial,
+            _partial: guard,
+            _lock: lock,
+        });
     }
+    Ok(blobs)
+}
 
-    // The archive: oci-layout, index.json naming the image, the blobs. Deterministic (fixed
-    // order and times), so the same image always makes the same archive.
+/// The image's OCI layout archive into the store: oci-layout, index.json naming the image, the
+/// manifest and the blobs. Deterministic (fixed order and times), so the same image always
+/// makes the same archive. Returns its digest and size.
+fn write_archive(
+    store: &Store,
+    image: &ImageRef,
+    arch: Arch,
+    m: &ImageManifest,
+    blobs: &[Blob],
+) -> Result<(Digest, u64), ImageError> {
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{
-            "mediaType": media_type,
-            "digest": manifest_digest.to_string(),
-            "size": manifest_bytes.len(),
+            "mediaType": m.media_type,
+            "digest": m.digest.to_string(),
+            "size": m.bytes.len(),
             "annotations": {
-                "io.containerd.image.name": name,
+                "io.containerd.image.name": image.to_string(),
                 "org.opencontainers.image.ref.name": image.tag,
             },
             "platform": { "os": "linux", "architecture": arch.to_string() },
@@ -334,39 +418,32 @@ pub async fn pull(
     });
     let tmp = store.temp_file()?;
     let tmp_path = tmp.path().to_owned();
+    let io = |e| crate::fsx::at::<ImageError>("cannot write", &tmp_path)(e);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        h
+    };
     {
         let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
-        let mut add = |path: &str, bytes: &[u8]| -> std::io::Result<()> {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            tar.append_data(&mut h, path, bytes)
-        };
-        let io = |e| crate::fsx::at::<ImageError>("cannot write", &tmp_path)(e);
-        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
-        add(
-            "index.json",
-            serde_json::to_string(&index)
-                .expect("a JSON value serializes")
-                .as_bytes(),
-        )
-        .map_err(io)?;
-        add(&blob_path(&manifest_digest), &manifest_bytes).map_err(io)?;
-        for (digest, path) in &blobs {
-            let mut f = std::fs::File::open(path)
-                .map_err(|e| crate::fsx::at::<ImageError>("cannot open", path)(e))?;
-            let size = f
-                .metadata()
-                .map_err(|e| crate::fsx::at::<ImageError>("cannot stat", path)(e))?
-                .len();
-            let mut h = tar::Header::new_ustar();
-            h.set_size(size);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            tar.append_data(&mut h, blob_path(digest), &mut f)
+        let index = serde_json::to_string(&index).expect("a JSON value serializes");
+        let small: [(&str, &[u8]); 3] = [
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", index.as_bytes()),
+            (&blob_path(&m.digest), &m.bytes),
+        ];
+        for (path, bytes) in small {
+            tar.append_data(&mut header(bytes.len() as u64), path, bytes)
+                .map_err(io)?;
+        }
+        for b in blobs {
+            let at = |action| crate::fsx::at::<ImageError>(action, &b.path);
+            let mut f = std::fs::File::open(&b.path).map_err(at("cannot open"))?;
+            let size = f.metadata().map_err(at("cannot stat"))?.len();
+            tar.append_data(&mut header(size), blob_path(&b.digest), &mut f)
                 .map_err(io)?;
         }
         let mut w = tar.into_inner().map_err(io)?;
@@ -378,26 +455,7 @@ pub async fn pull(
     let size = std::fs::metadata(&path)
         .map_err(|e| crate::fsx::at::<ImageError>("cannot stat", &path)(e))?
         .len();
-    let archive = store.insert_file(&path, None)?;
-    // The layers are in the archive now.
-    drop(partials);
-    let source = fetcher
-        .resolve_url(&tag_url)
-        .map(|u| u.to_string())
-        .unwrap_or(tag_url);
-    let pulled = PulledImage {
-        name,
-        arch,
-        digest,
-        manifest: manifest_digest,
-        archive,
-        size,
-        source,
-        fetched: crate::util::now_rfc3339(),
-    };
-    let text = toml::to_string(&pulled).expect("strings and digests serialize");
-    crate::fsx::write_atomic(&record, text.as_bytes(), 0o644)?;
-    Ok(pulled)
+    Ok((store.insert_file(&path, None)?, size))
 }
 
 /// `blobs/sha256/<hex>` in an image layout.
