@@ -113,18 +113,92 @@ pub fn update(
     only: &[String],
     now: &str,
 ) -> Result<(Overlay, Report), UpdateError> {
-    for n in only {
-        if merged.component(n).is_none() {
-            return Err(UpdateError::UnknownComponent {
-                name: n.clone(),
-                known: merged
-                    .components
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+    let probes = probes(merged, only)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(UpdateError::Runtime)?;
+    rt.block_on(async {
+        let found = new_releases(merged, fetcher, &probes).await?;
+        let wanted = checksums_wanted(merged, &found);
+        let digests: Vec<Result<crate::manifest::Digest, UpdateError>> =
+            futures_util::stream::iter(&wanted)
+                .map(|w| {
+                    let component = found[w.change].component.name.clone();
+                    async move {
+                        fetcher
+                            .checksum(&w.checksum_url, &w.file)
+                            .await
+                            .map_err(|source| UpdateError::Fetch { component, source })
+                    }
+                })
+                .buffered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut next = overlay.clone();
+        let mut changes: Vec<Change> = found
+            .iter()
+            .map(|f| Change {
+                component: f.component.name.clone(),
+                minor: f.minor.map(|m| m.to_string()),
+                from: f.from.as_ref().map(Version::to_string),
+                to: f.to.to_string(),
+                default_changed: false,
+                digests: BTreeMap::new(),
+            })
+            .collect();
+        for (w, d) in wanted.iter().zip(digests) {
+            let d = d?;
+            changes[w.change]
+                .digests
+                .insert(w.key.clone(), d.to_string());
+            next.tofu.insert(
+                w.key.clone(),
+                Tofu {
+                    digest: d,
+                    source: w.checksum_url.clone(),
+                    fetched: now.to_owned(),
+                },
+            );
         }
+        for f in &found {
+            let list = match f.minor {
+                Some(m) if f.component.name == KUBERNETES => {
+                    next.patches.entry(m.to_string()).or_default()
+                }
+                _ => next.versions.entry(f.component.name.clone()).or_default(),
+            };
+            if !list.contains(&f.to.to_string()) {
+                list.push(f.to.to_string());
+            }
+        }
+        if !changes.is_empty() {
+            next.updated = now.to_owned();
+        }
+        let report = Report {
+            changes,
+            sources: probes.iter().map(|p| p.url.clone()).collect(),
+            checksums: wanted.len(),
+            overlay: None,
+        };
+        Ok((next, report))
+    })
+}
+
+/// The listings to read: per component with a `[component.releases]`, one per known minor
+/// (`stable-1.N.txt`) or one in all (GitHub's release list). Unknown names in `only` are an
+/// error.
+fn probes<'m>(merged: &'m Manifest, only: &[String]) -> Result<Vec<Probe<'m>>, UpdateError> {
+    if let Some(n) = only.iter().find(|n| merged.component(n).is_none()) {
+        return Err(UpdateError::UnknownComponent {
+            name: n.clone(),
+            known: merged
+                .components
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     }
     let mut probes = Vec::new();
     for c in &merged.components {
@@ -149,121 +223,99 @@ pub fn update(
             }),
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(UpdateError::Runtime)?;
-    rt.block_on(async {
-        // 1. Every listing, at once.
-        let bodies: Vec<Result<String, UpdateError>> = futures_util::stream::iter(&probes)
-            .map(|p| async move {
-                fetcher
-                    .text(&p.url, LISTING_MAX)
-                    .await
-                    .map_err(|source| UpdateError::Fetch {
-                        component: p.component.name.clone(),
-                        source,
-                    })
-            })
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
-        // 2. What is new in them.
-        let mut found: Vec<(&Component, Option<Minor>, Option<Version>, Version)> = Vec::new();
-        for (p, body) in probes.iter().zip(bodies) {
-            let body = body?;
-            let listed = match p.minor {
-                Some(m) => vec![stable_txt(&p.url, &body, m)?],
-                None => github(&p.url, &body, p.component)?,
-            };
-            for (from, to) in new_versions(merged, p.component, p.minor, &listed) {
-                if !found
-                    .iter()
-                    .any(|(c, _, _, v)| c.name == p.component.name && *v == to)
-                {
-                    found.push((p.component, p.minor, from, to));
-                }
-            }
-        }
-        // 3. Their checksum files, per artifact and arch.
-        let mut wanted: Vec<(usize, String, String, String)> = Vec::new(); // (change, key, checksum url, file name)
-        for (i, (c, _, _, v)) in found.iter().enumerate() {
-            let Some(shipped) = c.shipped(v) else {
-                continue;
-            };
-            for arch in Arch::ALL {
-                for b in shipped.required.iter().chain(&shipped.optional) {
-                    let Some(a) = merged.artifact_for(c, b, v, arch) else {
-                        continue;
-                    };
-                    let Some(sum) = a.checksum_url else { continue };
-                    let key = a.pin_key.to_string();
-                    if a.pinned.is_some() || wanted.iter().any(|w| w.1 == key) {
-                        continue;
-                    }
-                    let file = a.url.rsplit('/').next().unwrap_or(&a.url).to_owned();
-                    wanted.push((i, key, sum, file));
-                }
-            }
-        }
-        let digests: Vec<Result<crate::manifest::Digest, UpdateError>> =
-            futures_util::stream::iter(&wanted)
-                .map(|(i, _, sum, file)| {
-                    let component = found[*i].0.name.clone();
-                    async move {
-                        fetcher
-                            .checksum(sum, file)
-                            .await
-                            .map_err(|source| UpdateError::Fetch { component, source })
-                    }
+    Ok(probes)
+}
+
+/// A release newer than every known one of its line.
+struct Found<'m> {
+    component: &'m Component,
+    minor: Option<Minor>,
+    from: Option<Version>,
+    to: Version,
+}
+
+/// Read every listing at once, and keep what is new in them (each release once).
+async fn new_releases<'m>(
+    merged: &Manifest,
+    fetcher: &Fetcher,
+    probes: &[Probe<'m>],
+) -> Result<Vec<Found<'m>>, UpdateError> {
+    let bodies: Vec<Result<String, UpdateError>> = futures_util::stream::iter(probes)
+        .map(|p| async move {
+            fetcher
+                .text(&p.url, LISTING_MAX)
+                .await
+                .map_err(|source| UpdateError::Fetch {
+                    component: p.component.name.clone(),
+                    source,
                 })
-                .buffered(CONCURRENCY)
-                .collect()
-                .await;
-        let mut next = overlay.clone();
-        let mut changes: Vec<Change> = found
-            .iter()
-            .map(|(c, minor, from, to)| Change {
-                component: c.name.clone(),
-                minor: minor.map(|m| m.to_string()),
-                from: from.as_ref().map(Version::to_string),
-                to: to.to_string(),
-                default_changed: false,
-                digests: BTreeMap::new(),
-            })
-            .collect();
-        for ((i, key, sum, _), d) in wanted.iter().zip(digests) {
-            let d = d?;
-            changes[*i].digests.insert(key.clone(), d.to_string());
-            next.tofu.insert(
-                key.clone(),
-                Tofu {
-                    digest: d,
-                    source: sum.clone(),
-                    fetched: now.to_owned(),
-                },
-            );
-        }
-        for (c, minor, _, to) in &found {
-            let list = match minor {
-                Some(m) if c.name == KUBERNETES => next.patches.entry(m.to_string()).or_default(),
-                _ => next.versions.entry(c.name.clone()).or_default(),
-            };
-            if !list.contains(&to.to_string()) {
-                list.push(to.to_string());
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut found: Vec<Found<'m>> = Vec::new();
+    for (p, body) in probes.iter().zip(bodies) {
+        let body = body?;
+        let listed = match p.minor {
+            Some(m) => vec![stable_txt(&p.url, &body, m)?],
+            None => github(&p.url, &body, p.component)?,
+        };
+        for (from, to) in new_versions(merged, p.component, p.minor, &listed) {
+            if !found
+                .iter()
+                .any(|f| f.component.name == p.component.name && f.to == to)
+            {
+                found.push(Found {
+                    component: p.component,
+                    minor: p.minor,
+                    from,
+                    to,
+                });
             }
         }
-        if !changes.is_empty() {
-            next.updated = now.to_owned();
-        }
-        let report = Report {
-            changes: std::mem::take(&mut changes),
-            sources: probes.iter().map(|p| p.url.clone()).collect(),
-            checksums: wanted.len(),
-            overlay: None,
+    }
+    Ok(found)
+}
+
+/// One digest to learn from a checksum file.
+struct Wanted {
+    /// Index of its release in the list of new ones.
+    change: usize,
+    /// Its pin key.
+    key: String,
+    checksum_url: String,
+    /// The artifact's file name, the line to find in the checksum file.
+    file: String,
+}
+
+/// The checksum files to read for the new releases: per artifact and arch, what no pin covers.
+fn checksums_wanted(merged: &Manifest, found: &[Found<'_>]) -> Vec<Wanted> {
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (change, f) in found.iter().enumerate() {
+        let Some(shipped) = f.component.shipped(&f.to) else {
+            continue;
         };
-        Ok((next, report))
-    })
+        for arch in Arch::ALL {
+            for b in shipped.required.iter().chain(&shipped.optional) {
+                let Some(a) = merged.artifact_for(f.component, b, &f.to, arch) else {
+                    continue;
+                };
+                let Some(sum) = a.checksum_url else { continue };
+                let key = a.pin_key.to_string();
+                if a.pinned.is_some() || wanted.iter().any(|w| w.key == key) {
+                    continue;
+                }
+                let file = a.url.rsplit('/').next().unwrap_or(&a.url).to_owned();
+                wanted.push(Wanted {
+                    change,
+                    key,
+                    checksum_url: sum,
+                    file,
+                });
+            }
+        }
+    }
+    wanted
 }
 
 /// `stable-1.30.txt`: one line, `v1.30.14`, a patch of `minor`.
