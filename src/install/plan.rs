@@ -95,48 +95,27 @@ pub fn plan(
     resolution: &Resolution,
     opts: &Options,
 ) -> Result<Plan, InstallError> {
-    // `--only`: each name is a component (all its binaries) or a single binary.
-    let mut wanted: Option<BTreeSet<String>> = None;
-    if !opts.only.is_empty() {
-        let mut set = BTreeSet::new();
-        for n in &opts.only {
-            if let Some(c) = manifest.component(n) {
-                set.extend(c.binaries.iter().chain(&c.optional_binaries).cloned());
-            } else if manifest.component_of_binary(n).is_some() {
-                set.insert(n.clone());
-            } else {
-                let known: Vec<String> = manifest
-                    .components
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .chain(manifest.components.iter().flat_map(|c| c.binaries.clone()))
-                    .collect();
-                return Err(InstallError::UnknownOnly {
-                    name: n.clone(),
-                    known: known.join(", "),
-                });
-            }
-        }
-        wanted = Some(set);
+    let wanted = wanted_binaries(manifest, &opts.only)?;
+    if let Some(n) = opts
+        .from_source
+        .iter()
+        .find(|n| manifest.component(n).is_none())
+    {
+        return Err(InstallError::UnknownFromSource {
+            name: n.clone(),
+            known: component_names(manifest),
+        });
     }
-
-    for n in &opts.from_source {
-        if manifest.component(n).is_none() {
-            let known: Vec<&str> = manifest
-                .components
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            return Err(InstallError::UnknownFromSource {
-                name: n.clone(),
-                known: known.join(", "),
-            });
-        }
-    }
-
-    let mut artifacts: Vec<PlannedArtifact> = Vec::new();
-    let mut binaries = Vec::new();
-    let mut builds: Vec<PlannedBuild> = Vec::new();
+    let mut p = Plan {
+        name: opts.name.clone(),
+        arch: opts.arch,
+        resolution: resolution.clone(),
+        artifacts: Vec::new(),
+        binaries: Vec::new(),
+        builds: Vec::new(),
+        images: Vec::new(),
+        up_to_date: false,
+    };
     for (si, sel) in resolution.components.iter().enumerate() {
         let comp = manifest
             .component(&sel.component)
@@ -160,94 +139,169 @@ pub fn plan(
             .iter()
             .map(|b| (b, false))
             .chain(optional.iter().map(|b| (b, true)));
-        let from_source = opts.from_source.contains(&comp.name);
         for (binary, optional) in all {
             if wanted.as_ref().is_some_and(|w| !w.contains(binary)) {
                 continue;
             }
-            if from_source {
-                let output = BuildOutput {
-                    binary: binary.clone(),
-                    path: format!("{}/{}", comp.install_dir, binary),
-                    optional,
-                };
-                match builds
-                    .iter_mut()
-                    .find(|b| b.component == comp.name && b.version == sel.version)
-                {
-                    Some(b) => b.outputs.push(output),
-                    None => builds.push(PlannedBuild {
-                        component: comp.name.clone(),
-                        version: sel.version.clone(),
-                        outputs: vec![output],
-                    }),
-                }
-                continue;
+            if opts.from_source.contains(&comp.name) {
+                p.add_build(comp, &sel.version, binary, optional);
+            } else {
+                p.add_download(manifest, store, comp, &sel.version, binary, optional)?;
             }
-            let choice = manifest
-                .artifact_for(comp, binary, &sel.version, opts.arch)
-                .ok_or_else(|| InstallError::NoArtifact {
-                    component: comp.name.clone(),
-                    version: sel.version.to_string(),
-                    binary: binary.clone(),
-                })?;
-            let index = match artifacts.iter().position(|a| a.url == choice.url) {
-                Some(i) => i,
-                None => {
-                    let known = if choice.pinned.is_none() {
-                        std::fs::read_to_string(store.layout().url_index(&choice.url))
-                            .ok()
-                            .and_then(|s| s.trim().parse().ok())
-                    } else {
-                        None
-                    };
-                    let mut a = PlannedArtifact {
-                        component: comp.name.clone(),
-                        version: sel.version.to_string(),
-                        file_name: choice
-                            .url
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or(&choice.url)
-                            .to_owned(),
-                        url: choice.url.clone(),
-                        checksum_url: choice.checksum_url.clone(),
-                        format: choice.format,
-                        pinned: choice.pinned.clone(),
-                        tofu: choice.tofu.clone(),
-                        known,
-                        cached: false,
-                    };
-                    a.cached = a.expected().is_some_and(|d| store.get(d).is_some());
-                    artifacts.push(a);
-                    artifacts.len() - 1
-                }
-            };
-            binaries.push(PlannedBinary {
-                component: comp.name.clone(),
-                version: sel.version.to_string(),
-                binary: binary.clone(),
-                path: format!("{}/{}", comp.install_dir, binary),
-                artifact: index,
-                member: choice.member.clone(),
-                optional,
-            });
         }
     }
     let is_node = |b: &str| b == "containerd" || b == "kubelet";
-    let node = binaries.iter().any(|b| is_node(&b.binary))
-        || builds
+    let node = p.binaries.iter().any(|b| is_node(&b.binary))
+        || p.builds
             .iter()
             .any(|b| b.outputs.iter().any(|o| is_node(&o.binary)));
-    let images: Vec<crate::images::ImageRef> = match (&resolution.images, node && !opts.no_images) {
-        (Some(i), true) => vec![
+    if let (Some(i), true) = (&resolution.images, node && !opts.no_images) {
+        p.images = vec![
             crate::images::ImageRef::pause(&i.pause),
             crate::images::ImageRef::coredns(&i.coredns),
-        ],
-        _ => Vec::new(),
-    };
+        ];
+    }
     if opts.require_pinned {
-        let unpinned: Vec<String> = artifacts
+        p.refuse_unpinned()?;
+    }
+    // Whether a source build is current is the builder's call (its cache is keyed by commit).
+    p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
+    Ok(p)
+}
+
+fn component_names(manifest: &Manifest) -> String {
+    manifest
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `--only`: each name is a component (all its binaries) or a single binary; `None` is all.
+fn wanted_binaries(
+    manifest: &Manifest,
+    only: &[String],
+) -> Result<Option<BTreeSet<String>>, InstallError> {
+    if only.is_empty() {
+        return Ok(None);
+    }
+    let mut set = BTreeSet::new();
+    for n in only {
+        if let Some(c) = manifest.component(n) {
+            set.extend(c.binaries.iter().chain(&c.optional_binaries).cloned());
+        } else if manifest.component_of_binary(n).is_some() {
+            set.insert(n.clone());
+        } else {
+            let known: Vec<String> = manifest
+                .components
+                .iter()
+                .map(|c| c.name.clone())
+                .chain(manifest.components.iter().flat_map(|c| c.binaries.clone()))
+                .collect();
+            return Err(InstallError::UnknownOnly {
+                name: n.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(Some(set))
+}
+
+impl Plan {
+    /// `binary` of `comp` built from source: an output of the component's one build.
+    fn add_build(
+        &mut self,
+        comp: &crate::manifest::Component,
+        version: &semver::Version,
+        binary: &str,
+        optional: bool,
+    ) {
+        let output = BuildOutput {
+            binary: binary.to_owned(),
+            path: format!("{}/{}", comp.install_dir, binary),
+            optional,
+        };
+        match self
+            .builds
+            .iter_mut()
+            .find(|b| b.component == comp.name && b.version == *version)
+        {
+            Some(b) => b.outputs.push(output),
+            None => self.builds.push(PlannedBuild {
+                component: comp.name.clone(),
+                version: version.clone(),
+                outputs: vec![output],
+            }),
+        }
+    }
+
+    /// `binary` of `comp` downloaded: its artifact (planned once however many binaries it
+    /// holds) and where the binary is in it.
+    fn add_download(
+        &mut self,
+        manifest: &Manifest,
+        store: &Store,
+        comp: &crate::manifest::Component,
+        version: &semver::Version,
+        binary: &str,
+        optional: bool,
+    ) -> Result<(), InstallError> {
+        let choice = manifest
+            .artifact_for(comp, binary, version, self.arch)
+            .ok_or_else(|| InstallError::NoArtifact {
+                component: comp.name.clone(),
+                version: version.to_string(),
+                binary: binary.to_owned(),
+            })?;
+        let index = match self.artifacts.iter().position(|a| a.url == choice.url) {
+            Some(i) => i,
+            None => {
+                let known = if choice.pinned.is_none() {
+                    std::fs::read_to_string(store.layout().url_index(&choice.url))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                } else {
+                    None
+                };
+                let mut a = PlannedArtifact {
+                    component: comp.name.clone(),
+                    version: version.to_string(),
+                    file_name: choice
+                        .url
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&choice.url)
+                        .to_owned(),
+                    url: choice.url.clone(),
+                    checksum_url: choice.checksum_url.clone(),
+                    format: choice.format,
+                    pinned: choice.pinned.clone(),
+                    tofu: choice.tofu.clone(),
+                    known,
+                    cached: false,
+                };
+                a.cached = a.expected().is_some_and(|d| store.get(d).is_some());
+                self.artifacts.push(a);
+                self.artifacts.len() - 1
+            }
+        };
+        self.binaries.push(PlannedBinary {
+            component: comp.name.clone(),
+            version: version.to_string(),
+            binary: binary.to_owned(),
+            path: format!("{}/{}", comp.install_dir, binary),
+            artifact: index,
+            member: choice.member.clone(),
+            optional,
+        });
+        Ok(())
+    }
+
+    /// `--require-pinned`: every artifact and image not pinned, named, or nothing.
+    fn refuse_unpinned(&self) -> Result<(), InstallError> {
+        let unpinned: Vec<String> = self
+            .artifacts
             .iter()
             .filter(|a| a.pinned.is_none())
             .map(|a| match &a.tofu {
@@ -259,28 +313,17 @@ pub fn plan(
             })
             // No kbin release pins image digests yet: they are trusted on first use.
             .chain(
-                images
+                self.images
                     .iter()
                     .map(|i| format!("image {i} (trusted on first use; --no-images skips images)")),
             )
             .collect();
-        if !unpinned.is_empty() {
-            return Err(InstallError::Unpinned(unpinned));
+        if unpinned.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Unpinned(unpinned))
         }
     }
-    let mut p = Plan {
-        name: opts.name.clone(),
-        arch: opts.arch,
-        resolution: resolution.clone(),
-        artifacts,
-        binaries,
-        builds,
-        images,
-        up_to_date: false,
-    };
-    // Whether a source build is current is the builder's call (its cache is keyed by commit).
-    p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
-    Ok(p)
 }
 
 /// Whether the installed toolchain already is exactly what `plan` would make: same versions,
