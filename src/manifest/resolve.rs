@@ -288,52 +288,8 @@ fn join<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
 /// Resolve `request` against `manifest`.
 pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, ResolveError> {
     let (kube, release) = kubernetes_version(manifest, &request.version)?;
-    let kube_component = manifest
-        .component(KUBERNETES)
-        .expect("a validated manifest defines kubernetes");
-
-    // Check the overrides' names before anything else.
-    let mut seen = Vec::new();
-    let mut binary_overrides = Vec::new();
-    for o in &request.overrides {
-        if seen.contains(&o.name) {
-            return Err(ResolveError::DuplicateOverride(o.name.clone()));
-        }
-        seen.push(o.name.clone());
-        let is_component = manifest.component(&o.name).is_some();
-        let is_kube_binary =
-            kube_component.binaries.contains(&o.name) && o.name != "kube-apiserver";
-        if o.name == KUBERNETES {
-            return Err(ResolveError::UnknownComponent {
-                name: o.name.clone(),
-                known: "the Kubernetes version is the first argument (kbin install 1.30.4), not a --with".into(),
-            });
-        }
-        if !is_component && !is_kube_binary {
-            let mut known: Vec<String> = manifest
-                .components
-                .iter()
-                .filter(|c| c.name != KUBERNETES)
-                .map(|c| c.name.clone())
-                .collect();
-            known.extend(
-                kube_component
-                    .binaries
-                    .iter()
-                    .filter(|b| *b != "kube-apiserver")
-                    .cloned(),
-            );
-            return Err(ResolveError::UnknownComponent {
-                name: o.name.clone(),
-                known: known.join(", "),
-            });
-        }
-        if is_kube_binary {
-            binary_overrides.push(o);
-        }
-    }
+    let binary_overrides = check_overrides(manifest, request)?;
     let override_of = |name: &str| request.overrides.iter().find(|o| o.name == name);
-
     let defaults = match &release.defaults {
         Ok(d) => Some(d),
         Err(why) => {
@@ -357,45 +313,10 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
             None
         }
     };
-
-    // The binaries a version ships, from the component's [[component.ships]] rows.
-    let shipped = |c: &super::Component, v: &Version| {
-        c.shipped(v)
-            .map(|s| s.required)
-            .ok_or_else(|| ResolveError::NotShipped {
-                component: c.name.clone(),
-                version: v.clone(),
-                ranges: c.ships_ranges(),
-            })
-    };
     let mut components = Vec::new();
     for c in &manifest.components {
         if c.name == KUBERNETES {
-            let moved: Vec<&str> = binary_overrides.iter().map(|o| o.name.as_str()).collect();
-            components.push(Selected {
-                component: c.name.clone(),
-                version: kube.clone(),
-                binaries: shipped(c, &kube)?
-                    .into_iter()
-                    .filter(|b| !moved.contains(&b.as_str()))
-                    .collect(),
-                reason: Reason::Requested,
-            });
-            for o in &binary_overrides {
-                if !shipped(c, &o.version)?.contains(&o.name) {
-                    return Err(ResolveError::BinaryNotShipped {
-                        component: c.name.clone(),
-                        version: o.version.clone(),
-                        binary: o.name.clone(),
-                    });
-                }
-                components.push(Selected {
-                    component: c.name.clone(),
-                    version: o.version.clone(),
-                    binaries: vec![o.name.clone()],
-                    reason: Reason::Override,
-                });
-            }
+            components.extend(kubernetes_selections(c, &kube, &binary_overrides)?);
             continue;
         }
         let (version, reason) = match override_of(&c.name) {
@@ -414,7 +335,6 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
             reason,
         });
     }
-
     let mut resolution = Resolution {
         minor: Minor::of(&kube),
         kubernetes: kube,
@@ -431,6 +351,102 @@ pub fn resolve(manifest: &Manifest, request: &Request) -> Result<Resolution, Res
         }
     }
     Ok(resolution)
+}
+
+/// The overrides' names, checked before anything else: each once, each a component or a
+/// Kubernetes binary other than kube-apiserver (whose version is the request's). Returns the
+/// overrides of Kubernetes binaries.
+fn check_overrides<'r>(
+    manifest: &Manifest,
+    request: &'r Request,
+) -> Result<Vec<&'r Override>, ResolveError> {
+    let kube_component = manifest
+        .component(KUBERNETES)
+        .expect("a validated manifest defines kubernetes");
+    let mut seen = Vec::new();
+    let mut binary_overrides = Vec::new();
+    for o in &request.overrides {
+        if seen.contains(&o.name) {
+            return Err(ResolveError::DuplicateOverride(o.name.clone()));
+        }
+        seen.push(o.name.clone());
+        if o.name == KUBERNETES {
+            return Err(ResolveError::UnknownComponent {
+                name: o.name.clone(),
+                known: "the Kubernetes version is the first argument (kbin install 1.30.4), not a --with".into(),
+            });
+        }
+        let is_kube_binary =
+            kube_component.binaries.contains(&o.name) && o.name != "kube-apiserver";
+        if is_kube_binary {
+            binary_overrides.push(o);
+        } else if manifest.component(&o.name).is_none() {
+            let known: Vec<String> = manifest
+                .components
+                .iter()
+                .filter(|c| c.name != KUBERNETES)
+                .map(|c| c.name.clone())
+                .chain(
+                    kube_component
+                        .binaries
+                        .iter()
+                        .filter(|b| *b != "kube-apiserver")
+                        .cloned(),
+                )
+                .collect();
+            return Err(ResolveError::UnknownComponent {
+                name: o.name.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(binary_overrides)
+}
+
+/// The binaries a version ships, from the component's [[component.ships]] rows.
+fn shipped(c: &super::Component, v: &Version) -> Result<Vec<String>, ResolveError> {
+    c.shipped(v)
+        .map(|s| s.required)
+        .ok_or_else(|| ResolveError::NotShipped {
+            component: c.name.clone(),
+            version: v.clone(),
+            ranges: c.ships_ranges(),
+        })
+}
+
+/// Kubernetes at the requested version, less the binaries overridden, then one selection per
+/// overridden binary at its own version.
+fn kubernetes_selections(
+    c: &super::Component,
+    kube: &Version,
+    binary_overrides: &[&Override],
+) -> Result<Vec<Selected>, ResolveError> {
+    let moved: Vec<&str> = binary_overrides.iter().map(|o| o.name.as_str()).collect();
+    let mut out = vec![Selected {
+        component: c.name.clone(),
+        version: kube.clone(),
+        binaries: shipped(c, kube)?
+            .into_iter()
+            .filter(|b| !moved.contains(&b.as_str()))
+            .collect(),
+        reason: Reason::Requested,
+    }];
+    for o in binary_overrides {
+        if !shipped(c, &o.version)?.contains(&o.name) {
+            return Err(ResolveError::BinaryNotShipped {
+                component: c.name.clone(),
+                version: o.version.clone(),
+                binary: o.name.clone(),
+            });
+        }
+        out.push(Selected {
+            component: c.name.clone(),
+            version: o.version.clone(),
+            binaries: vec![o.name.clone()],
+            reason: Reason::Override,
+        });
+    }
+    Ok(out)
 }
 
 /// Every skew rule the resolution breaks, as sentences.
