@@ -102,23 +102,12 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         from_source: args.from_source.clone(),
         no_images: args.no_images,
     };
-    let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(|e| {
-        let hint = match &e {
-            install::InstallError::Unpinned(_) => Some(
-                "drop --require-pinned to verify these against upstream's checksum files, or pin \
-                 them in a manifest (scripts/update-manifest)",
-            ),
-            install::InstallError::UnknownOnly { .. }
-            | install::InstallError::UnknownFromSource { .. } => {
-                Some("kbin show-versions --available lists the components of each version")
-            }
-            _ => None,
-        };
-        match hint {
-            Some(h) => crate::error::with_hint(e.into(), h),
-            None => anyhow::Error::from(e),
-        }
-    })?;
+    let mirror_set = ctx.global.mirror.is_some();
+    let with_hint = |e: install::InstallError| match e.hint(mirror_set) {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => anyhow::Error::from(e),
+    };
+    let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(with_hint)?;
     let settings = layout.settings()?;
     let fetcher = Fetcher::new(FetchOptions::from_env(
         ctx.global.mirror.clone(),
@@ -129,63 +118,48 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
     let outcome = install::execute(
         &manifest, &store, &fetcher, &plan, args.jobs, &builder, &ctx.ui,
     )
-    .map_err(|e| {
-        let hint = match &e {
-            install::InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
-                ctx.global.mirror.is_none().then(|| {
-                    "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"
-                        .to_owned()
-                })
-            }),
-            install::InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
-                "the artifact is not what the manifest pins: check the mirror, then rerun"
-                    .to_owned(),
-            ),
-            _ => None,
-        };
-        match hint {
-            Some(h) => crate::error::with_hint(e.into(), h),
-            None => anyhow::Error::from(e),
-        }
-    })?;
+    .map_err(with_hint)?;
     // The first toolchain becomes the default, as with rustup.
     let mut settings = layout.settings()?;
     if args.default || settings.default.is_none() {
         settings.default = Some(name.clone());
         layout.save_settings(&settings)?;
     }
-    ctx.ui.report(&outcome, |o| {
-        let mut t = if o.up_to_date {
-            format!(
-                "toolchain {} is up to date ({})\n",
-                o.name,
-                o.path.display()
-            )
-        } else {
-            format!(
-                "installed toolchain {} (Kubernetes {}, {}) in {}\n",
-                o.name,
-                o.receipt.kubernetes,
-                o.receipt.arch,
-                o.path.display()
-            )
-        };
-        for c in &o.receipt.components {
-            let names: Vec<&str> = c.binaries.iter().map(|b| b.name.as_str()).collect();
-            t.push_str(&format!(
-                "  {:<12} {:<10} {}\n",
-                c.name,
-                c.version,
-                names.join(" ")
-            ));
-        }
-        if !o.unpinned.is_empty() && !o.up_to_date {
-            t.push_str(&format!(
-                "{} artifact(s) verified against upstream's checksum files only (not pinned)\n",
-                o.unpinned.len()
-            ));
-        }
-        t
-    })?;
+    ctx.ui.report(&outcome, render)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text report of an install.
+fn render(o: &install::Outcome) -> String {
+    let mut t = if o.up_to_date {
+        format!(
+            "toolchain {} is up to date ({})\n",
+            o.name,
+            o.path.display()
+        )
+    } else {
+        format!(
+            "installed toolchain {} (Kubernetes {}, {}) in {}\n",
+            o.name,
+            o.receipt.kubernetes,
+            o.receipt.arch,
+            o.path.display()
+        )
+    };
+    for c in &o.receipt.components {
+        let names: Vec<&str> = c.binaries.iter().map(|b| b.name.as_str()).collect();
+        t.push_str(&format!(
+            "  {:<12} {:<10} {}\n",
+            c.name,
+            c.version,
+            names.join(" ")
+        ));
+    }
+    if !o.unpinned.is_empty() && !o.up_to_date {
+        t.push_str(&format!(
+            "{} artifact(s) verified against upstream's checksum files only (not pinned)\n",
+            o.unpinned.len()
+        ));
+    }
+    t
 }

@@ -126,6 +126,32 @@ pub enum InstallError {
     },
 }
 
+impl InstallError {
+    /// The next step to suggest, if any; `mirror_set` says whether a mirror is in use already.
+    pub fn hint(&self, mirror_set: bool) -> Option<String> {
+        match self {
+            InstallError::Unpinned(_) => Some(
+                "drop --require-pinned to verify these against upstream's checksum files, or pin \
+                 them in a manifest (scripts/update-manifest)"
+                    .into(),
+            ),
+            InstallError::UnknownOnly { .. } | InstallError::UnknownFromSource { .. } => {
+                Some("kbin show-versions --available lists the components of each version".into())
+            }
+            InstallError::Fetch(f) => f.hint().map(str::to_owned).or_else(|| {
+                (!mirror_set).then(|| {
+                    "without internet access, point kbin at a mirror: --mirror URL or KBIN_MIRROR"
+                        .to_owned()
+                })
+            }),
+            InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
+                "the artifact is not what the manifest pins: check the mirror, then rerun".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// What the user asked for beyond the versions.
 #[derive(Debug, Clone)]
 pub struct Options {
