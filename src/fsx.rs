@@ -175,6 +175,43 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Swap `a` and `b` (two directories, or files, on one filesystem) in one atomic step
+/// (`renameat2(RENAME_EXCHANGE)`): at every instant each path names one of the two, so a crash
+/// never leaves either missing.
+pub fn exchange(a: &Path, b: &Path) -> Result<(), PathIo> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| at("cannot swap", p)(std::io::Error::other(e)))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(at("cannot swap in", b)(std::io::Error::last_os_error())),
+    }
+}
+
+/// A crash test's fault point: in a debug build, when the environment variable `KBIN_FAULT`
+/// names `name`, the process aborts here, with no unwinding and no cleanup, as SIGKILL or a
+/// power cut would stop it. Release builds ignore it.
+pub fn fault_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("KBIN_FAULT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+    let _ = name;
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -317,6 +317,14 @@ fn generate(
     if a.diff {
         return diff(ctx, spec, a, require_ca, versions.as_ref());
     }
+    // Whatever can be checked without making anything is checked before the lock (which makes
+    // the directory) and the PKI step: skew, the toolchain's binaries. A run that fails there
+    // has touched nothing. (The skew rule reads the tree's inventory unlocked: a concurrent
+    // writer is waited for below, and its tree is regenerated under the lock anyway.)
+    let opts = match &versions {
+        Some(v) => Some(configs_step::prepare(ctx, spec, a, v)?),
+        None => None,
+    };
     gen_mod::interrupt::install();
     let _lock = gen_mod::OutLock::acquire(&a.out, || {
         ctx.ui.status(format!(
@@ -327,15 +335,20 @@ fn generate(
     // Everything is staged, then committed at once: a failure or an interrupt before the
     // commit leaves the previous tree as it was.
     let staged = gen_mod::Staged::new();
-    let pki = pki_step(ctx, spec, &a.out, a.force, require_ca, &staged)?;
-    let configs = match &versions {
-        Some(v) => Some(configs_step::run(ctx, spec, a, v, &staged)?),
-        None => None,
+    let pki = pki_step(spec, &a.out, a.force, require_ca, &staged)?;
+    let configs = match (&versions, &opts) {
+        (Some(v), Some(o)) => Some(configs_step::run(spec, v, o, &staged)?),
+        _ => None,
     };
     gen_mod::save_spec(&a.out, spec, &staged)?;
     staged
         .commit()
         .with_context(|| format!("cannot write the cluster tree in {}", a.out.display()))?;
+    // Only what was committed is reported: nothing is "created" before it is in place.
+    report_pki(ctx, &pki);
+    if let Some(c) = &configs {
+        configs_step::report(ctx, c);
+    }
     finish(ctx, &a.out, spec, pki, configs.as_ref())?;
     if let Some(c) = &configs {
         configs_step::print_next_steps(ctx, c);
@@ -369,9 +382,10 @@ fn diff(
     let old = crate::r#gen::versions::Record::load(&a.out)
         .hint("it is written by `kbin gen`: regenerate the tree without --diff")?;
     let staged = gen_mod::Staged::scratch()?;
-    pki_step(&quiet, spec, &a.out, a.force, require_ca, &staged)?;
+    pki_step(spec, &a.out, a.force, require_ca, &staged)?;
     if let Some(v) = versions {
-        configs_step::run(&quiet, spec, a, v, &staged)?;
+        let opts = configs_step::prepare(&quiet, spec, a, v)?;
+        configs_step::run(spec, v, &opts, &staged)?;
     }
     gen_mod::save_spec_staged(&a.out, spec, &staged)?;
     let new = versions.map(|v| v.record());
@@ -427,20 +441,24 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     generate(ctx, &spec, &args, true)
 }
 
+/// One line per certificate and kubeconfig, once the commit put them in place.
+fn report_pki(ctx: &Context, pki: &[Outcome]) {
+    for o in pki {
+        match o.action {
+            Action::Kept => ctx.ui.detail(o.line()),
+            _ => ctx.ui.status(o.line()),
+        }
+    }
+}
+
 fn pki_step(
-    ctx: &Context,
     spec: &ClusterSpec,
     out: &Path,
     force: bool,
     require_ca: bool,
     staged: &gen_mod::Staged,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let ui = &ctx.ui;
-    let line = |o: &Outcome| match o.action {
-        Action::Kept => ui.detail(o.line()),
-        _ => ui.status(o.line()),
-    };
-    pki::generate(spec, out, pki::Options { force, require_ca }, staged, &line)
+    pki::generate(spec, out, pki::Options { force, require_ca }, staged, &|_| {})
         .map_err(|e| {
             let hint = match &e {
                 PkiError::CaUnusable { .. } => Some(
@@ -581,14 +599,15 @@ mod configs_step {
             .all(|n| crate::r#gen::host::is_own_address(n.ip) || n.name == hostname.trim())
     }
 
-    /// Write configs, units, node trees, tarballs and NEXT-STEPS.md.
-    pub(super) fn run(
+    /// Everything the configs step checks before a byte is staged: the loopback warning, the
+    /// version-skew rules of a deployed tree, the host's cgroup version and the toolchain's
+    /// binaries. Returns the bundle options.
+    pub(super) fn prepare(
         ctx: &Context,
         spec: &ClusterSpec,
         a: &GenClusterArgs,
         v: &Versions,
-        staged: &crate::r#gen::Staged,
-    ) -> anyhow::Result<Written> {
+    ) -> anyhow::Result<bundle::Options> {
         let remote: Vec<&str> = spec
             .workers()
             .filter(|n| !n.ip.is_loopback())
@@ -637,15 +656,38 @@ mod configs_step {
             no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
             cgroup_v1: a.pin.cgroup_v1 || local_v1,
         };
-        let written = bundle::write(&input(spec), v, &opts, staged)
-            .map_err(|e| match e {
-                bundle::BundleError::DamagedKey { .. } => crate::error::with_hint(
-                    e.into(),
-                    "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again",
-                ),
-                e => e.into(),
-            })
-            .with_context(|| format!("cannot write the node bundles in {}", a.out.display()))?;
+        bundle::check_binaries(&input(spec), v, &opts).map_err(bundle_error)?;
+        Ok(opts)
+    }
+
+    /// The hint a bundle error deserves, if any.
+    fn bundle_error(e: bundle::BundleError) -> anyhow::Error {
+        let hint = match &e {
+            bundle::BundleError::DamagedKey { .. } => {
+                "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again"
+            }
+            bundle::BundleError::MissingBinary { .. } => {
+                "install the whole toolchain (`kbin install VERSION` without --only), or pass --no-binaries to generate the configs without bundling binaries"
+            }
+            _ => return e.into(),
+        };
+        crate::error::with_hint(e.into(), hint)
+    }
+
+    /// Stage configs, units, node trees, tarballs and NEXT-STEPS.md.
+    pub(super) fn run(
+        spec: &ClusterSpec,
+        v: &Versions,
+        opts: &bundle::Options,
+        staged: &crate::r#gen::Staged,
+    ) -> anyhow::Result<Written> {
+        bundle::write(&input(spec), v, opts, staged)
+            .map_err(bundle_error)
+            .with_context(|| format!("cannot write the node bundles in {}", opts.out.display()))
+    }
+
+    /// What the configs step put in place (after the commit).
+    pub(super) fn report(ctx: &Context, written: &Written) {
         for n in &written.nodes {
             ctx.ui.status(format!(
                 "node {}: {} and {}",
@@ -663,7 +705,6 @@ mod configs_step {
             ctx.ui
                 .status(format!("binaries: {}{how}", b.path.display()));
         }
-        Ok(written)
     }
 
     /// NEXT-STEPS.md on stdout, after the report (text mode only; a reader that went away is

@@ -331,21 +331,8 @@ fn node_files(
         );
     }
     if let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) {
-        for (role, bin, to) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
-            let _ = role;
-            let rel_in_toolchain = v
-                .binaries
-                .get(*bin)
-                .cloned()
-                .unwrap_or_else(|| format!("bin/{bin}"));
-            let path = dir.join(rel_in_toolchain);
-            if !path.is_file() {
-                return Err(BundleError::MissingBinary {
-                    toolchain: dir.clone(),
-                    binary: (*bin).into(),
-                    path,
-                });
-            }
+        for (_, bin, to) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+            let path = binary_path(v, dir, bin)?;
             let rel = format!("{to}/{bin}");
             files.insert(
                 rel.clone(),
@@ -382,6 +369,39 @@ fn node_files(
     });
     list.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(list)
+}
+
+/// Where toolchain `dir` holds `bin`, or why it cannot be bundled.
+fn binary_path(v: &Versions, dir: &Path, bin: &str) -> Result<PathBuf, BundleError> {
+    let rel_in_toolchain = v
+        .binaries
+        .get(bin)
+        .cloned()
+        .unwrap_or_else(|| format!("bin/{bin}"));
+    let path = dir.join(rel_in_toolchain);
+    if !path.is_file() {
+        return Err(BundleError::MissingBinary {
+            toolchain: dir.to_owned(),
+            binary: bin.into(),
+            path,
+        });
+    }
+    Ok(path)
+}
+
+/// Check, before anything is staged, that the toolchain holds every binary the nodes' bundles
+/// need (a toolchain installed with `--only etcd` lacks kube-apiserver): the run then fails
+/// before the PKI step rather than after it.
+pub fn check_binaries(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<(), BundleError> {
+    let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) else {
+        return Ok(());
+    };
+    for node in &c.nodes {
+        for (_, bin, _) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+            binary_path(v, dir, bin)?;
+        }
+    }
+    Ok(())
 }
 
 fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {

@@ -190,13 +190,14 @@ impl Staged {
         }
     }
 
-    /// Make a directory the run needs before its files are staged (`pki/`, `kubeconfigs/`);
-    /// nothing in a dry run.
+    /// Have the commit make a directory the run needs (`pki/`, `kubeconfigs/`) with `mode`, and
+    /// set `mode` on it if it exists; nothing is made before the commit (a run that fails
+    /// leaves no empty directory behind), nothing at all in a dry run.
     pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<(), WriteError> {
-        match self.scratch {
-            Some(_) => Ok(()),
-            None => create_dir(dir, mode),
+        if self.scratch.is_none() {
+            self.lock().new_dirs.push((dir.to_owned(), mode));
         }
+        Ok(())
     }
 
     /// Stage `bytes` for `path` with `mode` (callable from several threads). A missing parent
@@ -351,22 +352,26 @@ impl Staged {
             .collect();
         dirs.sort();
         dirs.dedup();
+        // What a crashed run left in these directories (its temporaries, an old tree it had
+        // swapped out) goes now: the caller holds the directory's lock, so no other run's.
+        let ours: std::collections::HashSet<&Path> = files
+            .iter()
+            .map(|(t, _)| t.as_ref())
+            .chain(trees.iter().map(|(t, _)| t.path()))
+            .collect();
+        for dir in &dirs {
+            sweep_leftovers(dir, &ours)?;
+        }
         for (tmp, dir) in trees {
             let built = tmp.keep();
-            let old = dir.with_file_name(format!(
-                ".old-{}",
-                dir.file_name().and_then(|n| n.to_str()).unwrap_or("tree")
-            ));
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
-            }
-            let had = dir.exists();
-            if had {
-                std::fs::rename(&dir, &old).map_err(at("cannot move aside", &dir))?;
-            }
-            std::fs::rename(&built, &dir).map_err(at("cannot rename into", &dir))?;
-            if had {
-                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
+            if dir.exists() {
+                // One atomic step: at every instant `dir` is the old tree or the new one.
+                crate::fsx::exchange(&built, &dir)?;
+                crate::fsx::fault_point("tree-swap");
+                // `built` now holds the old tree.
+                std::fs::remove_dir_all(&built).map_err(at("cannot remove", &built))?;
+            } else {
+                std::fs::rename(&built, &dir).map_err(at("cannot rename into", &dir))?;
             }
         }
         for (tmp, path) in files {
@@ -376,6 +381,36 @@ impl Staged {
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         par_io(&dirs, |d| sync_path(d, true))
     }
+}
+
+/// Remove from `dir` what a run that crashed mid-commit left: temporary files (`.tmp-XXXXXX`),
+/// trees (`.tmp-tree-XXXXXX`, possibly an old tree swapped out) and the `.old-*` trees of kbin
+/// before the atomic exchange, but none of `ours`.
+fn sweep_leftovers(dir: &Path, ours: &std::collections::HashSet<&Path>) -> Result<(), WriteError> {
+    let random = |s: &str| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(at("cannot read", dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(at("cannot read", dir))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = name.strip_prefix(".tmp-tree-").is_some_and(random)
+            || name.strip_prefix(".tmp-").is_some_and(random)
+            || name.starts_with(".old-");
+        let path = e.path();
+        if !stale || ours.contains(path.as_path()) {
+            continue;
+        }
+        let r = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        r.map_err(at("cannot remove the leftover", &path))?;
+    }
+    Ok(())
 }
 
 /// fsync a file (or directory) by path.
