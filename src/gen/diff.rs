@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::versions::{Knob, Record, Rule};
-use super::{Staged, WriteError, at};
+use crate::r#gen::plan::versions::{Knob, Record, Rule};
+use crate::r#gen::{Staged, WriteError, at};
 
 /// What happens to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -309,9 +309,12 @@ fn compare(
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     let (a, b) = (text(now), text(then));
     // Toolchain binaries (or stand-in scripts for them) go to the bin directories.
-    let in_bin_dir = [super::configs::paths::BIN, super::configs::paths::CNI_BIN]
-        .iter()
-        .any(|d| key.starts_with(&format!("{d}/")));
+    let in_bin_dir = [
+        crate::r#gen::node::configs::paths::BIN,
+        crate::r#gen::node::configs::paths::CNI_BIN,
+    ]
+    .iter()
+    .any(|d| key.starts_with(&format!("{d}/")));
     let is_binary = in_bin_dir || now.into_iter().chain(then).any(|b| b.contains(&0));
     let is_pem = [&a, &b]
         .into_iter()
@@ -333,7 +336,7 @@ fn compare(
     let rules = if kind == Kind::Changed {
         ctx.rules
             .iter()
-            .filter(|(k, _)| k.files().contains(&key))
+            .filter(|(k, _)| knob_files(*k).contains(&key))
             .map(|(_, r)| r.clone())
             .collect()
     } else {
@@ -443,4 +446,35 @@ fn rule_changes(old: Option<&Record>, new: Option<&Record>) -> Vec<(Knob, RuleCh
         ));
     }
     out
+}
+
+/// The files this knob's value shows in: a node path (`/etc/containerd/config.toml`) or
+/// a file of the tree (`NEXT-STEPS.md`). `gen --diff` names a changed rule beside the files
+/// it changes (tests/gen_diff.rs checks, across every minor, that each changed row lands on a
+/// file that changed). It lives here, not in the version table, so that `plan` never reads
+/// `node`'s paths.
+fn knob_files(knob: Knob) -> Vec<String> {
+    use crate::r#gen::node::configs::paths;
+    let one = |p: &str| vec![p.to_owned()];
+    match knob {
+        Knob::ContainerdConfigVersion
+        | Knob::ContainerdCriRuntimePlugin
+        | Knob::ContainerdSandboxImage
+        | Knob::ContainerdCniBinDir => one(paths::CONTAINERD_CONFIG),
+        Knob::KubeletRuntimeEndpoint => {
+            vec![paths::KUBELET_CONFIG.to_owned(), paths::unit("kubelet")]
+        }
+        Knob::KubeletCgroupV1 => vec![paths::KUBELET_CONFIG.to_owned(), "NEXT-STEPS.md".into()],
+        Knob::KubeletConfigApi => one(paths::KUBELET_CONFIG),
+        Knob::SchedulerConfigApi => one(paths::SCHEDULER_CONFIG),
+        Knob::KubeProxyConfigApi | Knob::KubeProxyNodePortAddresses => {
+            one(paths::KUBE_PROXY_CONFIG)
+        }
+        Knob::EncryptionConfigApi => one(paths::ENCRYPTION_CONFIG),
+        Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount => {
+            vec![paths::unit("etcd")]
+        }
+        Knob::CniSpecVersion => one(paths::CNI_CONFLIST),
+        Knob::EtcdctlApiEnv => one("NEXT-STEPS.md"),
+    }
 }

@@ -3,7 +3,7 @@
 //! per role, so a hundred workers do not mean a hundred copies of the binaries.
 //!
 //! What each node gets is data: the certificate table's placements
-//! ([`super::certs::placed_on`]: cluster tree → node path) and [`BINARIES`] (binary → node
+//! ([`crate::r#gen::pki::certs::placed_on`]: cluster tree → node path) and [`BINARIES`] (binary → node
 //! directory, role). Trees are built beside their final path and renamed in;
 //! tarballs are written to a temp file and renamed; both are byte-stable (sorted entries,
 //! mtime 0, uid/gid 0).
@@ -17,13 +17,13 @@ use base64::Engine as _;
 
 use serde::Serialize;
 
-use super::Staged;
-use super::ansible;
-use super::bundle_cache::{self, BundleCacheError, SharedBundle};
-use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
-use super::next_steps;
-use super::tarball;
-use super::versions::{Decisions, Versions, VersionsError};
+use crate::r#gen::Staged;
+use crate::r#gen::deliver::ansible;
+use crate::r#gen::deliver::bundle_cache::{self, BundleCacheError, SharedBundle};
+use crate::r#gen::deliver::tarball;
+use crate::r#gen::node::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
+use crate::r#gen::node::next_steps;
+use crate::r#gen::plan::versions::{Decisions, Versions, VersionsError};
 
 /// Errors writing the configs and bundles.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum BundleError {
     },
     /// Writing a file failed.
     #[error(transparent)]
-    Write(#[from] super::WriteError),
+    Write(#[from] crate::r#gen::WriteError),
     /// A shared binaries bundle could not be made, checked or placed.
     #[error(transparent)]
     SharedBundle(#[from] BundleCacheError),
@@ -73,7 +73,8 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     crate::fsx::at(action, path)
 }
 
-pub use super::certs::Role;
+pub use crate::r#gen::node::{Options, binaries_bundle};
+pub use crate::r#gen::pki::certs::Role;
 
 impl Role {
     fn applies(self, n: &NodeInput) -> bool {
@@ -116,17 +117,6 @@ pub static UNITS: &[(Role, &str)] = &[
     (Wk, "kubelet"),
     (Wk, "kube-proxy"),
 ];
-
-/// Options of the configs step.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// The cluster output directory (holds `pki/` and `kubeconfigs/`).
-    pub out: PathBuf,
-    /// Leave binaries out of the trees and bundles.
-    pub no_binaries: bool,
-    /// The hosts run cgroup v1 (`--cgroup-v1`, or detected for the local machine).
-    pub cgroup_v1: bool,
-}
 
 /// Where a node file's bytes come from.
 #[derive(Debug, Clone)]
@@ -177,11 +167,6 @@ pub struct WrittenNode {
     pub files: Vec<String>,
 }
 
-/// The shared binaries tarball of `role` for `arch`, relative to the output directory.
-pub fn binaries_bundle(role: Role, arch: impl std::fmt::Display) -> String {
-    format!("bundles/{}-{arch}-binaries.tar.gz", role.name())
-}
-
 /// `secrets/secretbox-key`: the key Secrets are encrypted with (base64 of 32 bytes).
 pub const SECRETBOX_KEY: &str = "secrets/secretbox-key";
 /// `secrets/encryption-key`: the aescbc key of trees made before kbin used secretbox.
@@ -223,7 +208,11 @@ fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, Bundle
             let mut f = std::fs::File::open(urandom).map_err(io("cannot open", urandom))?;
             std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("cannot read", urandom))?;
             let key = base64::engine::general_purpose::STANDARD.encode(bytes);
-            staged.stage(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
+            staged.stage(
+                &path,
+                format!("{key}\n").as_bytes(),
+                crate::r#gen::MODE_SECRET,
+            )?;
             key
         }
     };
@@ -316,7 +305,7 @@ fn node_files(
         text(paths::MODULES_LOAD, 0o644, configs::modules_load());
         text(paths::SYSCTL, 0o644, configs::sysctl());
     }
-    for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+    for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);
         if staged.get(&from).is_none() && !from.is_file() {
             return Err(BundleError::MissingPki { path: from });
@@ -591,7 +580,7 @@ pub fn write(
     let mut hosts = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
-        super::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
+        crate::fsx::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
         let files = node_files(c, node, v, &d, opts, &keys, staged)?;
         // Built aside, swapped in by the commit: a tree appears whole.
         let tree = nodes_dir.join(&node.name);
@@ -669,9 +658,13 @@ pub fn write(
     ansible::stage(&opts.out, c, v, &hosts, staged)?;
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
-    staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;
-    let record = super::versions::record_path(&opts.out);
-    staged.stage(&record, v.record().to_toml().as_bytes(), super::MODE_PUBLIC)?;
+    staged.stage(&next, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
+    let record = crate::r#gen::plan::versions::record_path(&opts.out);
+    staged.stage(
+        &record,
+        v.record().to_toml().as_bytes(),
+        crate::r#gen::MODE_PUBLIC,
+    )?;
     Ok(Written {
         versions: v.origin.clone(),
         nodes: written,
@@ -700,7 +693,7 @@ pub fn refresh_pki(
             continue;
         }
         let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+        for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
             let from = out.join(&p.from);
             let bytes = staged.read(&from).map_err(io("cannot read", &from))?;
             let now = std::fs::read(tree.join(&p.to)).ok();
@@ -765,7 +758,7 @@ pub fn refresh_pki(
         for (old, new) in &inventory_digests {
             text = text.replace(old.as_str(), new);
         }
-        staged.stage(&inventory, text.as_bytes(), super::MODE_PUBLIC)?;
+        staged.stage(&inventory, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
     }
     Ok(changed)
 }

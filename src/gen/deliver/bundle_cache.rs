@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::Staged;
-use super::tarball::{self, Entry};
-use super::versions::Versions;
 use crate::fsx::{PathIo, at};
+use crate::r#gen::Staged;
+use crate::r#gen::deliver::tarball::{self, Entry};
+use crate::r#gen::plan::versions::Versions;
 use crate::manifest::Digest;
 use crate::store::cas::{CasError, FileDigests, sha256_file};
 use crate::store::{FileLock, Layout, Store, StoreError};

@@ -330,7 +330,7 @@ fn write_tar_gz_pipelined<W: Write + Send>(
 
 /// Write a deterministic `.tar.gz` of `entries` for `path` into a temp file beside it (0600 from
 /// its creation, so keys inside are never exposed, then `mode`), returned for the caller's
-/// [`super::Staged`] set to sync and rename with the rest of the tree.
+/// [`crate::r#gen::Staged`] set to sync and rename with the rest of the tree.
 pub fn write_temp(
     path: &Path,
     dir: &Path,

@@ -5,7 +5,7 @@
 //! the serialized sections ([`yaml_doc`], [`decorate`]), never YAML or TOML written by hand.
 //! Units come from [`Unit`], which escapes every value per systemd.syntax(7).
 //!
-//! Every path here is the path on the node (`/etc/kubernetes/pki/ca.crt`); [`super::bundle`]
+//! Every path here is the path on the node (`/etc/kubernetes/pki/ca.crt`); [`crate::r#gen::deliver::bundle`]
 //! places the files under `nodes/<name>/`. Renderers are pure: same inputs, same bytes.
 
 use std::fmt::Write as _;
@@ -13,9 +13,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
-use super::host::{CgroupDriver, HostProfile};
-use super::versions::{
+use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use crate::r#gen::plan::host::{CgroupDriver, HostProfile};
+use crate::r#gen::plan::versions::{
     CgroupV1, CniBinDir, Decisions, Knob, NodePortAddresses, RuntimeEndpoint, Versions,
 };
 

@@ -4,11 +4,12 @@
 
 use std::fmt::Write as _;
 
-use super::bundle::{Options, Role, binaries_bundle};
-use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
-use super::configs::ClusterInput;
-use super::host::HostProfile;
-use super::versions::{CgroupV1, Decisions, Versions};
+use crate::r#gen::node::configs::ClusterInput;
+use crate::r#gen::node::{Options, binaries_bundle};
+use crate::r#gen::pki::certs::Role;
+use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use crate::r#gen::plan::host::HostProfile;
+use crate::r#gen::plan::versions::{CgroupV1, Decisions, Versions};
 
 /// etcdctl's TLS flags with the healthcheck client (one per line, continued).
 fn etcd_certs() -> String {
@@ -173,7 +174,7 @@ pub fn render(
     let certs = etcd_certs();
     let admin = on_node_kubeconfig(Id::Admin);
     let super_admin = on_node_kubeconfig(Id::SuperAdmin);
-    let tree_admin = super::certs::tree_kubeconfig(Id::Admin);
+    let tree_admin = crate::r#gen::pki::certs::tree_kubeconfig(Id::Admin);
     let joining: Vec<_> = c.control_planes().filter(|n| n.joins_etcd).collect();
     let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
     let first = cps.first();
@@ -246,7 +247,7 @@ pub fn render(
     let import = if binaries_bundled && !v.image_archives.is_empty() {
         format!(
             "ctr -n k8s.io images import {}/*.tar   # {} (no registry needed)\n",
-            super::configs::paths::IMAGES,
+            crate::r#gen::node::configs::paths::IMAGES,
             v.image_archives
                 .keys()
                 .cloned()

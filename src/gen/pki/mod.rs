@@ -1,9 +1,13 @@
-//! The PKI step: walk the certificate table, keep what is still right, make what is missing or
+//! The PKI room: the certificate table ([`certs`]), the kubeconfigs made from it
+//! ([`kubeconfig`]), and here the PKI step: walk the certificate table, keep what is still right, make what is missing or
 //! wrong (one [`Outcome`] per item, saying why), write keys 0600 in 0700 directories, atomically.
 //!
 //! CAs are inspected first and never replaced without `force`: a broken CA is an error before
 //! anything is written. Leaves are inspected and made in parallel on every core
 //! ([`par_map`]); RSA key generation dominates the run time.
+
+pub mod certs;
+pub mod kubeconfig;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -19,10 +23,10 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use super::certs::{self, Item, Kind, San};
-use super::spec::{ClusterSpec, KeyAlgo};
-use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
+use crate::r#gen::plan::spec::{ClusterSpec, KeyAlgo};
+use crate::r#gen::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
 pub use crate::util::sha256_hex;
+use certs::{Item, Kind, San};
 
 /// Clock skew tolerated between the machine that generates and the nodes: certificates are
 /// valid from this long before their creation.
@@ -250,8 +254,13 @@ pub fn generate(
         outcomes.push(r?);
     }
 
-    let kc =
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?;
+    let kc = crate::r#gen::pki::kubeconfig::write_all(
+        spec,
+        out,
+        &items,
+        &authorities_pem(&authorities),
+        staged,
+    )?;
     for o in kc {
         report(&o);
         outcomes.push(o);
@@ -857,9 +866,13 @@ pub fn renew(
     for r in results {
         outcomes.push(r?);
     }
-    for o in
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?
-    {
+    for o in crate::r#gen::pki::kubeconfig::write_all(
+        spec,
+        out,
+        &items,
+        &authorities_pem(&authorities),
+        staged,
+    )? {
         report(&o);
         outcomes.push(o);
     }
@@ -1042,7 +1055,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
         } else if not_after < time::OffsetDateTime::from(soon) {
             row.problems.push(format!(
                 "expires within {}",
-                super::spec::format_duration(warn)
+                crate::r#gen::plan::spec::format_duration(warn)
             ));
         }
         let Some(key) = key else { return row };
@@ -1079,7 +1092,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::spec::SpecInput;
+    use crate::r#gen::plan::spec::SpecInput;
     use x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS;
 
     /// The raw BasicConstraints value of every certificate under `pki`, by file.

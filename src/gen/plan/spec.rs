@@ -15,7 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::host::HostProfile;
+use crate::r#gen::plan::host::HostProfile;
 
 /// The default service network.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.32.0.0/24";
