@@ -245,48 +245,17 @@ pub fn export(
             todo.push((a, rel));
         }
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    type Done = Result<(Option<Digest>, Option<u64>), MirrorError>;
-    let results: Vec<(usize, Done)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((a, rel)) = todo.get(i) else { break };
-                        let dest = out_dir.join(rel);
-                        let want512 = wants_sha512(a);
-                        let r = match holds(&dest, &a.digest, want512) {
-                            Ok(Some(d512)) => Ok((d512, None)),
-                            Ok(None) => copy_verified(&a.blob, &dest, &a.digest, want512)
-                                .map(|(d, n)| (d, Some(n))),
-                            Err(e) => Err(e),
-                        };
-                        let failed = r.is_err();
-                        out.push((i, r));
-                        if failed {
-                            break;
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("export workers do not panic"))
-            .collect()
-    });
-    let mut results = results;
-    results.sort_by_key(|(i, _)| *i);
-    for (i, r) in results {
-        let (a, rel) = &todo[i];
-        let (sha512, copied) = r?;
+    // At least two even on one core: the copies also wait on the disk.
+    let workers = crate::util::cores().clamp(2, 8);
+    let results = crate::util::try_parallel_map(&todo, workers, |(a, rel)| {
+        let dest = out_dir.join(rel);
+        let want512 = wants_sha512(a);
+        match holds(&dest, &a.digest, want512)? {
+            Some(d512) => Ok((d512, None)),
+            None => copy_verified(&a.blob, &dest, &a.digest, want512).map(|(d, n)| (d, Some(n))),
+        }
+    })?;
+    for ((a, rel), (sha512, copied)) in todo.iter().zip(results) {
         match copied {
             Some(n) => {
                 report.written += 1;

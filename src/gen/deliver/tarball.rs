@@ -55,9 +55,11 @@ pub struct Output<W> {
     pub size: u64,
 }
 
-/// How many threads compress: one per core.
+/// How many threads compress: one per core. (A pipeline, not a map: blocks stream from the tar
+/// writer through the compressors to one writer in order, so it keeps its own threads and
+/// channels rather than [`crate::util::parallel_map`].)
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    crate::util::cores()
 }
 
 /// Blocks in flight at most for `threads` compressing threads: one being compressed and one
