@@ -7,7 +7,8 @@
 //! - [`node`]: each node's configs, units, and the NEXT-STEPS that start them;
 //! - [`deliver`]: node trees, tarballs, shared binary bundles, the Ansible inventory, and the
 //!   staged writer ([`deliver::staged::Staged`]) that commits a run's files at once;
-//! - [`diff`]: a dry run compared with the tree.
+//! - [`diff`]: a dry run compared with the tree;
+//! - [`run`]: the pipeline in order, the one call `kbin gen cluster|node` makes.
 //!
 //! The PKI step runs first; the configs step reads the PKI's file table and never hard-codes
 //! paths. Both stage what they make in one [`Staged`] set, committed at the end under the
@@ -19,6 +20,7 @@ pub mod diff;
 pub mod node;
 pub mod pki;
 pub mod plan;
+pub mod run;
 
 // The paths callers outside gen/ (up/, cli/, tests) knew before the rooms.
 pub use crate::fsx::interrupt;
