@@ -602,6 +602,10 @@ pub fn encryption_config(d: &Decisions, keys: &EncryptionKeys) -> String {
 }
 
 /// `/etc/containerd/config.toml`.
+///
+/// Long (≈ 150 lines) on purpose: most of it is the serde structs of the one file, declared
+/// where they are filled, and the teaching comments placed beside the tables they explain, in
+/// the file's own order; the version-dependent choices are already rows of the version table.
 pub fn containerd_config(v: &Versions, d: &Decisions, profile: HostProfile) -> String {
     #[derive(Serialize)]
     struct RuncOptions {
@@ -807,6 +811,9 @@ pub fn cni_conflist(node: &NodeInput, d: &Decisions) -> String {
 }
 
 /// `/var/lib/kubelet/config.yaml` for worker `node`.
+///
+/// Long (≈ 110 lines) for the same reason as [`containerd_config`]: the serde struct of one
+/// file, filled and commented in the file's order.
 pub fn kubelet_config(
     c: &ClusterInput,
     node: &NodeInput,
