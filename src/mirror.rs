@@ -55,6 +55,119 @@ pub enum MirrorError {
         /// What was copied.
         actual: Digest,
     },
+    /// A toolchain named for export is not installed.
+    #[error("toolchain {0:?} is not installed")]
+    NotInstalled(String),
+    /// A toolchain's receipt cannot be read.
+    #[error(transparent)]
+    Receipt(#[from] crate::toolchain::receipt::ReceiptError),
+    /// A toolchain's receipt names an image kbin cannot parse.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+    /// A blob a toolchain's receipt names is gone from the store.
+    #[error("{what} ({digest}) of toolchain {toolchain} is not in the store")]
+    MissingBlob {
+        /// The artifact's URL or the image's name.
+        what: String,
+        /// Its digest.
+        digest: String,
+        /// The toolchain.
+        toolchain: String,
+    },
+}
+
+/// What one installed toolchain gives an export: its downloaded artifacts, its image archives,
+/// and the components it built from source (not exported).
+#[derive(Debug, Default)]
+pub struct FromToolchain {
+    /// Artifacts as downloaded.
+    pub artifacts: Vec<Artifact>,
+    /// Image archives: the image, its architecture, the archive in the store.
+    pub images: Vec<(crate::images::ImageRef, crate::manifest::Arch, PathBuf)>,
+    /// Components built from source.
+    pub built: Vec<String>,
+}
+
+/// What toolchain `name` (installed under `layout`) gives an export; its images unless
+/// `no_images`. Every blob its receipt names must still be in `store`.
+pub fn from_toolchain(
+    manifest: &Manifest,
+    layout: &crate::store::Layout,
+    store: &crate::store::Store,
+    name: &str,
+    no_images: bool,
+) -> Result<FromToolchain, MirrorError> {
+    use crate::toolchain::{Origin, Receipt};
+    let path = layout.receipt_path(name);
+    if !path.is_file() {
+        return Err(MirrorError::NotInstalled(name.to_owned()));
+    }
+    let r = Receipt::load(&path)?;
+    let missing = |what: &str, digest: &Digest| MirrorError::MissingBlob {
+        what: what.to_owned(),
+        digest: digest.to_string(),
+        toolchain: name.to_owned(),
+    };
+    let mut out = FromToolchain::default();
+    if !no_images {
+        for p in &r.pulled {
+            let image: crate::images::ImageRef = p.name.parse()?;
+            let archive = store
+                .get(&p.archive)
+                .ok_or_else(|| missing(&p.name, &p.archive))?;
+            out.images.push((image, p.arch, archive));
+        }
+    }
+    for c in &r.components {
+        if c.origin != Origin::Download {
+            out.built.push(c.name.clone());
+            continue;
+        }
+        for a in &c.artifacts {
+            let blob = store
+                .get(&a.digest)
+                .ok_or_else(|| missing(&a.url, &a.digest))?;
+            out.artifacts.push(Artifact {
+                component: c.name.clone(),
+                version: c.version.clone(),
+                checksum_url: checksum_url_of(manifest, &c.name, &c.version, r.arch, &a.url),
+                url: a.url.clone(),
+                blob,
+                digest: a.digest.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
+fn checksum_url_of(
+    m: &Manifest,
+    component: &str,
+    version: &Version,
+    arch: crate::manifest::Arch,
+    url: &str,
+) -> Option<String> {
+    let c = m.component(component)?;
+    c.binaries
+        .iter()
+        .chain(&c.optional_binaries)
+        .filter_map(|b| m.artifact_for(c, b, version, arch))
+        .find(|a| a.url == url)
+        .and_then(|a| a.checksum_url)
+        .or_else(|| {
+            c.artifacts.iter().find_map(|t| {
+                c.binaries.iter().find_map(|b| {
+                    (crate::manifest::expand(&t.url, version, arch, b) == url)
+                        .then(|| {
+                            t.checksum_url
+                                .as_deref()
+                                .map(|s| crate::manifest::expand(s, version, arch, b))
+                        })
+                        .flatten()
+                })
+            })
+        })
 }
 
 /// One artifact to export.
