@@ -222,6 +222,40 @@ fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, Bundle
     })
 }
 
+/// What the renderers of a node's configs read.
+struct FileCx<'a> {
+    c: &'a ClusterInput,
+    node: &'a NodeInput,
+    v: &'a Versions,
+    d: &'a Decisions,
+    opts: &'a Options,
+    keys: &'a EncryptionKeys,
+}
+
+/// A node config: the role that has it, its path on the node, its mode, its renderer.
+type ConfigFile = (Role, fn() -> String, u32, fn(&FileCx<'_>) -> String);
+
+/// Every config and unit a node gets, by role: adding a file is adding a row.
+#[rustfmt::skip]
+static CONFIG_FILES: &[ConfigFile] = &[
+    (Cp, || paths::unit("etcd"), 0o644, |x| configs::etcd_unit(x.c, x.node, x.d)),
+    (Cp, || paths::unit("kube-apiserver"), 0o644, |x| configs::apiserver_unit(x.c, x.node, x.v)),
+    (Cp, || paths::unit("kube-controller-manager"), 0o644, |x| configs::controller_manager_unit(x.c)),
+    (Cp, || paths::unit("kube-scheduler"), 0o644, |_| configs::scheduler_unit()),
+    (Cp, || paths::SCHEDULER_CONFIG.into(), 0o644, |x| configs::scheduler_config(x.d)),
+    (Cp, || paths::ENCRYPTION_CONFIG.into(), 0o600, |x| configs::encryption_config(x.d, x.keys)),
+    (Wk, || paths::CONTAINERD_CONFIG.into(), 0o644, |x| configs::containerd_config(x.v, x.d, x.c.host_profile)),
+    (Wk, || paths::unit("containerd"), 0o644, |_| configs::containerd_unit()),
+    (Wk, || paths::CNI_CONFLIST.into(), 0o644, |x| configs::cni_conflist(x.node, x.d)),
+    (Wk, || paths::KUBELET_CONFIG.into(), 0o644, |x| configs::kubelet_config(x.c, x.node, x.d, x.opts.cgroup_v1)),
+    (Wk, || paths::unit("kubelet"), 0o644, |x| configs::kubelet_unit(x.node, x.v, x.d)),
+    (Wk, || paths::KUBE_PROXY_CONFIG.into(), 0o644, |x| configs::kube_proxy_config(x.c, x.node, x.d)),
+    (Wk, || paths::unit("kube-proxy"), 0o644, |_| configs::kube_proxy_unit()),
+    (Wk, || paths::CRICTL_CONFIG.into(), 0o644, |_| configs::crictl_config()),
+    (Wk, || paths::MODULES_LOAD.into(), 0o644, |_| configs::modules_load()),
+    (Wk, || paths::SYSCTL.into(), 0o644, |_| configs::sysctl()),
+];
+
 fn node_files(
     c: &ClusterInput,
     node: &NodeInput,
@@ -245,65 +279,18 @@ fn node_files(
             },
         );
     };
-    if node.control_plane {
-        text(&paths::unit("etcd"), 0o644, configs::etcd_unit(c, node, d));
-        text(
-            &paths::unit("kube-apiserver"),
-            0o644,
-            configs::apiserver_unit(c, node, v),
-        );
-        text(
-            &paths::unit("kube-controller-manager"),
-            0o644,
-            configs::controller_manager_unit(c),
-        );
-        text(
-            &paths::unit("kube-scheduler"),
-            0o644,
-            configs::scheduler_unit(),
-        );
-        text(paths::SCHEDULER_CONFIG, 0o644, configs::scheduler_config(d));
-        text(
-            paths::ENCRYPTION_CONFIG,
-            0o600,
-            configs::encryption_config(d, keys),
-        );
-    }
-    if node.worker {
-        text(
-            paths::CONTAINERD_CONFIG,
-            0o644,
-            configs::containerd_config(v, d, c.host_profile),
-        );
-        text(
-            &paths::unit("containerd"),
-            0o644,
-            configs::containerd_unit(),
-        );
-        text(paths::CNI_CONFLIST, 0o644, configs::cni_conflist(node, d));
-        text(
-            paths::KUBELET_CONFIG,
-            0o644,
-            configs::kubelet_config(c, node, d, opts.cgroup_v1),
-        );
-        text(
-            &paths::unit("kubelet"),
-            0o644,
-            configs::kubelet_unit(node, v, d),
-        );
-        text(
-            paths::KUBE_PROXY_CONFIG,
-            0o644,
-            configs::kube_proxy_config(c, node, d),
-        );
-        text(
-            &paths::unit("kube-proxy"),
-            0o644,
-            configs::kube_proxy_unit(),
-        );
-        text(paths::CRICTL_CONFIG, 0o644, configs::crictl_config());
-        text(paths::MODULES_LOAD, 0o644, configs::modules_load());
-        text(paths::SYSCTL, 0o644, configs::sysctl());
+    let cx = FileCx {
+        c,
+        node,
+        v,
+        d,
+        opts,
+        keys,
+    };
+    for (role, path, mode, render) in CONFIG_FILES {
+        if role.applies(node) {
+            text(&path(), *mode, render(&cx));
+        }
     }
     for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);
