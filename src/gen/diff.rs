@@ -305,30 +305,9 @@ fn compare(
             .to_owned(),
         None => rel.clone(),
     };
-    let secret_mode = |m: u32| m != 0 && m & 0o077 == 0;
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     let (a, b) = (text(now), text(then));
-    // Toolchain binaries (or stand-in scripts for them) go to the bin directories.
-    let in_bin_dir = [
-        crate::r#gen::node::configs::paths::BIN,
-        crate::r#gen::node::configs::paths::CNI_BIN,
-    ]
-    .iter()
-    .any(|d| key.starts_with(&format!("{d}/")));
-    let is_binary = in_bin_dir || now.into_iter().chain(then).any(|b| b.contains(&0));
-    let is_pem = [&a, &b]
-        .into_iter()
-        .flatten()
-        .any(|t| t.contains("-----BEGIN"));
-    let opaque = if secret_mode(new_mode) || secret_mode(old_mode) {
-        Some("secret")
-    } else if is_binary {
-        Some("binary")
-    } else if is_pem {
-        Some("certificate")
-    } else {
-        None
-    };
+    let (opaque, is_binary) = opacity(&key, (now, then), (&a, &b), (old_mode, new_mode));
     let diff = match (opaque, kind) {
         (None, Kind::Changed) => Some(unified(a.as_deref(), b.as_deref())),
         _ => None,
@@ -342,35 +321,9 @@ fn compare(
     } else {
         Vec::new()
     };
-    // A version change shows in a file that named the old version and names the new one, or
-    // in the binary of that name.
-    let file_name = Path::new(&key).file_name().and_then(|n| n.to_str());
-    let versions = if kind == Kind::Changed {
-        ctx.versions
-            .iter()
-            .filter(|v| {
-                let named = |t: &Option<String>, ver: Option<&String>| {
-                    ver.is_some_and(|ver| t.as_deref().is_some_and(|t| t.contains(ver.as_str())))
-                };
-                (is_binary && file_name == Some(v.component.as_str()))
-                    || (!is_binary && named(&a, v.from.as_ref()) && named(&b, Some(&v.to)))
-            })
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    // The Kubernetes binaries share one version: a file whose path names a component
-    // (`kube-apiserver.service`, `/etc/containerd/…`) is that component's.
-    let own: Vec<VersionChange> = versions
-        .iter()
-        .filter(|v| key.contains(v.component.as_str()))
-        .cloned()
-        .collect();
-    let versions = if own.is_empty() || key == "versions.toml" {
-        versions
-    } else {
-        own
+    let versions = match kind {
+        Kind::Changed => attributed_versions(ctx, &key, is_binary, &a, &b),
+        _ => Vec::new(),
     };
     Ok(Some(FileChange {
         path: rel,
@@ -382,6 +335,76 @@ fn compare(
         rules,
         versions,
     }))
+}
+
+/// Whether a file's change is shown as text or named only ("secret": a 0600-style mode;
+/// "binary": a toolchain binary or bytes with a NUL; "certificate": PEM), and whether it is a
+/// binary.
+fn opacity(
+    key: &str,
+    (now, then): (Option<&[u8]>, Option<&[u8]>),
+    (a, b): (&Option<String>, &Option<String>),
+    (old_mode, new_mode): (u32, u32),
+) -> (Option<&'static str>, bool) {
+    let secret_mode = |m: u32| m != 0 && m & 0o077 == 0;
+    // Toolchain binaries (or stand-in scripts for them) go to the bin directories.
+    let in_bin_dir = [
+        crate::r#gen::node::configs::paths::BIN,
+        crate::r#gen::node::configs::paths::CNI_BIN,
+    ]
+    .iter()
+    .any(|d| key.starts_with(&format!("{d}/")));
+    let is_binary = in_bin_dir || now.into_iter().chain(then).any(|b| b.contains(&0));
+    let is_pem = [a, b]
+        .into_iter()
+        .flatten()
+        .any(|t| t.contains("-----BEGIN"));
+    let opaque = if secret_mode(new_mode) || secret_mode(old_mode) {
+        Some("secret")
+    } else if is_binary {
+        Some("binary")
+    } else if is_pem {
+        Some("certificate")
+    } else {
+        None
+    };
+    (opaque, is_binary)
+}
+
+/// The version changes a changed file shows: those whose old version it named and whose new one
+/// it names (or the binary of that name), narrowed to the component its path names, if any.
+fn attributed_versions(
+    ctx: &Attribution,
+    key: &str,
+    is_binary: bool,
+    a: &Option<String>,
+    b: &Option<String>,
+) -> Vec<VersionChange> {
+    let file_name = Path::new(key).file_name().and_then(|n| n.to_str());
+    let versions: Vec<VersionChange> = ctx
+        .versions
+        .iter()
+        .filter(|v| {
+            let named = |t: &Option<String>, ver: Option<&String>| {
+                ver.is_some_and(|ver| t.as_deref().is_some_and(|t| t.contains(ver.as_str())))
+            };
+            (is_binary && file_name == Some(v.component.as_str()))
+                || (!is_binary && named(a, v.from.as_ref()) && named(b, Some(&v.to)))
+        })
+        .cloned()
+        .collect();
+    // The Kubernetes binaries share one version: a file whose path names a component
+    // (`kube-apiserver.service`, `/etc/containerd/…`) is that component's.
+    let own: Vec<VersionChange> = versions
+        .iter()
+        .filter(|v| key.contains(v.component.as_str()))
+        .cloned()
+        .collect();
+    if own.is_empty() || key == "versions.toml" {
+        versions
+    } else {
+        own
+    }
 }
 
 /// A unified diff with three lines of context.
