@@ -55,6 +55,119 @@ pub enum MirrorError {
         /// What was copied.
         actual: Digest,
     },
+    /// A toolchain named for export is not installed.
+    #[error("toolchain {0:?} is not installed")]
+    NotInstalled(String),
+    /// A toolchain's receipt cannot be read.
+    #[error(transparent)]
+    Receipt(#[from] crate::toolchain::receipt::ReceiptError),
+    /// A toolchain's receipt names an image kbin cannot parse.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+    /// A blob a toolchain's receipt names is gone from the store.
+    #[error("{what} ({digest}) of toolchain {toolchain} is not in the store")]
+    MissingBlob {
+        /// The artifact's URL or the image's name.
+        what: String,
+        /// Its digest.
+        digest: String,
+        /// The toolchain.
+        toolchain: String,
+    },
+}
+
+/// What one installed toolchain gives an export: its downloaded artifacts, its image archives,
+/// and the components it built from source (not exported).
+#[derive(Debug, Default)]
+pub struct FromToolchain {
+    /// Artifacts as downloaded.
+    pub artifacts: Vec<Artifact>,
+    /// Image archives: the image, its architecture, the archive in the store.
+    pub images: Vec<(crate::images::ImageRef, crate::manifest::Arch, PathBuf)>,
+    /// Components built from source.
+    pub built: Vec<String>,
+}
+
+/// What toolchain `name` (installed under `layout`) gives an export; its images unless
+/// `no_images`. Every blob its receipt names must still be in `store`.
+pub fn from_toolchain(
+    manifest: &Manifest,
+    layout: &crate::store::Layout,
+    store: &crate::store::Store,
+    name: &str,
+    no_images: bool,
+) -> Result<FromToolchain, MirrorError> {
+    use crate::toolchain::{Origin, Receipt};
+    let path = layout.receipt_path(name);
+    if !path.is_file() {
+        return Err(MirrorError::NotInstalled(name.to_owned()));
+    }
+    let r = Receipt::load(&path)?;
+    let missing = |what: &str, digest: &Digest| MirrorError::MissingBlob {
+        what: what.to_owned(),
+        digest: digest.to_string(),
+        toolchain: name.to_owned(),
+    };
+    let mut out = FromToolchain::default();
+    if !no_images {
+        for p in &r.pulled {
+            let image: crate::images::ImageRef = p.name.parse()?;
+            let archive = store
+                .get(&p.archive)
+                .ok_or_else(|| missing(&p.name, &p.archive))?;
+            out.images.push((image, p.arch, archive));
+        }
+    }
+    for c in &r.components {
+        if c.origin != Origin::Download {
+            out.built.push(c.name.clone());
+            continue;
+        }
+        for a in &c.artifacts {
+            let blob = store
+                .get(&a.digest)
+                .ok_or_else(|| missing(&a.url, &a.digest))?;
+            out.artifacts.push(Artifact {
+                component: c.name.clone(),
+                version: c.version.clone(),
+                checksum_url: checksum_url_of(manifest, &c.name, &c.version, r.arch, &a.url),
+                url: a.url.clone(),
+                blob,
+                digest: a.digest.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
+fn checksum_url_of(
+    m: &Manifest,
+    component: &str,
+    version: &Version,
+    arch: crate::manifest::Arch,
+    url: &str,
+) -> Option<String> {
+    let c = m.component(component)?;
+    c.binaries
+        .iter()
+        .chain(&c.optional_binaries)
+        .filter_map(|b| m.artifact_for(c, b, version, arch))
+        .find(|a| a.url == url)
+        .and_then(|a| a.checksum_url)
+        .or_else(|| {
+            c.artifacts.iter().find_map(|t| {
+                c.binaries.iter().find_map(|b| {
+                    (crate::manifest::expand(&t.url, version, arch, b) == url)
+                        .then(|| {
+                            t.checksum_url
+                                .as_deref()
+                                .map(|s| crate::manifest::expand(s, version, arch, b))
+                        })
+                        .flatten()
+                })
+            })
+        })
 }
 
 /// One artifact to export.
@@ -245,48 +358,17 @@ pub fn export(
             todo.push((a, rel));
         }
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    type Done = Result<(Option<Digest>, Option<u64>), MirrorError>;
-    let results: Vec<(usize, Done)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((a, rel)) = todo.get(i) else { break };
-                        let dest = out_dir.join(rel);
-                        let want512 = wants_sha512(a);
-                        let r = match holds(&dest, &a.digest, want512) {
-                            Ok(Some(d512)) => Ok((d512, None)),
-                            Ok(None) => copy_verified(&a.blob, &dest, &a.digest, want512)
-                                .map(|(d, n)| (d, Some(n))),
-                            Err(e) => Err(e),
-                        };
-                        let failed = r.is_err();
-                        out.push((i, r));
-                        if failed {
-                            break;
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("export workers do not panic"))
-            .collect()
-    });
-    let mut results = results;
-    results.sort_by_key(|(i, _)| *i);
-    for (i, r) in results {
-        let (a, rel) = &todo[i];
-        let (sha512, copied) = r?;
+    // At least two even on one core: the copies also wait on the disk.
+    let workers = crate::util::cores().clamp(2, 8);
+    let results = crate::util::try_parallel_map(&todo, workers, |(a, rel)| {
+        let dest = out_dir.join(rel);
+        let want512 = wants_sha512(a);
+        match holds(&dest, &a.digest, want512)? {
+            Some(d512) => Ok((d512, None)),
+            None => copy_verified(&a.blob, &dest, &a.digest, want512).map(|(d, n)| (d, Some(n))),
+        }
+    })?;
+    for ((a, rel), (sha512, copied)) in todo.iter().zip(results) {
         match copied {
             Some(n) => {
                 report.written += 1;

@@ -1,4 +1,5 @@
-//! Small helpers more than one module needs: a hex digest, a timestamp, shell quoting.
+//! Small helpers more than one module needs: a hex digest, a timestamp, shell quoting, and the
+//! one way kbin runs independent work in parallel ([`parallel_map`], [`try_parallel_map`]).
 //!
 //! They live here, not in the module that happened to need them first, so that no module
 //! reaches into a sibling for a one-liner (and no two copies drift apart).
@@ -61,6 +62,85 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The number of threads this process may run at once (at least 1): what CPU-bound work is
+/// bounded to.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `f` over `items` on at most `threads` scoped threads (never more than there are items), the
+/// results in input order. Each thread takes the next item left, so unequal items balance out.
+/// CPU-bound work passes [`cores`]; work that mostly waits (fsync) may pass more. A panic in
+/// `f` is raised again here.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let done = run_pool(items, threads, &stop, |t| Some(f(t)));
+    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    for (i, r) in done {
+        slots[i] = Some(r);
+    }
+    slots
+        .into_iter()
+        .map(|r| r.expect("every item is taken by exactly one thread"))
+        .collect()
+}
+
+/// [`parallel_map`] for work that can fail: once an item fails, no thread takes a new one, and
+/// the error of the first failed item (in input order) is returned.
+pub fn try_parallel_map<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut done = run_pool(items, threads, &stop, |t| {
+        let r = f(t);
+        if r.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(r)
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The pool under both maps: (index, result) of every item taken before `stop` was set.
+fn run_pool<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    f: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<(usize, R)> {
+    use std::sync::atomic::Ordering;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            if let Some(r) = f(item) {
+                out.push((i, r));
+            }
+        }
+        out
+    };
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return work();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +169,38 @@ mod tests {
         assert_eq!(
             sha256_hex(b"hello"),
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+    }
+
+    #[test]
+    fn parallel_map_keeps_input_order_on_many_threads() {
+        let items: Vec<u64> = (0..1000).collect();
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let out = parallel_map(&items, 8, |x| {
+            seen.lock().unwrap().insert(std::thread::current().id());
+            x * 2
+        });
+        assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert!(parallel_map(&[] as &[u8], 4, |x| *x).is_empty());
+        assert_eq!(parallel_map(&[1, 2], 1, |x| x + 1), [2, 3]);
+    }
+
+    #[test]
+    fn try_parallel_map_returns_the_first_error_in_input_order_and_stops_taking_work() {
+        let items: Vec<u32> = (0..10_000).collect();
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let r = try_parallel_map(&items, 4, |x| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if *x == 3 || *x == 5 { Err(*x) } else { Ok(*x) }
+        });
+        assert_eq!(r, Err(3));
+        assert!(
+            ran.load(std::sync::atomic::Ordering::Relaxed) < items.len(),
+            "the threads stopped taking work after the failure"
+        );
+        assert_eq!(
+            try_parallel_map(&[1u8, 2], 2, |x| Ok::<_, ()>(*x)),
+            Ok(vec![1, 2])
         );
     }
 }

@@ -272,8 +272,8 @@ fn a_damaged_stored_bundle_is_detected_removed_and_made_again() {
     let stored = blob(home.path(), &first);
     let damaged = inode(&stored);
     // Flip one byte in the middle of the blob (the output is the same file: damaged too). Same
-    // size; file times tick every few ms, so wait one tick as any later write would.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // size; file times tick every few ms, so wait for the next tick as any later write would.
+    wait_for_the_clock_to_tick_past(&stored);
     std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = std::fs::read(&stored).unwrap();
     let mid = bytes.len() / 2;
@@ -291,6 +291,61 @@ fn a_damaged_stored_bundle_is_detected_removed_and_made_again() {
         damaged,
         "a new file, not the damaged one rewritten"
     );
+}
+
+/// Until a file made now gets a ctime later than `path`'s: file times advance by a kernel tick
+/// (a few ms), and a write within the tick of the last hash would leave every time unchanged.
+/// Observed, not slept on.
+fn wait_for_the_clock_to_tick_past(path: &Path) {
+    let then = std::fs::metadata(path).unwrap();
+    let then = (then.ctime(), then.ctime_nsec());
+    let probe = path.with_file_name(".clock-probe");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        std::fs::write(&probe, b"").unwrap();
+        let now = std::fs::metadata(&probe).unwrap();
+        std::fs::remove_file(&probe).unwrap();
+        if (now.ctime(), now.ctime_nsec()) > then {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file clock never moved"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_same_size_rewrite_with_its_mtime_put_back_is_not_served_as_verified() {
+    let home = tempfile::tempdir().unwrap();
+    let v = install(home.path(), "t", |_| 0);
+    let out = tempfile::tempdir().unwrap();
+    let first = bundle(&v, out.path(), Role::Worker);
+    let good = std::fs::read(&first.path).unwrap();
+    let stored = blob(home.path(), &first);
+    let mtime = stored.metadata().unwrap().modified().unwrap();
+    wait_for_the_clock_to_tick_past(&stored);
+    // The same size, the same inode, and the mtime put back as `touch -d` or a tool that
+    // preserves times would: only the ctime (which nobody can set) tells.
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o555)).unwrap();
+    assert_eq!(stored.metadata().unwrap().modified().unwrap(), mtime);
+
+    let b = bundle(&v, out.path(), Role::Worker);
+    assert_eq!(b.source, Source::Made, "a rewritten blob is never served");
+    assert_eq!(std::fs::read(&b.path).unwrap(), good);
+    assert_eq!(sha256(&blob(home.path(), &b)), b.digest);
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! leaves the previous tree exactly as it was (or finishes it), and two runs on one directory
 //! take turns.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +69,195 @@ fn assert_same(before: &BTreeMap<String, (u32, Vec<u8>)>, root: &Path) {
     );
 }
 
+/// Until a kbin run holds `dir`'s lock (its lock file exists and is locked by someone).
+fn wait_for_lock(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(f) = std::fs::File::open(dir.join(".kbin.lock")) {
+            match f.try_lock_shared() {
+                Err(std::fs::TryLockError::WouldBlock) => return,
+                _ => drop(f),
+            }
+        }
+        assert!(Instant::now() < deadline, "no run ever took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One error, said once, and no line claiming something was made.
+fn assert_one_clear_error(o: &std::process::Output, what: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(what), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        !err.contains("created") && !said.contains("created"),
+        "nothing was created, nothing may say so: {err}{said}"
+    );
+}
+
+#[test]
+fn a_file_named_nodes_in_a_new_directory_fails_with_nothing_written_or_announced() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("nodes"), "a file where the node trees go\n").unwrap();
+    let before = snapshot(&dir);
+    let o = gen_cmd(home.path(), &dir, &[]).output().unwrap();
+    assert_one_clear_error(&o, "nodes");
+    assert_same(&before, &dir);
+}
+
+#[test]
+fn a_toolchain_without_the_control_plane_binaries_fails_before_anything_is_written() {
+    let home = tempfile::tempdir().unwrap();
+    // `kbin install 1.35 --only etcd --default`: a receipt with etcd alone.
+    let fixture = common::toolchain::FixtureToolchain {
+        name: "etcd-only",
+        kubernetes: "1.35.8",
+        components: vec![("etcd", "3.6.10", &["etcd", "etcdctl"][..])],
+        images: None,
+        artifacts: false,
+        real_digests: false,
+    };
+    common::toolchain::write_toolchain(home.path(), &fixture, |b, _| {
+        format!("#!/bin/sh\necho {b}\n")
+    });
+    std::fs::write(
+        home.path().join("settings.toml"),
+        "default = \"etcd-only\"\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = Command::new(kbin_path())
+        .env("KBIN_HOME", home.path())
+        .env_remove("KBIN_MANIFEST")
+        .args(["gen", "cluster", "--out"])
+        .arg(&dir)
+        .args([
+            "--control-plane",
+            "cp1=10.0.0.10",
+            "--worker",
+            "w1=10.0.0.21",
+        ])
+        .output()
+        .unwrap();
+    assert_one_clear_error(&o, "has no kube-apiserver");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("hint:") && err.contains("--no-binaries"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "the output directory was made");
+}
+
+#[test]
+fn gen_node_that_cannot_place_its_tree_leaves_no_empty_pki_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = gen_cmd(home.path(), &dir, &[]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(dir.join("nodes/w2"), "a file where w2's tree goes\n").unwrap();
+    let before = snapshot(&dir);
+    let o = Command::new(kbin_path())
+        .env("KBIN_HOME", home.path())
+        .env_remove("KBIN_MANIFEST")
+        .args([
+            "gen",
+            "node",
+            "w2=10.0.0.22",
+            "--kubernetes-version",
+            "1.36",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_one_clear_error(&o, "nodes/w2");
+    assert_same(&before, &dir);
+}
+
+#[test]
+fn networks_that_swallow_a_node_or_the_api_address_are_refused_with_nothing_written() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--pod-cidr", "10.0.0.0/16"],
+            "node cp1's IP 10.0.0.10 is inside the pod CIDR 10.0.0.0/16",
+        ),
+        (
+            &["--service-cidr", "10.0.0.0/24"],
+            "node cp1's IP 10.0.0.10 is inside the service CIDR 10.0.0.0/24",
+        ),
+        (
+            &["--cluster-ip", "10.200.7.1"],
+            "--cluster-ip 10.200.7.1 is inside the pod CIDR 10.200.0.0/16",
+        ),
+        (
+            &["--cluster-ip", "10.32.0.10"],
+            "--cluster-ip 10.32.0.10 is the cluster DNS address",
+        ),
+    ];
+    for (flags, want) in cases {
+        let o = gen_cmd(home.path(), &dir, flags).output().unwrap();
+        assert_one_clear_error(&o, want);
+        assert!(!dir.exists(), "{flags:?}: the output directory was made");
+    }
+}
+
+#[test]
+fn a_crash_while_node_trees_are_swapped_leaves_each_tree_old_or_new_never_missing() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("cluster");
+    let o = gen_cmd(home.path(), &dir, &[]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = snapshot(&dir);
+    // --force makes new certificates, so every node tree changes; the fault point (debug
+    // builds) aborts the process right after the first tree was swapped in.
+    let o = gen_cmd(home.path(), &dir, &["--force"])
+        .env("KBIN_FAULT", "tree-swap")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(6),
+        "the run was to abort at the fault point: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let after = snapshot(&dir);
+    for node in ["cp1", "w1"] {
+        let prefix = format!("nodes/{node}/");
+        let files = |s: &BTreeMap<String, (u32, Vec<u8>)>| -> Vec<(String, u32)> {
+            s.iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, (m, _))| (k.clone(), *m))
+                .collect()
+        };
+        assert!(
+            dir.join("nodes").join(node).is_dir(),
+            "nodes/{node} is gone"
+        );
+        // Old or new, the tree is whole: every file of the old one, with its mode.
+        assert_eq!(files(&after), files(&before), "nodes/{node} is not whole");
+    }
+    // The next run puts everything right and leaves nothing of the crashed one behind.
+    let o = gen_cmd(home.path(), &dir, &[]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cp1", "cp1.tar.gz", "w1", "w1.tar.gz"]);
+}
+
 #[test]
 fn a_file_in_the_way_fails_before_anything_is_written() {
     let home = tempfile::tempdir().unwrap();
@@ -125,7 +317,9 @@ fn sigint_mid_run_leaves_the_previous_tree_exactly_as_it_was() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // The lock is taken after the signal handlers are installed and before any work: from then
+    // on SIGINT is the run's to handle (RSA keys keep it working long after).
+    wait_for_lock(&dir);
     let pid = child.id().to_string();
     let k = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(k.success());
@@ -147,14 +341,7 @@ fn a_second_gen_on_the_same_directory_waits_for_the_first() {
         .spawn()
         .unwrap();
     // Until the first holds the lock, the second would simply go first.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.join(".kbin.lock").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the first run never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lock(&dir);
     let second = gen_cmd(home.path(), &dir, &["--key-algo", "rsa-3072"])
         .output()
         .unwrap();

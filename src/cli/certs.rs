@@ -113,14 +113,7 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
         ))
     })?;
     let staged = crate::r#gen::Staged::new();
-    let line = |o: &pki::Outcome| {
-        if o.action == pki::Action::Kept {
-            ctx.ui.detail(o.line())
-        } else {
-            ctx.ui.status(o.line())
-        }
-    };
-    let outcomes = pki::renew(&spec, &a.out, &a.names, &staged, &line).map_err(|e| {
+    let outcomes = pki::renew(&spec, &a.out, &a.names, &staged, &|_| {}).map_err(|e| {
         let hint = match &e {
             pki::PkiError::UnknownCert { .. } => {
                 Some("`kbin certs check` lists the certificates by name".to_string())
@@ -142,6 +135,14 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
     staged
         .commit()
         .with_context(|| format!("cannot write the renewed files in {}", a.out.display()))?;
+    // Said once they are in place, not while they were only staged.
+    for o in &outcomes {
+        if o.action == pki::Action::Kept {
+            ctx.ui.detail(o.line())
+        } else {
+            ctx.ui.status(o.line())
+        }
+    }
     let report = RenewReport {
         renewed: outcomes,
         redeploy,

@@ -3,15 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::Context;
 use crate::error::WithHint;
 use crate::r#gen as gen_mod;
-use crate::r#gen::pki::{self, Action, Outcome, PkiError};
+use crate::r#gen::bundle::Written;
+use crate::r#gen::bundle_cache::Source;
+use crate::r#gen::pki::{Action, Outcome, PkiError};
+use crate::r#gen::run::{self, RunError};
 use crate::r#gen::spec::{ClusterSpec, SpecError, SpecInput};
+use crate::r#gen::versions::{Versions, VersionsError};
+use crate::manifest::Arch;
+use crate::manifest::resolve::Request;
 
 /// `kbin gen` subcommands.
 #[derive(Debug, Subcommand)]
@@ -229,75 +234,51 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
         ));
         input.add_this_machine(host.ip);
     }
-    mark_joining_control_planes(ctx, &mut input, &a.out);
     // Even for --pki-only: the spec saved now is what a later full run starts from.
-    detect_host(ctx, &mut input);
+    say(ctx, run::complete_spec(&mut input, &a.out));
     let spec = input.build().hint(SPEC_HINT)?;
     generate(ctx, &spec, &a, false)
 }
 
-/// Control planes that a re-run adds to a tree whose etcd members already have their units join
-/// the running cluster (`--initial-cluster-state=existing`) instead of starting a new one.
-fn mark_joining_control_planes(ctx: &Context, input: &mut SpecInput, out: &Path) {
-    let nodes = crate::r#gen::bundle::nodes_dir(out);
-    let has_etcd = |name: &str| {
-        nodes
-            .join(name)
-            .join("etc/systemd/system/etcd.service")
-            .is_file()
-    };
-    if !input
-        .nodes
-        .iter()
-        .any(|n| n.control_plane && has_etcd(&n.name))
-    {
-        return;
-    }
-    for n in input.nodes.iter_mut().filter(|n| n.control_plane) {
-        if !has_etcd(&n.name) && !n.joins_etcd {
-            n.joins_etcd = true;
-            ctx.ui.status(format!(
-                "control plane {} is new to this cluster: its etcd member joins the running one (NEXT-STEPS says how)",
-                n.name
-            ));
+/// Print what a step had to say.
+fn say(ctx: &Context, notes: Vec<run::Note>) {
+    for n in notes {
+        match n.warn {
+            true => ctx.ui.warn(n.text),
+            false => ctx.ui.status(n.text),
         }
     }
 }
 
-/// When the cluster is this machine and the spec does not say, detect the host profile and
-/// whether systemd-resolved owns /etc/resolv.conf, and say what was found.
-fn detect_host(ctx: &Context, input: &mut SpecInput) {
-    use crate::r#gen::host;
-    let ips: Vec<_> = input
-        .nodes
-        .iter()
-        .filter_map(|n| n.ip.parse().ok())
-        .collect();
-    if ips.is_empty() || !ips.iter().all(|ip| host::is_own_address(*ip)) {
-        return;
-    }
-    if input.host_profile.is_none() {
-        let why = host::sandbox_reasons();
-        let profile = if why.is_empty() {
-            host::HostProfile::Systemd
-        } else {
-            ctx.ui.status(format!(
-                "this machine is a sandbox ({}): host profile sandbox (as --host-profile sandbox)",
-                why.join("; ")
-            ));
-            host::HostProfile::Sandbox
-        };
-        input.host_profile = Some(profile.to_string());
-    }
-    if input.resolv_conf.is_none()
-        && let Some(p) = host::resolved_resolv_conf()
-    {
-        ctx.ui.status(format!(
-            "systemd-resolved owns /etc/resolv.conf: the kubelet gives pods {} (as --resolv-conf)",
-            p.display()
-        ));
-        input.resolv_conf = Some(p.display().to_string());
-    }
+/// The hint a failed run deserves, if any.
+fn hinted(e: RunError) -> anyhow::Error {
+    use crate::r#gen::bundle::BundleError;
+    let hint = match &e {
+        RunError::Pki {
+            source: PkiError::CaUnusable { .. },
+            ..
+        } => {
+            "fix or restore it; or pass --force to replace every CA and certificate (nodes then need the new ones)"
+        }
+        RunError::Bundle {
+            source: BundleError::DamagedKey { .. },
+            ..
+        } => {
+            "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again"
+        }
+        RunError::Bundle {
+            source: BundleError::MissingBinary { .. },
+            ..
+        } => {
+            "install the whole toolchain (`kbin install VERSION` without --only), or pass --no-binaries to generate the configs without bundling binaries"
+        }
+        RunError::Skew(_) => {
+            "upgrade one minor at a time (kbin install the next minor, generate, run ansible/upgrade.yml), or pass --allow-skew to generate it anyway"
+        }
+        RunError::Record(_) => "it is written by `kbin gen`: regenerate the tree without --diff",
+        _ => return e.into(),
+    };
+    crate::error::with_hint(e.into(), hint)
 }
 
 /// The PKI, then (unless `--pki-only`) configs, units, bundles and NEXT-STEPS for `spec`.
@@ -308,85 +289,80 @@ fn generate(
     a: &GenClusterArgs,
     require_ca: bool,
 ) -> anyhow::Result<ExitCode> {
-    // Versions first: a missing toolchain fails before anything is written.
-    let versions = if a.pki_only {
-        None
-    } else {
-        Some(configs_step::versions(ctx, a)?)
+    // Versions first: a missing toolchain fails before anything is written. Then whatever can
+    // be checked without making anything (skew, the toolchain's binaries), before the lock
+    // (which makes the directory) and the PKI step. (The skew rule reads the tree's inventory
+    // unlocked: a concurrent writer is waited for below, and the tree is regenerated under the
+    // lock anyway.)
+    let versions = match a.pki_only {
+        true => None,
+        false => Some(versions(ctx, a)?),
     };
-    if a.diff {
-        return diff(ctx, spec, a, require_ca, versions.as_ref());
-    }
-    gen_mod::interrupt::install();
-    let _lock = gen_mod::OutLock::acquire(&a.out, || {
-        ctx.ui.status(format!(
-            "another kbin is writing {}; waiting for it to finish",
-            a.out.display()
-        ))
-    })?;
-    // Everything is staged, then committed at once: a failure or an interrupt before the
-    // commit leaves the previous tree as it was.
-    let staged = gen_mod::Staged::new();
-    let pki = pki_step(ctx, spec, &a.out, a.force, require_ca, &staged)?;
-    let configs = match &versions {
-        Some(v) => Some(configs_step::run(ctx, spec, a, v, &staged)?),
-        None => None,
+    let req = run::ConfigsRequest {
+        out: a.out.clone(),
+        no_binaries: a.pin.no_binaries,
+        cgroup_v1: a.pin.cgroup_v1,
+        allow_skew: a.allow_skew,
     };
-    gen_mod::save_spec(&a.out, spec, &staged)?;
-    staged
-        .commit()
-        .with_context(|| format!("cannot write the cluster tree in {}", a.out.display()))?;
-    finish(ctx, &a.out, spec, pki, configs.as_ref())?;
-    if let Some(c) = &configs {
-        configs_step::print_next_steps(ctx, c);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `--diff`: the same run, staged and compared with the tree instead of committed; its own
-/// messages are silenced (nothing to say when nothing would change).
-fn diff(
-    ctx: &Context,
-    spec: &ClusterSpec,
-    a: &GenClusterArgs,
-    require_ca: bool,
-    versions: Option<&crate::r#gen::versions::Versions>,
-) -> anyhow::Result<ExitCode> {
     let quiet = Context {
         global: ctx.global.clone(),
         ui: crate::ui::Ui::new(ctx.ui.json(), true, 0),
     };
-    // Never create the directory or its lock file: wait for a writer only if the tree exists.
-    let _lock = match a.out.join(".kbin.lock").is_file() {
-        true => Some(gen_mod::OutLock::acquire(&a.out, || {
-            ctx.ui.status(format!(
-                "another kbin is writing {}; waiting for it to finish",
-                a.out.display()
-            ))
-        })?),
-        false => None,
+    // A dry run's own messages are silenced (nothing to say when nothing would change).
+    let talk = if a.diff { &quiet } else { ctx };
+    let opts = match &versions {
+        Some(v) => {
+            let (opts, notes) = run::prepare(spec, v, &req).map_err(hinted)?;
+            say(talk, notes);
+            Some(opts)
+        }
+        None => None,
     };
-    let old = crate::r#gen::versions::Record::load(&a.out)
-        .hint("it is written by `kbin gen`: regenerate the tree without --diff")?;
-    let staged = gen_mod::Staged::scratch()?;
-    pki_step(&quiet, spec, &a.out, a.force, require_ca, &staged)?;
-    if let Some(v) = versions {
-        configs_step::run(&quiet, spec, a, v, &staged)?;
+    let configs = versions.as_ref().zip(opts.as_ref());
+    let pki_req = run::PkiRequest {
+        force: a.force,
+        require_ca,
+    };
+    if a.diff {
+        // Never create the directory or its lock file: wait for a writer only if the tree
+        // exists.
+        let _lock = match a.out.join(".kbin.lock").is_file() {
+            true => Some(lock(ctx, &a.out)?),
+            false => None,
+        };
+        let (plan, unrecorded) = run::dry_run(spec, &a.out, pki_req, configs).map_err(hinted)?;
+        if unrecorded {
+            ctx.ui.warn(format!(
+                "{} records no versions (made by an older kbin): the changes are shown without the version rules that were in force",
+                a.out.display()
+            ));
+        }
+        ctx.ui.answer(&plan, crate::r#gen::diff::Plan::text)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    gen_mod::save_spec_staged(&a.out, spec, &staged)?;
-    let new = versions.map(|v| v.record());
-    let plan = crate::r#gen::diff::plan(&a.out, &staged, old.as_ref(), new.as_ref())
-        .with_context(|| format!("cannot compare with the tree in {}", a.out.display()))?;
-    if old.is_none() && a.out.join("nodes").is_dir() && versions.is_some() {
-        ctx.ui.warn(format!(
-            "{} records no versions (made by an older kbin): the changes are shown without the version rules that were in force",
-            a.out.display()
-        ));
+    gen_mod::interrupt::install();
+    let _lock = lock(ctx, &a.out)?;
+    let done = run::write(spec, &a.out, pki_req, configs).map_err(hinted)?;
+    // Only what was committed is reported: nothing is "created" before it is in place.
+    report_pki(ctx, &done.pki);
+    if let Some(c) = &done.configs {
+        report_configs(ctx, c);
     }
-    // Staged files are dropped here: nothing was written.
-    drop(staged);
-    ctx.ui.answer(&plan, crate::r#gen::diff::Plan::text)?;
+    finish(ctx, &a.out, spec, done.pki, done.configs.as_ref())?;
+    if let Some(c) = &done.configs {
+        print_next_steps(ctx, c);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The output directory's lock, saying so when another kbin holds it.
+fn lock(ctx: &Context, out: &Path) -> anyhow::Result<gen_mod::OutLock> {
+    Ok(gen_mod::OutLock::acquire(out, || {
+        ctx.ui.status(format!(
+            "another kbin is writing {}; waiting for it to finish",
+            out.display()
+        ))
+    })?)
 }
 
 fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
@@ -427,33 +403,14 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     generate(ctx, &spec, &args, true)
 }
 
-fn pki_step(
-    ctx: &Context,
-    spec: &ClusterSpec,
-    out: &Path,
-    force: bool,
-    require_ca: bool,
-    staged: &gen_mod::Staged,
-) -> anyhow::Result<Vec<Outcome>> {
-    let ui = &ctx.ui;
-    let line = |o: &Outcome| match o.action {
-        Action::Kept => ui.detail(o.line()),
-        _ => ui.status(o.line()),
-    };
-    pki::generate(spec, out, pki::Options { force, require_ca }, staged, &line)
-        .map_err(|e| {
-            let hint = match &e {
-                PkiError::CaUnusable { .. } => Some(
-                    "fix or restore it; or pass --force to replace every CA and certificate (nodes then need the new ones)",
-                ),
-                _ => None,
-            };
-            match hint {
-                Some(h) => crate::error::with_hint(e.into(), h),
-                None => e.into(),
-            }
-        })
-        .with_context(|| format!("cannot generate the PKI in {}", out.display()))
+/// One line per certificate and kubeconfig, once the commit put them in place.
+fn report_pki(ctx: &Context, pki: &[Outcome]) {
+    for o in pki {
+        match o.action {
+            Action::Kept => ctx.ui.detail(o.line()),
+            _ => ctx.ui.status(o.line()),
+        }
+    }
 }
 
 fn finish(
@@ -485,193 +442,77 @@ fn finish(
 
 /// The renderers' view of `spec` (also `kbin certs renew`'s, to refresh node bundles).
 pub(super) fn cluster_input(spec: &ClusterSpec) -> crate::r#gen::configs::ClusterInput {
-    configs_step::input(spec)
+    run::cluster_input(spec)
 }
 
-/// The configs step of `kbin gen cluster` (issue 7): component configs, systemd units, node
-/// bundles and NEXT-STEPS, pinned to a toolchain's versions (or the manifest's with
-/// `--kubernetes-version`).
-mod configs_step {
-    use anyhow::Context as _;
-
-    use super::{Context, GenClusterArgs};
-    use crate::error::WithHint;
-    use crate::r#gen::bundle::{self, Written};
-    use crate::r#gen::bundle_cache::Source;
-    use crate::r#gen::configs::{ClusterInput, NodeInput};
-    use crate::r#gen::spec::ClusterSpec;
-    use crate::r#gen::versions::{self, Versions, VersionsError};
-    use crate::manifest::Arch;
-    use crate::manifest::resolve::Request;
-
-    /// The versions to pin to: `--kubernetes-version` from the manifest, else `--toolchain`,
-    /// else the default toolchain.
-    pub(super) fn versions(ctx: &Context, a: &GenClusterArgs) -> anyhow::Result<Versions> {
-        if let Some(v) = &a.pin.kubernetes_version {
-            let manifest = ctx.manifest()?;
-            let res = crate::cli::resolve(
-                &manifest,
-                &Request {
-                    version: v.clone(),
-                    ..Default::default()
-                },
-            )?;
-            let arch = Arch::host().unwrap_or(Arch::Amd64);
-            return Versions::from_resolution(&res, arch)
-                .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
-        }
-        let layout = ctx.layout()?;
+/// The versions to pin to: `--kubernetes-version` from the manifest, else `--toolchain`,
+/// else the default toolchain.
+fn versions(ctx: &Context, a: &GenClusterArgs) -> anyhow::Result<Versions> {
+    if let Some(v) = &a.pin.kubernetes_version {
         let manifest = ctx.manifest()?;
-        let v = Versions::from_toolchain_in(&layout, a.pin.toolchain.as_deref(), Some(&manifest))
-            .map_err(|e| {
-            let hint = match &e {
-                VersionsError::NoToolchain { .. } => {
-                    "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
-                }
-                VersionsError::NotInstalled { .. } => {
-                    "see `kbin show-versions` for what is installed, or `kbin install` it"
-                }
-                _ => "reinstall the toolchain (`kbin install`)",
-            };
-            crate::error::with_hint(e.into(), hint)
-        })?;
-        if !v.from_defaults.is_empty() {
-            ctx.ui.warn(format!(
-                "{} lacks {}: the configs use Kubernetes {}'s defaults from the manifest for them",
-                v.origin,
-                v.from_defaults.join(", "),
-                crate::manifest::Minor::of(&v.kubernetes)
-            ));
-        }
-        Ok(v)
+        let res = crate::cli::resolve(
+            &manifest,
+            &Request {
+                version: v.clone(),
+                ..Default::default()
+            },
+        )?;
+        let arch = Arch::host().unwrap_or(Arch::Amd64);
+        return Versions::from_resolution(&res, arch)
+            .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
     }
-
-    /// The renderers' view of the spec.
-    pub(in crate::cli) fn input(spec: &ClusterSpec) -> ClusterInput {
-        ClusterInput {
-            name: spec.name.clone(),
-            api_server_url: spec.api_server_url(),
-            service_cidr: spec.service_cidr.to_string(),
-            cluster_dns: spec.cluster_dns,
-            cluster_domain: spec.cluster_domain.clone(),
-            pod_cidr: spec.pod_cidr.to_string(),
-            host_profile: spec.host_profile,
-            resolv_conf: spec.resolv_conf.clone(),
-            nodes: spec
-                .nodes
-                .iter()
-                .map(|n| NodeInput {
-                    name: n.name.clone(),
-                    ip: n.ip,
-                    control_plane: n.control_plane,
-                    worker: n.worker,
-                    pod_subnet: n.pod_subnet.to_string(),
-                    joins_etcd: n.joins_etcd,
-                })
-                .collect(),
-        }
-    }
-
-    /// Whether the cluster is this machine: every node on one of its addresses or named like
-    /// this host. Then its cgroup version is detected rather than asked for.
-    fn is_local(spec: &ClusterSpec) -> bool {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        spec.nodes
-            .iter()
-            .all(|n| crate::r#gen::host::is_own_address(n.ip) || n.name == hostname.trim())
-    }
-
-    /// Write configs, units, node trees, tarballs and NEXT-STEPS.md.
-    pub(super) fn run(
-        ctx: &Context,
-        spec: &ClusterSpec,
-        a: &GenClusterArgs,
-        v: &Versions,
-        staged: &crate::r#gen::Staged,
-    ) -> anyhow::Result<Written> {
-        let remote: Vec<&str> = spec
-            .workers()
-            .filter(|n| !n.ip.is_loopback())
-            .map(|n| n.name.as_str())
-            .collect();
-        if spec.cluster_ip.is_loopback() && !remote.is_empty() {
-            let first_cp = spec.control_planes().next().map(|n| n.ip.to_string());
-            ctx.ui.warn(format!(
-                "workers {} will look for the API server at {} (a loopback --cluster-ip), which only works on one machine; generate again with --cluster-ip {} (a control-plane node or a load balancer in front of them)",
-                remote.join(", "),
-                spec.api_server_url(),
-                first_cp.as_deref().unwrap_or("ADDRESS")
-            ));
-        }
-        // An upgrade of a deployed tree (its inventory records what it was generated for) must
-        // keep to the skew rules: upgrade.yml would otherwise run kubelets newer than their API
-        // server, or skip minors.
-        if let Some(old) = crate::r#gen::ansible::deployed_versions(&a.out) {
-            let broken = crate::r#gen::ansible::upgrade_skew(&old, v);
-            if !broken.is_empty() {
-                let what = format!(
-                    "generating {} over {} would break the version-skew rules: {}",
-                    v.origin,
-                    a.out.display(),
-                    broken.join("; ")
-                );
-                if !a.allow_skew {
-                    return Err(crate::error::with_hint(
-                        anyhow::anyhow!(what),
-                        "upgrade one minor at a time (kbin install the next minor, generate, run ansible/upgrade.yml), or pass --allow-skew to generate it anyway",
-                    ));
-                }
-                ctx.ui
-                    .warn(format!("version skew allowed by --allow-skew: {what}"));
+    let layout = ctx.layout()?;
+    let manifest = ctx.manifest()?;
+    let v = Versions::from_toolchain_in(&layout, a.pin.toolchain.as_deref(), Some(&manifest))
+        .map_err(|e| {
+        let hint = match &e {
+            VersionsError::NoToolchain { .. } => {
+                "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
             }
-        }
-        let local_v1 = is_local(spec) && versions::host_cgroup_v1();
-        if local_v1 && !a.pin.cgroup_v1 {
-            ctx.ui.status(
-                "this machine runs cgroup v1: configuring the kubelet for it (as --cgroup-v1)",
-            );
-        }
-        let opts = bundle::Options {
-            out: a.out.clone(),
-            // --kubernetes-version has no toolchain: nothing to bundle.
-            no_binaries: a.pin.no_binaries || v.toolchain_dir.is_none(),
-            cgroup_v1: a.pin.cgroup_v1 || local_v1,
+            VersionsError::NotInstalled { .. } => {
+                "see `kbin show-versions` for what is installed, or `kbin install` it"
+            }
+            _ => "reinstall the toolchain (`kbin install`)",
         };
-        let written = bundle::write(&input(spec), v, &opts, staged)
-            .map_err(|e| match e {
-                bundle::BundleError::DamagedKey { .. } => crate::error::with_hint(
-                    e.into(),
-                    "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again",
-                ),
-                e => e.into(),
-            })
-            .with_context(|| format!("cannot write the node bundles in {}", a.out.display()))?;
-        for n in &written.nodes {
-            ctx.ui.status(format!(
-                "node {}: {} and {}",
-                n.name,
-                n.tree.display(),
-                n.tarball.display()
-            ));
-        }
-        for b in &written.shared_bundles {
-            let how = match b.source {
-                Source::Reused => " (kept in the store by an earlier run: reused)",
-                Source::Made => " (made, and kept in the store for the next run)",
-                Source::Uncached => "",
-            };
-            ctx.ui
-                .status(format!("binaries: {}{how}", b.path.display()));
-        }
-        Ok(written)
+        crate::error::with_hint(e.into(), hint)
+    })?;
+    if !v.from_defaults.is_empty() {
+        ctx.ui.warn(format!(
+            "{} lacks {}: the configs use Kubernetes {}'s defaults from the manifest for them",
+            v.origin,
+            v.from_defaults.join(", "),
+            crate::manifest::Minor::of(&v.kubernetes)
+        ));
     }
+    Ok(v)
+}
 
-    /// NEXT-STEPS.md on stdout, after the report (text mode only; a reader that went away is
-    /// not an error: the tree is written).
-    pub(super) fn print_next_steps(ctx: &Context, w: &Written) {
-        if !ctx.ui.json() && !ctx.ui.quiet() {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stdout(), "\n{}", w.next_steps_text);
-        }
+/// What the configs step put in place (after the commit).
+fn report_configs(ctx: &Context, written: &Written) {
+    for n in &written.nodes {
+        ctx.ui.status(format!(
+            "node {}: {} and {}",
+            n.name,
+            n.tree.display(),
+            n.tarball.display()
+        ));
+    }
+    for b in &written.shared_bundles {
+        let how = match b.source {
+            Source::Reused => " (kept in the store by an earlier run: reused)",
+            Source::Made => " (made, and kept in the store for the next run)",
+            Source::Uncached => "",
+        };
+        ctx.ui
+            .status(format!("binaries: {}{how}", b.path.display()));
+    }
+}
+
+/// NEXT-STEPS.md on stdout, after the report (text mode only; a reader that went away is
+/// not an error: the tree is written).
+fn print_next_steps(ctx: &Context, w: &Written) {
+    if !ctx.ui.json() && !ctx.ui.quiet() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "\n{}", w.next_steps_text);
     }
 }

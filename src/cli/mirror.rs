@@ -15,7 +15,6 @@ use crate::manifest::Arch;
 use crate::manifest::resolve::Request;
 use crate::mirror::{self, Artifact};
 use crate::store::Store;
-use crate::toolchain::{Origin, Receipt};
 
 /// `kbin mirror` subcommands.
 #[derive(Debug, Subcommand)]
@@ -148,55 +147,26 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for name in &args.toolchains {
-        let path = layout.receipt_path(name);
-        if !path.is_file() {
-            return Err(anyhow::anyhow!("toolchain {name:?} is not installed"))
-                .hint("kbin show-versions lists the installed toolchains");
+        let from = mirror::from_toolchain(&manifest, &layout, &store, name, args.no_images)
+            .map_err(|e| {
+                let hint = match &e {
+                    mirror::MirrorError::NotInstalled(_) => {
+                        "kbin show-versions lists the installed toolchains"
+                    }
+                    mirror::MirrorError::MissingBlob { .. } => {
+                        "reinstall the toolchain (kbin install), then export again"
+                    }
+                    _ => return anyhow::Error::from(e),
+                };
+                crate::error::with_hint(e.into(), hint)
+            })?;
+        for c in &from.built {
+            ctx.ui.warn(format!(
+                "toolchain {name}: {c} was built from source; it is not exported"
+            ));
         }
-        let r = Receipt::load(&path)?;
-        if !args.no_images {
-            for p in &r.pulled {
-                let image: ImageRef = p.name.parse()?;
-                let archive = store
-                    .get(&p.archive)
-                    .with_context(|| {
-                        format!(
-                            "{} ({}) of toolchain {name} is not in the store",
-                            p.name, p.archive
-                        )
-                    })
-                    .hint("reinstall the toolchain (kbin install), then export again")?;
-                images.push((image, p.arch, archive));
-            }
-        }
-        for c in &r.components {
-            if c.origin != Origin::Download {
-                ctx.ui.warn(format!(
-                    "toolchain {name}: {} was built from source; it is not exported",
-                    c.name
-                ));
-                continue;
-            }
-            for a in &c.artifacts {
-                let blob = store
-                    .get(&a.digest)
-                    .with_context(|| {
-                        format!(
-                            "{} ({}) of toolchain {name} is not in the store",
-                            a.url, a.digest
-                        )
-                    })
-                    .hint("reinstall the toolchain (kbin install), then export again")?;
-                artifacts.push(Artifact {
-                    component: c.name.clone(),
-                    version: c.version.clone(),
-                    checksum_url: checksum_url_of(&manifest, &c.name, &c.version, r.arch, &a.url),
-                    url: a.url.clone(),
-                    blob,
-                    digest: a.digest.clone(),
-                });
-            }
-        }
+        artifacts.extend(from.artifacts);
+        images.extend(from.images);
     }
     let started = std::time::Instant::now();
     let mut report = mirror::export(&manifest, &artifacts, &args.out)
@@ -228,34 +198,4 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
-fn checksum_url_of(
-    m: &crate::manifest::Manifest,
-    component: &str,
-    version: &semver::Version,
-    arch: Arch,
-    url: &str,
-) -> Option<String> {
-    let c = m.component(component)?;
-    c.binaries
-        .iter()
-        .chain(&c.optional_binaries)
-        .filter_map(|b| m.artifact_for(c, b, version, arch))
-        .find(|a| a.url == url)
-        .and_then(|a| a.checksum_url)
-        .or_else(|| {
-            c.artifacts.iter().find_map(|t| {
-                c.binaries.iter().find_map(|b| {
-                    (crate::manifest::expand(&t.url, version, arch, b) == url)
-                        .then(|| {
-                            t.checksum_url
-                                .as_deref()
-                                .map(|s| crate::manifest::expand(s, version, arch, b))
-                        })
-                        .flatten()
-                })
-            })
-        })
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::versions::{Knob, Record, Rule};
-use super::{Staged, WriteError, at};
+use crate::r#gen::plan::versions::{Knob, Record, Rule};
+use crate::r#gen::{Staged, WriteError, at};
 
 /// What happens to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -305,15 +305,57 @@ fn compare(
             .to_owned(),
         None => rel.clone(),
     };
-    let secret_mode = |m: u32| m != 0 && m & 0o077 == 0;
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     let (a, b) = (text(now), text(then));
+    let (opaque, is_binary) = opacity(&key, (now, then), (&a, &b), (old_mode, new_mode));
+    let diff = match (opaque, kind) {
+        (None, Kind::Changed) => Some(unified(a.as_deref(), b.as_deref())),
+        _ => None,
+    };
+    let rules = if kind == Kind::Changed {
+        ctx.rules
+            .iter()
+            .filter(|(k, _)| knob_files(*k).contains(&key))
+            .map(|(_, r)| r.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let versions = match kind {
+        Kind::Changed => attributed_versions(ctx, &key, is_binary, &a, &b),
+        _ => Vec::new(),
+    };
+    Ok(Some(FileChange {
+        path: rel,
+        node,
+        kind,
+        mode,
+        opaque,
+        diff,
+        rules,
+        versions,
+    }))
+}
+
+/// Whether a file's change is shown as text or named only ("secret": a 0600-style mode;
+/// "binary": a toolchain binary or bytes with a NUL; "certificate": PEM), and whether it is a
+/// binary.
+fn opacity(
+    key: &str,
+    (now, then): (Option<&[u8]>, Option<&[u8]>),
+    (a, b): (&Option<String>, &Option<String>),
+    (old_mode, new_mode): (u32, u32),
+) -> (Option<&'static str>, bool) {
+    let secret_mode = |m: u32| m != 0 && m & 0o077 == 0;
     // Toolchain binaries (or stand-in scripts for them) go to the bin directories.
-    let in_bin_dir = [super::configs::paths::BIN, super::configs::paths::CNI_BIN]
-        .iter()
-        .any(|d| key.starts_with(&format!("{d}/")));
+    let in_bin_dir = [
+        crate::r#gen::node::configs::paths::BIN,
+        crate::r#gen::node::configs::paths::CNI_BIN,
+    ]
+    .iter()
+    .any(|d| key.starts_with(&format!("{d}/")));
     let is_binary = in_bin_dir || now.into_iter().chain(then).any(|b| b.contains(&0));
-    let is_pem = [&a, &b]
+    let is_pem = [a, b]
         .into_iter()
         .flatten()
         .any(|t| t.contains("-----BEGIN"));
@@ -326,37 +368,31 @@ fn compare(
     } else {
         None
     };
-    let diff = match (opaque, kind) {
-        (None, Kind::Changed) => Some(unified(a.as_deref(), b.as_deref())),
-        _ => None,
-    };
-    let rules = if kind == Kind::Changed {
-        ctx.rules
-            .iter()
-            .filter(|(k, _)| k.files().contains(&key))
-            .map(|(_, r)| r.clone())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    // A version change shows in a file that named the old version and names the new one, or
-    // in the binary of that name.
-    let file_name = Path::new(&key).file_name().and_then(|n| n.to_str());
-    let versions = if kind == Kind::Changed {
-        ctx.versions
-            .iter()
-            .filter(|v| {
-                let named = |t: &Option<String>, ver: Option<&String>| {
-                    ver.is_some_and(|ver| t.as_deref().is_some_and(|t| t.contains(ver.as_str())))
-                };
-                (is_binary && file_name == Some(v.component.as_str()))
-                    || (!is_binary && named(&a, v.from.as_ref()) && named(&b, Some(&v.to)))
-            })
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
+    (opaque, is_binary)
+}
+
+/// The version changes a changed file shows: those whose old version it named and whose new one
+/// it names (or the binary of that name), narrowed to the component its path names, if any.
+fn attributed_versions(
+    ctx: &Attribution,
+    key: &str,
+    is_binary: bool,
+    a: &Option<String>,
+    b: &Option<String>,
+) -> Vec<VersionChange> {
+    let file_name = Path::new(key).file_name().and_then(|n| n.to_str());
+    let versions: Vec<VersionChange> = ctx
+        .versions
+        .iter()
+        .filter(|v| {
+            let named = |t: &Option<String>, ver: Option<&String>| {
+                ver.is_some_and(|ver| t.as_deref().is_some_and(|t| t.contains(ver.as_str())))
+            };
+            (is_binary && file_name == Some(v.component.as_str()))
+                || (!is_binary && named(a, v.from.as_ref()) && named(b, Some(&v.to)))
+        })
+        .cloned()
+        .collect();
     // The Kubernetes binaries share one version: a file whose path names a component
     // (`kube-apiserver.service`, `/etc/containerd/…`) is that component's.
     let own: Vec<VersionChange> = versions
@@ -364,21 +400,11 @@ fn compare(
         .filter(|v| key.contains(v.component.as_str()))
         .cloned()
         .collect();
-    let versions = if own.is_empty() || key == "versions.toml" {
+    if own.is_empty() || key == "versions.toml" {
         versions
     } else {
         own
-    };
-    Ok(Some(FileChange {
-        path: rel,
-        node,
-        kind,
-        mode,
-        opaque,
-        diff,
-        rules,
-        versions,
-    }))
+    }
 }
 
 /// A unified diff with three lines of context.
@@ -443,4 +469,35 @@ fn rule_changes(old: Option<&Record>, new: Option<&Record>) -> Vec<(Knob, RuleCh
         ));
     }
     out
+}
+
+/// The files this knob's value shows in: a node path (`/etc/containerd/config.toml`) or
+/// a file of the tree (`NEXT-STEPS.md`). `gen --diff` names a changed rule beside the files
+/// it changes (tests/gen_diff.rs checks, across every minor, that each changed row lands on a
+/// file that changed). It lives here, not in the version table, so that `plan` never reads
+/// `node`'s paths.
+fn knob_files(knob: Knob) -> Vec<String> {
+    use crate::r#gen::node::configs::paths;
+    let one = |p: &str| vec![p.to_owned()];
+    match knob {
+        Knob::ContainerdConfigVersion
+        | Knob::ContainerdCriRuntimePlugin
+        | Knob::ContainerdSandboxImage
+        | Knob::ContainerdCniBinDir => one(paths::CONTAINERD_CONFIG),
+        Knob::KubeletRuntimeEndpoint => {
+            vec![paths::KUBELET_CONFIG.to_owned(), paths::unit("kubelet")]
+        }
+        Knob::KubeletCgroupV1 => vec![paths::KUBELET_CONFIG.to_owned(), "NEXT-STEPS.md".into()],
+        Knob::KubeletConfigApi => one(paths::KUBELET_CONFIG),
+        Knob::SchedulerConfigApi => one(paths::SCHEDULER_CONFIG),
+        Knob::KubeProxyConfigApi | Knob::KubeProxyNodePortAddresses => {
+            one(paths::KUBE_PROXY_CONFIG)
+        }
+        Knob::EncryptionConfigApi => one(paths::ENCRYPTION_CONFIG),
+        Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount => {
+            vec![paths::unit("etcd")]
+        }
+        Knob::CniSpecVersion => one(paths::CNI_CONFLIST),
+        Knob::EtcdctlApiEnv => one("NEXT-STEPS.md"),
+    }
 }

@@ -1,28 +1,39 @@
-//! `kbin gen`: everything a cluster built by hand needs, generated from one [`spec::ClusterSpec`].
+//! `kbin gen`: everything a cluster built by hand needs, generated from one
+//! [`plan::spec::ClusterSpec`]. The rooms read as the pipeline, each using only the rooms
+//! before it:
 //!
-//! The PKI step (certificate table, keys, kubeconfigs) runs first; the configs step (component
-//! configs, systemd units, node bundles) reads the PKI's file table and never hard-codes paths.
-//! Both stage what they make in one [`Staged`] set, committed at the end under the output
-//! directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree as it was.
+//! - [`plan`]: the cluster spec, the versions pinned to and the host it runs on;
+//! - [`pki`]: the certificate table, the keys and certificates, the kubeconfigs;
+//! - [`node`]: each node's configs, units, and the NEXT-STEPS that start them;
+//! - [`deliver`]: node trees, tarballs, shared binary bundles, the Ansible inventory, and the
+//!   staged writer ([`deliver::staged::Staged`]) that commits a run's files at once;
+//! - [`diff`]: a dry run compared with the tree;
+//! - [`run`]: the pipeline in order, the one call `kbin gen cluster|node` makes.
+//!
+//! The PKI step runs first; the configs step reads the PKI's file table and never hard-codes
+//! paths. Both stage what they make in one [`Staged`] set, committed at the end under the
+//! output directory's [`OutLock`]: a run that fails or is interrupted leaves the previous tree
+//! as it was.
 
-pub mod ansible;
-pub mod bundle;
-pub mod bundle_cache;
-pub mod certs;
-pub mod configs;
+pub mod deliver;
 pub mod diff;
-pub mod host;
-pub mod interrupt;
-pub mod kubeconfig;
-pub mod next_steps;
+pub mod node;
 pub mod pki;
-pub mod spec;
-pub mod tarball;
-pub mod versions;
+pub mod plan;
+pub mod run;
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+// The paths callers outside gen/ (up/, cli/, tests) knew before the rooms.
+pub use crate::fsx::interrupt;
+pub use crate::fsx::{OutLock, WriteError, create_dir};
+pub use deliver::staged::{Pending, Staged};
+pub use deliver::{ansible, bundle, bundle_cache, tarball};
+pub use node::{configs, next_steps};
+pub use pki::{certs, kubeconfig};
+pub use plan::{host, spec, versions};
+
 use std::path::{Path, PathBuf};
+
+pub(crate) use crate::fsx::write_at as at;
 
 /// Mode of private keys.
 pub const MODE_SECRET: u32 = 0o600;
@@ -32,49 +43,6 @@ pub const MODE_PUBLIC: u32 = 0o644;
 pub const MODE_EXEC: u32 = 0o755;
 /// Mode of directories holding private keys.
 pub const MODE_SECRET_DIR: u32 = 0o700;
-
-/// An I/O failure while writing the generated tree, with the path.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}")]
-pub struct WriteError {
-    /// What kbin was doing.
-    pub action: &'static str,
-    /// Where.
-    pub path: PathBuf,
-    /// The cause.
-    #[source]
-    pub source: std::io::Error,
-}
-
-impl From<crate::fsx::PathIo> for WriteError {
-    fn from(e: crate::fsx::PathIo) -> WriteError {
-        WriteError {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
-}
-
-fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
-    move |source| WriteError {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Create `dir` (and its parents) with `mode` for the directories it creates, and set `mode`
-/// on `dir` itself even if it existed (a key directory left 0755 by hand is tightened).
-pub fn create_dir(dir: &Path, mode: u32) -> Result<(), WriteError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .map_err(at("cannot create", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(at("cannot set the mode of", dir))
-}
 
 /// `<out>/cluster.toml`: the spec a tree was generated from, read back by `kbin gen node` and
 /// `kbin certs`.
@@ -99,392 +67,7 @@ pub fn save_spec_staged(
     staged.stage(&spec_path(out), text.as_bytes(), MODE_PUBLIC)
 }
 
-/// An exclusive lock on an output directory (`<out>/.kbin.lock`), held while a tree is generated
-/// or renewed, so two kbin processes never interleave their writes.
-#[derive(Debug)]
-pub struct OutLock {
-    _file: std::fs::File,
-}
-
-impl OutLock {
-    /// Lock `out` (created if missing); `waiting` is called once if another process holds it,
-    /// before blocking until it is released.
-    pub fn acquire(out: &Path, waiting: impl FnOnce()) -> Result<OutLock, WriteError> {
-        std::fs::create_dir_all(out).map_err(at("cannot create", out))?;
-        let path = out.join(".kbin.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(at("cannot open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                waiting();
-                file.lock().map_err(at("cannot lock", &path))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(at("cannot lock", &path)(e)),
-        }
-        Ok(OutLock { _file: file })
-    }
-}
-
 /// Load the spec saved in `<out>/cluster.toml`.
 pub fn load_spec(out: &Path) -> Result<spec::ClusterSpec, spec::SpecError> {
     spec::SpecInput::load(&spec_path(out))?.build()
-}
-
-/// A staged file or tree: its final path, and the temporary file or tree that holds it.
-pub type Pending = (PathBuf, PathBuf);
-
-/// Files and directories written as one set: each file is staged as a temporary file beside its
-/// final path (with its final mode, fd closed), each directory tree is built beside the one it
-/// replaces; [`Staged::commit`] fsyncs the files on many threads at once (ext4 groups concurrent
-/// fsyncs; one after another, thousands took seconds), renames each into place, swaps the trees
-/// and syncs the directories so the renames are durable too. Dropped uncommitted (an error, or
-/// SIGINT seen by [`interrupt`]), the temporary files and trees are removed and no final path was
-/// touched.
-#[derive(Debug, Default)]
-pub struct Staged {
-    files: std::sync::Mutex<StagedFiles>,
-    /// A dry run's private directory: every temporary goes there, no directory of the tree is
-    /// made or touched, and the set is never committed (`gen --diff`).
-    scratch: Option<tempfile::TempDir>,
-}
-
-#[derive(Debug, Default)]
-struct StagedFiles {
-    order: Vec<(tempfile::TempPath, PathBuf)>,
-    bytes: std::collections::HashMap<PathBuf, Vec<u8>>,
-    trees: Vec<(tempfile::TempDir, PathBuf)>,
-    new_dirs: Vec<(PathBuf, u32)>,
-}
-
-impl Staged {
-    /// An empty set.
-    pub fn new() -> Staged {
-        Staged::default()
-    }
-
-    /// A dry run: staged like a real one (so it can be compared with the tree: [`Staged::pending`])
-    /// but in a private temporary directory, touching nothing of the tree; never committed.
-    pub fn scratch() -> Result<Staged, WriteError> {
-        let tmp = std::env::temp_dir();
-        let scratch = tempfile::Builder::new()
-            .prefix("kbin-dry-run-")
-            .tempdir_in(&tmp)
-            .map_err(at("cannot create a temporary directory in", &tmp))?;
-        Ok(Staged {
-            scratch: Some(scratch),
-            ..Staged::default()
-        })
-    }
-
-    /// Where this set puts a temporary for `path`: beside it (or the nearest directory above
-    /// that exists), or the dry run's private directory.
-    pub fn temp_dir<'a>(&'a self, path: &'a Path) -> &'a Path {
-        match &self.scratch {
-            Some(s) => s.path(),
-            None => Self::temp_dir_for(path),
-        }
-    }
-
-    /// Make a directory the run needs before its files are staged (`pki/`, `kubeconfigs/`);
-    /// nothing in a dry run.
-    pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<(), WriteError> {
-        match self.scratch {
-            Some(_) => Ok(()),
-            None => create_dir(dir, mode),
-        }
-    }
-
-    /// Stage `bytes` for `path` with `mode` (callable from several threads). A missing parent
-    /// directory is made by the commit (0700 for a secret file, else 0755); until then the
-    /// temporary file waits in the nearest directory that exists.
-    pub fn stage(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-        let dir = self.temp_dir(path);
-        self.note_parent(path, mode);
-        let (mut file, tmp) = crate::fsx::temp_in(dir, mode)?;
-        file.write_all(bytes).map_err(at("cannot write", path))?;
-        let mut files = self.lock();
-        files.order.push((tmp, path.to_owned()));
-        files.bytes.insert(path.to_owned(), bytes.to_vec());
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, StagedFiles> {
-        self.files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Stage a file already written at `tmp` (its final mode set; beside `path`) for `path`.
-    pub fn stage_written(&self, tmp: tempfile::TempPath, path: &Path) {
-        let mode = std::fs::metadata(&tmp).map_or(0o644, |m| m.permissions().mode());
-        self.note_parent(path, mode);
-        self.lock().order.push((tmp, path.to_owned()));
-    }
-
-    /// Where to create a temporary file or directory for `path`: its parent if it exists, else
-    /// the nearest directory above it that does (the commit makes the parent).
-    pub fn temp_dir_for(path: &Path) -> &Path {
-        path.parent()
-            .unwrap_or(Path::new("."))
-            .ancestors()
-            .find(|d| d.is_dir())
-            .unwrap_or(Path::new("."))
-    }
-
-    /// Have the commit make `path`'s parent if it is missing (0700 for a secret file's).
-    fn note_parent(&self, path: &Path, mode: u32) {
-        let parent = path.parent().unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            let dir_mode = if mode & 0o077 == 0 {
-                MODE_SECRET_DIR
-            } else {
-                0o755
-            };
-            self.lock().new_dirs.push((parent.to_owned(), dir_mode));
-        }
-    }
-
-    /// A new empty directory beside `dir` to build its replacement in; the commit swaps it in
-    /// whole (`dir`'s parent must exist).
-    pub fn stage_tree(&self, dir: &Path) -> Result<PathBuf, WriteError> {
-        let parent = self.temp_dir(dir);
-        self.note_parent(dir, 0o755);
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-tree-")
-            .tempdir_in(parent)
-            .map_err(at("cannot create a temporary directory in", parent))?;
-        let built = tmp.path().to_owned();
-        self.lock().trees.push((tmp, dir.to_owned()));
-        Ok(built)
-    }
-
-    /// What a commit would write, without writing it (`gen --diff`): each staged file's final
-    /// path and temporary file, and each staged tree's final directory and the tree built for it.
-    pub fn pending(&self) -> (Vec<Pending>, Vec<Pending>) {
-        let files = self.lock();
-        (
-            files
-                .order
-                .iter()
-                .map(|(t, p)| (p.clone(), t.to_path_buf()))
-                .collect(),
-            files
-                .trees
-                .iter()
-                .map(|(t, d)| (d.clone(), t.path().to_owned()))
-                .collect(),
-        )
-    }
-
-    /// What is staged for `path`, if anything (files not yet in place are read from here).
-    pub fn get(&self, path: &Path) -> Option<Vec<u8>> {
-        self.lock().bytes.get(path).cloned()
-    }
-
-    /// `path`'s bytes as this run leaves them: staged, else on disk.
-    pub fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        match self.get(path) {
-            Some(b) => Ok(b),
-            None => std::fs::read(path),
-        }
-    }
-
-    /// Make every staged file durable, rename each into place, swap the staged trees in, then
-    /// sync their directories. Refuses (and leaves everything as it was) when SIGINT or SIGTERM
-    /// arrived; once the renames start, they finish.
-    pub fn commit(self) -> Result<(), WriteError> {
-        if let Some(s) = &self.scratch {
-            return Err(at("a dry run is never written; staged in", s.path())(
-                std::io::Error::other("kbin bug: commit of a dry run"),
-            ));
-        }
-        let StagedFiles {
-            order: files,
-            trees,
-            new_dirs,
-            ..
-        } = self
-            .files
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nothing may stand where a tree or a file goes but what it replaces, nor where a
-        // missing directory is to be made.
-        for (dir, _) in &new_dirs {
-            if let Some(blocker) = dir.ancestors().find(|d| d.exists() && !d.is_dir()) {
-                return Err(at("cannot create a directory at", blocker)(
-                    std::io::Error::other("a file is in the way: move it away"),
-                ));
-            }
-        }
-        for (_, dir) in &trees {
-            if dir.exists() && !dir.is_dir() {
-                return Err(at("cannot replace", dir)(std::io::Error::other(
-                    "it is not a directory: move it away",
-                )));
-            }
-        }
-        // ext4 commits concurrent fsyncs in one journal transaction: many threads make
-        // thousands of syncs cost a few commits (and, unlike syncfs, never wait for other
-        // programs' dirty data).
-        let temps: Vec<&Path> = files.iter().map(|(t, _)| t.as_ref()).collect();
-        par_io(&temps, |p| sync_path(p, false))?;
-        interrupt::check().map_err(at("stopped before writing", Path::new("the tree")))?;
-        // A directory that will hold a secret file is 0700 whatever else goes in it (keys 0600
-        // in 0700 directories), so the most restrictive mode asked for wins, not the last.
-        let mut modes: std::collections::BTreeMap<&Path, u32> = std::collections::BTreeMap::new();
-        for (dir, mode) in &new_dirs {
-            *modes.entry(dir).or_insert(*mode) &= *mode;
-        }
-        for (dir, mode) in modes {
-            create_dir(dir, mode)?;
-        }
-        let mut dirs: Vec<PathBuf> = files
-            .iter()
-            .map(|(_, p)| p)
-            .chain(trees.iter().map(|(_, d)| d))
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        for (tmp, dir) in trees {
-            let built = tmp.keep();
-            let old = dir.with_file_name(format!(
-                ".old-{}",
-                dir.file_name().and_then(|n| n.to_str()).unwrap_or("tree")
-            ));
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
-            }
-            let had = dir.exists();
-            if had {
-                std::fs::rename(&dir, &old).map_err(at("cannot move aside", &dir))?;
-            }
-            std::fs::rename(&built, &dir).map_err(at("cannot rename into", &dir))?;
-            if had {
-                std::fs::remove_dir_all(&old).map_err(at("cannot remove", &old))?;
-            }
-        }
-        for (tmp, path) in files {
-            tmp.persist(&path)
-                .map_err(|e| at("cannot rename into", &path)(e.error))?;
-        }
-        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-        par_io(&dirs, |d| sync_path(d, true))
-    }
-}
-
-/// fsync a file (or directory) by path.
-fn sync_path(path: &Path, dir: bool) -> Result<(), WriteError> {
-    let f = std::fs::File::open(path).map_err(at("cannot open", path))?;
-    let r = if dir { f.sync_all() } else { f.sync_data() };
-    r.map_err(at("cannot sync", path))
-}
-
-/// Run an I/O-bound `f` over `items` on up to 64 threads; the first error wins.
-fn par_io(
-    items: &[&Path],
-    f: impl Fn(&Path) -> Result<(), WriteError> + Sync,
-) -> Result<(), WriteError> {
-    let threads = items.len().clamp(1, 64);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(p) = items.get(i) else { break Ok(()) };
-                        f(p)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn staged_files_keep_their_mode_and_missing_secret_dirs_are_made_0700_on_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let key = d.path().join("secrets/new/ca.key");
-        let staged = Staged::new();
-        staged.stage(&key, b"secret", MODE_SECRET).unwrap();
-        assert!(
-            !d.path().join("secrets").exists(),
-            "nothing before the commit"
-        );
-        staged.commit().unwrap();
-        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
-        assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
-        let dir = d.path().join("secrets/new");
-        assert_eq!(dir.metadata().unwrap().mode() & 0o777, 0o700);
-        assert_eq!(
-            std::fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no temp left"
-        );
-    }
-
-    #[test]
-    fn a_staged_tree_replaces_the_old_one_whole_and_a_file_in_the_way_fails_the_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let tree = d.path().join("nodes/w1");
-        std::fs::create_dir_all(tree.join("old")).unwrap();
-        std::fs::write(tree.join("old/file"), "old").unwrap();
-        let staged = Staged::new();
-        let built = staged.stage_tree(&tree).unwrap();
-        std::fs::write(built.join("new"), "new").unwrap();
-        staged.commit().unwrap();
-        assert_eq!(std::fs::read_to_string(tree.join("new")).unwrap(), "new");
-        assert!(!tree.join("old").exists());
-        assert_eq!(
-            std::fs::read_dir(d.path().join("nodes")).unwrap().count(),
-            1
-        );
-
-        std::fs::remove_dir_all(&tree).unwrap();
-        std::fs::write(&tree, "in the way").unwrap();
-        let other = d.path().join("nodes/f");
-        let staged = Staged::new();
-        staged.stage(&other, b"x", MODE_PUBLIC).unwrap();
-        staged.stage_tree(&tree).unwrap();
-        let e = staged.commit().unwrap_err();
-        assert!(e.to_string().contains("nodes/w1"), "{e}");
-        assert!(!other.exists(), "nothing committed");
-        assert_eq!(std::fs::read_to_string(&tree).unwrap(), "in the way");
-    }
-
-    #[test]
-    fn staged_files_appear_only_on_commit_and_vanish_if_dropped() {
-        let d = tempfile::tempdir().unwrap();
-        let key = d.path().join("a.key");
-        let staged = Staged::new();
-        staged.stage(&key, b"k", MODE_SECRET).unwrap();
-        assert_eq!(staged.get(&key).as_deref(), Some(&b"k"[..]));
-        assert!(!key.exists());
-        drop(staged);
-        assert_eq!(
-            std::fs::read_dir(d.path()).unwrap().count(),
-            0,
-            "temp removed"
-        );
-        let staged = Staged::new();
-        staged.stage(&key, b"k2", MODE_SECRET).unwrap();
-        staged.commit().unwrap();
-        assert_eq!(std::fs::read(&key).unwrap(), b"k2");
-        assert_eq!(key.metadata().unwrap().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-    }
 }

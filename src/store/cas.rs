@@ -444,19 +444,25 @@ mod tests {
         let (_d, s) = store();
         let first = s.lock_key("sha256:abc", || {}).unwrap();
         let s2 = s.clone();
-        let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let w = waited.clone();
+        let (waiting, waits) = std::sync::mpsc::channel();
+        let (taken, takes) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             let _l = s2
-                .lock_key("sha256:abc", || {
-                    w.store(true, std::sync::atomic::Ordering::SeqCst)
-                })
+                .lock_key("sha256:abc", || waiting.send(()).unwrap())
                 .unwrap();
+            taken.send(()).unwrap();
         });
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The second holder says it waits (it found the lock taken): only then let go.
+        waits
+            .recv()
+            .expect("the second holder never reported waiting");
+        assert!(
+            takes.try_recv().is_err(),
+            "the second took the lock while the first held it"
+        );
         drop(first);
+        takes.recv().expect("the second never took the lock");
         t.join().unwrap();
-        assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -232,36 +232,6 @@ impl Knob {
         }
     }
 
-    /// The files this knob's value shows in: a node path (`/etc/containerd/config.toml`) or
-    /// a file of the tree (`NEXT-STEPS.md`). `gen --diff` names a changed rule beside the files
-    /// it changes (tests/gen_diff.rs checks, across every minor, that each changed row lands on a
-    /// file that changed).
-    pub fn files(self) -> Vec<String> {
-        use crate::r#gen::configs::paths;
-        let one = |p: &str| vec![p.to_owned()];
-        match self {
-            Knob::ContainerdConfigVersion
-            | Knob::ContainerdCriRuntimePlugin
-            | Knob::ContainerdSandboxImage
-            | Knob::ContainerdCniBinDir => one(paths::CONTAINERD_CONFIG),
-            Knob::KubeletRuntimeEndpoint => {
-                vec![paths::KUBELET_CONFIG.to_owned(), paths::unit("kubelet")]
-            }
-            Knob::KubeletCgroupV1 => vec![paths::KUBELET_CONFIG.to_owned(), "NEXT-STEPS.md".into()],
-            Knob::KubeletConfigApi => one(paths::KUBELET_CONFIG),
-            Knob::SchedulerConfigApi => one(paths::SCHEDULER_CONFIG),
-            Knob::KubeProxyConfigApi | Knob::KubeProxyNodePortAddresses => {
-                one(paths::KUBE_PROXY_CONFIG)
-            }
-            Knob::EncryptionConfigApi => one(paths::ENCRYPTION_CONFIG),
-            Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount => {
-                vec![paths::unit("etcd")]
-            }
-            Knob::CniSpecVersion => one(paths::CNI_CONFLIST),
-            Knob::EtcdctlApiEnv => one("NEXT-STEPS.md"),
-        }
-    }
-
     /// Whether `v` is the kind of value this knob takes.
     pub fn accepts(self, v: &Value) -> bool {
         matches!(

@@ -6,8 +6,8 @@
 //! key is the sha256 of what the bundle holds ([`bundle_key`]: each binary's digest, its path and
 //! mode in the tarball, and the tarball format). An unchanged re-run, `kbin gen node`, or another
 //! cluster from the same toolchain finds the ref, checks the blob (re-hashed unless its size,
-//! mtime and inode are those recorded when it was last hashed: any write through any of its
-//! names changes them; a damaged blob is removed and made again, never served), and hardlinks it
+//! mtime, ctime and inode are those recorded when it was last hashed: any write through any of
+//! its names changes them; a damaged blob is removed and made again, never served), and hardlinks it
 //! into the output tree (a copy across filesystems; nothing at all when the output already is
 //! that file).
 //!
@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::Staged;
-use super::tarball::{self, Entry};
-use super::versions::Versions;
 use crate::fsx::{PathIo, at};
+use crate::r#gen::Staged;
+use crate::r#gen::deliver::tarball::{self, Entry};
+use crate::r#gen::plan::versions::Versions;
 use crate::manifest::Digest;
 use crate::store::cas::{CasError, FileDigests, sha256_file};
 use crate::store::{FileLock, Layout, Store, StoreError};
@@ -127,14 +127,18 @@ fn entry_digests(
     Ok(out)
 }
 
-/// A blob's size, mtime and inode when its bytes were last hashed. Any write to it (through the
-/// store or through a hardlink in an output tree) changes its mtime, so an equal stamp means the
-/// bytes were not rewritten and need no second read of ≈ 200 MB; `kbin cache verify` re-hashes
-/// every blob whatever its stamp.
+/// A blob's size, mtime, ctime and inode when its bytes were last hashed. Any write to it
+/// (through the store or through a hardlink in an output tree) changes its mtime and ctime, so
+/// an equal stamp means the bytes were not rewritten and need no second read of ≈ 200 MB;
+/// `kbin cache verify` re-hashes every blob whatever its stamp. The ctime is there because the
+/// mtime alone can be put back (`touch -d`, a tool that preserves times) after a same-size
+/// rewrite; the ctime cannot be set, and the chmod any rewrite of a read-only blob needs moves
+/// it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     size: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
     dev: u64,
     ino: u64,
 }
@@ -145,6 +149,7 @@ impl Stamp {
         Ok(Stamp {
             size: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
             dev: m.dev(),
             ino: m.ino(),
         })
@@ -152,8 +157,8 @@ impl Stamp {
 
     fn render(&self) -> String {
         format!(
-            "verified size={} mtime_ns={} dev={} ino={}",
-            self.size, self.mtime_ns, self.dev, self.ino
+            "verified size={} mtime_ns={} ctime_ns={} dev={} ino={}",
+            self.size, self.mtime_ns, self.ctime_ns, self.dev, self.ino
         )
     }
 
@@ -163,6 +168,7 @@ impl Stamp {
         Some(Stamp {
             size: field("size")?.parse().ok()?,
             mtime_ns: field("mtime_ns")?.parse().ok()?,
+            ctime_ns: field("ctime_ns")?.parse().ok()?,
             dev: field("dev")?.parse().ok()?,
             ino: field("ino")?.parse().ok()?,
         })

@@ -14,13 +14,21 @@
 //!   filesystem (a verified download moving into the store).
 //!
 //! Every error is a [`PathIo`]: what kbin was doing, on which path, and the OS's cause.
+//!
+//! What `gen` and `up` both need to write an output directory lives here too, below both: its
+//! lock ([`OutLock`]), the [`WriteError`] of its writes, and the SIGINT/SIGTERM flag
+//! ([`interrupt`]) that stops a run before its commit.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use tempfile::TempPath;
+
+pub mod interrupt;
 
 /// An I/O error on a path: what kbin was doing, and where. Every module's error enum wraps it
 /// (`Io(#[from] PathIo)`), so each I/O failure names its path the same way.
@@ -174,6 +182,122 @@ pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Swap `a` and `b` (two directories, or files, on one filesystem) in one atomic step
+/// (`renameat2(RENAME_EXCHANGE)`): at every instant each path names one of the two, so a crash
+/// never leaves either missing.
+pub fn exchange(a: &Path, b: &Path) -> Result<(), PathIo> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| at("cannot swap", p)(std::io::Error::other(e)))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(at("cannot swap in", b)(std::io::Error::last_os_error())),
+    }
+}
+
+/// An I/O failure while writing an output directory (a generated tree, `up`'s run state),
+/// with the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct WriteError {
+    /// What kbin was doing.
+    pub action: &'static str,
+    /// Where.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl From<PathIo> for WriteError {
+    fn from(e: PathIo) -> WriteError {
+        WriteError {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+/// `map_err(write_at("cannot create", dir))`: an I/O error as a [`WriteError`] on `path`.
+pub fn write_at<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
+    move |source| WriteError {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Create `dir` (and its parents) with `mode` for the directories it creates, and set `mode`
+/// on `dir` itself even if it existed (a key directory left 0755 by hand is tightened).
+pub fn create_dir(dir: &Path, mode: u32) -> Result<(), WriteError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(write_at("cannot create", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(write_at("cannot set the mode of", dir))
+}
+
+/// An exclusive lock on an output directory (`<out>/.kbin.lock`), held while a tree is generated
+/// or renewed, so two kbin processes never interleave their writes.
+#[derive(Debug)]
+pub struct OutLock {
+    _file: std::fs::File,
+}
+
+impl OutLock {
+    /// Lock `out` (created if missing); `waiting` is called once if another process holds it,
+    /// before blocking until it is released.
+    pub fn acquire(out: &Path, waiting: impl FnOnce()) -> Result<OutLock, WriteError> {
+        std::fs::create_dir_all(out).map_err(write_at("cannot create", out))?;
+        let path = out.join(".kbin.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(write_at("cannot open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock().map_err(write_at("cannot lock", &path))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(write_at("cannot lock", &path)(e)),
+        }
+        Ok(OutLock { _file: file })
+    }
+}
+
+/// A crash test's fault point: in a debug build, when the environment variable `KBIN_FAULT`
+/// names `name`, the process aborts here, with no unwinding and no cleanup, as SIGKILL or a
+/// power cut would stop it. Release builds ignore it.
+pub fn fault_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("KBIN_FAULT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+    let _ = name;
 }
 
 fn parent_of(path: &Path) -> &Path {

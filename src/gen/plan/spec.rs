@@ -15,7 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::host::HostProfile;
+use crate::r#gen::plan::host::HostProfile;
 
 /// The default service network.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.32.0.0/24";
@@ -270,6 +270,39 @@ pub enum SpecError {
         pod: IpNet,
         /// The service network.
         service: IpNet,
+    },
+    /// A node whose address lies inside the pod or the service network: its traffic would be
+    /// routed to pods or captured by kube-proxy's service rules.
+    #[error(
+        "node {name}'s IP {ip} is inside the {network} CIDR {cidr}: node addresses must lie outside the pod and service networks"
+    )]
+    NodeInClusterNetwork {
+        /// The node.
+        name: String,
+        /// Its address.
+        ip: IpAddr,
+        /// `pod` or `service`.
+        network: &'static str,
+        /// The network.
+        cidr: IpNet,
+    },
+    /// An API endpoint inside the pod network: kubelets and pods would route it to a pod subnet.
+    #[error(
+        "--cluster-ip {ip} is inside the pod CIDR {pod}: the API server address must lie outside the pod network"
+    )]
+    ClusterIpInPodCidr {
+        /// The API endpoint.
+        ip: IpAddr,
+        /// The pod network.
+        pod: IpNet,
+    },
+    /// An API endpoint that is the cluster DNS service's address.
+    #[error(
+        "--cluster-ip {ip} is the cluster DNS address (--cluster-dns): the API server and CoreDNS cannot share an address"
+    )]
+    ClusterIpIsDns {
+        /// The shared address.
+        ip: IpAddr,
     },
     /// A pod network too small for one subnet per node.
     #[error(
@@ -631,6 +664,7 @@ impl SpecInput {
             });
         }
         let nodes = self.build_nodes(pod_cidr)?;
+        check_addresses(cluster_ip, cluster_dns, pod_cidr, service_cidr, &nodes)?;
         Ok(ClusterSpec {
             name,
             cluster_ip,
@@ -739,6 +773,39 @@ pub fn split_node(arg: &str) -> Result<(&str, &str), SpecError> {
         Some((name, ip)) if !name.is_empty() && !ip.is_empty() => Ok((name, ip)),
         _ => Err(SpecError::NodeSyntax(arg.to_string())),
     }
+}
+
+/// The addresses the cluster's networks must not swallow: no node inside the pod or service
+/// network, no API endpoint inside the pod network or on the DNS service's address.
+fn check_addresses(
+    cluster_ip: IpAddr,
+    cluster_dns: IpAddr,
+    pod: IpNet,
+    service: IpNet,
+    nodes: &[Node],
+) -> Result<(), SpecError> {
+    for n in nodes {
+        for (network, cidr) in [("pod", pod), ("service", service)] {
+            if cidr.contains(&n.ip) {
+                return Err(SpecError::NodeInClusterNetwork {
+                    name: n.name.clone(),
+                    ip: n.ip,
+                    network,
+                    cidr,
+                });
+            }
+        }
+    }
+    if pod.contains(&cluster_ip) {
+        return Err(SpecError::ClusterIpInPodCidr {
+            ip: cluster_ip,
+            pod,
+        });
+    }
+    if cluster_ip == cluster_dns {
+        return Err(SpecError::ClusterIpIsDns { ip: cluster_ip });
+    }
+    Ok(())
 }
 
 /// RFC 1123 label: what Kubernetes accepts as a node name component.
@@ -1004,6 +1071,22 @@ mod tests {
                     i.add_nodes(&[], &["b=10.0.0.1".into()]).unwrap()
                 }),
                 "no control-plane",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["w=10.200.3.4".into()]).unwrap()),
+                "node w's IP 10.200.3.4 is inside the pod CIDR 10.200.0.0/16",
+            ),
+            (
+                Box::new(|i| i.add_nodes(&[], &["w=10.32.0.200".into()]).unwrap()),
+                "node w's IP 10.32.0.200 is inside the service CIDR 10.32.0.0/24",
+            ),
+            (
+                Box::new(|i| i.cluster_ip = Some("10.200.9.9".into())),
+                "--cluster-ip 10.200.9.9 is inside the pod CIDR",
+            ),
+            (
+                Box::new(|i| i.cluster_ip = Some("10.32.0.10".into())),
+                "--cluster-ip 10.32.0.10 is the cluster DNS address",
             ),
         ];
         for (f, want) in cases {

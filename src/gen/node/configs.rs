@@ -5,7 +5,7 @@
 //! the serialized sections ([`yaml_doc`], [`decorate`]), never YAML or TOML written by hand.
 //! Units come from [`Unit`], which escapes every value per systemd.syntax(7).
 //!
-//! Every path here is the path on the node (`/etc/kubernetes/pki/ca.crt`); [`super::bundle`]
+//! Every path here is the path on the node (`/etc/kubernetes/pki/ca.crt`); [`crate::r#gen::deliver::bundle`]
 //! places the files under `nodes/<name>/`. Renderers are pure: same inputs, same bytes.
 
 use std::fmt::Write as _;
@@ -13,9 +13,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
-use super::host::{CgroupDriver, HostProfile};
-use super::versions::{
+use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use crate::r#gen::plan::host::{CgroupDriver, HostProfile};
+use crate::r#gen::plan::versions::{
     CgroupV1, CniBinDir, Decisions, Knob, NodePortAddresses, RuntimeEndpoint, Versions,
 };
 
@@ -602,6 +602,10 @@ pub fn encryption_config(d: &Decisions, keys: &EncryptionKeys) -> String {
 }
 
 /// `/etc/containerd/config.toml`.
+///
+/// Long (≈ 150 lines) on purpose: most of it is the serde structs of the one file, declared
+/// where they are filled, and the teaching comments placed beside the tables they explain, in
+/// the file's own order; the version-dependent choices are already rows of the version table.
 pub fn containerd_config(v: &Versions, d: &Decisions, profile: HostProfile) -> String {
     #[derive(Serialize)]
     struct RuncOptions {
@@ -807,6 +811,9 @@ pub fn cni_conflist(node: &NodeInput, d: &Decisions) -> String {
 }
 
 /// `/var/lib/kubelet/config.yaml` for worker `node`.
+///
+/// Long (≈ 110 lines) for the same reason as [`containerd_config`]: the serde struct of one
+/// file, filled and commented in the file's order.
 pub fn kubelet_config(
     c: &ClusterInput,
     node: &NodeInput,

@@ -4,11 +4,12 @@
 
 use std::fmt::Write as _;
 
-use super::bundle::{Options, Role, binaries_bundle};
-use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
-use super::configs::ClusterInput;
-use super::host::HostProfile;
-use super::versions::{CgroupV1, Decisions, Versions};
+use crate::r#gen::node::configs::ClusterInput;
+use crate::r#gen::node::{Options, binaries_bundle};
+use crate::r#gen::pki::certs::Role;
+use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use crate::r#gen::plan::host::HostProfile;
+use crate::r#gen::plan::versions::{CgroupV1, Decisions, Versions};
 
 /// etcdctl's TLS flags with the healthcheck client (one per line, continued).
 fn etcd_certs() -> String {
@@ -21,6 +22,29 @@ fn etcd_certs() -> String {
 }
 
 /// The text of NEXT-STEPS.md.
+/// What NEXT-STEPS.md is rendered from.
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    c: &'a ClusterInput,
+    v: &'a Versions,
+    d: &'a Decisions,
+    opts: &'a Options,
+    binaries_bundled: bool,
+}
+
+/// NEXT-STEPS.md's sections in order, each a small function of the same inputs: adding a
+/// section is adding a row.
+const SECTIONS: &[fn(&Page<'_>, &mut String)] = &[
+    header,
+    prepare,
+    ansible,
+    copy,
+    control_plane,
+    workers,
+    left_to_you,
+];
+
+/// The text of NEXT-STEPS.md.
 pub fn render(
     c: &ClusterInput,
     v: &Versions,
@@ -28,8 +52,23 @@ pub fn render(
     opts: &Options,
     binaries_bundled: bool,
 ) -> String {
+    let page = Page {
+        c,
+        v,
+        d,
+        opts,
+        binaries_bundled,
+    };
     let mut s = String::new();
-    let w = &mut s;
+    for section in SECTIONS {
+        section(&page, &mut s);
+    }
+    s
+}
+
+/// NEXT-STEPS.md: the title, where to run from, the versions.
+fn header(p: &Page<'_>, w: &mut String) {
+    let Page { c, v, opts, .. } = *p;
     let _ = writeln!(
         w,
         "# Next steps for cluster \"{}\" (Kubernetes {}, {})\n",
@@ -53,7 +92,11 @@ pub fn render(
         v.images.pause,
         v.images.coredns
     );
+}
 
+/// NEXT-STEPS.md: 1. what every machine needs before anything is copied.
+fn prepare(p: &Page<'_>, w: &mut String) {
+    let Page { c, v, d, opts, .. } = *p;
     let _ = writeln!(w, "## 1. Prepare every machine\n");
     let _ = writeln!(
         w,
@@ -101,7 +144,10 @@ pub fn render(
         );
     }
     let _ = writeln!(w);
+}
 
+/// NEXT-STEPS.md: the Ansible way to do steps 2 to 4.
+fn ansible(_: &Page<'_>, w: &mut String) {
     let _ = writeln!(
         w,
         "## With Ansible (steps 2 to 4 at once)\n\n\
@@ -115,6 +161,16 @@ pub fn render(
          ansible-playbook -i ansible/inventory.yml ansible/upgrade.yml\n```\n\n\
          By hand instead, one step at a time:\n"
     );
+}
+
+/// NEXT-STEPS.md: 2. copy and install each node's bundle.
+fn copy(p: &Page<'_>, w: &mut String) {
+    let Page {
+        c,
+        v,
+        binaries_bundled,
+        ..
+    } = *p;
     let _ = writeln!(w, "## 2. Copy each node's bundle and install it\n");
     if !binaries_bundled {
         let _ = writeln!(
@@ -168,12 +224,16 @@ pub fn render(
         "install.sh copies the files into place, runs `systemctl daemon-reload` and enables the\n\
          services; it starts nothing. Try it first with `DESTDIR=/tmp/root nodes/<name>/install.sh`.\n"
     );
+}
 
+/// NEXT-STEPS.md: 3. etcd, then the API server, controller manager and scheduler, each checked.
+fn control_plane(p: &Page<'_>, w: &mut String) {
+    let Page { c, d, .. } = *p;
     let etcdctl = format!("{}etcdctl", d.etcdctl_env());
     let certs = etcd_certs();
     let admin = on_node_kubeconfig(Id::Admin);
     let super_admin = on_node_kubeconfig(Id::SuperAdmin);
-    let tree_admin = super::certs::tree_kubeconfig(Id::Admin);
+    let tree_admin = crate::r#gen::pki::certs::tree_kubeconfig(Id::Admin);
     let joining: Vec<_> = c.control_planes().filter(|n| n.joins_etcd).collect();
     let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
     let first = cps.first();
@@ -239,14 +299,23 @@ pub fn render(
         w,
         "From your own machine, use the admin kubeconfig:\n\n```sh\nexport KUBECONFIG=$PWD/{tree_admin}   # or: eval \"$(kbin env --cluster .)\"\nkubectl get --raw /readyz\n```\n"
     );
+}
 
+/// NEXT-STEPS.md: 4. containerd, kubelet, kube-proxy on each worker, each checked.
+fn workers(p: &Page<'_>, w: &mut String) {
+    let Page {
+        c,
+        v,
+        binaries_bundled,
+        ..
+    } = *p;
     let _ = writeln!(w, "## 4. Start the workers\n");
     // Images the toolchain pulled ride in the workers' bundle: containerd needs the pause image
     // before the kubelet starts a pod, and there may be no registry to pull it from.
     let import = if binaries_bundled && !v.image_archives.is_empty() {
         format!(
             "ctr -n k8s.io images import {}/*.tar   # {} (no registry needed)\n",
-            super::configs::paths::IMAGES,
+            crate::r#gen::node::configs::paths::IMAGES,
             v.image_archives
                 .keys()
                 .cloned()
@@ -288,7 +357,14 @@ pub fn render(
         w,
         "kubectl get nodes -o custom-columns=NAME:.metadata.name,POD_CIDR:.spec.podCIDR\n```\n"
     );
+}
 
+/// NEXT-STEPS.md: 5. pod routes, CoreDNS, backups: what kbin does not do.
+fn left_to_you(p: &Page<'_>, w: &mut String) {
+    let Page { c, v, d, .. } = *p;
+    let etcdctl = format!("{}etcdctl", d.etcdctl_env());
+    let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
+    let first = cps.first();
     let _ = writeln!(w, "## 5. What kbin leaves to you\n");
     let workers: Vec<_> = c.workers().collect();
     let _ = writeln!(
@@ -333,7 +409,6 @@ pub fn render(
             etcd_certs().replace(" \\\n    ", " ")
         );
     }
-    s
 }
 
 fn sock(ip: std::net::IpAddr, port: u16) -> String {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::spec::{ClusterSpec, Node};
+use crate::r#gen::plan::spec::{ClusterSpec, Node};
 
 /// The role of a node: what it runs, and so which files it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -492,7 +492,7 @@ fn sans(rule: SanRule, spec: &ClusterSpec, node: Option<&Node>) -> Vec<San> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::spec::SpecInput;
+    use crate::r#gen::plan::spec::SpecInput;
 
     #[test]
     fn every_ca_comes_before_the_leaves_it_signs() {

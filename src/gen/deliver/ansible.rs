@@ -18,9 +18,9 @@ use semver::Version;
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::Staged;
-use super::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
-use super::configs::ClusterInput;
+use crate::r#gen::Staged;
+use crate::r#gen::node::configs::ClusterInput;
+use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
 
 /// `ansible/` in the output directory.
 pub const DIR: &str = "ansible";
@@ -126,7 +126,7 @@ pub fn readers(path: &str, units: &[(String, String, Vec<String>)]) -> Vec<Strin
     units
         .iter()
         .filter(|(name, text, refs)| {
-            path == super::configs::paths::unit(name)
+            path == crate::r#gen::node::configs::paths::unit(name)
                 || mentions(text, path)
                 || refs.iter().any(|r| mentions(r, path))
         })
@@ -155,7 +155,7 @@ pub fn inventory_path(out: &Path) -> std::path::PathBuf {
 /// no record, a tree from before kbin wrote it, or one kbin cannot read), as `kubernetes` and
 /// each component.
 pub fn deployed_versions(out: &Path) -> Option<BTreeMap<String, Version>> {
-    let r = super::versions::Record::load(out).ok()??;
+    let r = crate::r#gen::plan::versions::Record::load(out).ok()??;
     let mut m = r.components;
     m.insert("kubernetes".into(), r.kubernetes);
     Some(m)
@@ -167,7 +167,7 @@ pub fn deployed_versions(out: &Path) -> Option<BTreeMap<String, Version>> {
 /// new kube-apiserver meets the old kubelets). Source: https://kubernetes.io/releases/version-skew-policy/
 pub fn upgrade_skew(
     old: &BTreeMap<String, Version>,
-    new: &super::versions::Versions,
+    new: &crate::r#gen::plan::versions::Versions,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(o) = old.get("kubernetes") {
@@ -201,7 +201,11 @@ pub fn upgrade_skew(
 }
 
 /// `ansible/inventory.yml` for `hosts`, generated for `v`.
-pub fn inventory(c: &ClusterInput, v: &super::versions::Versions, hosts: &[HostPlan]) -> String {
+pub fn inventory(
+    c: &ClusterInput,
+    v: &crate::r#gen::plan::versions::Versions,
+    hosts: &[HostPlan],
+) -> String {
     let mut vars = Mapping::new();
     vars.insert(s("ansible_user"), s("root"));
     // One SSH round trip per task instead of three.
@@ -227,7 +231,7 @@ pub fn inventory(c: &ClusterInput, v: &super::versions::Versions, hosts: &[HostP
     ] {
         vars.insert(s(k), s(&v));
     }
-    let modules: Vec<Value> = super::configs::modules_load()
+    let modules: Vec<Value> = crate::r#gen::node::configs::modules_load()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -290,18 +294,18 @@ pub fn inventory(c: &ClusterInput, v: &super::versions::Versions, hosts: &[HostP
 pub fn stage(
     out: &Path,
     c: &ClusterInput,
-    v: &super::versions::Versions,
+    v: &crate::r#gen::plan::versions::Versions,
     hosts: &[HostPlan],
     staged: &Staged,
-) -> Result<(), super::WriteError> {
+) -> Result<(), crate::r#gen::WriteError> {
     let dir = out.join(DIR);
     staged.stage(
         &dir.join("inventory.yml"),
         inventory(c, v, hosts).as_bytes(),
-        super::MODE_PUBLIC,
+        crate::r#gen::MODE_PUBLIC,
     )?;
     for (rel, text) in PLAYBOOKS {
-        staged.stage(&dir.join(rel), text.as_bytes(), super::MODE_PUBLIC)?;
+        staged.stage(&dir.join(rel), text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
     }
     Ok(())
 }

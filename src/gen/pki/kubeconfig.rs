@@ -8,10 +8,10 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::certs::Item;
-use super::pki::{Action, Outcome, PkiError, kubeconfig_dir, par_map, pki_dir, sha256_hex};
-use super::spec::ClusterSpec;
-use super::{MODE_SECRET, MODE_SECRET_DIR, Staged};
+use crate::r#gen::pki::certs::Item;
+use crate::r#gen::pki::{Action, Outcome, PkiError, kubeconfig_dir, par_map, pki_dir, sha256_hex};
+use crate::r#gen::plan::spec::ClusterSpec;
+use crate::r#gen::{MODE_SECRET, MODE_SECRET_DIR, Staged};
 
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,9 +1,13 @@
-//! The PKI step: walk the certificate table, keep what is still right, make what is missing or
+//! The PKI room: the certificate table ([`certs`]), the kubeconfigs made from it
+//! ([`kubeconfig`]), and here the PKI step: walk the certificate table, keep what is still right, make what is missing or
 //! wrong (one [`Outcome`] per item, saying why), write keys 0600 in 0700 directories, atomically.
 //!
 //! CAs are inspected first and never replaced without `force`: a broken CA is an error before
 //! anything is written. Leaves are inspected and made in parallel on every core
 //! ([`par_map`]); RSA key generation dominates the run time.
+
+pub mod certs;
+pub mod kubeconfig;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -19,10 +23,10 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use super::certs::{self, Item, Kind, San};
-use super::spec::{ClusterSpec, KeyAlgo};
-use super::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
+use crate::r#gen::plan::spec::{ClusterSpec, KeyAlgo};
+use crate::r#gen::{MODE_PUBLIC, MODE_SECRET, MODE_SECRET_DIR, Staged, WriteError};
 pub use crate::util::sha256_hex;
+use certs::{Item, Kind, San};
 
 /// Clock skew tolerated between the machine that generates and the nodes: certificates are
 /// valid from this long before their creation.
@@ -250,8 +254,13 @@ pub fn generate(
         outcomes.push(r?);
     }
 
-    let kc =
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?;
+    let kc = crate::r#gen::pki::kubeconfig::write_all(
+        spec,
+        out,
+        &items,
+        &authorities_pem(&authorities),
+        staged,
+    )?;
     for o in kc {
         report(&o);
         outcomes.push(o);
@@ -857,56 +866,22 @@ pub fn renew(
     for r in results {
         outcomes.push(r?);
     }
-    for o in
-        super::kubeconfig::write_all(spec, out, &items, &authorities_pem(&authorities), staged)?
-    {
+    for o in crate::r#gen::pki::kubeconfig::write_all(
+        spec,
+        out,
+        &items,
+        &authorities_pem(&authorities),
+        staged,
+    )? {
         report(&o);
         outcomes.push(o);
     }
     Ok(outcomes)
 }
 
-/// Run `f` over `items` on every core; results in input order.
+/// `f` over `items` on every core, results in input order: key generation is CPU-bound.
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-    let chunks: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= items.len() {
-                            break done;
-                        }
-                        done.push((i, f(&items[i])));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    for (i, r) in chunks.into_iter().flatten() {
-        slots[i] = Some(r);
-    }
-    slots
-        .into_iter()
-        .map(|r| r.expect("every index was taken by exactly one thread"))
-        .collect()
+    crate::util::parallel_map(items, crate::util::cores(), f)
 }
 
 fn read_string(path: &Path) -> Result<String, PkiError> {
@@ -1042,7 +1017,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
         } else if not_after < time::OffsetDateTime::from(soon) {
             row.problems.push(format!(
                 "expires within {}",
-                super::spec::format_duration(warn)
+                crate::r#gen::plan::spec::format_duration(warn)
             ));
         }
         let Some(key) = key else { return row };
@@ -1079,7 +1054,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::spec::SpecInput;
+    use crate::r#gen::plan::spec::SpecInput;
     use x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS;
 
     /// The raw BasicConstraints value of every certificate under `pki`, by file.

@@ -55,9 +55,11 @@ pub struct Output<W> {
     pub size: u64,
 }
 
-/// How many threads compress: one per core.
+/// How many threads compress: one per core. (A pipeline, not a map: blocks stream from the tar
+/// writer through the compressors to one writer in order, so it keeps its own threads and
+/// channels rather than [`crate::util::parallel_map`].)
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    crate::util::cores()
 }
 
 /// Blocks in flight at most for `threads` compressing threads: one being compressed and one
@@ -330,7 +332,7 @@ fn write_tar_gz_pipelined<W: Write + Send>(
 
 /// Write a deterministic `.tar.gz` of `entries` for `path` into a temp file beside it (0600 from
 /// its creation, so keys inside are never exposed, then `mode`), returned for the caller's
-/// [`super::Staged`] set to sync and rename with the rest of the tree.
+/// [`crate::r#gen::Staged`] set to sync and rename with the rest of the tree.
 pub fn write_temp(
     path: &Path,
     dir: &Path,

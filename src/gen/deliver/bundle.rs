@@ -3,7 +3,7 @@
 //! per role, so a hundred workers do not mean a hundred copies of the binaries.
 //!
 //! What each node gets is data: the certificate table's placements
-//! ([`super::certs::placed_on`]: cluster tree → node path) and [`BINARIES`] (binary → node
+//! ([`crate::r#gen::pki::certs::placed_on`]: cluster tree → node path) and [`BINARIES`] (binary → node
 //! directory, role). Trees are built beside their final path and renamed in;
 //! tarballs are written to a temp file and renamed; both are byte-stable (sorted entries,
 //! mtime 0, uid/gid 0).
@@ -17,13 +17,13 @@ use base64::Engine as _;
 
 use serde::Serialize;
 
-use super::Staged;
-use super::ansible;
-use super::bundle_cache::{self, BundleCacheError, SharedBundle};
-use super::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
-use super::next_steps;
-use super::tarball;
-use super::versions::{Decisions, Versions, VersionsError};
+use crate::r#gen::Staged;
+use crate::r#gen::deliver::ansible;
+use crate::r#gen::deliver::bundle_cache::{self, BundleCacheError, SharedBundle};
+use crate::r#gen::deliver::tarball;
+use crate::r#gen::node::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
+use crate::r#gen::node::next_steps;
+use crate::r#gen::plan::versions::{Decisions, Versions, VersionsError};
 
 /// Errors writing the configs and bundles.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum BundleError {
     },
     /// Writing a file failed.
     #[error(transparent)]
-    Write(#[from] super::WriteError),
+    Write(#[from] crate::r#gen::WriteError),
     /// A shared binaries bundle could not be made, checked or placed.
     #[error(transparent)]
     SharedBundle(#[from] BundleCacheError),
@@ -73,7 +73,8 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     crate::fsx::at(action, path)
 }
 
-pub use super::certs::Role;
+pub use crate::r#gen::node::{Options, binaries_bundle};
+pub use crate::r#gen::pki::certs::Role;
 
 impl Role {
     fn applies(self, n: &NodeInput) -> bool {
@@ -116,17 +117,6 @@ pub static UNITS: &[(Role, &str)] = &[
     (Wk, "kubelet"),
     (Wk, "kube-proxy"),
 ];
-
-/// Options of the configs step.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// The cluster output directory (holds `pki/` and `kubeconfigs/`).
-    pub out: PathBuf,
-    /// Leave binaries out of the trees and bundles.
-    pub no_binaries: bool,
-    /// The hosts run cgroup v1 (`--cgroup-v1`, or detected for the local machine).
-    pub cgroup_v1: bool,
-}
 
 /// Where a node file's bytes come from.
 #[derive(Debug, Clone)]
@@ -177,11 +167,6 @@ pub struct WrittenNode {
     pub files: Vec<String>,
 }
 
-/// The shared binaries tarball of `role` for `arch`, relative to the output directory.
-pub fn binaries_bundle(role: Role, arch: impl std::fmt::Display) -> String {
-    format!("bundles/{}-{arch}-binaries.tar.gz", role.name())
-}
-
 /// `secrets/secretbox-key`: the key Secrets are encrypted with (base64 of 32 bytes).
 pub const SECRETBOX_KEY: &str = "secrets/secretbox-key";
 /// `secrets/encryption-key`: the aescbc key of trees made before kbin used secretbox.
@@ -223,7 +208,11 @@ fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, Bundle
             let mut f = std::fs::File::open(urandom).map_err(io("cannot open", urandom))?;
             std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("cannot read", urandom))?;
             let key = base64::engine::general_purpose::STANDARD.encode(bytes);
-            staged.stage(&path, format!("{key}\n").as_bytes(), super::MODE_SECRET)?;
+            staged.stage(
+                &path,
+                format!("{key}\n").as_bytes(),
+                crate::r#gen::MODE_SECRET,
+            )?;
             key
         }
     };
@@ -232,6 +221,40 @@ fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, Bundle
         legacy_aescbc,
     })
 }
+
+/// What the renderers of a node's configs read.
+struct FileCx<'a> {
+    c: &'a ClusterInput,
+    node: &'a NodeInput,
+    v: &'a Versions,
+    d: &'a Decisions,
+    opts: &'a Options,
+    keys: &'a EncryptionKeys,
+}
+
+/// A node config: the role that has it, its path on the node, its mode, its renderer.
+type ConfigFile = (Role, fn() -> String, u32, fn(&FileCx<'_>) -> String);
+
+/// Every config and unit a node gets, by role: adding a file is adding a row.
+#[rustfmt::skip]
+static CONFIG_FILES: &[ConfigFile] = &[
+    (Cp, || paths::unit("etcd"), 0o644, |x| configs::etcd_unit(x.c, x.node, x.d)),
+    (Cp, || paths::unit("kube-apiserver"), 0o644, |x| configs::apiserver_unit(x.c, x.node, x.v)),
+    (Cp, || paths::unit("kube-controller-manager"), 0o644, |x| configs::controller_manager_unit(x.c)),
+    (Cp, || paths::unit("kube-scheduler"), 0o644, |_| configs::scheduler_unit()),
+    (Cp, || paths::SCHEDULER_CONFIG.into(), 0o644, |x| configs::scheduler_config(x.d)),
+    (Cp, || paths::ENCRYPTION_CONFIG.into(), 0o600, |x| configs::encryption_config(x.d, x.keys)),
+    (Wk, || paths::CONTAINERD_CONFIG.into(), 0o644, |x| configs::containerd_config(x.v, x.d, x.c.host_profile)),
+    (Wk, || paths::unit("containerd"), 0o644, |_| configs::containerd_unit()),
+    (Wk, || paths::CNI_CONFLIST.into(), 0o644, |x| configs::cni_conflist(x.node, x.d)),
+    (Wk, || paths::KUBELET_CONFIG.into(), 0o644, |x| configs::kubelet_config(x.c, x.node, x.d, x.opts.cgroup_v1)),
+    (Wk, || paths::unit("kubelet"), 0o644, |x| configs::kubelet_unit(x.node, x.v, x.d)),
+    (Wk, || paths::KUBE_PROXY_CONFIG.into(), 0o644, |x| configs::kube_proxy_config(x.c, x.node, x.d)),
+    (Wk, || paths::unit("kube-proxy"), 0o644, |_| configs::kube_proxy_unit()),
+    (Wk, || paths::CRICTL_CONFIG.into(), 0o644, |_| configs::crictl_config()),
+    (Wk, || paths::MODULES_LOAD.into(), 0o644, |_| configs::modules_load()),
+    (Wk, || paths::SYSCTL.into(), 0o644, |_| configs::sysctl()),
+];
 
 fn node_files(
     c: &ClusterInput,
@@ -256,67 +279,20 @@ fn node_files(
             },
         );
     };
-    if node.control_plane {
-        text(&paths::unit("etcd"), 0o644, configs::etcd_unit(c, node, d));
-        text(
-            &paths::unit("kube-apiserver"),
-            0o644,
-            configs::apiserver_unit(c, node, v),
-        );
-        text(
-            &paths::unit("kube-controller-manager"),
-            0o644,
-            configs::controller_manager_unit(c),
-        );
-        text(
-            &paths::unit("kube-scheduler"),
-            0o644,
-            configs::scheduler_unit(),
-        );
-        text(paths::SCHEDULER_CONFIG, 0o644, configs::scheduler_config(d));
-        text(
-            paths::ENCRYPTION_CONFIG,
-            0o600,
-            configs::encryption_config(d, keys),
-        );
+    let cx = FileCx {
+        c,
+        node,
+        v,
+        d,
+        opts,
+        keys,
+    };
+    for (role, path, mode, render) in CONFIG_FILES {
+        if role.applies(node) {
+            text(&path(), *mode, render(&cx));
+        }
     }
-    if node.worker {
-        text(
-            paths::CONTAINERD_CONFIG,
-            0o644,
-            configs::containerd_config(v, d, c.host_profile),
-        );
-        text(
-            &paths::unit("containerd"),
-            0o644,
-            configs::containerd_unit(),
-        );
-        text(paths::CNI_CONFLIST, 0o644, configs::cni_conflist(node, d));
-        text(
-            paths::KUBELET_CONFIG,
-            0o644,
-            configs::kubelet_config(c, node, d, opts.cgroup_v1),
-        );
-        text(
-            &paths::unit("kubelet"),
-            0o644,
-            configs::kubelet_unit(node, v, d),
-        );
-        text(
-            paths::KUBE_PROXY_CONFIG,
-            0o644,
-            configs::kube_proxy_config(c, node, d),
-        );
-        text(
-            &paths::unit("kube-proxy"),
-            0o644,
-            configs::kube_proxy_unit(),
-        );
-        text(paths::CRICTL_CONFIG, 0o644, configs::crictl_config());
-        text(paths::MODULES_LOAD, 0o644, configs::modules_load());
-        text(paths::SYSCTL, 0o644, configs::sysctl());
-    }
-    for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+    for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);
         if staged.get(&from).is_none() && !from.is_file() {
             return Err(BundleError::MissingPki { path: from });
@@ -331,21 +307,8 @@ fn node_files(
         );
     }
     if let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) {
-        for (role, bin, to) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
-            let _ = role;
-            let rel_in_toolchain = v
-                .binaries
-                .get(*bin)
-                .cloned()
-                .unwrap_or_else(|| format!("bin/{bin}"));
-            let path = dir.join(rel_in_toolchain);
-            if !path.is_file() {
-                return Err(BundleError::MissingBinary {
-                    toolchain: dir.clone(),
-                    binary: (*bin).into(),
-                    path,
-                });
-            }
+        for (_, bin, to) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+            let path = binary_path(v, dir, bin)?;
             let rel = format!("{to}/{bin}");
             files.insert(
                 rel.clone(),
@@ -382,6 +345,39 @@ fn node_files(
     });
     list.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(list)
+}
+
+/// Where toolchain `dir` holds `bin`, or why it cannot be bundled.
+fn binary_path(v: &Versions, dir: &Path, bin: &str) -> Result<PathBuf, BundleError> {
+    let rel_in_toolchain = v
+        .binaries
+        .get(bin)
+        .cloned()
+        .unwrap_or_else(|| format!("bin/{bin}"));
+    let path = dir.join(rel_in_toolchain);
+    if !path.is_file() {
+        return Err(BundleError::MissingBinary {
+            toolchain: dir.to_owned(),
+            binary: bin.into(),
+            path,
+        });
+    }
+    Ok(path)
+}
+
+/// Check, before anything is staged, that the toolchain holds every binary the nodes' bundles
+/// need (a toolchain installed with `--only etcd` lacks kube-apiserver): the run then fails
+/// before the PKI step rather than after it.
+pub fn check_binaries(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<(), BundleError> {
+    let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) else {
+        return Ok(());
+    };
+    for node in &c.nodes {
+        for (_, bin, _) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+            binary_path(v, dir, bin)?;
+        }
+    }
+    Ok(())
 }
 
 fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {
@@ -571,7 +567,7 @@ pub fn write(
     let mut hosts = Vec::new();
     let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
     for node in &c.nodes {
-        super::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
+        crate::fsx::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
         let files = node_files(c, node, v, &d, opts, &keys, staged)?;
         // Built aside, swapped in by the commit: a tree appears whole.
         let tree = nodes_dir.join(&node.name);
@@ -649,9 +645,13 @@ pub fn write(
     ansible::stage(&opts.out, c, v, &hosts, staged)?;
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
-    staged.stage(&next, text.as_bytes(), super::MODE_PUBLIC)?;
-    let record = super::versions::record_path(&opts.out);
-    staged.stage(&record, v.record().to_toml().as_bytes(), super::MODE_PUBLIC)?;
+    staged.stage(&next, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
+    let record = crate::r#gen::plan::versions::record_path(&opts.out);
+    staged.stage(
+        &record,
+        v.record().to_toml().as_bytes(),
+        crate::r#gen::MODE_PUBLIC,
+    )?;
     Ok(Written {
         versions: v.origin.clone(),
         nodes: written,
@@ -680,7 +680,7 @@ pub fn refresh_pki(
             continue;
         }
         let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for p in super::certs::placed_on(&node.name, node.control_plane, node.worker) {
+        for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
             let from = out.join(&p.from);
             let bytes = staged.read(&from).map_err(io("cannot read", &from))?;
             let now = std::fs::read(tree.join(&p.to)).ok();
@@ -745,7 +745,7 @@ pub fn refresh_pki(
         for (old, new) in &inventory_digests {
             text = text.replace(old.as_str(), new);
         }
-        staged.stage(&inventory, text.as_bytes(), super::MODE_PUBLIC)?;
+        staged.stage(&inventory, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
     }
     Ok(changed)
 }

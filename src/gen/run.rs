@@ -1,0 +1,357 @@
+//! The pipeline of `kbin gen cluster|node`, in order, for the command line to call: the spec
+//! made whole from this machine ([`complete_spec`]), the checks that need nothing written
+//! ([`prepare`]), then the PKI step, the configs step and the spec staged in one set and
+//! committed ([`write`]), or compared with the tree instead ([`dry_run`]).
+//!
+//! What a step has to say (a detected host profile, an allowed skew) comes back as [`Note`]s;
+//! printing them, and the hints an error deserves, are the caller's.
+
+use std::path::{Path, PathBuf};
+
+use crate::fsx::WriteError;
+use crate::r#gen::deliver::{ansible, bundle};
+use crate::r#gen::node::{Options, configs::ClusterInput};
+use crate::r#gen::pki::{self, Outcome, PkiError};
+use crate::r#gen::plan::host;
+use crate::r#gen::plan::spec::{ClusterSpec, SpecInput};
+use crate::r#gen::plan::versions::{self, Record, Versions, VersionsError};
+use crate::r#gen::{Staged, diff};
+
+/// Something a step found worth saying: `warn` ones are warnings, the others status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// A warning rather than a status line.
+    pub warn: bool,
+    /// The text.
+    pub text: String,
+}
+
+fn status(text: String) -> Note {
+    Note { warn: false, text }
+}
+
+/// Errors of a run, by step.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The PKI step failed.
+    #[error("cannot generate the PKI in {out}")]
+    Pki {
+        /// The output directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: PkiError,
+    },
+    /// The configs step failed (or its check of the toolchain's binaries).
+    #[error("cannot write the node bundles in {out}")]
+    Bundle {
+        /// The output directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: bundle::BundleError,
+    },
+    /// An upgrade that breaks the version-skew rules, without `allow_skew`.
+    #[error("{0}")]
+    Skew(String),
+    /// The tree's version record cannot be read (`--diff`).
+    #[error(transparent)]
+    Record(#[from] VersionsError),
+    /// The dry run could not be compared with the tree.
+    #[error("cannot compare with the tree in {out}")]
+    Compare {
+        /// The output directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// Staging or committing failed.
+    #[error("cannot write the cluster tree in {out}")]
+    Write {
+        /// The output directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+}
+
+/// Complete the spec input from this machine, when the cluster is this machine and the input
+/// does not say: the host profile (sandbox when PID 1 is not systemd, …) and the resolv.conf of
+/// systemd-resolved. Control planes that a re-run adds to a tree whose etcd runs are marked to
+/// join it. Returns what was found.
+pub fn complete_spec(input: &mut SpecInput, out: &Path) -> Vec<Note> {
+    let mut notes = mark_joining_control_planes(input, out);
+    let ips: Vec<_> = input
+        .nodes
+        .iter()
+        .filter_map(|n| n.ip.parse().ok())
+        .collect();
+    if ips.is_empty() || !ips.iter().all(|ip| host::is_own_address(*ip)) {
+        return notes;
+    }
+    if input.host_profile.is_none() {
+        let why = host::sandbox_reasons();
+        let profile = if why.is_empty() {
+            host::HostProfile::Systemd
+        } else {
+            notes.push(status(format!(
+                "this machine is a sandbox ({}): host profile sandbox (as --host-profile sandbox)",
+                why.join("; ")
+            )));
+            host::HostProfile::Sandbox
+        };
+        input.host_profile = Some(profile.to_string());
+    }
+    if input.resolv_conf.is_none()
+        && let Some(p) = host::resolved_resolv_conf()
+    {
+        notes.push(status(format!(
+            "systemd-resolved owns /etc/resolv.conf: the kubelet gives pods {} (as --resolv-conf)",
+            p.display()
+        )));
+        input.resolv_conf = Some(p.display().to_string());
+    }
+    notes
+}
+
+/// Control planes that a re-run adds to a tree whose etcd members already have their units join
+/// the running cluster (`--initial-cluster-state=existing`) instead of starting a new one.
+fn mark_joining_control_planes(input: &mut SpecInput, out: &Path) -> Vec<Note> {
+    let nodes = bundle::nodes_dir(out);
+    let has_etcd = |name: &str| {
+        nodes
+            .join(name)
+            .join("etc/systemd/system/etcd.service")
+            .is_file()
+    };
+    let mut notes = Vec::new();
+    if !input
+        .nodes
+        .iter()
+        .any(|n| n.control_plane && has_etcd(&n.name))
+    {
+        return notes;
+    }
+    for n in input.nodes.iter_mut().filter(|n| n.control_plane) {
+        if !has_etcd(&n.name) && !n.joins_etcd {
+            n.joins_etcd = true;
+            notes.push(status(format!(
+                "control plane {} is new to this cluster: its etcd member joins the running one (NEXT-STEPS says how)",
+                n.name
+            )));
+        }
+    }
+    notes
+}
+
+/// The renderers' view of `spec` (also `kbin certs renew`'s, to refresh node bundles).
+pub fn cluster_input(spec: &ClusterSpec) -> ClusterInput {
+    use crate::r#gen::node::configs::NodeInput;
+    ClusterInput {
+        name: spec.name.clone(),
+        api_server_url: spec.api_server_url(),
+        service_cidr: spec.service_cidr.to_string(),
+        cluster_dns: spec.cluster_dns,
+        cluster_domain: spec.cluster_domain.clone(),
+        pod_cidr: spec.pod_cidr.to_string(),
+        host_profile: spec.host_profile,
+        resolv_conf: spec.resolv_conf.clone(),
+        nodes: spec
+            .nodes
+            .iter()
+            .map(|n| NodeInput {
+                name: n.name.clone(),
+                ip: n.ip,
+                control_plane: n.control_plane,
+                worker: n.worker,
+                pod_subnet: n.pod_subnet.to_string(),
+                joins_etcd: n.joins_etcd,
+            })
+            .collect(),
+    }
+}
+
+/// Whether the cluster is this machine: every node on one of its addresses or named like this
+/// host. Then its cgroup version is detected rather than asked for.
+fn is_local(spec: &ClusterSpec) -> bool {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    spec.nodes
+        .iter()
+        .all(|n| host::is_own_address(n.ip) || n.name == hostname.trim())
+}
+
+/// What the configs step is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigsRequest {
+    /// The output directory.
+    pub out: PathBuf,
+    /// `--no-binaries`.
+    pub no_binaries: bool,
+    /// `--cgroup-v1`.
+    pub cgroup_v1: bool,
+    /// `--allow-skew`.
+    pub allow_skew: bool,
+}
+
+/// Everything the configs step checks before a byte is staged: the loopback warning, the
+/// version-skew rules of a deployed tree, the host's cgroup version and the toolchain's
+/// binaries. Returns the options of the configs step.
+pub fn prepare(
+    spec: &ClusterSpec,
+    v: &Versions,
+    req: &ConfigsRequest,
+) -> Result<(Options, Vec<Note>), RunError> {
+    let mut notes = Vec::new();
+    let remote: Vec<&str> = spec
+        .workers()
+        .filter(|n| !n.ip.is_loopback())
+        .map(|n| n.name.as_str())
+        .collect();
+    if spec.cluster_ip.is_loopback() && !remote.is_empty() {
+        let first_cp = spec.control_planes().next().map(|n| n.ip.to_string());
+        notes.push(Note {
+            warn: true,
+            text: format!(
+                "workers {} will look for the API server at {} (a loopback --cluster-ip), which only works on one machine; generate again with --cluster-ip {} (a control-plane node or a load balancer in front of them)",
+                remote.join(", "),
+                spec.api_server_url(),
+                first_cp.as_deref().unwrap_or("ADDRESS")
+            ),
+        });
+    }
+    // An upgrade of a deployed tree (its inventory records what it was generated for) must
+    // keep to the skew rules: upgrade.yml would otherwise run kubelets newer than their API
+    // server, or skip minors.
+    if let Some(old) = ansible::deployed_versions(&req.out) {
+        let broken = ansible::upgrade_skew(&old, v);
+        if !broken.is_empty() {
+            let what = format!(
+                "generating {} over {} would break the version-skew rules: {}",
+                v.origin,
+                req.out.display(),
+                broken.join("; ")
+            );
+            if !req.allow_skew {
+                return Err(RunError::Skew(what));
+            }
+            notes.push(Note {
+                warn: true,
+                text: format!("version skew allowed by --allow-skew: {what}"),
+            });
+        }
+    }
+    let local_v1 = is_local(spec) && versions::host_cgroup_v1();
+    if local_v1 && !req.cgroup_v1 {
+        notes.push(status(
+            "this machine runs cgroup v1: configuring the kubelet for it (as --cgroup-v1)".into(),
+        ));
+    }
+    let opts = Options {
+        out: req.out.clone(),
+        // --kubernetes-version has no toolchain: nothing to bundle.
+        no_binaries: req.no_binaries || v.toolchain_dir.is_none(),
+        cgroup_v1: req.cgroup_v1 || local_v1,
+    };
+    bundle::check_binaries(&cluster_input(spec), v, &opts).map_err(|source| RunError::Bundle {
+        out: req.out.clone(),
+        source,
+    })?;
+    Ok((opts, notes))
+}
+
+/// What a run staged (and [`write`] committed).
+#[derive(Debug)]
+pub struct Staging {
+    /// One outcome per certificate, key pair and kubeconfig.
+    pub pki: Vec<Outcome>,
+    /// The configs step's output, unless PKI-only.
+    pub configs: Option<bundle::Written>,
+}
+
+/// How the PKI step may treat what exists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PkiRequest {
+    /// Replace every CA and certificate.
+    pub force: bool,
+    /// Fail rather than create a CA (`gen node` adds to a tree).
+    pub require_ca: bool,
+}
+
+/// Stage the PKI, then (given versions and options) the configs step, then the spec.
+fn stage(
+    spec: &ClusterSpec,
+    out: &Path,
+    pki_req: PkiRequest,
+    configs: Option<(&Versions, &Options)>,
+    staged: &Staged,
+) -> Result<Staging, RunError> {
+    let opts = pki::Options {
+        force: pki_req.force,
+        require_ca: pki_req.require_ca,
+    };
+    let pki = pki::generate(spec, out, opts, staged, &|_| {}).map_err(|source| RunError::Pki {
+        out: out.to_owned(),
+        source,
+    })?;
+    let configs = match configs {
+        Some((v, o)) => Some(bundle::write(&cluster_input(spec), v, o, staged).map_err(
+            |source| RunError::Bundle {
+                out: out.to_owned(),
+                source,
+            },
+        )?),
+        None => None,
+    };
+    crate::r#gen::save_spec_staged(out, spec, staged).map_err(|source| RunError::Write {
+        out: out.to_owned(),
+        source,
+    })?;
+    Ok(Staging { pki, configs })
+}
+
+/// The PKI step, then (given versions and options) the configs step and the spec, staged in one
+/// set and committed: a failure or an interrupt before the commit leaves the previous tree as it
+/// was. The caller holds the directory's [`crate::fsx::OutLock`].
+pub fn write(
+    spec: &ClusterSpec,
+    out: &Path,
+    pki_req: PkiRequest,
+    configs: Option<(&Versions, &Options)>,
+) -> Result<Staging, RunError> {
+    let staged = Staged::new();
+    let done = stage(spec, out, pki_req, configs, &staged)?;
+    staged.commit().map_err(|source| RunError::Write {
+        out: out.to_owned(),
+        source,
+    })?;
+    Ok(done)
+}
+
+/// The same run staged in a private directory and compared with the tree in `out`, never
+/// committed (`gen --diff`). Returns the plan, and whether the tree records no versions although
+/// it has node trees (made by an older kbin).
+pub fn dry_run(
+    spec: &ClusterSpec,
+    out: &Path,
+    pki_req: PkiRequest,
+    configs: Option<(&Versions, &Options)>,
+) -> Result<(diff::Plan, bool), RunError> {
+    let old = Record::load(out)?;
+    let write_err = |source| RunError::Write {
+        out: out.to_owned(),
+        source,
+    };
+    let staged = Staged::scratch().map_err(write_err)?;
+    stage(spec, out, pki_req, configs, &staged)?;
+    let new = configs.map(|(v, _)| v.record());
+    let plan = diff::plan(out, &staged, old.as_ref(), new.as_ref()).map_err(|source| {
+        RunError::Compare {
+            out: out.to_owned(),
+            source,
+        }
+    })?;
+    let unrecorded = old.is_none() && out.join("nodes").is_dir() && configs.is_some();
+    Ok((plan, unrecorded))
+}
