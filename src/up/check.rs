@@ -314,38 +314,21 @@ pub fn containerd(ctr: &Path, socket: &str, timeout: Duration) -> Probe {
     }
 }
 
-/// Run `cmd`, killing it after `timeout`; its stdout on success, its stderr otherwise.
+/// Run `cmd` through [`crate::util::run_with_timeout`] (both pipes drained while it runs, killed
+/// after `timeout`): its stdout on success, its stderr (or how it ended) otherwise.
 pub fn run_with_timeout(
     cmd: &mut std::process::Command,
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{:?} did not answer within {timeout:?}",
-                    cmd.get_program()
-                ));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = crate::util::run_with_timeout(cmd, timeout).map_err(|e| chain(&e))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(if err.is_empty() {
+            format!("{:?}: {}", cmd.get_program(), out.status)
+        } else {
+            err
+        })
     }
 }
