@@ -565,8 +565,13 @@ fn secure_url(unit: &ServiceUnit, default_port: u16) -> String {
 }
 
 /// Install `tree` (but `install.sh`) under `/`, recording every file and directory it creates in
-/// `state`. Returns how many files were written (identical files are left alone).
-pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
+/// `state`, saved in `run_dir` *before* each one appears: a kbin killed at any point leaves a
+/// state that lists everything it placed, for `down` to remove. Each file goes through the one
+/// atomic writer ([`crate::fsx`]: a temporary file with a random name created exclusively beside
+/// its target, so a planted symlink is never followed; its final mode from the start; fsync;
+/// rename). Returns how many files were written (identical files are left alone).
+pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, UpError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let mut written = 0;
     for rel in crate::fsx::files_under(tree)? {
         if rel == Path::new("install.sh") {
@@ -577,45 +582,52 @@ pub fn install(tree: &Path, state: &mut State) -> Result<usize, UpError> {
         let mut missing = Vec::new();
         let mut p = dst.parent();
         while let Some(d) = p {
-            if d.exists() {
+            if d.symlink_metadata().is_ok() {
                 break;
             }
             missing.push(d.to_owned());
             p = d.parent();
         }
         for d in missing.into_iter().rev() {
-            std::fs::create_dir(&d).map_err(io("cannot create", &d))?;
             if !state.created_dirs.contains(&d) {
-                state.created_dirs.push(d);
+                state.created_dirs.push(d.clone());
+                state.save(run_dir)?;
             }
+            std::fs::create_dir(&d).map_err(io("cannot create", &d))?;
         }
-        use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&src)
             .map_err(io("cannot stat", &src))?
             .permissions()
             .mode()
             & 0o7777;
+        if same_file_content(&src, &dst, mode) {
+            continue;
+        }
         // Only what up creates is up's to remove: a file that was there before (a user's own
         // kubectl) is overwritten like install.sh would, but `down` leaves it.
-        let existed = dst.exists();
-        if !same_file_content(&src, &dst, mode) {
-            // Beside the target, then renamed over it: a running binary is replaced, never
-            // written in place (ETXTBSY), and a reader never sees half a file.
-            let tmp = dst.with_file_name(format!(
-                ".kbin-up-{}",
-                dst.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            std::fs::copy(&src, &tmp).map_err(io("cannot copy", &src))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                .map_err(io("cannot chmod", &tmp))?;
-            std::fs::rename(&tmp, &dst).map_err(io("cannot rename into", &dst))?;
-            written += 1;
+        let ours = state.installed.iter().position(|f| f.path() == dst);
+        let existed = dst.symlink_metadata().is_ok();
+        // Beside the target, then renamed over it: a running binary is replaced, never written
+        // in place (ETXTBSY), and a reader never sees half a file.
+        let (mut file, tmp) = crate::fsx::temp_beside(&dst, mode)?;
+        if ours.is_some() || !existed {
+            let m = file.metadata().map_err(io("cannot stat", &tmp))?;
+            let placed = process::Placed::File {
+                path: dst.clone(),
+                dev: m.dev(),
+                ino: m.ino(),
+                temp: Some(tmp.to_path_buf()),
+            };
+            match ours {
+                Some(i) => state.installed[i] = placed,
+                None => state.installed.push(placed),
+            }
+            state.save(run_dir)?;
         }
-        if !existed && !state.installed.contains(&dst) {
-            state.installed.push(dst);
-        }
+        let mut from = std::fs::File::open(&src).map_err(io("cannot read", &src))?;
+        std::io::copy(&mut from, &mut file).map_err(io("cannot write", &tmp))?;
+        crate::fsx::persist(file, tmp, &dst)?;
+        written += 1;
     }
     Ok(written)
 }
@@ -714,7 +726,7 @@ fn up_node(
     let began = Instant::now();
     let steps = tree.steps(node, opts.control_plane_only)?;
     let run_dir = tree.run_dir(&node.name);
-    std::fs::create_dir_all(&run_dir).map_err(io("cannot create", &run_dir))?;
+    State::prepare_dir(&run_dir).map_err(io("cannot create", &run_dir))?;
     let _lock = crate::r#gen::OutLock::acquire(&run_dir, || {
         ui.status(format!(
             "waiting for another kbin up/down on node {}",
@@ -742,9 +754,8 @@ fn up_node(
     }
     let mut progress = Progress::new(ui);
     let installing = Instant::now();
-    let files_written = install(&tree.node_tree(&node.name), &mut state)?;
+    let files_written = install(&tree.node_tree(&node.name), &mut state, &run_dir)?;
     let install_seconds = installing.elapsed().as_secs_f64();
-    state.save(&run_dir)?;
     progress.line(format!(
         "node {}: installed {} into / ({files_written} file(s) changed)",
         node.name,
@@ -895,18 +906,29 @@ fn run_step(
     let mut last = String::from("no answer yet");
     loop {
         if interrupted() {
-            // Interrupted before it was up: nothing of it stays behind.
-            if let Some(mut c) = child.take() {
+            // Interrupted before it was up: what this run started is stopped, and the message
+            // says what really happened to it.
+            let what_became = if let Some(mut c) = child.take() {
                 if let Some(p) = state.components.remove(name) {
                     process::stop(&p, Duration::from_secs(5));
                 }
                 let _ = c.wait();
                 state.save(run_dir)?;
-            }
+                "it was stopped".to_owned()
+            } else if supervisor == Supervisor::Systemd && action == "started" {
+                match systemctl(&["stop", &format!("{name}.service")]) {
+                    Ok(_) => "it was stopped (systemctl stop)".to_owned(),
+                    Err(e) => format!("it is still running: {e}"),
+                }
+            } else {
+                "it was already running before this run and keeps running".to_owned()
+            };
             return Err(step_error(
                 node,
                 name,
-                "interrupted before it was up: it was stopped; the components before it keep running (`kbin down` stops them)".into(),
+                format!(
+                    "interrupted before it was up: {what_became}; the components before it keep running (`kbin down` stops them)"
+                ),
                 &log,
                 format!("kbin status --out {}", tree.out.display()),
             ));
@@ -1135,6 +1157,31 @@ fn systemd_main_pid(unit: &str) -> Option<i32> {
     active.then_some(pid)
 }
 
+/// systemd's view of `unit` for `status`: `running` (active, activating, reloading or
+/// deactivating) with its MainPID, `failed`, or `not-started`.
+fn systemd_state(unit: &str) -> (&'static str, Option<i32>) {
+    let Ok(out) = systemctl(&[
+        "show",
+        &format!("{unit}.service"),
+        "-p",
+        "MainPID",
+        "-p",
+        "ActiveState",
+    ]) else {
+        return ("not-started", None);
+    };
+    let pid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MainPID="))
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p > 0);
+    match out.lines().find_map(|l| l.strip_prefix("ActiveState=")) {
+        Some("active" | "activating" | "reloading" | "deactivating") => ("running", pid),
+        Some("failed") => ("failed", None),
+        _ => ("not-started", None),
+    }
+}
+
 /// What `down` is asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct DownOptions {
@@ -1157,6 +1204,9 @@ pub struct StopReport {
     pub component: String,
     /// How it went.
     pub outcome: Stopped,
+    /// Why it could not be stopped (`outcome` is `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What `down` did on one node.
@@ -1170,8 +1220,14 @@ pub struct DownReport {
     pub removed: usize,
     /// Mounts left by the kubelet or containerd that were unmounted.
     pub unmounted: Vec<PathBuf>,
+    /// Those that could not be unmounted, with why (`--purge` leaves them as they are).
+    pub unmount_failed: Vec<String>,
     /// Directories deleted by `--purge`.
     pub purged: Vec<PathBuf>,
+    /// Mount points found under a purged directory: not descended into, left in place.
+    pub kept_mounts: Vec<PathBuf>,
+    /// Paths the state file listed that `down` would not remove (not kbin's, or replaced).
+    pub refused: Vec<Refusal>,
 }
 
 fn nodes_with_state(tree: &Tree, name: Option<&str>) -> Vec<String> {
@@ -1196,7 +1252,7 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
             continue;
         };
         let run_dir = tree.run_dir(&name);
-        std::fs::create_dir_all(&run_dir).map_err(io("cannot create", &run_dir))?;
+        State::prepare_dir(&run_dir).map_err(io("cannot create", &run_dir))?;
         let _lock = crate::r#gen::OutLock::acquire(&run_dir, || {
             ui.status("waiting for another kbin up/down")
         })?;
@@ -1217,13 +1273,25 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
             if s.unit == "containerd" {
                 remove_pods(unit.as_ref(), ui);
             }
+            let mut error = None;
             let outcome = match supervisor {
                 Supervisor::Systemd => {
                     if systemd_main_pid(s.unit).is_none() {
                         continue;
                     }
-                    let _ = systemctl(&["stop", &format!("{}.service", s.unit)]);
-                    Stopped::Terminated
+                    match systemctl(&["stop", &format!("{}.service", s.unit)]) {
+                        Ok(_) if systemd_main_pid(s.unit).is_none() => Stopped::Terminated,
+                        Ok(_) => {
+                            error = Some(
+                                "systemctl stop returned, and the unit is still active".to_owned(),
+                            );
+                            Stopped::Failed
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            Stopped::Failed
+                        }
+                    }
                 }
                 _ => {
                     let Some(p) = state.components.get(s.unit).cloned() else {
@@ -1242,27 +1310,54 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                     Stopped::NotRunning => "was not running".to_owned(),
                     Stopped::Terminated => "stopped (SIGTERM)".to_owned(),
                     Stopped::Killed => format!("killed (SIGKILL after {}s)", opts.grace.as_secs()),
+                    Stopped::Failed => format!(
+                        "NOT stopped: {}",
+                        error.as_deref().unwrap_or("unknown cause")
+                    ),
                 }
             ));
             stopped.push(StopReport {
                 component: s.unit.to_owned(),
                 outcome,
+                error,
             });
         }
-        let unmounted = unmount_under(LEFT_MOUNTED);
+        let (unmounted, unmount_failed) = unmount_under(LEFT_MOUNTED);
+        for (p, e) in &unmount_failed {
+            ui.warn(format!(
+                "cannot unmount {}: {e} (left mounted; --purge does not descend into it)",
+                p.display()
+            ));
+        }
+        let owned = KbinPaths::of(&tree.node_tree(&name))?;
         let mut removed = 0;
-        for f in state.installed.drain(..) {
-            if std::fs::remove_file(&f).is_ok() {
-                removed += 1;
+        let mut refused = Vec::new();
+        for f in std::mem::take(&mut state.installed) {
+            match owned.remove_file(&f) {
+                Ok(n) => removed += n,
+                Err(reason) => {
+                    refused.push(Refusal {
+                        path: f.path().to_owned(),
+                        reason,
+                    });
+                    state.installed.push(f);
+                }
             }
         }
-        for d in state.created_dirs.drain(..).rev() {
-            // Only when empty: whatever a component wrote there (etcd's data) is --purge's.
-            if std::fs::remove_dir(&d).is_ok() {
-                removed += 1;
+        for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
+            match owned.remove_dir(&d) {
+                Ok(n) => removed += n,
+                Err(reason) => {
+                    refused.push(Refusal {
+                        path: d.clone(),
+                        reason,
+                    });
+                    state.created_dirs.insert(0, d);
+                }
             }
         }
         let mut purged = Vec::new();
+        let mut kept_mounts = Vec::new();
         if opts.purge {
             let etcd_data = units
                 .iter()
@@ -1278,23 +1373,258 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                 dirs.push(PathBuf::from("/var/lib/kubelet"));
             }
             for d in dirs {
-                if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(io("cannot delete", &d))?;
-                    ui.status(format!("purged {}", d.display()));
-                    purged.push(d);
+                if let Err(reason) = purge_root_ok(&d) {
+                    refused.push(Refusal { path: d, reason });
+                    continue;
+                }
+                match purge(&d)? {
+                    None => {}
+                    Some(kept) => {
+                        ui.status(format!("purged {}", d.display()));
+                        for k in &kept {
+                            ui.warn(format!(
+                                "{} is a mount point: not descended into, left as it is",
+                                k.display()
+                            ));
+                        }
+                        kept_mounts.extend(kept);
+                        purged.push(d);
+                    }
                 }
             }
         }
-        let _ = std::fs::remove_file(State::path(&run_dir));
+        for r in &refused {
+            ui.warn(format!(
+                "refused to remove {}: {}",
+                r.path.display(),
+                r.reason
+            ));
+        }
+        if refused.is_empty() {
+            let _ = std::fs::remove_file(State::path(&run_dir));
+        } else {
+            // What was refused stays listed, for a look and another `down`.
+            state.save(&run_dir)?;
+        }
         reports.push(DownReport {
             node: name,
             stopped,
             removed,
             unmounted,
+            unmount_failed: unmount_failed
+                .into_iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect(),
             purged,
+            kept_mounts,
+            refused,
         });
     }
     Ok(reports)
+}
+
+/// A path `down` would not touch, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// The path.
+    pub path: PathBuf,
+    /// Why it was left alone.
+    pub reason: String,
+}
+
+/// The paths a node's tree installs (`/` + each file of `DIR/nodes/<name>/` but install.sh) and
+/// their parent directories: the only paths `down` removes, whatever the state file lists.
+struct KbinPaths {
+    files: std::collections::BTreeSet<PathBuf>,
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl KbinPaths {
+    fn of(tree: &Path) -> Result<KbinPaths, UpError> {
+        let mut files = std::collections::BTreeSet::new();
+        let mut dirs = std::collections::BTreeSet::new();
+        if tree.is_dir() {
+            for rel in crate::fsx::files_under(tree)? {
+                if rel == Path::new("install.sh") {
+                    continue;
+                }
+                let dst = Path::new("/").join(&rel);
+                dirs.extend(dst.ancestors().skip(1).map(Path::to_path_buf));
+                files.insert(dst);
+            }
+        }
+        dirs.remove(Path::new("/"));
+        Ok(KbinPaths { files, dirs })
+    }
+
+    /// Remove a placed file (and the temporary file a killed kbin left for it) if the path is
+    /// one the tree installs and still holds the very file kbin wrote. How many were removed.
+    fn remove_file(&self, f: &process::Placed) -> Result<usize, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = f.path();
+        if !self.files.contains(path) {
+            return Err("not a path the node's tree installs".into());
+        }
+        let mut n = 0;
+        let is_it = |p: &Path, dev: u64, ino: u64| {
+            p.symlink_metadata()
+                .ok()
+                .map(|m| m.is_file() && m.dev() == dev && m.ino() == ino)
+        };
+        match f {
+            process::Placed::File { dev, ino, temp, .. } => {
+                if let Some(t) = temp
+                    && t.parent() == path.parent()
+                    && t.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+                    && is_it(t, *dev, *ino) == Some(true)
+                    && std::fs::remove_file(t).is_ok()
+                {
+                    n += 1;
+                }
+                match is_it(path, *dev, *ino) {
+                    None => {}
+                    Some(false) => {
+                        return Err(
+                            "it is no longer the file kbin placed (another device/inode): someone replaced it"
+                                .into(),
+                        );
+                    }
+                    Some(true) => {
+                        std::fs::remove_file(path).map_err(|e| e.to_string())?;
+                        n += 1;
+                    }
+                }
+            }
+            process::Placed::Path(_) => match path.symlink_metadata() {
+                Err(_) => {}
+                Ok(m) if !m.is_file() => {
+                    return Err("not a regular file (a symlink?)".into());
+                }
+                Ok(_) => {
+                    std::fs::remove_file(path).map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+            },
+        }
+        Ok(n)
+    }
+
+    /// Remove a directory kbin created, if the tree installs something under it and it is
+    /// empty now: whatever a component wrote there (etcd's data) is `--purge`'s.
+    fn remove_dir(&self, d: &Path) -> Result<usize, String> {
+        if !self.dirs.contains(d) {
+            return Err("not a directory the node's tree installs into".into());
+        }
+        match d.symlink_metadata() {
+            Err(_) => Ok(0),
+            Ok(m) if !m.is_dir() => Err("not a directory (a symlink?)".into()),
+            Ok(_) => Ok(usize::from(std::fs::remove_dir(d).is_ok())),
+        }
+    }
+}
+
+/// Whether `--purge` may delete `d`: an absolute, plain path strictly below `/var/lib` (the etcd
+/// data directory comes from the tree's etcd unit, which kbin does not vouch for).
+fn purge_root_ok(d: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let plain = d.is_absolute()
+        && d.components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)));
+    if plain && d.starts_with("/var/lib") && d.components().count() > 3 {
+        Ok(())
+    } else {
+        Err("--purge deletes only plain paths below /var/lib".into())
+    }
+}
+
+/// Every mount point of this mount namespace (`/proc/self/mountinfo`, octal escapes undone).
+fn mount_points() -> std::collections::BTreeSet<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .collect()
+}
+
+/// mountinfo's `\040`-style octal escapes (space, tab, newline, backslash) undone.
+fn unescape_mountinfo(p: &str) -> String {
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = |k: usize| u32::from(b[i + k] - b'0');
+            // The kernel escapes only space, tab, newline and backslash: \\0xx and \\1xx.
+            out.push((v(1) * 64 + v(2) * 8 + v(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `--purge` of one directory: delete everything under `root` without ever descending into a
+/// mount (a mount point listed in mountinfo, a bind mount of the same filesystem included, or
+/// a directory on another device) or following a symlink; `root` itself goes too unless it is a
+/// mount point or holds one. `None` when `root` does not exist; else the mount points left.
+fn purge(root: &Path) -> Result<Option<Vec<PathBuf>>, UpError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = match root.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("cannot stat", root)(e)),
+    };
+    if !m.is_dir() {
+        return Err(io("refusing to purge", root)(std::io::Error::other(
+            "not a directory (a symlink?)",
+        )));
+    }
+    let mounts = mount_points();
+    let mut kept = Vec::new();
+    let emptied = purge_dir(root, m.dev(), &mounts, &mut kept)?;
+    if emptied && !mounts.contains(root) {
+        std::fs::remove_dir(root).map_err(io("cannot delete", root))?;
+    }
+    Ok(Some(kept))
+}
+
+/// Delete what `dir` holds on device `dev`; whether it is empty now.
+fn purge_dir(
+    dir: &Path,
+    dev: u64,
+    mounts: &std::collections::BTreeSet<PathBuf>,
+    kept: &mut Vec<PathBuf>,
+) -> Result<bool, UpError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut emptied = true;
+    for e in std::fs::read_dir(dir).map_err(io("cannot read", dir))? {
+        let p = e.map_err(io("cannot read", dir))?.path();
+        let m = p.symlink_metadata().map_err(io("cannot stat", &p))?;
+        if m.is_dir() {
+            if m.dev() != dev || mounts.contains(&p) {
+                kept.push(p);
+                emptied = false;
+            } else if purge_dir(&p, dev, mounts, kept)? {
+                std::fs::remove_dir(&p).map_err(io("cannot delete", &p))?;
+            } else {
+                emptied = false;
+            }
+        } else if mounts.contains(&p) {
+            // A file bind-mounted over another.
+            kept.push(p);
+            emptied = false;
+        } else {
+            std::fs::remove_file(&p).map_err(io("cannot delete", &p))?;
+        }
+    }
+    Ok(emptied)
 }
 
 /// Before containerd stops: stop and remove every pod sandbox, so no shim or container outlives
@@ -1335,13 +1665,10 @@ pub static LEFT_MOUNTED: &[(&str, &str)] = &[
 ];
 
 /// Unmount (lazily) every mount under `roots` whose first component below the root starts with
-/// its prefix, deepest first.
-fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+/// its prefix, deepest first: those unmounted, and those that could not be with the error.
+fn unmount_under(roots: &[(&str, &str)]) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>) {
+    let mut points: Vec<PathBuf> = mount_points()
+        .into_iter()
         .filter(|p| {
             roots.iter().any(|(root, prefix)| {
                 p.strip_prefix(root)
@@ -1354,6 +1681,7 @@ fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     let mut done = Vec::new();
+    let mut failed = Vec::new();
     for p in points {
         let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
             continue;
@@ -1361,9 +1689,11 @@ fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
         // SAFETY: umount2 with a NUL-terminated path; MNT_DETACH never blocks on busy mounts.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
             done.push(p);
+        } else {
+            failed.push((p, std::io::Error::last_os_error()));
         }
     }
-    done
+    (done, failed)
 }
 
 /// One component in `status`.
@@ -1371,7 +1701,8 @@ fn unmount_under(roots: &[(&str, &str)]) -> Vec<PathBuf> {
 pub struct ComponentStatus {
     /// The component.
     pub component: String,
-    /// `running`, `exited` or `not-started`.
+    /// `running`, `exited` (kbin started it and it ended), `failed` (systemd says so) or
+    /// `not-started`.
     pub state: &'static str,
     /// Its PID.
     pub pid: Option<i32>,
@@ -1392,6 +1723,25 @@ pub struct NodeStatus {
     pub node: String,
     /// Its components in start order.
     pub components: Vec<ComponentStatus>,
+}
+
+/// `kbin status`'s exit code when the cluster runs and passes every check.
+pub const STATUS_HEALTHY: u8 = 0;
+/// `kbin status`'s exit code when a component that was started is not running (exited,
+/// failed) or not healthy, or when nothing runs at all. (1 is an error: no tree, no such node.)
+pub const STATUS_NOT_HEALTHY: u8 = 3;
+
+/// Whether `nodes` are healthy, as `kbin status`'s exit code tells scripts: at least one
+/// component runs, and every component that was started (kbin's state or systemd) runs and
+/// passes its check. A component never started here (a worker's, after `--control-plane-only`)
+/// does not count.
+pub fn healthy(nodes: &[NodeStatus]) -> bool {
+    let started: Vec<&ComponentStatus> = nodes
+        .iter()
+        .flat_map(|n| &n.components)
+        .filter(|c| c.state != "not-started")
+        .collect();
+    !started.is_empty() && started.iter().all(|c| c.state == "running" && c.healthy)
 }
 
 /// `kbin status`: each component's PID, state, health and start time.
@@ -1434,10 +1784,7 @@ pub fn status(
         for (s, unit) in &steps {
             let p = state.components.get(s.unit);
             let (st, pid) = match supervisor {
-                Supervisor::Systemd => match systemd_main_pid(s.unit) {
-                    Some(pid) => ("running", Some(pid)),
-                    None => ("not-started", None),
-                },
+                Supervisor::Systemd => systemd_state(s.unit),
                 _ => match p {
                     Some(p) if p.alive() => ("running", Some(p.pid)),
                     Some(p) => ("exited", Some(p.pid)),
@@ -1474,6 +1821,46 @@ pub fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn comp(state: &'static str, healthy: bool) -> ComponentStatus {
+        ComponentStatus {
+            component: "etcd".into(),
+            state,
+            pid: None,
+            healthy,
+            health: String::new(),
+            since: None,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn status_is_healthy_only_when_something_runs_and_everything_started_passes() {
+        let node = |c: Vec<ComponentStatus>| {
+            vec![NodeStatus {
+                node: "n".into(),
+                components: c,
+            }]
+        };
+        assert!(healthy(&node(vec![
+            comp("running", true),
+            comp("not-started", false)
+        ])));
+        assert!(
+            !healthy(&node(vec![comp("not-started", false)])),
+            "nothing runs"
+        );
+        assert!(!healthy(&node(vec![])));
+        assert!(!healthy(&node(vec![
+            comp("running", true),
+            comp("exited", false)
+        ])));
+        assert!(!healthy(&node(vec![
+            comp("running", true),
+            comp("failed", false)
+        ])));
+        assert!(!healthy(&node(vec![comp("running", false)])));
+    }
 
     #[test]
     fn steps_follow_the_bundle_start_order_and_roles() {

@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use super::unit::ServiceUnit;
 use super::{Step, Supervisor, Tree, UpOptions};
+use crate::r#gen::bundle::{self, Role};
 use crate::r#gen::host::{self, HostProfile};
 use crate::r#gen::spec::Node;
+use crate::r#gen::versions::Record;
 
 /// One unmet prerequisite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,17 +95,20 @@ pub fn check(
             format!("kbin gen cluster --out {dir} --host-profile sandbox (keeps the CA and valid certificates)"),
         ));
     }
-    for (s, unit) in steps {
-        let prog = unit.program();
-        let in_tree = tree
-            .node_tree(&node.name)
-            .join(prog.strip_prefix("/").unwrap_or(prog));
-        if !in_tree.is_file() && !prog.is_file() {
-            out.push(problem(
-                format!("{} is missing ({}'s ExecStart), and {} has no copy of it", prog.display(), s.unit, in_tree.display()),
-                format!("install a toolchain and generate again: kbin install VERSION && kbin gen cluster --toolchain VERSION --out {dir}"),
-            ));
-        }
+    if opts.node.is_some() && !host::is_own_address(node.ip) {
+        out.push(problem(
+            format!(
+                "node {} has address {}, which is not an address of this machine: its components would listen on and advertise an address nobody reaches here",
+                node.name, node.ip
+            ),
+            format!(
+                "run kbin up on the machine whose address is {} (or add it here: ip addr add {}/32 dev lo)",
+                node.ip, node.ip
+            ),
+        ));
+    }
+    out.extend(missing_binaries(tree, node, steps));
+    for (s, _) in steps {
         if running.contains(&s.unit) {
             continue;
         }
@@ -180,6 +185,88 @@ pub fn check(
     out
 }
 
+/// Every binary the node needs that is neither in its tree nor on this machine: each unit's
+/// `ExecStart=` program, and every binary [`bundle::BINARIES`] gives the node's roles (runc and
+/// the CNI plugins are run by containerd, not by a unit). Each line names the component and
+/// version the tree was generated for (`versions.toml`).
+fn missing_binaries(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> Vec<Problem> {
+    let dir = tree.out.display();
+    let worker = steps.iter().any(|(s, _)| s.unit == "kubelet");
+    let mut wanted: Vec<(std::path::PathBuf, String)> = steps
+        .iter()
+        .map(|(s, u)| (u.program().to_owned(), format!("{}'s ExecStart", s.unit)))
+        .collect();
+    for (role, bin, at) in bundle::BINARIES {
+        let runs = match role {
+            Role::ControlPlane => node.control_plane,
+            Role::Worker => worker,
+        };
+        let p = Path::new("/").join(at).join(bin);
+        if runs && !wanted.iter().any(|(w, _)| *w == p) {
+            wanted.push((p, format!("{} installs it", bundle_word(*role))));
+        }
+    }
+    let record = Record::load(&tree.out).ok().flatten();
+    let manifest = crate::manifest::Manifest::embedded().ok();
+    let version_of = |bin: &str| -> Option<String> {
+        let r = record.as_ref()?;
+        // The component's name where it is not Kubernetes itself (runc, cni-plugins), else the
+        // binary's (kube-apiserver), as the toolchain lists them.
+        let component = manifest
+            .as_ref()
+            .and_then(|m| m.component_of_binary(bin))
+            .filter(|c| c.name != "kubernetes");
+        match component {
+            Some(c) if r.components.contains_key(&c.name) => {
+                Some(format!("{} {}", c.name, r.components[&c.name]))
+            }
+            _ => r.components.get(bin).map(|v| format!("{bin} {v}")),
+        }
+    };
+    let (install, toolchain) = match &record {
+        Some(r) => (
+            r.kubernetes.to_string(),
+            r.origin
+                .strip_prefix("toolchain ")
+                .map(str::to_owned)
+                .unwrap_or_else(|| r.kubernetes.to_string()),
+        ),
+        None => ("VERSION".to_owned(), "VERSION".to_owned()),
+    };
+    let mut out = Vec::new();
+    for (prog, why) in wanted {
+        let in_tree = tree
+            .node_tree(&node.name)
+            .join(prog.strip_prefix("/").unwrap_or(&prog));
+        if in_tree.is_file() || prog.is_file() {
+            continue;
+        }
+        let name = prog
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let what = version_of(&name)
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default();
+        out.push(problem(
+            format!(
+                "{}{what} is missing ({why}), and {} has no copy of it",
+                prog.display(),
+                in_tree.display()
+            ),
+            format!("install the toolchain and generate again: kbin install {install} && kbin gen cluster --toolchain {toolchain} --out {dir}"),
+        ));
+    }
+    out
+}
+
+fn bundle_word(role: Role) -> &'static str {
+    match role {
+        Role::ControlPlane => "the control plane's bundle",
+        Role::Worker => "the worker's bundle",
+    }
+}
+
 /// The kubelet's default hard eviction thresholds on the filesystems it watches: below them it
 /// evicts every pod it runs (the Node stays Ready, with a DiskPressure taint). `(path, what,
 /// signal, min free %, min free inodes %)`; the kubelet's own defaults
@@ -250,7 +337,7 @@ fn eviction_problems(tree: &Tree, node: &Node) -> Vec<Problem> {
 /// answer for the versions the tree records (`versions.toml`); for a tree made before kbin
 /// wrote it, the version in the kubelet unit's header comment.
 fn kubelet_refuses_v1(out: &std::path::Path, steps: &[(Step, ServiceUnit)]) -> bool {
-    use crate::r#gen::versions::{CgroupV1, Record};
+    use crate::r#gen::versions::CgroupV1;
     if let Ok(Some(d)) = Record::load(out).map(|r| r.map(|r| r.decide()))
         && let Ok(d) = d
     {
@@ -302,7 +389,7 @@ fn writable(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::versions::{NEEDED, Record, record_path};
+    use crate::r#gen::versions::{NEEDED, record_path};
 
     fn record(kubelet: &str) -> Record {
         let v = |s: &str| semver::Version::parse(s).unwrap();
