@@ -101,59 +101,25 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                 (*s, ServiceUnit::load(&path).ok())
             })
             .collect();
-        let mut stopped = Vec::new();
-        for (s, unit) in &units {
-            if s.unit == "containerd" {
-                remove_pods(unit.as_ref(), ui);
-            }
-            let mut error = None;
-            let outcome = match supervisor {
-                Supervisor::Systemd => {
-                    if systemd_main_pid(s.unit).is_none() {
-                        continue;
-                    }
-                    match systemctl(&["stop", &format!("{}.service", s.unit)]) {
-                        Ok(_) if systemd_main_pid(s.unit).is_none() => Stopped::Terminated,
-                        Ok(_) => {
-                            error = Some(
-                                "systemctl stop returned, and the unit is still active".to_owned(),
-                            );
-                            Stopped::Failed
-                        }
-                        Err(e) => {
-                            error = Some(e);
-                            Stopped::Failed
-                        }
-                    }
-                }
-                _ => {
-                    let Some(p) = state.components.get(s.unit).cloned() else {
-                        continue;
-                    };
-                    let o = process::stop(&p, opts.grace);
-                    state.components.remove(s.unit);
-                    state.save(&run_dir)?;
-                    o
-                }
-            };
-            ui.status(format!(
-                "{}: {}",
-                s.unit,
-                match outcome {
-                    Stopped::NotRunning => "was not running".to_owned(),
-                    Stopped::Terminated => "stopped (SIGTERM)".to_owned(),
-                    Stopped::Killed => format!("killed (SIGKILL after {}s)", opts.grace.as_secs()),
-                    Stopped::Failed => format!(
-                        "NOT stopped: {}",
-                        error.as_deref().unwrap_or("unknown cause")
-                    ),
-                }
+        let stopped = stop_components(&units, &mut state, &run_dir, opts, supervisor, ui)?;
+        if stopped.iter().any(|s| s.outcome == Stopped::Failed) {
+            // Something still runs: its files, mounts and data stay, and so does the state, so
+            // that `down` can be run again once it can be stopped.
+            ui.warn(format!(
+                "node {name}: a component could not be stopped; nothing was removed"
             ));
-            stopped.push(StopReport {
-                component: s.unit.to_owned(),
-                outcome,
-                error,
+            state.save(&run_dir)?;
+            reports.push(DownReport {
+                node: name,
+                stopped,
+                removed: 0,
+                unmounted: vec![],
+                unmount_failed: vec![],
+                purged: vec![],
+                kept_mounts: vec![],
+                refused: vec![],
             });
+            continue;
         }
         let (unmounted, unmount_failed) = unmount_under(LEFT_MOUNTED);
         for (p, e) in &unmount_failed {
@@ -162,70 +128,12 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
                 p.display()
             ));
         }
-        let owned = KbinPaths::of(&tree.node_tree(&name))?;
-        let mut removed = 0;
-        let mut refused = Vec::new();
-        for f in std::mem::take(&mut state.installed) {
-            match owned.remove_file(&f) {
-                Ok(n) => removed += n,
-                Err(reason) => {
-                    refused.push(Refusal {
-                        path: f.path().to_owned(),
-                        reason,
-                    });
-                    state.installed.push(f);
-                }
-            }
-        }
-        for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
-            match owned.remove_dir(&d) {
-                Ok(n) => removed += n,
-                Err(reason) => {
-                    refused.push(Refusal {
-                        path: d.clone(),
-                        reason,
-                    });
-                    state.created_dirs.insert(0, d);
-                }
-            }
-        }
-        let mut purged = Vec::new();
-        let mut kept_mounts = Vec::new();
-        if opts.purge {
-            let etcd_data = units
-                .iter()
-                .find(|(s, _)| s.unit == "etcd")
-                .and_then(|(_, u)| u.as_ref())
-                .and_then(|u| flag_value(&u.exec_start, "data-dir").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(paths::ETCD_DATA));
-            let mut dirs = Vec::new();
-            if node.control_plane {
-                dirs.push(etcd_data);
-            }
-            if node.worker {
-                dirs.push(PathBuf::from("/var/lib/kubelet"));
-            }
-            for d in dirs {
-                if let Err(reason) = purge_root_ok(&d) {
-                    refused.push(Refusal { path: d, reason });
-                    continue;
-                }
-                match purge(&d)? {
-                    None => {}
-                    Some(kept) => {
-                        ui.status(format!("purged {}", d.display()));
-                        for k in &kept {
-                            ui.warn(format!(
-                                "{} is a mount point: not descended into, left as it is",
-                                k.display()
-                            ));
-                        }
-                        kept_mounts.extend(kept);
-                        purged.push(d);
-                    }
-                }
-            }
-        }
+        let (removed, mut refused) = remove_placed(&mut state, &tree.node_tree(&name))?;
+        let (purged, kept_mounts) = if opts.purge {
+            purge_data(&node, &units, &mut refused, ui)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         for r in &refused {
             ui.warn(format!(
                 "refused to remove {}: {}",
@@ -254,6 +162,153 @@ pub fn down(opts: &DownOptions, ui: &Ui) -> Result<Vec<DownReport>, UpError> {
         });
     }
     Ok(reports)
+}
+
+/// Stop each component that runs, in `units`' order (reverse start order), through its
+/// supervisor; kbin's own state forgets each one as it is stopped.
+fn stop_components(
+    units: &[(Step, Option<ServiceUnit>)],
+    state: &mut State,
+    run_dir: &Path,
+    opts: &DownOptions,
+    supervisor: Supervisor,
+    ui: &Ui,
+) -> Result<Vec<StopReport>, UpError> {
+    let mut stopped = Vec::new();
+    for (s, unit) in units {
+        if s.unit == "containerd" {
+            remove_pods(unit.as_ref(), ui);
+        }
+        let mut error = None;
+        let outcome = match supervisor {
+            Supervisor::Systemd => {
+                if systemd_main_pid(s.unit).is_none() {
+                    continue;
+                }
+                match systemctl(&["stop", &format!("{}.service", s.unit)]) {
+                    Ok(_) if systemd_main_pid(s.unit).is_none() => Stopped::Terminated,
+                    Ok(_) => {
+                        error = Some(
+                            "systemctl stop returned, and the unit is still active".to_owned(),
+                        );
+                        Stopped::Failed
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        Stopped::Failed
+                    }
+                }
+            }
+            _ => {
+                let Some(p) = state.components.get(s.unit).cloned() else {
+                    continue;
+                };
+                let o = process::stop(&p, opts.grace);
+                state.components.remove(s.unit);
+                state.save(run_dir)?;
+                o
+            }
+        };
+        ui.status(format!(
+            "{}: {}",
+            s.unit,
+            match outcome {
+                Stopped::NotRunning => "was not running".to_owned(),
+                Stopped::Terminated => "stopped (SIGTERM)".to_owned(),
+                Stopped::Killed => format!("killed (SIGKILL after {}s)", opts.grace.as_secs()),
+                Stopped::Failed => format!(
+                    "NOT stopped: {}",
+                    error.as_deref().unwrap_or("unknown cause")
+                ),
+            }
+        ));
+        stopped.push(StopReport {
+            component: s.unit.to_owned(),
+            outcome,
+            error,
+        });
+    }
+    Ok(stopped)
+}
+
+/// Remove the files and directories the state lists, each only if it is kbin's
+/// ([`KbinPaths`]); what is refused stays listed. How many were removed, and the refusals.
+fn remove_placed(state: &mut State, node_tree: &Path) -> Result<(usize, Vec<Refusal>), UpError> {
+    let owned = KbinPaths::of(node_tree)?;
+    let mut removed = 0;
+    let mut refused = Vec::new();
+    for f in std::mem::take(&mut state.installed) {
+        match owned.remove_file(&f) {
+            Ok(n) => removed += n,
+            Err(reason) => {
+                refused.push(Refusal {
+                    path: f.path().to_owned(),
+                    reason,
+                });
+                state.installed.push(f);
+            }
+        }
+    }
+    for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
+        match owned.remove_dir(&d) {
+            Ok(n) => removed += n,
+            Err(reason) => {
+                refused.push(Refusal {
+                    path: d.clone(),
+                    reason,
+                });
+                state.created_dirs.insert(0, d);
+            }
+        }
+    }
+    Ok((removed, refused))
+}
+
+/// `--purge`: etcd's data directory (from the tree's etcd unit) on a control plane, the
+/// kubelet's on a worker; a directory outside what purge may delete is added to `refused`.
+/// The directories purged and the mount points left in them.
+fn purge_data(
+    node: &crate::r#gen::spec::Node,
+    units: &[(Step, Option<ServiceUnit>)],
+    refused: &mut Vec<Refusal>,
+    ui: &Ui,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), UpError> {
+    let mut purged = Vec::new();
+    let mut kept_mounts = Vec::new();
+    let etcd_data = units
+        .iter()
+        .find(|(s, _)| s.unit == "etcd")
+        .and_then(|(_, u)| u.as_ref())
+        .and_then(|u| flag_value(&u.exec_start, "data-dir").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(paths::ETCD_DATA));
+    let mut dirs = Vec::new();
+    if node.control_plane {
+        dirs.push(etcd_data);
+    }
+    if node.worker {
+        dirs.push(PathBuf::from("/var/lib/kubelet"));
+    }
+    for d in dirs {
+        if let Err(reason) = purge_root_ok(&d) {
+            refused.push(Refusal { path: d, reason });
+            continue;
+        }
+        match purge(&d)? {
+            None => {}
+            Some(kept) => {
+                ui.status(format!("purged {}", d.display()));
+                for k in &kept {
+                    ui.warn(format!(
+                        "{} is a mount point: not descended into, left as it is",
+                        k.display()
+                    ));
+                }
+                kept_mounts.extend(kept);
+                purged.push(d);
+            }
+        }
+    }
+    Ok((purged, kept_mounts))
 }
 
 /// A path `down` would not touch, and why.
