@@ -200,11 +200,25 @@ fn stop_components(
                 }
             }
             _ => {
-                let Some(p) = state.components.get(s.unit).cloned() else {
-                    continue;
+                let o = match (
+                    state.components.get(s.unit).cloned(),
+                    state.starting.get(s.unit).cloned(),
+                ) {
+                    (Some(p), None) => process::stop(&p, opts.grace),
+                    (None, Some(st)) => st.stop(opts.grace),
+                    (Some(p), Some(st)) => {
+                        // A restart killed between its spawn and its PID: the old one and the
+                        // new one.
+                        let old = process::stop(&p, opts.grace);
+                        match st.stop(opts.grace) {
+                            Stopped::NotRunning => old,
+                            new => new,
+                        }
+                    }
+                    (None, None) => continue,
                 };
-                let o = process::stop(&p, opts.grace);
                 state.components.remove(s.unit);
+                state.starting.remove(s.unit);
                 state.save(run_dir)?;
                 o
             }

@@ -57,6 +57,11 @@ pub struct State {
     /// renamed into place.
     #[serde(default)]
     pub installed: Vec<Placed>,
+    /// Components being started: the invocation id each is given, recorded before the spawn,
+    /// so that a kbin killed between the spawn and recording the PID leaves `down` a way to
+    /// find the process (by that id in its environment).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub starting: BTreeMap<String, Starting>,
     /// Directories `kbin up` created outside DIR, parents first (removed when empty).
     #[serde(default)]
     pub created_dirs: Vec<PathBuf>,
@@ -90,6 +95,63 @@ impl Placed {
         match self {
             Placed::File { path, .. } | Placed::Path(path) => path,
         }
+    }
+}
+
+/// A component about to be started: what will mark its processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Starting {
+    /// The `INVOCATION_ID` it is given.
+    pub invocation_id: String,
+    /// The boot it is started in.
+    pub boot_id: Option<String>,
+}
+
+impl Starting {
+    /// A fresh id for a component started now.
+    pub fn new() -> std::io::Result<Starting> {
+        Ok(Starting {
+            invocation_id: new_invocation_id()?,
+            boot_id: boot_id(),
+        })
+    }
+
+    /// Every live process of this boot carrying the id (none from another boot).
+    fn members(&self) -> Vec<i32> {
+        if self.boot_id.is_none() || self.boot_id != boot_id() {
+            return Vec::new();
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                stat(*pid).is_some_and(|s| s.state != 'Z') && carries(*pid, &self.invocation_id)
+            })
+            .collect()
+    }
+
+    /// Stop whatever carries the id (a start interrupted before its PID was recorded): SIGTERM,
+    /// then SIGKILL after `grace`.
+    pub fn stop(&self, grace: Duration) -> Stopped {
+        let ours = |pid: i32| carries(pid, &self.invocation_id);
+        if self.members().is_empty() {
+            return Stopped::NotRunning;
+        }
+        for pid in self.members() {
+            send_if(pid, libc::SIGTERM, ours);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.members().is_empty() {
+                return Stopped::Terminated;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.members() {
+            send_if(pid, libc::SIGKILL, ours);
+        }
+        Stopped::Killed
     }
 }
 
@@ -283,7 +345,7 @@ fn carries(pid: i32, id: &str) -> bool {
 }
 
 /// A fresh random invocation id: 128 bits as 32 hex digits, as systemd writes them.
-fn new_invocation_id() -> std::io::Result<String> {
+pub fn new_invocation_id() -> std::io::Result<String> {
     use std::io::Read as _;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
@@ -405,7 +467,11 @@ pub fn rfc3339(secs: u64) -> String {
 /// Start `unit`'s command line exactly as written, in a new process group (so a Ctrl-C meant
 /// for kbin does not reach it and `down` can signal everything it forked), with systemd's
 /// service `PATH`, no stdin, and stdout and stderr appended to `log` after a header line.
-pub fn spawn(unit: &ServiceUnit, log: &Path) -> std::io::Result<(Child, Proc)> {
+pub fn spawn(
+    unit: &ServiceUnit,
+    log: &Path,
+    invocation_id: &str,
+) -> std::io::Result<(Child, Proc)> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -416,14 +482,13 @@ pub fn spawn(unit: &ServiceUnit, log: &Path) -> std::io::Result<(Child, Proc)> {
         rfc3339(now()),
         unit.command_line()
     )?;
-    let invocation_id = new_invocation_id()?;
     let mut cmd = Command::new(unit.program());
     cmd.args(&unit.exec_start[1..])
         .env_clear()
         .env("PATH", SERVICE_PATH)
         // What systemd gives each run of a service; here it also marks every process the
         // component forks, so `down` can prove them ours once the leader is gone.
-        .env("INVOCATION_ID", &invocation_id)
+        .env("INVOCATION_ID", invocation_id)
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
@@ -460,7 +525,7 @@ pub fn spawn(unit: &ServiceUnit, log: &Path) -> std::io::Result<(Child, Proc)> {
                 KillMode::Process => KillModeState::Process,
             },
             boot_id: boot_id(),
-            invocation_id: Some(invocation_id),
+            invocation_id: Some(invocation_id.to_owned()),
         },
     ))
 }
@@ -549,6 +614,34 @@ mod tests {
             boot_id: boot_id(),
             invocation_id: Some("0123456789abcdef0123456789abcdef".into()),
         }
+    }
+
+    #[test]
+    fn a_start_killed_before_its_pid_was_recorded_is_found_by_its_invocation_id() {
+        let st = Starting::new().unwrap();
+        let mut child = Command::new("sleep")
+            .arg("1000")
+            .env("INVOCATION_ID", &st.invocation_id)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let other_boot = Starting {
+            boot_id: Some("00000000-0000-0000-0000-000000000000".into()),
+            ..st.clone()
+        };
+        assert_eq!(other_boot.stop(Duration::from_secs(1)), Stopped::NotRunning);
+        let someone_else = Starting::new().unwrap();
+        assert_eq!(
+            someone_else.stop(Duration::from_secs(1)),
+            Stopped::NotRunning
+        );
+        assert!(running(pid));
+        assert_eq!(st.members(), vec![pid]);
+        // Reaped by this test as soon as it dies, so that /proc shows it gone.
+        let reaper = std::thread::spawn(move || child.wait());
+        assert_eq!(st.stop(Duration::from_secs(10)), Stopped::Terminated);
+        reaper.join().unwrap().unwrap();
+        assert!(!running(pid));
     }
 
     #[test]

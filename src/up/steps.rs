@@ -113,7 +113,7 @@ pub(super) fn run_step(
                 ("started", systemd_main_pid(name))
             }
             _ => {
-                let (c, p) = process::spawn(unit, &log).map_err(|e| {
+                let cannot = |e: std::io::Error| {
                     step_error(
                         node,
                         name,
@@ -121,10 +121,17 @@ pub(super) fn run_step(
                         &log,
                         look(&log),
                     )
-                })?;
+                };
+                // Its mark is recorded before the spawn, its PID right after: a kbin killed
+                // in between still leaves `kbin down` a way to find it.
+                let starting = process::Starting::new().map_err(cannot)?;
+                let id = starting.invocation_id.clone();
+                state.starting.insert(name.to_owned(), starting);
+                state.save(run_dir)?;
+                let (c, p) = process::spawn(unit, &log, &id).map_err(cannot)?;
                 let pid = p.pid;
-                // Recorded before waiting: if kbin dies now, `kbin down` still finds it.
                 state.components.insert(name.to_owned(), p);
+                state.starting.remove(name);
                 state.save(run_dir)?;
                 child = Some(c);
                 ("started", Some(pid))
