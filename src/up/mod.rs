@@ -419,6 +419,8 @@ pub fn up(opts: &UpOptions, ui: &Ui) -> Result<Vec<NodeReport>, UpError> {
     Ok(reports)
 }
 
+/// Bring up one node: preflight, install its tree, then its steps in order (images imported
+/// before the kubelet). About 105 lines, read top to bottom as the order `up` does things in.
 fn up_node(
     tree: &Tree,
     node: &Node,

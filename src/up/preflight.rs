@@ -127,52 +127,7 @@ pub fn check(
         }
     }
     if worker {
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-        let kubelet_config = std::fs::read_to_string(
-            tree.node_tree(&node.name)
-                .join("var/lib/kubelet/config.yaml"),
-        )
-        .unwrap_or_default();
-        if swaps.lines().count() > 1 && !kubelet_config.contains("failSwapOn: false") {
-            out.push(problem(
-                "swap is on and the kubelet refuses to start with swap (failSwapOn)",
-                "swapoff -a (and remove swap from /etc/fstab)",
-            ));
-        }
-        let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if cgroup_v1
-            && !kubelet_config.contains("failCgroupV1: false")
-            && kubelet_refuses_v1(&tree.out, steps)
-        {
-            out.push(problem(
-                "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
-                format!("kbin gen cluster --out {dir} --cgroup-v1"),
-            ));
-        }
-        if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-            out.push(problem(
-                "br_netfilter is not loaded (iptables would not see bridged pod traffic)",
-                "modprobe br_netfilter",
-            ));
-        }
-        let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
-        if fwd.trim() != "1" {
-            out.push(problem(
-                "IPv4 forwarding is off (pods could not reach anything)",
-                "sysctl -w net.ipv4.ip_forward=1",
-            ));
-        }
-        if !kubelet_config.contains("evictionHard") {
-            out.extend(eviction_problems(tree, node));
-        }
-        for tool in ["iptables", "conntrack"] {
-            if !on_path(tool) {
-                out.push(problem(
-                    format!("{tool} is not installed (kube-proxy needs it)"),
-                    format!("apt-get install -y {tool}"),
-                ));
-            }
-        }
+        out.extend(worker_problems(tree, node, steps));
     }
     if let Some(images) = &opts.images
         && !images.exists()
@@ -181,6 +136,61 @@ pub fn check(
             format!("--images {} does not exist", images.display()),
             "give a .tar image archive or a directory of them",
         ));
+    }
+    out
+}
+
+/// What a worker needs of the host: no swap (unless the kubelet allows it), cgroup v2 (or a
+/// kubelet told to accept v1), br_netfilter, IPv4 forwarding, room above the eviction
+/// thresholds, iptables and conntrack.
+fn worker_problems(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let dir = tree.out.display();
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let kubelet_config = std::fs::read_to_string(
+        tree.node_tree(&node.name)
+            .join("var/lib/kubelet/config.yaml"),
+    )
+    .unwrap_or_default();
+    if swaps.lines().count() > 1 && !kubelet_config.contains("failSwapOn: false") {
+        out.push(problem(
+            "swap is on and the kubelet refuses to start with swap (failSwapOn)",
+            "swapoff -a (and remove swap from /etc/fstab)",
+        ));
+    }
+    let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if cgroup_v1
+        && !kubelet_config.contains("failCgroupV1: false")
+        && kubelet_refuses_v1(&tree.out, steps)
+    {
+        out.push(problem(
+            "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
+            format!("kbin gen cluster --out {dir} --cgroup-v1"),
+        ));
+    }
+    if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        out.push(problem(
+            "br_netfilter is not loaded (iptables would not see bridged pod traffic)",
+            "modprobe br_netfilter",
+        ));
+    }
+    let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if fwd.trim() != "1" {
+        out.push(problem(
+            "IPv4 forwarding is off (pods could not reach anything)",
+            "sysctl -w net.ipv4.ip_forward=1",
+        ));
+    }
+    if !kubelet_config.contains("evictionHard") {
+        out.extend(eviction_problems(tree, node));
+    }
+    for tool in ["iptables", "conntrack"] {
+        if !on_path(tool) {
+            out.push(problem(
+                format!("{tool} is not installed (kube-proxy needs it)"),
+                format!("apt-get install -y {tool}"),
+            ));
+        }
     }
     out
 }

@@ -71,6 +71,98 @@ pub(super) fn step_error(
     }))
 }
 
+/// After an interrupt, stop what this run started of the step's component; what became of
+/// it, for the message (true under either supervisor).
+fn stop_interrupted(
+    name: &str,
+    action: &str,
+    supervisor: Supervisor,
+    child: Option<Child>,
+    state: &mut State,
+    run_dir: &Path,
+) -> Result<String, UpError> {
+    Ok(if let Some(mut c) = child {
+        if let Some(p) = state.components.remove(name) {
+            process::stop(&p, Duration::from_secs(5));
+        }
+        let _ = c.wait();
+        state.save(run_dir)?;
+        "it was stopped".to_owned()
+    } else if supervisor == Supervisor::Systemd && action == "started" {
+        match systemctl(&["stop", &format!("{name}.service")]) {
+            Ok(_) => "it was stopped (systemctl stop)".to_owned(),
+            Err(e) => format!("it is still running: {e}"),
+        }
+    } else {
+        "it was already running before this run and keeps running".to_owned()
+    })
+}
+
+/// Keep the component if it already runs (up twice), else start it through `supervisor`:
+/// `started` or `kept`, its PID, and the child when kbin started it.
+fn start(
+    node: &Node,
+    name: &'static str,
+    unit: &ServiceUnit,
+    supervisor: Supervisor,
+    state: &mut State,
+    run_dir: &Path,
+    log: &Path,
+) -> Result<(&'static str, Option<i32>, Option<Child>), UpError> {
+    let look = |log: &Path| match supervisor {
+        Supervisor::Systemd => format!("journalctl -u {name} -n 200 --no-pager"),
+        _ => format!("less {}", log.display()),
+    };
+    // Already running (up twice): keep it if it passes its check; a running one that does not
+    // is given its timeout like a fresh start (it may still be starting).
+    let kept = match supervisor {
+        Supervisor::Systemd => systemd_main_pid(name).filter(|p| *p > 0),
+        _ => state
+            .components
+            .get(name)
+            .filter(|p| p.alive())
+            .map(|p| p.pid),
+    };
+    let started = match kept {
+        Some(pid) => ("kept", Some(pid), None),
+        None => match supervisor {
+            Supervisor::Systemd => {
+                systemctl(&["start", "--no-block", &format!("{name}.service")])
+                    .map_err(|e| step_error(node, name, e, log, look(log)))?;
+                ("started", systemd_main_pid(name), None)
+            }
+            _ => {
+                let cannot = |e: std::io::Error| {
+                    step_error(
+                        node,
+                        name,
+                        format!("cannot start {}: {e}", unit.program().display()),
+                        log,
+                        look(log),
+                    )
+                };
+                // Its mark is recorded before the spawn, its PID right after: a kbin killed
+                // in between still leaves `kbin down` a way to find it.
+                let starting = process::Starting::new().map_err(cannot)?;
+                let id = starting.invocation_id.clone();
+                state.starting.insert(name.to_owned(), starting);
+                state.save(run_dir)?;
+                let (c, p) = process::spawn(unit, log, &id).map_err(cannot)?;
+                let pid = p.pid;
+                state.components.insert(name.to_owned(), p);
+                state.starting.remove(name);
+                state.save(run_dir)?;
+                ("started", Some(pid), Some(c))
+            }
+        },
+    };
+    Ok(started)
+}
+
+/// Run one step: start (or keep) its component, then probe its check until it passes, the
+/// component exits, the timeout passes or kbin is interrupted. About 110 lines: the wait loop's
+/// four exits each report from the same locals (log, last answer, child), which splitting would
+/// only pass around.
 #[allow(clippy::too_many_arguments)] // one step needs each of these; a struct would only rename them
 pub(super) fn run_step(
     tree: &Tree,
@@ -92,52 +184,8 @@ pub(super) fn run_step(
         Supervisor::Systemd => format!("journalctl -u {name} -n 200 --no-pager"),
         _ => format!("less {}", log.display()),
     };
-    // Already running (up twice): keep it if it passes its check; a running one that does not
-    // is given its timeout like a fresh start (it may still be starting).
-    let kept = match supervisor {
-        Supervisor::Systemd => systemd_main_pid(name).filter(|p| *p > 0),
-        _ => state
-            .components
-            .get(name)
-            .filter(|p| p.alive())
-            .map(|p| p.pid),
-    };
     let began = Instant::now();
-    let mut child: Option<Child> = None;
-    let (action, pid) = match kept {
-        Some(pid) => ("kept", Some(pid)),
-        None => match supervisor {
-            Supervisor::Systemd => {
-                systemctl(&["start", "--no-block", &format!("{name}.service")])
-                    .map_err(|e| step_error(node, name, e, &log, look(&log)))?;
-                ("started", systemd_main_pid(name))
-            }
-            _ => {
-                let cannot = |e: std::io::Error| {
-                    step_error(
-                        node,
-                        name,
-                        format!("cannot start {}: {e}", unit.program().display()),
-                        &log,
-                        look(&log),
-                    )
-                };
-                // Its mark is recorded before the spawn, its PID right after: a kbin killed
-                // in between still leaves `kbin down` a way to find it.
-                let starting = process::Starting::new().map_err(cannot)?;
-                let id = starting.invocation_id.clone();
-                state.starting.insert(name.to_owned(), starting);
-                state.save(run_dir)?;
-                let (c, p) = process::spawn(unit, &log, &id).map_err(cannot)?;
-                let pid = p.pid;
-                state.components.insert(name.to_owned(), p);
-                state.starting.remove(name);
-                state.save(run_dir)?;
-                child = Some(c);
-                ("started", Some(pid))
-            }
-        },
-    };
+    let (action, pid, mut child) = start(node, name, unit, supervisor, state, run_dir, &log)?;
     progress.line(format!(
         "{name}: {action}{} — waiting for {what} (up to {}s)",
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
@@ -152,21 +200,8 @@ pub(super) fn run_step(
         if interrupted() {
             // Interrupted before it was up: what this run started is stopped, and the message
             // says what really happened to it.
-            let what_became = if let Some(mut c) = child.take() {
-                if let Some(p) = state.components.remove(name) {
-                    process::stop(&p, Duration::from_secs(5));
-                }
-                let _ = c.wait();
-                state.save(run_dir)?;
-                "it was stopped".to_owned()
-            } else if supervisor == Supervisor::Systemd && action == "started" {
-                match systemctl(&["stop", &format!("{name}.service")]) {
-                    Ok(_) => "it was stopped (systemctl stop)".to_owned(),
-                    Err(e) => format!("it is still running: {e}"),
-                }
-            } else {
-                "it was already running before this run and keeps running".to_owned()
-            };
+            let what_became =
+                stop_interrupted(name, action, supervisor, child.take(), state, run_dir)?;
             return Err(step_error(
                 node,
                 name,
