@@ -263,6 +263,22 @@ fn remove_placed(state: &mut State, node_tree: &Path) -> Result<(usize, Vec<Refu
             }
         }
     }
+    // A temporary file a kill left before it was recorded, before the directories go.
+    if let Some(p) = state.placing.take() {
+        if owned.dirs.contains(&p.dir) {
+            for t in p.left() {
+                if std::fs::remove_file(&t).is_ok() {
+                    removed += 1;
+                }
+            }
+        } else {
+            refused.push(Refusal {
+                path: p.dir.clone(),
+                reason: "not a directory the node's tree installs into".into(),
+            });
+            state.placing = Some(p);
+        }
+    }
     for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
         match owned.remove_dir(&d) {
             Ok(n) => removed += n,

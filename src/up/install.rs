@@ -52,8 +52,17 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
         let existed = dst.symlink_metadata().is_ok();
         // Beside the target, then renamed over it: a running binary is replaced, never written
         // in place (ETXTBSY), and a reader never sees half a file.
+        let record = ours.is_some() || !existed;
+        if record && let Some(dir) = dst.parent() {
+            state.placing = Some(process::Placing {
+                dir: dir.to_owned(),
+                since: process::now(),
+                before: process::Placing::temp_names(dir),
+            });
+            state.save(run_dir)?;
+        }
         let (mut file, tmp) = crate::fsx::temp_beside(&dst, mode)?;
-        if ours.is_some() || !existed {
+        if record {
             let m = file.metadata().map_err(io("cannot stat", &tmp))?;
             let placed = process::Placed::File {
                 path: dst.clone(),
@@ -65,6 +74,7 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
                 Some(i) => state.installed[i] = placed,
                 None => state.installed.push(placed),
             }
+            state.placing = None;
             state.save(run_dir)?;
         }
         let mut from = std::fs::File::open(&src).map_err(io("cannot read", &src))?;

@@ -62,6 +62,11 @@ pub struct State {
     /// find the process (by that id in its environment).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub starting: BTreeMap<String, Starting>,
+    /// The directory a file is being placed in, recorded before its temporary file is created
+    /// (whose random name is known only after): a kbin killed in between leaves `down` what
+    /// it needs to find that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placing: Option<Placing>,
     /// Directories `kbin up` created outside DIR, parents first (removed when empty).
     #[serde(default)]
     pub created_dirs: Vec<PathBuf>,
@@ -95,6 +100,50 @@ impl Placed {
         match self {
             Placed::File { path, .. } | Placed::Path(path) => path,
         }
+    }
+}
+
+/// A temporary file about to be created in `dir`: the `.tmp-*` names already there and when.
+/// A new `.tmp-*` regular file there, owned by kbin's user and changed since, is kbin's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placing {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Seconds since the Unix epoch when it was recorded.
+    pub since: u64,
+    /// The `.tmp-*` names the directory held then (someone else's).
+    pub before: Vec<String>,
+}
+
+impl Placing {
+    /// `.tmp-*` names in `dir`.
+    pub fn temp_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The temporary files kbin left in `dir` (see the type's doc).
+    pub fn left(&self) -> Vec<PathBuf> {
+        use std::os::unix::fs::MetadataExt as _;
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        Self::temp_names(&self.dir)
+            .into_iter()
+            .filter(|n| !self.before.contains(n))
+            .map(|n| self.dir.join(n))
+            .filter(|p| {
+                p.symlink_metadata().is_ok_and(|m| {
+                    m.is_file() && m.uid() == me && m.ctime() >= self.since as i64 - 1
+                })
+            })
+            .collect()
     }
 }
 
@@ -642,6 +691,22 @@ mod tests {
         assert_eq!(st.stop(Duration::from_secs(10)), Stopped::Terminated);
         reaper.join().unwrap().unwrap();
         assert!(!running(pid));
+    }
+
+    #[test]
+    fn a_temp_file_created_after_placing_was_recorded_is_found_and_others_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".tmp-theirs"), b"").unwrap();
+        std::fs::write(d.path().join("kept"), b"").unwrap();
+        let p = Placing {
+            dir: d.path().to_owned(),
+            since: now(),
+            before: Placing::temp_names(d.path()),
+        };
+        assert_eq!(p.before, vec![".tmp-theirs".to_owned()]);
+        let (_f, tmp) = crate::fsx::temp_in(d.path(), 0o600).unwrap();
+        let left = p.left();
+        assert_eq!(left, vec![tmp.to_path_buf()]);
     }
 
     #[test]
