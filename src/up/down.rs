@@ -279,6 +279,26 @@ fn remove_placed(state: &mut State, node_tree: &Path) -> Result<(usize, Vec<Refu
             state.placing = Some(p);
         }
     }
+    // The machine's own files come back where up had replaced them.
+    for r in std::mem::take(&mut state.replaced) {
+        let plain = r.backup == process::Replaced::backup_of(&r.path)
+            && owned.files.contains(&r.path)
+            && r.backup
+                .symlink_metadata()
+                .map_or(true, |m| m.is_file() || m.file_type().is_symlink());
+        if !plain {
+            refused.push(Refusal {
+                path: r.backup.clone(),
+                reason: "not the original kbin kept of a path the node's tree installs".into(),
+            });
+            state.replaced.push(r);
+            continue;
+        }
+        if r.backup.symlink_metadata().is_ok() {
+            std::fs::rename(&r.backup, &r.path).map_err(io("cannot put back", &r.path))?;
+            removed += 1;
+        }
+    }
     for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
         match owned.remove_dir(&d) {
             Ok(n) => removed += n,

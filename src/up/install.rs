@@ -46,23 +46,34 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
         if same_file_content(&src, &dst, mode) {
             continue;
         }
-        // Only what up creates is up's to remove: a file that was there before (a user's own
-        // kubectl) is overwritten like install.sh would, but `down` leaves it.
+        // A file the machine already had (a user's own kubectl, a distribution's containerd
+        // config) is kept aside as `.kbin-orig-NAME` (a hard link: nothing is copied, and a
+        // name already there makes the link fail rather than be followed) before it is
+        // replaced, and `down` puts it back. Each step is in the state before it happens.
         let ours = state.installed.iter().position(|f| f.path() == dst);
-        let existed = dst.symlink_metadata().is_ok();
-        // Beside the target, then renamed over it: a running binary is replaced, never written
-        // in place (ETXTBSY), and a reader never sees half a file.
-        let record = ours.is_some() || !existed;
-        if record && let Some(dir) = dst.parent() {
-            state.placing = Some(process::Placing {
-                dir: dir.to_owned(),
-                since: process::now(),
-                before: process::Placing::temp_names(dir),
+        let replacing = ours.is_none()
+            && dst.symlink_metadata().is_ok()
+            && !state.replaced.iter().any(|r| r.path == dst);
+        let dir = dst.parent().unwrap_or(Path::new("/"));
+        state.placing = Some(process::Placing {
+            dir: dir.to_owned(),
+            since: process::now(),
+            before: process::Placing::temp_names(dir),
+        });
+        let backup = process::Replaced::backup_of(&dst);
+        if replacing {
+            state.replaced.push(process::Replaced {
+                path: dst.clone(),
+                backup: backup.clone(),
             });
-            state.save(run_dir)?;
+        }
+        state.save(run_dir)?;
+        if replacing {
+            std::fs::hard_link(&dst, &backup)
+                .map_err(io("cannot keep the original at", &backup))?;
         }
         let (mut file, tmp) = crate::fsx::temp_beside(&dst, mode)?;
-        if record {
+        {
             let m = file.metadata().map_err(io("cannot stat", &tmp))?;
             let placed = process::Placed::File {
                 path: dst.clone(),

@@ -67,6 +67,10 @@ pub struct State {
     /// it needs to find that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placing: Option<Placing>,
+    /// Files the machine had where the tree has one: each kept aside before it was replaced,
+    /// put back by `down`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<Replaced>,
     /// Directories `kbin up` created outside DIR, parents first (removed when empty).
     #[serde(default)]
     pub created_dirs: Vec<PathBuf>,
@@ -144,6 +148,26 @@ impl Placing {
                 })
             })
             .collect()
+    }
+}
+
+/// A file of the machine's that `up` replaced, and where its original is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    /// The path.
+    pub path: PathBuf,
+    /// The original, a hard link beside it ([`Replaced::backup_of`]).
+    pub backup: PathBuf,
+}
+
+impl Replaced {
+    /// Where the original of `path` is kept: `.kbin-orig-NAME` beside it.
+    pub fn backup_of(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        path.with_file_name(format!(".kbin-orig-{name}"))
     }
 }
 
