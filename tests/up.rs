@@ -1008,9 +1008,14 @@ fn fault_injection_up_killed_at_random_points_then_down_purge_leaves_nothing() {
     let pristine = machine_listing(&lab);
     // One whole run first: how long up takes here sets the range of kill points.
     let began = Instant::now();
-    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "60"]);
+    let o = lab.kbin(&["up", "--control-plane-only", "--timeout", "60", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let whole = began.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!(
+        "fault-injection: the whole up placed {} files in {:.3}s",
+        v[0]["files_written"], v[0]["install_seconds"]
+    );
     let o = lab.kbin(&["down", "--purge", "--grace", "5"]);
     assert!(o.status.success(), "{}", text(&o));
     let before = machine_listing(&lab);

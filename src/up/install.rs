@@ -55,11 +55,16 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
             && dst.symlink_metadata().is_ok()
             && !state.replaced.iter().any(|r| r.path == dst);
         let dir = dst.parent().unwrap_or(Path::new("/"));
-        state.placing = Some(process::Placing {
-            dir: dir.to_owned(),
-            since: process::now(),
-            before: process::Placing::temp_names(dir),
-        });
+        // One record per directory (the files come sorted, a directory's together): it holds
+        // for every temporary file made there after it.
+        let new_dir = state.placing.as_ref().is_none_or(|p| p.dir != dir);
+        if new_dir {
+            state.placing = Some(process::Placing {
+                dir: dir.to_owned(),
+                since: process::now(),
+                before: process::Placing::temp_names(dir),
+            });
+        }
         let backup = process::Replaced::backup_of(&dst);
         if replacing {
             state.replaced.push(process::Replaced {
@@ -67,7 +72,9 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
                 backup: backup.clone(),
             });
         }
-        state.save(run_dir)?;
+        if new_dir || replacing {
+            state.save(run_dir)?;
+        }
         if replacing {
             std::fs::hard_link(&dst, &backup)
                 .map_err(io("cannot keep the original at", &backup))?;
@@ -85,13 +92,15 @@ pub fn install(tree: &Path, state: &mut State, run_dir: &Path) -> Result<usize, 
                 Some(i) => state.installed[i] = placed,
                 None => state.installed.push(placed),
             }
-            state.placing = None;
             state.save(run_dir)?;
         }
         let mut from = std::fs::File::open(&src).map_err(io("cannot read", &src))?;
         std::io::copy(&mut from, &mut file).map_err(io("cannot write", &tmp))?;
         crate::fsx::persist(file, tmp, &dst)?;
         written += 1;
+    }
+    if state.placing.take().is_some() {
+        state.save(run_dir)?;
     }
     Ok(written)
 }
