@@ -1,5 +1,6 @@
-//! Small helpers more than one module needs: a hex digest, a timestamp, shell quoting, and the
-//! one way kbin runs independent work in parallel ([`parallel_map`], [`try_parallel_map`]).
+//! Small helpers more than one module needs: a hex digest, a timestamp, shell quoting, running a
+//! child with a timeout, and the one way kbin runs independent work in parallel
+//! ([`parallel_map`], [`try_parallel_map`]).
 //!
 //! They live here, not in the module that happened to need them first, so that no module
 //! reaches into a sibling for a one-liner (and no two copies drift apart).
@@ -28,6 +29,136 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
 /// Now, as [`rfc3339`].
 pub fn now_rfc3339() -> String {
     rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// Why [`run_with_timeout`] has no output to give.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// The program could not be started.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not finish (or a child of it kept its pipes open) within the timeout; it was killed.
+    #[error("{program} did not finish within {timeout:?} (killed)")]
+    TimedOut {
+        /// The program.
+        program: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+    /// Waiting for it failed.
+    #[error("cannot wait for {program}")]
+    Wait {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a finished child said: its status and both outputs (each kept up to
+/// [`CHILD_OUTPUT_LIMIT`] bytes; the rest is read and dropped).
+#[derive(Debug, Clone)]
+pub struct ChildOutput {
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// How much of each of a child's outputs [`run_with_timeout`] keeps.
+pub const CHILD_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Run `cmd` (stdin closed) and wait at most `timeout` for it to exit and close its pipes,
+/// draining stdout and stderr on two threads while it runs: a child that writes more than a pipe
+/// holds (64 KiB) is never blocked, as it would be if the pipes were read only after it exits.
+/// Past the timeout the child is killed and reaped. The one way kbin waits on a child whose
+/// output it wants (`ctr`, `crictl`, `systemctl`, a binary's version).
+pub fn run_with_timeout(
+    cmd: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> Result<ChildOutput, ChildError> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ChildError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    for (which, pipe) in pipes.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut p) = pipe {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match p.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let room = CHILD_OUTPUT_LIMIT.saturating_sub(kept.len());
+                            kept.extend_from_slice(&buf[..n.min(room)]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            let _ = tx.send((which, kept));
+        });
+    }
+    drop(tx);
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+        ChildError::TimedOut {
+            program: program.clone(),
+            timeout,
+        }
+    };
+    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((which, kept)) => out[which] = kept,
+            Err(_) => return Err(kill(&mut child)),
+        }
+    }
+    // Both pipes are closed: the child has exited or is about to.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Ok(None) => return Err(kill(&mut child)),
+            Err(source) => return Err(ChildError::Wait { program, source }),
+        }
+    };
+    let [stdout, stderr] = out;
+    Ok(ChildOutput {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// `s` in single quotes for POSIX shells and fish (a `'` is closed, escaped, reopened), always:
@@ -162,6 +293,49 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote_always("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn a_child_writing_a_mebibyte_to_both_pipes_finishes_promptly_with_its_output_kept() {
+        // Over 64 KiB on each pipe: a waiter that reads only after the exit would block the
+        // child until the timeout killed it.
+        let began = std::time::Instant::now();
+        let out = run_with_timeout(
+            std::process::Command::new("sh").args([
+                "-c",
+                "head -c 1048576 /dev/zero | tr '\\0' o; head -c 1048576 /dev/zero | tr '\\0' e >&2",
+            ]),
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout.len(), 1 << 20);
+        assert!(out.stdout.iter().all(|b| *b == b'o'));
+        assert_eq!(out.stderr.len(), 1 << 20);
+        assert!(out.stderr.iter().all(|b| *b == b'e'));
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_child_past_its_timeout_is_killed_and_reaped() {
+        let began = std::time::Instant::now();
+        let e = run_with_timeout(
+            std::process::Command::new("sleep").arg("30"),
+            std::time::Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChildError::TimedOut { .. }), "{e}");
+        assert!(began.elapsed() < std::time::Duration::from_secs(10));
+        let e = run_with_timeout(
+            &mut std::process::Command::new("/nonexistent/kbin-test"),
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ChildError::Spawn { .. }), "{e}");
     }
 
     #[test]

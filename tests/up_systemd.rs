@@ -123,6 +123,35 @@ fn up_under_systemd_starts_the_generated_units_in_order_and_down_stops_them() {
         .unwrap();
     assert_eq!(pid_after, etcd_pid, "etcd was restarted by a second up");
 
+    let st = lab.exec_output(0, "/root/kbin status --out /root/cluster -q");
+    assert_eq!(st.status.code(), Some(0), "status exits 0 when healthy");
+
+    // A unit systemd refuses to stop: down says so and fails, never "terminated".
+    lab.exec(
+        0,
+        "mkdir -p /run/systemd/system/etcd.service.d && \
+         printf '[Unit]\\nRefuseManualStop=yes\\n' > /run/systemd/system/etcd.service.d/refuse.conf && \
+         systemctl daemon-reload",
+    );
+    let refused = lab.exec_output(0, "/root/kbin down --out /root/cluster --json");
+    let out = String::from_utf8_lossy(&refused.stdout);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let etcd = v[0]["stopped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["component"] == "etcd")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(etcd["outcome"], "failed", "{v}");
+    assert!(err.contains("could not stop: etcd"), "{err}");
+    assert_eq!(lab.exec(0, "systemctl is-active etcd").trim(), "active");
+    lab.exec(
+        0,
+        "rm -r /run/systemd/system/etcd.service.d && systemctl daemon-reload",
+    );
+
     // down stops every unit.
     let down = lab.exec_output(0, "/root/kbin down --out /root/cluster 2>&1");
     assert!(
@@ -136,4 +165,39 @@ fn up_under_systemd_starts_the_generated_units_in_order_and_down_stops_them() {
         after.lines().all(|l| l != "active"),
         "still active after down:\n{after}"
     );
+    let st = lab.exec_output(0, "/root/kbin status --out /root/cluster -q");
+    assert_eq!(
+        st.status.code(),
+        Some(3),
+        "status exits 3 when nothing runs"
+    );
+
+    // An interrupted up stops the unit it started and says so (it used to say "it was
+    // stopped" and leave it running).
+    lab.exec(
+        0,
+        "mkdir -p /var/lib/kube-standin && echo kube-scheduler=never-healthy >> /var/lib/kube-standin/modes",
+    );
+    lab.exec(
+        0,
+        "/root/kbin up --out /root/cluster --control-plane-only --timeout 120 </dev/null >/root/up.log 2>&1 & \
+         echo $! > /root/up.pid; \
+         while ! grep -q '^kube-scheduler: started' /root/up.log; do \
+           kill -0 $(cat /root/up.pid) 2>/dev/null || { cat /root/up.log; exit 1; }; sleep 0.1; done; \
+         kill -INT $(cat /root/up.pid); \
+         while kill -0 $(cat /root/up.pid) 2>/dev/null; do sleep 0.1; done",
+    );
+    let log = lab.exec(0, "cat /root/up.log");
+    assert!(
+        log.contains("interrupted before it was up: it was stopped (systemctl stop)"),
+        "{log}"
+    );
+    let sched = lab.exec_output(0, "systemctl is-active kube-scheduler");
+    assert_ne!(
+        String::from_utf8_lossy(&sched.stdout).trim(),
+        "active",
+        "{log}"
+    );
+    assert_eq!(lab.exec(0, "systemctl is-active etcd").trim(), "active");
+    let _ = lab.exec_output(0, "/root/kbin down --out /root/cluster");
 }

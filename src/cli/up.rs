@@ -67,6 +67,11 @@ pub struct DownArgs {
 
 /// Arguments of `kbin status`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when the node(s) run and every component that was \
+started is running and passes its check; 3 when one of them has exited, failed or is not \
+healthy, or when nothing runs; 1 on an error (no cluster tree, unknown node)."
+)]
 pub struct StatusArgs {
     /// The cluster directory
     #[arg(long, value_name = "DIR", default_value = "cluster")]
@@ -188,6 +193,38 @@ pub(super) fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     })?;
+    let failed: Vec<String> = reports
+        .iter()
+        .flat_map(|r| &r.stopped)
+        .filter(|s| s.outcome == up::process::Stopped::Failed)
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.component,
+                s.error.as_deref().unwrap_or("unknown cause")
+            )
+        })
+        .collect();
+    let refused: Vec<String> = reports
+        .iter()
+        .flat_map(|r| &r.refused)
+        .map(|r| format!("{} ({})", r.path.display(), r.reason))
+        .collect();
+    if !refused.is_empty() {
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "refused to remove what kbin did not install: {}",
+                refused.join("; ")
+            ),
+            "the state file lists them (DIR/run/NODE/state.json): check who edited it; they stay listed",
+        ));
+    }
+    if !failed.is_empty() {
+        return Err(with_hint(
+            anyhow::anyhow!("could not stop: {}", failed.join("; ")),
+            "see why: systemctl status UNIT; then run kbin down again",
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,5 +259,9 @@ pub(super) fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         s
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(if up::healthy(&nodes) {
+        up::STATUS_HEALTHY
+    } else {
+        up::STATUS_NOT_HEALTHY
+    }))
 }

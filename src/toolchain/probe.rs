@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::manifest::Component;
 
@@ -10,69 +10,12 @@ use crate::manifest::Component;
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `bin args…` with a timeout and keep the first line it prints (stdout, else stderr).
-/// The pipes are drained on threads, so a chatty binary cannot fill one and stall; a binary that
-/// hangs, or leaves a child holding its pipes, costs at most [`VERSION_TIMEOUT`] and reports
-/// nothing.
+/// [`crate::util::run_with_timeout`] drains the pipes while it runs, so a chatty binary cannot
+/// fill one and stall; a binary that hangs, or leaves a child holding its pipes, costs at most
+/// [`VERSION_TIMEOUT`] and reports nothing.
 pub fn version_report(bin: &Path, args: &[String]) -> Option<String> {
-    use std::io::Read as _;
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .ok()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    for (which, pipe) in [
-        (
-            0,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ),
-        (
-            1,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.by_ref().take(1 << 20).read_to_end(&mut buf);
-            }
-            let _ = tx.send((which, buf));
-        });
-    }
-    drop(tx);
-    let deadline = Instant::now() + VERSION_TIMEOUT;
-    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((which, buf)) => out[which] = buf,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let [stdout, stderr] = out;
+    let out = crate::util::run_with_timeout(Command::new(bin).args(args), VERSION_TIMEOUT).ok()?;
+    let (stdout, stderr) = (out.stdout, out.stderr);
     let text = if stdout.iter().any(|b| !b.is_ascii_whitespace()) {
         stdout
     } else {
@@ -98,6 +41,7 @@ pub fn component_report(component: &Component, binary: &str, file: &Path) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn kubeadm_is_asked_with_its_version_subcommand_not_a_flag() {

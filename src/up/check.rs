@@ -10,6 +10,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::unit::ServiceUnit;
+use super::{CheckKind, Step, Tree, flag_value};
+use crate::r#gen::configs::paths;
+use crate::r#gen::spec::Node;
+
 /// One probe's answer: what was seen, or why it is not healthy (yet).
 pub type Probe = Result<String, String>;
 
@@ -303,38 +308,193 @@ pub fn containerd(ctr: &Path, socket: &str, timeout: Duration) -> Probe {
     }
 }
 
-/// Run `cmd`, killing it after `timeout`; its stdout on success, its stderr otherwise.
+/// Run `cmd` through [`crate::util::run_with_timeout`] (both pipes drained while it runs, killed
+/// after `timeout`): its stdout on success, its stderr (or how it ended) otherwise.
 pub fn run_with_timeout(
     cmd: &mut std::process::Command,
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{:?} did not answer within {timeout:?}",
-                    cmd.get_program()
-                ));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = crate::util::run_with_timeout(cmd, timeout).map_err(|e| crate::util::chain(&e))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(if err.is_empty() {
+            format!("{:?}: {}", cmd.get_program(), out.status)
+        } else {
+            err
+        })
     }
+}
+
+/// Probes one step's check. Holds what every check needs: the cluster tree and the node.
+pub struct Checker<'a> {
+    tree: &'a Tree,
+    node: &'a Node,
+}
+
+impl<'a> Checker<'a> {
+    /// For `node` of `tree`.
+    pub fn new(tree: &'a Tree, node: &'a Node) -> Self {
+        Checker { tree, node }
+    }
+
+    fn admin(&self) -> Result<Kube, String> {
+        Kube::load(&self.tree.out.join("kubeconfigs/admin.conf"))
+    }
+
+    /// What the check of `step` asks, for messages.
+    pub fn describe(&self, step: &Step, unit: &ServiceUnit) -> String {
+        match step.check {
+            CheckKind::EtcdHealth => {
+                format!("GET {}/health (healthcheck-client cert)", etcd_url(unit))
+            }
+            CheckKind::Readyz => format!(
+                "GET {}/readyz (admin.conf)",
+                self.tree.spec.api_server_url()
+            ),
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => format!(
+                "GET {}/healthz, then lease kube-system/{lease}{}",
+                secure_url(unit, port),
+                if default_service_account {
+                    ", then ServiceAccount default/default"
+                } else {
+                    ""
+                }
+            ),
+            CheckKind::ContainerdSocket => format!("ctr version on {}", cri_socket()),
+            CheckKind::NodeReady => format!("Node {} registered and Ready", self.node.name),
+            CheckKind::ProxyHealthz => "GET http://127.0.0.1:10256/healthz".into(),
+        }
+    }
+
+    /// Ask once, waiting at most `t` for an answer. `notes` gets what the check did beside
+    /// asking (the Node's podCIDR).
+    pub fn probe(
+        &self,
+        step: &Step,
+        unit: &ServiceUnit,
+        t: Duration,
+        notes: &mut Vec<String>,
+    ) -> Probe {
+        let pki = self.tree.out.join("pki");
+        match step.check {
+            CheckKind::EtcdHealth => {
+                let tls = Tls::from_files(
+                    &pki.join("etcd/ca.crt"),
+                    Some((
+                        &pki.join("etcd/healthcheck-client.crt"),
+                        &pki.join("etcd/healthcheck-client.key"),
+                    )),
+                )
+                .map_err(|e| e.to_string())?;
+                etcd_health(&etcd_url(unit), &tls, t)
+            }
+            CheckKind::Readyz => self.admin()?.readyz(t),
+            CheckKind::HealthzAndLease {
+                port,
+                lease,
+                default_service_account,
+            } => {
+                let tls = Tls {
+                    insecure: true,
+                    ..Tls::default()
+                };
+                let seen = get_ok(&format!("{}/healthz", secure_url(unit, port)), &tls, t)?;
+                let kube = self.admin()?;
+                let holder = kube.lease_holder(lease, t)?;
+                if !default_service_account {
+                    return Ok(format!("{seen}; {holder}"));
+                }
+                let r = kube.call(
+                    reqwest::Method::GET,
+                    "/api/v1/namespaces/default/serviceaccounts/default",
+                    None,
+                    t,
+                )?;
+                match r.status {
+                    200 => Ok(format!(
+                        "{seen}; {holder}; ServiceAccount default/default exists"
+                    )),
+                    404 => Err(format!(
+                        "{seen}; {holder}; but ServiceAccount default/default is not there yet (the serviceaccount controller makes it; pods are refused until then)"
+                    )),
+                    s => Err(format!(
+                        "GET ServiceAccount default/default: HTTP {s} {}",
+                        r.body.trim()
+                    )),
+                }
+            }
+            CheckKind::ContainerdSocket => {
+                let ctr = unit.program().with_file_name("ctr");
+                containerd(&ctr, &cri_socket(), t)
+            }
+            CheckKind::NodeReady => {
+                let kube = self.admin()?;
+                let name = &self.node.name;
+                let Some(node) = kube.node(name, t)? else {
+                    return Err(format!("Node {name} is not registered yet"));
+                };
+                if node.pod_cidr.is_empty() {
+                    // NEXT-STEPS.md's patch: the controller manager allocates no CIDRs
+                    // (--allocate-node-cidrs=false), kbin's subnet is the Node's.
+                    let sub = self.node.pod_subnet.to_string();
+                    let patch = serde_json::json!({"spec": {"podCIDR": sub, "podCIDRs": [sub]}});
+                    let r = kube.call(
+                        reqwest::Method::PATCH,
+                        &format!("/api/v1/nodes/{name}"),
+                        Some(("application/strategic-merge-patch+json", patch.to_string())),
+                        t,
+                    )?;
+                    if r.status != 200 {
+                        return Err(format!(
+                            "patching Node {name}'s podCIDR: HTTP {} {}",
+                            r.status,
+                            r.body.trim()
+                        ));
+                    }
+                    notes.push(format!("kubectl patch node {name} -p '{patch}'"));
+                }
+                if node.ready {
+                    Ok(format!("Node {name} is Ready"))
+                } else {
+                    Err(format!(
+                        "Node {name} is registered, not Ready: {}",
+                        node.message
+                    ))
+                }
+            }
+            CheckKind::ProxyHealthz => get_ok("http://127.0.0.1:10256/healthz", &Tls::default(), t),
+        }
+    }
+}
+
+pub(super) fn cri_socket() -> String {
+    paths::CRI_SOCKET.trim_start_matches("unix://").to_owned()
+}
+
+/// etcd's loopback client URL when it listens there (it always does in kbin's units), else the
+/// advertised one.
+pub(super) fn etcd_url(unit: &ServiceUnit) -> String {
+    let listen = flag_value(&unit.exec_start, "listen-client-urls").unwrap_or("");
+    listen
+        .split(',')
+        .find(|u| u.contains("127.0.0.1") || u.contains("[::1]"))
+        .or_else(|| flag_value(&unit.exec_start, "advertise-client-urls"))
+        .unwrap_or("https://127.0.0.1:2379")
+        .to_owned()
+}
+
+/// `https://<bind-address>:<secure-port>` of a controller manager or scheduler unit.
+pub(super) fn secure_url(unit: &ServiceUnit, default_port: u16) -> String {
+    let bind = flag_value(&unit.exec_start, "bind-address").unwrap_or("127.0.0.1");
+    let bind = if bind == "0.0.0.0" { "127.0.0.1" } else { bind };
+    let port = flag_value(&unit.exec_start, "secure-port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default_port);
+    format!("https://{bind}:{port}")
 }

@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use super::unit::ServiceUnit;
 use super::{Step, Supervisor, Tree, UpOptions};
+use crate::r#gen::bundle::{self, Role};
 use crate::r#gen::host::{self, HostProfile};
 use crate::r#gen::spec::Node;
+use crate::r#gen::versions::Record;
 
 /// One unmet prerequisite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,17 +95,20 @@ pub fn check(
             format!("kbin gen cluster --out {dir} --host-profile sandbox (keeps the CA and valid certificates)"),
         ));
     }
-    for (s, unit) in steps {
-        let prog = unit.program();
-        let in_tree = tree
-            .node_tree(&node.name)
-            .join(prog.strip_prefix("/").unwrap_or(prog));
-        if !in_tree.is_file() && !prog.is_file() {
-            out.push(problem(
-                format!("{} is missing ({}'s ExecStart), and {} has no copy of it", prog.display(), s.unit, in_tree.display()),
-                format!("install a toolchain and generate again: kbin install VERSION && kbin gen cluster --toolchain VERSION --out {dir}"),
-            ));
-        }
+    if opts.node.is_some() && !host::is_own_address(node.ip) {
+        out.push(problem(
+            format!(
+                "node {} has address {}, which is not an address of this machine: its components would listen on and advertise an address nobody reaches here",
+                node.name, node.ip
+            ),
+            format!(
+                "run kbin up on the machine whose address is {} (or add it here: ip addr add {}/32 dev lo)",
+                node.ip, node.ip
+            ),
+        ));
+    }
+    out.extend(missing_binaries(tree, node, steps));
+    for (s, _) in steps {
         if running.contains(&s.unit) {
             continue;
         }
@@ -122,52 +127,7 @@ pub fn check(
         }
     }
     if worker {
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-        let kubelet_config = std::fs::read_to_string(
-            tree.node_tree(&node.name)
-                .join("var/lib/kubelet/config.yaml"),
-        )
-        .unwrap_or_default();
-        if swaps.lines().count() > 1 && !kubelet_config.contains("failSwapOn: false") {
-            out.push(problem(
-                "swap is on and the kubelet refuses to start with swap (failSwapOn)",
-                "swapoff -a (and remove swap from /etc/fstab)",
-            ));
-        }
-        let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if cgroup_v1
-            && !kubelet_config.contains("failCgroupV1: false")
-            && kubelet_refuses_v1(&tree.out, steps)
-        {
-            out.push(problem(
-                "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
-                format!("kbin gen cluster --out {dir} --cgroup-v1"),
-            ));
-        }
-        if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-            out.push(problem(
-                "br_netfilter is not loaded (iptables would not see bridged pod traffic)",
-                "modprobe br_netfilter",
-            ));
-        }
-        let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
-        if fwd.trim() != "1" {
-            out.push(problem(
-                "IPv4 forwarding is off (pods could not reach anything)",
-                "sysctl -w net.ipv4.ip_forward=1",
-            ));
-        }
-        if !kubelet_config.contains("evictionHard") {
-            out.extend(eviction_problems(tree, node));
-        }
-        for tool in ["iptables", "conntrack"] {
-            if !on_path(tool) {
-                out.push(problem(
-                    format!("{tool} is not installed (kube-proxy needs it)"),
-                    format!("apt-get install -y {tool}"),
-                ));
-            }
-        }
+        out.extend(worker_problems(tree, node, steps));
     }
     if let Some(images) = &opts.images
         && !images.exists()
@@ -178,6 +138,143 @@ pub fn check(
         ));
     }
     out
+}
+
+/// What a worker needs of the host: no swap (unless the kubelet allows it), cgroup v2 (or a
+/// kubelet told to accept v1), br_netfilter, IPv4 forwarding, room above the eviction
+/// thresholds, iptables and conntrack.
+fn worker_problems(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let dir = tree.out.display();
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let kubelet_config = std::fs::read_to_string(
+        tree.node_tree(&node.name)
+            .join("var/lib/kubelet/config.yaml"),
+    )
+    .unwrap_or_default();
+    if swaps.lines().count() > 1 && !kubelet_config.contains("failSwapOn: false") {
+        out.push(problem(
+            "swap is on and the kubelet refuses to start with swap (failSwapOn)",
+            "swapoff -a (and remove swap from /etc/fstab)",
+        ));
+    }
+    let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if cgroup_v1
+        && !kubelet_config.contains("failCgroupV1: false")
+        && kubelet_refuses_v1(&tree.out, steps)
+    {
+        out.push(problem(
+            "this machine runs cgroup v1 and this kubelet refuses it unless its config sets failCgroupV1: false",
+            format!("kbin gen cluster --out {dir} --cgroup-v1"),
+        ));
+    }
+    if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        out.push(problem(
+            "br_netfilter is not loaded (iptables would not see bridged pod traffic)",
+            "modprobe br_netfilter",
+        ));
+    }
+    let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if fwd.trim() != "1" {
+        out.push(problem(
+            "IPv4 forwarding is off (pods could not reach anything)",
+            "sysctl -w net.ipv4.ip_forward=1",
+        ));
+    }
+    if !kubelet_config.contains("evictionHard") {
+        out.extend(eviction_problems(tree, node));
+    }
+    for tool in ["iptables", "conntrack"] {
+        if !on_path(tool) {
+            out.push(problem(
+                format!("{tool} is not installed (kube-proxy needs it)"),
+                format!("apt-get install -y {tool}"),
+            ));
+        }
+    }
+    out
+}
+
+/// Every binary the node needs that is neither in its tree nor on this machine: each unit's
+/// `ExecStart=` program, and every binary [`bundle::BINARIES`] gives the node's roles (runc and
+/// the CNI plugins are run by containerd, not by a unit). Each line names the component and
+/// version the tree was generated for (`versions.toml`).
+fn missing_binaries(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> Vec<Problem> {
+    let dir = tree.out.display();
+    let worker = steps.iter().any(|(s, _)| s.unit == "kubelet");
+    let mut wanted: Vec<(std::path::PathBuf, String)> = steps
+        .iter()
+        .map(|(s, u)| (u.program().to_owned(), format!("{}'s ExecStart", s.unit)))
+        .collect();
+    for (role, bin, at) in bundle::BINARIES {
+        let runs = match role {
+            Role::ControlPlane => node.control_plane,
+            Role::Worker => worker,
+        };
+        let p = Path::new("/").join(at).join(bin);
+        if runs && !wanted.iter().any(|(w, _)| *w == p) {
+            wanted.push((p, format!("{} installs it", bundle_word(*role))));
+        }
+    }
+    let record = Record::load(&tree.out).ok().flatten();
+    let manifest = crate::manifest::Manifest::embedded().ok();
+    let version_of = |bin: &str| -> Option<String> {
+        let r = record.as_ref()?;
+        // The component's name where it is not Kubernetes itself (runc, cni-plugins), else the
+        // binary's (kube-apiserver), as the toolchain lists them.
+        let component = manifest
+            .as_ref()
+            .and_then(|m| m.component_of_binary(bin))
+            .filter(|c| c.name != "kubernetes");
+        match component {
+            Some(c) if r.components.contains_key(&c.name) => {
+                Some(format!("{} {}", c.name, r.components[&c.name]))
+            }
+            _ => r.components.get(bin).map(|v| format!("{bin} {v}")),
+        }
+    };
+    let (install, toolchain) = match &record {
+        Some(r) => (
+            r.kubernetes.to_string(),
+            r.origin
+                .strip_prefix("toolchain ")
+                .map(str::to_owned)
+                .unwrap_or_else(|| r.kubernetes.to_string()),
+        ),
+        None => ("VERSION".to_owned(), "VERSION".to_owned()),
+    };
+    let mut out = Vec::new();
+    for (prog, why) in wanted {
+        let in_tree = tree
+            .node_tree(&node.name)
+            .join(prog.strip_prefix("/").unwrap_or(&prog));
+        if in_tree.is_file() || prog.is_file() {
+            continue;
+        }
+        let name = prog
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let what = version_of(&name)
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default();
+        out.push(problem(
+            format!(
+                "{}{what} is missing ({why}), and {} has no copy of it",
+                prog.display(),
+                in_tree.display()
+            ),
+            format!("install the toolchain and generate again: kbin install {install} && kbin gen cluster --toolchain {toolchain} --out {dir}"),
+        ));
+    }
+    out
+}
+
+fn bundle_word(role: Role) -> &'static str {
+    match role {
+        Role::ControlPlane => "the control plane's bundle",
+        Role::Worker => "the worker's bundle",
+    }
 }
 
 /// The kubelet's default hard eviction thresholds on the filesystems it watches: below them it
@@ -250,7 +347,7 @@ fn eviction_problems(tree: &Tree, node: &Node) -> Vec<Problem> {
 /// answer for the versions the tree records (`versions.toml`); for a tree made before kbin
 /// wrote it, the version in the kubelet unit's header comment.
 fn kubelet_refuses_v1(out: &std::path::Path, steps: &[(Step, ServiceUnit)]) -> bool {
-    use crate::r#gen::versions::{CgroupV1, Record};
+    use crate::r#gen::versions::CgroupV1;
     if let Ok(Some(d)) = Record::load(out).map(|r| r.map(|r| r.decide()))
         && let Ok(d) = d
     {
@@ -302,7 +399,7 @@ fn writable(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::versions::{NEEDED, Record, record_path};
+    use crate::r#gen::versions::{NEEDED, record_path};
 
     fn record(kubelet: &str) -> Record {
         let v = |s: &str| semver::Version::parse(s).unwrap();

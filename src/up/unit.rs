@@ -191,20 +191,12 @@ impl ServiceUnit {
     }
 }
 
-/// `words` as a line a POSIX shell splits back into the same words.
+/// `words` as a line a POSIX shell splits back into the same words (each quoted by
+/// [`crate::util::shell_quote`], the one quoter).
 pub fn shell_line(words: &[String]) -> String {
     words
         .iter()
-        .map(|w| {
-            if !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
-            }
-        })
+        .map(|w| crate::util::shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ")
 }
