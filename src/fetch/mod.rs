@@ -275,6 +275,92 @@ enum Failure {
     Fatal { error: FetchError, discard: bool },
 }
 
+impl Failure {
+    /// A final failure of the sink (the partial file stays: it is not the server's fault).
+    fn keep(error: FetchError) -> Failure {
+        Failure::Fatal {
+            error,
+            discard: false,
+        }
+    }
+
+    /// The server's lengths contradict each other: final, and the partial cannot be trusted.
+    fn length(target: &Target, detail: String) -> Failure {
+        Failure::Fatal {
+            error: FetchError::Length {
+                target: target.clone(),
+                detail,
+            },
+            discard: true,
+        }
+    }
+}
+
+/// What a response's status and headers say about the body to come.
+enum Answer {
+    /// A body of `body` bytes (when announced) of a file of `file` bytes.
+    Body {
+        body: Option<u64>,
+        file: Option<u64>,
+    },
+    /// 416 for a partial that already is the whole file: nothing to read.
+    Complete,
+    /// 416 otherwise: start the file over.
+    StartOver(String),
+}
+
+/// Read the status and lengths of a response to a request from `offset`.
+fn lengths(
+    resp: &reqwest::Response,
+    target: &Target,
+    offset: u64,
+    total: &mut Option<u64>,
+) -> Result<Answer, Failure> {
+    let fatal = |detail: String| Failure::length(target, detail);
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT if offset > 0 => {
+            let range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range)
+                .ok_or_else(|| fatal("206 without a valid Content-Range".into()))?;
+            if range.start != offset {
+                return Err(fatal(format!(
+                    "asked for bytes from {offset}, got a range from {}",
+                    range.start
+                )));
+            }
+            Ok(Answer::Body {
+                body: Some(range.end + 1 - range.start),
+                file: range.total,
+            })
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+            // The partial may already be the whole file (a run stopped after the last byte);
+            // the digest check decides. Otherwise start over.
+            let total_now = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes */"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            check_total(total, total_now).map_err(fatal)?;
+            if total_now == Some(offset) {
+                return Ok(Answer::Complete);
+            }
+            Ok(Answer::StartOver(format!(
+                "the server cannot serve bytes from {offset} (416)"
+            )))
+        }
+        s if s.is_success() && s != StatusCode::PARTIAL_CONTENT => Ok(Answer::Body {
+            body: resp.content_length(),
+            file: resp.content_length(),
+        }),
+        s => Err(status_failure(target, s)),
+    }
+}
+
 impl Fetcher {
     /// A fetcher with these options, checked now (the CA bundle is read and parsed, the proxies'
     /// URLs too); its HTTP client is built at the first request.
@@ -589,66 +675,48 @@ impl Fetcher {
         let resp = self
             .send(url, target, (offset > 0).then_some(offset))
             .await?;
-        let status = resp.status();
-        let fatal = |detail: String| Failure::Fatal {
-            error: FetchError::Length {
-                target: target.clone(),
-                detail,
-            },
-            discard: true,
-        };
-        let sink_err = |error| Failure::Fatal {
-            error,
-            discard: false,
-        };
-        // (bytes this body will carry, the whole file's length)
-        let (body_len, file_len) = match status {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => {
-                let range = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_content_range)
-                    .ok_or_else(|| fatal("206 without a valid Content-Range".into()))?;
-                if range.start != offset {
-                    return Err(fatal(format!(
-                        "asked for bytes from {offset}, got a range from {}",
-                        range.start
-                    )));
-                }
-                (Some(range.end + 1 - range.start), range.total)
-            }
-            StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
-                // The partial may already be the whole file (a run stopped after the last
-                // byte); the digest check decides. Otherwise start over.
-                let total_now = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes */"))
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                check_total(total, total_now).map_err(fatal)?;
-                if total_now == Some(offset) {
-                    return Ok(offset);
-                }
-                sink.reset().await.map_err(sink_err)?;
+        let (body_len, file_len) = match lengths(&resp, target, offset, total)? {
+            Answer::Body { body, file } => (body, file),
+            Answer::Complete => return Ok(offset),
+            Answer::StartOver(detail) => {
+                sink.reset().await.map_err(Failure::keep)?;
                 return Err(Failure::Retry(FetchError::Length {
                     target: target.clone(),
-                    detail: format!("the server cannot serve bytes from {offset} (416)"),
+                    detail,
                 }));
             }
-            s if s.is_success() && s != StatusCode::PARTIAL_CONTENT => {
-                if offset > 0 {
-                    tracing::debug!("{target}: Range ignored, starting over");
-                    sink.reset().await.map_err(sink_err)?;
-                }
-                (resp.content_length(), resp.content_length())
-            }
-            s => return Err(status_failure(target, s)),
         };
-        check_total(total, file_len).map_err(fatal)?;
+        if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+            tracing::debug!("{target}: Range ignored, starting over");
+            sink.reset().await.map_err(Failure::keep)?;
+        }
+        check_total(total, file_len).map_err(|d| Failure::length(target, d))?;
         let start = sink.len();
         progress.begin(file_len, start);
+        let got = self
+            .stream_body(resp, target, sink, body_len, progress)
+            .await?;
+        match body_len {
+            Some(n) if got < n => Err(Failure::Retry(FetchError::Truncated {
+                target: target.clone(),
+                expected: file_len.unwrap_or(start + n),
+                got: start + got,
+                attempts: 1,
+            })),
+            _ => Ok(start),
+        }
+    }
+
+    /// Stream `resp`'s body into `sink` in batches, refusing more than `body_len` bytes; the
+    /// bytes received.
+    async fn stream_body(
+        &self,
+        resp: reqwest::Response,
+        target: &Target,
+        sink: &mut Sink,
+        body_len: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<u64, Failure> {
         let mut got: u64 = 0;
         let mut batch: Vec<Bytes> = Vec::with_capacity(64);
         let mut batched = 0usize;
@@ -660,36 +728,28 @@ impl Fetcher {
                 Err(f) => break Err(f),
             };
             got += chunk.len() as u64;
-            if body_len.is_some_and(|n| got > n) {
-                break Err(fatal(format!(
-                    "the body is longer than the {} bytes announced",
-                    body_len.unwrap_or_default()
-                )));
+            if let Some(n) = body_len.filter(|n| got > *n) {
+                break Err(Failure::length(
+                    target,
+                    format!("the body is longer than the {n} bytes announced"),
+                ));
             }
             batched += chunk.len();
             batch.push(chunk);
             if batched >= BATCH {
                 sink.write(std::mem::take(&mut batch))
                     .await
-                    .map_err(sink_err)?;
+                    .map_err(Failure::keep)?;
                 progress.inc(batched as u64);
                 batched = 0;
             }
         };
+        // What arrived before a failure is kept: the next attempt resumes after it.
         if !batch.is_empty() {
-            sink.write(batch).await.map_err(sink_err)?;
+            sink.write(batch).await.map_err(Failure::keep)?;
             progress.inc(batched as u64);
         }
-        end?;
-        match body_len {
-            Some(n) if got < n => Err(Failure::Retry(FetchError::Truncated {
-                target: target.clone(),
-                expected: file_len.unwrap_or(start + n),
-                got: start + got,
-                attempts: 1,
-            })),
-            _ => Ok(start),
-        }
+        end.map(|()| got)
     }
 
     /// Send a GET (with `Range: bytes=N-` when `from` is given), waiting at most the stall
