@@ -473,7 +473,7 @@ fn rule_changes(old: Option<&Record>, new: Option<&Record>) -> Vec<(Knob, RuleCh
 
 /// The files this knob's value shows in: a node path (`/etc/containerd/config.toml`) or
 /// a file of the tree (`NEXT-STEPS.md`). `gen --diff` names a changed rule beside the files
-/// it changes (tests/gen_diff.rs checks, across every minor, that each changed row lands on a
+/// it changes (tests/testsuite/gen_diff.rs checks, across every minor, that each changed row lands on a
 /// file that changed). It lives here, not in the version table, so that `plan` never reads
 /// `node`'s paths.
 fn knob_files(knob: Knob) -> Vec<String> {

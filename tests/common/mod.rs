@@ -4,6 +4,7 @@ pub mod machines;
 pub mod registry;
 pub mod server;
 pub mod toolchain;
+pub mod upstream;
 
 /// Run git in `dir` with a fixed identity and no user or system config; its trimmed stdout.
 #[allow(dead_code)] // not every test file that says `mod common;` uses it

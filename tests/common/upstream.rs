@@ -10,6 +10,8 @@
 //! [`Manifest::artifact_for`]), so an artifact added to toolchains.toml is served without a change
 //! here. Binaries are shell scripts that print the version line the real ones print.
 
+#![allow(dead_code)] // tests/fetch_env.rs includes common/ without using it
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

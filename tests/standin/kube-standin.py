@@ -13,7 +13,7 @@ Behaviour per component comes from STATE/modes (STATE is ./state beside this scr
 `component=mode` a line: healthy (default), never-healthy, crash, ignore-term,
 no-serviceaccounts (a controller manager whose controllers make no ServiceAccount).
 
-Self-contained (tests/ansible.rs installs it on machines as the component's binary): a copy
+Self-contained (tests/testsuite/ansible.rs installs it on machines as the component's binary): a copy
 that starts with `COMPONENT = "..."`, `VERSION = "v1.30.14"` and `STATE_DIR = "..."` lines takes
 its component from there and its flags from all of argv, keeps its state in STATE_DIR, answers
 `--version` and /version with VERSION, and its kubelet registers the Node with the API server

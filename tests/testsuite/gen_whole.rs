@@ -2,7 +2,7 @@
 //! leaves the previous tree exactly as it was (or finishes it), and two runs on one directory
 //! take turns.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! Configs, units, node bundles and next steps (issue 7), against real tools: systemd-analyze,
 //! etcd/etcdctl, openssl, sh (install.sh), tar.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, TcpListener};

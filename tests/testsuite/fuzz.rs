@@ -5,7 +5,7 @@
 //! or, for archives, writing outside its destination.
 //!
 //! `KBIN_FUZZ_CASES` sets the cases per target (default 256, what CI runs; e.g.
-//! `KBIN_FUZZ_CASES=200000 cargo test --release --test fuzz` for a long run). Checksum files are
+//! `KBIN_FUZZ_CASES=200000 cargo test --release --test testsuite fuzz::` for a long run). Checksum files are
 //! fuzzed beside their parser (`src/fetch/checksum.rs`), which is private to the crate.
 //!
 //! The mutation fuzzer of `fuzz/harness.rs` runs here too: every target briefly (at most
@@ -18,7 +18,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-#[path = "../fuzz/harness.rs"]
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
 /// The most wall time each target of the mutation fuzzer gets in `cargo test`.

@@ -15,7 +15,7 @@
 //! - a `kbin` command in any other block (```text, ```toml, a bare ```) is refused: it would
 //!   escape both checks.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -634,5 +634,4 @@ fn tail(bytes: &[u8]) -> String {
     lines[from..].join("\n") + "\n"
 }
 
-#[path = "common/upstream.rs"]
-mod upstream;
+use crate::common::upstream;

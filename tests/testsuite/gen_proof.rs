@@ -11,7 +11,7 @@
 //!
 //! Each tool is installed by scripts/setup-test-deps; a missing one fails the test (never a skip).
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

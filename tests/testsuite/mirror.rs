@@ -2,7 +2,7 @@
 //! patch, installs it and exports a mirror; a fresh machine whose every proxy variable points
 //! at a dead proxy then updates and installs from `file://` alone, and gets the same digests.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! changes, and each change names the version-table rows behind it (as the table predicts for
 //! the two versions), with their upstream sources.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;

@@ -1,6 +1,6 @@
 //! The download layer against a real HTTP(S) server on 127.0.0.1 with injected faults.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

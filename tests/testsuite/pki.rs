@@ -68,7 +68,7 @@ impl Env {
 
     /// SHA-256 of every file the PKI step writes (pki/, kubeconfigs/, cluster.toml), by
     /// relative path; the configs step's node trees and NEXT-STEPS are tested in
-    /// tests/gen_configs.rs.
+    /// tests/testsuite/gen_configs.rs.
     fn tree(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if self.out().exists() {

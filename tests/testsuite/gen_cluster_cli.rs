@@ -2,7 +2,7 @@
 //! pinned to an installed toolchain (a fixture receipt plus small executables) or to the manifest
 //! (`--kubernetes-version`); kubeconfigs in the node trees checked with the real kubectl.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

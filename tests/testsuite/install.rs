@@ -2,7 +2,7 @@
 //! upstream-shaped artifacts made at test time, through `--mirror`, with a test manifest whose
 //! pins are the fixtures' digests.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! (src/source/http.rs: reqwest on rustls, registered with libgit2, which is built without
 //! OpenSSL), against real `git http-backend` behind a small CGI server on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -2,7 +2,7 @@
 //! (tests/common/machines.rs: systemd-nspawn containers on a bridge in a network namespace the
 //! test creates), over SSH with a key the test makes.
 
-mod common;
+use crate::common;
 
 use common::machines::Machines;
 
@@ -614,7 +614,7 @@ fn cpu_now() -> (f64, f64) {
 
 /// `scripts/bench-ansible`: site.yml's wall time on 1, 3 and 10 machines (stand-ins for kube-*),
 /// against the one-machine deploy, with the CPU the host spent (the machines share its cores)
-/// and the controller's part of it. Not run in CI (≈ 10 min): `cargo test --test ansible
+/// and the controller's part of it. Not run in CI (≈ 10 min): `cargo test --test testsuite ansible::
 /// bench_ -- --ignored --nocapture`, or the script.
 #[test]
 #[ignore]

@@ -4,7 +4,7 @@
 //! stand-ins for kube-*), `status` reads systemd's view, a second `up` keeps what runs, and
 //! `down` stops every unit.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

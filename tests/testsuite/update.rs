@@ -3,7 +3,7 @@
 //! "published" between two runs that `kbin install 1.30` then picks and verifies, and each
 //! kind of upstream failure leaving the overlay as it was.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

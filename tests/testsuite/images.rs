@@ -3,7 +3,7 @@
 //! and the stored OCI archive imported by Debian's real containerd (`ctr images import`, which
 //! unpacks the layer and checks it against the config's diff_id).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

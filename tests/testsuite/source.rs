@@ -1,7 +1,7 @@
 //! `kbin build --from-source` against real git repositories made here, cloned over file:// and
 //! git:// (`git daemon` on 127.0.0.1), built with real make and real go.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
