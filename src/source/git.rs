@@ -194,6 +194,29 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     Ok(())
 }
 
+/// The text of the file at `path` in `commit`'s tree (read from the mirror, no checkout), or
+/// `None` when the tree has no such file.
+pub fn read_file(
+    mirror: &Path,
+    url: &str,
+    commit: &str,
+    path: &str,
+) -> Result<Option<String>, SourceError> {
+    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
+    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_err(url, "cannot read the commit"))?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(None);
+    };
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(git_err(url, "cannot read the commit"))?;
+    Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+}
+
 /// Copy `git_ref` of the repository at `path` into the mirror: the commit and every tree and
 /// blob of its tree, nothing of its history.
 ///
