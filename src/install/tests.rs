@@ -79,6 +79,7 @@ impl SourceBuilder for ScriptBuilder {
                 go: Some("1.22.5".into()),
                 recipe: Digest::sha256_of(&[7; 32]),
                 outputs: None,
+                dropped_tags: Vec::new(),
             },
         })
     }

@@ -278,6 +278,84 @@ pub struct Recipe {
     pub outputs: BTreeMap<String, String>,
     /// Known environment fixes keyed by component and Go version.
     pub go_fixes: Vec<GoFix>,
+    /// What upstream's release build of a range of versions has (tags, cgo, prerequisites,
+    /// what its binaries report), each row citing the upstream line it comes from.
+    pub releases: Vec<ReleaseBuild>,
+}
+
+impl Recipe {
+    /// The release row for `version`, if the recipe has one (rows do not overlap).
+    pub fn release(&self, version: &Version) -> Option<&ReleaseBuild> {
+        self.releases.iter().find(|r| r.versions.matches(version))
+    }
+}
+
+/// What upstream's release build of a range of a component's versions has, which a source
+/// build must keep (`[[component.recipe.release]]`).
+#[derive(Debug, Clone)]
+pub struct ReleaseBuild {
+    /// The component versions it covers.
+    pub versions: VersionReq,
+    /// The upstream line it was read from (`opencontainers/runc@8f2685a4 (v1.5.1):Makefile ...`).
+    pub source: String,
+    /// The command for these versions, when it differs from the recipe's.
+    pub command: Option<Vec<String>>,
+    /// Go build tags the binaries must carry (`{tags}` in the command, space-separated).
+    pub tags: Vec<String>,
+    /// Binary (or `*`) → whether it is built with cgo (`CGO_ENABLED` in its Go build info).
+    pub cgo: BTreeMap<String, bool>,
+    /// What the build needs on this machine, checked before anything is fetched.
+    pub needs: Vec<Need>,
+    /// Tags that are dropped, said and recorded, when their library is missing.
+    pub drops: Vec<TagDrop>,
+    /// What a built binary must say about itself.
+    pub reports: Vec<SelfReport>,
+}
+
+/// A prerequisite of a build: a tool on PATH or a library pkg-config knows.
+#[derive(Debug, Clone)]
+pub struct Need {
+    /// What is needed.
+    pub what: NeedKind,
+    /// The Debian package that provides it.
+    pub package: String,
+    /// Why (the tag or step that needs it).
+    pub why: String,
+}
+
+/// The kind of a [`Need`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeedKind {
+    /// A program on PATH.
+    Tool(String),
+    /// A pkg-config module (`pkg-config --exists NAME`).
+    PkgConfig(String),
+}
+
+/// A build tag that may be left out when its C library is missing.
+#[derive(Debug, Clone)]
+pub struct TagDrop {
+    /// The tag.
+    pub tag: String,
+    /// The pkg-config module whose absence drops it.
+    pub pkg_config: String,
+    /// The Debian package (or project) that provides the library.
+    pub package: String,
+    /// What to add to the environment to drop it (`RUNC_BUILDTAGS = "-libpathrs"`).
+    pub env: BTreeMap<String, String>,
+    /// What is lost without it.
+    pub why: String,
+}
+
+/// A line a built binary must print about itself (`runc --version` lists `libseccomp`).
+#[derive(Debug, Clone)]
+pub struct SelfReport {
+    /// The binary.
+    pub binary: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Text its output must contain.
+    pub contains: String,
 }
 
 /// An environment fix a recipe needs with some Go versions.
@@ -608,6 +686,54 @@ mod wire {
         outputs: BTreeMap<String, String>,
         #[serde(default)]
         go_fix: Vec<GoFix>,
+        #[serde(default)]
+        release: Vec<ReleaseRow>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct ReleaseRow {
+        versions: String,
+        source: String,
+        command: Option<Vec<String>>,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        cgo: BTreeMap<String, bool>,
+        #[serde(default)]
+        needs: Vec<Need>,
+        #[serde(default)]
+        drop: Vec<Drop>,
+        #[serde(default)]
+        reports: Vec<Report>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Need {
+        tool: Option<String>,
+        pkg_config: Option<String>,
+        package: String,
+        #[serde(rename = "for")]
+        why: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Drop {
+        tag: String,
+        pkg_config: String,
+        package: String,
+        env: BTreeMap<String, String>,
+        why: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Report {
+        binary: String,
+        args: Vec<String>,
+        contains: String,
     }
 
     #[derive(Deserialize)]
@@ -752,12 +878,68 @@ mod wire {
                                 why: f.why,
                             });
                         }
+                        let mut releases: Vec<super::ReleaseBuild> = Vec::new();
+                        for row in r.release {
+                            let versions = req(&what, &row.versions)?;
+                            let mut needs = Vec::new();
+                            for n in row.needs {
+                                let kind = match (n.tool, n.pkg_config) {
+                                    (Some(t), None) => super::NeedKind::Tool(t),
+                                    (None, Some(m)) => super::NeedKind::PkgConfig(m),
+                                    _ => {
+                                        return Err(invalid(format!(
+                                            "{what}: a release need names exactly one of tool and pkg-config (for {:?})",
+                                            n.why
+                                        )));
+                                    }
+                                };
+                                needs.push(super::Need {
+                                    what: kind,
+                                    package: n.package,
+                                    why: n.why,
+                                });
+                            }
+                            if row.command.as_ref().is_some_and(|c| c.is_empty()) {
+                                return Err(invalid(format!(
+                                    "{what}: the release row for {versions} has an empty command"
+                                )));
+                            }
+                            releases.push(super::ReleaseBuild {
+                                versions,
+                                source: row.source,
+                                command: row.command,
+                                tags: row.tags,
+                                cgo: row.cgo,
+                                needs,
+                                drops: row
+                                    .drop
+                                    .into_iter()
+                                    .map(|d| super::TagDrop {
+                                        tag: d.tag,
+                                        pkg_config: d.pkg_config,
+                                        package: d.package,
+                                        env: d.env,
+                                        why: d.why,
+                                    })
+                                    .collect(),
+                                reports: row
+                                    .reports
+                                    .into_iter()
+                                    .map(|r| super::SelfReport {
+                                        binary: r.binary,
+                                        args: r.args,
+                                        contains: r.contains,
+                                    })
+                                    .collect(),
+                            });
+                        }
                         Some(super::Recipe {
                             command: r.command,
                             per_binary: r.per_binary,
                             env: r.env,
                             outputs: r.outputs,
                             go_fixes,
+                            releases,
                         })
                     }
                 };

@@ -402,3 +402,31 @@ fn bad_ships_rows_are_refused_with_the_component_named() {
         "{e}"
     );
 }
+
+#[test]
+fn no_version_falls_in_two_release_rows_of_a_recipe() {
+    let m = Manifest::embedded().unwrap();
+    let named = named_versions(&m);
+    for c in &m.components {
+        let Some(recipe) = &c.recipe else { continue };
+        for v in named.get(&c.name).into_iter().flatten() {
+            let rows: Vec<String> = recipe
+                .releases
+                .iter()
+                .filter(|r| r.versions.matches(v))
+                .map(|r| r.versions.to_string())
+                .collect();
+            assert!(rows.len() <= 1, "{} {v} is covered by {rows:?}", c.name);
+        }
+    }
+    // runc: seccomp at every version (pods need it); libpathrs from 1.5, droppable.
+    let runc = m.component("runc").unwrap().recipe.as_ref().unwrap();
+    for v in ["1.1.5", "1.1.14", "1.2.0", "1.4.3", "1.5.1"] {
+        let row = runc.release(&Version::parse(v).unwrap()).unwrap();
+        assert!(row.tags.contains(&"seccomp".to_owned()), "runc {v}");
+        assert!(row.drops.iter().all(|d| d.tag != "seccomp"), "runc {v}");
+    }
+    let row = runc.release(&Version::new(1, 5, 1)).unwrap();
+    assert_eq!(row.drops[0].tag, "libpathrs");
+    assert_eq!(row.drops[0].env["RUNC_BUILDTAGS"], "-libpathrs");
+}

@@ -195,14 +195,37 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     Ok(())
 }
 
+/// The text of the file at `path` in `commit`'s tree (read from the mirror, no checkout), or
+/// `None` when the tree has no such file.
+pub fn read_file(
+    mirror: &Path,
+    url: &str,
+    commit: &str,
+    path: &str,
+) -> Result<Option<String>, SourceError> {
+    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
+    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_err(url, "cannot read the commit"))?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(None);
+    };
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(git_err(url, "cannot read the commit"))?;
+    Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+}
+
 /// Copy `git_ref` of the repository at `path` into the mirror: the commit and every tree and
 /// blob of its tree, nothing of its history.
 ///
 /// libgit2's local transport copies the whole history, which a shallow clone (`git clone
 /// --depth 1`) or a partial one (`--filter=blob:none`) does not have ("object not found"), and
-/// it refuses a partial clone's `extensions.partialclone` outright. So the source's object
-/// database is read directly (its refs from `refs/` and `packed-refs`), and only what the
-/// build checks out is copied.
+/// it refuses a partial clone's `extensions.partialclone` outright. So the source's refs are
+/// read through libgit2's refdb (partial clones allowed) and its object database directly, and
+/// only what the build checks out is copied.
 fn fetch_local(
     mirror: &Repository,
     url: &str,
@@ -220,7 +243,7 @@ fn fetch_local(
             path: path.to_owned(),
         });
     }
-    let refs = local_refs(&git_dir);
+    let refs = local_refs(&git_dir, url)?;
     let candidates = ref_candidates(git_ref);
     let found = candidates
         .iter()
@@ -311,49 +334,53 @@ fn fetch_local(
     })
 }
 
-/// The refs of a local repository: loose files under `refs/`, then `packed-refs`, plus `HEAD`.
-fn local_refs(git_dir: &Path) -> std::collections::BTreeMap<String, Oid> {
+/// The refs of a local repository, read through libgit2's refdb (loose files under `refs/`,
+/// `packed-refs`), plus `HEAD` resolved to a commit when it is born. An annotated tag maps to
+/// its tag object (peeled to the commit later).
+fn local_refs(
+    git_dir: &Path,
+    url: &str,
+) -> Result<std::collections::BTreeMap<String, Oid>, SourceError> {
+    allow_partial_clones();
+    let repo = Repository::open_ext(
+        git_dir,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(git_err(url, "cannot read the repository's refs"))?;
     let mut out = std::collections::BTreeMap::new();
-    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
-    for line in packed.lines() {
-        if line.starts_with('#') || line.starts_with('^') {
+    let refs = repo
+        .references()
+        .map_err(git_err(url, "cannot read the repository's refs"))?;
+    for r in refs {
+        let r = r.map_err(git_err(url, "cannot read the repository's refs"))?;
+        // Symbolic refs (refs/remotes/origin/HEAD) name another ref: resolve them.
+        let Some(name) = r.name().map(str::to_owned) else {
             continue;
-        }
-        if let Some((hex, name)) = line.split_once(' ')
-            && let Ok(oid) = Oid::from_str(hex)
-        {
-            out.insert(name.to_owned(), oid);
-        }
-    }
-    fn walk(dir: &Path, name: &str, out: &mut std::collections::BTreeMap<String, Oid>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
         };
-        for e in rd.flatten() {
-            let n = format!("{name}/{}", e.file_name().to_string_lossy());
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, &n, out);
-            } else if let Ok(text) = std::fs::read_to_string(&p)
-                && let Ok(oid) = Oid::from_str(text.trim())
-            {
-                out.insert(n, oid);
-            }
+        if let Some(oid) = r.resolve().ok().and_then(|r| r.target()) {
+            out.insert(name, oid);
         }
     }
-    walk(&git_dir.join("refs"), "refs", &mut out);
-    // HEAD: a detached commit, or a symbolic ref to one of the refs read above.
-    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
-        let head = head.trim();
-        let oid = match head.strip_prefix("ref: ") {
-            Some(r) => out.get(r).copied(),
-            None => Oid::from_str(head).ok(),
-        };
-        if let Some(oid) = oid {
-            out.insert("HEAD".into(), oid);
-        }
+    // An unborn HEAD (a repository with no commit yet) names nothing.
+    if let Some(oid) = repo.head().ok().and_then(|h| h.target()) {
+        out.insert("HEAD".into(), oid);
     }
-    out
+    Ok(out)
+}
+
+/// Let libgit2 open partial clones (`git clone --filter=blob:none`): it refuses a repository
+/// whose config sets `extensions.partialclone` unless told the caller copes, and kbin does (it
+/// only reads refs and the objects the build checks out, and says which are missing).
+fn allow_partial_clones() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 keeps the list in a static; the Once runs this before any repository
+        // of a local source is opened, and nothing else in kbin sets extensions.
+        // On failure a partial clone fails to open later with libgit2's own message, which
+        // names the extension: nothing to add here.
+        let _ = unsafe { git2::opts::set_extensions(&["partialclone"]) };
+    });
 }
 
 /// The names a `--ref` may stand for, in the order they win: a tag, a branch, a full ref name.

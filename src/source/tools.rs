@@ -68,16 +68,23 @@ pub struct GoWants {
 impl GoWants {
     /// Read go.mod and `.go-version` at the top of `tree`.
     pub fn read(tree: &Path) -> GoWants {
-        let go_mod = std::fs::read_to_string(tree.join("go.mod"))
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| {
-                    let l = l.trim();
-                    l.strip_prefix("go ").map(|v| v.trim().to_owned())
-                })
-            });
-        let go_version_file = std::fs::read_to_string(tree.join(".go-version"))
-            .ok()
+        GoWants::parse(
+            std::fs::read_to_string(tree.join("go.mod")).ok().as_deref(),
+            std::fs::read_to_string(tree.join(".go-version"))
+                .ok()
+                .as_deref(),
+        )
+    }
+
+    /// What the texts of go.mod and `.go-version` ask (either may be absent).
+    pub fn parse(go_mod: Option<&str>, go_version: Option<&str>) -> GoWants {
+        let go_mod = go_mod.and_then(|t| {
+            t.lines().find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("go ").map(|v| v.trim().to_owned())
+            })
+        });
+        let go_version_file = go_version
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
         GoWants {

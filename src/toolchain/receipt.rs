@@ -192,6 +192,10 @@ pub struct SourceReceipt {
     /// Digest of the build's outputs: sha256 over sorted `name digest` lines of its binaries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Digest>,
+    /// Build tags of upstream's release build that this build left out because their library
+    /// was missing (`libpathrs`): what the binaries lack compared with the released ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_tags: Vec<String>,
 }
 
 impl Receipt {
@@ -295,6 +299,7 @@ mod tests {
                     go: Some("1.22.5".into()),
                     recipe: d.clone(),
                     outputs: Some(d),
+                    dropped_tags: Vec::new(),
                 }),
             }],
         }

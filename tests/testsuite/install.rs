@@ -1202,8 +1202,8 @@ fn per_host_mirrors_from_settings_and_the_mirror_flag_both_work() {
 }
 
 /// A runc-shaped repository: tag v1.1.14, and a Makefile whose `runc` target (the real
-/// manifest's recipe: `make runc COMMIT=… BUILDTAGS=`) writes a script stamped with COMMIT, or
-/// fails when `fail`. Returns the tagged commit.
+/// manifest's recipe: `make runc COMMIT=…`) writes a script stamped with COMMIT, or fails when
+/// `fail`. Returns the tagged commit.
 fn runc_repo(dir: &Path, fail: bool) -> String {
     std::fs::create_dir_all(dir).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
@@ -1220,7 +1220,8 @@ fn runc_repo(dir: &Path, fail: bool) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
-/// The fixture's manifest with runc's repository pointing at `repo`.
+/// The fixture's manifest with runc's repository pointing at `repo`, and without runc's
+/// release rows (their needs, command and checks are real runc's, not the fixture Makefile's).
 fn with_runc_repository(f: &Fixture, repo: &Path) {
     let text = std::fs::read_to_string(&f.manifest).unwrap();
     let from = "repository = \"https://github.com/opencontainers/runc\"";
@@ -1229,7 +1230,13 @@ fn with_runc_repository(f: &Fixture, repo: &Path) {
         "the real manifest names runc's repository"
     );
     let to = format!("repository = \"file://{}\"", repo.display());
-    std::fs::write(&f.manifest, text.replace(from, &to)).unwrap();
+    let mut text = text.replace(from, &to);
+    let start = text.find(&to).unwrap();
+    let end = start + text[start..].find("[[component]]").unwrap();
+    if let Some(rows) = text[start..end].find("\n[[component.recipe.release]]") {
+        text.replace_range(start + rows..end, "\n\n");
+    }
+    std::fs::write(&f.manifest, text).unwrap();
 }
 
 #[test]

@@ -803,3 +803,380 @@ fn repositories_go_through_the_mirror_flag_and_settings_mirrors() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+impl Fixture {
+    /// Add `rows` (`[[component.recipe.release]]` tables) to the fixture's runc or crictl recipe.
+    fn with_release_rows(self, component: &str, rows: &str) -> Fixture {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        // Each component's recipe is the last table of its block: rows go before the next block
+        // (crictl's, for runc) or at the end (crictl is last).
+        let text = match component {
+            "runc" => {
+                let at = text.find("[[component]]\nname = \"crictl\"").unwrap();
+                format!("{}{rows}\n{}", &text[..at], &text[at..])
+            }
+            _ => format!("{text}\n{rows}\n"),
+        };
+        std::fs::write(&self.manifest, text).unwrap();
+        self
+    }
+
+    /// The bare mirrors under KBIN_HOME/git (a clone made one).
+    fn mirrors(&self) -> Vec<PathBuf> {
+        walk(&self.home().join("git"))
+            .into_iter()
+            .filter(|p| p.ends_with("HEAD"))
+            .collect()
+    }
+}
+
+#[test]
+fn a_missing_pkg_config_module_is_one_clear_error_and_nothing_is_cloned() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows(
+        "runc",
+        r#"[[component.recipe.release]]
+versions = ">=1.0.0"
+source = "a test row"
+needs = [{ pkg-config = "kbin-test-absent-module", package = "libkbin-test-absent-dev", for = "the seccomp build tag" }]
+"#,
+    );
+    let o = f.build("runc", &[]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains(&format!(
+            "building runc {RUNC} needs the pkg-config module kbin-test-absent-module (for the seccomp build tag)"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("hint: install it (Debian, Ubuntu: apt-get install libkbin-test-absent-dev)"),
+        "{t}"
+    );
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    assert!(f.mirrors().is_empty(), "cloned: {:?}", f.mirrors());
+    assert_eq!(f.runs(), 0);
+    assert_eq!(f.run_bin("runc"), "downloaded runc");
+}
+
+#[test]
+fn a_missing_make_is_named_before_anything_is_cloned() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    // A PATH with sh but no make.
+    let dir = f.tmp.path().join("no-make");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(which("sh"), dir.join("sh")).unwrap();
+    let o = f
+        .kbin_with_path(&dir.display().to_string())
+        .args(["build", "--from-source", "runc", "--toolchain", "t"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("building runc {RUNC} needs make")),
+        "{t}"
+    );
+    assert!(t.contains("apt-get install make"), "{t}");
+    assert!(f.mirrors().is_empty(), "cloned: {:?}", f.mirrors());
+}
+
+/// Release rows for the Go fixture (crictl): a promised tag, one dropped for a missing library.
+const GO_ROWS: &str = r#"[[component.recipe.release]]
+versions = ">=1.0.0"
+source = "a test row"
+command = ["go", "build", "-trimpath", "-tags", "{tags}", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]
+tags = ["kbin_promised", "kbin_optional"]
+cgo = { crictl = false }
+drop = [{ tag = "kbin_optional", pkg-config = "kbin-test-absent-module", package = "libkbin-optional-dev", env = { KBIN_DROPPED = "kbin_optional" }, why = "the optional feature is off" }]
+reports = [{ binary = "crictl", args = [], contains = "crictl version" }]
+"#;
+
+#[test]
+fn a_tag_whose_library_is_missing_is_dropped_said_and_recorded_and_the_rest_is_checked() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows("crictl", GO_ROWS);
+    let o = f.build("crictl", &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "building crictl {CRICTL} without the build tag kbin_optional: pkg-config finds no kbin-test-absent-module (install libkbin-optional-dev to keep it)"
+        )),
+        "{t}"
+    );
+    assert_eq!(f.run_bin("crictl"), format!("crictl version v{CRICTL}"));
+    let source = f.component("crictl")["source"].clone();
+    assert_eq!(
+        source["dropped_tags"].as_array().unwrap(),
+        &vec![toml::Value::from("kbin_optional")],
+        "{source}"
+    );
+    // The binary carries the promised tag and not the dropped one.
+    let info = Command::new("go")
+        .args(["version", "-m"])
+        .arg(f.toolchain().join("bin/crictl"))
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("-tags=kbin_promised\n"), "{info}");
+}
+
+#[test]
+fn a_recipe_whose_promised_tag_is_missing_from_the_binary_fails_and_installs_nothing() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    // The row promises kbin_promised, but its command builds without -tags.
+    let rows = GO_ROWS.replace(r#""-tags", "{tags}", "#, "");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows("crictl", &rows);
+    let o = f.build("crictl", &[]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("crictl built from crictl lacks what upstream's release build has: build tags should be kbin_promised, the binary says -tags= (lacks kbin_promised) (release row: a test row)"),
+        "{t}"
+    );
+    assert!(t.contains("hint: nothing was installed"), "{t}");
+    assert_eq!(f.run_bin("crictl"), "downloaded crictl");
+    let index = walk(&f.home().join("builds"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/index/"))
+        .count();
+    assert_eq!(index, 0, "a refused build is not in the build index");
+}
+
+/// Where Debian's golang-*-dev packages put Go source (GOPATH layout).
+const GOCODE: &str = "/usr/share/gocode/src";
+
+/// The nearest directory at or above `dir` (inside GOCODE) holding a go.mod, with the module
+/// path its `module` line names.
+fn module_of(dir: &Path) -> Option<(PathBuf, String)> {
+    let mut d = dir.to_owned();
+    while d.starts_with(GOCODE) && d != Path::new(GOCODE) {
+        if let Ok(text) = std::fs::read_to_string(d.join("go.mod")) {
+            let m = text
+                .lines()
+                .find_map(|l| l.strip_prefix("module "))?
+                .trim()
+                .to_owned();
+            return Some((d, m));
+        }
+        d.pop();
+    }
+    None
+}
+
+/// A git repository of runc 1.1.5 made from Debian's golang-github-opencontainers-runc-dev (the
+/// main package without Makefile or vendor/), tagged v1.1.5, plus a vendor/ assembled from the
+/// golang-*-dev packages it depends on, so that `go build` works offline: each imported package
+/// is copied to vendor/<module path>/<dir in module> and vendor/modules.txt lists the modules
+/// (at the versions runc's go.mod requires, `## explicit` for those, with each module's own
+/// `go` line so the vendored code compiles at its language version).
+fn debian_runc_repo(dir: &Path) {
+    let src = Path::new(GOCODE).join("github.com/opencontainers/runc");
+    assert!(
+        src.join("main.go").is_file(),
+        "{} is missing: run scripts/setup-test-deps (golang-github-opencontainers-runc-dev)",
+        src.display()
+    );
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let go_mod = std::fs::read_to_string(dir.join("go.mod")).unwrap();
+    // `require` lines: module → version.
+    let required: std::collections::BTreeMap<String, String> = go_mod
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some(m), Some(v)) if v.starts_with('v') && m.contains('.') => {
+                    Some((m.to_owned(), v.to_owned()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let cache = dir.parent().unwrap().join("gocache-list");
+    let list = Command::new("go")
+        .args([
+            "list",
+            "-deps",
+            "-tags",
+            "seccomp",
+            "-f",
+            "{{if not .Standard}}{{.ImportPath}} {{.Dir}}{{end}}",
+            "github.com/opencontainers/runc",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("HOME", dir.parent().unwrap())
+        .env("GOCACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{}", text(&list));
+    // module → (its go line, the vendored package paths)
+    let mut modules: std::collections::BTreeMap<String, (Option<String>, Vec<String>)> =
+        Default::default();
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let (import, pkg_dir) = line.split_once(' ').unwrap();
+        if import.starts_with("github.com/opencontainers/runc") {
+            continue;
+        }
+        let pkg_dir = Path::new(pkg_dir);
+        let (module, rel, go_line) = match module_of(pkg_dir) {
+            Some((root, m)) => {
+                let go_line = std::fs::read_to_string(root.join("go.mod"))
+                    .unwrap()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("go ").map(|v| v.trim().to_owned()));
+                (m, pkg_dir.strip_prefix(&root).unwrap().to_owned(), go_line)
+            }
+            None => {
+                // No go.mod in Debian's copy: the longest required module that is a prefix.
+                let m = required
+                    .keys()
+                    .filter(|m| import == m.as_str() || import.starts_with(&format!("{m}/")))
+                    .max_by_key(|m| m.len())
+                    .unwrap_or_else(|| panic!("no module for {import}"))
+                    .clone();
+                let root = Path::new(GOCODE).join(&m);
+                (m, pkg_dir.strip_prefix(&root).unwrap().to_owned(), None)
+            }
+        };
+        let path = if rel.as_os_str().is_empty() {
+            module.clone()
+        } else {
+            format!("{module}/{}", rel.display())
+        };
+        let dest = dir.join("vendor").join(&path);
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(pkg_dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_file() && !name.ends_with("_test.go") {
+                std::fs::copy(e.path(), dest.join(&name)).unwrap();
+            }
+        }
+        let entry = modules.entry(module).or_default();
+        entry.0 = entry.0.take().or(go_line);
+        entry.1.push(path);
+    }
+    let mut txt = String::new();
+    for (m, (go_line, pkgs)) in &modules {
+        let version = required.get(m).map_or("v0.0.0", String::as_str);
+        txt.push_str(&format!("# {m} {version}\n"));
+        let mut notes = Vec::new();
+        if required.contains_key(m) {
+            notes.push("explicit".to_owned());
+        }
+        if let Some(g) = go_line {
+            notes.push(format!("go {g}"));
+        }
+        if !notes.is_empty() {
+            txt.push_str(&format!("## {}\n", notes.join("; ")));
+        }
+        for p in pkgs {
+            txt.push_str(&format!("{p}\n"));
+        }
+    }
+    std::fs::write(dir.join("vendor/modules.txt"), txt).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A", "-f"]);
+    git(
+        dir,
+        &["commit", "-q", "-m", "runc 1.1.5 from Debian's source"],
+    );
+    git(dir, &["tag", "v1.1.5"]);
+}
+
+#[test]
+fn real_runc_builds_with_kbins_recipe_and_reports_seccomp() {
+    need("go");
+    need("git");
+    assert!(
+        Command::new("pkg-config")
+            .args(["--exists", "libseccomp"])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "libseccomp-dev is missing: run scripts/setup-test-deps"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("runc");
+    debian_runc_repo(&repo);
+    let home = tmp.path().join("kbin");
+    // The built-in manifest: kbin's own runc recipe and its release rows.
+    let o = common::kbin(&home)
+        .env("GOFLAGS", "-mod=vendor")
+        .env("GOPROXY", "off")
+        .args([
+            "build",
+            "--from-source",
+            "runc",
+            "--toolchain",
+            "src",
+            "--source",
+            &repo.display().to_string(),
+            "--ref",
+            "v1.1.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let runc = home.join("toolchains/src/bin/runc");
+    let version = Command::new(&runc).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.contains("runc version 1.1.5"), "{version}");
+    assert!(version.contains("libseccomp: 2."), "{version}");
+    let features = Command::new(&runc).arg("features").output().unwrap();
+    assert!(features.status.success(), "{}", text(&features));
+    let features: serde_json::Value = serde_json::from_slice(&features.stdout).unwrap();
+    assert_eq!(
+        features["linux"]["seccomp"]["enabled"],
+        serde_json::Value::Bool(true),
+        "{features}"
+    );
+    let info = Command::new("go")
+        .args(["version", "-m"])
+        .arg(&runc)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("-tags=seccomp\n") && info.contains("CGO_ENABLED=1\n"),
+        "{info}"
+    );
+}

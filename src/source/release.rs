@@ -1,0 +1,247 @@
+//! Keeping what upstream's release build has: a recipe's `[[component.recipe.release]]` row
+//! says, for a range of versions, the build tags, cgo and self-reports of upstream's release
+//! binaries and what the build needs on this machine. [`prepare`] checks the needs before
+//! anything is fetched and drops only the tags whose library is missing (said, and recorded in
+//! the receipt); [`verify`] asks each built binary what it is (`go version -m`, its own
+//! `--version`) and refuses one that lacks what the row promised, before it reaches the store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::manifest::{NeedKind, ReleaseBuild};
+
+use super::SourceError;
+use super::tools::find_on_path;
+
+/// What a build keeps and drops of its release row, decided before the fetch.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The tags the binaries must carry (the row's, minus the dropped ones).
+    pub tags: Vec<String>,
+    /// The tags left out because their library is missing.
+    pub dropped: Vec<String>,
+    /// What the drops add to the recipe's environment.
+    pub env: BTreeMap<String, String>,
+    /// One line per drop, for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Whether pkg-config (on `path`) knows `module`; `None` when there is no pkg-config.
+fn pkg_config_has(module: &str, path: &str) -> Option<bool> {
+    let pc = find_on_path("pkg-config", path)?;
+    let status = Command::new(pc)
+        .args(["--exists", module])
+        .env_clear()
+        .env("PATH", path)
+        .status()
+        .ok()?;
+    Some(status.success())
+}
+
+/// Check the row's needs and the recipe's program (`make`) on this machine, and decide which
+/// tags to drop. Runs before anything is fetched: a missing library costs no clone.
+pub fn prepare(
+    component: &str,
+    version: &semver::Version,
+    row: Option<&ReleaseBuild>,
+    program: &str,
+    path: &str,
+) -> Result<Prepared, SourceError> {
+    let missing = |what: String, package: &str, why: &str| SourceError::MissingPrerequisite {
+        component: component.to_owned(),
+        version: version.clone(),
+        what,
+        why: why.to_owned(),
+        package: package.to_owned(),
+    };
+    // The recipe's program (make, a script's interpreter is the script itself): `go` is left
+    // to the Go version rule, which needs the repository's go.mod.
+    if program == "make" && find_on_path("make", path).is_none() {
+        return Err(missing("make".into(), "make", "the recipe's command"));
+    }
+    let Some(row) = row else {
+        return Ok(Prepared::default());
+    };
+    for need in &row.needs {
+        match &need.what {
+            NeedKind::Tool(t) => {
+                if find_on_path(t, path).is_none() {
+                    return Err(missing(t.clone(), &need.package, &need.why));
+                }
+            }
+            NeedKind::PkgConfig(m) => match pkg_config_has(m, path) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(missing(
+                        format!("the pkg-config module {m}"),
+                        &need.package,
+                        &need.why,
+                    ));
+                }
+                None => {
+                    return Err(missing(
+                        format!("pkg-config (to find the module {m})"),
+                        &format!("pkg-config {}", need.package),
+                        &need.why,
+                    ));
+                }
+            },
+        }
+    }
+    let mut out = Prepared {
+        tags: row.tags.clone(),
+        ..Prepared::default()
+    };
+    for drop in &row.drops {
+        if pkg_config_has(&drop.pkg_config, path) == Some(true) {
+            continue;
+        }
+        out.tags.retain(|t| *t != drop.tag);
+        out.dropped.push(drop.tag.clone());
+        out.env.extend(drop.env.clone());
+        out.warnings.push(format!(
+            "building {component} {version} without the build tag {}: pkg-config finds no {} \
+             (install {} to keep it); {} (recorded in the receipt)",
+            drop.tag, drop.pkg_config, drop.package, drop.why
+        ));
+    }
+    Ok(out)
+}
+
+/// What `go version -m` says of a binary: its build settings (`-tags`, `CGO_ENABLED`,
+/// `GOEXPERIMENT`), or `None` when it is not a Go binary or there is no go.
+fn build_settings(binary: &Path, path: &str) -> Option<BTreeMap<String, String>> {
+    let go = find_on_path("go", path)?;
+    let out = Command::new(go)
+        .args(["version", "-m"])
+        .arg(binary)
+        .env_clear()
+        .env("PATH", path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        text.lines()
+            .filter_map(|l| l.trim_start().strip_prefix("build\t"))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// Check each built binary (`outputs`: name → path in the work tree) against the row (when
+/// the recipe has one for this version): its Go build info carries the kept tags, the row's cgo
+/// setting and the environment's GOEXPERIMENT (a go-fix's too, row or not); its self-reports
+/// contain what the row says. The first mismatch is the error.
+pub fn verify(
+    component: &str,
+    row: Option<&ReleaseBuild>,
+    prepared: &Prepared,
+    env: &BTreeMap<String, String>,
+    outputs: &BTreeMap<String, std::path::PathBuf>,
+    path: &str,
+) -> Result<(), SourceError> {
+    let broken =
+        |binary: &str, what: &str, promised: String, found: String| SourceError::BrokenPromise {
+            component: component.to_owned(),
+            binary: binary.to_owned(),
+            what: what.to_owned(),
+            promised,
+            found,
+            row: row.map_or_else(
+                || "the recipe's environment".to_owned(),
+                |r| r.source.clone(),
+            ),
+        };
+    let experiment = env.get("GOEXPERIMENT").filter(|e| !e.is_empty());
+    let no_cgo = BTreeMap::new();
+    let cgo_rules = row.map_or(&no_cgo, |r| &r.cgo);
+    let wants_build_info =
+        !prepared.tags.is_empty() || !cgo_rules.is_empty() || experiment.is_some();
+    for (binary, file) in outputs {
+        if !wants_build_info {
+            break;
+        }
+        let Some(settings) = build_settings(file, path) else {
+            return Err(broken(
+                binary,
+                "Go build info",
+                "a Go binary with build info".into(),
+                "nothing `go version -m` can read".into(),
+            ));
+        };
+        let tags: Vec<&str> = settings
+            .get("-tags")
+            .map(|t| t.split(',').collect())
+            .unwrap_or_default();
+        let lacking: Vec<&str> = prepared
+            .tags
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !tags.contains(t))
+            .collect();
+        if !lacking.is_empty() {
+            return Err(broken(
+                binary,
+                "build tags",
+                prepared.tags.join(","),
+                format!("-tags={} (lacks {})", tags.join(","), lacking.join(",")),
+            ));
+        }
+        if let Some(cgo) = cgo_rules.get(binary).or_else(|| cgo_rules.get("*")) {
+            let want = if *cgo { "1" } else { "0" };
+            let found = settings.get("CGO_ENABLED").map_or("unset", String::as_str);
+            if found != want {
+                return Err(broken(
+                    binary,
+                    "cgo",
+                    format!("CGO_ENABLED={want}"),
+                    format!("CGO_ENABLED={found}"),
+                ));
+            }
+        }
+        if let Some(exp) = experiment {
+            let found = settings.get("GOEXPERIMENT").map_or("", String::as_str);
+            let have: Vec<&str> = found.split(',').collect();
+            if exp.split(',').any(|e| !have.contains(&e)) {
+                return Err(broken(
+                    binary,
+                    "GOEXPERIMENT",
+                    format!("GOEXPERIMENT={exp}"),
+                    format!("GOEXPERIMENT={found}"),
+                ));
+            }
+        }
+    }
+    for report in row.iter().flat_map(|r| &r.reports) {
+        let Some(file) = outputs.get(&report.binary) else {
+            continue;
+        };
+        let out = Command::new(file)
+            .args(&report.args)
+            .env_clear()
+            .env("PATH", path)
+            .output();
+        let text = match out {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("cannot run it: {e}"),
+        };
+        if !text.contains(&report.contains) {
+            return Err(broken(
+                &report.binary,
+                &format!("`{} {}`", report.binary, report.args.join(" ")),
+                format!("output containing {:?}", report.contains),
+                text.trim().lines().collect::<Vec<_>>().join(" | "),
+            ));
+        }
+    }
+    Ok(())
+}
