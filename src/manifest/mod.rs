@@ -765,385 +765,74 @@ mod wire {
         incomplete: Option<String>,
     }
 
+    /// What every check needs: where the manifest came from, for the error.
+    struct Check {
+        origin: String,
+    }
+
+    impl Check {
+        fn invalid(&self, problem: String) -> ManifestError {
+            ManifestError::Invalid {
+                origin: self.origin.clone(),
+                problem,
+            }
+        }
+
+        fn version(&self, what: &str, v: &str) -> Result<Version, ManifestError> {
+            Version::parse(v.strip_prefix('v').unwrap_or(v))
+                .map_err(|e| self.invalid(format!("{what}: {v:?} is not a version ({e})")))
+        }
+
+        fn req(&self, what: &str, v: &str) -> Result<VersionReq, ManifestError> {
+            VersionReq::parse(v)
+                .map_err(|e| self.invalid(format!("{what}: {v:?} is not a version range ({e})")))
+        }
+    }
+
     impl Manifest {
+        /// Every section checked by the function of its own, each reference once: the
+        /// components (their artifacts, recipe, commits and ships rows), then the skew rules,
+        /// the releases and the pins, which refer to the components.
         pub(super) fn validate(
             self,
             origin: super::Origin,
             digest: Digest,
         ) -> Result<super::Manifest, ManifestError> {
-            let invalid = |problem: String| ManifestError::Invalid {
+            let ck = Check {
                 origin: origin.to_string(),
-                problem,
             };
-            let version = |what: &str, v: &str| {
-                Version::parse(v.strip_prefix('v').unwrap_or(v))
-                    .map_err(|e| invalid(format!("{what}: {v:?} is not a version ({e})")))
-            };
-            let req = |what: &str, v: &str| {
-                VersionReq::parse(v)
-                    .map_err(|e| invalid(format!("{what}: {v:?} is not a version range ({e})")))
-            };
-
-            // Components.
-            let mut components = Vec::new();
-            let mut binary_owner: BTreeMap<String, String> = BTreeMap::new();
+            let mut components: Vec<super::Component> = Vec::new();
+            let mut owners: BTreeMap<String, String> = BTreeMap::new();
             for c in self.component {
-                let what = format!("component {:?}", c.name);
-                if c.name.is_empty() {
-                    return Err(invalid("a component has an empty name".into()));
-                }
-                if components
-                    .iter()
-                    .any(|x: &super::Component| x.name == c.name)
-                {
-                    return Err(invalid(format!("{what} is defined twice")));
-                }
-                if c.binaries.is_empty() {
-                    return Err(invalid(format!("{what} lists no binaries")));
-                }
-                for b in c.binaries.iter().chain(&c.optional_binaries) {
-                    if b.is_empty() || b.contains('/') {
-                        return Err(invalid(format!("{what}: {b:?} is not a binary name")));
-                    }
-                    if let Some(other) = binary_owner.insert(b.clone(), c.name.clone()) {
-                        return Err(invalid(format!(
-                            "binary {b:?} is provided by both {other:?} and {:?}",
-                            c.name
-                        )));
-                    }
-                }
-                if c.artifact.is_empty() {
-                    return Err(invalid(format!("{what} has no [[component.artifact]]")));
-                }
-                let mut artifacts = Vec::new();
-                for a in c.artifact {
-                    for (field, t) in [
-                        ("url", Some(&a.url)),
-                        ("checksum-url", a.checksum_url.as_ref()),
-                    ] {
-                        if let Some(t) = t
-                            && !(t.starts_with("https://")
-                                || t.starts_with("http://")
-                                || t.starts_with("file://"))
-                        {
-                            return Err(invalid(format!(
-                                "{what}: artifact {field} {t:?} is not an http(s):// or file:// URL"
-                            )));
-                        }
-                    }
-                    if a.format == ArtifactFormat::TarGz && a.layout.is_none() {
-                        return Err(invalid(format!(
-                            "{what}: the tar.gz artifact {:?} needs a layout (where each binary is inside it)",
-                            a.url
-                        )));
-                    }
-                    let binaries = if a.binaries.is_empty() {
-                        c.binaries
-                            .iter()
-                            .chain(&c.optional_binaries)
-                            .cloned()
-                            .collect()
-                    } else {
-                        for b in &a.binaries {
-                            if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
-                                return Err(invalid(format!(
-                                    "{what}: artifact {:?} provides {b:?}, which is not one of the component's binaries",
-                                    a.url
-                                )));
-                            }
-                        }
-                        a.binaries
-                    };
-                    artifacts.push(ArtifactTemplate {
-                        pin: a.pin,
-                        url: a.url,
-                        checksum_url: a.checksum_url,
-                        format: a.format,
-                        layout: a.layout,
-                        binaries,
-                    });
-                }
-                let recipe = match c.recipe {
-                    None => None,
-                    Some(r) => {
-                        if r.command.is_empty() {
-                            return Err(invalid(format!("{what}: the recipe's command is empty")));
-                        }
-                        let mut go_fixes = Vec::new();
-                        for f in r.go_fix {
-                            go_fixes.push(super::GoFix {
-                                component_version: req(&what, &f.component_version)?,
-                                go: req(&what, &f.go)?,
-                                env: f.env,
-                                why: f.why,
-                            });
-                        }
-                        let mut releases: Vec<super::ReleaseBuild> = Vec::new();
-                        for row in r.release {
-                            let versions = req(&what, &row.versions)?;
-                            let mut needs = Vec::new();
-                            for n in row.needs {
-                                let kind = match (n.tool, n.pkg_config) {
-                                    (Some(t), None) => super::NeedKind::Tool(t),
-                                    (None, Some(m)) => super::NeedKind::PkgConfig(m),
-                                    _ => {
-                                        return Err(invalid(format!(
-                                            "{what}: a release need names exactly one of tool and pkg-config (for {:?})",
-                                            n.why
-                                        )));
-                                    }
-                                };
-                                needs.push(super::Need {
-                                    what: kind,
-                                    package: n.package,
-                                    why: n.why,
-                                });
-                            }
-                            if row.command.as_ref().is_some_and(|c| c.is_empty()) {
-                                return Err(invalid(format!(
-                                    "{what}: the release row for {versions} has an empty command"
-                                )));
-                            }
-                            releases.push(super::ReleaseBuild {
-                                versions,
-                                source: row.source,
-                                command: row.command,
-                                tags: row.tags,
-                                cgo: row.cgo,
-                                needs,
-                                drops: row
-                                    .drop
-                                    .into_iter()
-                                    .map(|d| super::TagDrop {
-                                        tag: d.tag,
-                                        pkg_config: d.pkg_config,
-                                        package: d.package,
-                                        env: d.env,
-                                        why: d.why,
-                                    })
-                                    .collect(),
-                                reports: row
-                                    .reports
-                                    .into_iter()
-                                    .map(|r| super::SelfReport {
-                                        binary: r.binary,
-                                        args: r.args,
-                                        contains: r.contains,
-                                    })
-                                    .collect(),
-                            });
-                        }
-                        Some(super::Recipe {
-                            command: r.command,
-                            per_binary: r.per_binary,
-                            env: r.env,
-                            outputs: r.outputs,
-                            go_fixes,
-                            releases,
-                        })
-                    }
-                };
-                let mut commits = BTreeMap::new();
-                for (v, commit) in &c.commits {
-                    let v = version(&format!("{what}: commits"), v)?;
-                    if commit.len() != 40
-                        || !commit
-                            .bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    {
-                        return Err(invalid(format!(
-                            "{what}: commits: {commit:?} (for {v}) is not a full commit id (40 lowercase hex)"
-                        )));
-                    }
-                    commits.insert(v, commit.clone());
-                }
-                let mut ships = Vec::new();
-                for s in c.ships {
-                    let versions = req(&format!("{what}: ships"), &s.versions)?;
-                    if s.source.trim().is_empty() {
-                        return Err(invalid(format!(
-                            "{what}: the ships row for {versions} has no source (say where upstream it was read)"
-                        )));
-                    }
-                    for b in &s.binaries {
-                        if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
-                            return Err(invalid(format!(
-                                "{what}: the ships row for {versions} lists {b:?}, which is not one of the component's binaries or optional binaries"
-                            )));
-                        }
-                    }
-                    if !c.binaries.iter().any(|b| s.binaries.contains(b)) {
-                        return Err(invalid(format!(
-                            "{what}: the ships row for {versions} lists none of the component's binaries"
-                        )));
-                    }
-                    ships.push(super::Ships {
-                        versions,
-                        binaries: s.binaries,
-                        source: s.source,
-                    });
-                }
-                components.push(super::Component {
-                    name: c.name,
-                    description: c.description,
-                    binaries: c.binaries,
-                    optional_binaries: c.optional_binaries,
-                    install_dir: c.install_dir.unwrap_or_else(|| "bin".into()),
-                    repository: c.repository,
-                    tag: c.tag,
-                    version_args: c.version_args,
-                    version_args_override: c.version_args_override,
-                    artifacts,
-                    recipe,
-                    commits,
-                    ships,
-                    releases: c.releases.map(|r| Listing {
-                        url: r.url,
-                        format: r.format,
-                    }),
-                });
+                let c = component(&ck, c, &components, &mut owners)?;
+                components.push(c);
             }
             for name in REQUIRED_COMPONENTS {
                 if !components.iter().any(|c| c.name == *name) {
-                    return Err(invalid(format!(
+                    return Err(ck.invalid(format!(
                         "component {name:?} is missing: every manifest must define {}",
                         REQUIRED_COMPONENTS.join(", ")
                     )));
                 }
             }
-            let known = |name: &str| components.iter().any(|c| c.name == name);
-
-            // Rules.
-            let mut rules = Vec::new();
-            for r in self.rule {
-                if !known(&r.component) {
-                    return Err(invalid(format!(
-                        "a [[rule]] names component {:?}, which the manifest does not define",
-                        r.component
-                    )));
-                }
-                let rule = SkewRule {
-                    kubernetes: req(&format!("rule for {}", r.component), &r.kubernetes)?,
-                    component: r.component,
-                    requires: r.requires,
-                    why: r.why,
-                };
-                rule.requirement(&Version::new(1, 0, 0)).map_err(|e| {
-                    invalid(format!(
-                        "rule for {}: requires {:?} is not a version range ({e})",
-                        rule.component, rule.requires
-                    ))
-                })?;
-                rules.push(rule);
-            }
-
-            // Releases.
+            let rules = self
+                .rule
+                .into_iter()
+                .map(|r| rule(&ck, r, &components))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut releases = BTreeMap::new();
             for (key, r) in self.release {
-                let minor: Minor = key
-                    .parse()
-                    .map_err(|e| invalid(format!("[release.{key:?}]: {e}")))?;
-                let what = format!("[release.\"{minor}\"]");
-                let latest = version(&what, &r.latest)?;
-                let mut patches = Vec::new();
-                for p in &r.patches {
-                    let p = version(&what, p)?;
-                    if Minor::of(&p) != minor {
-                        return Err(invalid(format!(
-                            "{what}: patch {p} is not a {minor} release"
-                        )));
-                    }
-                    patches.push(p);
-                }
-                patches.sort();
-                patches.dedup();
-                if !patches.contains(&latest) {
-                    return Err(invalid(format!(
-                        "{what}: latest {latest} is not among its patches"
-                    )));
-                }
-                if patches.last() != Some(&latest) {
-                    return Err(invalid(format!(
-                        "{what}: latest {latest} is not its newest patch"
-                    )));
-                }
-                let defaults = match (r.defaults, r.images, r.incomplete) {
-                    (_, _, Some(why)) => Err(why),
-                    (Some(d), Some(images), None) => {
-                        let mut map = BTreeMap::new();
-                        for (name, v) in d {
-                            if !known(&name) || name == KUBERNETES {
-                                return Err(invalid(format!(
-                                    "{what}: defaults name {name:?}, which is not a component other than kubernetes"
-                                )));
-                            }
-                            map.insert(name.clone(), version(&format!("{what} {name}"), &v)?);
-                        }
-                        for c in &components {
-                            if c.name != KUBERNETES && !map.contains_key(&c.name) {
-                                return Err(invalid(format!(
-                                    "{what} has no default version for component {:?}: add `{} = \"X.Y.Z\"` to its defaults, or mark the minor `incomplete = \"why\"`",
-                                    c.name, c.name
-                                )));
-                            }
-                        }
-                        Ok(Defaults {
-                            components: map,
-                            images,
-                        })
-                    }
-                    (None, _, None) => {
-                        return Err(invalid(format!(
-                            "{what} has no defaults: add a defaults table, or mark it `incomplete = \"why\"`"
-                        )));
-                    }
-                    (Some(_), None, None) => {
-                        return Err(invalid(format!(
-                            "{what} has no images (coredns and pause versions)"
-                        )));
-                    }
-                };
-                releases.insert(
-                    minor,
-                    super::Release {
-                        minor,
-                        latest,
-                        patches,
-                        defaults,
-                        source: r.source,
-                    },
-                );
+                let r = release(&ck, &key, r, &components)?;
+                releases.insert(r.minor, r);
             }
             if releases.is_empty() {
-                return Err(invalid("it lists no [release.\"1.NN\"]".into()));
+                return Err(ck.invalid("it lists no [release.\"1.NN\"]".into()));
             }
-
-            // Pins.
             let mut pins = BTreeMap::new();
             for (key, value) in self.pins {
-                let mut parts = key.splitn(3, '/');
-                let (Some(pin), Some(arch), Some(v)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(invalid(format!(
-                        "pin {key:?} is not \"<pin>/<arch>/<version>\""
-                    )));
-                };
-                let arch: Arch = arch
-                    .parse()
-                    .map_err(|e| invalid(format!("pin {key:?}: {e}")))?;
-                let digest: Digest = value
-                    .parse()
-                    .map_err(|e| invalid(format!("pin {key:?}: {e}")))?;
-                pins.insert(
-                    PinKey {
-                        pin: pin.to_owned(),
-                        arch,
-                        version: version(&format!("pin {key:?}"), v)?,
-                    },
-                    digest,
-                );
+                let (k, d) = pin(&ck, &key, &value)?;
+                pins.insert(k, d);
             }
-
             Ok(super::Manifest {
                 origin,
                 digest,
@@ -1156,6 +845,371 @@ mod wire {
                 overlay: None,
             })
         }
+    }
+
+    /// One `[[component]]`: its names (unique, each binary owned once), artifacts, recipe,
+    /// commits and ships rows.
+    fn component(
+        ck: &Check,
+        c: Component,
+        earlier: &[super::Component],
+        owners: &mut BTreeMap<String, String>,
+    ) -> Result<super::Component, ManifestError> {
+        let what = format!("component {:?}", c.name);
+        if c.name.is_empty() {
+            return Err(ck.invalid("a component has an empty name".into()));
+        }
+        if earlier.iter().any(|x| x.name == c.name) {
+            return Err(ck.invalid(format!("{what} is defined twice")));
+        }
+        if c.binaries.is_empty() {
+            return Err(ck.invalid(format!("{what} lists no binaries")));
+        }
+        for b in c.binaries.iter().chain(&c.optional_binaries) {
+            if b.is_empty() || b.contains('/') {
+                return Err(ck.invalid(format!("{what}: {b:?} is not a binary name")));
+            }
+            if let Some(other) = owners.insert(b.clone(), c.name.clone()) {
+                return Err(ck.invalid(format!(
+                    "binary {b:?} is provided by both {other:?} and {:?}",
+                    c.name
+                )));
+            }
+        }
+        if c.artifact.is_empty() {
+            return Err(ck.invalid(format!("{what} has no [[component.artifact]]")));
+        }
+        let mut artifacts = Vec::new();
+        for a in c.artifact {
+            artifacts.push(artifact(ck, &what, &c.binaries, &c.optional_binaries, a)?);
+        }
+        let recipe = c.recipe.map(|r| recipe(ck, &what, r)).transpose()?;
+        let mut commits = BTreeMap::new();
+        for (v, commit) in &c.commits {
+            let v = ck.version(&format!("{what}: commits"), v)?;
+            if commit.len() != 40
+                || !commit
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(ck.invalid(format!(
+                    "{what}: commits: {commit:?} (for {v}) is not a full commit id (40 lowercase hex)"
+                )));
+            }
+            commits.insert(v, commit.clone());
+        }
+        let mut ships = Vec::new();
+        for s in c.ships {
+            let versions = ck.req(&format!("{what}: ships"), &s.versions)?;
+            if s.source.trim().is_empty() {
+                return Err(ck.invalid(format!(
+                    "{what}: the ships row for {versions} has no source (say where upstream it was read)"
+                )));
+            }
+            for b in &s.binaries {
+                if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
+                    return Err(ck.invalid(format!(
+                        "{what}: the ships row for {versions} lists {b:?}, which is not one of the component's binaries or optional binaries"
+                    )));
+                }
+            }
+            if !c.binaries.iter().any(|b| s.binaries.contains(b)) {
+                return Err(ck.invalid(format!(
+                    "{what}: the ships row for {versions} lists none of the component's binaries"
+                )));
+            }
+            ships.push(super::Ships {
+                versions,
+                binaries: s.binaries,
+                source: s.source,
+            });
+        }
+        Ok(super::Component {
+            name: c.name,
+            description: c.description,
+            binaries: c.binaries,
+            optional_binaries: c.optional_binaries,
+            install_dir: c.install_dir.unwrap_or_else(|| "bin".into()),
+            repository: c.repository,
+            tag: c.tag,
+            version_args: c.version_args,
+            version_args_override: c.version_args_override,
+            artifacts,
+            recipe,
+            commits,
+            ships,
+            releases: c.releases.map(|r| Listing {
+                url: r.url,
+                format: r.format,
+            }),
+        })
+    }
+
+    /// One `[[component.artifact]]`: http(s):// or file:// URLs, a layout for a tar.gz, and only
+    /// the component's binaries.
+    fn artifact(
+        ck: &Check,
+        what: &str,
+        c_binaries: &[String],
+        c_optional: &[String],
+        a: Artifact,
+    ) -> Result<ArtifactTemplate, ManifestError> {
+        for (field, t) in [
+            ("url", Some(&a.url)),
+            ("checksum-url", a.checksum_url.as_ref()),
+        ] {
+            if let Some(t) = t
+                && !(t.starts_with("https://")
+                    || t.starts_with("http://")
+                    || t.starts_with("file://"))
+            {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {field} {t:?} is not an http(s):// or file:// URL"
+                )));
+            }
+        }
+        if a.format == ArtifactFormat::TarGz && a.layout.is_none() {
+            return Err(ck.invalid(format!(
+                "{what}: the tar.gz artifact {:?} needs a layout (where each binary is inside it)",
+                a.url
+            )));
+        }
+        let binaries = if a.binaries.is_empty() {
+            c_binaries.iter().chain(c_optional).cloned().collect()
+        } else {
+            for b in &a.binaries {
+                if !c_binaries.contains(b) && !c_optional.contains(b) {
+                    return Err(ck.invalid(format!(
+                        "{what}: artifact {:?} provides {b:?}, which is not one of the component's binaries",
+                        a.url
+                    )));
+                }
+            }
+            a.binaries
+        };
+        Ok(ArtifactTemplate {
+            pin: a.pin,
+            url: a.url,
+            checksum_url: a.checksum_url,
+            format: a.format,
+            layout: a.layout,
+            binaries,
+        })
+    }
+
+    /// A component's `[component.recipe]`, with its go-fix and release rows.
+    fn recipe(ck: &Check, what: &str, r: Recipe) -> Result<super::Recipe, ManifestError> {
+        if r.command.is_empty() {
+            return Err(ck.invalid(format!("{what}: the recipe's command is empty")));
+        }
+        let mut go_fixes = Vec::new();
+        for f in r.go_fix {
+            go_fixes.push(super::GoFix {
+                component_version: ck.req(what, &f.component_version)?,
+                go: ck.req(what, &f.go)?,
+                env: f.env,
+                why: f.why,
+            });
+        }
+        let releases = r
+            .release
+            .into_iter()
+            .map(|row| release_build(ck, what, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Recipe {
+            command: r.command,
+            per_binary: r.per_binary,
+            env: r.env,
+            outputs: r.outputs,
+            go_fixes,
+            releases,
+        })
+    }
+
+    /// One `[[component.recipe.release]]`: its versions, needs (a tool or a pkg-config module
+    /// each), droppable tags and self-reports.
+    fn release_build(
+        ck: &Check,
+        what: &str,
+        row: ReleaseRow,
+    ) -> Result<super::ReleaseBuild, ManifestError> {
+        let versions = ck.req(what, &row.versions)?;
+        let mut needs = Vec::new();
+        for n in row.needs {
+            let kind = match (n.tool, n.pkg_config) {
+                (Some(t), None) => super::NeedKind::Tool(t),
+                (None, Some(m)) => super::NeedKind::PkgConfig(m),
+                _ => {
+                    return Err(ck.invalid(format!(
+                        "{what}: a release need names exactly one of tool and pkg-config (for {:?})",
+                        n.why
+                    )));
+                }
+            };
+            needs.push(super::Need {
+                what: kind,
+                package: n.package,
+                why: n.why,
+            });
+        }
+        if row.command.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(ck.invalid(format!(
+                "{what}: the release row for {versions} has an empty command"
+            )));
+        }
+        Ok(super::ReleaseBuild {
+            versions,
+            source: row.source,
+            command: row.command,
+            tags: row.tags,
+            cgo: row.cgo,
+            needs,
+            drops: row
+                .drop
+                .into_iter()
+                .map(|d| super::TagDrop {
+                    tag: d.tag,
+                    pkg_config: d.pkg_config,
+                    package: d.package,
+                    env: d.env,
+                    why: d.why,
+                })
+                .collect(),
+            reports: row
+                .reports
+                .into_iter()
+                .map(|r| super::SelfReport {
+                    binary: r.binary,
+                    args: r.args,
+                    contains: r.contains,
+                })
+                .collect(),
+        })
+    }
+
+    /// One `[[rule]]`: a known component and version ranges that parse.
+    fn rule(
+        ck: &Check,
+        r: Rule,
+        components: &[super::Component],
+    ) -> Result<SkewRule, ManifestError> {
+        let known = |name: &str| components.iter().any(|c| c.name == name);
+        if !known(&r.component) {
+            return Err(ck.invalid(format!(
+                "a [[rule]] names component {:?}, which the manifest does not define",
+                r.component
+            )));
+        }
+        let rule = SkewRule {
+            kubernetes: ck.req(&format!("rule for {}", r.component), &r.kubernetes)?,
+            component: r.component,
+            requires: r.requires,
+            why: r.why,
+        };
+        rule.requirement(&Version::new(1, 0, 0)).map_err(|e| {
+            ck.invalid(format!(
+                "rule for {}: requires {:?} is not a version range ({e})",
+                rule.component, rule.requires
+            ))
+        })?;
+        Ok(rule)
+    }
+
+    /// One `[release."1.NN"]`: its patches (of that minor; latest the newest), and either
+    /// defaults for every component and images, or why it is incomplete.
+    fn release(
+        ck: &Check,
+        key: &str,
+        r: Release,
+        components: &[super::Component],
+    ) -> Result<super::Release, ManifestError> {
+        let known = |name: &str| components.iter().any(|c| c.name == name);
+        let minor: Minor = key
+            .parse()
+            .map_err(|e| ck.invalid(format!("[release.{key:?}]: {e}")))?;
+        let what = format!("[release.\"{minor}\"]");
+        let latest = ck.version(&what, &r.latest)?;
+        let mut patches = Vec::new();
+        for p in &r.patches {
+            let p = ck.version(&what, p)?;
+            if Minor::of(&p) != minor {
+                return Err(ck.invalid(format!("{what}: patch {p} is not a {minor} release")));
+            }
+            patches.push(p);
+        }
+        patches.sort();
+        patches.dedup();
+        if !patches.contains(&latest) {
+            return Err(ck.invalid(format!("{what}: latest {latest} is not among its patches")));
+        }
+        if patches.last() != Some(&latest) {
+            return Err(ck.invalid(format!("{what}: latest {latest} is not its newest patch")));
+        }
+        let defaults = match (r.defaults, r.images, r.incomplete) {
+            (_, _, Some(why)) => Err(why),
+            (Some(d), Some(images), None) => {
+                let mut map = BTreeMap::new();
+                for (name, v) in d {
+                    if !known(&name) || name == KUBERNETES {
+                        return Err(ck.invalid(format!(
+                            "{what}: defaults name {name:?}, which is not a component other than kubernetes"
+                        )));
+                    }
+                    map.insert(name.clone(), ck.version(&format!("{what} {name}"), &v)?);
+                }
+                for c in components {
+                    if c.name != KUBERNETES && !map.contains_key(&c.name) {
+                        return Err(ck.invalid(format!(
+                            "{what} has no default version for component {:?}: add `{} = \"X.Y.Z\"` to its defaults, or mark the minor `incomplete = \"why\"`",
+                            c.name, c.name
+                        )));
+                    }
+                }
+                Ok(Defaults {
+                    components: map,
+                    images,
+                })
+            }
+            (None, _, None) => {
+                return Err(ck.invalid(format!(
+                    "{what} has no defaults: add a defaults table, or mark it `incomplete = \"why\"`"
+                )));
+            }
+            (Some(_), None, None) => {
+                return Err(
+                    ck.invalid(format!("{what} has no images (coredns and pause versions)"))
+                );
+            }
+        };
+        Ok(super::Release {
+            minor,
+            latest,
+            patches,
+            defaults,
+            source: r.source,
+        })
+    }
+
+    /// One `[pins]` entry: `"<pin>/<arch>/<version>" = "<digest>"`.
+    fn pin(ck: &Check, key: &str, value: &str) -> Result<(PinKey, Digest), ManifestError> {
+        let mut parts = key.splitn(3, '/');
+        let (Some(pin), Some(arch), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ck.invalid(format!("pin {key:?} is not \"<pin>/<arch>/<version>\"")));
+        };
+        let arch: Arch = arch
+            .parse()
+            .map_err(|e| ck.invalid(format!("pin {key:?}: {e}")))?;
+        let digest: Digest = value
+            .parse()
+            .map_err(|e| ck.invalid(format!("pin {key:?}: {e}")))?;
+        Ok((
+            PinKey {
+                pin: pin.to_owned(),
+                arch,
+                version: ck.version(&format!("pin {key:?}"), v)?,
+            },
+            digest,
+        ))
     }
 }
 
