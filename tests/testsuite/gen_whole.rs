@@ -411,3 +411,31 @@ fn a_full_disk_fails_before_anything_is_written() {
     assert!(err.contains("No space left"), "{err}");
     assert_same(&before, &dir);
 }
+
+/// `--out cluster` relative to the working directory, new and then again: the commit's sweep of
+/// a crashed run's leftovers once took this run's own node trees for leftovers (their paths
+/// were spelt absolute, the directory listed relative) and deleted them before the rename.
+#[test]
+fn a_relative_out_directory_is_written_and_rewritten_whole() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    for round in ["new", "again", "forced"] {
+        let extra: &[&str] = if round == "forced" { &["--force"] } else { &[] };
+        let o = gen_cmd(home.path(), Path::new("cluster"), extra)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mut names: Vec<String> = std::fs::read_dir(work.path().join("cluster/nodes"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cp1", "cp1.tar.gz", "w1", "w1.tar.gz"], "{round}");
+        assert!(work.path().join("cluster/nodes/w1/etc/kubernetes").is_dir());
+    }
+}

@@ -3,7 +3,7 @@
 //! dropped uncommitted, nothing of it remains.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fsx::{WriteError, create_dir, write_at as at};
@@ -229,10 +229,14 @@ impl Staged {
         dirs.dedup();
         // What a crashed run left in these directories (its temporaries, an old tree it had
         // swapped out) goes now: the caller holds the directory's lock, so no other run's.
-        let ours: std::collections::HashSet<&Path> = files
+        // By device and inode, not by path: the temporaries' paths may be spelt otherwise
+        // (absolute) than the directories listed (relative to a relative --out).
+        let ours: std::collections::HashSet<(u64, u64)> = files
             .iter()
             .map(|(t, _)| t.as_ref())
             .chain(trees.iter().map(|(t, _)| t.path()))
+            .filter_map(|p| std::fs::symlink_metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
             .collect();
         for dir in &dirs {
             sweep_leftovers(dir, &ours)?;
@@ -261,7 +265,10 @@ impl Staged {
 /// Remove from `dir` what a run that crashed mid-commit left: temporary files (`.tmp-XXXXXX`),
 /// trees (`.tmp-tree-XXXXXX`, possibly an old tree swapped out) and the `.old-*` trees of kbin
 /// before the atomic exchange, but none of `ours`.
-fn sweep_leftovers(dir: &Path, ours: &std::collections::HashSet<&Path>) -> Result<(), WriteError> {
+fn sweep_leftovers(
+    dir: &Path,
+    ours: &std::collections::HashSet<(u64, u64)>,
+) -> Result<(), WriteError> {
     let random = |s: &str| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric());
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -276,7 +283,11 @@ fn sweep_leftovers(dir: &Path, ours: &std::collections::HashSet<&Path>) -> Resul
             || name.strip_prefix(".tmp-").is_some_and(random)
             || name.starts_with(".old-");
         let path = e.path();
-        if !stale || ours.contains(path.as_path()) {
+        if !stale {
+            continue;
+        }
+        let id = std::fs::symlink_metadata(&path).map_err(at("cannot stat", &path))?;
+        if ours.contains(&(id.dev(), id.ino())) {
             continue;
         }
         let r = match e.file_type() {
