@@ -192,12 +192,7 @@ fn probes<'m>(merged: &'m Manifest, only: &[String]) -> Result<Vec<Probe<'m>>, U
     if let Some(n) = only.iter().find(|n| merged.component(n).is_none()) {
         return Err(UpdateError::UnknownComponent {
             name: n.clone(),
-            known: merged
-                .components
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: merged.component_names(),
         });
     }
     let mut probes = Vec::new();

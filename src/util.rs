@@ -272,9 +272,43 @@ fn run_pool<T: Sync, R: Send>(
     })
 }
 
+/// The last `n` lines of the file at `path` (fewer if it has fewer; none if it cannot be read),
+/// read from its end: a build or component log may be far larger than what is shown of it.
+pub fn tail_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Enough for n long lines; a longer line is shown cut at its start.
+    let want = (n as u64).saturating_mul(1024).max(64 << 10).min(len);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(len - want)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_lines_reads_the_last_lines_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        assert_eq!(tail_lines(&p, 2), ["line 99998", "line 99999"]);
+        std::fs::write(&p, "one\ntwo").unwrap();
+        assert_eq!(tail_lines(&p, 5), ["one", "two"]);
+        assert!(tail_lines(&dir.path().join("missing"), 3).is_empty());
+    }
 
     #[test]
     fn rfc3339_is_utc_to_the_second() {

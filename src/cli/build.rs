@@ -116,15 +116,7 @@ pub(super) fn build_into(
     let comp = manifest
         .component(component)
         .with_context(|| format!("the manifest has no component {component:?}"))
-        .hint(format!(
-            "components: {}",
-            manifest
-                .components
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))?;
+        .hint(format!("components: {}", manifest.component_names()))?;
     let host = Arch::host()
         .context("this machine's architecture is neither amd64 nor arm64")
         .hint("source builds are native: build on an amd64 or arm64 machine")?;

@@ -103,7 +103,7 @@ pub fn plan(
     {
         return Err(InstallError::UnknownFromSource {
             name: n.clone(),
-            known: component_names(manifest),
+            known: manifest.component_names(),
         });
     }
     let mut p = Plan {
@@ -167,15 +167,6 @@ pub fn plan(
     // Whether a source build is current is the builder's call (its cache is keyed by commit).
     p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
     Ok(p)
-}
-
-fn component_names(manifest: &Manifest) -> String {
-    manifest
-        .components
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `--only`: each name is a component (all its binaries) or a single binary; `None` is all.

@@ -525,6 +525,15 @@ impl Manifest {
         self.components.iter().find(|c| c.name == name)
     }
 
+    /// Every component's name, comma-separated (for errors and hints).
+    pub fn component_names(&self) -> String {
+        self.components
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The component that provides `binary` (required or optional).
     pub fn component_of_binary(&self, binary: &str) -> Option<&Component> {
         self.components.iter().find(|c| {

@@ -25,13 +25,10 @@ pub fn normalize_source(source: &str) -> Result<String, SourceError> {
         return Ok(source.to_owned());
     }
     let path = Path::new(source);
-    let abs = std::fs::canonicalize(path).map_err(|e| {
-        SourceError::Io(crate::fsx::PathIo {
-            action: "cannot find the source repository",
-            path: path.to_owned(),
-            source: e,
-        })
-    })?;
+    let abs = std::fs::canonicalize(path).map_err(crate::fsx::at::<SourceError>(
+        "cannot find the source repository",
+        path,
+    ))?;
     Ok(format!("file://{}", abs.display()))
 }
 
@@ -62,13 +59,8 @@ fn open_mirror(mirror: &Path, url: &str) -> Result<Repository, SourceError> {
     Ok(match Repository::open_bare(mirror) {
         Ok(r) => r,
         Err(_) => {
-            std::fs::create_dir_all(mirror).map_err(|e| {
-                SourceError::Io(crate::fsx::PathIo {
-                    action: "cannot create",
-                    path: mirror.to_owned(),
-                    source: e,
-                })
-            })?;
+            std::fs::create_dir_all(mirror)
+                .map_err(crate::fsx::at::<SourceError>("cannot create", mirror))?;
             Repository::init_bare(mirror).map_err(git_err(url, "cannot create the mirror"))?
         }
     })
@@ -109,7 +101,7 @@ fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, 
             (format!("+{git_ref}:{local}"), local)
         }
         None => {
-            let mut names: Vec<&str> = heads
+            let names: Vec<&str> = heads
                 .iter()
                 .filter_map(|(n, _)| {
                     n.strip_prefix("refs/tags/")
@@ -117,14 +109,7 @@ fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, 
                 })
                 .filter(|n| !n.ends_with("^{}"))
                 .collect();
-            names.sort();
-            names.dedup();
-            let shown: Vec<&str> = names.iter().rev().take(10).copied().collect();
-            return Err(SourceError::NoSuchRef {
-                url: url.to_owned(),
-                git_ref: git_ref.to_owned(),
-                known: shown.join(", "),
-            });
+            return Err(no_such_ref(url, git_ref, names));
         }
     };
 
@@ -167,21 +152,12 @@ fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, 
 /// Check `commit` out of the bare mirror into `dest` (created fresh; removed first if present).
 pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(), SourceError> {
     if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(|e| {
-            SourceError::Io(crate::fsx::PathIo {
-                action: "cannot clear the old work tree",
-                path: dest.to_owned(),
-                source: e,
-            })
-        })?;
+        std::fs::remove_dir_all(dest).map_err(crate::fsx::at::<SourceError>(
+            "cannot clear the old work tree",
+            dest,
+        ))?;
     }
-    std::fs::create_dir_all(dest).map_err(|e| {
-        SourceError::Io(crate::fsx::PathIo {
-            action: "cannot create",
-            path: dest.to_owned(),
-            source: e,
-        })
-    })?;
+    std::fs::create_dir_all(dest).map_err(crate::fsx::at::<SourceError>("cannot create", dest))?;
     let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
     let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
     let tree = repo
@@ -255,20 +231,14 @@ fn fetch_local(
             Oid::from_str(git_ref).map_err(git_err(url, "bad commit id"))?,
         ),
         None => {
-            let mut names: Vec<&str> = refs
+            let names: Vec<&str> = refs
                 .keys()
                 .filter_map(|n| {
                     n.strip_prefix("refs/tags/")
                         .or_else(|| n.strip_prefix("refs/heads/"))
                 })
                 .collect();
-            names.sort();
-            let shown: Vec<&str> = names.iter().rev().take(10).copied().collect();
-            return Err(SourceError::NoSuchRef {
-                url: url.to_owned(),
-                git_ref: git_ref.to_owned(),
-                known: shown.join(", "),
-            });
+            return Err(no_such_ref(url, git_ref, names));
         }
     };
     let local_ref = match full.strip_prefix("refs/heads/") {
@@ -390,4 +360,16 @@ fn ref_candidates(git_ref: &str) -> [String; 3] {
         format!("refs/heads/{git_ref}"),
         git_ref.to_owned(),
     ]
+}
+
+/// `git_ref` is none of the repository's refs: the error names the newest ten of `names`.
+fn no_such_ref(url: &str, git_ref: &str, mut names: Vec<&str>) -> SourceError {
+    names.sort();
+    names.dedup();
+    let shown: Vec<&str> = names.iter().rev().take(10).copied().collect();
+    SourceError::NoSuchRef {
+        url: url.to_owned(),
+        git_ref: git_ref.to_owned(),
+        known: shown.join(", "),
+    }
 }

@@ -19,7 +19,7 @@ pub mod release;
 pub mod tools;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek};
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -448,17 +448,6 @@ fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> 
     env
 }
 
-fn log_tail(log: &Path, n: usize) -> String {
-    let Ok(f) = std::fs::File::open(log) else {
-        return String::new();
-    };
-    let lines: Vec<String> = std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Fetch, check out and build a component (or find the same build in the cache), and put its
 /// outputs into the store. Nothing is installed: see [`install_built`].
 pub fn build_component(
@@ -728,7 +717,7 @@ fn run_recipe(
                 component: c.name.clone(),
                 status,
                 log: log.to_owned(),
-                tail: log_tail(log, LOG_TAIL_LINES),
+                tail: crate::util::tail_lines(log, LOG_TAIL_LINES).join("\n"),
                 rerun,
             });
         }

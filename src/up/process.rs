@@ -655,17 +655,6 @@ fn wait_gone(p: &Proc, limit: Duration) -> bool {
     }
 }
 
-/// The last `n` lines of `path` (empty if it cannot be read).
-pub fn tail(path: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,7 @@ pub(super) fn step_error(
         component: component.to_owned(),
         what,
         log: log.to_owned(),
-        tail: process::tail(log, 30),
+        tail: crate::util::tail_lines(log, 30),
         next,
     }))
 }

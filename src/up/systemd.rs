@@ -12,9 +12,9 @@ pub(super) fn systemctl(args: &[&str]) -> Result<String, String> {
     .map_err(|e| format!("systemctl {}: {e}", args.join(" ")))
 }
 
-/// systemd's MainPID of `unit` while it is active.
-pub(super) fn systemd_main_pid(unit: &str) -> Option<i32> {
-    let out = systemctl(&[
+/// `systemctl show UNIT.service -p MainPID -p ActiveState`: `KEY=value` lines.
+fn show_pid_and_state(unit: &str) -> Result<String, String> {
+    systemctl(&[
         "show",
         &format!("{unit}.service"),
         "-p",
@@ -22,7 +22,11 @@ pub(super) fn systemd_main_pid(unit: &str) -> Option<i32> {
         "-p",
         "ActiveState",
     ])
-    .ok()?;
+}
+
+/// systemd's MainPID of `unit` while it is active.
+pub(super) fn systemd_main_pid(unit: &str) -> Option<i32> {
+    let out = show_pid_and_state(unit).ok()?;
     let active = out
         .lines()
         .any(|l| l == "ActiveState=active" || l == "ActiveState=activating");
@@ -37,14 +41,7 @@ pub(super) fn systemd_main_pid(unit: &str) -> Option<i32> {
 /// systemd's view of `unit` for `status`: `running` (active, activating, reloading or
 /// deactivating) with its MainPID, `failed`, or `not-started`.
 pub(super) fn systemd_state(unit: &str) -> (&'static str, Option<i32>) {
-    let Ok(out) = systemctl(&[
-        "show",
-        &format!("{unit}.service"),
-        "-p",
-        "MainPID",
-        "-p",
-        "ActiveState",
-    ]) else {
+    let Ok(out) = show_pid_and_state(unit) else {
         return ("not-started", None);
     };
     let pid = out

@@ -147,6 +147,28 @@ pub fn files(spec: &ClusterSpec) -> Vec<Item> {
     certs::plan(spec)
 }
 
+/// Each CA in `authorities` that `keep` names, with its rcgen issuer.
+fn issuers<'a>(
+    authorities: &'a std::collections::HashMap<String, Authority>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<std::collections::HashMap<&'a str, (&'a Authority, Issuer<'a, &'a KeyPair>)>, PkiError>
+{
+    authorities
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(name, a)| {
+            let issuer =
+                Issuer::from_ca_cert_der(&a.der.as_slice().into(), &a.key).map_err(|e| {
+                    PkiError::Crypto {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            Ok((name.as_str(), (a, issuer)))
+        })
+        .collect()
+}
+
 /// A CA or key pair as loaded or made: its certificate DER and PEM, and its key.
 struct Authority {
     der: Vec<u8>,
@@ -215,20 +237,9 @@ pub fn generate(
         authorities.insert(name, auth);
     }
 
-    let issuers: std::collections::HashMap<&str, (&Authority, Issuer<'_, &KeyPair>)> = authorities
-        .iter()
-        .filter(|(name, _)| items.iter().any(|i| &i.name == *name && i.is_ca()))
-        .map(|(name, a)| {
-            let issuer =
-                Issuer::from_ca_cert_der(&a.der.as_slice().into(), &a.key).map_err(|e| {
-                    PkiError::Crypto {
-                        name: name.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-            Ok((name.as_str(), (a, issuer)))
-        })
-        .collect::<Result<_, PkiError>>()?;
+    let issuers = issuers(&authorities, |name| {
+        items.iter().any(|i| i.name == name && i.is_ca())
+    })?;
 
     let leaves: Vec<&Item> = items.iter().filter(|i| i.ca.is_some()).collect();
     let leaf_results = par_map(&leaves, |item| {
@@ -833,19 +844,7 @@ pub fn renew(
             KeyPair::from_pem(&pem).map_err(|e| cannot(format!("its key is unreadable: {e}")))?;
         keys.push(key);
     }
-    let issuers: std::collections::HashMap<&str, (&Authority, Issuer<'_, &KeyPair>)> = authorities
-        .iter()
-        .map(|(name, a)| {
-            let issuer =
-                Issuer::from_ca_cert_der(&a.der.as_slice().into(), &a.key).map_err(|e| {
-                    PkiError::Crypto {
-                        name: name.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-            Ok((name.as_str(), (a, issuer)))
-        })
-        .collect::<Result<_, PkiError>>()?;
+    let issuers = issuers(&authorities, |_| true)?;
     let now = SystemTime::now();
     let work: Vec<(&&Item, &KeyPair)> = chosen.iter().zip(keys.iter()).collect();
     let results = par_map(&work, |(item, key)| {
