@@ -302,8 +302,9 @@ pub(super) fn grant_admins(tree: &Tree, t: Duration) -> Result<String, String> {
     }
 }
 
-/// The line `up` prints for one imported archive: Debian's ctr 1.6 says what it unpacked on stdout,
-/// ctr 2.3.4 printed nothing there (scripts/e2e-up), which left the line ending in a colon.
+/// The line `up` prints for one imported archive. What ctr says on stdout varies: Debian's ctr 1.6
+/// what it unpacked, ctr 2.3.4 its progress table in three of four runs of scripts/e2e-up and
+/// nothing in the fourth, which left the line ending in a colon.
 fn import_note(file: &Path, ctr_stdout: &str) -> String {
     match ctr_stdout.trim() {
         "" => format!("imported {}", file.display()),
