@@ -302,6 +302,16 @@ pub(super) fn grant_admins(tree: &Tree, t: Duration) -> Result<String, String> {
     }
 }
 
+/// The line `up` prints for one imported archive. What ctr says on stdout varies: Debian's ctr 1.6
+/// what it unpacked, ctr 2.3.4 its progress table in three of four runs of scripts/e2e-up and
+/// nothing in the fourth, which left the line ending in a colon.
+fn import_note(file: &Path, ctr_stdout: &str) -> String {
+    match ctr_stdout.trim() {
+        "" => format!("imported {}", file.display()),
+        out => format!("imported {}: {}", file.display(), out.replace('\n', "; ")),
+    }
+}
+
 /// `ctr -n k8s.io images import` for `images` (a file, or every `.tar` in a directory), then
 /// whether the pause image containerd's config names is there.
 pub(super) fn import_images(
@@ -348,11 +358,7 @@ pub(super) fn import_images(
                 format!("{} --address {socket} -n k8s.io images ls", ctr.display()),
             )
         })?;
-        notes.push(format!(
-            "imported {}: {}",
-            f.display(),
-            out.trim().replace('\n', "; ")
-        ));
+        notes.push(import_note(f, &out));
     }
     let pause = pause_image(&Path::new("/").join(paths::CONTAINERD_CONFIG.trim_start_matches('/')));
     if let Some(pause) = pause {
@@ -423,6 +429,16 @@ mod tests {
         assert_eq!(
             pause_image(&p).as_deref(),
             Some("registry.k8s.io/pause:3.10.1")
+        );
+    }
+
+    #[test]
+    fn an_import_that_ctr_reports_nothing_for_ends_without_a_dangling_colon() {
+        let f = Path::new("/tmp/pause.tar");
+        assert_eq!(import_note(f, "\n"), "imported /tmp/pause.tar");
+        assert_eq!(
+            import_note(f, "unpacking a...done\nunpacking b...done\n"),
+            "imported /tmp/pause.tar: unpacking a...done; unpacking b...done"
         );
     }
 }
