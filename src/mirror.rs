@@ -55,6 +55,18 @@ pub enum MirrorError {
         /// What was copied.
         actual: Digest,
     },
+    /// A version named for export does not resolve.
+    #[error(transparent)]
+    Resolve(#[from] crate::manifest::resolve::ResolveError),
+    /// Planning or fetching a version's artifacts failed.
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+    /// The runtime for the image pulls could not start.
+    #[error("cannot start the runtime for image pulls")]
+    Runtime(#[source] std::io::Error),
+    /// A file fetched a moment ago is not in the store.
+    #[error("{0} fetched a moment ago is not in the store")]
+    Vanished(String),
     /// A toolchain named for export is not installed.
     #[error("toolchain {0:?} is not installed")]
     NotInstalled(String),
@@ -86,6 +98,81 @@ pub struct FromToolchain {
     pub images: Vec<(crate::images::ImageRef, crate::manifest::Arch, PathBuf)>,
     /// Components built from source.
     pub built: Vec<String>,
+}
+
+/// What Kubernetes `versions` give an export for each of `archs`: every artifact of the
+/// version's default toolchain, fetched into `store` (`jobs` at a time) unless there already, and
+/// its pause and CoreDNS images unless `no_images`.
+#[allow(clippy::too_many_arguments)] // the export's own settings, each used once
+pub fn from_versions(
+    manifest: &Manifest,
+    store: &crate::store::Store,
+    fetcher: &crate::fetch::Fetcher,
+    versions: &[String],
+    archs: &[crate::manifest::Arch],
+    jobs: usize,
+    no_images: bool,
+    ui: &crate::ui::Ui,
+) -> Result<FromToolchain, MirrorError> {
+    use crate::images::ImageRef;
+    use crate::install::{self, Options};
+    let mut out = FromToolchain {
+        artifacts: Vec::new(),
+        images: Vec::new(),
+        built: Vec::new(),
+    };
+    let images_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MirrorError::Runtime)?;
+    for v in versions {
+        let request = crate::manifest::resolve::Request {
+            version: v.clone(),
+            ..Default::default()
+        };
+        let resolution = crate::manifest::resolve::resolve(manifest, &request)?;
+        for arch in archs {
+            let opts = Options {
+                name: format!("mirror-export-{arch}"),
+                arch: *arch,
+                only: Vec::new(),
+                require_pinned: false,
+                jobs,
+                from_source: Vec::new(),
+                // The images are pulled below, for the registry-shaped part.
+                no_images: true,
+            };
+            let plan = install::plan(manifest, store, &resolution, &opts)?;
+            if let (Some(i), false) = (&resolution.images, no_images) {
+                for image in [ImageRef::pause(&i.pause), ImageRef::coredns(&i.coredns)] {
+                    let pulled =
+                        images_rt.block_on(crate::images::pull(fetcher, store, &image, *arch))?;
+                    let archive = store
+                        .get(&pulled.archive)
+                        .ok_or_else(|| MirrorError::Vanished(format!("image {image}")))?;
+                    out.images.push((image, *arch, archive));
+                }
+            }
+            let digests = install::fetch_artifacts(store, fetcher, &plan, jobs, ui)?;
+            for (a, d) in plan.artifacts.iter().zip(digests) {
+                let blob = store
+                    .get(&d)
+                    .ok_or_else(|| MirrorError::Vanished(a.url.clone()))?;
+                out.artifacts.push(Artifact {
+                    component: a.component.clone(),
+                    version: a
+                        .version
+                        .parse()
+                        .map_err(|_| MirrorError::Vanished(format!("the version of {}", a.url)))?,
+                    url: a.url.clone(),
+                    checksum_url: a.checksum_url.clone(),
+                    blob,
+                    digest: d,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What toolchain `name` (installed under `layout`) gives an export; its images unless

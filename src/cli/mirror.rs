@@ -10,9 +10,7 @@ use super::Context;
 use crate::error::WithHint;
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::images::ImageRef;
-use crate::install::{self, Options};
 use crate::manifest::Arch;
-use crate::manifest::resolve::Request;
 use crate::mirror::{self, Artifact};
 use crate::store::Store;
 
@@ -84,67 +82,29 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
             ctx.global.mirror.clone(),
             settings.mirrors.clone(),
         ))?;
-        let images_rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the runtime for image pulls")?;
-        for v in &args.versions {
-            let resolution = super::resolve(
-                &manifest,
-                &Request {
-                    version: v.clone(),
-                    ..Default::default()
-                },
-            )?;
-            for arch in &archs {
-                let opts = Options {
-                    name: format!("mirror-export-{arch}"),
-                    arch: *arch,
-                    only: Vec::new(),
-                    require_pinned: false,
-                    jobs: args.jobs,
-                    from_source: Vec::new(),
-                    // The images are pulled below, for the registry-shaped part.
-                    no_images: true,
-                };
-                let plan = install::plan(&manifest, &store, &resolution, &opts)?;
-                if let (Some(i), false) = (&resolution.images, args.no_images) {
-                    for image in [ImageRef::pause(&i.pause), ImageRef::coredns(&i.coredns)] {
-                        let pulled = images_rt
-                            .block_on(crate::images::pull(&fetcher, &store, &image, *arch))
-                            .with_context(|| format!("cannot pull {image} ({arch})"))?;
-                        let archive = store
-                            .get(&pulled.archive)
-                            .context("an image pulled a moment ago is not in the store")?;
-                        images.push((image, *arch, archive));
-                    }
-                }
-                let digests = install::fetch_artifacts(&store, &fetcher, &plan, args.jobs, &ctx.ui)
-                    .map_err(|e| {
-                        let hint = match &e {
-                            install::InstallError::Fetch(f) => f.hint(),
-                            _ => None,
-                        };
-                        match hint {
-                            Some(h) => crate::error::with_hint(e.into(), h),
-                            None => anyhow::Error::from(e),
-                        }
-                    })?;
-                for (a, d) in plan.artifacts.iter().zip(digests) {
-                    let blob = store
-                        .get(&d)
-                        .context("an artifact fetched a moment ago is not in the store")?;
-                    artifacts.push(Artifact {
-                        component: a.component.clone(),
-                        version: a.version.parse().context("a planned version parses")?,
-                        url: a.url.clone(),
-                        checksum_url: a.checksum_url.clone(),
-                        blob,
-                        digest: d,
-                    });
-                }
+        let from = mirror::from_versions(
+            &manifest,
+            &store,
+            &fetcher,
+            &args.versions,
+            &archs,
+            args.jobs,
+            args.no_images,
+            &ctx.ui,
+        )
+        .map_err(|e| {
+            let hint = match &e {
+                mirror::MirrorError::Install(i) => i.hint(true),
+                mirror::MirrorError::Resolve(r) => r.hint(),
+                _ => None,
+            };
+            match hint {
+                Some(h) => crate::error::with_hint(e.into(), h),
+                None => anyhow::Error::from(e),
             }
-        }
+        })?;
+        artifacts.extend(from.artifacts);
+        images.extend(from.images);
     }
     for name in &args.toolchains {
         let from = mirror::from_toolchain(&manifest, &layout, &store, name, args.no_images)

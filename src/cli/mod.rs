@@ -182,38 +182,9 @@ pub fn resolve(
     manifest: &Manifest,
     request: &crate::manifest::resolve::Request,
 ) -> anyhow::Result<crate::manifest::resolve::Resolution> {
-    use crate::manifest::resolve::ResolveError as E;
-    crate::manifest::resolve::resolve(manifest, request).map_err(|e| {
-        let hint = match &e {
-            E::BadVersion(_) | E::Unknown { .. } => Some(
-                "`kbin show-versions --available` lists the versions kbin knows; for a newer \
-                 release, use an updated manifest with --manifest FILE"
-                    .to_string(),
-            ),
-            E::Incomplete {
-                missing, latest, ..
-            } => Some(format!(
-                "install {latest} instead, or give every component's version: {}",
-                missing
-                    .iter()
-                    .map(|m| format!("--with {m}=X.Y.Z"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )),
-            E::Skew(_) => Some("pass --allow-skew to install this combination anyway".to_string()),
-            E::NotShipped { component, .. } => Some(format!(
-                "add a [[component.ships]] row for that version to {component}'s table in a \
-                 manifest of your own (--manifest FILE), or pick a version the rows cover"
-            )),
-            E::BadOverride(_)
-            | E::UnknownComponent { .. }
-            | E::DuplicateOverride(_)
-            | E::BinaryNotShipped { .. } => None,
-        };
-        match hint {
-            Some(h) => crate::error::with_hint(e.into(), h),
-            None => e.into(),
-        }
+    crate::manifest::resolve::resolve(manifest, request).map_err(|e| match e.hint() {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => e.into(),
     })
 }
 

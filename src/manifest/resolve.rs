@@ -81,6 +81,40 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// The next step to suggest, if any.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ResolveError::BadVersion(_) | ResolveError::Unknown { .. } => Some(
+                "`kbin show-versions --available` lists the versions kbin knows; for a newer \
+                 release, use an updated manifest with --manifest FILE"
+                    .to_string(),
+            ),
+            ResolveError::Incomplete {
+                missing, latest, ..
+            } => Some(format!(
+                "install {latest} instead, or give every component's version: {}",
+                missing
+                    .iter()
+                    .map(|m| format!("--with {m}=X.Y.Z"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            ResolveError::Skew(_) => {
+                Some("pass --allow-skew to install this combination anyway".to_string())
+            }
+            ResolveError::NotShipped { component, .. } => Some(format!(
+                "add a [[component.ships]] row for that version to {component}'s table in a \
+                 manifest of your own (--manifest FILE), or pick a version the rows cover"
+            )),
+            ResolveError::BadOverride(_)
+            | ResolveError::UnknownComponent { .. }
+            | ResolveError::DuplicateOverride(_)
+            | ResolveError::BinaryNotShipped { .. } => None,
+        }
+    }
+}
+
 /// One `--with NAME=VERSION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
