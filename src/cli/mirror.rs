@@ -153,8 +153,9 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
             },
             r.images.written,
             r.images.reused,
-            r.out.display(),
-            r.out.display(),
+            // A file:// URL needs the absolute path: `file://usb` would name a host.
+            std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone()).display(),
+            std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone()).display(),
         )
     })?;
     Ok(ExitCode::SUCCESS)

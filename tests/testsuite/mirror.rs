@@ -264,6 +264,21 @@ fn an_export_installs_the_same_digests_with_no_network_and_a_missing_file_is_one
         (Some(0), Some(12))
     );
     assert_eq!(r["images"]["written"], 0, "{r}");
+    // Given a relative --out, the hint's file:// URLs name the absolute directory (`file://export`
+    // would name a host).
+    let o = kbin(&connected, &manifest)
+        .args([
+            "mirror", "export", "1.30", "--arch", "amd64", "--out", "export",
+        ])
+        .current_dir(mirror_dir.parent().unwrap())
+        .output()
+        .unwrap();
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("--mirror file://{} ", mirror_dir.display())),
+        "{text}"
+    );
 
     // The air-gapped machine: every proxy variable points at a dead proxy, and nothing serves
     // the export but the file system.
