@@ -805,7 +805,7 @@ pub fn extract_members(
             return e.skip();
         }
         let kind = e.entry.header().entry_type();
-        if !matches!(e.kind, Checked::File) || kind == EntryType::Link {
+        if !matches!(e.kind, Checked::File) {
             return Err(ArchiveError::NotAFile {
                 archive: archive.to_owned(),
                 member: e.shown.to_owned(),
