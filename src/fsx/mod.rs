@@ -8,8 +8,8 @@
 //!
 //! - [`write_atomic`] does all of it for bytes in memory.
 //! - [`temp_in`] / [`temp_beside`] + [`persist`] are the two halves, for a writer that streams
-//!   into the file; [`persist_temp`] + [`sync_dir`] finish a batch of staged files (gen's
-//!   `Staged`: stage each with `temp_in`, write, keep the `TempPath`, then persist them all).
+//!   into the file (gen's `Staged` stages each file with `temp_in` and commits the batch itself,
+//!   its fsyncs in parallel).
 //! - [`persist_path`] is the second half for a complete file that already exists on the same
 //!   filesystem (a verified download moving into the store).
 //!
@@ -89,17 +89,6 @@ pub fn persist(file: File, tmp: TempPath, path: &Path) -> Result<(), PathIo> {
         .map_err(|e| at("cannot rename into", path)(e.error))?;
     sync_dir(parent_of(path));
     Ok(())
-}
-
-/// Make the closed temporary file `tmp` durable and rename it to `path`, without syncing the
-/// directory: for a batch of files (gen's `Staged`), whose directories the caller syncs once,
-/// with [`sync_dir`], after every rename.
-pub fn persist_temp(tmp: TempPath, path: &Path) -> Result<(), PathIo> {
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(at("cannot sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| at("cannot rename into", path)(e.error))
 }
 
 /// Make the complete file `src` durable and rename it to `dest` (same filesystem; `dest`'s
@@ -359,25 +348,6 @@ mod tests {
         drop((file, tmp));
         assert!(!kept.exists());
         assert!(!target.exists());
-    }
-
-    #[test]
-    fn a_staged_batch_is_persisted_file_by_file() {
-        let d = tempfile::tempdir().unwrap();
-        let staged: Vec<_> = ["a", "b"]
-            .iter()
-            .map(|n| {
-                let (mut f, tmp) = temp_in(d.path(), 0o600).unwrap();
-                f.write_all(n.as_bytes()).unwrap();
-                (tmp, d.path().join(n))
-            })
-            .collect();
-        for (tmp, path) in staged {
-            persist_temp(tmp, &path).unwrap();
-        }
-        sync_dir(d.path());
-        assert_eq!(std::fs::read(d.path().join("b")).unwrap(), b"b");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 
     #[test]
