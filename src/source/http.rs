@@ -148,11 +148,23 @@ impl Stream {
         } else {
             c.get(&self.url)
         };
-        let response = self
-            .conn
-            .rt
-            .block_on(request.header(USER_AGENT, AGENT).send())
-            .map_err(|e| io::Error::other(format!("{}: {}", self.url, crate::util::chain(&e))))?;
+        // The answer's headers wait no longer than a body chunk may: a server that accepts and
+        // says nothing is a stall like any other.
+        let stall = self.conn.stall;
+        let sent = self.conn.rt.block_on(async {
+            tokio::time::timeout(stall, request.header(USER_AGENT, AGENT).send()).await
+        });
+        let response = match sent {
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{}: no answer for {stall:?}", self.url),
+                ));
+            }
+            Ok(r) => r.map_err(|e| {
+                io::Error::other(format!("{}: {}", self.url, crate::util::chain(&e)))
+            })?,
+        };
         let status = response.status();
         if !status.is_success() {
             let hint = match status.as_u16() {

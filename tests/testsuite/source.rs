@@ -1180,3 +1180,45 @@ fn real_runc_builds_with_kbins_recipe_and_reports_seccomp() {
         "{info}"
     );
 }
+
+/// A git server over HTTP that accepts the connection and never answers: the build fails after
+/// the stall timeout (KBIN_HTTP_STALL_TIMEOUT_MS) with one error naming the URL, instead of
+/// waiting for ever for the refs.
+#[test]
+fn a_git_http_server_that_never_answers_is_a_stall_error_not_a_hang() {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo(&repos.path().join("crictl"), "1.19");
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    );
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/runc.git", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Hold the connection open, saying nothing, until the client gives up.
+        let (mut conn, _) = silent.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        while std::io::Read::read(&mut conn, &mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let started = Instant::now();
+    let o = f
+        .kbin()
+        .env("KBIN_HTTP_STALL_TIMEOUT_MS", "500")
+        .args(["build", "--from-source", "runc", "--toolchain", "t"])
+        .args(["--source", &url, "--ref", &format!("v{RUNC}")])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("no answer for 500ms"), "{t}");
+    assert!(t.contains("/runc.git/info/refs"), "{t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    held.join().unwrap();
+}
