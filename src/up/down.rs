@@ -248,6 +248,7 @@ fn stop_components(
 /// Remove the files and directories the state lists, each only if it is kbin's
 /// ([`KbinPaths`]); what is refused stays listed. How many were removed, and the refusals.
 fn remove_placed(state: &mut State, node_tree: &Path) -> Result<(usize, Vec<Refusal>), UpError> {
+    use std::os::unix::fs::MetadataExt as _;
     let owned = KbinPaths::of(node_tree)?;
     let mut removed = 0;
     let mut refused = Vec::new();
@@ -294,9 +295,30 @@ fn remove_placed(state: &mut State, node_tree: &Path) -> Result<(usize, Vec<Refu
             state.replaced.push(r);
             continue;
         }
-        if r.backup.symlink_metadata().is_ok() {
-            std::fs::rename(&r.backup, &r.path).map_err(io("cannot put back", &r.path))?;
-            removed += 1;
+        let Ok(kept) = r.backup.symlink_metadata() else {
+            continue;
+        };
+        match r.path.symlink_metadata() {
+            // up was killed before its file replaced the original: both names are one file.
+            Ok(m) if m.dev() == kept.dev() && m.ino() == kept.ino() => {
+                std::fs::remove_file(&r.backup).map_err(io("cannot remove", &r.backup))?;
+            }
+            // kbin's file was removed above, so what is there now is someone else's (a file
+            // refused above as replaced): it is not overwritten.
+            Ok(_) => {
+                refused.push(Refusal {
+                    path: r.path.clone(),
+                    reason: format!(
+                        "it holds a file kbin did not place; the original stays at {}",
+                        r.backup.display()
+                    ),
+                });
+                state.replaced.push(r);
+            }
+            Err(_) => {
+                std::fs::rename(&r.backup, &r.path).map_err(io("cannot put back", &r.path))?;
+                removed += 1;
+            }
         }
     }
     for d in std::mem::take(&mut state.created_dirs).into_iter().rev() {
@@ -634,4 +656,65 @@ pub(super) fn unmount_under(
         }
     }
     (done, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_original_is_put_back_only_where_nobody_else_has_written_since() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tree = tempfile::tempdir().unwrap();
+        let machine = tempfile::tempdir().unwrap();
+        let rel = machine.path().strip_prefix("/").unwrap();
+        std::fs::create_dir_all(tree.path().join(rel)).unwrap();
+        let mut state = State::default();
+        for name in ["ours", "theirs", "killed"] {
+            std::fs::write(tree.path().join(rel).join(name), b"tree").unwrap();
+            let path = machine.path().join(name);
+            let backup = process::Replaced::backup_of(&path);
+            std::fs::write(&backup, b"original").unwrap();
+            match name {
+                // up placed its file: down removes it and puts the original back.
+                "ours" => {
+                    std::fs::write(&path, b"tree").unwrap();
+                    let m = std::fs::metadata(&path).unwrap();
+                    state.installed.push(process::Placed::File {
+                        path: path.clone(),
+                        dev: m.dev(),
+                        ino: m.ino(),
+                        temp: None,
+                    });
+                }
+                // Someone replaced kbin's file since: theirs stays, and so does the original.
+                "theirs" => {
+                    std::fs::write(&path, b"someone's").unwrap();
+                    state.installed.push(process::Placed::File {
+                        path: path.clone(),
+                        dev: 0,
+                        ino: 0,
+                        temp: None,
+                    });
+                }
+                // up was killed after keeping the original, before replacing it.
+                _ => std::fs::hard_link(&backup, &path).unwrap(),
+            }
+            state.replaced.push(process::Replaced { path, backup });
+        }
+        let (_, refused) = remove_placed(&mut state, tree.path()).unwrap();
+        let read = |n: &str| std::fs::read_to_string(machine.path().join(n)).unwrap();
+        let kept = |n: &str| process::Replaced::backup_of(&machine.path().join(n)).exists();
+        assert_eq!(read("ours"), "original");
+        assert!(!kept("ours"));
+        assert_eq!(read("theirs"), "someone's");
+        assert!(kept("theirs"));
+        assert_eq!(read("killed"), "original");
+        assert!(!kept("killed"));
+        let refused: Vec<&Path> = refused.iter().map(|r| r.path.as_path()).collect();
+        let theirs = machine.path().join("theirs");
+        assert_eq!(refused, [theirs.as_path(), theirs.as_path()]);
+        assert_eq!(state.replaced.len(), 1);
+        assert_eq!(state.replaced[0].path, theirs);
+    }
 }

@@ -205,26 +205,13 @@ impl Starting {
     }
 
     /// Stop whatever carries the id (a start interrupted before its PID was recorded): SIGTERM,
-    /// then SIGKILL after `grace`.
+    /// then SIGKILL after `grace`, as [`stop`] does.
     pub fn stop(&self, grace: Duration) -> Stopped {
-        let ours = |pid: i32| carries(pid, &self.invocation_id);
-        if self.members().is_empty() {
-            return Stopped::NotRunning;
-        }
-        for pid in self.members() {
-            send_if(pid, libc::SIGTERM, ours);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.members().is_empty() {
-                return Stopped::Terminated;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in self.members() {
-            send_if(pid, libc::SIGKILL, ours);
-        }
-        Stopped::Killed
+        terminate(
+            || self.members(),
+            |pid| carries(pid, &self.invocation_id),
+            grace,
+        )
     }
 }
 
@@ -617,42 +604,47 @@ pub enum Stopped {
     Failed,
 }
 
-/// Signal every process provably `p`'s ([`Proc::members`]), each through a pidfd.
-fn signal(p: &Proc, sig: i32) {
-    for pid in p.members() {
-        send_if(pid, sig, |pid| p.owns(pid));
-    }
-}
-
-fn gone(p: &Proc) -> bool {
-    p.members().is_empty()
-}
-
-/// SIGTERM, then SIGKILL if it still runs after `grace` (as systemd's TimeoutStopSec).
+/// SIGTERM, then SIGKILL if it still runs after `grace` (as systemd's TimeoutStopSec), to every
+/// process provably `p`'s ([`Proc::members`]), each through a pidfd.
 pub fn stop(p: &Proc, grace: Duration) -> Stopped {
-    if gone(p) {
+    terminate(|| p.members(), |pid| p.owns(pid), grace)
+}
+
+/// The one stop sequence: SIGTERM to each of `members()` (through [`send_if`] with `ours`), wait
+/// up to `grace` for none to be left, then SIGKILL and wait up to 5 s more, so that what follows
+/// (removing the files they use) does not race their exit.
+fn terminate(
+    members: impl Fn() -> Vec<i32>,
+    ours: impl Fn(i32) -> bool + Copy,
+    grace: Duration,
+) -> Stopped {
+    let signal = |sig| {
+        for pid in members() {
+            send_if(pid, sig, ours);
+        }
+    };
+    let wait_gone = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            if members().is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    if members().is_empty() {
         return Stopped::NotRunning;
     }
-    signal(p, libc::SIGTERM);
-    if wait_gone(p, grace) {
+    signal(libc::SIGTERM);
+    if wait_gone(grace) {
         return Stopped::Terminated;
     }
-    signal(p, libc::SIGKILL);
-    wait_gone(p, Duration::from_secs(5));
+    signal(libc::SIGKILL);
+    wait_gone(Duration::from_secs(5));
     Stopped::Killed
-}
-
-fn wait_gone(p: &Proc, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if gone(p) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]
@@ -702,6 +694,27 @@ mod tests {
         // Reaped by this test as soon as it dies, so that /proc shows it gone.
         let reaper = std::thread::spawn(move || child.wait());
         assert_eq!(st.stop(Duration::from_secs(10)), Stopped::Terminated);
+        reaper.join().unwrap().unwrap();
+        assert!(!running(pid));
+    }
+
+    #[test]
+    fn an_interrupted_start_that_ignores_sigterm_is_killed_and_gone_when_stop_returns() {
+        let st = Starting::new().unwrap();
+        let mut child = Command::new("sh")
+            .args(["-c", "trap '' TERM; while :; do sleep 0.05; done"])
+            .env("INVOCATION_ID", &st.invocation_id)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let reaper = std::thread::spawn(move || child.wait());
+        // Let sh install its trap before the SIGTERM.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(st.stop(Duration::from_millis(300)), Stopped::Killed);
+        assert!(
+            st.members().is_empty(),
+            "stop waits for the SIGKILL to take"
+        );
         reaper.join().unwrap().unwrap();
         assert!(!running(pid));
     }
