@@ -499,5 +499,9 @@ fn knob_files(knob: Knob) -> Vec<String> {
         }
         Knob::CniSpecVersion => one(paths::CNI_CONFLIST),
         Knob::EtcdctlApiEnv => one("NEXT-STEPS.md"),
+        Knob::EtcdSnapshotTool => vec![
+            paths::ETCD_BACKUP.to_owned(),
+            paths::ETCD_RESTORE.to_owned(),
+        ],
     }
 }

@@ -206,7 +206,15 @@ fn missing_binaries(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> 
         .iter()
         .map(|(s, u)| (u.program().to_owned(), format!("{}'s ExecStart", s.unit)))
         .collect();
+    // etcdutl only where the tree's etcd uses it (3.5+; 3.4's snapshots go through etcdctl).
+    let backup = tree
+        .node_tree(&node.name)
+        .join(crate::r#gen::configs::paths::ETCD_BACKUP.trim_start_matches('/'));
+    let uses_etcdutl = std::fs::read_to_string(backup).is_ok_and(|t| t.contains("/etcdutl "));
     for (role, bin, at) in bundle::BINARIES {
+        if *bin == "etcdutl" && !uses_etcdutl {
+            continue;
+        }
         let runs = match role {
             Role::ControlPlane => node.control_plane,
             Role::Worker => worker,

@@ -38,6 +38,21 @@ pub const COMPONENTS: &[(&str, &[&str])] = &[
     ("crictl", &["crictl"]),
 ];
 
+/// The binaries of `component` at version `v`: [`COMPONENTS`]' list, and etcdutl for etcd from
+/// 3.5 (as the manifest lists it).
+pub fn binaries_of(
+    component: &str,
+    v: &str,
+    bins: &'static [&'static str],
+) -> &'static [&'static str] {
+    match Version::parse(v) {
+        Ok(ver) if component == "etcd" && (ver.major, ver.minor) >= (3, 5) => {
+            &["etcd", "etcdctl", "etcdutl"]
+        }
+        _ => bins,
+    }
+}
+
 /// [`COMPONENTS`] with a version each from `versions` (component, version): the table a
 /// fixture toolchain is written from. Every component must have a version.
 #[allow(dead_code)] // not every test file that says `mod common;` uses it
@@ -52,7 +67,7 @@ pub fn versioned<'a>(
                 .find(|(n, _)| n == c)
                 .unwrap_or_else(|| panic!("no version given for {c}"))
                 .1;
-            (*c, v, *bins)
+            (*c, v, binaries_of(c, v, bins))
         })
         .collect()
 }
@@ -94,7 +109,7 @@ impl<'a> FixtureToolchain<'a> {
                     } else {
                         version_of(c)
                     };
-                    (*c, v, *bins)
+                    (*c, v, binaries_of(c, v, bins))
                 })
                 .collect(),
             images: Some(images),

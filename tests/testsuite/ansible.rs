@@ -377,6 +377,98 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
 }
 
 #[test]
+fn backup_yml_fetches_a_checked_snapshot_and_restore_yml_brings_its_keyspace_back() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    // Debian's etcd 3.4 (real): its snapshot tool is etcdctl (the version table's row).
+    common::toolchain::standin_toolchain(&home, "t", "1.30.14");
+    let lab = Machines::boot("bak", &["cp1", "w1"]);
+    let tree = work.path().join("cluster");
+    generate(&home, &tree, &lab, "t");
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    let pki = "/etc/kubernetes/pki/etcd";
+    let etcdctl = format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
+         --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key"
+    );
+    // The daily timer is on; a run of its service keeps a snapshot with its sha256.
+    assert_eq!(
+        lab.exec(0, "systemctl is-enabled etcd-backup.timer").trim(),
+        "enabled"
+    );
+    lab.exec(0, "systemctl start etcd-backup.service");
+    let kept = lab.exec(
+        0,
+        "cd /var/backups/etcd && sha256sum --check --strict etcd-cp1-*.sha256",
+    );
+    assert!(kept.contains(": OK"), "{kept}");
+    assert_eq!(
+        lab.exec(0, "stat -c %a /var/backups/etcd").trim(),
+        "700",
+        "a snapshot holds every Secret"
+    );
+
+    lab.exec(0, &format!("{etcdctl} put kbin-test before >/dev/null"));
+    let o = playbook(&lab, &tree, "backup.yml", &[]);
+    assert_converged(&o, None);
+    let snaps: Vec<PathBuf> = std::fs::read_dir(tree.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let snap = &snaps[0];
+    let sum = std::fs::read_to_string(snap.with_extension("db.sha256")).unwrap();
+    use sha2::Digest as _;
+    let got = format!("{:x}", sha2::Sha256::digest(std::fs::read(snap).unwrap()));
+    assert!(sum.starts_with(&got), "{sum} vs {got}");
+    lab.exec(0, &format!("{etcdctl} put kbin-test after >/dev/null"));
+
+    // Without a snapshot: one clear failure, and nothing was stopped.
+    let o = playbook(&lab, &tree, "restore.yml", &[]);
+    assert!(!o.status.success());
+    assert!(show(&o).contains("by its absolute path"), "{}", show(&o));
+    lab.exec(0, "systemctl is-active etcd kube-apiserver");
+    // A damaged copy is refused before anything stops.
+    let bad = work.path().join("bad.db");
+    std::fs::copy(snap, &bad).unwrap();
+    std::fs::write(
+        work.path().join("bad.db.sha256"),
+        sum.replace(snap.file_name().unwrap().to_str().unwrap(), "bad.db")
+            .replacen(&got[..4], "0000", 1),
+    )
+    .unwrap();
+    let o = playbook(
+        &lab,
+        &tree,
+        "restore.yml",
+        &["-e", &format!("kbin_snapshot={}", bad.display())],
+    );
+    assert!(!o.status.success(), "{}", show(&o));
+    lab.exec(0, "systemctl is-active etcd kube-apiserver");
+
+    // Restore: the key is back to what the snapshot holds, the old data kept aside.
+    let o = playbook(
+        &lab,
+        &tree,
+        "restore.yml",
+        &["-e", &format!("kbin_snapshot={}", snap.display())],
+    );
+    assert_converged(&o, None);
+    let v = lab.exec(0, &format!("{etcdctl} get kbin-test --print-value-only"));
+    assert_eq!(v.trim(), "before");
+    lab.exec(
+        0,
+        "systemctl is-active etcd kube-apiserver kube-controller-manager kube-scheduler",
+    );
+    lab.exec(1, "systemctl is-active kubelet");
+    let aside = lab.exec(0, "ls -d /var/lib/etcd.before-restore-*");
+    assert_eq!(aside.lines().count(), 1, "{aside}");
+    // The site converges on the restored cluster.
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+}
+
+#[test]
 fn upgrade_replaces_binaries_one_machine_at_a_time() {
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");

@@ -154,6 +154,8 @@ fn gated_files(g: &Gen) -> String {
         "nodes/w1/var/lib/kubelet/config.yaml",
         "nodes/w1/etc/systemd/system/kubelet.service",
         "nodes/w1/var/lib/kube-proxy/config.yaml",
+        "nodes/cp1/usr/local/lib/kbin/etcd-backup",
+        "nodes/cp1/usr/local/lib/kbin/etcd-restore",
         "nodes/w1/usr/local/lib/kbin/pod-network",
         "nodes/w1/etc/systemd/system/kbin-pod-network.service",
         "addons/coredns.yaml",
@@ -275,9 +277,10 @@ fn every_unit_passes_systemd_analyze_verify_without_warnings() {
                 units += 1;
             }
         }
-        // cp1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler; w1: those of
-        // bundle::UNITS for workers (kbin-pod-network, containerd, kubelet, kube-proxy).
-        assert_eq!(units, 8);
+        // cp1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, etcd-backup
+        // (service and timer); w1: those of bundle::UNITS for workers (kbin-pod-network,
+        // containerd, kubelet, kube-proxy).
+        assert_eq!(units, 10);
     }
 }
 

@@ -117,7 +117,7 @@ fn a_toolchain_without_the_control_plane_binaries_fails_before_anything_is_writt
     let fixture = common::toolchain::FixtureToolchain {
         name: "etcd-only",
         kubernetes: "1.35.8",
-        components: vec![("etcd", "3.6.10", &["etcd", "etcdctl"][..])],
+        components: vec![("etcd", "3.6.10", &["etcd", "etcdctl", "etcdutl"][..])],
         images: None,
         artifacts: false,
         real_digests: false,

@@ -29,6 +29,8 @@ pub const DIR: &str = "ansible";
 pub const PLAYBOOKS: &[(&str, &str)] = &[
     ("site.yml", include_str!("ansible/site.yml")),
     ("upgrade.yml", include_str!("ansible/upgrade.yml")),
+    ("backup.yml", include_str!("ansible/backup.yml")),
+    ("restore.yml", include_str!("ansible/restore.yml")),
     ("tasks/stage.yml", include_str!("ansible/tasks/stage.yml")),
     (
         "tasks/install.yml",

@@ -89,6 +89,8 @@ use Role::{ControlPlane as Cp, Worker as Wk};
 pub static BINARIES: &[(Role, &str, &str)] = &[
     (Cp, "etcd", "usr/local/bin"),
     (Cp, "etcdctl", "usr/local/bin"),
+    // etcd 3.5+: snapshot status and restore (etcd-backup, etcd-restore); skipped for 3.4.
+    (Cp, "etcdutl", "usr/local/bin"),
     (Cp, "kube-apiserver", "usr/local/bin"),
     (Cp, "kube-controller-manager", "usr/local/bin"),
     (Cp, "kube-scheduler", "usr/local/bin"),
@@ -255,6 +257,10 @@ static CONFIG_FILES: &[ConfigFile] = &[
     (Wk, || paths::CRICTL_CONFIG.into(), 0o644, |_| configs::crictl_config()),
     (Wk, || paths::MODULES_LOAD.into(), 0o644, |_| configs::modules_load()),
     (Wk, || paths::SYSCTL.into(), 0o644, |_| configs::sysctl()),
+    (Cp, || paths::ETCD_BACKUP.into(), 0o755, |x| configs::etcd_backup_script(x.node, x.d)),
+    (Cp, || paths::ETCD_RESTORE.into(), 0o755, |x| configs::etcd_restore_script(x.c, x.node, x.d)),
+    (Cp, || paths::unit("etcd-backup"), 0o644, |_| configs::etcd_backup_unit()),
+    (Cp, || paths::ETCD_BACKUP_TIMER.into(), 0o644, |_| configs::etcd_backup_timer()),
     (Wk, || paths::POD_NETWORK.into(), 0o755, |x| configs::pod_network_script(x.c, x.node)),
     (Wk, || paths::unit(paths::POD_NETWORK_UNIT), 0o644, |_| configs::pod_network_unit()),
 ];
@@ -310,7 +316,10 @@ fn node_files(
         );
     }
     if let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) {
-        for (_, bin, to) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+        for (_, bin, to) in BINARIES
+            .iter()
+            .filter(|(r, b, _)| r.applies(node) && bundled(b, d))
+        {
             let path = binary_path(v, dir, bin)?;
             let rel = format!("{to}/{bin}");
             files.insert(
@@ -375,12 +384,21 @@ pub fn check_binaries(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<
     let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) else {
         return Ok(());
     };
+    let d = v.decide()?;
     for node in &c.nodes {
-        for (_, bin, _) in BINARIES.iter().filter(|(r, _, _)| r.applies(node)) {
+        for (_, bin, _) in BINARIES
+            .iter()
+            .filter(|(r, b, _)| r.applies(node) && bundled(b, &d))
+        {
             binary_path(v, dir, bin)?;
         }
     }
     Ok(())
+}
+
+/// Whether the nodes get `bin` with these versions: etcdutl only where etcd has one (3.5+).
+fn bundled(bin: &str, d: &Decisions) -> bool {
+    bin != "etcdutl" || d.text(crate::r#gen::plan::versions::Knob::EtcdSnapshotTool) == "etcdutl"
 }
 
 fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {
@@ -420,6 +438,9 @@ fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {
     s.push_str("systemctl daemon-reload\n# Enabled in start order: etcd before kube-apiserver, containerd before kubelet.\n");
     for u in units {
         s.push_str(&format!("systemctl enable {u}.service\n"));
+    }
+    if node.control_plane {
+        s.push_str("# A daily etcd snapshot into /var/backups/etcd (etcd-backup.service).\nsystemctl enable etcd-backup.timer\n");
     }
     s.push_str(&format!(
         "echo \"node {}: files installed and services enabled; see NEXT-STEPS.md to start them\"\n",

@@ -399,12 +399,31 @@ fn left_to_you(p: &Page<'_>, w: &mut String) {
         dom = c.cluster_domain
     );
     if let Some(n) = first {
+        use crate::r#gen::node::configs::{ETCD_BACKUP_KEEP_DAYS, paths};
+        let members: Vec<&str> = c.control_planes().map(|m| m.name.as_str()).collect();
         let _ = writeln!(
             w,
-            "\nBack up etcd now and then (on {}): `{etcdctl} --endpoints=https://{} {} snapshot save /var/backups/etcd.db`.",
-            n.name,
-            sock(n.ip, 2379),
-            etcd_certs().replace(" \\\n    ", " ")
+            "\n**etcd backups.** Every member snapshots etcd daily into {dir} (etcd-backup.timer,\n\
+             enabled by install.sh; {keep} days kept, each with its sha256). One now, on {first}:\n\n\
+             ```sh\nsystemctl start etcd-backup && ls -l {dir}\n```\n\n\
+             `ansible-playbook -i ansible/inventory.yml ansible/backup.yml` takes one and fetches it into\n\
+             backups/ here. **Restore** (the cluster goes back to the snapshot; what was written since is\n\
+             lost): copy the snapshot and its .sha256 to every member ({members}), then\n\n\
+             ```sh\nsystemctl stop kube-apiserver        # on every control plane\n\
+             systemctl stop etcd                  # on every member\n\
+             {restore} /path/to/etcd-{first}-TIME.db   # on every member, the same snapshot\n\
+             systemctl start etcd                 # on every member\n\
+             {etcdctl} --endpoints=https://{sock} {certs} endpoint health\n\
+             systemctl start kube-apiserver && systemctl restart kube-controller-manager kube-scheduler\n\
+             systemctl restart kubelet            # on every worker\n```\n\n\
+             or `ansible-playbook -i ansible/inventory.yml ansible/restore.yml -e kbin_snapshot=$PWD/backups/etcd-{first}-TIME.db`.",
+            dir = paths::ETCD_BACKUPS,
+            keep = ETCD_BACKUP_KEEP_DAYS,
+            first = n.name,
+            members = members.join(", "),
+            restore = paths::ETCD_RESTORE,
+            sock = sock(n.ip, 2379),
+            certs = etcd_certs().replace(" \\\n    ", " ")
         );
     }
 }

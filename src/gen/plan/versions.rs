@@ -111,6 +111,9 @@ pub enum Knob {
     EtcdctlApiEnv,
     /// etcd's `--snapshot-count` (deprecated from 3.6, where 10000 is the default).
     EtcdSnapshotCount,
+    /// The tool that checks and restores an etcd snapshot offline: `etcdutl` from 3.5,
+    /// `etcdctl` before (whose `snapshot status`/`restore` 3.5 deprecated and 3.6 removed).
+    EtcdSnapshotTool,
 }
 
 /// What a row decides. Each knob takes one kind of value ([`Knob::accepts`], checked by a test)
@@ -229,6 +232,7 @@ impl Knob {
             Knob::KubeProxyNodePortAddresses => "kube-proxy nodePortAddresses",
             Knob::EtcdctlApiEnv => "etcdctl ETCDCTL_API",
             Knob::EtcdSnapshotCount => "etcd snapshot count",
+            Knob::EtcdSnapshotTool => "etcd snapshot status/restore tool",
         }
     }
 
@@ -243,7 +247,8 @@ impl Knob {
                     | Knob::SchedulerConfigApi
                     | Knob::KubeProxyConfigApi
                     | Knob::EncryptionConfigApi
-                    | Knob::CniSpecVersion,
+                    | Knob::CniSpecVersion
+                    | Knob::EtcdSnapshotTool,
                 Value::Text(_)
             ) | (
                 Knob::EtcdLoggerFlags | Knob::EtcdCorruptCheckFlag | Knob::EtcdSnapshotCount,
@@ -578,6 +583,22 @@ pub static RULES: &[Rule] = &[
         None,
         Value::EtcdctlApiEnv(false),
         "etcd CHANGELOG-3.4: v3 API is etcdctl's default; etcd 3.6 reports ETCDCTL_API as unrecognized",
+    ),
+    rule(
+        Knob::EtcdSnapshotTool,
+        "etcd",
+        None,
+        Some((3, 5)),
+        Value::Text("etcdctl"),
+        "etcd 3.4 has no etcdutl: `etcdctl snapshot status` and `etcdctl snapshot restore` (v3 API)",
+    ),
+    rule(
+        Knob::EtcdSnapshotTool,
+        "etcd",
+        Some((3, 5)),
+        None,
+        Value::Text("etcdutl"),
+        "etcd CHANGELOG-3.5: etcdutl takes over the offline snapshot commands (etcdctl's deprecated; removed in 3.6)",
     ),
 ];
 
