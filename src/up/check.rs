@@ -370,6 +370,7 @@ impl<'a> Checker<'a> {
             CheckKind::NodeReady => format!("Node {} registered and Ready", self.node.name),
             CheckKind::ProxyHealthz => "GET http://127.0.0.1:10256/healthz".into(),
             CheckKind::Oneshot => format!("{} ran to completion (exit 0)", unit.command_line()),
+            CheckKind::ApiLb => format!("GET {}/readyz through the load balancer", lb_url()),
         }
     }
 
@@ -472,8 +473,24 @@ impl<'a> Checker<'a> {
             CheckKind::ProxyHealthz => get_ok("http://127.0.0.1:10256/healthz", &Tls::default(), t),
             // Nothing runs to ask: what it set up stays until its ExecStop=.
             CheckKind::Oneshot => Ok("set up (its ExecStart= exited 0)".into()),
+            CheckKind::ApiLb => {
+                // Its certificate is the API servers' (passed through): not checked here, the
+                // question is whether some API server answers through it.
+                let tls = Tls {
+                    insecure: true,
+                    ..Tls::default()
+                };
+                get_ok(&format!("{}/readyz", lb_url()), &tls, t)
+            }
         }
     }
+}
+
+fn lb_url() -> String {
+    format!(
+        "https://127.0.0.1:{}",
+        crate::r#gen::plan::spec::API_LB_PORT
+    )
 }
 
 pub(super) fn cri_socket() -> String {

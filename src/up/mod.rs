@@ -85,6 +85,8 @@ pub enum CheckKind {
     /// A `Type=oneshot` unit: its `ExecStart=` ran to completion with exit status 0 (its
     /// `ExecStop=` undoes it at `down`).
     Oneshot,
+    /// The node-local load balancer: `GET https://127.0.0.1:6444/readyz` through it answers.
+    ApiLb,
 }
 
 /// One step of `up`: a unit of [`bundle::UNITS`], its check and how long it may take.
@@ -135,6 +137,7 @@ pub static STEPS: &[Step] = &[
     ),
     step("kbin-pod-network", Role::Worker, CheckKind::Oneshot, 60),
     step("containerd", Role::Worker, CheckKind::ContainerdSocket, 60),
+    step("kbin-apiserver-lb", Role::Worker, CheckKind::ApiLb, 60),
     step("kubelet", Role::Worker, CheckKind::NodeReady, 180),
     step("kube-proxy", Role::Worker, CheckKind::ProxyHealthz, 90),
 ];
@@ -395,8 +398,12 @@ impl Tree {
                 Role::ControlPlane => node.control_plane,
                 Role::Worker => node.worker && !control_plane_only,
             };
+            let path = tree.join(format!("etc/systemd/system/{}.service", s.unit));
+            // The load balancer exists only in trees with several control planes.
+            if s.check == CheckKind::ApiLb && !path.exists() {
+                continue;
+            }
             if runs {
-                let path = tree.join(format!("etc/systemd/system/{}.service", s.unit));
                 out.push((*s, ServiceUnit::load(&path)?));
             }
         }

@@ -28,11 +28,13 @@ use std::time::{Duration, Instant};
 use super::tool;
 
 /// Packages of the base rootfs besides minbase: systemd as PID 1, sshd and python3 for Ansible,
-/// what the kube-* workers need on any host (iptables, conntrack, kmod), and ping, to show one
+/// what the kube-* workers need on any host (iptables, conntrack, kmod; haproxy, the node-local
+/// API load balancer of a cluster with several control planes), and ping, to show one
 /// pod reaching another from its network namespace. Sorted: the cache key is made from this list.
 pub const PACKAGES: &[&str] = &[
     "conntrack",
     "dbus",
+    "haproxy",
     "iproute2",
     "iptables",
     "iputils-ping",

@@ -303,13 +303,18 @@ def register_node(kubeconfig, name):
     ctx = ssl.create_default_context(cafile=files["certificate-authority-data"])
     ctx.load_cert_chain(files["client-certificate-data"], files["client-key-data"])
     body = json.dumps({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name}}).encode()
-    while True:
+    # Real API servers share etcd; stand-ins do not. Behind a load balancer (round robin, a
+    # new connection each time) the Node is registered several times, so that every stand-in
+    # API server behind it has it.
+    registered = 0
+    while registered < 6:
         try:
             req = urllib.request.Request(field("server") + "/api/v1/nodes", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
             urllib.request.urlopen(req, context=ctx, timeout=5).read()
             print("kubelet: registered Node %s with %s" % (name, field("server")), flush=True)
-            return
+            registered += 1
+            time.sleep(0.2)
         except Exception as e:  # the API server is not up yet: retry, as the kubelet does
             print("kubelet: cannot register Node %s yet: %s" % (name, e), flush=True)
             time.sleep(1)

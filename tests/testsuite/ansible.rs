@@ -377,6 +377,70 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
 }
 
 #[test]
+fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powered_off() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    common::toolchain::standin_toolchain(&home, "t", "1.30.14");
+    let mut lab = Machines::boot("ha", &["cp1", "cp2", "cp3", "w1"]);
+    let tree = work.path().join("cluster");
+    let m = &lab.machines;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
+    c.env("KBIN_HOME", &home)
+        .args([
+            "gen",
+            "cluster",
+            "--toolchain",
+            "t",
+            "--host-profile",
+            "sandbox",
+            "--cgroup-v1",
+        ])
+        .arg("--out")
+        .arg(&tree)
+        .args(["--cluster-ip", &m[0].ip.to_string()]);
+    for cp in &m[..3] {
+        c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+    }
+    c.args(["--worker", &format!("{}={}", m[3].name, m[3].ip)]);
+    run_gen(c);
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    lab.exec(3, "systemctl is-active kbin-apiserver-lb");
+    // The worker's kubeconfigs name its load balancer; through it an API server answers.
+    let api = "kubectl --kubeconfig /etc/kubernetes/kubelet.conf get --raw /readyz";
+    assert!(
+        lab.exec(
+            3,
+            "grep server: /etc/kubernetes/kubelet.conf /etc/kubernetes/kube-proxy.conf"
+        )
+        .matches("https://127.0.0.1:6444")
+        .count()
+            == 2
+    );
+    assert_eq!(lab.exec(3, api).trim(), "ok");
+
+    // The first control plane (the cluster endpoint) goes away: the worker still reaches the
+    // API, and etcd keeps its quorum on the other two.
+    lab.power_off(0);
+    for _ in 0..20 {
+        let o = lab.exec_output(3, api);
+        assert!(
+            o.status.success(),
+            "through the load balancer with cp1 off: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let pki = "/etc/kubernetes/pki/etcd";
+    let health = lab.exec(
+        1,
+        &format!(
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
+             --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health 2>&1"
+        ),
+    );
+    assert!(health.contains("is healthy"), "{health}");
+}
+
+#[test]
 fn backup_yml_fetches_a_checked_snapshot_and_restore_yml_brings_its_keyspace_back() {
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");

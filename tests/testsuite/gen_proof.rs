@@ -1196,3 +1196,202 @@ fn a_pod_sees_another_workers_pod_by_its_own_address_and_only_traffic_leaving_th
     assert!(!after.contains("KBIN-POD-MASQ"), "{after}");
     assert!(l2.seen_from(&nets, &p1, &p2_ip, 8080).is_err());
 }
+
+/// Three control planes and two workers.
+const HA_NODES: &[&str] = &[
+    "--control-plane",
+    "cp1=10.0.0.10",
+    "--control-plane",
+    "cp2=10.0.0.11",
+    "--control-plane",
+    "cp3=10.0.0.12",
+    "--worker",
+    "w1=10.0.0.21",
+    "--worker",
+    "w2=10.0.0.22",
+];
+
+/// The `server:` of a kubeconfig of the tree.
+fn kubeconfig_server(t: &Tree, rel: &str) -> String {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&t.read(rel)).unwrap();
+    v["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn with_several_control_planes_workers_reach_the_api_through_haproxy_which_skips_a_lost_one() {
+    // One control plane: no load balancer, every kubeconfig names the cluster endpoint.
+    let one = gen_cluster("1.35", NODES);
+    assert!(
+        !one.path()
+            .join("nodes/w1/etc/kubernetes/apiserver-lb.cfg")
+            .exists()
+    );
+    assert!(
+        !one.read("nodes/w1/install.sh")
+            .contains("kbin-apiserver-lb")
+    );
+    assert_eq!(
+        kubeconfig_server(&one, "kubeconfigs/kubelet-w1.conf"),
+        "https://10.0.0.10:6443"
+    );
+
+    let t = gen_cluster("1.35", HA_NODES);
+    for (rel, server) in [
+        ("kubeconfigs/kubelet-w1.conf", "https://127.0.0.1:6444"),
+        ("kubeconfigs/kube-proxy.conf", "https://127.0.0.1:6444"),
+        (
+            "kubeconfigs/controller-manager.conf",
+            "https://127.0.0.1:6443",
+        ),
+        ("kubeconfigs/scheduler.conf", "https://127.0.0.1:6443"),
+        ("kubeconfigs/admin.conf", "https://10.0.0.10:6443"),
+    ] {
+        assert_eq!(kubeconfig_server(&t, rel), server, "{rel}");
+    }
+    assert!(
+        t.read("nodes/w1/install.sh")
+            .contains("systemctl enable kbin-apiserver-lb.service")
+    );
+    assert!(
+        !t.path()
+            .join("nodes/cp1/etc/kubernetes/apiserver-lb.cfg")
+            .exists()
+    );
+    let cfg_path = t.path().join("nodes/w1/etc/kubernetes/apiserver-lb.cfg");
+    let cfg = t.read("nodes/w1/etc/kubernetes/apiserver-lb.cfg");
+    assert_eq!(cfg.matches("\n    server cp").count(), 3, "{cfg}");
+    // HAProxy itself accepts it.
+    run(Command::new(tool("haproxy"))
+        .args(["-c", "-q", "-f"])
+        .arg(&cfg_path));
+
+    // Run it for real, in a namespace where the three API servers are TLS servers with the
+    // tree's apiserver certificate, cp2's /readyz failing.
+    let mut nets = Netns::new();
+    let ns = nets.add("lb");
+    let ip = tool("ip");
+    let ip = ip.to_str().unwrap();
+    nets.exec(&ns, &[ip, "link", "set", "lo", "up"]);
+    for a in ["10.0.0.10/32", "10.0.0.11/32", "10.0.0.12/32"] {
+        nets.exec(&ns, &[ip, "addr", "add", a, "dev", "lo"]);
+    }
+    let server = |name: &str, addr: &str, ready: u16| {
+        let script = format!(
+            "import http.server, ssl\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def log_message(self, *a): pass\n\
+             \x20   def do_GET(self):\n\
+             \x20       code = {ready} if self.path == '/readyz' else 200\n\
+             \x20       body = b'{name}'\n\
+             \x20       self.send_response(code); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+             s = http.server.ThreadingHTTPServer(('{addr}', 6443), H)\n\
+             c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{crt}', '{key}')\n\
+             s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+             s.serve_forever()\n",
+            crt = t.path().join("pki/apiserver.crt").display(),
+            key = t.path().join("pki/apiserver.key").display(),
+        );
+        Kill(
+            Command::new(ip)
+                .args(["netns", "exec", &ns])
+                .arg(tool("python3"))
+                .args(["-c", &script])
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _cp1 = server("cp1", "10.0.0.10", 200);
+    let _cp2 = server("cp2", "10.0.0.11", 500);
+    let mut cp3 = Some(server("cp3", "10.0.0.12", 200));
+    // Every API server listens before HAProxy starts checking them.
+    for a in ["10.0.0.10", "10.0.0.11", "10.0.0.12"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !Command::new(ip)
+            .args(["netns", "exec", &ns])
+            .arg(tool("curl"))
+            .args(["-sk", "--max-time", "2", &format!("https://{a}:6443/who")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(std::time::Instant::now() < deadline, "{a} never listened");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let _lb = Kill(
+        Command::new(ip)
+            .args(["netns", "exec", &ns])
+            .arg(tool("haproxy"))
+            .args(["-db", "-f"])
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = t.path().join("pki/ca.crt");
+    let ca = ca.to_str().unwrap();
+    // Through the load balancer, verified against the cluster CA as the kubelet does.
+    let ask = || {
+        let o = Command::new(ip)
+            .args(["netns", "exec", &ns])
+            .arg(tool("curl"))
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--cacert",
+                ca,
+                "https://127.0.0.1:6444/who",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(if o.status.success() {
+            &o.stdout
+        } else {
+            &o.stderr
+        })
+        .into_owned()
+    };
+    // HAProxy starts with every server up; cp2 is taken out after two failed checks (2 s
+    // apart): wait until ten answers in a row come from the others.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        let a = ask();
+        assert!(std::time::Instant::now() < deadline, "through the LB: {a}");
+        in_a_row = if a == "cp1" || a == "cp3" {
+            in_a_row + 1
+        } else {
+            0
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Only the ready ones answer, both of them.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let a = ask();
+        seen.insert(a.clone());
+        assert!(a == "cp1" || a == "cp3", "{a}");
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // cp3 lost: every request still succeeds, from cp1 (redispatched until cp3 is seen down).
+    drop(cp3.take());
+    for _ in 0..30 {
+        assert_eq!(ask(), "cp1");
+    }
+}
+
+/// A child killed (and reaped) when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -216,6 +216,8 @@ pub fn inventory(
     vars.insert(s("kbin_cluster"), s(&c.name));
     vars.insert(s("kbin_host_profile"), s(c.host_profile.name()));
     vars.insert(s("kbin_tree"), s("{{ inventory_dir }}/.."));
+    // Several control planes: each worker's kbin-apiserver-lb in front of them.
+    vars.insert(s("kbin_api_lb"), Value::Bool(c.node_local_lb()));
     for (k, v) in [
         ("kbin_etcd_ca", on_node_cert(Id::EtcdCa)),
         (

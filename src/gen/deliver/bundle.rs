@@ -117,6 +117,8 @@ pub static UNITS: &[(Role, &str)] = &[
     (Cp, "kube-scheduler"),
     (Wk, "kbin-pod-network"),
     (Wk, "containerd"),
+    // Only where the tree has it: workers of a cluster with several control planes.
+    (Wk, "kbin-apiserver-lb"),
     (Wk, "kubelet"),
     (Wk, "kube-proxy"),
 ];
@@ -301,6 +303,19 @@ fn node_files(
             text(&path(), *mode, render(&cx));
         }
     }
+    // Several control planes: the worker's node-local load balancer in front of them all.
+    if node.worker && c.node_local_lb() {
+        text(
+            paths::API_LB_CONFIG,
+            0o644,
+            configs::apiserver_lb_config(c, node),
+        );
+        text(
+            &paths::unit(paths::API_LB_UNIT),
+            0o644,
+            configs::apiserver_lb_unit(),
+        );
+    }
     for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);
         if staged.get(&from).is_none() && !from.is_file() {
@@ -428,7 +443,10 @@ fn install_script(node: &NodeInput, files: &[NodeFile]) -> String {
     }
     let units: Vec<&str> = UNITS
         .iter()
-        .filter(|(r, _)| r.applies(node))
+        .filter(|(r, u)| {
+            let unit = paths::unit(u);
+            r.applies(node) && files.iter().any(|f| f.rel == unit.trim_start_matches('/'))
+        })
         .map(|(_, u)| *u)
         .collect();
     s.push_str("\nif [ -n \"$DESTDIR\" ]; then\n  echo \"installed under $DESTDIR (dry run: systemctl not called)\"\n  exit 0\nfi\n");

@@ -330,7 +330,7 @@ fn workers(p: &Page<'_>, w: &mut String) {
         "On every worker ({}), in this order:\n\n\
          ```sh\nsystemctl start kbin-pod-network   # routes to the other workers' pods, NAT only out of the cluster\n\
          ip route show proto {proto}; iptables -t nat -S KBIN-POD-MASQ\n\
-         systemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n{import}\
+         systemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n{import}{lb}\
          systemctl start kubelet\nsystemctl start kube-proxy\n\
          iptables -t nat -L KUBE-SERVICES | head -n 5   # kube-proxy wrote its rules\n```\n\n\
          Then, from your machine, every worker is listed and becomes `Ready` (control-plane nodes\n\
@@ -340,7 +340,13 @@ fn workers(p: &Page<'_>, w: &mut String) {
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        proto = crate::r#gen::node::configs::ROUTE_PROTO
+        proto = crate::r#gen::node::configs::ROUTE_PROTO,
+        lb = if c.node_local_lb() {
+            "systemctl start kbin-apiserver-lb   # HAProxy (apt-get install haproxy) in front of every API server\n\
+             curl -sk https://127.0.0.1:6444/readyz; echo   # ok: the kubelet and kube-proxy go through it\n"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         w,

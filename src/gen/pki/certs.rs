@@ -96,6 +96,23 @@ pub struct Kubeconfig {
     pub on_node: &'static str,
     /// The roles whose nodes get it.
     pub roles: &'static [Role],
+    /// Which API server address it names.
+    pub reach: Reach,
+}
+
+/// The API server address a kubeconfig names ([`ClusterSpec::server_for`]). With one control
+/// plane every kubeconfig names the cluster endpoint; with several, what runs on the nodes must
+/// survive losing any one of them (kubespray's design): node components go through the
+/// node-local load balancer in front of every API server, control-plane components talk to the
+/// API server on their own machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The cluster endpoint (`--cluster-ip`): what an operator uses, from anywhere.
+    Endpoint,
+    /// The API server on the same machine (the controller manager, the scheduler).
+    LocalApiserver,
+    /// The node-local load balancer (the kubelet, kube-proxy).
+    NodeLocalLb,
 }
 
 /// Where PKI files live on a node (kubeadm's directory), relative to the node's root.
@@ -215,11 +232,13 @@ const fn kc(
     file: &'static str,
     on_node: &'static str,
     roles: &'static [Role],
+    reach: Reach,
 ) -> Option<Kubeconfig> {
     Some(Kubeconfig {
         file,
         on_node,
         roles,
+        reach,
     })
 }
 
@@ -248,12 +267,12 @@ pub const TABLE: &[Row] = &[
     row(Id::EtcdPeer, "etcd/{node}/peer", ETCD_CA, "{node}", None, ServerClient, S::EtcdNode, ControlPlane, on("etcd/peer", &[(Cp, CertAndKey)]), None),
     row(Id::EtcdHealthcheckClient, "etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", None, Client, S::None, Cluster, on("etcd/healthcheck-client", &[(Cp, CertAndKey)]), None),
     row(Id::ApiserverEtcdClient, "apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", None, Client, S::None, Cluster, on("apiserver-etcd-client", &[(Cp, CertAndKey)]), None),
-    row(Id::Admin, "admin", K8S_CA, "kubernetes-admin", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, NOWHERE, kc("admin.conf", "admin.conf", &[Cp])),
-    row(Id::SuperAdmin, "super-admin", K8S_CA, "kubernetes-super-admin", Some("system:masters"), Client, S::None, Cluster, NOWHERE, kc("super-admin.conf", "super-admin.conf", &[Cp])),
-    row(Id::ControllerManager, "controller-manager", K8S_CA, "system:kube-controller-manager", None, Client, S::None, Cluster, NOWHERE, kc("controller-manager.conf", "controller-manager.conf", &[Cp])),
-    row(Id::Scheduler, "scheduler", K8S_CA, "system:kube-scheduler", None, Client, S::None, Cluster, NOWHERE, kc("scheduler.conf", "scheduler.conf", &[Cp])),
-    row(Id::KubeProxy, "kube-proxy", K8S_CA, "system:kube-proxy", Some("system:node-proxier"), Client, S::None, Cluster, NOWHERE, kc("kube-proxy.conf", "kube-proxy.conf", &[Wk])),
-    row(Id::KubeletClient, "nodes/{node}/kubelet-client", K8S_CA, "system:node:{node}", Some("system:nodes"), Client, S::None, Worker, NOWHERE, kc("kubelet-{node}.conf", "kubelet.conf", &[Wk])),
+    row(Id::Admin, "admin", K8S_CA, "kubernetes-admin", Some("kubeadm:cluster-admins"), Client, S::None, Cluster, NOWHERE, kc("admin.conf", "admin.conf", &[Cp], Reach::Endpoint)),
+    row(Id::SuperAdmin, "super-admin", K8S_CA, "kubernetes-super-admin", Some("system:masters"), Client, S::None, Cluster, NOWHERE, kc("super-admin.conf", "super-admin.conf", &[Cp], Reach::Endpoint)),
+    row(Id::ControllerManager, "controller-manager", K8S_CA, "system:kube-controller-manager", None, Client, S::None, Cluster, NOWHERE, kc("controller-manager.conf", "controller-manager.conf", &[Cp], Reach::LocalApiserver)),
+    row(Id::Scheduler, "scheduler", K8S_CA, "system:kube-scheduler", None, Client, S::None, Cluster, NOWHERE, kc("scheduler.conf", "scheduler.conf", &[Cp], Reach::LocalApiserver)),
+    row(Id::KubeProxy, "kube-proxy", K8S_CA, "system:kube-proxy", Some("system:node-proxier"), Client, S::None, Cluster, NOWHERE, kc("kube-proxy.conf", "kube-proxy.conf", &[Wk], Reach::NodeLocalLb)),
+    row(Id::KubeletClient, "nodes/{node}/kubelet-client", K8S_CA, "system:node:{node}", Some("system:nodes"), Client, S::None, Worker, NOWHERE, kc("kubelet-{node}.conf", "kubelet.conf", &[Wk], Reach::NodeLocalLb)),
     row(Id::Kubelet, "nodes/{node}/kubelet", K8S_CA, "system:node:{node}", Some("system:nodes"), Server, S::Node, Worker, on("kubelet", &[(Wk, CertAndKey)]), None),
 ];
 
@@ -274,6 +293,8 @@ pub struct Item {
     pub sans: Vec<San>,
     /// The kubeconfig file name under `kubeconfigs/`, for client certificates that have one.
     pub kubeconfig: Option<String>,
+    /// The API server address its kubeconfig names.
+    pub reach: Reach,
     /// The node, for per-node rows.
     pub node: Option<String>,
 }
@@ -344,6 +365,7 @@ fn expand(row: &Row, spec: &ClusterSpec, node: Option<&Node>) -> Item {
         kind: row.kind,
         sans: sans(row.sans, spec, node),
         kubeconfig: row.kubeconfig.map(|k| fill(k.file)),
+        reach: row.kubeconfig.map_or(Reach::Endpoint, |k| k.reach),
         node: node.map(|n| n.name.clone()),
     }
 }

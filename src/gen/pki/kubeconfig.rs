@@ -70,6 +70,7 @@ struct User {
 /// Render a kubeconfig for `user` that trusts `ca_pem` and presents `cert_pem`/`key_pem`.
 pub fn render(
     spec: &ClusterSpec,
+    reach: crate::r#gen::pki::certs::Reach,
     user: &str,
     ca_pem: &str,
     cert_pem: &str,
@@ -85,7 +86,7 @@ pub fn render(
             value: ClusterEntry {
                 cluster: Cluster {
                     certificate_authority_data: b64(ca_pem),
-                    server: spec.api_server_url(),
+                    server: spec.server_for(reach),
                 },
             },
         }],
@@ -142,6 +143,7 @@ pub fn write_all(
             .expect("every CA of the table was loaded");
         let text = render(
             spec,
+            item.reach,
             &item.cn,
             ca,
             &read(&item.cert_path(&pki))?,

@@ -34,6 +34,10 @@ pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
 /// kubeadm's leaf validity: 1 year.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(365 * DAY);
 
+/// The port of the node-local load balancer in front of every API server (kube-apiserver keeps
+/// 6443 on control planes that are also workers).
+pub const API_LB_PORT: u16 = 6444;
+
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterSpec {
@@ -96,6 +100,25 @@ impl ClusterSpec {
     }
 
     /// `https://<cluster_ip>:6443`.
+    /// The API server URL a kubeconfig of `reach` names: the cluster endpoint with one control
+    /// plane; with several, the node-local load balancer (127.0.0.1:6444) for node components
+    /// and the local API server (127.0.0.1:6443) for the control plane's.
+    pub fn server_for(&self, reach: crate::r#gen::pki::certs::Reach) -> String {
+        use crate::r#gen::pki::certs::Reach;
+        match (self.node_local_lb(), reach) {
+            (true, Reach::NodeLocalLb) => format!("https://127.0.0.1:{API_LB_PORT}"),
+            (true, Reach::LocalApiserver) => "https://127.0.0.1:6443".into(),
+            _ => self.api_server_url(),
+        }
+    }
+
+    /// Whether the nodes reach the API servers through a node-local load balancer: when there
+    /// is more than one control plane.
+    pub fn node_local_lb(&self) -> bool {
+        self.control_planes().count() > 1
+    }
+
+    /// The cluster endpoint's URL (`--cluster-ip`, port 6443).
     pub fn api_server_url(&self) -> String {
         match self.cluster_ip {
             IpAddr::V4(ip) => format!("https://{ip}:6443"),
