@@ -38,6 +38,21 @@ STATE = globals().get("STATE_DIR") or os.path.join(HERE, "state")
 VERSION_TEXT = globals().get("VERSION") or "v0.0.0-standin"
 
 
+# Set on SIGTERM by an API server started with --shutdown-delay-duration (as the real one
+# does: /readyz fails while it keeps serving for that long, then it exits).
+SHUTTING_DOWN = False
+
+
+def shutdown_after(delay):
+    def handler(signum, frame):
+        global SHUTTING_DOWN
+        import threading
+        SHUTTING_DOWN = True
+        print("kube-apiserver: SIGTERM: /readyz fails for %ss, then exit" % delay, flush=True)
+        threading.Timer(delay, lambda: os._exit(0)).start()
+    signal.signal(signal.SIGTERM, handler)
+
+
 def flags(argv):
     out = {}
     for a in argv:
@@ -80,6 +95,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         p = self.path
+        if p == "/readyz" and SHUTTING_DOWN:
+            return self.reply(500, "[-]shutdown failed: process is shutting down", "text/plain")
         if p in ("/healthz", "/readyz", "/livez"):
             return self.reply(200, "ok", "text/plain")
         if p == "/version":
@@ -359,6 +376,9 @@ def main():
             time.sleep(1)
     pki = "/etc/kubernetes/pki"
     if component == "kube-apiserver":
+        delay = f.get("shutdown-delay-duration", "")
+        if delay and m != "ignore-term":
+            shutdown_after(float(delay.rstrip("s")))
         serve(component, "0.0.0.0", int(f.get("secure-port", "6443")),
               (f["tls-cert-file"], f["tls-private-key-file"], f["client-ca-file"]))
     elif component in ("kube-controller-manager", "kube-scheduler"):

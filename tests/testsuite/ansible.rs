@@ -380,29 +380,33 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
 fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powered_off() {
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
-    common::toolchain::standin_toolchain(&home, "t", "1.30.14");
+    common::toolchain::standin_toolchain(&home, "old", "1.30.14");
+    common::toolchain::standin_toolchain(&home, "new", "1.31.9");
     let mut lab = Machines::boot("ha", &["cp1", "cp2", "cp3", "w1"]);
     let tree = work.path().join("cluster");
-    let m = &lab.machines;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
-    c.env("KBIN_HOME", &home)
-        .args([
-            "gen",
-            "cluster",
-            "--toolchain",
-            "t",
-            "--host-profile",
-            "sandbox",
-            "--cgroup-v1",
-        ])
-        .arg("--out")
-        .arg(&tree)
-        .args(["--cluster-ip", &m[0].ip.to_string()]);
-    for cp in &m[..3] {
-        c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
-    }
-    c.args(["--worker", &format!("{}={}", m[3].name, m[3].ip)]);
-    run_gen(c);
+    let gen_ha = |lab: &Machines, tc: &str| {
+        let m = &lab.machines;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
+        c.env("KBIN_HOME", &home)
+            .args([
+                "gen",
+                "cluster",
+                "--toolchain",
+                tc,
+                "--host-profile",
+                "sandbox",
+                "--cgroup-v1",
+            ])
+            .arg("--out")
+            .arg(&tree)
+            .args(["--cluster-ip", &m[0].ip.to_string()]);
+        for cp in &m[..3] {
+            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+        }
+        c.args(["--worker", &format!("{}={}", m[3].name, m[3].ip)]);
+        run_gen(c);
+    };
+    gen_ha(&lab, "old");
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
     lab.exec(3, "systemctl is-active kbin-apiserver-lb");
     // The worker's kubeconfigs name its load balancer; through it an API server answers.
@@ -417,6 +421,33 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
             == 2
     );
     assert_eq!(lab.exec(3, api).trim(), "ok");
+
+    // A rolling upgrade of every API server (one at a time, each failing /readyz while it
+    // still serves, then stopping) while the worker asks the API five times a second through
+    // its load balancer: not one request fails.
+    lab.exec(
+        3,
+        "setsid sh -c 'while [ ! -e /tmp/stop ]; do \
+           if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get --raw /version >/dev/null 2>>/tmp/errors; \
+           then echo ok; else echo fail; fi >>/tmp/results; sleep 0.2; done' >/dev/null 2>&1 < /dev/null &",
+    );
+    gen_ha(&lab, "new");
+    assert_converged(&playbook(&lab, &tree, "upgrade.yml", &[]), None);
+    lab.exec(3, "touch /tmp/stop; sleep 1");
+    for i in 0..3 {
+        assert!(lab.exec(i, "kube-apiserver --version").contains("v1.31.9"));
+    }
+    let results = lab.exec(3, "cat /tmp/results");
+    let (ok, failed) = (
+        results.matches("ok").count(),
+        results.matches("fail").count(),
+    );
+    assert!(
+        failed == 0 && ok > 50,
+        "{failed} of {} requests failed during the upgrade:\n{}",
+        ok + failed,
+        lab.exec(3, "cat /tmp/errors; true")
+    );
 
     // The first control plane (the cluster endpoint) goes away: the worker still reaches the
     // API, and etcd keeps its quorum on the other two.

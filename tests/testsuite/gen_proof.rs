@@ -1255,6 +1255,10 @@ fn with_several_control_planes_workers_reach_the_api_through_haproxy_which_skips
         t.read("nodes/w1/install.sh")
             .contains("systemctl enable kbin-apiserver-lb.service")
     );
+    // A stopping API server fails /readyz first, for longer than the balancers take to see it.
+    let unit = "nodes/cp1/etc/systemd/system/kube-apiserver.service";
+    assert!(t.read(unit).contains("--shutdown-delay-duration=10s"));
+    assert!(!one.read(unit).contains("--shutdown-delay-duration"));
     assert!(
         !t.path()
             .join("nodes/cp1/etc/kubernetes/apiserver-lb.cfg")

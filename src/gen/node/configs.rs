@@ -372,10 +372,14 @@ pub fn etcd_unit(c: &ClusterInput, node: &NodeInput, d: &Decisions) -> String {
     .render()
 }
 
+/// How long a stopping API server keeps serving while its /readyz fails (several control
+/// planes): longer than a load balancer's `fall 2` × `inter 2s` plus a check's timeout.
+pub const API_SHUTDOWN_DELAY: &str = "10s";
+
 /// `kube-apiserver.service` for control-plane node `node`.
 pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> String {
     let etcd: Vec<String> = c.control_planes().map(|n| ip_url(n.ip, 2379)).collect();
-    let args = vec![
+    let mut args = vec![
         flag("advertise-address", node.ip),
         flag("allow-privileged", "true"),
         flag("authorization-mode", "Node,RBAC"),
@@ -416,7 +420,7 @@ pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> Strin
         flag("tls-cert-file", on_node_cert(Id::Apiserver)),
         flag("tls-private-key-file", on_node_key(Id::Apiserver)),
     ];
-    let teach = format!(
+    let mut teach = format!(
         "kube-apiserver {}: the only component that talks to etcd; everything else talks to it.\n\
          It advertises {} to pods (the `kubernetes` Service's endpoint), so that address must be\n\
          routable, never loopback. Secrets are encrypted at rest with the keys in {}.",
@@ -424,6 +428,17 @@ pub fn apiserver_unit(c: &ClusterInput, node: &NodeInput, v: &Versions) -> Strin
         node.ip,
         paths::ENCRYPTION_CONFIG
     );
+    if c.node_local_lb() {
+        // Stopped (an upgrade, a restart), it first fails /readyz while it keeps serving, for
+        // longer than the workers' load balancers take to see it (two failed checks 2 s apart,
+        // 3 s each at most): they open nothing new to it, and the clients holding connections to
+        // it (watches, HTTP/2) move over before it closes them.
+        args.push(flag("shutdown-delay-duration", API_SHUTDOWN_DELAY));
+        teach.push_str(&format!(
+            "\nStopping it takes {API_SHUTDOWN_DELAY} more: /readyz fails first, the workers' load balancers stop\n\
+             sending it requests, then it closes."
+        ));
+    }
     Unit {
         name: "kube-apiserver",
         teach: &teach,
