@@ -156,8 +156,9 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
         let mut s = format!("renewed {n} certificate(s) in {}", a.out.display());
         if !r.redeploy.is_empty() {
             s.push_str(&format!(
-                "\nnode bundles updated: {}; copy nodes/<name>.tar.gz to each and run its install.sh again, then restart its services (NEXT-STEPS.md, section 2)",
-                r.redeploy.join(", ")
+                "\nnode bundles updated: {}; with Ansible, `ansible-playbook -i {out}/ansible/inventory.yml {out}/ansible/upgrade.yml` rolls them out one machine at a time, restarting only what reads a renewed file (with several control planes, without a failed request); by hand, copy nodes/<name>.tar.gz to each and run its install.sh again, then restart its services (NEXT-STEPS.md, section 2)",
+                r.redeploy.join(", "),
+                out = a.out.display()
             ));
         }
         s

@@ -433,10 +433,33 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
     );
     gen_ha(&lab, "new");
     assert_converged(&playbook(&lab, &tree, "upgrade.yml", &[]), None);
-    lab.exec(3, "touch /tmp/stop; sleep 1");
     for i in 0..3 {
         assert!(lab.exec(i, "kube-apiserver --version").contains("v1.31.9"));
     }
+    // Then every leaf certificate renewed and rolled out the same way, still under load.
+    let o = Command::new(env!("CARGO_BIN_EXE_kbin"))
+        .env("KBIN_HOME", &home)
+        .args(["certs", "renew", "--out"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ansible/upgrade.yml"),
+        "{}",
+        show(&o)
+    );
+    assert_converged(&playbook(&lab, &tree, "upgrade.yml", &[]), None);
+    let renewed = std::fs::read_to_string(tree.join("pki/apiserver.crt")).unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            lab.exec(i, "cat /etc/kubernetes/pki/apiserver.crt"),
+            renewed,
+            "{}",
+            lab.machines[i].name
+        );
+    }
+    lab.exec(3, "touch /tmp/stop; sleep 1");
     let results = lab.exec(3, "cat /tmp/results");
     let (ok, failed) = (
         results.matches("ok").count(),
@@ -444,7 +467,7 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
     );
     assert!(
         failed == 0 && ok > 50,
-        "{failed} of {} requests failed during the upgrade:\n{}",
+        "{failed} of {} requests failed during the upgrade and the certificate rollout:\n{}",
         ok + failed,
         lab.exec(3, "cat /tmp/errors; true")
     );

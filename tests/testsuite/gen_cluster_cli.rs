@@ -449,3 +449,59 @@ fn an_only_toolchain_takes_the_missing_versions_from_its_release_defaults_and_sa
     assert!(containerd.contains("version = 2"), "{containerd}");
     assert!(containerd.contains("pause:3.9"), "{containerd}");
 }
+
+#[test]
+fn certs_renew_updates_each_node_archive_in_the_inventory_digest_and_stage_alike() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("c");
+    let run = |args: &[&str]| {
+        let o = kbin(home.path())
+            .args(args)
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&[
+        "gen",
+        "cluster",
+        "--kubernetes-version",
+        "1.35",
+        "--control-plane",
+        "cp1=10.0.0.10",
+        "--worker",
+        "w1=10.0.0.21",
+    ]);
+    let archives = || {
+        let inv: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(dir.join("ansible/inventory.yml")).unwrap(),
+        )
+        .unwrap();
+        let mut v = vec![];
+        for (host, hv) in inv["all"]["hosts"].as_mapping().unwrap() {
+            for a in hv["kbin_archives"].as_sequence().unwrap() {
+                if a["name"] == "node" {
+                    v.push((
+                        host.as_str().unwrap().to_owned(),
+                        a["sha256"].as_str().unwrap().to_owned(),
+                        a["stage"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+        v
+    };
+    let before = archives();
+    run(&["certs", "renew"]);
+    let after = archives();
+    for ((host, old, _), (_, new, stage)) in before.iter().zip(&after) {
+        assert_ne!(old, new, "{host}: its tarball holds renewed certificates");
+        let tarball = std::fs::read(dir.join(format!("nodes/{host}.tar.gz"))).unwrap();
+        assert_eq!(*new, kbin::util::sha256_hex(&tarball), "{host}");
+        // The host unpacks into the stage named after the digest: a stale name means the
+        // old stage (old certificates) is installed again.
+        assert_eq!(*stage, format!("node-{}", &new[..16]), "{host}");
+    }
+}

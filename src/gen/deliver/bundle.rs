@@ -790,7 +790,14 @@ pub fn refresh_pki(
         && let Ok(mut text) = std::fs::read_to_string(&inventory)
     {
         for (old, new) in &inventory_digests {
-            text = text.replace(old.as_str(), new);
+            // The sha256 the host checks, and the stage directory named after it: a stage
+            // left named by the old digest would be taken as already unpacked, and the host
+            // would install the old files again.
+            let stage =
+                |d: &str| ansible::Archive::new("node".into(), String::new(), d.into()).stage;
+            text = text
+                .replace(old.as_str(), new)
+                .replace(&stage(old), &stage(new));
         }
         staged.stage(&inventory, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;
     }
