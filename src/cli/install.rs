@@ -131,7 +131,19 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
 
 /// The text report of an install.
 fn render(o: &install::Outcome) -> String {
-    let mut t = if o.up_to_date {
+    let mut t = if !o.repaired.is_empty() {
+        let mut t = format!(
+            "repaired toolchain {} (Kubernetes {}, {}) in {}:\n",
+            o.name,
+            o.receipt.kubernetes,
+            o.receipt.arch,
+            o.path.display()
+        );
+        for f in &o.repaired {
+            t.push_str(&format!("  was: {f}\n"));
+        }
+        t
+    } else if o.up_to_date {
         format!(
             "toolchain {} is up to date ({})\n",
             o.name,

@@ -116,6 +116,17 @@ pub enum InstallError {
         #[source]
         source: Box<crate::images::ImageError>,
     },
+    /// A blob vanished or was damaged between being fetched and being linked (another process
+    /// at work in KBIN_HOME): nothing is installed.
+    #[error("the blob {digest} for {path} {}", match damaged { Some(d) => format!("was damaged before it could be linked: {d}"), None => "vanished from the store before it could be linked".to_owned() })]
+    BlobGone {
+        /// Where it was to go in the toolchain.
+        path: String,
+        /// Its digest.
+        digest: crate::manifest::Digest,
+        /// What was wrong with it, if it was there.
+        damaged: Option<crate::store::DamagedBlob>,
+    },
     /// A source build did not return a binary the plan needs.
     #[error("building {component} from source gave no {binary} (or not in the store)")]
     MissingOutput {

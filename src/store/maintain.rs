@@ -128,6 +128,19 @@ pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> 
         remove_file(&path)?;
         report.blobs += 1;
     }
+    // Stamps of blobs that are gone (removed above, or by hand) describe nothing.
+    for stamp in read_dir(&store.layout().stamps_dir())? {
+        let name = stamp
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen('-', ":", 1))
+            .unwrap_or_default();
+        let live = name
+            .parse::<Digest>()
+            .is_ok_and(|d| store.layout().blob_path(&d).is_file());
+        if !live {
+            remove_file(&stamp)?;
+        }
+    }
     // Trees are named after their archive's digest.
     for tree in read_dir(&store.layout().trees_dir())? {
         let name = tree

@@ -7,6 +7,7 @@
 //! ├── cache/
 //! │   ├── blobs/<algo>/<2 hex>/<hex>       immutable, read-only files (artifacts, binaries),
 //! │   │                                    named by sha256; a sha512 pin is a hardlink alias
+//! │   ├── verified/<algo>-<hex>            a blob's stat when its bytes were last hashed
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
@@ -45,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::Digest;
 
 use crate::fsx::{PathIo, at};
-pub use cas::{CasError, FileLock, Store};
+pub use cas::{CasError, Checked, DamagedBlob, FileLock, Store};
 
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,17 @@ impl Layout {
             .join(digest.algo().as_str())
             .join(&hex[..2])
             .join(hex)
+    }
+
+    /// `cache/verified/`: one [`cas::Stamp`] per blob, its stat when its bytes were last hashed.
+    pub fn stamps_dir(&self) -> PathBuf {
+        self.cache_dir().join("verified")
+    }
+
+    /// `cache/verified/<algo>-<hex>`: the stamp of the blob with `digest`.
+    pub fn blob_stamp(&self, digest: &Digest) -> PathBuf {
+        self.stamps_dir()
+            .join(format!("{}-{}", digest.algo().as_str(), digest.hex()))
     }
 
     /// `cache/trees/`.
