@@ -20,6 +20,7 @@ mod build;
 mod execute;
 mod plan;
 mod receipt;
+mod repair;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ use crate::toolchain::assemble;
 pub use build::{BuildOutput, Built, ManifestBuilder, PlannedBuild, SourceBuilder};
 pub use execute::{Outcome, execute, fetch_artifacts};
 pub use plan::{Plan, PlannedArtifact, PlannedBinary, plan};
+pub use repair::{repair, request_of};
 
 /// Why an install failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,23 @@ pub enum InstallError {
         /// What was wrong with it, if it was there.
         damaged: Option<crate::store::DamagedBlob>,
     },
+    /// A toolchain to repair has components built from source, which only `kbin build` makes.
+    #[error("cannot repair toolchain {toolchain} by fetching: {} built from source", components.join(", "))]
+    RepairBuilt {
+        /// The toolchain.
+        toolchain: String,
+        /// Its components built from source.
+        components: Vec<String>,
+    },
+    /// The versions in a toolchain's receipt no longer resolve against the manifest.
+    #[error("cannot repair toolchain {toolchain}: the manifest no longer resolves its versions")]
+    RepairResolve {
+        /// The toolchain.
+        toolchain: String,
+        /// Why.
+        #[source]
+        source: Box<crate::manifest::resolve::ResolveError>,
+    },
     /// A source build did not return a binary the plan needs.
     #[error("building {component} from source gave no {binary} (or not in the store)")]
     MissingOutput {
@@ -155,6 +174,16 @@ impl InstallError {
                         .to_owned()
                 })
             }),
+            InstallError::RepairBuilt { toolchain, components } => Some(format!(
+                "rebuild each with `kbin build --from-source {} --toolchain {toolchain}`, or reinstall the toolchain with `kbin install`",
+                components.join("|")
+            )),
+            InstallError::RepairResolve { .. } => Some(
+                "reinstall it with `kbin install` (or uninstall it with `kbin uninstall`)".into(),
+            ),
+            InstallError::BlobGone { .. } => {
+                Some("rerun the command: the blob is fetched or unpacked again".into())
+            }
             InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
                 "the artifact is not what the manifest pins: check the mirror, then rerun".into(),
             ),

@@ -319,6 +319,11 @@ impl Store {
         Ok(Store { layout })
     }
 
+    /// The store of `layout` for reading (`show-versions`): nothing is created.
+    pub fn existing(layout: Layout) -> Self {
+        Store { layout }
+    }
+
     /// The layout it lives in.
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Store;
-use super::cas::{CasError, hash_file, sha256_file};
+use super::cas::{CasError, Stamp, hash_file, sha256_file};
 use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
@@ -192,6 +192,7 @@ pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> 
 pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
     let mut report = VerifyReport::default();
     for (d, path) in blobs(store)? {
+        let before = std::fs::symlink_metadata(&path).ok().map(|m| Stamp::of_meta(&m));
         let (actual, size) = match d.algo() {
             DigestAlgo::Sha256 => sha256_file(&path)?,
             DigestAlgo::Sha512 => {
@@ -207,7 +208,14 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if actual.hex() != named {
+        if actual.hex() == named {
+            // Hashed just now: its fresh stamp spares the next install a read (only if nothing
+            // moved while it was read).
+            let after = std::fs::symlink_metadata(&path).ok().map(|m| Stamp::of_meta(&m));
+            if before.is_some() && before == after {
+                store.write_stamp(&d, &path);
+            }
+        } else {
             report.corrupt.push(Corrupt {
                 path,
                 expected: format!("{}:{named}", d.algo().as_str()),
@@ -216,4 +224,16 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
         }
     }
     Ok(report)
+}
+
+/// Remove the corrupt blobs `report` names, and their stamps (`cache verify --repair`): what a
+/// toolchain needs of them is then fetched or unpacked again.
+pub fn discard_corrupt(store: &Store, report: &VerifyReport) -> Result<(), CasError> {
+    for c in &report.corrupt {
+        if let Ok(d) = c.expected.parse::<Digest>() {
+            remove_file(&store.layout().blob_stamp(&d))?;
+        }
+        remove_file(&c.path)?;
+    }
+    Ok(())
 }

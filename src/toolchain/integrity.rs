@@ -7,6 +7,7 @@
 //! kept), `show-versions` to flag a binary, and `cache verify` to name the toolchains that a
 //! damaged blob or a changed file breaks.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Serialize;
@@ -160,4 +161,56 @@ fn check_file(
         store.write_stamp(digest, &blob);
     }
     Ok(None)
+}
+
+/// Why the installed toolchains could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] CasError),
+    /// KBIN_HOME could not be read.
+    #[error(transparent)]
+    Layout(#[from] crate::store::StoreError),
+    /// A receipt could not be read.
+    #[error(transparent)]
+    Receipt(#[from] super::receipt::ReceiptError),
+}
+
+/// An installed toolchain that is not what its receipt says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broken {
+    /// Its name.
+    pub name: String,
+    /// The damaged blobs it uses (binaries or artifacts), by digest.
+    pub uses_damaged: Vec<Digest>,
+    /// Its files that are not what its receipt says.
+    pub faults: Vec<Fault>,
+}
+
+/// Every installed toolchain that names one of the `damaged` blobs in its receipt or whose
+/// files are not what its receipt says, in name order.
+pub fn broken_toolchains(
+    store: &Store,
+    damaged: &BTreeSet<Digest>,
+) -> Result<Vec<Broken>, IntegrityError> {
+    let layout = store.layout();
+    let mut out = Vec::new();
+    for name in layout.toolchain_names()? {
+        let receipt = Receipt::load(&layout.receipt_path(&name))?;
+        let uses_damaged: BTreeSet<Digest> = receipt
+            .digests()
+            .filter(|d| damaged.contains(*d))
+            .cloned()
+            .collect();
+        let faults = check(store, &receipt)?;
+        if !uses_damaged.is_empty() || !faults.is_empty() {
+            out.push(Broken {
+                name,
+                uses_damaged: uses_damaged.into_iter().collect(),
+                faults,
+            });
+        }
+    }
+    Ok(out)
 }
