@@ -110,8 +110,7 @@ fn verify(ctx: &Context, layout: Layout, repair: bool) -> anyhow::Result<ExitCod
         for t in &toolchains {
             let receipt = Receipt::load(&layout.receipt_path(&t.name))?;
             ctx.ui.status(format!("repairing toolchain {}…", t.name));
-            match crate::install::repair(&manifest, &store, &fetcher, &receipt, &builder, &ctx.ui)
-            {
+            match crate::install::repair(&manifest, &store, &fetcher, &receipt, &builder, &ctx.ui) {
                 Ok(_) => repaired.push(t.name.clone()),
                 Err(e) => {
                     let hint = e.hint(ctx.global.mirror.is_some());

@@ -174,7 +174,10 @@ impl InstallError {
                         .to_owned()
                 })
             }),
-            InstallError::RepairBuilt { toolchain, components } => Some(format!(
+            InstallError::RepairBuilt {
+                toolchain,
+                components,
+            } => Some(format!(
                 "rebuild each with `kbin build --from-source {} --toolchain {toolchain}`, or reinstall the toolchain with `kbin install`",
                 components.join("|")
             )),

@@ -662,6 +662,54 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_rewritten_after_it_was_stamped_is_found_damaged_and_removed() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"hello world").unwrap();
+        let d = s.insert_file(&tmp, None).unwrap();
+        // Stamped on insert: checked without a read.
+        let p = match s.check(&d).unwrap() {
+            Checked::Intact(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert!(s.layout().blob_stamp(&d).is_file());
+        // Same size, other bytes, mtime put back: only the ctime tells.
+        let m = std::fs::metadata(&p).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&p, b"HELLO WORLD").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(m.modified().unwrap()).unwrap();
+        drop(f);
+        match s.check(&d).unwrap() {
+            Checked::Damaged(bad) => {
+                assert_eq!(bad.path, p);
+                assert_eq!(bad.size, 11);
+                assert!(bad.to_string().contains("is damaged: 11 bytes"), "{bad}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!p.exists() && !s.layout().blob_stamp(&d).exists());
+        assert!(matches!(s.check(&d).unwrap(), Checked::Missing));
+    }
+
+    #[test]
+    fn a_blob_without_a_stamp_is_hashed_once_then_stamped() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"x").unwrap();
+        let d = s.insert_file(&tmp, None).unwrap();
+        std::fs::remove_file(s.layout().blob_stamp(&d)).unwrap();
+        assert!(matches!(s.check(&d).unwrap(), Checked::Intact(_)));
+        assert!(s.layout().blob_stamp(&d).is_file());
+        // A hardlink moves the ctime only: `relinked` carries the stamp over.
+        let link = s.layout().root().join("link");
+        std::fs::hard_link(s.get(&d).unwrap(), &link).unwrap();
+        s.relinked(&d);
+        assert!(s.matches_stamp(&d, &std::fs::symlink_metadata(&link).unwrap()));
+    }
+
+    #[test]
     fn exclusive_key_lock_makes_the_second_holder_wait() {
         let (_d, s) = store();
         let first = s.lock_key("sha256:abc", || {}).unwrap();

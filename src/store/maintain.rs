@@ -192,7 +192,9 @@ pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> 
 pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
     let mut report = VerifyReport::default();
     for (d, path) in blobs(store)? {
-        let before = std::fs::symlink_metadata(&path).ok().map(|m| Stamp::of_meta(&m));
+        let before = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| Stamp::of_meta(&m));
         let (actual, size) = match d.algo() {
             DigestAlgo::Sha256 => sha256_file(&path)?,
             DigestAlgo::Sha512 => {
@@ -211,7 +213,9 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
         if actual.hex() == named {
             // Hashed just now: its fresh stamp spares the next install a read (only if nothing
             // moved while it was read).
-            let after = std::fs::symlink_metadata(&path).ok().map(|m| Stamp::of_meta(&m));
+            let after = std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|m| Stamp::of_meta(&m));
             if before.is_some() && before == after {
                 store.write_stamp(&d, &path);
             }
