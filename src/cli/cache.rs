@@ -101,10 +101,7 @@ fn verify(ctx: &Context, layout: Layout, repair: bool) -> anyhow::Result<ExitCod
     if repair && !toolchains.is_empty() {
         let manifest = ctx.manifest()?;
         let settings = layout.settings()?;
-        let fetcher = crate::fetch::Fetcher::new(crate::fetch::FetchOptions::from_env(
-            ctx.global.mirror.clone(),
-            settings.mirrors.clone(),
-        ))?;
+        let fetcher = super::fetcher(ctx, &settings)?;
         let builder = crate::install::ManifestBuilder::new(&manifest)
             .with_mirrors(ctx.global.mirror.clone(), settings.mirrors.clone());
         for t in &toolchains {

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 
 use super::Context;
 use crate::error::WithHint;
-use crate::fetch::{FetchOptions, Fetcher};
 use crate::install::{self, Options};
 use crate::manifest::Arch;
 use crate::manifest::resolve::{Override, Request};
@@ -109,10 +108,7 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
     };
     let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(with_hint)?;
     let settings = layout.settings()?;
-    let fetcher = Fetcher::new(FetchOptions::from_env(
-        ctx.global.mirror.clone(),
-        settings.mirrors.clone(),
-    ))?;
+    let fetcher = super::fetcher(ctx, &settings)?;
     let builder = install::ManifestBuilder::new(&manifest)
         .with_mirrors(ctx.global.mirror.clone(), settings.mirrors.clone());
     let outcome = install::execute(
