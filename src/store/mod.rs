@@ -348,11 +348,12 @@ impl Layout {
         let root = &self.root;
         let home = |problem: &'static str, source: Option<std::io::Error>| {
             // The errno says more than the step that met it.
-            let problem = match source.as_ref().and_then(std::io::Error::raw_os_error) {
-                Some(libc::EROFS) => "is on a read-only filesystem",
-                Some(libc::ENOTDIR) => "is not a directory (or a file is in its path)",
-                Some(libc::EACCES | libc::EPERM) if write => "is not writable by this user",
-                Some(libc::EACCES | libc::EPERM) => "cannot be read by this user",
+            use std::io::ErrorKind as K;
+            let problem = match source.as_ref().map(std::io::Error::kind) {
+                Some(K::ReadOnlyFilesystem) => "is on a read-only filesystem",
+                Some(K::NotADirectory) => "is not a directory (or a file is in its path)",
+                Some(K::PermissionDenied) if write => "is not writable by this user",
+                Some(K::PermissionDenied) => "cannot be read by this user",
                 _ => problem,
             };
             StoreError::Home {

@@ -1636,3 +1636,162 @@ fn a_removed_blob_is_fetched_again_by_install_not_called_up_to_date() {
     assert_eq!(f.server.total_requests(), 1, "kubelet, downloaded again");
     assert_eq!(digest_of_file(&blob), digest);
 }
+
+// ---- Bad homes and mirrors: one error naming what is wrong (issue 22, part 3) ----
+
+fn one_error(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn a_kbin_home_that_is_a_file_is_one_error_naming_it_for_every_command() {
+    let f = Fixture::new();
+    std::fs::write(f.kbin_home(), "not a directory").unwrap();
+    for args in [
+        &["install", "1.30"][..],
+        &["show-versions"],
+        &["cache", "verify"],
+        &["cache", "gc"],
+    ] {
+        let out = f.cmd().args(args).output().unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} is not a directory",
+                f.kbin_home().display()
+            )) && err.contains("point KBIN_HOME (or --home) at a directory"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(f.server.total_requests(), 0);
+}
+
+#[test]
+fn a_kbin_home_on_a_read_only_filesystem_is_one_error_naming_it() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    // A read-only bind mount of KBIN_HOME over itself, in a mount namespace of the test's own.
+    let home = f.kbin_home();
+    let kbin = assert_cmd::cargo::cargo_bin!("kbin");
+    let script = format!(
+        "mount --bind {h} {h} && mount -o remount,ro,bind {h} && exec {kbin} \"$@\"",
+        h = home.display(),
+        kbin = kbin.display()
+    );
+    for args in [&["install", "1.30"][..], &["cache", "verify"]] {
+        let out = Command::new(common::tool("unshare"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", f.home.path())
+            .env("KBIN_HOME", &home)
+            .env("KBIN_MANIFEST", &f.manifest)
+            .env("KBIN_MIRROR", f.server.base())
+            .args(["-m", "sh", "-c", &script, "sh"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} is on a read-only filesystem",
+                home.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    // Reading still works there: show-versions needs no write.
+    let out = Command::new(common::tool("unshare"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", f.home.path())
+        .env("KBIN_HOME", &home)
+        .env("KBIN_MANIFEST", &f.manifest)
+        .args(["-m", "sh", "-c", &script, "sh", "show-versions"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreadable_kbin_home_is_one_error_naming_it() {
+    // Root reads any directory, so kbin runs as `nobody` (tests run as root: setpriv drops to
+    // that user), against a KBIN_HOME with mode 000 under a directory everyone may enter.
+    let f = Fixture::new();
+    use std::os::unix::fs::PermissionsExt;
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = open.path().join("kbin");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let manifest = open.path().join("manifest.toml");
+    std::fs::copy(&f.manifest, &manifest).unwrap();
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [&["show-versions"][..], &["install", "1.30"]] {
+        let out = Command::new(common::tool("setpriv"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", open.path())
+            .env("KBIN_HOME", &home)
+            .env("KBIN_MANIFEST", &manifest)
+            .env("KBIN_MIRROR", f.server.base())
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(assert_cmd::cargo::cargo_bin!("kbin"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} cannot be read by this user",
+                home.display()
+            )) || err.contains(&format!(
+                "KBIN_HOME {} is not writable by this user",
+                home.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_mirror_is_refused_even_when_everything_is_cached() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    f.server.reset_counters();
+    for (mirror, says) in [
+        ("ftp://mirror.example/k8s", "the scheme \"ftp\""),
+        ("file:relative/path", "is a relative path"),
+        ("file://relative/path", "names the host \"relative\""),
+        ("file:///nonexistent/kbin-mirror", "is not a directory"),
+    ] {
+        let out = f
+            .cmd()
+            .args(["install", "1.30", "--mirror", mirror])
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "the mirror {mirror:?} from --mirror or KBIN_MIRROR is not usable"
+            )) && err.contains(says)
+                && err.contains("hint: a mirror is"),
+            "{mirror}: {err}"
+        );
+    }
+    // A settings.toml mirror is named with its entry.
+    std::fs::write(
+        f.kbin_home().join("settings.toml"),
+        "[mirrors]\n\"dl.k8s.io\" = \"file:mirror\"\n",
+    )
+    .unwrap();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    let err = one_error(&out);
+    assert!(
+        err.contains("from settings.toml [mirrors] \"dl.k8s.io\" is not usable"),
+        "{err}"
+    );
+    assert_eq!(f.server.total_requests(), 0);
+}
