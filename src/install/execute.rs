@@ -270,7 +270,7 @@ fn link_blob(
         Checked::Damaged(bad) => Err(InstallError::BlobGone {
             path: rel.to_owned(),
             digest: digest.clone(),
-            damaged: Some(bad),
+            damaged: Some(Box::new(bad)),
         }),
     }
 }

@@ -127,7 +127,7 @@ pub enum InstallError {
         /// Its digest.
         digest: crate::manifest::Digest,
         /// What was wrong with it, if it was there.
-        damaged: Option<crate::store::DamagedBlob>,
+        damaged: Option<Box<crate::store::DamagedBlob>>,
     },
     /// A toolchain to repair has components built from source, which only `kbin build` makes.
     #[error("cannot repair toolchain {toolchain} by fetching: {} built from source", components.join(", "))]
