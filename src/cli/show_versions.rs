@@ -233,7 +233,11 @@ fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
         .filter(|n| only.is_none_or(|o| o == n.as_str()))
     {
         let receipt = Receipt::load(&layout.receipt_path(name))?;
-        let damaged = crate::toolchain::integrity::check(&store, &receipt)?;
+        let damaged = crate::toolchain::integrity::check(
+            &store,
+            &receipt,
+            crate::toolchain::integrity::Scope::Files,
+        )?;
         list.push(Installed {
             default: default.as_deref() == Some(name.as_str()),
             path: layout.toolchain_dir(name),

@@ -174,7 +174,11 @@ pub fn plan(
         && let Some(installed) = same_toolchain(store, &p)
     {
         // The same toolchain: "up to date" only if its files still are what its receipt says.
-        p.repairs = crate::toolchain::integrity::check(store, &installed)?;
+        p.repairs = crate::toolchain::integrity::check(
+            store,
+            &installed,
+            crate::toolchain::integrity::Scope::FilesAndBlobs,
+        )?;
         p.up_to_date = p.repairs.is_empty();
     }
     Ok(p)

@@ -80,10 +80,21 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// What [`check`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The toolchain's files only: are their bytes what the receipt says (`show-versions`)?
+    Files,
+    /// The files, and the store's blobs the receipt names (`install`, `cache verify`): a blob
+    /// gone from the store is a fault too, repaired by fetching it again.
+    FilesAndBlobs,
+}
+
 /// Compare the installed toolchain `receipt.name` with `receipt`; every fault found, in receipt
 /// order (none: intact). Costs a stat and a small read per binary while the toolchain's files are
 /// the store's verified blobs; a file that is not (a copy, a changed stamp) is hashed.
-pub fn check(store: &Store, receipt: &Receipt) -> Result<Vec<Fault>, CasError> {
+pub fn check(store: &Store, receipt: &Receipt, scope: Scope) -> Result<Vec<Fault>, CasError> {
+    let blobs = scope == Scope::FilesAndBlobs;
     let layout = store.layout();
     let dir = layout.toolchain_dir(&receipt.name);
     let mut faults = Vec::new();
@@ -96,11 +107,11 @@ pub fn check(store: &Store, receipt: &Receipt) -> Result<Vec<Fault>, CasError> {
             };
             if let Some(p) = check_file(store, &dir.join(&b.path), &b.digest, b.size)? {
                 faults.push(fault(p));
-            } else if !layout.blob_path(&b.digest).is_file() {
+            } else if blobs && !layout.blob_path(&b.digest).is_file() {
                 faults.push(fault(Problem::BlobMissing));
             }
         }
-        for a in &c.artifacts {
+        for a in c.artifacts.iter().filter(|_| blobs) {
             if !layout.blob_path(&a.digest).is_file() {
                 faults.push(Fault {
                     path: a.url.rsplit('/').next().unwrap_or(&a.url).to_owned(),
@@ -203,7 +214,7 @@ pub fn broken_toolchains(
             .filter(|d| damaged.contains(*d))
             .cloned()
             .collect();
-        let faults = check(store, &receipt)?;
+        let faults = check(store, &receipt, Scope::FilesAndBlobs)?;
         if !uses_damaged.is_empty() || !faults.is_empty() {
             out.push(Broken {
                 name,
