@@ -5,12 +5,15 @@
 //! - [`plan`](plan::plan) (`plan.rs`) turns a [`Resolution`] into a [`Plan`] before a byte is
 //!   written: which artifact provides each binary, which are pinned, which are already in the
 //!   store, which components are built from source, and whether the toolchain is already
-//!   installed exactly so.
+//!   installed exactly so (its receipt the same, and its files still what the receipt says:
+//!   `toolchain::integrity`; if not, the faults are the plan's `repairs`).
 //! - [`execute`] (`execute.rs`) acts on it: a bounded pool of concurrent downloads
 //!   (`artifact.rs`: each under a per-artifact lock, verified, stored, its archive members
 //!   unpacked once), then the source builds (`build.rs`: the [`SourceBuilder`] seam, and
 //!   [`ManifestBuilder`], which hands each build to `source`), then the receipt (`receipt.rs`)
 //!   and the swap of the whole toolchain into place (`toolchain::assemble`).
+//! - [`repair`] (`repair.rs`) installs a toolchain again from its own receipt, for
+//!   `kbin cache verify --repair`.
 //! - The progress display is `ui::progress`; the receipt format is `toolchain::receipt`.
 //!
 //! [`Resolution`]: crate::manifest::resolve::Resolution
