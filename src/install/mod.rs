@@ -12,7 +12,7 @@
 //!   unpacked once), then the source builds (`build.rs`: the [`SourceBuilder`] seam, and
 //!   [`ManifestBuilder`], which hands each build to `source`), then the receipt (`receipt.rs`)
 //!   and the swap of the whole toolchain into place (`toolchain::assemble`).
-//! - [`repair`] (`repair.rs`) installs a toolchain again from its own receipt, for
+//! - [`repair()`] (`repair.rs`) installs a toolchain again from its own receipt, for
 //!   `kbin cache verify --repair`.
 //! - The progress display is `ui::progress`; the receipt format is `toolchain::receipt`.
 //!
