@@ -150,10 +150,12 @@ fn hash_with(
 /// Any write to a blob (through the store or through a hardlink in a toolchain) moves its mtime
 /// and ctime, so an equal stamp means the bytes were not rewritten and need no second read. The
 /// ctime is there because the mtime alone can be put back (`touch -d`) after a same-size rewrite;
-/// the ctime cannot be set. Kept in `cache/verified/<algo>-<hex>` as one line:
+/// the ctime cannot be set. Making or removing a hardlink (every install, uninstall and `cache gc`
+/// does) moves the ctime too, but with the link count: see [`Stamp::vouches_for`]. Kept in
+/// `cache/verified/<algo>-<hex>` as one line:
 ///
 /// ```text
-/// verified size=<n> mtime_ns=<n> ctime_ns=<n> dev=<n> ino=<n>
+/// verified size=<n> mtime_ns=<n> ctime_ns=<n> dev=<n> ino=<n> nlink=<n>
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -162,6 +164,7 @@ pub struct Stamp {
     ctime_ns: i128,
     dev: u64,
     ino: u64,
+    nlink: u64,
 }
 
 impl Stamp {
@@ -173,7 +176,16 @@ impl Stamp {
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
             dev: m.dev(),
             ino: m.ino(),
+            nlink: m.nlink(),
         }
+    }
+
+    /// Whether `now` (a stat taken now) shows the bytes this stamp (taken when they were hashed)
+    /// describes: equal, or equal but for a ctime that moved with the link count (a hardlink
+    /// made or removed). A rewrite changes no link count, and the chmod a read-only blob needs
+    /// before it can be rewritten moves the ctime alone, so both still mean hashing again.
+    pub fn vouches_for(&self, now: &Stamp) -> bool {
+        self == now || (self.same_but_ctime(now) && self.nlink != now.nlink)
     }
 
     /// The size the stamp records.
@@ -190,8 +202,8 @@ impl Stamp {
 
     fn render(&self) -> String {
         format!(
-            "verified size={} mtime_ns={} ctime_ns={} dev={} ino={}\n",
-            self.size, self.mtime_ns, self.ctime_ns, self.dev, self.ino
+            "verified size={} mtime_ns={} ctime_ns={} dev={} ino={} nlink={}\n",
+            self.size, self.mtime_ns, self.ctime_ns, self.dev, self.ino, self.nlink
         )
     }
 
@@ -204,6 +216,7 @@ impl Stamp {
             ctime_ns: field("ctime_ns")?.parse().ok()?,
             dev: field("dev")?.parse().ok()?,
             ino: field("ino")?.parse().ok()?,
+            nlink: field("nlink")?.parse().ok()?,
         })
     }
 }
@@ -354,7 +367,14 @@ impl Store {
                 size: meta.len(),
             }));
         }
-        if self.stamp(digest) == Some(Stamp::of_meta(&meta)) {
+        let now = Stamp::of_meta(&meta);
+        if let Some(recorded) = self.stamp(digest)
+            && recorded.vouches_for(&now)
+        {
+            if recorded != now {
+                // Only linked or unlinked since: the stamp follows, so the ctime guards again.
+                self.restamp_if(digest, &path, &now);
+            }
             return Ok(Checked::Intact(path));
         }
         // Read, not mapped: a damaged blob may be being truncated while it is hashed.
@@ -366,11 +386,7 @@ impl Store {
         if actual == *digest {
             // Stamped only if nothing moved while it was hashed: the stamp must describe the
             // bytes that were read.
-            if std::fs::symlink_metadata(&path)
-                .is_ok_and(|m| Stamp::of_meta(&m) == Stamp::of_meta(&meta))
-            {
-                self.write_stamp(digest, &path);
-            }
+            self.restamp_if(digest, &path, &now);
             return Ok(Checked::Intact(path));
         }
         self.discard(digest, &path)?;
@@ -385,7 +401,16 @@ impl Store {
     /// Whether `meta` (a toolchain file's, taken without following symlinks) is the blob of
     /// `digest` as last verified: the same inode, size, mtime and ctime as its stamp.
     pub fn matches_stamp(&self, digest: &Digest, meta: &std::fs::Metadata) -> bool {
-        self.stamp(digest) == Some(Stamp::of_meta(meta))
+        let now = Stamp::of_meta(meta);
+        match self.stamp(digest) {
+            Some(recorded) if recorded == now => true,
+            Some(recorded) if recorded.vouches_for(&now) => {
+                // Only linked or unlinked since (the blob's own inode): the stamp follows.
+                self.restamp_if(digest, &self.layout.blob_path(digest), &now);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// After `digest`'s blob was hardlinked somewhere (which moves its ctime and nothing else):
@@ -422,6 +447,14 @@ impl Store {
         })();
         if let Err(e) = written {
             tracing::debug!("cannot record the stamp {}: {e}", stamp_path.display());
+        }
+    }
+
+    /// [`Store::write_stamp`] only if `path`'s stat is still `expected` (the one the caller
+    /// vouched for: a file that moved since, or another inode at the path, is not stamped).
+    fn restamp_if(&self, digest: &Digest, path: &Path, expected: &Stamp) {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| Stamp::of_meta(&m) == *expected) {
+            self.write_stamp(digest, path);
         }
     }
 
@@ -513,7 +546,10 @@ impl Store {
                 let dir = alias.parent().expect("blob paths have a parent");
                 std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
                 match std::fs::hard_link(&dest, &alias) {
-                    Ok(()) => self.write_stamp(exp, &alias),
+                    Ok(()) => {
+                        self.write_stamp(exp, &alias);
+                        self.relinked(&digests.sha256);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(at::<CasError>("cannot link", &alias)(e)),
                 }
@@ -691,6 +727,32 @@ mod tests {
         }
         assert!(!p.exists() && !s.layout().blob_stamp(&d).exists());
         assert!(matches!(s.check(&d).unwrap(), Checked::Missing));
+    }
+
+    #[test]
+    fn a_stamp_vouches_across_a_link_made_or_removed_but_not_across_a_chmod() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let stat = |p: &Path| Stamp::of_meta(&std::fs::symlink_metadata(p).unwrap());
+        let first = stat(&p);
+        // ctime has a coarse clock on some filesystems: make sure it can move.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(&p, d.path().join("link")).unwrap();
+        let linked = stat(&p);
+        assert!(first.vouches_for(&linked), "{first:?} {linked:?}");
+        std::fs::remove_file(d.path().join("link")).unwrap();
+        let unlinked = stat(&p);
+        assert!(linked.vouches_for(&unlinked));
+        // A chmod (what rewriting a read-only blob takes first) moves the ctime alone.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let chmodded = stat(&p);
+        assert!(
+            !unlinked.vouches_for(&chmodded),
+            "{unlinked:?} {chmodded:?}"
+        );
     }
 
     #[test]
