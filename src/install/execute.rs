@@ -102,10 +102,12 @@ pub fn execute(
     let staging = Staging::new(&layout, &plan.name)?;
     let bin_digests = link_downloads(store, plan, &fetched, &staging)?;
     for (image, p) in plan.images.iter().zip(&pulled) {
-        let blob = store
-            .get(&p.archive)
-            .expect("images::pull leaves the archive in the store");
-        staging.link(&format!("images/{}", image.archive_name()), &blob)?;
+        link_blob(
+            store,
+            &staging,
+            &format!("images/{}", image.archive_name()),
+            &p.archive,
+        )?;
     }
     let built = run_builds(store, plan, builder, &staging, ui)?;
     let components = receipt::components(manifest, plan, &fetched, &bin_digests, &built, &staging);

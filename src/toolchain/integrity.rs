@@ -121,6 +121,23 @@ pub fn check(store: &Store, receipt: &Receipt, scope: Scope) -> Result<Vec<Fault
             }
         }
     }
+    // The pulled images' archives, hardlinked like the binaries.
+    for i in &receipt.pulled {
+        let Ok(image) = i.name.parse::<crate::images::ImageRef>() else {
+            continue;
+        };
+        let rel = format!("images/{}", image.archive_name());
+        let fault = |problem| Fault {
+            path: rel.clone(),
+            expected: i.archive.clone(),
+            problem,
+        };
+        if let Some(p) = check_file(store, &dir.join(&rel), &i.archive, Some(i.size))? {
+            faults.push(fault(p));
+        } else if blobs && !layout.blob_path(&i.archive).is_file() {
+            faults.push(fault(Problem::BlobMissing));
+        }
+    }
     Ok(faults)
 }
 

@@ -1795,3 +1795,49 @@ fn a_bad_mirror_is_refused_even_when_everything_is_cached() {
     );
     assert_eq!(f.server.total_requests(), 0);
 }
+
+#[test]
+fn a_truncated_image_archive_is_pulled_again_for_a_new_toolchain_and_repaired_in_the_old() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    let r = f.receipt("1.30");
+    let archive = r["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str() == Some("registry.k8s.io/pause:3.9"))
+        .unwrap()["archive"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = archive.strip_prefix("sha256:").unwrap();
+    let blob = f
+        .kbin_home()
+        .join("cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    truncate_in_place(&blob, 512);
+
+    f.server.reset_counters();
+    install_ok(&f, &["install", "1.30", "--name", "fresh"]);
+    assert_eq!(
+        f.server.requests("/v2/pause/manifests/3.9"),
+        1,
+        "pulled again"
+    );
+    assert_eq!(
+        digest_of_file(&f.toolchain("fresh").join("images/pause-3.9.tar")),
+        archive
+    );
+    let out = install_ok(&f, &["install", "1.30"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("repaired toolchain 1.30")
+            && text.contains("images/pause-3.9.tar is 512 bytes"),
+        "{text}"
+    );
+    assert_eq!(
+        digest_of_file(&f.toolchain("1.30").join("images/pause-3.9.tar")),
+        archive
+    );
+}
