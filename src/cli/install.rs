@@ -8,7 +8,6 @@ use anyhow::Context as _;
 
 use super::Context;
 use crate::error::WithHint;
-use crate::fetch::{FetchOptions, Fetcher};
 use crate::install::{self, Options};
 use crate::manifest::Arch;
 use crate::manifest::resolve::{Override, Request};
@@ -109,10 +108,7 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
     };
     let plan = install::plan(&manifest, &store, &resolution, &opts).map_err(with_hint)?;
     let settings = layout.settings()?;
-    let fetcher = Fetcher::new(FetchOptions::from_env(
-        ctx.global.mirror.clone(),
-        settings.mirrors.clone(),
-    ))?;
+    let fetcher = super::fetcher(ctx, &settings)?;
     let builder = install::ManifestBuilder::new(&manifest)
         .with_mirrors(ctx.global.mirror.clone(), settings.mirrors.clone());
     let outcome = install::execute(
@@ -131,7 +127,19 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
 
 /// The text report of an install.
 fn render(o: &install::Outcome) -> String {
-    let mut t = if o.up_to_date {
+    let mut t = if !o.repaired.is_empty() {
+        let mut t = format!(
+            "repaired toolchain {} (Kubernetes {}, {}) in {}:\n",
+            o.name,
+            o.receipt.kubernetes,
+            o.receipt.arch,
+            o.path.display()
+        );
+        for f in &o.repaired {
+            t.push_str(&format!("  was: {f}\n"));
+        }
+        t
+    } else if o.up_to_date {
         format!(
             "toolchain {} is up to date ({})\n",
             o.name,

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 
 use super::Context;
 use crate::error::WithHint;
-use crate::fetch::{FetchOptions, Fetcher};
 use crate::images::ImageRef;
 use crate::manifest::Arch;
 use crate::mirror::{self, Artifact};
@@ -78,10 +77,7 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     if !args.versions.is_empty() {
         let settings = layout.settings()?;
-        let fetcher = Fetcher::new(FetchOptions::from_env(
-            ctx.global.mirror.clone(),
-            settings.mirrors.clone(),
-        ))?;
+        let fetcher = super::fetcher(ctx, &settings)?;
         let from = mirror::from_versions(
             &manifest,
             &store,

@@ -158,6 +158,8 @@ impl Context {
         let Ok(layout) = self.layout() else {
             return Ok(base);
         };
+        // A KBIN_HOME that is a file or unreadable is named as such, not as an overlay error.
+        layout.check_home(false)?;
         let path = layout.overlay_path();
         let overlay = crate::manifest::Overlay::load(&path)
             .hint("delete it and run `kbin update` again to rebuild it")?;
@@ -183,6 +185,22 @@ pub fn resolve(
     request: &crate::manifest::resolve::Request,
 ) -> anyhow::Result<crate::manifest::resolve::Resolution> {
     crate::manifest::resolve::resolve(manifest, request).map_err(|e| match e.hint() {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => e.into(),
+    })
+}
+
+/// The fetcher of the global `--mirror` and settings.toml's mirrors (checked here, even when
+/// nothing will be downloaded), with the hint of its error.
+pub fn fetcher(
+    ctx: &Context,
+    settings: &crate::store::Settings,
+) -> anyhow::Result<crate::fetch::Fetcher> {
+    crate::fetch::Fetcher::new(crate::fetch::FetchOptions::from_env(
+        ctx.global.mirror.clone(),
+        settings.mirrors.clone(),
+    ))
+    .map_err(|e| match e.hint() {
         Some(h) => crate::error::with_hint(e.into(), h),
         None => e.into(),
     })

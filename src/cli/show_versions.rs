@@ -211,10 +211,13 @@ pub struct Installed {
     /// Its receipt.
     #[serde(flatten)]
     pub receipt: Receipt,
+    /// Its files that are not what the receipt says (empty: intact).
+    pub damaged: Vec<crate::toolchain::integrity::Fault>,
 }
 
 fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let layout = ctx.layout()?;
+    let store = crate::store::Store::existing(layout.clone());
     let default = layout.settings()?.default;
     let names = layout.toolchain_names()?;
     if let Some(n) = only
@@ -230,14 +233,33 @@ fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
         .filter(|n| only.is_none_or(|o| o == n.as_str()))
     {
         let receipt = Receipt::load(&layout.receipt_path(name))?;
+        let damaged = crate::toolchain::integrity::check(
+            &store,
+            &receipt,
+            crate::toolchain::integrity::Scope::Files,
+        )?;
         list.push(Installed {
             default: default.as_deref() == Some(name.as_str()),
             path: layout.toolchain_dir(name),
             receipt,
+            damaged,
         });
     }
     ctx.ui.answer(&list, render_installed)?;
-    Ok(ExitCode::SUCCESS)
+    let broken: Vec<&str> = list
+        .iter()
+        .filter(|t| !t.damaged.is_empty())
+        .map(|t| t.receipt.name.as_str())
+        .collect();
+    if broken.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    ctx.ui.warn(format!(
+        "toolchain(s) {} no longer match their receipt: `kbin install` of the same version, or \
+         `kbin cache verify --repair`, repairs them",
+        broken.join(", ")
+    ));
+    Ok(ExitCode::FAILURE)
 }
 
 fn render_installed(list: &Vec<Installed>) -> String {
@@ -258,6 +280,7 @@ fn render_installed(list: &Vec<Installed>) -> String {
         let mut rows = Vec::new();
         for c in &r.components {
             for b in &c.binaries {
+                let fault = t.damaged.iter().find(|f| f.path == b.path);
                 let pinned = match c.origin {
                     crate::toolchain::Origin::Source => "-".to_string(),
                     crate::toolchain::Origin::Download => if c.artifacts.iter().all(|a| a.pinned) {
@@ -274,6 +297,11 @@ fn render_installed(list: &Vec<Installed>) -> String {
                         &s.commit[..s.commit.len().min(12)]
                     ),
                     None => c.origin.to_string(),
+                };
+                // A binary whose bytes no longer match is never shown as verified.
+                let pinned = match fault {
+                    Some(_) => "DAMAGED".to_string(),
+                    None => pinned,
                 };
                 rows.push(vec![
                     c.name.clone(),
@@ -298,6 +326,9 @@ fn render_installed(list: &Vec<Installed>) -> String {
             ],
             &rows,
         ));
+        for f in &t.damaged {
+            out.push_str(&format!("DAMAGED: {f}\n"));
+        }
         out.push('\n');
     }
     out

@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::Context;
 use crate::error::WithHint;
-use crate::fetch::{FetchOptions, Fetcher};
 use crate::fsx::write_atomic;
 use crate::manifest::Overlay;
 use crate::update::{self, UpdateError};
@@ -30,10 +29,7 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         .with_overlay(&overlay, &path)
         .hint("delete it and run `kbin update` again to rebuild it")?;
     let settings = layout.settings()?;
-    let fetcher = Fetcher::new(FetchOptions::from_env(
-        ctx.global.mirror.clone(),
-        settings.mirrors.clone(),
-    ))?;
+    let fetcher = super::fetcher(ctx, &settings)?;
     let now = crate::util::now_rfc3339();
     let (next, mut report) =
         update::update(&merged, &overlay, &fetcher, &args.components, &now).map_err(|e| {

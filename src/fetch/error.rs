@@ -37,6 +37,17 @@ pub enum FetchError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A mirror base is not usable (checked before any work, whether or not anything will be
+    /// downloaded).
+    #[error("the mirror {mirror:?} from {origin} is not usable: {reason}")]
+    BadMirror {
+        /// The base as given.
+        mirror: String,
+        /// Where it was set (`--mirror or KBIN_MIRROR`, `settings.toml [mirrors] "dl.k8s.io"`).
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The CA bundle (KBIN_CA_BUNDLE or SSL_CERT_FILE) cannot be read or holds no certificate.
     #[error("cannot use the CA bundle {path}: {reason}")]
     CaBundle {
@@ -198,6 +209,9 @@ impl FetchError {
             }
             FetchError::Certificate { .. } => {
                 "if the server (a corporate mirror or proxy) uses its own CA, point KBIN_CA_BUNDLE at that CA's PEM file"
+            }
+            FetchError::BadMirror { .. } => {
+                "a mirror is http://HOST[/PATH], https://HOST[/PATH] or file:///ABSOLUTE/DIR, laid out like upstream (kbin mirror export makes one)"
             }
             FetchError::CaBundle { .. } => {
                 "KBIN_CA_BUNDLE (or SSL_CERT_FILE) must name a PEM file with one or more CA certificates"

@@ -19,6 +19,12 @@ fn parse(url: &str) -> Result<Url, FetchError> {
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
+    if parsed.scheme() == "file" {
+        file_url_problem(url, &parsed).map_err(|reason| FetchError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        })?;
+    }
     if !SCHEMES.contains(&parsed.scheme()) {
         return Err(FetchError::BadUrl {
             url: url.to_owned(),
@@ -29,6 +35,49 @@ fn parse(url: &str) -> Result<Url, FetchError> {
         });
     }
     Ok(parsed)
+}
+
+/// What is wrong with a `file:` URL, if anything. The url crate makes `file:relative/path` into
+/// `file:///relative/path` without a word, and reads `file://relative/path` as a host named
+/// `relative`: either way a relative directory would silently become another, absolute one.
+fn file_url_problem(raw: &str, parsed: &Url) -> Result<(), String> {
+    let rest = raw.trim().get("file:".len()..).unwrap_or_default();
+    if !rest.starts_with('/') {
+        return Err(format!(
+            "{rest:?} is a relative path; a file mirror needs an absolute one: file:///ABSOLUTE/DIR"
+        ));
+    }
+    match parsed.host_str() {
+        None | Some("") | Some("localhost") => Ok(()),
+        Some(host) => Err(format!(
+            "it names the host {host:?} (two slashes); a local directory is file:///ABSOLUTE/DIR (three)"
+        )),
+    }
+}
+
+/// Check a mirror base (`--mirror`, `KBIN_MIRROR`, or a settings.toml `[mirrors]` entry) before
+/// any work, whether or not anything will be downloaded: it must parse, use http, https or
+/// file, and a `file:` one must name an absolute path to an existing directory.
+pub(crate) fn check_base(base: &str) -> Result<(), String> {
+    let parsed = parse(base).map_err(|e| match e {
+        FetchError::BadUrl { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
+    match parsed.scheme() {
+        "file" => {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| "it is not a local path".to_owned())?;
+            if !dir.is_dir() {
+                return Err(format!("{} is not a directory", dir.display()));
+            }
+        }
+        _ if parsed.host_str().is_none_or(str::is_empty) => {
+            return Err("it names no host".to_owned());
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Put `upstream`'s path (and query) under `base`.
@@ -87,6 +136,33 @@ mod tests {
 
     fn none() -> BTreeMap<String, String> {
         BTreeMap::new()
+    }
+
+    #[test]
+    fn a_relative_file_mirror_is_refused_not_made_absolute() {
+        for bad in ["file:relative/path", "file://relative/path", "file:./m"] {
+            let e = resolve("https://dl.k8s.io/v1.30.0/x", Some(bad), &none()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("relative") && msg.contains("file:///ABSOLUTE/DIR"),
+                "{bad}: {msg}"
+            );
+            assert!(check_base(bad).is_err(), "{bad}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let good = format!("file://{}", d.path().display());
+        assert_eq!(check_base(&good), Ok(()));
+        assert!(
+            check_base(&format!("{good}/missing"))
+                .unwrap_err()
+                .contains("is not a directory")
+        );
+        assert!(
+            check_base("ftp://m.example")
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert_eq!(check_base("http://127.0.0.1:1/k8s"), Ok(()));
     }
 
     #[test]

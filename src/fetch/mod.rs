@@ -367,6 +367,24 @@ impl Fetcher {
     pub fn new(opts: FetchOptions) -> Result<Self, FetchError> {
         // Made now so a bad CA bundle or proxy is reported before any work; built when used.
         let _checked = client_builder(&opts)?;
+        // Mirrors too, even when everything is cached: a typo must not wait for the day a
+        // download needs it.
+        let bases = opts
+            .mirror
+            .iter()
+            .map(|m| (m, "--mirror or KBIN_MIRROR".to_owned()))
+            .chain(
+                opts.host_mirrors
+                    .iter()
+                    .map(|(host, m)| (m, format!("settings.toml [mirrors] {host:?}"))),
+            );
+        for (mirror, origin) in bases {
+            mirror::check_base(mirror).map_err(|reason| FetchError::BadMirror {
+                mirror: mirror.clone(),
+                origin,
+                reason,
+            })?;
+        }
         Ok(Fetcher {
             client: Default::default(),
             opts,

@@ -217,7 +217,15 @@ pub async fn pull(
     if let Some(p) = std::fs::read_to_string(&record)
         .ok()
         .and_then(|t| toml::from_str::<PulledImage>(&t).ok())
-        .filter(|p| p.name == name && p.arch == arch && store.get(&p.archive).is_some())
+        // Checked, not just found: a damaged archive is removed by the check and pulled again.
+        .filter(|p| {
+            p.name == name
+                && p.arch == arch
+                && matches!(
+                    store.check(&p.archive),
+                    Ok(crate::store::Checked::Intact(_))
+                )
+        })
     {
         return Ok(p);
     }

@@ -15,8 +15,8 @@ use crate::archive::{self, Limits};
 use crate::fetch::Fetcher;
 use crate::fsx::{at, write_atomic};
 use crate::manifest::{ArtifactFormat, Digest};
-use crate::store::Store;
 use crate::store::cas::{FileLock, sha256_file};
+use crate::store::{Checked, Store};
 use crate::ui::Ui;
 use crate::ui::progress::Bars;
 
@@ -66,7 +66,7 @@ pub(super) fn fetch_all(
                                 let blob = store
                                     .get(&sha256)
                                     .expect("fetch_artifact leaves the blob in the store");
-                                members_of(&store, &sha256, &blob, &members)
+                                members_of(&store, &sha256, &blob, &members, |m| ui.warn(m))
                             })
                         });
                         (i, Ok(Fetching { fetched: f, unpack }))
@@ -131,8 +131,16 @@ async fn fetch_artifact(
     ui: &Ui,
 ) -> Result<Fetched, InstallError> {
     let hit = |d: &Digest| -> Result<Option<Fetched>, InstallError> {
-        let Some(p) = store.get(d) else {
-            return Ok(None);
+        let p = match store.check(d)? {
+            Checked::Intact(p) => p,
+            Checked::Missing => return Ok(None),
+            Checked::Damaged(bad) => {
+                ui.warn(format!(
+                    "the cached {} was damaged ({bad}): removed it, fetching it again",
+                    a.file_name
+                ));
+                return Ok(None);
+            }
         };
         let sha256 = if d.algo() == crate::manifest::DigestAlgo::Sha256 {
             d.clone()
@@ -233,6 +241,7 @@ fn members_of(
     archive_digest: &Digest,
     archive_blob: &Path,
     members: &[String],
+    on_damage: impl Fn(String),
 ) -> Result<BTreeMap<String, Digest>, InstallError> {
     let index = store.layout().members_index(archive_digest);
     // name → its blob's digest, or ABSENT: an optional binary this archive does not hold
@@ -247,15 +256,32 @@ fn members_of(
             .filter_map(|(k, v)| Some((k.clone(), v.parse().ok()?)))
             .collect()
     };
-    let missing: Vec<&str> = members
-        .iter()
-        .map(String::as_str)
-        .filter(|m| match entries.get(*m) {
-            None => true,
-            Some(v) if v == ABSENT => false,
-            Some(v) => v.parse().map_or(true, |d: Digest| store.get(&d).is_none()),
-        })
-        .collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for m in members {
+        let have = match entries.get(m) {
+            None => false,
+            Some(v) if v == ABSENT => true,
+            Some(v) => match v.parse::<Digest>() {
+                Err(_) => false,
+                // Checked before it is linked anywhere: a damaged member blob is removed by
+                // the check and unpacked again from its (checked) archive.
+                Ok(d) => match store.check(&d)? {
+                    Checked::Intact(_) => true,
+                    Checked::Missing => false,
+                    Checked::Damaged(bad) => {
+                        on_damage(format!(
+                            "{m} of {} was damaged in the store ({bad}): unpacking it again",
+                            archive_blob.display()
+                        ));
+                        false
+                    }
+                },
+            },
+        };
+        if !have {
+            missing.push(m);
+        }
+    }
     if missing.is_empty() {
         return Ok(known(&entries));
     }
@@ -320,11 +346,11 @@ mod tests {
         assert!(ok.success());
         let digest = crate::store::cas::sha256_file(&tgz).unwrap().0;
         let wanted = vec!["bin/ctr".to_owned(), "bin/containerd-stress".to_owned()];
-        let first = members_of(&store, &digest, &tgz, &wanted).unwrap();
+        let first = members_of(&store, &digest, &tgz, &wanted, |_| {}).unwrap();
         assert_eq!(first.keys().collect::<Vec<_>>(), ["bin/ctr"]);
         // The archive is gone: a second call that unpacked it again would fail.
         let gone = d.path().join("gone.tar.gz");
-        let again = members_of(&store, &digest, &gone, &wanted).unwrap();
+        let again = members_of(&store, &digest, &gone, &wanted, |_| {}).unwrap();
         assert_eq!(again, first);
         let index = std::fs::read_to_string(store.layout().members_index(&digest)).unwrap();
         assert!(
@@ -332,7 +358,7 @@ mod tests {
             "{index}"
         );
         // A member asked for the first time is still looked for.
-        let err = members_of(&store, &digest, &gone, &["bin/runc".to_owned()]).unwrap_err();
+        let err = members_of(&store, &digest, &gone, &["bin/runc".to_owned()], |_| {}).unwrap_err();
         assert!(err.to_string().contains("gone.tar.gz"), "{err}");
     }
 }

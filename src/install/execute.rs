@@ -13,7 +13,7 @@ use super::plan::Plan;
 use super::{InstallError, receipt};
 use crate::fetch::Fetcher;
 use crate::manifest::{ArtifactFormat, Digest, Manifest};
-use crate::store::Store;
+use crate::store::{Checked, Store};
 use crate::toolchain::Receipt;
 use crate::toolchain::assemble::{self, Staging};
 use crate::ui::Ui;
@@ -29,6 +29,9 @@ pub struct Outcome {
     pub receipt: Receipt,
     /// Nothing was done: it was installed already.
     pub up_to_date: bool,
+    /// The installed toolchain was this one, but these of its files were not what its receipt
+    /// said: they were fetched or linked again (the toolchain replaced whole).
+    pub repaired: Vec<crate::toolchain::integrity::Fault>,
     /// Artifacts downloaded.
     pub downloaded: usize,
     /// Bytes downloaded.
@@ -76,6 +79,7 @@ pub fn execute(
             path: layout.toolchain_dir(&plan.name),
             receipt,
             up_to_date: true,
+            repaired: Vec::new(),
             downloaded: 0,
             bytes: 0,
             unpinned: Vec::new(),
@@ -83,6 +87,9 @@ pub fn execute(
         });
     }
 
+    for f in &plan.repairs {
+        ui.warn(format!("toolchain {}: {f}: repairing it", plan.name));
+    }
     let started = Instant::now();
     let fetched = artifact::fetch_all(store, fetcher, plan, jobs, ui)?;
     tracing::debug!(
@@ -95,10 +102,12 @@ pub fn execute(
     let staging = Staging::new(&layout, &plan.name)?;
     let bin_digests = link_downloads(store, plan, &fetched, &staging)?;
     for (image, p) in plan.images.iter().zip(&pulled) {
-        let blob = store
-            .get(&p.archive)
-            .expect("images::pull leaves the archive in the store");
-        staging.link(&format!("images/{}", image.archive_name()), &blob)?;
+        link_blob(
+            store,
+            &staging,
+            &format!("images/{}", image.archive_name()),
+            &p.archive,
+        )?;
     }
     let built = run_builds(store, plan, builder, &staging, ui)?;
     let components = receipt::components(manifest, plan, &fetched, &bin_digests, &built, &staging);
@@ -128,6 +137,7 @@ pub fn execute(
         path,
         receipt,
         up_to_date: false,
+        repaired: plan.repairs.clone(),
         downloaded: fetched.iter().filter(|f| f.downloaded).count(),
         bytes: fetched.iter().map(|f| f.bytes).sum(),
         unpinned: plan
@@ -198,10 +208,7 @@ fn link_downloads(
                 }
             }
         };
-        let blob = store
-            .get(&digest)
-            .expect("fetch_artifact and members_of leave their blobs in the store");
-        staging.link(&b.path, &blob)?;
+        link_blob(store, staging, &b.path, &digest)?;
         bin_digests.insert(bi, digest);
     }
     Ok(bin_digests)
@@ -226,8 +233,8 @@ fn run_builds(
                 source,
             })?;
         for o in &b.outputs {
-            match out.binaries.get(&o.binary).and_then(|d| store.get(d)) {
-                Some(blob) => staging.link(&o.path, &blob)?,
+            match out.binaries.get(&o.binary) {
+                Some(d) => link_blob(store, staging, &o.path, d)?,
                 None if o.optional => {}
                 None => {
                     return Err(InstallError::MissingOutput {
@@ -240,4 +247,32 @@ fn run_builds(
         built.push(out);
     }
     Ok(built)
+}
+
+/// Link the blob `digest` at `rel` in `staging`, checked first ([`Store::check`]: its stamp, or
+/// its bytes): a blob damaged since it was fetched, unpacked or built is never linked into a
+/// toolchain that is then reported verified.
+fn link_blob(
+    store: &Store,
+    staging: &Staging,
+    rel: &str,
+    digest: &Digest,
+) -> Result<(), InstallError> {
+    match store.check(digest)? {
+        Checked::Intact(blob) => {
+            staging.link(rel, &blob)?;
+            store.relinked(digest);
+            Ok(())
+        }
+        Checked::Missing => Err(InstallError::BlobGone {
+            path: rel.to_owned(),
+            digest: digest.clone(),
+            damaged: None,
+        }),
+        Checked::Damaged(bad) => Err(InstallError::BlobGone {
+            path: rel.to_owned(),
+            digest: digest.clone(),
+            damaged: Some(Box::new(bad)),
+        }),
+    }
 }

@@ -5,12 +5,15 @@
 //! - [`plan`](plan::plan) (`plan.rs`) turns a [`Resolution`] into a [`Plan`] before a byte is
 //!   written: which artifact provides each binary, which are pinned, which are already in the
 //!   store, which components are built from source, and whether the toolchain is already
-//!   installed exactly so.
+//!   installed exactly so (its receipt the same, and its files still what the receipt says:
+//!   `toolchain::integrity`; if not, the faults are the plan's `repairs`).
 //! - [`execute`] (`execute.rs`) acts on it: a bounded pool of concurrent downloads
 //!   (`artifact.rs`: each under a per-artifact lock, verified, stored, its archive members
 //!   unpacked once), then the source builds (`build.rs`: the [`SourceBuilder`] seam, and
 //!   [`ManifestBuilder`], which hands each build to `source`), then the receipt (`receipt.rs`)
 //!   and the swap of the whole toolchain into place (`toolchain::assemble`).
+//! - [`repair()`] (`repair.rs`) installs a toolchain again from its own receipt, for
+//!   `kbin cache verify --repair`.
 //! - The progress display is `ui::progress`; the receipt format is `toolchain::receipt`.
 //!
 //! [`Resolution`]: crate::manifest::resolve::Resolution
@@ -20,6 +23,7 @@ mod build;
 mod execute;
 mod plan;
 mod receipt;
+mod repair;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +35,7 @@ use crate::toolchain::assemble;
 pub use build::{BuildOutput, Built, ManifestBuilder, PlannedBuild, SourceBuilder};
 pub use execute::{Outcome, execute, fetch_artifacts};
 pub use plan::{Plan, PlannedArtifact, PlannedBinary, plan};
+pub use repair::{repair, request_of};
 
 /// Why an install failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,34 @@ pub enum InstallError {
         #[source]
         source: Box<crate::images::ImageError>,
     },
+    /// A blob vanished or was damaged between being fetched and being linked (another process
+    /// at work in KBIN_HOME): nothing is installed.
+    #[error("the blob {digest} for {path} {}", match damaged { Some(d) => format!("was damaged before it could be linked: {d}"), None => "vanished from the store before it could be linked".to_owned() })]
+    BlobGone {
+        /// Where it was to go in the toolchain.
+        path: String,
+        /// Its digest.
+        digest: crate::manifest::Digest,
+        /// What was wrong with it, if it was there.
+        damaged: Option<Box<crate::store::DamagedBlob>>,
+    },
+    /// A toolchain to repair has components built from source, which only `kbin build` makes.
+    #[error("cannot repair toolchain {toolchain} by fetching: {} built from source", components.join(", "))]
+    RepairBuilt {
+        /// The toolchain.
+        toolchain: String,
+        /// Its components built from source.
+        components: Vec<String>,
+    },
+    /// The versions in a toolchain's receipt no longer resolve against the manifest.
+    #[error("cannot repair toolchain {toolchain}: the manifest no longer resolves its versions")]
+    RepairResolve {
+        /// The toolchain.
+        toolchain: String,
+        /// Why.
+        #[source]
+        source: Box<crate::manifest::resolve::ResolveError>,
+    },
     /// A source build did not return a binary the plan needs.
     #[error("building {component} from source gave no {binary} (or not in the store)")]
     MissingOutput {
@@ -144,6 +177,19 @@ impl InstallError {
                         .to_owned()
                 })
             }),
+            InstallError::RepairBuilt {
+                toolchain,
+                components,
+            } => Some(format!(
+                "rebuild each with `kbin build --from-source {} --toolchain {toolchain}`, or reinstall the toolchain with `kbin install`",
+                components.join("|")
+            )),
+            InstallError::RepairResolve { .. } => Some(
+                "reinstall it with `kbin install` (or uninstall it with `kbin uninstall`)".into(),
+            ),
+            InstallError::BlobGone { .. } => {
+                Some("rerun the command: the blob is fetched or unpacked again".into())
+            }
             InstallError::Store(crate::store::CasError::Mismatch { .. }) => Some(
                 "the artifact is not what the manifest pins: check the mirror, then rerun".into(),
             ),

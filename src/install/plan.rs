@@ -84,8 +84,12 @@ pub struct Plan {
     /// The images to pull with it: a node toolchain (containerd or the kubelet in it) gets its
     /// release's pause and CoreDNS images, unless `--no-images`.
     pub images: Vec<crate::images::ImageRef>,
-    /// The toolchain is installed exactly so already: nothing to do.
+    /// The toolchain is installed exactly so already, every file as its receipt says: nothing
+    /// to do.
     pub up_to_date: bool,
+    /// The toolchain is installed so, but these files are not what its receipt says (changed,
+    /// missing, their blob gone): the install repairs it.
+    pub repairs: Vec<crate::toolchain::integrity::Fault>,
 }
 
 /// Decide what an install of `resolution` needs.
@@ -115,6 +119,7 @@ pub fn plan(
         builds: Vec::new(),
         images: Vec::new(),
         up_to_date: false,
+        repairs: Vec::new(),
     };
     for (si, sel) in resolution.components.iter().enumerate() {
         let comp = manifest
@@ -165,7 +170,17 @@ pub fn plan(
         p.refuse_unpinned()?;
     }
     // Whether a source build is current is the builder's call (its cache is keyed by commit).
-    p.up_to_date = p.builds.is_empty() && is_up_to_date(store, &p);
+    if p.builds.is_empty()
+        && let Some(installed) = same_toolchain(store, &p)
+    {
+        // The same toolchain: "up to date" only if its files still are what its receipt says.
+        p.repairs = crate::toolchain::integrity::check(
+            store,
+            &installed,
+            crate::toolchain::integrity::Scope::FilesAndBlobs,
+        )?;
+        p.up_to_date = p.repairs.is_empty();
+    }
     Ok(p)
 }
 
@@ -317,13 +332,17 @@ impl Plan {
     }
 }
 
-/// Whether the installed toolchain already is exactly what `plan` would make: same versions,
-/// same artifacts (by URL and digest), every binary present.
-fn is_up_to_date(store: &Store, plan: &Plan) -> bool {
+/// The installed toolchain's receipt, if it already says exactly what `plan` would make: same
+/// versions, same artifacts (by URL and digest), same binaries at the same paths. (Whether the
+/// files still match it is [`crate::toolchain::integrity::check`]'s question.)
+fn same_toolchain(store: &Store, plan: &Plan) -> Option<Receipt> {
     let layout = store.layout();
-    let Ok(r) = Receipt::load(&layout.receipt_path(&plan.name)) else {
-        return false;
-    };
+    let r = Receipt::load(&layout.receipt_path(&plan.name)).ok()?;
+    same_as_planned(store, plan, &r).then_some(r)
+}
+
+fn same_as_planned(store: &Store, plan: &Plan, r: &Receipt) -> bool {
+    let layout = store.layout();
     if r.arch != plan.arch || r.kubernetes != plan.resolution.kubernetes {
         return false;
     }
@@ -351,7 +370,6 @@ fn is_up_to_date(store: &Store, plan: &Plan) -> bool {
             || c.origin != Origin::Download
             || !same_artifact
             || br.path != b.path
-            || !layout.toolchain_dir(&plan.name).join(&br.path).is_file()
         {
             return false;
         }

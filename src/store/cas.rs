@@ -4,9 +4,16 @@
 //! Every blob is keyed by its sha256. A blob verified against a sha512 pin (the Kubernetes
 //! tarballs) also gets a hardlink at its sha512 path, so a later lookup by that pin hits the cache.
 //! Nothing unverified ever sits at a blob path: files are hashed, verified, fsynced, then renamed.
+//!
+//! A blob can still be damaged afterwards, by hand or by a write through one of its hardlinks in a
+//! toolchain. So every use goes through [`Store::check`]: the blob's [`Stamp`] (size, mtime,
+//! ctime, inode) recorded when its bytes were last hashed is compared with its stat, and the blob
+//! is hashed again when they differ. A damaged blob is removed, so it is fetched again, never
+//! linked or reported verified.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write as _};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256, Sha512};
@@ -138,6 +145,121 @@ fn hash_with(
     })
 }
 
+/// A file's size, mtime, ctime and inode when its bytes were last hashed.
+///
+/// Any write to a blob (through the store or through a hardlink in a toolchain) moves its mtime
+/// and ctime, so an equal stamp means the bytes were not rewritten and need no second read. The
+/// ctime is there because the mtime alone can be put back (`touch -d`) after a same-size rewrite;
+/// the ctime cannot be set. Making or removing a hardlink (every install, uninstall and `cache gc`
+/// does) moves the ctime too, but with the link count: see [`Stamp::vouches_for`]. Kept in
+/// `cache/verified/<algo>-<hex>` as one line:
+///
+/// ```text
+/// verified size=<n> mtime_ns=<n> ctime_ns=<n> dev=<n> ino=<n> nlink=<n>
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    dev: u64,
+    ino: u64,
+    nlink: u64,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata (taken without following a symlink).
+    pub fn of_meta(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+        }
+    }
+
+    /// Whether `now` (a stat taken now) shows the bytes this stamp (taken when they were hashed)
+    /// describes: equal, or equal but for a ctime that moved with the link count (a hardlink
+    /// made or removed). A rewrite changes no link count, and the chmod a read-only blob needs
+    /// before it can be rewritten moves the ctime alone, so both still mean hashing again.
+    pub fn vouches_for(&self, now: &Stamp) -> bool {
+        self == now || (self.same_but_ctime(now) && self.nlink != now.nlink)
+    }
+
+    /// The size the stamp records.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Equal but for the ctime: the inode was only linked or unlinked (which moves the ctime),
+    /// its bytes and mtime untouched.
+    fn same_but_ctime(&self, other: &Stamp) -> bool {
+        (self.size, self.mtime_ns, self.dev, self.ino)
+            == (other.size, other.mtime_ns, other.dev, other.ino)
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "verified size={} mtime_ns={} ctime_ns={} dev={} ino={} nlink={}\n",
+            self.size, self.mtime_ns, self.ctime_ns, self.dev, self.ino, self.nlink
+        )
+    }
+
+    fn parse(text: &str) -> Option<Stamp> {
+        let mut f = text.trim_end().strip_prefix("verified ")?.split(' ');
+        let mut field = |name: &str| f.next()?.strip_prefix(name)?.strip_prefix('=');
+        Some(Stamp {
+            size: field("size")?.parse().ok()?,
+            mtime_ns: field("mtime_ns")?.parse().ok()?,
+            ctime_ns: field("ctime_ns")?.parse().ok()?,
+            dev: field("dev")?.parse().ok()?,
+            ino: field("ino")?.parse().ok()?,
+            nlink: field("nlink")?.parse().ok()?,
+        })
+    }
+}
+
+/// What [`Store::check`] found for a digest.
+#[derive(Debug)]
+pub enum Checked {
+    /// The blob is there and its bytes have its digest.
+    Intact(PathBuf),
+    /// The store has no blob with that digest.
+    Missing,
+    /// The blob was damaged; it has been removed from the store (so it is fetched again).
+    Damaged(DamagedBlob),
+}
+
+/// A blob whose bytes no longer have its digest (removed from the store when found).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedBlob {
+    /// Where it was.
+    pub path: PathBuf,
+    /// The digest its name says.
+    pub expected: Digest,
+    /// The digest of its content (absent when it was not a regular file).
+    pub actual: Option<Digest>,
+    /// Its size.
+    pub size: u64,
+}
+
+impl std::fmt::Display for DamagedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.actual {
+            Some(a) => write!(
+                f,
+                "{} is damaged: {} bytes with digest {a}, not {}",
+                self.path.display(),
+                self.size,
+                self.expected
+            ),
+            None => write!(f, "{} is not a regular file", self.path.display()),
+        }
+    }
+}
+
 /// A held file lock; released on drop.
 #[derive(Debug)]
 pub struct FileLock {
@@ -210,6 +332,11 @@ impl Store {
         Ok(Store { layout })
     }
 
+    /// The store of `layout` for reading (`show-versions`): nothing is created.
+    pub fn existing(layout: Layout) -> Self {
+        Store { layout }
+    }
+
     /// The layout it lives in.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -219,6 +346,130 @@ impl Store {
     pub fn get(&self, digest: &Digest) -> Option<PathBuf> {
         let p = self.layout.blob_path(digest);
         p.is_file().then_some(p)
+    }
+
+    /// The blob with `digest`, checked before use: taken as is when its stat is the [`Stamp`]
+    /// recorded when it was last hashed, else hashed again. A damaged blob (other bytes, or not
+    /// a regular file) is removed, with its stamp, so nothing links or serves it again.
+    pub fn check(&self, digest: &Digest) -> Result<Checked, CasError> {
+        let path = self.layout.blob_path(digest);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checked::Missing),
+            Err(e) => return Err(at::<CasError>("cannot stat", &path)(e)),
+        };
+        if !meta.is_file() {
+            self.discard(digest, &path)?;
+            return Ok(Checked::Damaged(DamagedBlob {
+                path,
+                expected: digest.clone(),
+                actual: None,
+                size: meta.len(),
+            }));
+        }
+        let now = Stamp::of_meta(&meta);
+        if let Some(recorded) = self.stamp(digest)
+            && recorded.vouches_for(&now)
+        {
+            if recorded != now {
+                // Only linked or unlinked since: the stamp follows, so the ctime guards again.
+                self.restamp_if(digest, &path, &now);
+            }
+            return Ok(Checked::Intact(path));
+        }
+        // Read, not mapped: a damaged blob may be being truncated while it is hashed.
+        let h = hash_file(&path, Some(digest.algo()))?;
+        let actual = h
+            .get(digest.algo())
+            .expect("hash_file computes the asked algorithm")
+            .clone();
+        if actual == *digest {
+            // Stamped only if nothing moved while it was hashed: the stamp must describe the
+            // bytes that were read.
+            self.restamp_if(digest, &path, &now);
+            return Ok(Checked::Intact(path));
+        }
+        self.discard(digest, &path)?;
+        Ok(Checked::Damaged(DamagedBlob {
+            path,
+            expected: digest.clone(),
+            actual: Some(actual),
+            size: h.size,
+        }))
+    }
+
+    /// Whether `meta` (a toolchain file's, taken without following symlinks) is the blob of
+    /// `digest` as last verified: the same inode, size, mtime and ctime as its stamp.
+    pub fn matches_stamp(&self, digest: &Digest, meta: &std::fs::Metadata) -> bool {
+        let now = Stamp::of_meta(meta);
+        match self.stamp(digest) {
+            Some(recorded) if recorded == now => true,
+            Some(recorded) if recorded.vouches_for(&now) => {
+                // Only linked or unlinked since (the blob's own inode): the stamp follows.
+                self.restamp_if(digest, &self.layout.blob_path(digest), &now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After `digest`'s blob was hardlinked somewhere (which moves its ctime and nothing else):
+    /// carry its stamp over, if the stamp was current but for the ctime, so the new link costs
+    /// no second hash.
+    pub fn relinked(&self, digest: &Digest) {
+        let path = self.layout.blob_path(digest);
+        if let (Some(old), Ok(m)) = (self.stamp(digest), std::fs::symlink_metadata(&path))
+            && old.same_but_ctime(&Stamp::of_meta(&m))
+        {
+            self.write_stamp(digest, &path);
+        }
+    }
+
+    /// Record `path`'s current stat as the stamp of `digest`, whose bytes were just hashed. A
+    /// stamp only saves work (a missing one means hashing again), so failing to write one is
+    /// logged, not an error: a read-only KBIN_HOME still installs from its cache.
+    pub fn write_stamp(&self, digest: &Digest, path: &Path) {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        let stamp_path = self.layout.blob_stamp(digest);
+        let written = (|| -> std::io::Result<()> {
+            let dir = stamp_path
+                .parent()
+                .expect("stamp paths have a parent directory");
+            std::fs::create_dir_all(dir)?;
+            // No fsync: a stamp lost in a crash is a hash more, never a wrong answer (a torn
+            // one does not parse).
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(Stamp::of_meta(&m).render().as_bytes())?;
+            tmp.persist(&stamp_path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            tracing::debug!("cannot record the stamp {}: {e}", stamp_path.display());
+        }
+    }
+
+    /// [`Store::write_stamp`] only if `path`'s stat is still `expected` (the one the caller
+    /// vouched for: a file that moved since, or another inode at the path, is not stamped).
+    fn restamp_if(&self, digest: &Digest, path: &Path, expected: &Stamp) {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| Stamp::of_meta(&m) == *expected) {
+            self.write_stamp(digest, path);
+        }
+    }
+
+    fn stamp(&self, digest: &Digest) -> Option<Stamp> {
+        Stamp::parse(&std::fs::read_to_string(self.layout.blob_stamp(digest)).ok()?)
+    }
+
+    /// Remove a damaged blob and its stamp.
+    fn discard(&self, digest: &Digest, path: &Path) -> Result<(), CasError> {
+        let _ = std::fs::remove_file(self.layout.blob_stamp(digest));
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(at::<CasError>("cannot remove the damaged blob", path)(e)),
+        }
     }
 
     /// A new empty temp file in `cache/tmp` (same filesystem as the blobs).
@@ -268,7 +519,9 @@ impl Store {
             }
         }
         let dest = self.layout.blob_path(&digests.sha256);
-        if dest.is_file() {
+        // A blob already there is kept only if it is intact: a damaged one is removed by the
+        // check and replaced by these verified bytes.
+        if matches!(self.check(&digests.sha256)?, Checked::Intact(_)) {
             let _ = std::fs::remove_file(src);
         } else {
             let dir = dest.parent().expect("blob paths have a parent");
@@ -282,6 +535,8 @@ impl Store {
                 src,
             ))?;
             crate::fsx::persist_path(src, &dest)?;
+            // Just hashed (by the caller, while writing it): its stamp saves the next read.
+            self.write_stamp(&digests.sha256, &dest);
         }
         if let Some(exp) = expected
             && exp.algo() != DigestAlgo::Sha256
@@ -291,7 +546,10 @@ impl Store {
                 let dir = alias.parent().expect("blob paths have a parent");
                 std::fs::create_dir_all(dir).map_err(at::<CasError>("cannot create", dir))?;
                 match std::fs::hard_link(&dest, &alias) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        self.write_stamp(exp, &alias);
+                        self.relinked(&digests.sha256);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(at::<CasError>("cannot link", &alias)(e)),
                 }
@@ -437,6 +695,80 @@ mod tests {
                 .iter()
                 .all(|p| p.extension().is_none_or(|e| e == "lock"))
         );
+    }
+
+    #[test]
+    fn a_blob_rewritten_after_it_was_stamped_is_found_damaged_and_removed() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"hello world").unwrap();
+        let d = s.insert_file(&tmp, None).unwrap();
+        // Stamped on insert: checked without a read.
+        let p = match s.check(&d).unwrap() {
+            Checked::Intact(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert!(s.layout().blob_stamp(&d).is_file());
+        // Same size, other bytes, mtime put back: only the ctime tells.
+        let m = std::fs::metadata(&p).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&p, b"HELLO WORLD").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(m.modified().unwrap()).unwrap();
+        drop(f);
+        match s.check(&d).unwrap() {
+            Checked::Damaged(bad) => {
+                assert_eq!(bad.path, p);
+                assert_eq!(bad.size, 11);
+                assert!(bad.to_string().contains("is damaged: 11 bytes"), "{bad}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!p.exists() && !s.layout().blob_stamp(&d).exists());
+        assert!(matches!(s.check(&d).unwrap(), Checked::Missing));
+    }
+
+    #[test]
+    fn a_stamp_vouches_across_a_link_made_or_removed_but_not_across_a_chmod() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let stat = |p: &Path| Stamp::of_meta(&std::fs::symlink_metadata(p).unwrap());
+        let first = stat(&p);
+        // ctime has a coarse clock on some filesystems: make sure it can move.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(&p, d.path().join("link")).unwrap();
+        let linked = stat(&p);
+        assert!(first.vouches_for(&linked), "{first:?} {linked:?}");
+        std::fs::remove_file(d.path().join("link")).unwrap();
+        let unlinked = stat(&p);
+        assert!(linked.vouches_for(&unlinked));
+        // A chmod (what rewriting a read-only blob takes first) moves the ctime alone.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let chmodded = stat(&p);
+        assert!(
+            !unlinked.vouches_for(&chmodded),
+            "{unlinked:?} {chmodded:?}"
+        );
+    }
+
+    #[test]
+    fn a_blob_without_a_stamp_is_hashed_once_then_stamped() {
+        let (_d, s) = store();
+        let tmp = s.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&tmp, b"x").unwrap();
+        let d = s.insert_file(&tmp, None).unwrap();
+        std::fs::remove_file(s.layout().blob_stamp(&d)).unwrap();
+        assert!(matches!(s.check(&d).unwrap(), Checked::Intact(_)));
+        assert!(s.layout().blob_stamp(&d).is_file());
+        // A hardlink moves the ctime only: `relinked` carries the stamp over.
+        let link = s.layout().root().join("link");
+        std::fs::hard_link(s.get(&d).unwrap(), &link).unwrap();
+        s.relinked(&d);
+        assert!(s.matches_stamp(&d, &std::fs::symlink_metadata(&link).unwrap()));
     }
 
     #[test]

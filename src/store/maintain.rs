@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Store;
-use super::cas::{CasError, hash_file, sha256_file};
+use super::cas::{CasError, Stamp, hash_file, sha256_file};
 use crate::fsx::{PathIo, at};
 use crate::manifest::{Digest, DigestAlgo};
 
@@ -128,6 +128,19 @@ pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> 
         remove_file(&path)?;
         report.blobs += 1;
     }
+    // Stamps of blobs that are gone (removed above, or by hand) describe nothing.
+    for stamp in read_dir(&store.layout().stamps_dir())? {
+        let name = stamp
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen('-', ":", 1))
+            .unwrap_or_default();
+        let live = name
+            .parse::<Digest>()
+            .is_ok_and(|d| store.layout().blob_path(&d).is_file());
+        if !live {
+            remove_file(&stamp)?;
+        }
+    }
     // Trees are named after their archive's digest.
     for tree in read_dir(&store.layout().trees_dir())? {
         let name = tree
@@ -179,6 +192,9 @@ pub fn gc(store: &Store, keep: &BTreeSet<Digest>) -> Result<GcReport, CasError> 
 pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
     let mut report = VerifyReport::default();
     for (d, path) in blobs(store)? {
+        let before = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| Stamp::of_meta(&m));
         let (actual, size) = match d.algo() {
             DigestAlgo::Sha256 => sha256_file(&path)?,
             DigestAlgo::Sha512 => {
@@ -194,7 +210,16 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if actual.hex() != named {
+        if actual.hex() == named {
+            // Hashed just now: its fresh stamp spares the next install a read (only if nothing
+            // moved while it was read).
+            let after = std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|m| Stamp::of_meta(&m));
+            if before.is_some() && before == after {
+                store.write_stamp(&d, &path);
+            }
+        } else {
             report.corrupt.push(Corrupt {
                 path,
                 expected: format!("{}:{named}", d.algo().as_str()),
@@ -203,4 +228,16 @@ pub fn verify(store: &Store) -> Result<VerifyReport, CasError> {
         }
     }
     Ok(report)
+}
+
+/// Remove the corrupt blobs `report` names, and their stamps (`cache verify --repair`): what a
+/// toolchain needs of them is then fetched or unpacked again.
+pub fn discard_corrupt(store: &Store, report: &VerifyReport) -> Result<(), CasError> {
+    for c in &report.corrupt {
+        if let Ok(d) = c.expected.parse::<Digest>() {
+            remove_file(&store.layout().blob_stamp(&d))?;
+        }
+        remove_file(&c.path)?;
+    }
+    Ok(())
 }

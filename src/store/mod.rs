@@ -7,6 +7,7 @@
 //! ├── cache/
 //! │   ├── blobs/<algo>/<2 hex>/<hex>       immutable, read-only files (artifacts, binaries),
 //! │   │                                    named by sha256; a sha512 pin is a hardlink alias
+//! │   ├── verified/<algo>-<hex>            a blob's stat when its bytes were last hashed
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
@@ -45,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::Digest;
 
 use crate::fsx::{PathIo, at};
-pub use cas::{CasError, FileLock, Store};
+pub use cas::{CasError, Checked, DamagedBlob, FileLock, Store};
 
 /// Errors of the store layout and settings.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,19 @@ pub enum StoreError {
     /// An I/O error on a path.
     #[error(transparent)]
     Io(#[from] PathIo),
+    /// KBIN_HOME itself cannot be used: one error naming it, whatever path below it failed.
+    #[error(
+        "KBIN_HOME {path} {problem}: point KBIN_HOME (or --home) at a directory kbin can write"
+    )]
+    Home {
+        /// KBIN_HOME.
+        path: PathBuf,
+        /// What is wrong with it ("is not a directory", "is on a read-only filesystem", …).
+        problem: &'static str,
+        /// The error that showed it, if any.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// settings.toml does not parse.
     #[error("{path} is not valid settings: {message}")]
     Settings {
@@ -114,6 +128,17 @@ impl Layout {
             .join(digest.algo().as_str())
             .join(&hex[..2])
             .join(hex)
+    }
+
+    /// `cache/verified/`: one [`cas::Stamp`] per blob, its stat when its bytes were last hashed.
+    pub fn stamps_dir(&self) -> PathBuf {
+        self.cache_dir().join("verified")
+    }
+
+    /// `cache/verified/<algo>-<hex>`: the stamp of the blob with `digest`.
+    pub fn blob_stamp(&self, digest: &Digest) -> PathBuf {
+        self.stamps_dir()
+            .join(format!("{}-{}", digest.algo().as_str(), digest.hex()))
     }
 
     /// `cache/trees/`.
@@ -316,8 +341,62 @@ impl Layout {
         self.root.join(".lock")
     }
 
-    /// Create the directories of the layout (idempotent).
+    /// Check that KBIN_HOME can be used: a directory kbin can read and, with `write`, write
+    /// (created if missing). Whatever is wrong is one [`StoreError::Home`] naming KBIN_HOME,
+    /// not an error about the first path below it that happened to fail.
+    pub fn check_home(&self, write: bool) -> Result<(), StoreError> {
+        let root = &self.root;
+        let home = |problem: &'static str, source: Option<std::io::Error>| {
+            // The errno says more than the step that met it.
+            use std::io::ErrorKind as K;
+            let problem = match source.as_ref().map(std::io::Error::kind) {
+                Some(K::ReadOnlyFilesystem) => "is on a read-only filesystem",
+                Some(K::NotADirectory) => "is not a directory (or a file is in its path)",
+                Some(K::PermissionDenied) if write => "is not writable by this user",
+                Some(K::PermissionDenied) => "cannot be read by this user",
+                _ => problem,
+            };
+            StoreError::Home {
+                path: root.clone(),
+                problem,
+                source,
+            }
+        };
+        match std::fs::metadata(root) {
+            Ok(m) if !m.is_dir() => return Err(home("is not a directory", None)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !write {
+                    return Ok(());
+                }
+                std::fs::create_dir_all(root).map_err(|e| home("cannot be created", Some(e)))?;
+            }
+            Err(e) => return Err(home("cannot be read", Some(e))),
+        }
+        std::fs::read_dir(root).map_err(|e| home("cannot be read", Some(e)))?;
+        if write {
+            // Writing is the only test that tells a read-only mount or a missing permission;
+            // a file created and removed at once costs microseconds.
+            tempfile::Builder::new()
+                .prefix(".kbin-write-check-")
+                .tempfile_in(root)
+                .map_err(|e| home("is not writable", Some(e)))?;
+        }
+        Ok(())
+    }
+
+    /// `err`, unless KBIN_HOME itself is what is wrong: then that, naming it.
+    fn or_home(&self, err: StoreError) -> StoreError {
+        match self.check_home(false) {
+            Err(home) => home,
+            Ok(()) => err,
+        }
+    }
+
+    /// Create the directories of the layout (idempotent), after checking KBIN_HOME is a
+    /// directory kbin can write.
     pub fn ensure(&self) -> Result<(), StoreError> {
+        self.check_home(true)?;
         for d in [
             self.blobs_dir(),
             self.trees_dir(),
@@ -340,7 +419,7 @@ impl Layout {
                 message: e.to_string().trim_end().to_owned(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(e) => Err(at::<StoreError>("cannot read", &path)(e)),
+            Err(e) => Err(self.or_home(at::<StoreError>("cannot read", &path)(e))),
         }
     }
 
@@ -361,7 +440,7 @@ impl Layout {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(at::<StoreError>("cannot read", &dir)(e)),
+            Err(e) => return Err(self.or_home(at::<StoreError>("cannot read", &dir)(e))),
         };
         let mut names = Vec::new();
         for entry in entries {

@@ -14,7 +14,7 @@ use super::receipt::{
     BinaryReceipt, ComponentReceipt, Origin, RECEIPT_SCHEMA, Receipt, ReceiptError, SourceReceipt,
 };
 use crate::manifest::{Arch, Component, Digest, Images};
-use crate::store::{Layout, Store};
+use crate::store::{CasError, Checked, Layout, Store};
 
 /// Errors changing an installed toolchain.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +25,11 @@ pub enum EditError {
     /// Staging or swapping the toolchain failed.
     #[error(transparent)]
     Assemble(#[from] AssembleError),
-    /// A binary's blob is not in the store.
-    #[error("the blob {digest} of {binary} is missing from the store")]
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] CasError),
+    /// A binary's blob is not in the store, or was damaged (and removed).
+    #[error("the blob {digest} of {binary} is missing from the store or damaged")]
     MissingBlob {
         /// The binary.
         binary: String,
@@ -86,12 +89,14 @@ pub fn binary_entry(
     digest: &Digest,
     ask: bool,
 ) -> BinaryReceipt {
+    let staged = staging.dir().join(path);
     BinaryReceipt {
         name: name.to_owned(),
         path: path.to_owned(),
         digest: digest.clone(),
+        size: std::fs::metadata(&staged).ok().map(|m| m.len()),
         reports: ask
-            .then(|| probe::component_report(component, name, &staging.dir().join(path)))
+            .then(|| probe::component_report(component, name, &staged))
             .flatten(),
     }
 }
@@ -150,11 +155,18 @@ pub fn replace_component(
     let mut entries = Vec::new();
     for (b, digest) in binaries {
         let rel = format!("{}/{}", component.install_dir, b);
-        let blob = store.get(digest).ok_or_else(|| EditError::MissingBlob {
-            binary: b.clone(),
-            digest: digest.clone(),
-        })?;
+        // Checked before it is linked: a build output damaged in the store is never installed.
+        let blob = match store.check(digest)? {
+            Checked::Intact(blob) => blob,
+            Checked::Missing | Checked::Damaged(_) => {
+                return Err(EditError::MissingBlob {
+                    binary: b.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        };
         staging.link(&rel, &blob)?;
+        store.relinked(digest);
         // Builds are native, so the binary can say what it is.
         entries.push(binary_entry(&staging, component, b, &rel, digest, true));
     }

@@ -6,6 +6,7 @@
 
 pub mod assemble;
 pub mod edit;
+pub mod integrity;
 pub mod probe;
 pub mod receipt;
 

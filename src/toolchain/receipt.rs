@@ -27,6 +27,7 @@
 //! name = "etcd"
 //! path = "bin/etcd"                     # relative to the toolchain directory
 //! digest = "sha256:…"                   # the binary's own bytes (its blob in the store)
+//! size = 23068672                       # their length, checked by every install
 //! reports = "etcd Version: 3.5.16"      # what `etcd --version` printed (host arch only)
 //!
 //! [component.source]                    # only for origin = "source"
@@ -168,6 +169,10 @@ pub struct BinaryReceipt {
     pub path: String,
     /// The sha256 of its bytes: its blob in the store.
     pub digest: Digest,
+    /// Its size in bytes: checked on every install and `show-versions` without reading it
+    /// (absent in receipts written before kbin recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// What the binary printed when asked its version (absent for another arch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<String>,
@@ -290,6 +295,7 @@ mod tests {
                     name: "etcd".into(),
                     path: "bin/etcd".into(),
                     digest: d.clone(),
+                    size: None,
                     reports: Some("etcd Version: 3.5.16".into()),
                 }],
                 source: Some(SourceReceipt {

@@ -150,6 +150,7 @@ pub fn write_toolchain(
                 name: (*b).into(),
                 path: format!("bin/{b}"),
                 digest: digest_of(body.as_bytes()),
+                size: None,
                 reports: None,
             });
         }

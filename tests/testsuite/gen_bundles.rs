@@ -71,6 +71,7 @@ fn install(home: &Path, name: &str, salt: impl Fn(&str) -> u32) -> Versions {
                 name: (*b).into(),
                 path: format!("bin/{b}"),
                 digest,
+                size: None,
                 reports: None,
             });
         }

@@ -1419,3 +1419,425 @@ fn gen_puts_the_pulled_images_in_the_workers_bundle_and_next_steps_imports_them(
         "{next}"
     );
 }
+
+// ---- A damaged store: detected, named, repaired; never reported verified (issue 22, part 2) ----
+
+/// The receipt's digest of `path` (`bin/etcd`) in toolchain `name`, and that blob's path.
+fn binary_blob(f: &Fixture, name: &str, path: &str) -> (String, PathBuf) {
+    let r = f.receipt(name);
+    let digest = r["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["binary"].as_array().unwrap().iter())
+        .find(|b| b["path"].as_str() == Some(path))
+        .unwrap_or_else(|| panic!("{path} is not in the receipt of {name}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob = f
+        .kbin_home()
+        .join("cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    (digest, blob)
+}
+
+/// Rewrite `path` in place (through every hardlink to it), as a careless editor or a disk
+/// error would: made writable first, then cut to `len` bytes.
+fn truncate_in_place(path: &Path, len: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// `sha256:<hex>` of a file's bytes.
+fn digest_of_file(path: &Path) -> String {
+    format!("sha256:{}", sha256(&std::fs::read(path).unwrap()))
+}
+
+fn install_ok(f: &Fixture, args: &[&str]) -> std::process::Output {
+    let out = f.cmd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kbin {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    out
+}
+
+#[test]
+fn a_truncated_blob_is_never_linked_into_a_new_toolchain_and_install_repairs_the_old_one() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    let etcd = f.toolchain("1.30").join("bin/etcd");
+    let (digest, blob) = binary_blob(&f, "1.30", "bin/etcd");
+    truncate_in_place(&blob, 100);
+    assert_eq!(std::fs::metadata(&etcd).unwrap().len(), 100, "a hardlink");
+
+    // show-versions flags it, and fails.
+    let out = f.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("DAMAGED: bin/etcd is 100 bytes, its receipt says"),
+        "{text}"
+    );
+
+    // A new toolchain that needs the blob gets good bytes, unpacked again, and says why.
+    f.server.reset_counters();
+    let out = install_ok(&f, &["install", "1.30", "--name", "fresh"]);
+    assert_eq!(
+        f.server.total_requests(),
+        0,
+        "the archive is intact in the store"
+    );
+    assert!(
+        stderr(&out).contains("was damaged in the store"),
+        "{}",
+        stderr(&out)
+    );
+    let fresh = f.toolchain("fresh").join("bin/etcd");
+    assert_eq!(digest_of_file(&fresh), digest);
+    assert_eq!(digest_of_file(&blob), digest, "the blob is whole again");
+
+    // Installing the old one again is not "up to date": it is repaired, and says what it was.
+    let out = install_ok(&f, &["install", "1.30"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("repaired toolchain 1.30"), "{text}");
+    assert!(text.contains("bin/etcd is 100 bytes"), "{text}");
+    assert_eq!(digest_of_file(&etcd), digest);
+    let out = install_ok(&f, &["install", "1.30"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    install_ok(&f, &["show-versions"]);
+}
+
+#[test]
+fn an_edited_digest_in_the_lock_is_noticed_by_every_command_and_install_puts_it_right() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    let (digest, _) = binary_blob(&f, "1.30", "bin/etcd");
+    let (other, _) = binary_blob(&f, "1.30", "bin/etcdctl");
+    let lock = f.toolchain("1.30").join("toolchain.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    // etcd's binary entry now claims etcdctl's digest (a blob that is in the store, intact).
+    let edited = text.replacen(
+        &format!("path = \"bin/etcd\"\ndigest = \"{digest}\""),
+        &format!("path = \"bin/etcd\"\ndigest = \"{other}\""),
+        1,
+    );
+    assert_ne!(edited, text, "{text}");
+    std::fs::write(&lock, edited).unwrap();
+
+    let out = f.cmd().args(["show-versions"]).output().unwrap();
+    assert!(!out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "DAMAGED: bin/etcd has digest {digest}, its receipt says {other}"
+        )),
+        "{shown}"
+    );
+    let out = f.cmd().args(["cache", "verify"]).output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("toolchain 1.30 is damaged") && said.contains("bin/etcd has digest"),
+        "{said}"
+    );
+    assert!(stderr(&out).contains("--repair"), "{}", stderr(&out));
+
+    let out = install_ok(&f, &["install", "1.30"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("repaired toolchain 1.30"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(binary_blob(&f, "1.30", "bin/etcd").0, digest);
+    install_ok(&f, &["cache", "verify"]);
+}
+
+#[test]
+fn a_binary_replaced_by_a_script_and_a_truncated_blob_are_repaired_by_cache_verify() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    let tc = f.toolchain("1.30");
+    // kubectl: removed and replaced by a script (the blob is untouched).
+    let (kubectl_digest, _) = binary_blob(&f, "1.30", "bin/kubectl");
+    std::fs::remove_file(tc.join("bin/kubectl")).unwrap();
+    std::fs::write(
+        tc.join("bin/kubectl"),
+        "#!/bin/sh\necho 'kubectl Kubernetes v1.30.14'\n",
+    )
+    .unwrap();
+    // containerd: its blob cut short (the toolchain's hardlink with it).
+    let (containerd_digest, containerd_blob) = binary_blob(&f, "1.30", "bin/containerd");
+    truncate_in_place(&containerd_blob, 7);
+
+    let out = f.cmd().args(["cache", "verify"]).output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("corrupt: {}", containerd_blob.display())),
+        "{said}"
+    );
+    assert!(
+        said.contains("toolchain 1.30 is damaged")
+            && said.contains(&format!("uses the corrupt blob {containerd_digest}"))
+            && said.contains("bin/kubectl is 45 bytes, its receipt says"),
+        "{said}"
+    );
+
+    f.server.reset_counters();
+    let out = f
+        .cmd()
+        .args(["cache", "verify", "--repair"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("repaired toolchain 1.30"), "{said}");
+    assert_eq!(f.server.total_requests(), 0, "both archives are intact");
+    assert_eq!(digest_of_file(&tc.join("bin/kubectl")), kubectl_digest);
+    assert_eq!(
+        digest_of_file(&tc.join("bin/containerd")),
+        containerd_digest
+    );
+    let out = install_ok(&f, &["cache", "verify"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every toolchain matches its receipt"));
+    let out = install_ok(&f, &["install", "1.30"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+}
+
+#[test]
+fn a_removed_blob_is_fetched_again_by_install_not_called_up_to_date() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    // kubelet is a bare binary artifact: its blob is the download itself.
+    let (digest, blob) = binary_blob(&f, "1.30", "bin/kubelet");
+    std::fs::remove_file(&blob).unwrap();
+    f.server.reset_counters();
+    let out = install_ok(&f, &["install", "1.30"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("repaired toolchain 1.30")
+            && text.contains(&format!(
+                "the blob {digest} of bin/kubelet is gone from the store"
+            )),
+        "{text}"
+    );
+    assert_eq!(f.server.total_requests(), 1, "kubelet, downloaded again");
+    assert_eq!(digest_of_file(&blob), digest);
+}
+
+// ---- Bad homes and mirrors: one error naming what is wrong (issue 22, part 3) ----
+
+fn one_error(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn a_kbin_home_that_is_a_file_is_one_error_naming_it_for_every_command() {
+    let f = Fixture::new();
+    std::fs::write(f.kbin_home(), "not a directory").unwrap();
+    for args in [
+        &["install", "1.30"][..],
+        &["show-versions"],
+        &["cache", "verify"],
+        &["cache", "gc"],
+    ] {
+        let out = f.cmd().args(args).output().unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} is not a directory",
+                f.kbin_home().display()
+            )) && err.contains("point KBIN_HOME (or --home) at a directory"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(f.server.total_requests(), 0);
+}
+
+#[test]
+fn a_kbin_home_on_a_read_only_filesystem_is_one_error_naming_it() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    // A read-only bind mount of KBIN_HOME over itself, in a mount namespace of the test's own.
+    let home = f.kbin_home();
+    let kbin = assert_cmd::cargo::cargo_bin!("kbin");
+    let script = format!(
+        "mount --bind {h} {h} && mount -o remount,ro,bind {h} && exec {kbin} \"$@\"",
+        h = home.display(),
+        kbin = kbin.display()
+    );
+    for args in [&["install", "1.30"][..], &["cache", "verify"]] {
+        let out = Command::new(common::tool("unshare"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", f.home.path())
+            .env("KBIN_HOME", &home)
+            .env("KBIN_MANIFEST", &f.manifest)
+            .env("KBIN_MIRROR", f.server.base())
+            .args(["-m", "sh", "-c", &script, "sh"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} is on a read-only filesystem",
+                home.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    // Reading still works there: show-versions needs no write.
+    let out = Command::new(common::tool("unshare"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", f.home.path())
+        .env("KBIN_HOME", &home)
+        .env("KBIN_MANIFEST", &f.manifest)
+        .args(["-m", "sh", "-c", &script, "sh", "show-versions"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreadable_kbin_home_is_one_error_naming_it() {
+    // Root reads any directory, so kbin runs as `nobody` (tests run as root: setpriv drops to
+    // that user), against a KBIN_HOME with mode 000 under a directory everyone may enter.
+    let f = Fixture::new();
+    use std::os::unix::fs::PermissionsExt;
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = open.path().join("kbin");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let manifest = open.path().join("manifest.toml");
+    std::fs::copy(&f.manifest, &manifest).unwrap();
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [&["show-versions"][..], &["install", "1.30"]] {
+        let out = Command::new(common::tool("setpriv"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", open.path())
+            .env("KBIN_HOME", &home)
+            .env("KBIN_MANIFEST", &manifest)
+            .env("KBIN_MIRROR", f.server.base())
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(assert_cmd::cargo::cargo_bin!("kbin"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "KBIN_HOME {} cannot be read by this user",
+                home.display()
+            )) || err.contains(&format!(
+                "KBIN_HOME {} is not writable by this user",
+                home.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_mirror_is_refused_even_when_everything_is_cached() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    f.server.reset_counters();
+    for (mirror, says) in [
+        ("ftp://mirror.example/k8s", "the scheme \"ftp\""),
+        ("file:relative/path", "is a relative path"),
+        ("file://relative/path", "names the host \"relative\""),
+        ("file:///nonexistent/kbin-mirror", "is not a directory"),
+    ] {
+        let out = f
+            .cmd()
+            .args(["install", "1.30", "--mirror", mirror])
+            .output()
+            .unwrap();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "the mirror {mirror:?} from --mirror or KBIN_MIRROR is not usable"
+            )) && err.contains(says)
+                && err.contains("hint: a mirror is"),
+            "{mirror}: {err}"
+        );
+    }
+    // A settings.toml mirror is named with its entry.
+    std::fs::write(
+        f.kbin_home().join("settings.toml"),
+        "[mirrors]\n\"dl.k8s.io\" = \"file:mirror\"\n",
+    )
+    .unwrap();
+    let out = f.cmd().args(["install", "1.30"]).output().unwrap();
+    let err = one_error(&out);
+    assert!(
+        err.contains("from settings.toml [mirrors] \"dl.k8s.io\" is not usable"),
+        "{err}"
+    );
+    assert_eq!(f.server.total_requests(), 0);
+}
+
+#[test]
+fn a_truncated_image_archive_is_pulled_again_for_a_new_toolchain_and_repaired_in_the_old() {
+    let f = Fixture::new();
+    install_ok(&f, &["install", "1.30"]);
+    let r = f.receipt("1.30");
+    let archive = r["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str() == Some("registry.k8s.io/pause:3.9"))
+        .unwrap()["archive"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = archive.strip_prefix("sha256:").unwrap();
+    let blob = f
+        .kbin_home()
+        .join("cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    truncate_in_place(&blob, 512);
+
+    f.server.reset_counters();
+    install_ok(&f, &["install", "1.30", "--name", "fresh"]);
+    assert_eq!(
+        f.server.requests("/v2/pause/manifests/3.9"),
+        1,
+        "pulled again"
+    );
+    assert_eq!(
+        digest_of_file(&f.toolchain("fresh").join("images/pause-3.9.tar")),
+        archive
+    );
+    let out = install_ok(&f, &["install", "1.30"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("repaired toolchain 1.30")
+            && text.contains("images/pause-3.9.tar is 512 bytes"),
+        "{text}"
+    );
+    assert_eq!(
+        digest_of_file(&f.toolchain("1.30").join("images/pause-3.9.tar")),
+        archive
+    );
+}

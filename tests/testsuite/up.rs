@@ -77,6 +77,7 @@ fn install_toolchain(home: &Path, standin: &Path) {
                 name: (*b).into(),
                 path: format!("bin/{b}"),
                 digest: digest.clone(),
+                size: None,
                 reports: None,
             });
         }

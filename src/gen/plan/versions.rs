@@ -810,6 +810,7 @@ impl Versions {
                             name: b.clone(),
                             path: String::new(),
                             digest: receipt.manifest.clone(),
+                            size: None,
                             reports: None,
                         })
                         .collect()
