@@ -435,7 +435,8 @@ pub fn up(opts: &UpOptions, ui: &Ui) -> Result<Vec<NodeReport>, UpError> {
 }
 
 /// Bring up one node: preflight, install its tree, then its steps in order (images imported
-/// before the kubelet). About 105 lines, read top to bottom as the order `up` does things in.
+/// before the kubelet, oneshots run, then the add-ons). About 130 lines: read top to bottom as
+/// the order `up` does things in.
 fn up_node(
     tree: &Tree,
     node: &Node,

@@ -389,6 +389,8 @@ fn service(c: &ClusterInput) -> impl Serialize {
     }
 }
 
+/// The CoreDNS Deployment. Long (≈ 105 lines) because it is the object itself: its structs, then
+/// its fields in kubeadm's order.
 fn deployment(image: String) -> impl Serialize {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]

@@ -100,20 +100,7 @@ pub struct Kubeconfig {
     pub reach: Reach,
 }
 
-/// The API server address a kubeconfig names ([`ClusterSpec::server_for`]). With one control
-/// plane every kubeconfig names the cluster endpoint; with several, what runs on the nodes must
-/// survive losing any one of them (kubespray's design): node components go through the
-/// node-local load balancer in front of every API server, control-plane components talk to the
-/// API server on their own machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// The cluster endpoint (`--cluster-ip`): what an operator uses, from anywhere.
-    Endpoint,
-    /// The API server on the same machine (the controller manager, the scheduler).
-    LocalApiserver,
-    /// The node-local load balancer (the kubelet, kube-proxy).
-    NodeLocalLb,
-}
+pub use crate::r#gen::plan::spec::Reach;
 
 /// Where PKI files live on a node (kubeadm's directory), relative to the node's root.
 pub const NODE_PKI: &str = "etc/kubernetes/pki";

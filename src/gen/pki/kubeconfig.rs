@@ -70,7 +70,7 @@ struct User {
 /// Render a kubeconfig for `user` that trusts `ca_pem` and presents `cert_pem`/`key_pem`.
 pub fn render(
     spec: &ClusterSpec,
-    reach: crate::r#gen::pki::certs::Reach,
+    reach: crate::r#gen::plan::spec::Reach,
     user: &str,
     ca_pem: &str,
     cert_pem: &str,

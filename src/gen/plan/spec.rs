@@ -34,6 +34,21 @@ pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
 /// kubeadm's leaf validity: 1 year.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(365 * DAY);
 
+/// The API server address a kubeconfig names ([`ClusterSpec::server_for`]; a column of the cert table). With one control
+/// plane every kubeconfig names the cluster endpoint; with several, what runs on the nodes must
+/// survive losing any one of them (kubespray's design): node components go through the
+/// node-local load balancer in front of every API server, control-plane components talk to the
+/// API server on their own machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The cluster endpoint (`--cluster-ip`): what an operator uses, from anywhere.
+    Endpoint,
+    /// The API server on the same machine (the controller manager, the scheduler).
+    LocalApiserver,
+    /// The node-local load balancer (the kubelet, kube-proxy).
+    NodeLocalLb,
+}
+
 /// The port of the node-local load balancer in front of every API server (kube-apiserver keeps
 /// 6443 on control planes that are also workers).
 pub const API_LB_PORT: u16 = 6444;
@@ -103,8 +118,7 @@ impl ClusterSpec {
     /// The API server URL a kubeconfig of `reach` names: the cluster endpoint with one control
     /// plane; with several, the node-local load balancer (127.0.0.1:6444) for node components
     /// and the local API server (127.0.0.1:6443) for the control plane's.
-    pub fn server_for(&self, reach: crate::r#gen::pki::certs::Reach) -> String {
-        use crate::r#gen::pki::certs::Reach;
+    pub fn server_for(&self, reach: Reach) -> String {
         match (self.node_local_lb(), reach) {
             (true, Reach::NodeLocalLb) => format!("https://127.0.0.1:{API_LB_PORT}"),
             (true, Reach::LocalApiserver) => "https://127.0.0.1:6443".into(),
