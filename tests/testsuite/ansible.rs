@@ -893,4 +893,26 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
         "TCP from pod e2e-w1 ({ip1}) to {ip2}:8080 in pod e2e-w2: connected; the listener saw {}",
         seen.trim()
     );
+
+    // `scripts/e2e-conformance three WORK` sets KBIN_E2E_CONFORMANCE=WORK: Kubernetes' conformance
+    // tests (e2e.test of KBIN_E2E_BIN) against this cluster, from the lab's network, where the
+    // machines are reachable; every image of KBIN_E2E_IMAGES is on every machine (above).
+    if let Some(out) = std::env::var_os("KBIN_E2E_CONFORMANCE") {
+        for p in ["e2e-w1", "e2e-w2"] {
+            kubectl(&format!("delete pod {p} --wait=true"));
+        }
+        let path = format!(
+            "{}:{}",
+            home.join("toolchains/e2e/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let st = lab
+            .host_command(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/e2e-conformance"))
+            .args([std::ffi::OsStr::new("run"), &out])
+            .arg(cp.root().join("etc/kubernetes/admin.conf"))
+            .env("PATH", path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/e2e-conformance run: {st}");
+    }
 }
