@@ -11,7 +11,7 @@ use super::check::{self, cri_socket};
 use super::process::{self, State, Stopped};
 use super::systemd::{systemctl, systemd_main_pid};
 use super::unit::ServiceUnit;
-use super::{STEPS, Step, Supervisor, Tree, UpError, flag_value, io};
+use super::{CheckKind, STEPS, Step, Supervisor, Tree, UpError, flag_value, io};
 use crate::r#gen::configs::paths;
 use crate::ui::Ui;
 
@@ -180,6 +180,27 @@ fn stop_components(
             remove_pods(unit.as_ref(), ui);
         }
         let mut error = None;
+        if s.check == CheckKind::Oneshot {
+            let Some(outcome) =
+                undo_oneshot(s, unit.as_ref(), state, run_dir, supervisor, &mut error)?
+            else {
+                continue;
+            };
+            ui.status(format!(
+                "{}: {}",
+                s.unit,
+                match &error {
+                    None => "undone (its ExecStop= exited 0)".to_owned(),
+                    Some(e) => format!("NOT undone: {e}"),
+                }
+            ));
+            stopped.push(StopReport {
+                component: s.unit.to_owned(),
+                outcome,
+                error,
+            });
+            continue;
+        }
         let outcome = match supervisor {
             Supervisor::Systemd => {
                 if systemd_main_pid(s.unit).is_none() {
@@ -243,6 +264,57 @@ fn stop_components(
         });
     }
     Ok(stopped)
+}
+
+/// `down` of a oneshot (kbin-pod-network): its `ExecStop=`, or `systemctl stop` while systemd
+/// has it active. `None` when it was never run here.
+fn undo_oneshot(
+    s: &Step,
+    unit: Option<&ServiceUnit>,
+    state: &mut State,
+    run_dir: &Path,
+    supervisor: Supervisor,
+    error: &mut Option<String>,
+) -> Result<Option<Stopped>, UpError> {
+    if supervisor == Supervisor::Systemd {
+        let active = systemctl(&["is-active", &format!("{}.service", s.unit)])
+            .is_ok_and(|o| o.trim() == "active");
+        if !active {
+            return Ok(None);
+        }
+        return Ok(Some(
+            match systemctl(&["stop", &format!("{}.service", s.unit)]) {
+                Ok(_) => Stopped::Terminated,
+                Err(e) => {
+                    *error = Some(e);
+                    Stopped::Failed
+                }
+            },
+        ));
+    }
+    if !state.done.contains_key(s.unit) {
+        return Ok(None);
+    }
+    let Some(stop) = unit.and_then(|u| u.exec_stop.clone()) else {
+        // Its unit is gone from the tree: nothing says how to undo it.
+        *error = Some("its unit (and so its ExecStop=) is no longer in the tree".into());
+        return Ok(Some(Stopped::Failed));
+    };
+    let out = check::run_with_timeout(
+        std::process::Command::new(&stop[0]).args(&stop[1..]),
+        Duration::from_secs(60),
+    );
+    Ok(Some(match out {
+        Ok(_) => {
+            state.done.remove(s.unit);
+            state.save(run_dir)?;
+            Stopped::Terminated
+        }
+        Err(e) => {
+            *error = Some(format!("{}: {e}", super::unit::shell_line(&stop)));
+            Stopped::Failed
+        }
+    }))
 }
 
 /// Remove the files and directories the state lists, each only if it is kbin's

@@ -24,6 +24,7 @@
 //! stops `up` and leaves everything already started running; interrupting `up` stops only the
 //! component that was not up yet.
 
+mod addons;
 pub mod check;
 mod down;
 mod install;
@@ -81,6 +82,9 @@ pub enum CheckKind {
     NodeReady,
     /// kube-proxy `GET /healthz` on 10256 (plain HTTP, as kube-proxy serves it).
     ProxyHealthz,
+    /// A `Type=oneshot` unit: its `ExecStart=` ran to completion with exit status 0 (its
+    /// `ExecStop=` undoes it at `down`).
+    Oneshot,
 }
 
 /// One step of `up`: a unit of [`bundle::UNITS`], its check and how long it may take.
@@ -129,10 +133,14 @@ pub static STEPS: &[Step] = &[
         },
         90,
     ),
+    step("kbin-pod-network", Role::Worker, CheckKind::Oneshot, 60),
     step("containerd", Role::Worker, CheckKind::ContainerdSocket, 60),
     step("kubelet", Role::Worker, CheckKind::NodeReady, 180),
     step("kube-proxy", Role::Worker, CheckKind::ProxyHealthz, 90),
 ];
+
+/// How long `up` waits for the add-ons' rollout (CoreDNS's pods Running and ready).
+pub const ADDONS_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Errors of `up`, `down` and `status`.
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +276,7 @@ pub struct UpOptions {
 pub struct StepReport {
     /// The component.
     pub component: String,
-    /// `started` or `kept` (already running and healthy).
+    /// `started`, `kept` (already running and healthy) or `ran` (a oneshot, by kbin).
     pub action: &'static str,
     /// Its PID (kbin's supervisor or systemd's MainPID).
     pub pid: Option<i32>,
@@ -494,6 +502,20 @@ fn up_node(
             }
         }
         let timeout = opts.timeout.unwrap_or(step.timeout);
+        if step.check == CheckKind::Oneshot {
+            let report = steps::run_oneshot(
+                node,
+                step,
+                unit,
+                timeout,
+                supervisor,
+                &mut state,
+                &run_dir,
+                &mut progress,
+            )?;
+            reports.push(report);
+            continue;
+        }
         let report = run_step(
             tree,
             node,
@@ -516,6 +538,14 @@ fn up_node(
             &run_dir,
             format!("kbin status --out {}", tree.out.display()),
         ));
+    }
+    // The cluster's add-ons (CoreDNS) once this worker's Node is Ready and kube-proxy routes
+    // Services: CoreDNS reaches the API through the `kubernetes` Service.
+    if node.worker && !opts.control_plane_only {
+        let timeout = opts.timeout.unwrap_or(ADDONS_TIMEOUT);
+        if let Some(r) = addons::apply(tree, node, timeout, &run_dir, &mut progress)? {
+            reports.push(r);
+        }
     }
     Ok(NodeReport {
         node: node.name.clone(),

@@ -53,6 +53,10 @@ pub struct State {
     /// Running (or last started) components by name.
     #[serde(default)]
     pub components: BTreeMap<String, Proc>,
+    /// `Type=oneshot` units whose `ExecStart=` `up` ran (recorded before it runs), with when:
+    /// `down` runs their `ExecStop=`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub done: BTreeMap<String, String>,
     /// Files `kbin up` placed outside DIR (removed by `kbin down`), each recorded before it is
     /// renamed into place.
     #[serde(default)]

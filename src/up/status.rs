@@ -10,15 +10,15 @@ use super::check::Checker;
 use super::down::nodes_with_state;
 use super::process::{self, State};
 use super::systemd::systemd_state;
-use super::{Supervisor, Tree, UpError, io};
+use super::{CheckKind, Supervisor, Tree, UpError, io};
 
 /// One component in `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentStatus {
     /// The component.
     pub component: String,
-    /// `running`, `exited` (kbin started it and it ended), `failed` (systemd says so) or
-    /// `not-started`.
+    /// `running`, `exited` (kbin started it and it ended), `failed` (systemd says so),
+    /// `done` (a oneshot kbin ran: what it set up stays until `down`) or `not-started`.
     pub state: &'static str,
     /// Its PID.
     pub pid: Option<i32>,
@@ -57,7 +57,10 @@ pub fn healthy(nodes: &[NodeStatus]) -> bool {
         .flat_map(|n| &n.components)
         .filter(|c| c.state != "not-started")
         .collect();
-    !started.is_empty() && started.iter().all(|c| c.state == "running" && c.healthy)
+    !started.is_empty()
+        && started
+            .iter()
+            .all(|c| (c.state == "running" || c.state == "done") && c.healthy)
 }
 
 /// `kbin status`: each component's PID, state, health and start time.
@@ -101,13 +104,17 @@ pub fn status(
             let p = state.components.get(s.unit);
             let (st, pid) = match supervisor {
                 Supervisor::Systemd => systemd_state(s.unit),
+                _ if s.check == CheckKind::Oneshot => match state.done.get(s.unit) {
+                    Some(_) => ("done", None),
+                    None => ("not-started", None),
+                },
                 _ => match p {
                     Some(p) if p.alive() => ("running", Some(p.pid)),
                     Some(p) => ("exited", Some(p.pid)),
                     None => ("not-started", None),
                 },
             };
-            let (healthy, health) = if st == "running" {
+            let (healthy, health) = if st == "running" || st == "done" {
                 let mut notes = Vec::new();
                 match checker.probe(s, unit, Duration::from_secs(2), &mut notes) {
                     Ok(h) => (true, h),

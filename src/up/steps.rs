@@ -25,7 +25,7 @@ impl<'a> Progress<'a> {
         Progress { ui, bar: None }
     }
 
-    fn waiting(&mut self, msg: String) {
+    pub(super) fn waiting(&mut self, msg: String) {
         if self.ui.progress() {
             let bar = self.bar.get_or_insert_with(|| {
                 let b = indicatif::ProgressBar::new_spinner();
@@ -274,6 +274,75 @@ pub(super) fn run_step(
         progress.waiting(format!("{name}: {last}"));
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Run a `Type=oneshot` step (kbin-pod-network): its `ExecStart=` to completion, exit 0 being
+/// its check. Recorded in the state before it runs, so that `down` runs its `ExecStop=` even
+/// after a kbin killed midway (both are idempotent). Run again by every `up`: what it sets up
+/// may have been lost (a reboot), and running it again changes nothing otherwise.
+#[allow(clippy::too_many_arguments)] // as run_step: one step needs each of these
+pub(super) fn run_oneshot(
+    node: &Node,
+    step: &Step,
+    unit: &ServiceUnit,
+    timeout: Duration,
+    supervisor: Supervisor,
+    state: &mut State,
+    run_dir: &Path,
+    progress: &mut Progress,
+) -> Result<StepReport, UpError> {
+    let name = step.unit;
+    let log = run_dir.join(format!("{name}.log"));
+    let began = Instant::now();
+    let (action, result) = if supervisor == Supervisor::Systemd {
+        // systemctl start waits for a oneshot to finish: its exit status is the result.
+        ("started", systemctl(&["start", &format!("{name}.service")]))
+    } else {
+        state
+            .done
+            .insert(name.to_owned(), crate::util::now_rfc3339());
+        state.save(run_dir)?;
+        let out = crate::util::run_with_timeout(
+            std::process::Command::new(unit.program()).args(&unit.exec_start[1..]),
+            timeout,
+        );
+        let result = match out {
+            Ok(o) => {
+                let mut text = o.stdout;
+                text.extend_from_slice(&o.stderr);
+                let _ = std::fs::write(&log, &text);
+                if o.status.success() {
+                    Ok(String::new())
+                } else {
+                    Err(format!("{} exited ({})", unit.command_line(), o.status))
+                }
+            }
+            Err(e) => Err(format!(
+                "{}: {}",
+                unit.command_line(),
+                crate::util::chain(&e)
+            )),
+        };
+        ("ran", result)
+    };
+    if let Err(e) = result {
+        let look = match supervisor {
+            Supervisor::Systemd => format!("journalctl -u {name} -n 200 --no-pager"),
+            _ => format!("less {}", log.display()),
+        };
+        return Err(step_error(node, name, e, &log, look));
+    }
+    let secs = began.elapsed().as_secs_f64();
+    let seen = format!("{} exited 0", unit.command_line());
+    progress.line(format!("{name}: {action}, done in {secs:.1}s — {seen}"));
+    Ok(StepReport {
+        component: name.to_owned(),
+        action,
+        pid: None,
+        check: seen,
+        seconds: secs,
+        notes: vec![],
+    })
 }
 
 /// NEXT-STEPS.md's clusterrolebinding, made with super-admin.conf: admin.conf's group

@@ -44,6 +44,8 @@ pub enum ServiceType {
     /// `notify`: the service says when it is ready (sd_notify). kbin does not provide a notify
     /// socket; the step's health check tells readiness instead.
     Notify,
+    /// `oneshot`: runs to completion (exit 0 is success), then `ExecStop=` undoes it.
+    Oneshot,
 }
 
 /// `KillMode=` of a service: which processes a stop signals.
@@ -63,6 +65,8 @@ pub struct ServiceUnit {
     pub path: PathBuf,
     /// `ExecStart=`: the program and its arguments, unescaped.
     pub exec_start: Vec<String>,
+    /// `ExecStop=`, when there is one (a oneshot's undo).
+    pub exec_stop: Option<Vec<String>>,
     /// `Type=`.
     pub service_type: ServiceType,
     /// `KillMode=`.
@@ -162,6 +166,7 @@ impl ServiceUnit {
             None | Some("simple") => ServiceType::Simple,
             Some("exec") => ServiceType::Exec,
             Some("notify") => ServiceType::Notify,
+            Some("oneshot") => ServiceType::Oneshot,
             Some(other) => return Err(err(0, format!("Type={other} is not supported by kbin up"))),
         };
         let kill_mode = match get("KillMode") {
@@ -170,9 +175,23 @@ impl ServiceUnit {
             Some(other) => return Err(err(0, format!("KillMode={other} is not supported"))),
         };
         let limit_nofile = get("LimitNOFILE").and_then(|v| v.parse().ok());
+        let exec_stop = match get("ExecStop") {
+            None => None,
+            Some(v) => {
+                let words = exec_words(v).map_err(|r| err(0, format!("ExecStop=: {r}")))?;
+                if words.first().is_none_or(|w| !w.starts_with('/')) {
+                    return Err(err(
+                        0,
+                        "ExecStop= must start with an absolute path, without prefixes".into(),
+                    ));
+                }
+                Some(words)
+            }
+        };
         Ok(ServiceUnit {
             path: path.to_owned(),
             exec_start,
+            exec_stop,
             service_type,
             kill_mode,
             limit_nofile,

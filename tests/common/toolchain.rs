@@ -244,9 +244,14 @@ pub fn standin_toolchain(home: &Path, name: &str, kube: &str) {
 /// receipt (so `gen` puts it in the workers' bundle).
 #[allow(dead_code)] // not every test file that says `mod common;` uses it
 pub fn add_pause_image(home: &Path, name: &str, tag: &str) {
+    add_image(home, name, kbin::images::ImageRef::pause(tag));
+}
+
+/// The same for any image of registry.k8s.io (`ImageRef::coredns("1.11.1")`).
+#[allow(dead_code)] // not every test file that says `mod common;` uses it
+pub fn add_image(home: &Path, name: &str, image: kbin::images::ImageRef) {
     let layout = kbin::store::Layout::new(home);
-    let (bytes, manifest) = super::registry::oci_archive("pause", tag);
-    let image = kbin::images::ImageRef::pause(tag);
+    let (bytes, manifest) = super::registry::oci_archive(&image.repository, &image.tag);
     let dir = layout.toolchain_dir(name).join("images");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(image.archive_name()), &bytes).unwrap();

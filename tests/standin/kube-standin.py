@@ -11,7 +11,8 @@ kube-proxy /healthz over HTTP on 10256.
 Usage: kube-standin.py COMPONENT [the component's flags...]
 Behaviour per component comes from STATE/modes (STATE is ./state beside this script), one
 `component=mode` a line: healthy (default), never-healthy, crash, ignore-term,
-no-serviceaccounts (a controller manager whose controllers make no ServiceAccount).
+no-serviceaccounts (a controller manager whose controllers make no ServiceAccount), no-rollout
+(an apiserver whose Deployments never have an available replica: pods that never get ready).
 
 Self-contained (tests/testsuite/ansible.rs installs it on machines as the component's binary): a copy
 that starts with `COMPONENT = "..."`, `VERSION = "v1.30.14"` and `STATE_DIR = "..."` lines takes
@@ -19,7 +20,9 @@ its component from there and its flags from all of argv, keeps its state in STAT
 `--version` and /version with VERSION, and its kubelet registers the Node with the API server
 named in its kubeconfig (a POST, as the real one does), so kubectl on another machine sees it.
 kube-apiserver serves enough discovery for `kubectl get/patch/drain/uncordon node` and
-`kubectl create clusterrolebinding`.
+`kubectl create clusterrolebinding`, and server-side apply (GET and PATCH) of the add-on objects
+kbin applies (ServiceAccount, ConfigMap, Service, Deployment, PodDisruptionBudget, ClusterRole,
+ClusterRoleBinding), each Deployment reported rolled out.
 """
 import http.server
 import json
@@ -85,6 +88,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(404, {"kind": "Status", "code": 404})
         if p.split("?")[0] in DISCOVERY:
             return self.reply(200, DISCOVERY[p.split("?")[0]])
+        if ADDON_PATH.fullmatch(p.split("?")[0]) and load_object(p.split("?")[0]) is not None:
+            return self.reply(200, with_status(load_object(p.split("?")[0])))
         if p.startswith("/api/v1/pods") or p.startswith("/api/v1/namespaces/kube-system/pods"):
             return self.reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
         if p.startswith("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/"):
@@ -111,6 +116,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except FileNotFoundError:
                 return self.reply(404, {"kind": "Status", "code": 404})
             return self.reply(200, node_object(name, cidr))
+        if ADDON_PATH.fullmatch(p.split("?")[0]):
+            obj = load_object(p.split("?")[0])
+            if obj is None:
+                return self.reply(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            return self.reply(200, with_status(obj))
         return self.reply(404, {"kind": "Status", "code": 404})
 
     def body(self):
@@ -138,6 +148,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.reply(404, {"kind": "Status", "code": 404})
 
     def do_PATCH(self):
+        path = self.path.split("?")[0]
+        if self.component == "kube-apiserver" and ADDON_PATH.fullmatch(path):
+            return self.apply(path)
         if self.path.startswith("/api/v1/nodes/"):
             name = self.path.split("?")[0].rsplit("/", 1)[1]
             b = self.body()
@@ -157,6 +170,73 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 cidr = ""
             return self.reply(200, node_object(name, cidr))
         return self.reply(404, {"kind": "Status", "code": 404})
+
+
+    def apply(self, path):
+        """Server-side apply, as far as kbin's add-ons need it: the object is stored as sent;
+        its resourceVersion (and a Deployment's generation) moves only when its content changes.
+        Each request is logged to STATE/applied (method, path, content type, query)."""
+        ctype = self.headers.get("Content-Type", "")
+        query = self.path.partition("?")[2]
+        with open(os.path.join(STATE, "applied"), "a") as f:
+            f.write("PATCH %s %s %s\n" % (path, ctype, query))
+        if ctype != "application/apply-patch+yaml" or "fieldManager=" not in query:
+            return self.reply(415, {"kind": "Status", "code": 415,
+                                    "message": "stand-in: only server-side apply with a fieldManager"})
+        n = int(self.headers.get("Content-Length", "0"))
+        sent = json.loads(self.rfile.read(n))
+        old = load_object(path)
+        content = {k: v for k, v in sent.items() if k != "status"}
+        if old is not None and strip(old) == strip(content):
+            return self.reply(200, with_status(old))
+        meta = content.setdefault("metadata", {})
+        version = int((old or {}).get("metadata", {}).get("resourceVersion", "0")) + 1
+        meta["resourceVersion"] = str(version)
+        meta["generation"] = (old or {}).get("metadata", {}).get("generation", 0) + 1
+        with open(object_file(path), "w") as f:
+            json.dump(content, f)
+        return self.reply(201 if old is None else 200, with_status(content))
+
+
+# The add-on objects kbin applies (namespaced or not).
+ADDON_PATH = re.compile(
+    r"/(api/v1|apis/[a-z0-9.]+/v1)(/namespaces/[a-z0-9-]+)?/"
+    r"(serviceaccounts|configmaps|services|deployments|poddisruptionbudgets|clusterroles|"
+    r"clusterrolebindings)/[a-z0-9:.-]+")
+
+
+def object_file(path):
+    return os.path.join(STATE, "obj" + path.replace("/", "_"))
+
+
+def load_object(path):
+    try:
+        with open(object_file(path)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def strip(obj):
+    """An object without what the server sets, to compare what was applied."""
+    o = json.loads(json.dumps(obj))
+    for k in ("resourceVersion", "generation"):
+        o.get("metadata", {}).pop(k, None)
+    o.pop("status", None)
+    return o
+
+
+def with_status(obj):
+    """A Deployment as its controller and kubelets would make it: every replica updated and
+    available, unless the apiserver's mode is no-rollout (pods that never become ready)."""
+    if obj.get("kind") != "Deployment":
+        return obj
+    o = dict(obj)
+    want = obj.get("spec", {}).get("replicas", 1)
+    ready = 0 if mode("kube-apiserver") == "no-rollout" else want
+    o["status"] = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": want,
+                   "updatedReplicas": ready, "availableReplicas": ready, "readyReplicas": ready}
+    return o
 
 
 def node_object(name, cidr):

@@ -193,10 +193,18 @@ fn started_at(lab: &Machines, i: usize, component: &str, version: &str) -> f64 {
         .unwrap_or_else(|| panic!("{component} never started at {version} on machine {i}: {log}"))
 }
 
-/// Every machine routes each other worker's pod subnet via that worker's address, as site.yml
-/// adds them (NEXT-STEPS.md, "Pod routes between nodes"); the subnets are read from the
-/// inventory.
+/// Every worker routes each other worker's pod subnet via that worker's address, with kbin's
+/// route protocol (kbin-pod-network.service); the subnets are read from the inventory.
 fn assert_pod_routes(lab: &Machines, tree: &Path) {
+    for i in 0..lab.machines.len() {
+        if let Err(e) = pod_routes(lab, tree, i) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// [`assert_pod_routes`] for machine `i`: what is missing, if anything.
+fn pod_routes(lab: &Machines, tree: &Path, i: usize) -> Result<(), String> {
     let inv = std::fs::read_to_string(tree.join("ansible/inventory.yml")).unwrap();
     let inv: serde_yaml_ng::Value = serde_yaml_ng::from_str(&inv).unwrap();
     let hosts = &inv["all"]["hosts"];
@@ -206,21 +214,25 @@ fn assert_pod_routes(lab: &Machines, tree: &Path) {
         .keys()
         .map(|k| k.as_str().unwrap())
         .collect();
-    for (i, m) in lab.machines.iter().enumerate() {
-        let routes = lab.exec(i, "ip -4 route show");
-        for w in workers.iter().filter(|w| **w != m.name) {
-            let want = format!(
-                "{} via {} ",
-                hosts[*w]["kbin_pod_subnet"].as_str().unwrap(),
-                hosts[*w]["kbin_node_ip"].as_str().unwrap()
-            );
-            assert!(
-                routes.lines().any(|l| l.starts_with(&want)),
+    let m = &lab.machines[i];
+    if !workers.contains(&m.name.as_str()) {
+        return Ok(());
+    }
+    let routes = lab.exec(i, "ip -4 route show proto 152");
+    for w in workers.iter().filter(|w| **w != m.name) {
+        let want = format!(
+            "{} via {} ",
+            hosts[*w]["kbin_pod_subnet"].as_str().unwrap(),
+            hosts[*w]["kbin_node_ip"].as_str().unwrap()
+        );
+        if !routes.lines().any(|l| l.starts_with(&want)) {
+            return Err(format!(
                 "{}: no route {want}for {w}'s pods:\n{routes}",
                 m.name
-            );
+            ));
         }
     }
+    Ok(())
 }
 
 #[test]
@@ -289,6 +301,15 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     }
 
     assert_pod_routes(&lab, &tree);
+    // The add-ons, applied once from the first control plane (server-side, field manager kbin).
+    let applied = lab.exec(0, "cat /var/lib/kube-standin/applied");
+    assert_eq!(applied.lines().count(), 7, "{applied}");
+    assert!(
+        applied
+            .lines()
+            .all(|l| l.ends_with(" application/apply-patch+yaml fieldManager=kbin")),
+        "{applied}"
+    );
 
     // A second run changes nothing (-v: a change it reports shows why).
     assert_converged(&playbook(&lab, &tree, "site.yml", &["-v"]), Some(0));
@@ -325,9 +346,23 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     assert_eq!(recap(&o)["w2"]["unreachable"], 1, "{out}");
     lab.start(2);
     lab.wait_booted(2);
+    // Routes survive the restart, before any playbook runs: kbin-pod-network.service is
+    // enabled, and retries until the machine's address (set once it booted) is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Err(e) = pod_routes(&lab, &tree, 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a restart: {e}\n{}",
+            lab.exec(2, "systemctl status kbin-pod-network --no-pager 2>&1; true")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    lab.exec(2, "iptables -w -t nat -S KBIN-POD-MASQ");
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
-    lab.exec(2, "systemctl is-active containerd kubelet kube-proxy");
-    // Routes are not kept across a reboot: the run put w2's back.
+    lab.exec(
+        2,
+        "systemctl is-active containerd kubelet kube-proxy kbin-pod-network",
+    );
     assert_pod_routes(&lab, &tree);
 
     // A new toolchain: --check --diff shows the change and changes nothing.

@@ -375,7 +375,15 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
         std::fs::read(dir.join("pki/apiserver.crt")).unwrap(),
         apiserver
     );
-    assert_eq!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
+    // w1's tarball changed: its pod network now routes w3's pods via w3.
+    assert_ne!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
+    let script =
+        std::fs::read_to_string(dir.join("nodes/w1/usr/local/lib/kbin/pod-network")).unwrap();
+    assert!(
+        script.contains("via 10.0.0.23 proto \"$PROTO\"  # w3"),
+        "{script}"
+    );
+    let w1 = std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap();
     let next = std::fs::read_to_string(dir.join("NEXT-STEPS.md")).unwrap();
     assert!(next.contains("w3"), "{next}");
 

@@ -154,6 +154,9 @@ fn gated_files(g: &Gen) -> String {
         "nodes/w1/var/lib/kubelet/config.yaml",
         "nodes/w1/etc/systemd/system/kubelet.service",
         "nodes/w1/var/lib/kube-proxy/config.yaml",
+        "nodes/w1/usr/local/lib/kbin/pod-network",
+        "nodes/w1/etc/systemd/system/kbin-pod-network.service",
+        "addons/coredns.yaml",
     ] {
         s.push_str(&format!("==> {rel}\n{}\n", read(g, rel)));
     }
@@ -246,8 +249,16 @@ fn every_unit_passes_systemd_analyze_verify_without_warnings() {
                 let p = e.unwrap().path();
                 let text = std::fs::read_to_string(&p).unwrap();
                 // Give systemd-analyze the binaries the unit names: the bundled ones, copied.
-                let bin_dir = g.out.path().join("nodes").join(node).join("usr/local/bin");
-                let text = text.replace("/usr/local/bin/", &format!("{}/", bin_dir.display()));
+                let root = g.out.path().join("nodes").join(node);
+                let text = text
+                    .replace(
+                        "/usr/local/bin/",
+                        &format!("{}/usr/local/bin/", root.display()),
+                    )
+                    .replace(
+                        "/usr/local/lib/",
+                        &format!("{}/usr/local/lib/", root.display()),
+                    );
                 let copy = stubs.path().join(p.file_name().unwrap());
                 std::fs::write(&copy, text).unwrap();
                 let o = Command::new(&analyze)
@@ -264,7 +275,9 @@ fn every_unit_passes_systemd_analyze_verify_without_warnings() {
                 units += 1;
             }
         }
-        assert_eq!(units, 7);
+        // cp1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler; w1: those of
+        // bundle::UNITS for workers (kbin-pod-network, containerd, kubelet, kube-proxy).
+        assert_eq!(units, 8);
     }
 }
 
@@ -403,7 +416,7 @@ fn no_binaries_leaves_the_trees_without_binaries_and_no_shared_bundle() {
     };
     let w = write_committed(&c, &v, &opts);
     assert!(w.binary_bundles.is_empty());
-    assert!(!out.path().join("nodes/w1/usr").exists());
+    assert!(!out.path().join("nodes/w1/usr/local/bin").exists());
     assert!(w.next_steps_text.contains("No binaries are bundled"));
 }
 
@@ -478,11 +491,10 @@ fn next_steps_walk_a_new_user_through_every_node_in_order() {
         "endpoint health",
         "get --raw /readyz",
         "kubectl get nodes",
-        "ip route add 10.200.2.0/24 via 10.0.0.22",
-        "ip route add 10.200.1.0/24 via 10.0.0.21",
+        "ip route show proto 152",
         "CoreDNS 1.11.1",
         "super-admin.conf create clusterrolebinding kubeadm:cluster-admins",
-        "# on cp1\nip route add 10.200.1.0/24 via 10.0.0.21\nip route add 10.200.2.0/24 via 10.0.0.22",
+        "kubectl apply --server-side --field-manager=kbin -f addons/\nkubectl -n kube-system rollout status deployment/coredns",
     ] {
         assert!(t.contains(must), "NEXT-STEPS.md lacks {must:?}:\n{t}");
     }
@@ -490,6 +502,7 @@ fn next_steps_walk_a_new_user_through_every_node_in_order() {
         "systemctl start etcd",
         "systemctl start kube-apiserver",
         "systemctl start kube-controller-manager kube-scheduler",
+        "systemctl start kbin-pod-network",
         "systemctl start containerd",
         "systemctl start kubelet",
         "systemctl start kube-proxy",

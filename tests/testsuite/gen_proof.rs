@@ -1010,3 +1010,189 @@ fn every_kubeconfig_has_a_current_context_kubectl_resolves_with_the_cluster_ca_a
         );
     }
 }
+
+/// A TCP listener on `port` in network namespace `ns` that prints the address of the first peer
+/// it accepts (what the receiving pod sees as the sender).
+struct PeerListener {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PeerListener {
+    fn start(nets: &Netns, ns: &str, port: u16) -> PeerListener {
+        use std::io::BufRead as _;
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port}))\ns.listen(4)\nprint('listening', flush=True)\n\
+             while True:\n    c, a = s.accept()\n    print(a[0], flush=True)\n    c.close()\n"
+        );
+        let mut child = Command::new(&nets.ip)
+            .args(["netns", "exec", ns])
+            .arg(tool("python3"))
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "the listener in {ns} did not start"
+        );
+        PeerListener { child, out }
+    }
+
+    /// Connect from namespace `from` to `ip:port`; the address the listener saw, or the
+    /// connection's error.
+    fn seen_from(
+        &mut self,
+        nets: &Netns,
+        from: &str,
+        ip: &str,
+        port: u16,
+    ) -> Result<String, String> {
+        use std::io::BufRead as _;
+        let o = Command::new(&nets.ip)
+            .args(["netns", "exec", from])
+            .arg(tool("python3"))
+            .args([
+                "-c",
+                &format!(
+                    "import socket; socket.create_connection(('{ip}', {port}), timeout=3).close()"
+                ),
+            ])
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_owned());
+        }
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        Ok(line.trim().to_owned())
+    }
+}
+
+impl Drop for PeerListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_pod_sees_another_workers_pod_by_its_own_address_and_only_traffic_leaving_the_cluster_is_masqueraded()
+ {
+    let t = gen_cluster("1.35", NODES);
+    let mut nets = Netns::new();
+    let ip = tool("ip");
+    let ip = ip.to_str().unwrap();
+    // Two worker "machines" on one wire (their node addresses), and a host outside the cluster
+    // behind w1.
+    let (n1, n2, outside) = (
+        nets.add("w1-node"),
+        nets.add("w2-node"),
+        nets.add("outside"),
+    );
+    let (n1, n2, outside) = (n1.as_str(), n2.as_str(), outside.as_str());
+    run(Command::new(ip).args([
+        "-n", n1, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", n2,
+    ]));
+    run(Command::new(ip).args([
+        "-n", n1, "link", "add", "eth2", "type", "veth", "peer", "name", "eth0", "netns", outside,
+    ]));
+    for (ns, dev, addr) in [
+        (n1, "eth1", "10.0.0.21/24"),
+        (n2, "eth1", "10.0.0.22/24"),
+        (n1, "eth2", "192.0.2.1/24"),
+        (outside, "eth0", "192.0.2.2/24"),
+    ] {
+        nets.exec(ns, &[ip, "addr", "add", addr, "dev", dev]);
+        nets.exec(ns, &[ip, "link", "set", dev, "up"]);
+        nets.exec(ns, &[ip, "link", "set", "lo", "up"]);
+    }
+    let mut pods = vec![];
+    let mut ipams = vec![];
+    for (worker, node) in [("w1", n1), ("w2", n2)] {
+        nets.exec(node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        let list: Value = serde_json::from_str(
+            &t.read(&format!("nodes/{worker}/etc/cni/net.d/10-bridge.conflist")),
+        )
+        .unwrap();
+        assert_eq!(list["plugins"][0]["ipMasq"], false, "{worker}: {list}");
+        let pod = nets.add(&format!("{worker}-pod"));
+        let ipam = tempfile::tempdir().unwrap();
+        let result = cni_add(&nets, node, &pod, &cni_configs(&list, ipam.path()));
+        let addr: IpNet = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        pods.push((pod, addr.addr().to_string()));
+        ipams.push(ipam);
+    }
+    let script = |worker: &str| {
+        t.path()
+            .join(format!("nodes/{worker}/usr/local/lib/kbin/pod-network"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (p1, p1_ip) = pods[0].clone();
+    let (p2, p2_ip) = pods[1].clone();
+    let mut l2 = PeerListener::start(&nets, &p2, 8080);
+    // Without kbin-pod-network, w1 has no route to w2's pods: the test can fail.
+    assert!(
+        l2.seen_from(&nets, &p1, &p2_ip, 8080).is_err(),
+        "reached w2's pod with no route to it"
+    );
+    for (worker, node) in [("w1", n1), ("w2", n2)] {
+        nets.exec(node, &["sh", &script(worker), "start"]);
+    }
+    // Pod to pod across nodes: the receiver sees the sender's own address (no NAT).
+    assert_eq!(l2.seen_from(&nets, &p1, &p2_ip, 8080).unwrap(), p1_ip);
+    let mut l1 = PeerListener::start(&nets, &p1, 8081);
+    assert_eq!(l1.seen_from(&nets, &p2, &p1_ip, 8081).unwrap(), p2_ip);
+    // Out of the cluster: the outside host sees w1's address, so its replies come back.
+    let mut lo = PeerListener::start(&nets, outside, 8082);
+    assert_eq!(
+        lo.seen_from(&nets, &p1, "192.0.2.2", 8082).unwrap(),
+        "192.0.2.1"
+    );
+
+    // Started again (every boot, every restart): the same rules, one jump, and a route of a
+    // node that left (protocol 152, kbin's) is gone.
+    let rules = |ns: &str| nets.exec(ns, &["iptables", "-t", "nat", "-S"]);
+    let before = rules(n1);
+    nets.exec(
+        n1,
+        &[
+            ip,
+            "route",
+            "add",
+            "10.244.99.0/24",
+            "via",
+            "10.0.0.22",
+            "proto",
+            "152",
+        ],
+    );
+    nets.exec(n1, &["sh", &script("w1"), "start"]);
+    assert_eq!(rules(n1), before);
+    assert_eq!(before.matches("-j KBIN-POD-MASQ").count(), 1, "{before}");
+    let routes = nets.exec(n1, &[ip, "route", "show", "proto", "152"]);
+    assert!(!routes.contains("10.244.99.0"), "{routes}");
+    assert!(routes.contains(" via 10.0.0.22"), "{routes}");
+    assert_eq!(l2.seen_from(&nets, &p1, &p2_ip, 8080).unwrap(), p1_ip);
+
+    // Stopped: kbin's routes and chain gone, nothing else touched.
+    nets.exec(n1, &["sh", &script("w1"), "stop"]);
+    assert_eq!(
+        nets.exec(n1, &[ip, "route", "show", "proto", "152"]).trim(),
+        ""
+    );
+    let after = rules(n1);
+    assert!(!after.contains("KBIN-POD-MASQ"), "{after}");
+    assert!(l2.seen_from(&nets, &p1, &p2_ip, 8080).is_err());
+}

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod addons;
 mod ansible;
 mod archive;
 mod docs;

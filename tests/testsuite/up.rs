@@ -457,9 +457,93 @@ fn whole_node_with_real_containerd_gets_its_pod_cidr_and_a_ready_node() {
             || patch.contains("\"podCIDR\":\"10.200.0.0/24\""),
         "{patch}"
     );
+    // kbin-pod-network ran before containerd: only pod traffic leaving the cluster is NATed.
+    let net = err
+        .find("kbin-pod-network: ran")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(net < err.find("containerd: healthy").unwrap(), "{err}");
+    let nat = lab.sh("iptables -w -t nat -S");
+    assert!(
+        nat.contains("-A POSTROUTING -s 10.200.0.0/24 -m comment --comment \"kbin: pods leaving the cluster\" -j KBIN-POD-MASQ")
+            && nat.contains("-A KBIN-POD-MASQ -d 10.200.0.0/16 -j RETURN")
+            && nat.contains("-A KBIN-POD-MASQ -j MASQUERADE"),
+        "{nat}"
+    );
+    // The add-ons: each object applied server-side as field manager kbin, after the Node was
+    // Ready, and the rollout awaited.
+    assert!(err.contains("addons: rolled out in"), "{err}");
+    let applied = lab.dir.path().join("standin/state/applied");
+    let log = std::fs::read_to_string(&applied).unwrap();
+    assert_eq!(log.lines().count(), 7, "{log}");
+    assert!(
+        log.lines()
+            .all(|l| l.contains(" application/apply-patch+yaml fieldManager=kbin")),
+        "{log}"
+    );
+    assert!(
+        log.contains("PATCH /apis/apps/v1/namespaces/kube-system/deployments/coredns "),
+        "{log}"
+    );
+    let (status, code) = lab.status_and_code();
+    let pn = component(&status, "kbin-pod-network");
+    assert_eq!(
+        (pn["state"].as_str(), pn["healthy"].as_bool()),
+        (Some("done"), Some(true)),
+        "{pn}"
+    );
+    assert_eq!(code, 0, "{status}");
+    // Up again: the add-ons are applied again and nothing changes.
+    let o = lab.kbin(&["up", "--timeout", "60", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps = report[0]["steps"].as_array().unwrap();
+    let addons = steps.iter().find(|s| s["component"] == "addons").unwrap();
+    let notes: Vec<&str> = addons["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 7, "{addons}");
+    assert!(
+        notes.iter().all(|n| n.ends_with(": unchanged")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        lab.sh("iptables -w -t nat -S"),
+        nat,
+        "a second start changes no rule"
+    );
+
     let o = lab.kbin(&["down", "--grace", "10"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(lab.processes(), Vec::<i32>::new(), "down leaves no process");
+    // The network's ExecStop ran before the script was removed.
+    let nat = lab.sh("iptables -w -t nat -S");
+    assert!(!nat.contains("KBIN-POD-MASQ"), "{nat}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("kbin-pod-network: undone"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn an_addon_that_never_rolls_out_fails_up_naming_the_deployment_and_what_to_look_at() {
+    let lab = Lab::new("sandbox");
+    lab.set_mode("kube-apiserver", "no-rollout");
+    let o = lab.kbin(&["up", "--timeout", "20"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not rolled out after 20s")
+            && err.contains("Deployment kube-system/coredns: 0/2 available")
+            && err.contains("kubectl -n kube-system get deployment,pods -l k8s-app=kube-dns"),
+        "{err}"
+    );
+    // What was up stays up (as for any failed step); down stops it.
+    let o = lab.kbin(&["down", "--grace", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 #[test]

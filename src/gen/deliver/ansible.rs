@@ -35,6 +35,7 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
         include_str!("ansible/tasks/install.yml"),
     ),
     ("tasks/start.yml", include_str!("ansible/tasks/start.yml")),
+    ("tasks/addons.yml", include_str!("ansible/tasks/addons.yml")),
     (
         "files/kbin-node.py",
         include_str!("ansible/files/kbin-node.py"),

@@ -22,7 +22,7 @@ use crate::r#gen::deliver::ansible;
 use crate::r#gen::deliver::bundle_cache::{self, BundleCacheError, SharedBundle};
 use crate::r#gen::deliver::tarball;
 use crate::r#gen::node::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
-use crate::r#gen::node::next_steps;
+use crate::r#gen::node::{addons, next_steps};
 use crate::r#gen::plan::versions::{Decisions, Versions, VersionsError};
 
 /// Errors writing the configs and bundles.
@@ -113,6 +113,7 @@ pub static UNITS: &[(Role, &str)] = &[
     (Cp, "kube-apiserver"),
     (Cp, "kube-controller-manager"),
     (Cp, "kube-scheduler"),
+    (Wk, "kbin-pod-network"),
     (Wk, "containerd"),
     (Wk, "kubelet"),
     (Wk, "kube-proxy"),
@@ -254,6 +255,8 @@ static CONFIG_FILES: &[ConfigFile] = &[
     (Wk, || paths::CRICTL_CONFIG.into(), 0o644, |_| configs::crictl_config()),
     (Wk, || paths::MODULES_LOAD.into(), 0o644, |_| configs::modules_load()),
     (Wk, || paths::SYSCTL.into(), 0o644, |_| configs::sysctl()),
+    (Wk, || paths::POD_NETWORK.into(), 0o755, |x| configs::pod_network_script(x.c, x.node)),
+    (Wk, || paths::unit(paths::POD_NETWORK_UNIT), 0o644, |_| configs::pod_network_unit()),
 ];
 
 fn node_files(
@@ -643,6 +646,11 @@ pub fn write(
         binary_bundles.push(path);
     }
     ansible::stage(&opts.out, c, v, &hosts, staged)?;
+    staged.stage(
+        &opts.out.join(addons::COREDNS),
+        addons::coredns(c, v).as_bytes(),
+        crate::r#gen::MODE_PUBLIC,
+    )?;
     let text = next_steps::render(c, v, &d, opts, !bundles.is_empty());
     let next = opts.out.join("NEXT-STEPS.md");
     staged.stage(&next, text.as_bytes(), crate::r#gen::MODE_PUBLIC)?;

@@ -1,7 +1,8 @@
 //! What each node runs, as text: component configs and systemd units ([`configs`], with the
-//! node's paths in [`configs::paths`]), and NEXT-STEPS.md ([`next_steps`]) that starts them in
-//! order and checks each.
+//! node's paths in [`configs::paths`]), NEXT-STEPS.md ([`next_steps`]) that starts them in
+//! order and checks each, and what the cluster runs once they are up ([`addons`]).
 
+pub mod addons;
 pub mod configs;
 pub mod next_steps;
 

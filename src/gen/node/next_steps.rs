@@ -328,7 +328,9 @@ fn workers(p: &Page<'_>, w: &mut String) {
     let _ = writeln!(
         w,
         "On every worker ({}), in this order:\n\n\
-         ```sh\nsystemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n{import}\
+         ```sh\nsystemctl start kbin-pod-network   # routes to the other workers' pods, NAT only out of the cluster\n\
+         ip route show proto {proto}; iptables -t nat -S KBIN-POD-MASQ\n\
+         systemctl start containerd\ncrictl info > /dev/null && echo containerd ok\n{import}\
          systemctl start kubelet\nsystemctl start kube-proxy\n\
          iptables -t nat -L KUBE-SERVICES | head -n 5   # kube-proxy wrote its rules\n```\n\n\
          Then, from your machine, every worker is listed and becomes `Ready` (control-plane nodes\n\
@@ -337,7 +339,8 @@ fn workers(p: &Page<'_>, w: &mut String) {
         c.workers()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        proto = crate::r#gen::node::configs::ROUTE_PROTO
     );
     let _ = writeln!(
         w,
@@ -359,45 +362,40 @@ fn workers(p: &Page<'_>, w: &mut String) {
     );
 }
 
-/// NEXT-STEPS.md: 5. pod routes, CoreDNS, backups: what kbin does not do.
+/// NEXT-STEPS.md: 5. pod traffic between nodes, the cluster DNS add-on, backups.
 fn left_to_you(p: &Page<'_>, w: &mut String) {
     let Page { c, v, d, .. } = *p;
     let etcdctl = format!("{}etcdctl", d.etcdctl_env());
     let cps: Vec<_> = c.control_planes().filter(|n| !n.joins_etcd).collect();
     let first = cps.first();
-    let _ = writeln!(w, "## 5. What kbin leaves to you\n");
-    let workers: Vec<_> = c.workers().collect();
+    let _ = writeln!(w, "## 5. Pod traffic, cluster DNS, backups\n");
     let _ = writeln!(
         w,
-        "**Pod routes between nodes.** Each worker's bridge CNI gives its pods addresses from its own\n\
-         subnet; packets for another node's pods need a route, on every node. On machines that\n\
-         share a network, add these routes (or install a CNI such as flannel or Calico instead of the bridge conflist):\n"
+        "**Pod routes between nodes, without NAT.** Each worker's bridge CNI gives its pods addresses\n\
+         from its own subnet; `kbin-pod-network.service` (enabled by install.sh, started above, and\n\
+         again at every boot) routes every other worker's subnet via that worker and masquerades only\n\
+         pod traffic leaving the pod network {cidr}: a pod sees another pod's own address, on any node\n\
+         (Kubernetes' network model). Its script is {script}; regenerate the tree after a node comes\n\
+         or goes and restart the unit on every worker. A control-plane node that is not a worker gets\n\
+         no such routes (it runs no pods and no kube-proxy).\n",
+        cidr = c.pod_cidr,
+        script = crate::r#gen::node::configs::paths::POD_NETWORK,
     );
-    if workers.len() < 2 {
-        let _ = writeln!(w, "(One worker: nothing to route.)\n");
-    } else {
-        let _ = writeln!(w, "```sh");
-        for n in &c.nodes {
-            let _ = writeln!(w, "# on {}", n.name);
-            for o in workers.iter().filter(|o| o.name != n.name) {
-                let _ = writeln!(w, "ip route add {} via {}", o.pod_subnet, o.ip);
-            }
-        }
-        let _ = writeln!(w, "```\n");
-    }
     let _ = writeln!(
         w,
-        "**Cluster DNS.** The kubelets send pods to {dns} for DNS: deploy CoreDNS {cd} with a Service at\n\
-         that address, e.g. from https://github.com/coredns/deployment:\n\n\
-         ```sh\n./kubernetes/deploy.sh -i {dns} -d {dom} | kubectl apply -f -\n\
+        "**Cluster DNS.** The kubelets send pods to {dns} for DNS. `addons/coredns.yaml` is CoreDNS {cd}\n\
+         with a Service at that address, its image the one the workers imported (`kbin up` and\n\
+         site.yml apply it; applying it again changes nothing). From your machine, once a Node is Ready:\n\n\
+         ```sh\nkubectl apply --server-side --field-manager={fm} -f addons/\n\
          kubectl -n kube-system rollout status deployment/coredns\n```\n\n\
-         **Check it end to end:**\n\n\
+         **Check it end to end** (any image with nslookup that your nodes have):\n\n\
          ```sh\nkubectl run probe --image=busybox:1.36 --restart=Never -- sleep 3600\n\
          kubectl wait --for=condition=Ready pod/probe\n\
          kubectl exec probe -- nslookup kubernetes.default.svc.{dom}\n\
          kubectl delete pod probe\n```",
         dns = c.cluster_dns,
         cd = v.images.coredns,
+        fm = crate::r#gen::node::addons::FIELD_MANAGER,
         dom = c.cluster_domain
     );
     if let Some(n) = first {

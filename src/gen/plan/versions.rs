@@ -606,6 +606,11 @@ pub struct Versions {
     /// to `toolchain_dir` and its blob's digest (workers get them in their binaries bundle).
     #[serde(skip)]
     pub image_archives: BTreeMap<String, (String, Digest)>,
+    /// Images the toolchain pulled for its architecture: name (`registry.k8s.io/pause:3.10.1`)
+    /// to the platform manifest's digest, what containerd names the imported image by (the
+    /// add-ons refer to their image by it).
+    #[serde(skip)]
+    pub image_digests: BTreeMap<String, Digest>,
     /// The KBIN_HOME the toolchain is installed in, whose store keeps the shared binaries
     /// bundles made from it (none for versions read from the manifest or a bare receipt).
     #[serde(skip)]
@@ -667,6 +672,12 @@ impl Versions {
                 Some((name.clone(), (format!("images/{name}"), p.archive.clone())))
             })
             .collect();
+        let image_digests = receipt
+            .pulled
+            .iter()
+            .filter(|p| p.arch == receipt.arch)
+            .map(|p| (p.name.clone(), p.manifest.clone()))
+            .collect();
         let images = receipt
             .images
             .clone()
@@ -684,6 +695,7 @@ impl Versions {
             binaries,
             digests,
             image_archives,
+            image_digests,
             home: None,
             from_defaults: Vec::new(),
         })
@@ -719,6 +731,7 @@ impl Versions {
             binaries: BTreeMap::new(),
             digests: BTreeMap::new(),
             image_archives: BTreeMap::new(),
+            image_digests: BTreeMap::new(),
             home: None,
             from_defaults: Vec::new(),
         })

@@ -8,6 +8,10 @@ only, run by tasks/stage.yml and tasks/install.yml with its input as JSON on std
                         owned by root, where it differs (content, mode or owner)
   kbin-node.py images   import into containerd (namespace k8s.io) each image archive whose
                         images it does not have yet (air-gapped nodes pull nothing)
+  kbin-node.py addons   apply the cluster's add-ons (the objects of addons/*.yaml) with
+                        server-side apply as field manager "kbin", the request `kbin up` makes,
+                        then wait until the CoreDNS Deployment rolled out; an object whose
+                        resourceVersion did not move is unchanged
 
 One task instead of a module run per archive and per file: on a node with forty files that is
 the difference between one SSH round trip and sixty. Prints {"changed": [...]} (what it changed);
@@ -139,10 +143,103 @@ def images(req):
     return changed
 
 
+# The kinds kbin's add-ons hold: kind -> (resource, namespaced); as src/up/addons.rs.
+KINDS = {
+    "ServiceAccount": ("serviceaccounts", True),
+    "ConfigMap": ("configmaps", True),
+    "Service": ("services", True),
+    "Deployment": ("deployments", True),
+    "PodDisruptionBudget": ("poddisruptionbudgets", True),
+    "ClusterRole": ("clusterroles", False),
+    "ClusterRoleBinding": ("clusterrolebindings", False),
+}
+
+
+def addons(req):
+    import base64
+    import ssl
+    import time
+    import urllib.error
+    import urllib.request
+
+    # The node's admin.conf, as JSON (kubectl is on every control plane): no secret in stdin.
+    kc = json.loads(subprocess.run(
+        ["kubectl", "config", "view", "--raw", "-o", "json", "--kubeconfig", req["kubeconfig"]],
+        check=True, capture_output=True, text=True).stdout)
+    cluster, user = kc["clusters"][0]["cluster"], kc["users"][0]["user"]
+    server = cluster["server"].rstrip("/")
+    ctx = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    with tempfile.TemporaryDirectory() as d:
+        pair = os.path.join(d, "admin.pem")
+        fd = os.open(pair, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64decode(user["client-certificate-data"]) + b"\n"
+                    + base64.b64decode(user["client-key-data"]))
+        ctx.load_cert_chain(pair)
+
+    def call(method, path, body=None, ctype=None):
+        r = urllib.request.Request(server + path, method=method,
+                                   data=None if body is None else json.dumps(body).encode())
+        if ctype:
+            r.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(r, context=ctx, timeout=10) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, {"message": text}
+
+    changed = []
+    for obj in req["objects"]:
+        kind, meta = obj.get("kind"), obj.get("metadata", {})
+        if kind not in KINDS:
+            fail(f"addons: {kind!r} {meta.get('name')!r} is not a kind kbin applies: apply it with kubectl")
+        resource, namespaced = KINDS[kind]
+        av = obj["apiVersion"]
+        base = ("/api/" if "/" not in av else "/apis/") + av
+        if namespaced:
+            path = f"{base}/namespaces/{meta.get('namespace', 'default')}/{resource}/{meta['name']}"
+        else:
+            path = f"{base}/{resource}/{meta['name']}"
+        label = f"{kind} {meta.get('namespace', '') + '/' if namespaced else ''}{meta['name']}"
+        code, before = call("GET", path)
+        if code not in (200, 404):
+            fail(f"addons: GET {label}: HTTP {code} {before.get('message', '')}")
+        code, after = call("PATCH", path + "?fieldManager=kbin", obj, "application/apply-patch+yaml")
+        if code == 409:
+            fail(f"addons: {label} was changed by someone else since kbin applied it: "
+                 f"{after.get('message', '')}; to put kbin's version back: kubectl apply "
+                 "--server-side --field-manager=kbin --force-conflicts -f /etc/kubernetes/addons/")
+        if code not in (200, 201):
+            fail(f"addons: apply {label}: HTTP {code} {after.get('message', '')}")
+        rv = lambda o: o.get("metadata", {}).get("resourceVersion")
+        if code == 201 or rv(before) != rv(after):
+            changed.append(label)
+    ns, name = req["deployment"]
+    deadline = time.time() + req.get("timeout", 240)
+    while True:
+        code, d = call("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        st, spec, md = d.get("status", {}), d.get("spec", {}), d.get("metadata", {})
+        want = spec.get("replicas", 0)
+        if (code == 200 and want > 0 and st.get("observedGeneration", 0) >= md.get("generation", 0)
+                and st.get("updatedReplicas", 0) == want and st.get("availableReplicas", 0) == want):
+            return changed
+        if time.time() > deadline:
+            fail(f"addons: Deployment {ns}/{name} not rolled out after {req.get('timeout', 240)}s "
+                 f"({st.get('availableReplicas', 0)}/{want} available): kubectl -n {ns} describe "
+                 "pods -l k8s-app=kube-dns")
+        time.sleep(2)
+
+
 def main():
     req = json.load(sys.stdin)
     try:
-        changed = {"stage": stage, "install": install, "images": images}[sys.argv[1]](req)
+        changed = {"stage": stage, "install": install, "images": images,
+                   "addons": addons}[sys.argv[1]](req)
     except OSError as e:
         fail(f"on {req['host']}: {e}")
     except subprocess.CalledProcessError as e:
