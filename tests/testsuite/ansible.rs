@@ -784,6 +784,10 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
     // loop retrying until each import succeeds, across containerd's restarts), before the
     // playbook's last play applies the add-ons and waits for CoreDNS to roll out.
     for (i, m) in lab.machines.iter().enumerate() {
+        // A resolver, as a real machine has (the lab's is empty): CoreDNS forwards what is not
+        // the cluster's to the node's resolv.conf and exits at start when it names none ("no
+        // nameservers found"). The bridge's address: nothing answers there, nothing leaves.
+        lab.exec(i, &format!("echo 'nameserver {}' > /etc/resolv.conf", Machines::GATEWAY));
         let dir = m.root().join("root/e2e-images");
         std::fs::create_dir_all(&dir).unwrap();
         for img in &images {
@@ -810,6 +814,15 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
             );
             eprintln!("== {}\n{}", lab.machines[i].name, show(&o));
         }
+        // The add-ons: what their pods said (the playbook's last play waits for CoreDNS).
+        let o = lab.exec_output(
+            0,
+            "export KUBECONFIG=/etc/kubernetes/admin.conf; kubectl get pods -A -o wide; \
+             kubectl -n kube-system describe pods -l k8s-app=kube-dns | tail -40; \
+             for p in $(kubectl -n kube-system get pods -l k8s-app=kube-dns -o name); do \
+             kubectl -n kube-system logs $p --previous --tail=30 || kubectl -n kube-system logs $p --tail=30; done",
+        );
+        eprintln!("== add-ons\n{}", show(&o));
     }
     assert_converged(&o, None);
     assert_pod_routes(&lab, &tree);
