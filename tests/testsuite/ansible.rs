@@ -997,7 +997,10 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
         // A resolver, as a real machine has (the lab's is empty): CoreDNS forwards what is not
         // the cluster's to the node's resolv.conf and exits at start when it names none ("no
         // nameservers found"). The bridge's address: nothing answers there, nothing leaves.
-        lab.exec(i, &format!("echo 'nameserver {}' > /etc/resolv.conf", Machines::GATEWAY));
+        lab.exec(
+            i,
+            &format!("echo 'nameserver {}' > /etc/resolv.conf", Machines::GATEWAY),
+        );
         let dir = m.root().join("root/e2e-images");
         std::fs::create_dir_all(&dir).unwrap();
         for img in &images {
@@ -1179,7 +1182,10 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
             std::env::var("PATH").unwrap_or_default()
         );
         let st = lab
-            .host_command(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/e2e-conformance"))
+            .host_command(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/e2e-conformance"
+            ))
             .args([std::ffi::OsStr::new("run"), &out])
             .arg(cp.root().join("etc/kubernetes/admin.conf"))
             .env("PATH", path)
