@@ -107,6 +107,29 @@ pub fn check(
             ),
         ));
     }
+    // CoreDNS (addons/) forwards to the kubelet's resolv.conf (`dnsPolicy: Default`): with no
+    // nameserver in it, it exits at start ("no nameservers found") and never rolls out.
+    if worker && !super::addons::files(tree).is_empty() {
+        let resolv = tree
+            .spec
+            .resolv_conf
+            .clone()
+            .unwrap_or_else(|| "/etc/resolv.conf".into());
+        let names_one = std::fs::read_to_string(&resolv).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().next() == Some("nameserver"))
+        });
+        if !names_one {
+            out.push(problem(
+                format!(
+                    "{resolv}, the resolv.conf the kubelet gives the cluster DNS (CoreDNS, addons/), names no nameserver: CoreDNS would exit at start (\"no nameservers found\")"
+                ),
+                format!(
+                    "add a nameserver line to {resolv} (air-gapped: any resolver on your network), or point the kubelet at a file that has one: kbin gen cluster --out {dir} --resolv-conf FILE"
+                ),
+            ));
+        }
+    }
     out.extend(missing_binaries(tree, node, steps));
     for (s, _) in steps {
         if running.contains(&s.unit) {

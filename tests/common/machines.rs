@@ -369,13 +369,18 @@ impl Machines {
         }
         let ip = self.machines[i].ip;
         // nspawn gives a container no /dev/kmsg, and a real kubelet refuses to start without it
-        // (its OOM watcher reads it): the link kind's node image makes in containers too.
+        // (its OOM watcher reads it): the link kind's node image makes in containers too. And a
+        // resolver, as a real machine has (minbase's resolv.conf is empty; kbin up refuses a
+        // kubelet resolv.conf without one, which would stop CoreDNS): the bridge's address,
+        // where nothing answers and from where nothing leaves.
         self.exec(
             i,
             &format!(
                 "ip addr add {ip}/24 dev host0 && ip link set host0 up && ip route add default via {} && \
+                 {{ grep -q '^nameserver' /etc/resolv.conf 2>/dev/null || echo 'nameserver {}' > /etc/resolv.conf; }} && \
                  for m in /sys/fs/cgroup/* /sys/fs/cgroup; do mount -o remount,bind,rw $m; done && \
                  {{ [ -e /dev/kmsg ] || ln -s /dev/console /dev/kmsg; }}",
+                Self::GATEWAY,
                 Self::GATEWAY
             ),
         );

@@ -530,6 +530,21 @@ fn whole_node_with_real_containerd_gets_its_pod_cidr_and_a_ready_node() {
 }
 
 #[test]
+fn a_resolv_conf_without_a_nameserver_is_refused_before_anything_starts() {
+    // The kubelet's resolv.conf (the machine's here) names no resolver: CoreDNS would exit.
+    let lab = Lab::with_setup("sandbox", "echo '# no resolver here' > /etc/resolv.conf\n");
+    let o = lab.kbin(&["up", "--timeout", "20"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/etc/resolv.conf, the resolv.conf the kubelet gives the cluster DNS")
+            && err.contains("--resolv-conf FILE"),
+        "{err}"
+    );
+    assert_eq!(lab.processes(), Vec::<i32>::new(), "nothing started");
+}
+
+#[test]
 fn an_addon_that_never_rolls_out_fails_up_naming_the_deployment_and_what_to_look_at() {
     let lab = Lab::new("sandbox");
     lab.set_mode("kube-apiserver", "no-rollout");
