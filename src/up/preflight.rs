@@ -229,13 +229,16 @@ fn missing_binaries(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> 
         .iter()
         .map(|(s, u)| (u.program().to_owned(), format!("{}'s ExecStart", s.unit)))
         .collect();
-    // etcdutl only where the tree's etcd uses it (3.5+; 3.4's snapshots go through etcdctl).
-    let backup = tree
-        .node_tree(&node.name)
-        .join(crate::r#gen::configs::paths::ETCD_BACKUP.trim_start_matches('/'));
-    let uses_etcdutl = std::fs::read_to_string(backup).is_ok_and(|t| t.contains("/etcdutl "));
+    let record = Record::load(&tree.out).ok().flatten();
+    // The version table's answer gen used (etcdutl only for etcd 3.5+); without a record of the
+    // versions, only what every version needs.
+    let decisions = record.as_ref().and_then(|r| r.decide().ok());
     for (role, bin, at) in bundle::BINARIES {
-        if *bin == "etcdutl" && !uses_etcdutl {
+        let needed = match &decisions {
+            Some(d) => bundle::bundled(bin, d),
+            None => *bin != "etcdutl",
+        };
+        if !needed {
             continue;
         }
         let runs = match role {
@@ -247,7 +250,6 @@ fn missing_binaries(tree: &Tree, node: &Node, steps: &[(Step, ServiceUnit)]) -> 
             wanted.push((p, format!("{} installs it", bundle_word(*role))));
         }
     }
-    let record = Record::load(&tree.out).ok().flatten();
     let manifest = crate::manifest::Manifest::embedded().ok();
     let version_of = |bin: &str| -> Option<String> {
         let r = record.as_ref()?;

@@ -412,7 +412,8 @@ pub fn check_binaries(c: &ClusterInput, v: &Versions, opts: &Options) -> Result<
 }
 
 /// Whether the nodes get `bin` with these versions: etcdutl only where etcd has one (3.5+).
-fn bundled(bin: &str, d: &Decisions) -> bool {
+/// Also what `kbin up`'s preflight expects on the machine.
+pub fn bundled(bin: &str, d: &Decisions) -> bool {
     bin != "etcdutl" || d.text(crate::r#gen::plan::versions::Knob::EtcdSnapshotTool) == "etcdutl"
 }
 
