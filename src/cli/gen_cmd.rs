@@ -51,6 +51,13 @@ pub struct GenClusterArgs {
     #[arg(long, value_name = "IP")]
     pub cluster_ip: Option<String>,
 
+    /// Your own load balancer (or DNS name) in front of every API server, as HOST or HOST:PORT:
+    /// nodes and kubeconfigs use it, and no node-local load balancer is made; `none` drops the
+    /// one a tree's cluster.toml keeps [default: with several control planes, a node-local
+    /// HAProxy on every worker]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_endpoint: Option<String>,
+
     /// The cluster DNS service address [default: the 10th address of the service CIDR]
     #[arg(long, value_name = "IP")]
     pub cluster_dns: Option<String>,
@@ -193,6 +200,7 @@ impl GenClusterArgs {
             cert_validity: self.cert_validity.clone(),
             host_profile: self.host_profile.clone(),
             resolv_conf: self.resolv_conf.clone(),
+            api_endpoint: self.api_endpoint.clone(),
             nodes: Vec::new(),
         };
         input.add_nodes(&self.control_plane, &self.worker)?;

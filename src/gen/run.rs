@@ -158,6 +158,8 @@ pub fn cluster_input(spec: &ClusterSpec) -> ClusterInput {
         pod_cidr: spec.pod_cidr.to_string(),
         host_profile: spec.host_profile,
         resolv_conf: spec.resolv_conf.clone(),
+        api_lb: spec.node_local_lb(),
+        api_endpoint: spec.api_endpoint.clone(),
         nodes: spec
             .nodes
             .iter()

@@ -86,6 +86,8 @@ fn cluster() -> ClusterInput {
         pod_cidr: "10.200.0.0/16".into(),
         host_profile: HostProfile::Systemd,
         resolv_conf: None,
+        api_lb: false,
+        api_endpoint: None,
         nodes: vec![
             node("cp1", "10.0.0.10", true, false, "10.200.0.0/24"),
             node("w1", "10.0.0.21", false, true, "10.200.1.0/24"),

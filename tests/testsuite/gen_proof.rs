@@ -1282,50 +1282,10 @@ fn with_several_control_planes_workers_reach_the_api_through_haproxy_which_skips
     for a in ["10.0.0.10/32", "10.0.0.11/32", "10.0.0.12/32"] {
         nets.exec(&ns, &[ip, "addr", "add", a, "dev", "lo"]);
     }
-    let server = |name: &str, addr: &str, ready: u16| {
-        let script = format!(
-            "import http.server, ssl\n\
-             class H(http.server.BaseHTTPRequestHandler):\n\
-             \x20   def log_message(self, *a): pass\n\
-             \x20   def do_GET(self):\n\
-             \x20       code = {ready} if self.path == '/readyz' else 200\n\
-             \x20       body = b'{name}'\n\
-             \x20       self.send_response(code); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
-             s = http.server.ThreadingHTTPServer(('{addr}', 6443), H)\n\
-             c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{crt}', '{key}')\n\
-             s.socket = c.wrap_socket(s.socket, server_side=True)\n\
-             s.serve_forever()\n",
-            crt = t.path().join("pki/apiserver.crt").display(),
-            key = t.path().join("pki/apiserver.key").display(),
-        );
-        Kill(
-            Command::new(ip)
-                .args(["netns", "exec", &ns])
-                .arg(tool("python3"))
-                .args(["-c", &script])
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _cp1 = server("cp1", "10.0.0.10", 200);
-    let _cp2 = server("cp2", "10.0.0.11", 500);
-    let mut cp3 = Some(server("cp3", "10.0.0.12", 200));
-    // Every API server listens before HAProxy starts checking them.
-    for a in ["10.0.0.10", "10.0.0.11", "10.0.0.12"] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !Command::new(ip)
-            .args(["netns", "exec", &ns])
-            .arg(tool("curl"))
-            .args(["-sk", "--max-time", "2", &format!("https://{a}:6443/who")])
-            .output()
-            .unwrap()
-            .status
-            .success()
-        {
-            assert!(std::time::Instant::now() < deadline, "{a} never listened");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
+    let _cp1 = fake_apiserver(&t, &ns, "cp1", "10.0.0.10", 200);
+    let _cp2 = fake_apiserver(&t, &ns, "cp2", "10.0.0.11", 500);
+    let mut cp3 = Some(fake_apiserver(&t, &ns, "cp3", "10.0.0.12", 200));
+    wait_listening(&ns, &["10.0.0.10", "10.0.0.11", "10.0.0.12"]);
     let _lb = Kill(
         Command::new(ip)
             .args(["netns", "exec", &ns])
@@ -1390,6 +1350,53 @@ fn with_several_control_planes_workers_reach_the_api_through_haproxy_which_skips
     }
 }
 
+/// An API server stand-in in netns `ns`: TLS on `addr`:6443 with the tree's apiserver
+/// certificate, answering its `name` to every path and `ready` to /readyz.
+fn fake_apiserver(t: &Tree, ns: &str, name: &str, addr: &str, ready: u16) -> Kill {
+    let script = format!(
+        "import http.server, ssl\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def log_message(self, *a): pass\n\
+         \x20   def do_GET(self):\n\
+         \x20       code = {ready} if self.path == '/readyz' else 200\n\
+         \x20       body = b'{name}'\n\
+         \x20       self.send_response(code); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+         s = http.server.ThreadingHTTPServer(('{addr}', 6443), H)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{crt}', '{key}')\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n",
+        crt = t.path().join("pki/apiserver.crt").display(),
+        key = t.path().join("pki/apiserver.key").display(),
+    );
+    Kill(
+        Command::new(tool("ip"))
+            .args(["netns", "exec", ns])
+            .arg(tool("python3"))
+            .args(["-c", &script])
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Wait until every fake API server at `addrs` answers in `ns` (before HAProxy checks them).
+fn wait_listening(ns: &str, addrs: &[&str]) {
+    for a in addrs {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !Command::new(tool("ip"))
+            .args(["netns", "exec", ns])
+            .arg(tool("curl"))
+            .args(["-sk", "--max-time", "2", &format!("https://{a}:6443/who")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(std::time::Instant::now() < deadline, "{a} never listened");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// A child killed (and reaped) when dropped.
 struct Kill(std::process::Child);
 
@@ -1397,5 +1404,188 @@ impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The fenced block of NEXT-STEPS.md that starts with `first_line`.
+fn next_steps_block(t: &Tree, first_line: &str) -> String {
+    let text = t.read("NEXT-STEPS.md");
+    let start = text
+        .find(&format!("```\n{first_line}"))
+        .unwrap_or_else(|| panic!("no block starting {first_line:?} in NEXT-STEPS.md"));
+    let body = &text[start + 4..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+#[test]
+fn with_an_api_endpoint_nodes_use_the_operators_load_balancer_whose_config_next_steps_gives() {
+    let mut args = HA_NODES.to_vec();
+    args.extend(["--api-endpoint", "10.0.0.100:8443"]);
+    let t = gen_cluster("1.35", &args);
+    for (rel, server) in [
+        ("kubeconfigs/kubelet-w1.conf", "https://10.0.0.100:8443"),
+        ("kubeconfigs/kube-proxy.conf", "https://10.0.0.100:8443"),
+        ("kubeconfigs/admin.conf", "https://10.0.0.100:8443"),
+        // The control plane's own components never depend on the load balancer (kubeadm's rule).
+        (
+            "kubeconfigs/controller-manager.conf",
+            "https://127.0.0.1:6443",
+        ),
+        ("kubeconfigs/scheduler.conf", "https://127.0.0.1:6443"),
+    ] {
+        assert_eq!(kubeconfig_server(&t, rel), server, "{rel}");
+    }
+    // No node-local balancer: the operator's replaces it.
+    assert!(
+        !t.path()
+            .join("nodes/w1/etc/kubernetes/apiserver-lb.cfg")
+            .exists()
+    );
+    assert!(!t.read("nodes/w1/install.sh").contains("kbin-apiserver-lb"));
+    assert!(
+        t.read("ansible/inventory.yml")
+            .contains("kbin_api_lb: false")
+    );
+    // Behind any load balancer, a stopping API server fails /readyz first.
+    assert!(
+        t.read("nodes/cp1/etc/systemd/system/kube-apiserver.service")
+            .contains("--shutdown-delay-duration=10s")
+    );
+    assert!(
+        t.read("cluster.toml")
+            .contains("api_endpoint = \"10.0.0.100:8443\"")
+    );
+
+    // The configuration NEXT-STEPS gives for the operator's balancer, run in real HAProxy in
+    // front of three API servers with the tree's certificate; the client verifies the endpoint's
+    // address against the cluster CA, so the certificate must name it.
+    let cfg = next_steps_block(&t, "# haproxy.cfg for the load balancer at 10.0.0.100:8443");
+    assert!(cfg.contains("    bind *:8443\n"), "{cfg}");
+    let cfg_path = t.path().join("operator-haproxy.cfg");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    run(Command::new(tool("haproxy"))
+        .args(["-c", "-q", "-f"])
+        .arg(&cfg_path));
+    let mut nets = Netns::new();
+    let ns = nets.add("oplb");
+    let ip = tool("ip");
+    let ip = ip.to_str().unwrap();
+    nets.exec(&ns, &[ip, "link", "set", "lo", "up"]);
+    for a in [
+        "10.0.0.10/32",
+        "10.0.0.11/32",
+        "10.0.0.12/32",
+        "10.0.0.100/32",
+    ] {
+        nets.exec(&ns, &[ip, "addr", "add", a, "dev", "lo"]);
+    }
+    let _cp1 = fake_apiserver(&t, &ns, "cp1", "10.0.0.10", 200);
+    let _cp2 = fake_apiserver(&t, &ns, "cp2", "10.0.0.11", 200);
+    let _cp3 = fake_apiserver(&t, &ns, "cp3", "10.0.0.12", 500);
+    wait_listening(&ns, &["10.0.0.10", "10.0.0.11", "10.0.0.12"]);
+    let _lb = Kill(
+        Command::new(ip)
+            .args(["netns", "exec", &ns])
+            .arg(tool("haproxy"))
+            .args(["-db", "-f"])
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = t.path().join("pki/ca.crt");
+    let ask = || {
+        let o = Command::new(ip)
+            .args(["netns", "exec", &ns])
+            .arg(tool("curl"))
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&ca)
+            .arg("https://10.0.0.100:8443/who")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(if o.status.success() {
+            &o.stdout
+        } else {
+            &o.stderr
+        })
+        .into_owned()
+    };
+    // cp3 fails /readyz: after two checks only cp1 and cp2 answer, every time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        let a = ask();
+        assert!(std::time::Instant::now() < deadline, "through the LB: {a}");
+        in_a_row = if a == "cp1" || a == "cp2" {
+            in_a_row + 1
+        } else {
+            0
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // A DNS name: the certificate names it, with the default port.
+    let mut args = HA_NODES.to_vec();
+    args.extend(["--api-endpoint", "api.cluster.internal"]);
+    let d = gen_cluster("1.35", &args);
+    assert_eq!(
+        kubeconfig_server(&d, "kubeconfigs/kubelet-w2.conf"),
+        "https://api.cluster.internal:6443"
+    );
+    let san = run(Command::new(tool("openssl"))
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(d.path().join("pki/apiserver.crt")));
+    assert!(
+        String::from_utf8_lossy(&san.stdout).contains("DNS:api.cluster.internal"),
+        "{}",
+        String::from_utf8_lossy(&san.stdout)
+    );
+
+    // A re-run with `--api-endpoint none` goes back to the node-local balancers.
+    let o = kbin(d._home.path())
+        .args(["gen", "cluster", "--kubernetes-version", "1.35", "--out"])
+        .arg(d.path())
+        .args(["--api-endpoint", "none"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        kubeconfig_server(&d, "kubeconfigs/kubelet-w2.conf"),
+        "https://127.0.0.1:6444"
+    );
+    assert!(
+        d.path()
+            .join("nodes/w2/etc/kubernetes/apiserver-lb.cfg")
+            .exists()
+    );
+    assert!(!d.read("cluster.toml").contains("api_endpoint"));
+}
+
+#[test]
+fn a_bad_api_endpoint_is_one_error_and_nothing_is_written() {
+    for (endpoint, says) in [
+        ("10.244.3.1:6443", "inside the pod CIDR 10.244.0.0/16"),
+        ("10.32.0.50", "inside the service CIDR 10.32.0.0/24"),
+        ("lb.internal:0", "is not HOST or HOST:PORT"),
+        ("lb.internal:65536", "is not HOST or HOST:PORT"),
+        ("lb_internal", "is not HOST or HOST:PORT"),
+        ("[fd00::1]:6443", "is IPv6"),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("tree");
+        let o = kbin(home.path())
+            .args(["gen", "cluster", "--kubernetes-version", "1.35"])
+            .args(["--pod-cidr", POD_CIDR, "--out"])
+            .arg(&out)
+            .args(HA_NODES)
+            .args(["--api-endpoint", endpoint])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{endpoint}");
+        assert!(err.contains(says), "{endpoint}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+        assert!(!out.exists(), "{endpoint}: something was written");
     }
 }

@@ -271,6 +271,27 @@ fn control_plane(p: &Page<'_>, w: &mut String) {
             );
         }
     }
+    if let Some(e) = &c.api_endpoint {
+        let _ = writeln!(
+            w,
+            "Your load balancer at {e} (`--api-endpoint`) must pass TCP through, untouched, to port\n\
+             6443 of every control-plane node, and stop sending new connections to one whose\n\
+             `/readyz` fails, within a few seconds{delay}. The API server's certificate names {host}.\n\
+             With HAProxy:\n\n\
+             ```\n{cfg}```\n",
+            delay = if c.several_control_planes() {
+                format!(
+                    ": each API server, when stopped, fails /readyz for {} before it closes\n\
+                     (`--shutdown-delay-duration`), so that an upgrade or a restart fails no request",
+                    crate::r#gen::node::configs::API_SHUTDOWN_DELAY
+                )
+            } else {
+                String::new()
+            },
+            host = e.host,
+            cfg = crate::r#gen::node::configs::operator_lb_config(c, e),
+        );
+    }
     let _ = writeln!(
         w,
         "Then kube-apiserver, and check it answers `ok` (admin.conf talks to {url}: with several\n\

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::r#gen::plan::spec::{ClusterSpec, Node};
+use crate::r#gen::plan::spec::{ClusterSpec, EndpointHost, Node};
 
 /// The role of a node: what it runs, and so which files it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -478,6 +478,11 @@ fn sans(rule: SanRule, spec: &ClusterSpec, node: Option<&Node>) -> Vec<San> {
                 v.push(San::Ip(cp.ip));
             }
             v.push(San::Ip(spec.cluster_ip));
+            match spec.api_endpoint.as_ref().map(|e| &e.host) {
+                Some(EndpointHost::Ip(ip)) => v.push(San::Ip(*ip)),
+                Some(EndpointHost::Dns(name)) => v.push(San::Dns(name.clone())),
+                None => {}
+            }
             v.extend(localhost);
             v
         }

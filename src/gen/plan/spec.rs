@@ -45,8 +45,85 @@ pub enum Reach {
     Endpoint,
     /// The API server on the same machine (the controller manager, the scheduler).
     LocalApiserver,
-    /// The node-local load balancer (the kubelet, kube-proxy).
+    /// The node-local load balancer (the kubelet, kube-proxy); the cluster endpoint when the
+    /// operator gave `--api-endpoint`.
     NodeLocalLb,
+}
+
+/// `--api-endpoint HOST[:PORT]`: the operator's own load balancer (or DNS name) in front of every
+/// API server, kubeadm's `--control-plane-endpoint`. The nodes and the operator reach the API
+/// through it; kbin then makes no node-local load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiEndpoint {
+    /// An IPv4 address or a DNS name.
+    pub host: EndpointHost,
+    /// The port it listens on (6443 when not given).
+    pub port: u16,
+}
+
+/// The host part of an [`ApiEndpoint`]: it becomes a SAN of the API server's certificate, of the
+/// kind it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum EndpointHost {
+    /// An address.
+    Ip(IpAddr),
+    /// A DNS name.
+    Dns(String),
+}
+
+impl fmt::Display for EndpointHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointHost::Ip(ip) => ip.fmt(f),
+            EndpointHost::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+impl fmt::Display for ApiEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl ApiEndpoint {
+    /// Parse `HOST` or `HOST:PORT` (IPv4 or a DNS name; the port defaults to 6443).
+    pub fn parse(value: &str) -> Result<ApiEndpoint, SpecError> {
+        let bad = || SpecError::ApiEndpoint(value.to_string());
+        let (host, port) = match value.trim().rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+            ),
+            None => (value.trim(), 6443),
+        };
+        let host = if let Ok(ip) = host.parse::<IpAddr>() {
+            if ip.is_unspecified() {
+                return Err(bad());
+            }
+            EndpointHost::Ip(ip)
+        } else if host.contains(':') || host.starts_with('[') {
+            return Err(SpecError::Ipv6 {
+                field: "--api-endpoint",
+                value: value.to_string(),
+            });
+        } else if host.len() <= 253
+            && host.split('.').all(is_dns_label)
+            && !host
+                .split('.')
+                .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            EndpointHost::Dns(host.to_string())
+        } else {
+            return Err(bad());
+        };
+        Ok(ApiEndpoint { host, port })
+    }
+
+    /// `https://HOST:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{self}")
+    }
 }
 
 /// The port of the node-local load balancer in front of every API server (kube-apiserver keeps
@@ -82,6 +159,8 @@ pub struct ClusterSpec {
     pub host_profile: HostProfile,
     /// `--resolv-conf`: the resolv.conf the kubelets give pods (the host's own when `None`).
     pub resolv_conf: Option<String>,
+    /// `--api-endpoint`: the operator's load balancer in front of the API servers.
+    pub api_endpoint: Option<ApiEndpoint>,
 }
 
 /// A node of the cluster.
@@ -119,21 +198,30 @@ impl ClusterSpec {
     /// plane; with several, the node-local load balancer (127.0.0.1:6444) for node components
     /// and the local API server (127.0.0.1:6443) for the control plane's.
     pub fn server_for(&self, reach: Reach) -> String {
-        match (self.node_local_lb(), reach) {
-            (true, Reach::NodeLocalLb) => format!("https://127.0.0.1:{API_LB_PORT}"),
-            (true, Reach::LocalApiserver) => "https://127.0.0.1:6443".into(),
+        match reach {
+            Reach::NodeLocalLb if self.node_local_lb() => {
+                format!("https://127.0.0.1:{API_LB_PORT}")
+            }
+            // Behind an operator's load balancer too, as kubeadm does: the control plane's own
+            // components do not depend on it.
+            Reach::LocalApiserver if self.control_planes().count() > 1 => {
+                "https://127.0.0.1:6443".into()
+            }
             _ => self.api_server_url(),
         }
     }
 
     /// Whether the nodes reach the API servers through a node-local load balancer: when there
-    /// is more than one control plane.
+    /// is more than one control plane and the operator gave no `--api-endpoint` of their own.
     pub fn node_local_lb(&self) -> bool {
-        self.control_planes().count() > 1
+        self.api_endpoint.is_none() && self.control_planes().count() > 1
     }
 
-    /// The cluster endpoint's URL (`--cluster-ip`, port 6443).
+    /// The cluster endpoint's URL: `--api-endpoint` when given, else `--cluster-ip` port 6443.
     pub fn api_server_url(&self) -> String {
+        if let Some(e) = &self.api_endpoint {
+            return e.url();
+        }
         match self.cluster_ip {
             IpAddr::V4(ip) => format!("https://{ip}:6443"),
             IpAddr::V6(ip) => format!("https://[{ip}]:6443"),
@@ -159,6 +247,7 @@ impl ClusterSpec {
             cert_validity: Some(format_duration(self.cert_validity)),
             host_profile: Some(self.host_profile.to_string()),
             resolv_conf: self.resolv_conf.clone(),
+            api_endpoint: self.api_endpoint.as_ref().map(|e| e.to_string()),
             nodes: self
                 .nodes
                 .iter()
@@ -443,6 +532,23 @@ pub enum SpecError {
     /// An unknown host profile.
     #[error("{0}")]
     HostProfile(String),
+    /// An `--api-endpoint` that is not HOST or HOST:PORT.
+    #[error(
+        "--api-endpoint {0:?} is not HOST or HOST:PORT (an IPv4 address or a DNS name, and a port from 1 to 65535, like lb.example.internal:6443)"
+    )]
+    ApiEndpoint(String),
+    /// An `--api-endpoint` address inside the pod or the service network.
+    #[error(
+        "--api-endpoint {ip} is inside the {network} CIDR {cidr}: the load balancer's address must lie outside the pod and service networks"
+    )]
+    ApiEndpointInClusterNetwork {
+        /// Its address.
+        ip: IpAddr,
+        /// `pod` or `service`.
+        network: &'static str,
+        /// The network.
+        cidr: IpNet,
+    },
     /// A resolv.conf path that is not absolute or has spaces.
     #[error("resolv.conf path {0:?} must be an absolute path without spaces")]
     ResolvConf(String),
@@ -540,6 +646,9 @@ pub struct SpecInput {
     /// `--resolv-conf`.
     #[serde(alias = "resolv-conf")]
     pub resolv_conf: Option<String>,
+    /// `--api-endpoint`.
+    #[serde(alias = "api-endpoint", skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
     /// `--control-plane NAME=IP` and `--worker NAME=IP`, or `[[nodes]]` tables.
     #[serde(default)]
     pub nodes: Vec<NodeInput>,
@@ -602,6 +711,7 @@ impl SpecInput {
             cert_validity: over.cert_validity.or(self.cert_validity),
             host_profile: over.host_profile.or(self.host_profile),
             resolv_conf: over.resolv_conf.or(self.resolv_conf),
+            api_endpoint: over.api_endpoint.or(self.api_endpoint),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -702,6 +812,26 @@ impl SpecInput {
         }
         let nodes = self.build_nodes(pod_cidr)?;
         check_addresses(cluster_ip, cluster_dns, pod_cidr, service_cidr, &nodes)?;
+        let api_endpoint = match self.api_endpoint.as_deref() {
+            // How a re-run drops the endpoint `cluster.toml` keeps.
+            Some("none") | None => None,
+            Some(e) => Some(ApiEndpoint::parse(e)?),
+        };
+        if let Some(ApiEndpoint {
+            host: EndpointHost::Ip(ip),
+            ..
+        }) = &api_endpoint
+        {
+            for (network, cidr) in [("pod", pod_cidr), ("service", service_cidr)] {
+                if cidr.contains(ip) {
+                    return Err(SpecError::ApiEndpointInClusterNetwork {
+                        ip: *ip,
+                        network,
+                        cidr,
+                    });
+                }
+            }
+        }
         Ok(ClusterSpec {
             name,
             cluster_ip,
@@ -715,6 +845,7 @@ impl SpecInput {
             cert_validity,
             host_profile,
             resolv_conf: self.resolv_conf.clone(),
+            api_endpoint,
         })
     }
 
