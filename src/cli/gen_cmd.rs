@@ -320,7 +320,14 @@ fn generate(
     let talk = if a.diff { &quiet } else { ctx };
     let opts = match &versions {
         Some(v) => {
-            let (opts, notes) = run::prepare(spec, v, &req).map_err(hinted)?;
+            let (opts, notes) = run::prepare(spec, v, &req).map_err(|e| match e {
+                // `gen node` has no --allow-skew: new nodes join at the tree's own versions.
+                RunError::Skew(_) if require_ca => crate::error::with_hint(
+                    e.into(),
+                    "`kbin gen node` adds nodes at the versions the tree records: drop --toolchain and --kubernetes-version, or move the whole tree first (`kbin gen cluster --toolchain NAME`, then ansible/upgrade.yml)",
+                ),
+                e => hinted(e),
+            })?;
             say(talk, notes);
             Some(opts)
         }
@@ -400,12 +407,30 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
         },
         Err(e) => return Err(e).hint(SPEC_HINT),
     };
+    // New nodes run what the others run: the tree's own version origin, unless a flag names
+    // another (the default toolchain may have moved on since the tree was made).
+    let mut pin = a.pin;
+    if pin.toolchain.is_none()
+        && pin.kubernetes_version.is_none()
+        && let Some(record) = crate::r#gen::plan::versions::Record::load(&a.out)?
+    {
+        match record.origin.split_once(' ') {
+            Some(("toolchain", name)) => pin.toolchain = Some(name.to_owned()),
+            Some(("manifest", version)) => pin.kubernetes_version = Some(version.to_owned()),
+            _ => {}
+        }
+        ctx.ui.status(format!(
+            "pinned to {} as the rest of the tree ({}; --toolchain names another)",
+            record.origin,
+            crate::r#gen::plan::versions::record_path(&a.out).display()
+        ));
+    }
     // The same steps as `gen cluster` over the grown spec: what exists is kept, the new nodes'
     // files are made. A tree made with --pki-only stays PKI-only.
     let args = GenClusterArgs {
         out: a.out.clone(),
         pki_only: !crate::r#gen::bundle::nodes_dir(&a.out).is_dir(),
-        pin: a.pin,
+        pin,
         ..GenClusterArgs::default()
     };
     generate(ctx, &spec, &args, true)

@@ -436,9 +436,20 @@ fn gen_cluster_rerun_and_gen_node_reuse_the_bundles_the_first_run_made() {
         ),
         before
     );
+    // Another toolchain became the default since: gen node still pins the new node to the
+    // tree's own toolchain (its bundles, reused).
+    install(home.path(), "other", |_| 1);
+    let o = cargo_bin_cmd!("kbin")
+        .env("KBIN_HOME", home.path())
+        .args(["default", "other"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let node = gen_(&["node", "w2=10.0.0.22"]);
     assert_eq!(sources(&node), ["reused", "reused"]);
     assert_eq!(inode(&worker), before.0);
+    let record = std::fs::read_to_string(dir.join("versions.toml")).unwrap();
+    assert!(record.contains("origin = \"toolchain 1.35\""), "{record}");
 }
 
 #[test]

@@ -327,14 +327,18 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
     let apiserver = std::fs::read(dir.join("pki/apiserver.crt")).unwrap();
     let w1 = std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap();
 
-    // Without versions (no toolchain installed here) the new node's configs cannot be pinned:
-    // one clear error, and nothing of w3 written.
+    // A tree that records no versions (made by an older kbin), and no toolchain installed here:
+    // the new node's configs cannot be pinned; one clear error, and nothing of w3 written.
+    let record = dir.join("versions.toml");
+    let recorded = std::fs::read(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
     let o = run(&["node", "w3=10.0.0.23"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--kubernetes-version"), "{err}");
     assert!(!dir.join("kubeconfigs/kubelet-w3.conf").exists());
     assert!(!dir.join("nodes/w3").exists());
+    std::fs::write(&record, &recorded).unwrap();
 
     // A node that is already there is not "added" again.
     let o = run(&["node", "w1=10.0.0.21", "--kubernetes-version", "1.35"]);
@@ -356,13 +360,11 @@ fn gen_node_adds_a_node_tree_and_a_bare_rerun_keeps_every_node() {
     ]));
     assert!(dir.join("nodes/cp1/var/lib/kubelet/config.yaml").is_file());
 
-    // gen node: w3's certificates, kubeconfig, configs and bundle; everything else kept.
-    let err = ok(run(&[
-        "node",
-        "w3=10.0.0.23",
-        "--kubernetes-version",
-        "1.35",
-    ]));
+    // gen node: w3's certificates, kubeconfig, configs and bundle; everything else kept. No
+    // version flag: the tree's own origin (here the manifest's 1.35) pins the new node.
+    let err = ok(run(&["node", "w3=10.0.0.23"]));
+    assert!(err.contains("pinned to manifest 1.35."), "{err}");
+    assert_eq!(std::fs::read(&record).unwrap(), recorded);
     assert!(!err.contains("replaced"), "nothing is remade: {err}");
     assert!(dir.join("pki/nodes/w3/kubelet.crt").is_file());
     assert!(dir.join("nodes/w3/var/lib/kubelet/config.yaml").is_file());
