@@ -28,6 +28,33 @@ pub enum GenCommand {
     /// Add nodes to an existing cluster tree, reusing its CA: their certificates and
     /// kubeconfigs, and (unless the tree was made with --pki-only) their configs and bundles
     Node(GenNodeArgs),
+    /// Rotate the key Secrets are encrypted with, one step at a time, each rolled out to every
+    /// API server (ansible/upgrade.yml) before the next: add, use, (re-encrypt), drop
+    EncryptionKey(GenKeyArgs),
+}
+
+/// Arguments of `kbin gen encryption-key`.
+#[derive(Debug, Args)]
+pub struct GenKeyArgs {
+    /// add: a new key every API server reads with; use: the new key writes, the old one still
+    /// reads; drop: the old key gone (after every Secret was written again)
+    #[arg(value_name = "STEP")]
+    pub step: KeyStepArg,
+
+    /// The cluster directory
+    #[arg(long, value_name = "DIR", default_value = "cluster")]
+    pub out: PathBuf,
+}
+
+/// `kbin gen encryption-key STEP`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyStepArg {
+    /// A new key, second: every API server can read with it
+    Add,
+    /// The new key first: new Secrets are written with it
+    Use,
+    /// The old key gone
+    Drop,
 }
 
 /// Arguments of `kbin gen cluster`.
@@ -128,6 +155,10 @@ pub struct GenClusterArgs {
     /// What the configs are pinned to
     #[command(flatten)]
     pub pin: PinArgs,
+
+    /// `gen encryption-key`: the rotation step this run makes.
+    #[arg(skip)]
+    pub encryption_key_step: Option<crate::r#gen::node::KeyStep>,
 }
 
 /// What `gen cluster` and `gen node` pin the configs to, and how the nodes' bundles are made.
@@ -171,6 +202,7 @@ pub(super) fn run(ctx: &Context, cmd: GenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GenCommand::Cluster(a) => cluster(ctx, a),
         GenCommand::Node(a) => node(ctx, a),
+        GenCommand::EncryptionKey(a) => encryption_key(ctx, a),
     }
 }
 
@@ -311,6 +343,7 @@ fn generate(
         no_binaries: a.pin.no_binaries,
         cgroup_v1: a.pin.cgroup_v1,
         allow_skew: a.allow_skew,
+        encryption_key_step: a.encryption_key_step,
     };
     let quiet = Context {
         global: ctx.global.clone(),
@@ -409,22 +442,7 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
     };
     // New nodes run what the others run: the tree's own version origin, unless a flag names
     // another (the default toolchain may have moved on since the tree was made).
-    let mut pin = a.pin;
-    if pin.toolchain.is_none()
-        && pin.kubernetes_version.is_none()
-        && let Some(record) = crate::r#gen::plan::versions::Record::load(&a.out)?
-    {
-        match record.origin.split_once(' ') {
-            Some(("toolchain", name)) => pin.toolchain = Some(name.to_owned()),
-            Some(("manifest", version)) => pin.kubernetes_version = Some(version.to_owned()),
-            _ => {}
-        }
-        ctx.ui.status(format!(
-            "pinned to {} as the rest of the tree ({}; --toolchain names another)",
-            record.origin,
-            crate::r#gen::plan::versions::record_path(&a.out).display()
-        ));
-    }
+    let pin = tree_pin(ctx, &a.out, a.pin)?;
     // The same steps as `gen cluster` over the grown spec: what exists is kept, the new nodes'
     // files are made. A tree made with --pki-only stays PKI-only.
     let args = GenClusterArgs {
@@ -434,6 +452,74 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
         ..GenClusterArgs::default()
     };
     generate(ctx, &spec, &args, true)
+}
+
+/// `pin`, or when it names no versions, the versions the tree under `out` records (its
+/// toolchain, or its manifest version), said on the way.
+fn tree_pin(ctx: &Context, out: &Path, mut pin: PinArgs) -> anyhow::Result<PinArgs> {
+    if pin.toolchain.is_none()
+        && pin.kubernetes_version.is_none()
+        && let Some(record) = crate::r#gen::plan::versions::Record::load(out)?
+    {
+        match record.origin.split_once(' ') {
+            Some(("toolchain", name)) => pin.toolchain = Some(name.to_owned()),
+            Some(("manifest", version)) => pin.kubernetes_version = Some(version.to_owned()),
+            _ => {}
+        }
+        ctx.ui.status(format!(
+            "pinned to {} as the rest of the tree ({}; --toolchain names another)",
+            record.origin,
+            crate::r#gen::plan::versions::record_path(out).display()
+        ));
+    }
+    Ok(pin)
+}
+
+/// `kbin gen encryption-key STEP`: the tree regenerated at its own versions with the key list
+/// the step makes, then what to run next.
+fn encryption_key(ctx: &Context, a: GenKeyArgs) -> anyhow::Result<ExitCode> {
+    use crate::r#gen::node::KeyStep;
+    let saved = gen_mod::spec_path(&a.out);
+    let input = SpecInput::load(&saved).hint(format!(
+        "`kbin gen encryption-key` rotates the key of a tree made by `kbin gen cluster --out {}`; run that first",
+        a.out.display()
+    ))?;
+    let spec = input.build().hint(SPEC_HINT)?;
+    if !crate::r#gen::bundle::nodes_dir(&a.out).is_dir() {
+        anyhow::bail!(
+            "{} has no node trees (made with --pki-only): there is no encryption config to rotate",
+            a.out.display()
+        );
+    }
+    let step = match a.step {
+        KeyStepArg::Add => KeyStep::Add,
+        KeyStepArg::Use => KeyStep::Use,
+        KeyStepArg::Drop => KeyStep::Drop,
+    };
+    let args = GenClusterArgs {
+        out: a.out.clone(),
+        pin: tree_pin(ctx, &a.out, PinArgs::default())?,
+        encryption_key_step: Some(step),
+        ..GenClusterArgs::default()
+    };
+    let code = generate(ctx, &spec, &args, true)?;
+    let roll = format!(
+        "ansible-playbook -i {}/ansible/inventory.yml {}/ansible/upgrade.yml",
+        a.out.display(),
+        a.out.display()
+    );
+    let next = match step {
+        KeyStep::Add => format!(
+            "roll it out to every API server, one at a time ({roll}), then `kbin gen encryption-key use`"
+        ),
+        KeyStep::Use => format!(
+            "roll it out ({roll}), then write every Secret again with the new key (`kubectl get secrets -A -o json | kubectl replace -f -`), then `kbin gen encryption-key drop`"
+        ),
+        KeyStep::Drop => format!("roll it out ({roll}): the old key is gone"),
+    };
+    ctx.ui
+        .status(format!("encryption key {}: {next}", step.name()));
+    Ok(code)
 }
 
 /// One line per certificate and kubeconfig, once the commit put them in place.

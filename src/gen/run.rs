@@ -82,6 +82,7 @@ pub enum RunError {
 /// systemd-resolved. Control planes that a re-run adds to a tree whose etcd runs are marked to
 /// join it. Returns what was found.
 pub fn complete_spec(input: &mut SpecInput, out: &Path) -> Vec<Note> {
+    keep_pod_subnets(input, out);
     let mut notes = mark_joining_control_planes(input, out);
     let ips: Vec<_> = input
         .nodes
@@ -114,6 +115,36 @@ pub fn complete_spec(input: &mut SpecInput, out: &Path) -> Vec<Note> {
         input.resolv_conf = Some(p.display().to_string());
     }
     notes
+}
+
+/// Nodes the tree under `out` already has keep their pod subnets (from its cluster.toml, or from
+/// the inventory of a tree made before cluster.toml recorded them), when the pod CIDR still
+/// holds them: subnets are given in node order, so a node leaving would otherwise move every
+/// later node's pods, whose Nodes' `spec.podCIDR` cannot change.
+fn keep_pod_subnets(input: &mut SpecInput, out: &Path) {
+    let mut known: std::collections::BTreeMap<String, String> = ansible::deployed_pod_subnets(out);
+    if let Ok(saved) = SpecInput::load(&crate::r#gen::spec_path(out)) {
+        for n in saved.nodes {
+            if let Some(sub) = n.pod_subnet {
+                known.insert(n.name, sub);
+            }
+        }
+    }
+    let pod: Option<ipnet::IpNet> = input
+        .pod_cidr
+        .as_deref()
+        .unwrap_or(crate::r#gen::spec::DEFAULT_POD_CIDR)
+        .parse()
+        .ok();
+    for n in input.nodes.iter_mut().filter(|n| n.pod_subnet.is_none()) {
+        if let (Some(sub), Some(pod)) = (known.get(&n.name), pod)
+            && sub
+                .parse::<ipnet::IpNet>()
+                .is_ok_and(|s| pod.contains(&s) && s.prefix_len() == 24)
+        {
+            n.pod_subnet = Some(sub.clone());
+        }
+    }
 }
 
 /// Control planes that a re-run adds to a tree whose etcd members already have their units join
@@ -195,6 +226,8 @@ pub struct ConfigsRequest {
     pub cgroup_v1: bool,
     /// `--allow-skew`.
     pub allow_skew: bool,
+    /// `kbin gen encryption-key STEP`.
+    pub encryption_key_step: Option<crate::r#gen::node::KeyStep>,
 }
 
 /// Everything the configs step checks before a byte is staged: the loopback warning, the
@@ -244,6 +277,21 @@ pub fn prepare(
             });
         }
     }
+    for r in ansible::removed_nodes(&req.out, &cluster_input(spec)) {
+        notes.push(Note {
+            warn: true,
+            text: format!(
+                "node {} ({}) is no longer in the cluster: run ansible/remove.yml to drain and delete it{}, stop its services and bring the others to this tree (NEXT-STEPS says how by hand)",
+                r.name,
+                r.ip,
+                if r.control_plane {
+                    ", remove its etcd member"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
     let local_v1 = is_local(spec) && versions::host_cgroup_v1();
     if local_v1 && !req.cgroup_v1 {
         notes.push(status(
@@ -255,6 +303,7 @@ pub fn prepare(
         // --kubernetes-version has no toolchain: nothing to bundle.
         no_binaries: req.no_binaries || v.toolchain_dir.is_none(),
         cgroup_v1: req.cgroup_v1 || local_v1,
+        encryption_key_step: req.encryption_key_step,
     };
     bundle::check_binaries(&cluster_input(spec), v, &opts).map_err(|source| RunError::Bundle {
         out: req.out.clone(),

@@ -176,6 +176,18 @@ impl Machines {
                 .arg(run_dir)
                 .status();
         }
+        // Every machine's systemd (and its journald, logind, udev...) takes inotify instances
+        // from root's one per-user budget, 128 by default: a few labs at once (the test threads)
+        // exhaust it, and a machine's PID 1 then exits at boot ("Failed to create control group
+        // inotify object: Too many open files"). Raised, never lowered.
+        let limit = Path::new("/proc/sys/fs/inotify/max_user_instances");
+        let now: u64 = std::fs::read_to_string(limit)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        if now < 8192 {
+            let _ = std::fs::write(limit, "8192");
+        }
         let netns = format!(
             "kbin-{tag}-{}-{}",
             std::process::id(),

@@ -19,7 +19,7 @@ that starts with `COMPONENT = "..."`, `VERSION = "v1.30.14"` and `STATE_DIR = ".
 its component from there and its flags from all of argv, keeps its state in STATE_DIR, answers
 `--version` and /version with VERSION, and its kubelet registers the Node with the API server
 named in its kubeconfig (a POST, as the real one does), so kubectl on another machine sees it.
-kube-apiserver serves enough discovery for `kubectl get/patch/drain/uncordon node` and
+kube-apiserver serves enough discovery for `kubectl get/patch/drain/uncordon/delete node` and
 `kubectl create clusterrolebinding`, and server-side apply (GET and PATCH) of the add-on objects
 kbin applies (ServiceAccount, ConfigMap, Service, Deployment, PodDisruptionBudget, ClusterRole,
 ClusterRoleBinding), each Deployment reported rolled out.
@@ -72,6 +72,12 @@ def mode(component):
     except FileNotFoundError:
         pass
     return "healthy"
+
+
+def not_found(kind, name):
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+            "code": 404, "message": "%s \"%s\" not found" % (kind, name),
+            "details": {"name": name, "kind": kind}}
 
 
 def node_file(name):
@@ -131,7 +137,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 with open(node_file(name)) as f:
                     cidr = f.read().strip()
             except FileNotFoundError:
-                return self.reply(404, {"kind": "Status", "code": 404})
+                return self.reply(404, not_found("nodes", name))
             return self.reply(200, node_object(name, cidr))
         if ADDON_PATH.fullmatch(p.split("?")[0]):
             obj = load_object(p.split("?")[0])
@@ -162,6 +168,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not os.path.exists(node_file(name)):
                 open(node_file(name), "w").close()
             return self.reply(201, node_object(name, ""))
+        return self.reply(404, {"kind": "Status", "code": 404})
+
+    def do_DELETE(self):
+        path = self.path.split("?")[0]
+        if self.component == "kube-apiserver" and path.startswith("/api/v1/nodes/"):
+            name = path.rsplit("/", 1)[1]
+            try:
+                os.remove(node_file(name))
+            except FileNotFoundError:
+                return self.reply(404, not_found("nodes", name))
+            with open(os.path.join(STATE, "deleted-" + name), "a") as f:
+                f.write("%f\n" % time.time())
+            return self.reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                                    "details": {"name": name, "kind": "nodes"}})
         return self.reply(404, {"kind": "Status", "code": 404})
 
     def do_PATCH(self):

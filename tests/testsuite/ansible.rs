@@ -68,7 +68,11 @@ fn generate(home: &Path, out: &Path, lab: &Machines, tc: &str) {
 
 /// The command [`generate`] runs, for a test to add to.
 fn gen_command(home: &Path, out: &Path, lab: &Machines, tc: &str) -> Command {
-    let m = &lab.machines;
+    gen_command_for(home, out, &lab.machines, tc)
+}
+
+/// [`gen_command`] for some of the lab's machines only.
+fn gen_command_for(home: &Path, out: &Path, m: &[common::machines::Machine], tc: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
     c.env("KBIN_HOME", home)
         .args([
@@ -84,7 +88,7 @@ fn gen_command(home: &Path, out: &Path, lab: &Machines, tc: &str) -> Command {
         .arg(out)
         .args(["--cluster-ip", &m[0].ip.to_string()])
         .args(["--control-plane", &format!("{}={}", m[0].name, m[0].ip)]);
-    let workers = if m.len() == 1 { &m[..] } else { &m[1..] };
+    let workers = if m.len() == 1 { m } else { &m[1..] };
     for w in workers {
         c.args(["--worker", &format!("{}={}", w.name, w.ip)]);
     }
@@ -365,8 +369,72 @@ fn site_deploys_three_machines_converges_idempotently_and_survives_a_machine_dow
     );
     assert_pod_routes(&lab, &tree);
 
+    // w2 leaves. Regenerated without it, the inventory lists it as removed (gen says to run
+    // remove.yml), w1 keeps its pod subnet, and remove.yml drains w2, stops its services (its
+    // routes and NAT rules go), deletes its Node and brings the others to the new tree: w1 no
+    // longer routes w2's pods.
+    let subnet = |name: &str| {
+        let inv: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(tree.join("ansible/inventory.yml")).unwrap(),
+        )
+        .unwrap();
+        inv["all"]["hosts"][name]["kbin_pod_subnet"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (w1_subnet, w2_subnet) = (subnet("w1").unwrap(), subnet("w2").unwrap());
+    assert!(
+        lab.exec(1, "ip -4 route show proto 152")
+            .contains(&w2_subnet)
+    );
+    let o = gen_command_for(&home, &tree, &lab.machines[..2], "old")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("node w2 (10.77.0.12) is no longer in the cluster: run ansible/remove.yml"),
+        "{err}"
+    );
+    assert_eq!(subnet("w1").unwrap(), w1_subnet);
+    assert_eq!(subnet("w2"), None);
+    let o = playbook(&lab, &tree, "remove.yml", &[]);
+    assert_converged(&o, None);
+    assert!(recap(&o).contains_key("w2"), "{}", show(&o));
+    let routes = lab.exec(1, "ip -4 route show proto 152");
+    assert!(
+        !routes.contains(&w2_subnet),
+        "w1 still routes w2's pods: {routes}"
+    );
+    assert_eq!(lab.exec(2, "ip -4 route show proto 152").trim(), "");
+    for unit in ["kubelet", "kube-proxy", "containerd", "kbin-pod-network"] {
+        let state = lab.exec(
+            2,
+            &format!("systemctl is-enabled {unit}; systemctl is-active {unit}; true"),
+        );
+        assert_eq!(state, "disabled\ninactive\n", "{unit} on w2");
+    }
+    assert_eq!(
+        lab.exec(
+            2,
+            "iptables -w -t nat -S KBIN-POD-MASQ >/dev/null 2>&1 && echo present || echo absent"
+        ),
+        "absent\n"
+    );
+    let cordoned = lab.exec(0, "cat /var/lib/kube-standin/cordon-w2");
+    assert!(cordoned.starts_with("True "), "w2 was drained: {cordoned}");
+    lab.exec(0, "test -e /var/lib/kube-standin/deleted-w2");
+    let gone = lab.exec(
+        0,
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get node w2 2>&1; true",
+    );
+    assert!(gone.contains("NotFound"), "{gone}");
+    // Again: what is gone is skipped; then site.yml has nothing left to do.
+    assert_converged(&playbook(&lab, &tree, "remove.yml", &[]), None);
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), Some(0));
+
     // A new toolchain: --check --diff shows the change and changes nothing.
-    generate(&home, &tree, &lab, "new");
+    run_gen(gen_command_for(&home, &tree, &lab.machines[..2], "new"));
     let o = playbook(&lab, &tree, "site.yml", &["--check", "--diff"]);
     assert!(o.status.success(), "{}", show(&o));
     assert!(recap(&o)["w1"]["changed"] > 0, "{}", show(&o));
@@ -673,7 +741,14 @@ fn generated_playbooks_pass_syntax_check_and_ansible_lint_and_the_inventory_hold
         String::from_utf8_lossy(&o.stderr)
     );
     let ansible = tree.join("ansible");
-    for book in ["site.yml", "upgrade.yml"] {
+    let books = [
+        "site.yml",
+        "upgrade.yml",
+        "backup.yml",
+        "restore.yml",
+        "remove.yml",
+    ];
+    for book in books {
         let o = Command::new(ansible_tool("ansible-playbook"))
             .arg("-i")
             .arg(ansible.join("inventory.yml"))
@@ -685,14 +760,8 @@ fn generated_playbooks_pass_syntax_check_and_ansible_lint_and_the_inventory_hold
         assert!(o.status.success(), "{book}: {}", show(&o));
     }
     let o = Command::new(ansible_tool("ansible-lint"))
-        .args([
-            "--nocolor",
-            "--offline",
-            "--profile",
-            "production",
-            "site.yml",
-            "upgrade.yml",
-        ])
+        .args(["--nocolor", "--offline", "--profile", "production"])
+        .args(books)
         .current_dir(&ansible)
         .env("ANSIBLE_HOME", work.path().join("ansible-home"))
         .env("PATH", format!("{VENV}:/usr/bin:/bin"))

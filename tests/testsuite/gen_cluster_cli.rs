@@ -507,3 +507,130 @@ fn certs_renew_updates_each_node_archive_in_the_inventory_digest_and_stage_alike
         assert_eq!(*stage, format!("node-{}", &new[..16]), "{host}");
     }
 }
+
+/// The secretbox keys of cp1's encryption config, in order: (name, secret).
+fn secretbox_keys(dir: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("nodes/cp1/etc/kubernetes/encryption-config.yaml"))
+        .unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let providers = v["resources"][0]["providers"].as_sequence().unwrap();
+    // secretbox first, identity last (reads what was stored before encryption).
+    assert!(
+        providers.last().unwrap().get("identity").is_some(),
+        "{text}"
+    );
+    providers[0]["secretbox"]["keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_owned(),
+                k["secret"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_secrets_key_rotates_in_three_steps_each_refused_out_of_order_with_the_tree_unchanged() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("cluster");
+    let run = |args: &[&str]| {
+        kbin(home.path())
+            .arg("gen")
+            .args(args)
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let mut first = vec!["cluster", "--kubernetes-version", "1.35"];
+    first.extend(NODES);
+    let o = run(&first);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let original = std::fs::read_to_string(dir.join("secrets/secretbox-key")).unwrap();
+    let original = original.trim().to_owned();
+    assert_eq!(secretbox_keys(&dir), [("key1".into(), original.clone())]);
+
+    // A step out of order: one error naming the step that must come first; nothing written.
+    let tree_bytes = |dir: &Path| -> Vec<Vec<u8>> {
+        [
+            "nodes/cp1.tar.gz",
+            "nodes/cp1/etc/kubernetes/encryption-config.yaml",
+        ]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+    };
+    let refused = |step: &str, says: &str| {
+        let before = tree_bytes(&dir);
+        let listed = std::fs::read(dir.join("secrets/secretbox-keys")).ok();
+        let o = run(&["encryption-key", step]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{step}: {err}");
+        assert!(err.contains(says), "{step}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+        assert_eq!(tree_bytes(&dir), before, "{step} changed the tree");
+        assert_eq!(
+            std::fs::read(dir.join("secrets/secretbox-keys")).ok(),
+            listed
+        );
+    };
+    refused("use", "`use` needs the key `add` made");
+    refused("drop", "`drop` ends a rotation whose new key is in use");
+
+    let step = |s: &str| {
+        let o = run(&["encryption-key", s]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{s}: {err}");
+        // Pinned to the tree's own versions, and says what to run next.
+        assert!(err.contains("pinned to manifest 1.35."), "{err}");
+        assert!(err.contains("ansible/upgrade.yml"), "{err}");
+        secretbox_keys(&dir)
+    };
+    // add: the new key second (reads), the old one still writes; the other nodes untouched.
+    let w1 = std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap();
+    let keys = step("add");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], ("key1".into(), original.clone()));
+    assert_eq!(keys[1].0, "key2");
+    assert_ne!(keys[1].1, original);
+    let new = keys[1].1.clone();
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &new)
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_eq!(std::fs::read(dir.join("nodes/w1.tar.gz")).unwrap(), w1);
+    let mode = std::fs::metadata(dir.join("secrets/secretbox-keys"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    refused("add", "one is under way: run `use`, then `drop`");
+    // use: the new key writes, the old one still reads.
+    assert_eq!(
+        step("use"),
+        [("key2".into(), new.clone()), ("key1".into(), original)]
+    );
+    refused("use", "`use` needs the key `add` made");
+    // drop: the old key gone. A re-run of gen keeps the new key.
+    assert_eq!(step("drop"), [("key2".into(), new.clone())]);
+    let o = run(&["cluster", "--kubernetes-version", "1.35"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(secretbox_keys(&dir), [("key2".into(), new.clone())]);
+    // The next rotation numbers on.
+    assert_eq!(step("add")[1].0, "key3");
+
+    // A damaged key list is named, never replaced.
+    std::fs::write(dir.join("secrets/secretbox-keys"), "key2 not-base64\n").unwrap();
+    let o = run(&["cluster", "--kubernetes-version", "1.35"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("secrets/secretbox-keys"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secrets/secretbox-keys")).unwrap(),
+        "key2 not-base64\n"
+    );
+}

@@ -124,6 +124,7 @@ fn generate(tc: (&str, &str, &[(&str, &str)], &str), cgroup_v1: bool) -> Gen {
         out: out.path().to_owned(),
         no_binaries: false,
         cgroup_v1,
+        encryption_key_step: None,
     };
     let written = write_committed(&c, &versions, &opts);
     Gen {
@@ -390,6 +391,7 @@ fn re_running_generation_is_byte_identical_and_keeps_the_encryption_key() {
         out: out.path().to_owned(),
         no_binaries: false,
         cgroup_v1: false,
+        encryption_key_step: None,
     };
     write_committed(&c, &v, &opts);
     let snap = |p: &Path| -> Vec<(String, Vec<u8>)> {
@@ -418,6 +420,7 @@ fn no_binaries_leaves_the_trees_without_binaries_and_no_shared_bundle() {
         out: out.path().to_owned(),
         no_binaries: true,
         cgroup_v1: false,
+        encryption_key_step: None,
     };
     let w = write_committed(&c, &v, &opts);
     assert!(w.binary_bundles.is_empty());

@@ -1286,55 +1286,13 @@ fn with_several_control_planes_workers_reach_the_api_through_haproxy_which_skips
     let _cp2 = fake_apiserver(&t, &ns, "cp2", "10.0.0.11", 500);
     let mut cp3 = Some(fake_apiserver(&t, &ns, "cp3", "10.0.0.12", 200));
     wait_listening(&ns, &["10.0.0.10", "10.0.0.11", "10.0.0.12"]);
-    let _lb = Kill(
-        Command::new(ip)
-            .args(["netns", "exec", &ns])
-            .arg(tool("haproxy"))
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _lb = haproxy(&ns, &cfg_path);
     let ca = t.path().join("pki/ca.crt");
-    let ca = ca.to_str().unwrap();
     // Through the load balancer, verified against the cluster CA as the kubelet does.
-    let ask = || {
-        let o = Command::new(ip)
-            .args(["netns", "exec", &ns])
-            .arg(tool("curl"))
-            .args([
-                "-sS",
-                "--max-time",
-                "5",
-                "--cacert",
-                ca,
-                "https://127.0.0.1:6444/who",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(if o.status.success() {
-            &o.stdout
-        } else {
-            &o.stderr
-        })
-        .into_owned()
-    };
+    let ask = || ask_through(&ns, &ca, "https://127.0.0.1:6444/who");
     // HAProxy starts with every server up; cp2 is taken out after two failed checks (2 s
     // apart): wait until ten answers in a row come from the others.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut in_a_row = 0;
-    while in_a_row < 10 {
-        let a = ask();
-        assert!(std::time::Instant::now() < deadline, "through the LB: {a}");
-        in_a_row = if a == "cp1" || a == "cp3" {
-            in_a_row + 1
-        } else {
-            0
-        };
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    ten_in_a_row(&ask, &["cp1", "cp3"]);
     // Only the ready ones answer, both of them.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
@@ -1394,6 +1352,56 @@ fn wait_listening(ns: &str, addrs: &[&str]) {
             assert!(std::time::Instant::now() < deadline, "{a} never listened");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+}
+
+/// HAProxy with `cfg` in netns `ns`, in the foreground, until dropped.
+fn haproxy(ns: &str, cfg: &Path) -> Kill {
+    Kill(
+        Command::new(tool("ip"))
+            .args(["netns", "exec", ns])
+            .arg(tool("haproxy"))
+            .args(["-db", "-f"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// GET `url` from netns `ns`, the server verified against `ca`: the body, or curl's error.
+fn ask_through(ns: &str, ca: &Path, url: &str) -> String {
+    let o = Command::new(tool("ip"))
+        .args(["netns", "exec", ns])
+        .arg(tool("curl"))
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(if o.status.success() {
+        &o.stdout
+    } else {
+        &o.stderr
+    })
+    .into_owned()
+}
+
+/// Ask until ten answers in a row come from `ready` (within 30 s: HAProxy starts with every
+/// server up and takes a failing one out after two checks 2 s apart).
+fn ten_in_a_row(ask: &dyn Fn() -> String, ready: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        let a = ask();
+        assert!(std::time::Instant::now() < deadline, "through the LB: {a}");
+        in_a_row = if ready.contains(&a.as_str()) {
+            in_a_row + 1
+        } else {
+            0
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
@@ -1483,47 +1491,13 @@ fn with_an_api_endpoint_nodes_use_the_operators_load_balancer_whose_config_next_
     let _cp2 = fake_apiserver(&t, &ns, "cp2", "10.0.0.11", 200);
     let _cp3 = fake_apiserver(&t, &ns, "cp3", "10.0.0.12", 500);
     wait_listening(&ns, &["10.0.0.10", "10.0.0.11", "10.0.0.12"]);
-    let _lb = Kill(
-        Command::new(ip)
-            .args(["netns", "exec", &ns])
-            .arg(tool("haproxy"))
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _lb = haproxy(&ns, &cfg_path);
     let ca = t.path().join("pki/ca.crt");
-    let ask = || {
-        let o = Command::new(ip)
-            .args(["netns", "exec", &ns])
-            .arg(tool("curl"))
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(&ca)
-            .arg("https://10.0.0.100:8443/who")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(if o.status.success() {
-            &o.stdout
-        } else {
-            &o.stderr
-        })
-        .into_owned()
-    };
     // cp3 fails /readyz: after two checks only cp1 and cp2 answer, every time.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut in_a_row = 0;
-    while in_a_row < 10 {
-        let a = ask();
-        assert!(std::time::Instant::now() < deadline, "through the LB: {a}");
-        in_a_row = if a == "cp1" || a == "cp2" {
-            in_a_row + 1
-        } else {
-            0
-        };
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    ten_in_a_row(
+        &|| ask_through(&ns, &ca, "https://10.0.0.100:8443/who"),
+        &["cp1", "cp2"],
+    );
 
     // A DNS name: the certificate names it, with the default port.
     let mut args = HA_NODES.to_vec();

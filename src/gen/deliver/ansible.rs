@@ -31,6 +31,7 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     ("upgrade.yml", include_str!("ansible/upgrade.yml")),
     ("backup.yml", include_str!("ansible/backup.yml")),
     ("restore.yml", include_str!("ansible/restore.yml")),
+    ("remove.yml", include_str!("ansible/remove.yml")),
     ("tasks/stage.yml", include_str!("ansible/tasks/stage.yml")),
     (
         "tasks/install.yml",
@@ -109,6 +110,85 @@ pub struct HostPlan {
     pub archives: Vec<Archive>,
     /// Its files, sorted by path.
     pub files: Vec<HostFile>,
+}
+
+/// A node the tree had and no longer has: `remove.yml` drains and deletes its Node, removes its
+/// etcd member and stops its services (the inventory's `kbin_removed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Removed {
+    /// Its name (its Node's, its etcd member's).
+    pub name: String,
+    /// Its address.
+    pub ip: String,
+    /// It ran an etcd member and the control plane.
+    pub control_plane: bool,
+    /// It ran a kubelet.
+    pub worker: bool,
+}
+
+/// The nodes the inventory under `out` lists (and those it already listed as removed) that
+/// `c` no longer has, sorted by name. Kept from run to run until a node comes back: remove.yml
+/// skips what is already gone, so running it late or twice is harmless.
+pub fn removed_nodes(out: &Path, c: &ClusterInput) -> Vec<Removed> {
+    let Ok(text) = std::fs::read_to_string(out.join(DIR).join("inventory.yml")) else {
+        return Vec::new();
+    };
+    let Ok(inv) = serde_yaml_ng::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
+    let all = &inv["all"];
+    let member = |group: &str, name: &str| {
+        all["children"][group]["hosts"]
+            .as_mapping()
+            .is_some_and(|m| m.contains_key(name))
+    };
+    let mut found: BTreeMap<String, Removed> = BTreeMap::new();
+    if let Some(hosts) = all["hosts"].as_mapping() {
+        for (name, vars) in hosts {
+            let (Some(name), Some(ip)) = (name.as_str(), vars["kbin_node_ip"].as_str()) else {
+                continue;
+            };
+            found.insert(
+                name.to_owned(),
+                Removed {
+                    name: name.to_owned(),
+                    ip: ip.to_owned(),
+                    control_plane: member("control_plane", name),
+                    worker: member("workers", name),
+                },
+            );
+        }
+    }
+    if let Ok(before) =
+        serde_yaml_ng::from_value::<Vec<Removed>>(all["vars"]["kbin_removed"].clone())
+    {
+        for r in before {
+            found.entry(r.name.clone()).or_insert(r);
+        }
+    }
+    found
+        .into_values()
+        .filter(|r| !c.nodes.iter().any(|n| n.name == r.name))
+        .collect()
+}
+
+/// The group remove.yml reaches the removed machines through (empty in the inventory).
+pub const REMOVED_GROUP: &str = "kbin_removed_hosts";
+
+/// Each node's pod subnet (`kbin_pod_subnet`) as the inventory under `out` lists it.
+pub fn deployed_pod_subnets(out: &Path) -> BTreeMap<String, String> {
+    let inv = std::fs::read_to_string(out.join(DIR).join("inventory.yml"))
+        .ok()
+        .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).ok());
+    let mut found = BTreeMap::new();
+    if let Some(hosts) = inv.as_ref().and_then(|i| i["all"]["hosts"].as_mapping()) {
+        for (name, vars) in hosts {
+            if let (Some(name), Some(sub)) = (name.as_str(), vars["kbin_pod_subnet"].as_str()) {
+                found.insert(name.to_owned(), sub.to_owned());
+            }
+        }
+    }
+    found
 }
 
 /// Whether `text` names `path` as a whole path (not as the prefix of a longer one:
@@ -208,6 +288,7 @@ pub fn inventory(
     c: &ClusterInput,
     v: &crate::r#gen::plan::versions::Versions,
     hosts: &[HostPlan],
+    removed: &[Removed],
 ) -> String {
     let mut vars = Mapping::new();
     vars.insert(s("ansible_user"), s("root"));
@@ -249,6 +330,8 @@ pub fn inventory(
         versions.insert(s(k), s(&ver.to_string()));
     }
     vars.insert(s(VERSIONS_VAR), Value::Mapping(versions));
+    // Not hosts (every play of site.yml would reach them): remove.yml adds them itself.
+    vars.insert(s("kbin_removed"), to_value(&removed));
 
     let mut all_hosts = Mapping::new();
     for h in hosts {
@@ -276,6 +359,9 @@ pub fn inventory(
     children.insert(s("etcd"), group(&|h| h.control_plane));
     children.insert(s("control_plane"), group(&|h| h.control_plane));
     children.insert(s("workers"), group(&|h| h.worker));
+    // Empty here: remove.yml puts the removed machines in it (add_host) for the time of its
+    // run, and the upgrade.yml it imports leaves them out.
+    children.insert(s(REMOVED_GROUP), group(&|_| false));
     let mut all = Mapping::new();
     all.insert(s("vars"), Value::Mapping(vars));
     all.insert(s("hosts"), Value::Mapping(all_hosts));
@@ -289,6 +375,7 @@ pub fn inventory(
          # than editing it). One host per node; ansible_host is the node's address.\n\
          #   ansible-playbook -i ansible/inventory.yml ansible/site.yml      deploy, or converge\n\
          #   ansible-playbook -i ansible/inventory.yml ansible/upgrade.yml   after a new toolchain\n\
+         #   ansible-playbook -i ansible/inventory.yml ansible/remove.yml    after nodes left (kbin_removed)\n\
          # kbin_files: what each host installs from its archives, and what a change to each file\n\
          # restarts (or reloads). Nothing secret is here: keys travel inside the node tarballs.\n{yaml}",
         c.name
@@ -304,9 +391,10 @@ pub fn stage(
     staged: &Staged,
 ) -> Result<(), crate::r#gen::WriteError> {
     let dir = out.join(DIR);
+    let removed = removed_nodes(out, c);
     staged.stage(
         &dir.join("inventory.yml"),
-        inventory(c, v, hosts).as_bytes(),
+        inventory(c, v, hosts, &removed).as_bytes(),
         crate::r#gen::MODE_PUBLIC,
     )?;
     for (rel, text) in PLAYBOOKS {

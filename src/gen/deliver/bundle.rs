@@ -21,6 +21,8 @@ use crate::r#gen::Staged;
 use crate::r#gen::deliver::ansible;
 use crate::r#gen::deliver::bundle_cache::{self, BundleCacheError, SharedBundle};
 use crate::r#gen::deliver::tarball;
+use crate::r#gen::node::KeyStep;
+use crate::r#gen::node::configs::NamedKey;
 use crate::r#gen::node::configs::{self, ClusterInput, EncryptionKeys, NodeInput, paths};
 use crate::r#gen::node::{addons, next_steps};
 use crate::r#gen::plan::versions::{Decisions, Versions, VersionsError};
@@ -47,6 +49,9 @@ pub enum BundleError {
     /// The version table has no answer.
     #[error(transparent)]
     Versions(#[from] VersionsError),
+    /// A key-rotation step out of order.
+    #[error("{0}")]
+    KeyRotation(String),
     /// A Secrets-encryption key that cannot be used as it is.
     #[error(
         "{path} is not a usable Secrets-encryption key ({reason}); a new key would make every Secret encrypted with it unreadable"
@@ -176,6 +181,9 @@ pub struct WrittenNode {
 pub const SECRETBOX_KEY: &str = "secrets/secretbox-key";
 /// `secrets/encryption-key`: the aescbc key of trees made before kbin used secretbox.
 pub const LEGACY_AESCBC_KEY: &str = "secrets/encryption-key";
+/// `secrets/secretbox-keys`: once a key rotation began, every secretbox key as `NAME KEY` lines,
+/// the one that writes first; [`SECRETBOX_KEY`] is then only the first key's origin.
+pub const SECRETBOX_KEYS: &str = "secrets/secretbox-keys";
 
 /// A key file's key, if the file exists; a damaged or unreadable one is an error, never
 /// replaced.
@@ -201,30 +209,143 @@ fn read_key(path: &Path) -> Result<Option<String>, BundleError> {
 }
 
 /// The Secrets-encryption keys: reused from `secrets/` so re-runs keep Secrets readable; a tree's
-/// old aescbc key stays as a second provider. A new key is staged with the tree.
-fn encryption_keys(out: &Path, staged: &Staged) -> Result<EncryptionKeys, BundleError> {
+/// old aescbc key stays as a second provider. A new key is staged with the tree, and so is the
+/// key list a rotation `step` makes.
+fn encryption_keys(
+    out: &Path,
+    staged: &Staged,
+    step: Option<KeyStep>,
+) -> Result<EncryptionKeys, BundleError> {
     let legacy_aescbc = read_key(&out.join(LEGACY_AESCBC_KEY))?;
-    let path = out.join(SECRETBOX_KEY);
-    let secretbox = match read_key(&path)? {
-        Some(k) => k,
-        None => {
-            let mut bytes = [0u8; 32];
-            let urandom = Path::new("/dev/urandom");
-            let mut f = std::fs::File::open(urandom).map_err(io("cannot open", urandom))?;
-            std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("cannot read", urandom))?;
-            let key = base64::engine::general_purpose::STANDARD.encode(bytes);
-            staged.stage(
-                &path,
-                format!("{key}\n").as_bytes(),
-                crate::r#gen::MODE_SECRET,
-            )?;
-            key
-        }
+    let mut keys = match read_key_list(&out.join(SECRETBOX_KEYS))? {
+        Some(keys) => keys,
+        None => vec![NamedKey {
+            // The name every kbin tree gave its first key.
+            name: "key1".into(),
+            secret: match read_key(&out.join(SECRETBOX_KEY))? {
+                Some(k) => k,
+                None => {
+                    let key = random_key()?;
+                    staged.stage(
+                        &out.join(SECRETBOX_KEY),
+                        format!("{key}\n").as_bytes(),
+                        crate::r#gen::MODE_SECRET,
+                    )?;
+                    key
+                }
+            },
+        }],
     };
+    if let Some(step) = step {
+        keys = rotate(keys, step)?;
+        let text: String = keys
+            .iter()
+            .map(|k| format!("{} {}\n", k.name, k.secret))
+            .collect();
+        staged.stage(
+            &out.join(SECRETBOX_KEYS),
+            text.as_bytes(),
+            crate::r#gen::MODE_SECRET,
+        )?;
+    }
     Ok(EncryptionKeys {
-        secretbox,
+        secretbox: keys,
         legacy_aescbc,
     })
+}
+
+/// The number of key `name` (`key7` → 7).
+fn key_number(name: &str) -> Option<u32> {
+    name.strip_prefix("key")?.parse().ok()
+}
+
+/// Where a rotation stands, from the key list: one key (none under way), the newest key second
+/// (added: it reads everywhere), or first (in use: it writes, the old one still reads).
+fn rotation_phase(keys: &[NamedKey]) -> &'static str {
+    match keys {
+        [_] => "none",
+        [a, b] if key_number(&a.name) < key_number(&b.name) => "added",
+        _ => "in use",
+    }
+}
+
+/// The key list after `step`, or why the step does not follow the last one.
+fn rotate(keys: Vec<NamedKey>, step: KeyStep) -> Result<Vec<NamedKey>, BundleError> {
+    let phase = rotation_phase(&keys);
+    let refuse = |what: &str| {
+        Err(BundleError::KeyRotation(format!(
+            "`{}` {what} (the rotation's last step: {phase})",
+            step.name()
+        )))
+    };
+    match (step, keys.as_slice()) {
+        (KeyStep::Add, [only]) => {
+            let next = key_number(&only.name).unwrap_or(1) + 1;
+            Ok(vec![
+                only.clone(),
+                NamedKey {
+                    name: format!("key{next}"),
+                    secret: random_key()?,
+                },
+            ])
+        }
+        (KeyStep::Add, _) => {
+            refuse("starts a rotation, and one is under way: run `use`, then `drop`")
+        }
+        (KeyStep::Use, [old, new]) if phase == "added" => Ok(vec![new.clone(), old.clone()]),
+        (KeyStep::Use, _) => {
+            refuse("needs the key `add` made, rolled out to every API server first")
+        }
+        (KeyStep::Drop, [new, _old]) if phase == "in use" => Ok(vec![new.clone()]),
+        (KeyStep::Drop, _) => {
+            refuse("ends a rotation whose new key is in use: run `add`, then `use` first")
+        }
+    }
+}
+
+/// 32 random bytes, base64.
+fn random_key() -> Result<String, BundleError> {
+    let mut bytes = [0u8; 32];
+    let urandom = Path::new("/dev/urandom");
+    let mut f = std::fs::File::open(urandom).map_err(io("cannot open", urandom))?;
+    std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("cannot read", urandom))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// [`SECRETBOX_KEYS`], if a rotation made it: each line `NAME KEY`, each key checked as
+/// [`read_key`] checks one.
+fn read_key_list(path: &Path) -> Result<Option<Vec<NamedKey>>, BundleError> {
+    let damaged = |reason: String| BundleError::DamagedKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
+    };
+    let mut keys = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, secret) = line
+            .trim()
+            .split_once(' ')
+            .filter(|(n, _)| key_number(n).is_some())
+            .ok_or_else(|| damaged(format!("{line:?} is not `keyN BASE64`")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim())
+            .map_err(|e| damaged(format!("{name} is not base64: {e}")))?;
+        if bytes.len() != 32 {
+            return Err(damaged(format!("{name} has {} bytes, not 32", bytes.len())));
+        }
+        keys.push(NamedKey {
+            name: name.to_owned(),
+            secret: secret.trim().to_owned(),
+        });
+    }
+    if keys.is_empty() || keys.len() > 2 {
+        return Err(damaged(format!("{} keys, not 1 or 2", keys.len())));
+    }
+    Ok(Some(keys))
 }
 
 /// What the renderers of a node's configs read.
@@ -604,7 +725,7 @@ pub fn write(
     staged: &Staged,
 ) -> Result<Written, BundleError> {
     let d = v.decide()?;
-    let keys = encryption_keys(&opts.out, staged)?;
+    let keys = encryption_keys(&opts.out, staged, opts.encryption_key_step)?;
     let nodes_dir = nodes_dir(&opts.out);
     let mut written = Vec::new();
     let mut hosts = Vec::new();

@@ -563,11 +563,21 @@ pub fn scheduler_config(d: &Decisions) -> String {
     )
 }
 
+/// A named secretbox key: the name is part of every Secret it wrote (`k8s:enc:secretbox:v1:NAME:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    /// `key1`, `key2`, …: a rotation adds the next number.
+    pub name: String,
+    /// Base64 of 32 random bytes.
+    pub secret: String,
+}
+
 /// The Secrets-encryption keys of a cluster (base64 of 32 random bytes each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionKeys {
-    /// The secretbox key new Secrets are written with.
-    pub secretbox: String,
+    /// The secretbox keys, in the provider's order: the first writes new Secrets, every one
+    /// reads (two during a rotation).
+    pub secretbox: Vec<NamedKey>,
     /// The aescbc key of a tree made before kbin used secretbox: kept as a second provider so
     /// Secrets it wrote stay readable.
     pub legacy_aescbc: Option<String>,
@@ -616,7 +626,16 @@ pub fn encryption_config(d: &Decisions, keys: &EncryptionKeys) -> String {
         }],
     };
     let mut providers = vec![Provider {
-        secretbox: Some(one(&keys.secretbox)),
+        secretbox: Some(Keys {
+            keys: keys
+                .secretbox
+                .iter()
+                .map(|k| Key {
+                    name: &k.name,
+                    secret: &k.secret,
+                })
+                .collect(),
+        }),
         ..Provider::default()
     }];
     if let Some(old) = &keys.legacy_aescbc {
@@ -634,6 +653,12 @@ pub fn encryption_config(d: &Decisions, keys: &EncryptionKeys) -> String {
          the Kubernetes docs prefer to aescbc) and reads them with any of them; identity reads\n\
          Secrets written before encryption was turned on.",
     );
+    if keys.secretbox.len() > 1 {
+        resources_comment.push_str(
+            "\nA key rotation is under way (`kbin gen encryption-key`): the first secretbox key writes,\n\
+             both read, so every API server reads what any other wrote while the new file rolls out.",
+        );
+    }
     if keys.legacy_aescbc.is_some() {
         resources_comment.push_str(
             "\nThe aescbc key is this tree's older key: it still reads the Secrets it wrote. To\n\

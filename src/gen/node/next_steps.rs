@@ -42,6 +42,7 @@ const SECTIONS: &[fn(&Page<'_>, &mut String)] = &[
     control_plane,
     workers,
     left_to_you,
+    day_two,
 ];
 
 /// The text of NEXT-STEPS.md.
@@ -453,6 +454,65 @@ fn left_to_you(p: &Page<'_>, w: &mut String) {
             certs = etcd_certs().replace(" \\\n    ", " ")
         );
     }
+}
+
+/// NEXT-STEPS.md: 6. upgrades and nodes in and out, by hand (what upgrade.yml and remove.yml do).
+fn day_two(p: &Page<'_>, w: &mut String) {
+    let Page { c, d, .. } = *p;
+    let etcdctl = format!("{}etcdctl", d.etcdctl_env());
+    let certs = etcd_certs().replace(" \\\n    ", " ");
+    let lb = if c.node_local_lb() {
+        " kbin-apiserver-lb"
+    } else {
+        ""
+    };
+    let admin = on_node_kubeconfig(Id::Admin);
+    let _ = writeln!(
+        w,
+        "\n## 6. Later: upgrades, nodes in and out\n\n\
+         **Upgrade** (`kbin install NEW`, then `kbin gen cluster --toolchain NEW` over this tree; one\n\
+         minor at a time). `ansible/upgrade.yml` does this; by hand, copy and install each node's new\n\
+         bundle as in step 2, then one machine at a time, each checked before the next:\n\n\
+         ```sh\n\
+         # every etcd member, one at a time\n\
+         systemctl restart etcd && {etcdctl} --endpoints=https://127.0.0.1:2379 {certs} endpoint health\n\
+         # every control plane, one at a time\n\
+         systemctl restart kube-apiserver && kubectl --kubeconfig {admin} get --raw /readyz\n\
+         systemctl restart kube-controller-manager kube-scheduler\n\
+         curl -sk https://127.0.0.1:10257/healthz; curl -sk https://127.0.0.1:10259/healthz\n\
+         # every worker, one at a time (drain honours PodDisruptionBudgets)\n\
+         kubectl drain NAME --ignore-daemonsets --delete-emptydir-data    # from your machine\n\
+         systemctl restart kbin-pod-network containerd{lb} kubelet kube-proxy\n\
+         kubectl wait --for=condition=Ready node/NAME && kubectl uncordon NAME\n\
+         kubectl get pods -A --field-selector spec.nodeName=NAME          # Running again\n\
+         ```\n\n\
+         Restarting the kubelet or containerd leaves running containers alone: they belong to\n\
+         containerd's shims (containerd's unit has `KillMode=process`), and the kubelet finds them again.\n\n\
+         **Add a worker**: `kbin gen node NAME=IP --out DIR` (pinned to this tree's versions), then\n\
+         `site.yml`, or steps 1 to 4 on it and `systemctl restart kbin-pod-network` on the other workers\n\
+         (their new trees route its pods). **Add a control plane**: `kbin gen cluster --control-plane\n\
+         NAME=IP` over this tree; its etcd member joins the running cluster (step 3 says how).\n\n\
+         **Remove a node**: generate the tree without it (`kbin gen cluster` with the other nodes; each\n\
+         keeps its pod subnet), then `ansible-playbook -i ansible/inventory.yml ansible/remove.yml`.\n\
+         By hand, in this order:\n\n\
+         ```sh\n\
+         kubectl drain NAME --ignore-daemonsets --delete-emptydir-data    # a worker: its pods move\n\
+         # a control plane: remove its etcd member first, from another member\n\
+         {etcdctl} --endpoints=https://127.0.0.1:2379 {certs} member list\n\
+         {etcdctl} --endpoints=https://127.0.0.1:2379 {certs} member remove ID\n\
+         # on the node itself (the units it has)\n\
+         systemctl disable --now kube-proxy kubelet{lb} containerd kbin-pod-network \\\n    kube-scheduler kube-controller-manager kube-apiserver etcd-backup.timer etcd\n\
+         kubectl delete node NAME\n\
+         ```\n\n\
+         then install the other nodes' new trees one machine at a time as for an upgrade: the workers\n\
+         forget its pod subnet (`systemctl restart kbin-pod-network`), the API servers and load\n\
+         balancers forget a removed control plane.\n\n\
+         **Rotate the key Secrets are encrypted with**, in three steps, each rolled out to every API\n\
+         server (`upgrade.yml`, or `systemctl restart kube-apiserver` on each control plane in turn)\n\
+         before the next: `kbin gen encryption-key add` (a new key every API server reads with), `use`\n\
+         (it writes; then write every Secret again: `kubectl get secrets -A -o json | kubectl replace\n\
+         -f -`), `drop` (the old key gone)."
+    );
 }
 
 fn sock(ip: std::net::IpAddr, port: u16) -> String {

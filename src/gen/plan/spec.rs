@@ -257,6 +257,7 @@ impl ClusterSpec {
                     control_plane: n.control_plane,
                     worker: n.worker,
                     joins_etcd: n.joins_etcd,
+                    pod_subnet: Some(n.pod_subnet.to_string()),
                 })
                 .collect(),
         }
@@ -444,6 +445,30 @@ pub enum SpecError {
         /// How many nodes there are.
         nodes: usize,
     },
+    /// A node's kept pod subnet that is not one of the pod CIDR's /24s.
+    #[error(
+        "node {name}'s pod subnet {subnet} is not a /24 inside the pod CIDR {pod}: a running cluster's pod subnets cannot move (remove the node's pod_subnet from cluster.toml only for a cluster not deployed yet)"
+    )]
+    PodSubnet {
+        /// The node.
+        name: String,
+        /// Its subnet, as given.
+        subnet: String,
+        /// The pod network.
+        pod: IpNet,
+    },
+    /// Two nodes given one pod subnet.
+    #[error(
+        "pod subnet {subnet} is given to both {first:?} and {second:?}: each node needs its own"
+    )]
+    PodSubnetTwice {
+        /// The subnet.
+        subnet: IpNet,
+        /// The first node.
+        first: String,
+        /// The second node.
+        second: String,
+    },
     /// A node name that is not a DNS label.
     #[error(
         "node name {0:?} is not a valid DNS label (1-63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit)"
@@ -593,6 +618,10 @@ pub struct NodeInput {
         alias = "joins-etcd"
     )]
     pub joins_etcd: bool,
+    /// Its slice of the pod CIDR, once given: kept from run to run, so that a node leaving does
+    /// not move the others' pods to new subnets (a Node's `spec.podCIDR` cannot change).
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "pod-subnet")]
+    pub pod_subnet: Option<String>,
 }
 
 /// The raw spec: every field optional, strings as given. `cluster.toml` has these fields (with
@@ -691,6 +720,7 @@ impl SpecInput {
                     control_plane: cp,
                     worker: !cp,
                     joins_etcd: false,
+                    pod_subnet: None,
                 });
             }
         }
@@ -857,6 +887,7 @@ impl SpecInput {
             control_plane: true,
             worker: true,
             joins_etcd: false,
+            pod_subnet: None,
         });
     }
 
@@ -916,19 +947,47 @@ impl SpecInput {
                 nodes: parsed.len(),
             });
         }
-        let mut subnets = pod_cidr
+        // The subnets a node already has are kept; the others get the first free ones, in
+        // node order.
+        let mut taken: BTreeMap<IpNet, String> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(parsed.len());
+        for (n, _) in &parsed {
+            let Some(text) = &n.pod_subnet else {
+                kept.push(None);
+                continue;
+            };
+            let sub = parse_cidr("pod subnet", text)?;
+            if sub.prefix_len() != prefix || !pod_cidr.contains(&sub) {
+                return Err(SpecError::PodSubnet {
+                    name: n.name.clone(),
+                    subnet: text.clone(),
+                    pod: pod_cidr,
+                });
+            }
+            if let Some(first) = taken.insert(sub, n.name.clone()) {
+                return Err(SpecError::PodSubnetTwice {
+                    subnet: sub,
+                    first,
+                    second: n.name.clone(),
+                });
+            }
+            kept.push(Some(sub));
+        }
+        let mut free = pod_cidr
             .subnets(prefix)
-            .expect("checked: the node prefix is not shorter than the pod CIDR's");
+            .expect("checked: the node prefix is not shorter than the pod CIDR's")
+            .filter(|s| !taken.contains_key(s));
         Ok(parsed
             .into_iter()
-            .map(|(n, ip)| Node {
+            .zip(kept)
+            .map(|((n, ip), kept)| Node {
                 name: n.name.clone(),
                 ip,
                 control_plane: n.control_plane,
                 worker: n.worker,
-                pod_subnet: subnets
-                    .next()
-                    .expect("checked: enough subnets for every node"),
+                pod_subnet: kept.unwrap_or_else(|| {
+                    free.next().expect("checked: enough subnets for every node")
+                }),
                 joins_etcd: n.joins_etcd && n.control_plane,
             })
             .collect())
