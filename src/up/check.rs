@@ -401,75 +401,12 @@ impl<'a> Checker<'a> {
                 port,
                 lease,
                 default_service_account,
-            } => {
-                let tls = Tls {
-                    insecure: true,
-                    ..Tls::default()
-                };
-                let seen = get_ok(&format!("{}/healthz", secure_url(unit, port)), &tls, t)?;
-                let kube = self.admin()?;
-                let holder = kube.lease_holder(lease, t)?;
-                if !default_service_account {
-                    return Ok(format!("{seen}; {holder}"));
-                }
-                let r = kube.call(
-                    reqwest::Method::GET,
-                    "/api/v1/namespaces/default/serviceaccounts/default",
-                    None,
-                    t,
-                )?;
-                match r.status {
-                    200 => Ok(format!(
-                        "{seen}; {holder}; ServiceAccount default/default exists"
-                    )),
-                    404 => Err(format!(
-                        "{seen}; {holder}; but ServiceAccount default/default is not there yet (the serviceaccount controller makes it; pods are refused until then)"
-                    )),
-                    s => Err(format!(
-                        "GET ServiceAccount default/default: HTTP {s} {}",
-                        r.body.trim()
-                    )),
-                }
-            }
+            } => self.healthz_and_lease(unit, port, lease, default_service_account, t),
             CheckKind::ContainerdSocket => {
                 let ctr = unit.program().with_file_name("ctr");
                 containerd(&ctr, &cri_socket(), t)
             }
-            CheckKind::NodeReady => {
-                let kube = self.admin()?;
-                let name = &self.node.name;
-                let Some(node) = kube.node(name, t)? else {
-                    return Err(format!("Node {name} is not registered yet"));
-                };
-                if node.pod_cidr.is_empty() {
-                    // NEXT-STEPS.md's patch: the controller manager allocates no CIDRs
-                    // (--allocate-node-cidrs=false), kbin's subnet is the Node's.
-                    let sub = self.node.pod_subnet.to_string();
-                    let patch = serde_json::json!({"spec": {"podCIDR": sub, "podCIDRs": [sub]}});
-                    let r = kube.call(
-                        reqwest::Method::PATCH,
-                        &format!("/api/v1/nodes/{name}"),
-                        Some(("application/strategic-merge-patch+json", patch.to_string())),
-                        t,
-                    )?;
-                    if r.status != 200 {
-                        return Err(format!(
-                            "patching Node {name}'s podCIDR: HTTP {} {}",
-                            r.status,
-                            r.body.trim()
-                        ));
-                    }
-                    notes.push(format!("kubectl patch node {name} -p '{patch}'"));
-                }
-                if node.ready {
-                    Ok(format!("Node {name} is Ready"))
-                } else {
-                    Err(format!(
-                        "Node {name} is registered, not Ready: {}",
-                        node.message
-                    ))
-                }
-            }
+            CheckKind::NodeReady => self.node_ready(t, notes),
             CheckKind::ProxyHealthz => get_ok("http://127.0.0.1:10256/healthz", &Tls::default(), t),
             // Nothing runs to ask: what it set up stays until its ExecStop=.
             CheckKind::Oneshot => Ok("set up (its ExecStart= exited 0)".into()),
@@ -482,6 +419,83 @@ impl<'a> Checker<'a> {
                 };
                 get_ok(&format!("{}/readyz", lb_url()), &tls, t)
             }
+        }
+    }
+
+    /// The controller manager's or scheduler's /healthz, then who holds its leader lease,
+    /// then (the controller manager) the ServiceAccount its controllers make first.
+    fn healthz_and_lease(
+        &self,
+        unit: &ServiceUnit,
+        port: u16,
+        lease: &str,
+        default_service_account: bool,
+        t: Duration,
+    ) -> Probe {
+        let tls = Tls {
+            insecure: true,
+            ..Tls::default()
+        };
+        let seen = get_ok(&format!("{}/healthz", secure_url(unit, port)), &tls, t)?;
+        let kube = self.admin()?;
+        let holder = kube.lease_holder(lease, t)?;
+        if !default_service_account {
+            return Ok(format!("{seen}; {holder}"));
+        }
+        let r = kube.call(
+            reqwest::Method::GET,
+            "/api/v1/namespaces/default/serviceaccounts/default",
+            None,
+            t,
+        )?;
+        match r.status {
+            200 => Ok(format!(
+                "{seen}; {holder}; ServiceAccount default/default exists"
+            )),
+            404 => Err(format!(
+                "{seen}; {holder}; but ServiceAccount default/default is not there yet (the serviceaccount controller makes it; pods are refused until then)"
+            )),
+            s => Err(format!(
+                "GET ServiceAccount default/default: HTTP {s} {}",
+                r.body.trim()
+            )),
+        }
+    }
+
+    /// This node's Node registered (given its pod subnet if it has none) and Ready.
+    fn node_ready(&self, t: Duration, notes: &mut Vec<String>) -> Probe {
+        let kube = self.admin()?;
+        let name = &self.node.name;
+        let Some(node) = kube.node(name, t)? else {
+            return Err(format!("Node {name} is not registered yet"));
+        };
+        if node.pod_cidr.is_empty() {
+            // NEXT-STEPS.md's patch: the controller manager allocates no CIDRs
+            // (--allocate-node-cidrs=false), kbin's subnet is the Node's.
+            let sub = self.node.pod_subnet.to_string();
+            let patch = serde_json::json!({"spec": {"podCIDR": sub, "podCIDRs": [sub]}});
+            let r = kube.call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/nodes/{name}"),
+                Some(("application/strategic-merge-patch+json", patch.to_string())),
+                t,
+            )?;
+            if r.status != 200 {
+                return Err(format!(
+                    "patching Node {name}'s podCIDR: HTTP {} {}",
+                    r.status,
+                    r.body.trim()
+                ));
+            }
+            notes.push(format!("kubectl patch node {name} -p '{patch}'"));
+        }
+        if node.ready {
+            Ok(format!("Node {name} is Ready"))
+        } else {
+            Err(format!(
+                "Node {name} is registered, not Ready: {}",
+                node.message
+            ))
         }
     }
 }

@@ -107,30 +107,56 @@ pub fn check(
             ),
         ));
     }
-    // CoreDNS (addons/) forwards to the kubelet's resolv.conf (`dnsPolicy: Default`): with no
-    // nameserver in it, it exits at start ("no nameservers found") and never rolls out.
     if worker && !super::addons::files(tree).is_empty() {
-        let resolv = tree
-            .spec
-            .resolv_conf
-            .clone()
-            .unwrap_or_else(|| "/etc/resolv.conf".into());
-        let names_one = std::fs::read_to_string(&resolv).is_ok_and(|t| {
-            t.lines()
-                .any(|l| l.split_whitespace().next() == Some("nameserver"))
-        });
-        if !names_one {
-            out.push(problem(
-                format!(
-                    "{resolv}, the resolv.conf the kubelet gives the cluster DNS (CoreDNS, addons/), names no nameserver: CoreDNS would exit at start (\"no nameservers found\")"
-                ),
-                format!(
-                    "add a nameserver line to {resolv} (air-gapped: any resolver on your network), or point the kubelet at a file that has one: kbin gen cluster --out {dir} --resolv-conf FILE"
-                ),
-            ));
-        }
+        out.extend(resolv_conf_problem(tree));
     }
     out.extend(missing_binaries(tree, node, steps));
+    out.extend(ports_in_use(steps, running, &dir.to_string()));
+    if worker {
+        out.extend(worker_problems(tree, node, steps));
+    }
+    if let Some(images) = &opts.images
+        && !images.exists()
+    {
+        out.push(problem(
+            format!("--images {} does not exist", images.display()),
+            "give a .tar image archive or a directory of them",
+        ));
+    }
+    out
+}
+
+/// The kubelet's resolv.conf without a nameserver, when the tree has add-ons: CoreDNS
+/// (addons/) forwards to it (`dnsPolicy: Default`), and with none it exits at start ("no
+/// nameservers found") and never rolls out.
+fn resolv_conf_problem(tree: &Tree) -> Option<Problem> {
+    let dir = tree.out.display();
+    let resolv = tree
+        .spec
+        .resolv_conf
+        .clone()
+        .unwrap_or_else(|| "/etc/resolv.conf".into());
+    let names_one = std::fs::read_to_string(&resolv).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().next() == Some("nameserver"))
+    });
+    if names_one {
+        return None;
+    }
+    Some(problem(
+        format!(
+            "{resolv}, the resolv.conf the kubelet gives the cluster DNS (CoreDNS, addons/), names no nameserver: CoreDNS would exit at start (\"no nameservers found\")"
+        ),
+        format!(
+            "add a nameserver line to {resolv} (air-gapped: any resolver on your network), or point the kubelet at a file that has one: kbin gen cluster --out {dir} --resolv-conf FILE"
+        ),
+    ))
+}
+
+/// The ports of the components `steps` start (not those already `running`) that something
+/// else holds.
+fn ports_in_use(steps: &[(Step, ServiceUnit)], running: &[&str], dir: &str) -> Vec<Problem> {
+    let mut out = Vec::new();
     for (s, _) in steps {
         if running.contains(&s.unit) {
             continue;
@@ -148,17 +174,6 @@ pub fn check(
                 }
             }
         }
-    }
-    if worker {
-        out.extend(worker_problems(tree, node, steps));
-    }
-    if let Some(images) = &opts.images
-        && !images.exists()
-    {
-        out.push(problem(
-            format!("--images {} does not exist", images.display()),
-            "give a .tar image archive or a directory of them",
-        ));
     }
     out
 }

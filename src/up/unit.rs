@@ -94,52 +94,7 @@ impl ServiceUnit {
             line,
             reason,
         };
-        let mut settings: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        let mut exec: Option<(usize, String)> = None;
-        let mut section = String::new();
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-        while let Some((no, line)) = lines.next() {
-            let trimmed = line.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                section = name.to_owned();
-                continue;
-            }
-            // A trailing backslash continues the setting on the next line; systemd joins the
-            // pieces with a space (comment lines inside are skipped).
-            let mut full = trimmed.to_owned();
-            while full.ends_with('\\') {
-                full.pop();
-                full.push(' ');
-                match lines.next() {
-                    Some((_, next)) => {
-                        let next = next.trim();
-                        if next.starts_with('#') || next.starts_with(';') {
-                            full.push('\\');
-                            continue;
-                        }
-                        full.push_str(next);
-                    }
-                    None => break,
-                }
-            }
-            let Some((key, value)) = full.split_once('=') else {
-                return Err(err(no, format!("{trimmed:?} is not KEY=VALUE")));
-            };
-            let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
-            if section == "Service" && key == "ExecStart" {
-                if exec.is_some() {
-                    return Err(err(no, "more than one ExecStart= line".into()));
-                }
-                exec = Some((no, value.clone()));
-            }
-            settings
-                .entry((section.clone(), key))
-                .or_default()
-                .push(value);
-        }
+        let (settings, exec) = read_settings(text, err)?;
         let Some((exec_line, exec)) = exec else {
             return Err(err(0, "no ExecStart= in [Service]".into()));
         };
@@ -222,6 +177,68 @@ pub fn shell_line(words: &[String]) -> String {
 
 /// Split an `ExecStart=` value into words: quotes and C escapes first (systemd.syntax(7)),
 /// then `%%` → `%` and `$$` → `$` in each word (systemd.service(5)).
+/// Every `KEY=VALUE` of `text` by (section, key), in order, continuation lines joined as
+/// systemd joins them, and the line and value of `[Service]`'s one ExecStart=.
+#[allow(clippy::type_complexity)]
+fn read_settings(
+    text: &str,
+    err: impl Fn(usize, String) -> UnitError,
+) -> Result<
+    (
+        BTreeMap<(String, String), Vec<String>>,
+        Option<(usize, String)>,
+    ),
+    UnitError,
+> {
+    let mut settings: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut exec: Option<(usize, String)> = None;
+    let mut section = String::new();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    while let Some((no, line)) = lines.next() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        // A trailing backslash continues the setting on the next line; systemd joins the
+        // pieces with a space (comment lines inside are skipped).
+        let mut full = trimmed.to_owned();
+        while full.ends_with('\\') {
+            full.pop();
+            full.push(' ');
+            match lines.next() {
+                Some((_, next)) => {
+                    let next = next.trim();
+                    if next.starts_with('#') || next.starts_with(';') {
+                        full.push('\\');
+                        continue;
+                    }
+                    full.push_str(next);
+                }
+                None => break,
+            }
+        }
+        let Some((key, value)) = full.split_once('=') else {
+            return Err(err(no, format!("{trimmed:?} is not KEY=VALUE")));
+        };
+        let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
+        if section == "Service" && key == "ExecStart" {
+            if exec.is_some() {
+                return Err(err(no, "more than one ExecStart= line".into()));
+            }
+            exec = Some((no, value.clone()));
+        }
+        settings
+            .entry((section.clone(), key))
+            .or_default()
+            .push(value);
+    }
+    Ok((settings, exec))
+}
+
 fn exec_words(value: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut chars = value.chars().peekable();

@@ -822,6 +822,30 @@ impl SpecInput {
         if cluster_domain.len() > 253 || !cluster_domain.split('.').all(is_dns_label) {
             return Err(SpecError::Domain(cluster_domain));
         }
+        let (key_algo, ca_validity, cert_validity) = self.keys_and_validities()?;
+        let nodes = self.build_nodes(pod_cidr)?;
+        check_addresses(cluster_ip, cluster_dns, pod_cidr, service_cidr, &nodes)?;
+        let api_endpoint = api_endpoint(self.api_endpoint.as_deref(), pod_cidr, service_cidr)?;
+        Ok(ClusterSpec {
+            name,
+            cluster_ip,
+            service_cidr,
+            cluster_dns,
+            cluster_domain,
+            pod_cidr,
+            nodes,
+            key_algo,
+            ca_validity,
+            cert_validity,
+            host_profile,
+            resolv_conf: self.resolv_conf.clone(),
+            api_endpoint,
+        })
+    }
+
+    /// `--key-algo`, `--ca-validity` and `--cert-validity` with their defaults, leaves never
+    /// outliving their CA.
+    fn keys_and_validities(&self) -> Result<(KeyAlgo, Duration, Duration), SpecError> {
         let key_algo = match &self.key_algo {
             Some(a) => a.parse()?,
             None => KeyAlgo::default(),
@@ -840,43 +864,7 @@ impl SpecInput {
                 ca: format_duration(ca_validity),
             });
         }
-        let nodes = self.build_nodes(pod_cidr)?;
-        check_addresses(cluster_ip, cluster_dns, pod_cidr, service_cidr, &nodes)?;
-        let api_endpoint = match self.api_endpoint.as_deref() {
-            // How a re-run drops the endpoint `cluster.toml` keeps.
-            Some("none") | None => None,
-            Some(e) => Some(ApiEndpoint::parse(e)?),
-        };
-        if let Some(ApiEndpoint {
-            host: EndpointHost::Ip(ip),
-            ..
-        }) = &api_endpoint
-        {
-            for (network, cidr) in [("pod", pod_cidr), ("service", service_cidr)] {
-                if cidr.contains(ip) {
-                    return Err(SpecError::ApiEndpointInClusterNetwork {
-                        ip: *ip,
-                        network,
-                        cidr,
-                    });
-                }
-            }
-        }
-        Ok(ClusterSpec {
-            name,
-            cluster_ip,
-            service_cidr,
-            cluster_dns,
-            cluster_domain,
-            pod_cidr,
-            nodes,
-            key_algo,
-            ca_validity,
-            cert_validity,
-            host_profile,
-            resolv_conf: self.resolv_conf.clone(),
-            api_endpoint,
-        })
+        Ok((key_algo, ca_validity, cert_validity))
     }
 
     /// A one-machine cluster: node `node-0` at `ip`, control plane and worker.
@@ -947,51 +935,79 @@ impl SpecInput {
                 nodes: parsed.len(),
             });
         }
-        // The subnets a node already has are kept; the others get the first free ones, in
-        // node order.
-        let mut taken: BTreeMap<IpNet, String> = BTreeMap::new();
-        let mut kept = Vec::with_capacity(parsed.len());
-        for (n, _) in &parsed {
-            let Some(text) = &n.pod_subnet else {
-                kept.push(None);
-                continue;
-            };
-            let sub = parse_cidr("pod subnet", text)?;
-            if sub.prefix_len() != prefix || !pod_cidr.contains(&sub) {
-                return Err(SpecError::PodSubnet {
-                    name: n.name.clone(),
-                    subnet: text.clone(),
-                    pod: pod_cidr,
-                });
-            }
-            if let Some(first) = taken.insert(sub, n.name.clone()) {
-                return Err(SpecError::PodSubnetTwice {
-                    subnet: sub,
-                    first,
-                    second: n.name.clone(),
-                });
-            }
-            kept.push(Some(sub));
-        }
-        let mut free = pod_cidr
-            .subnets(prefix)
-            .expect("checked: the node prefix is not shorter than the pod CIDR's")
-            .filter(|s| !taken.contains_key(s));
+        let inputs: Vec<&NodeInput> = parsed.iter().map(|(n, _)| *n).collect();
+        let subnets = pod_subnets(&inputs, pod_cidr, prefix)?;
         Ok(parsed
             .into_iter()
-            .zip(kept)
-            .map(|((n, ip), kept)| Node {
+            .zip(subnets)
+            .map(|((n, ip), pod_subnet)| Node {
                 name: n.name.clone(),
                 ip,
                 control_plane: n.control_plane,
                 worker: n.worker,
-                pod_subnet: kept.unwrap_or_else(|| {
-                    free.next().expect("checked: enough subnets for every node")
-                }),
+                pod_subnet,
                 joins_etcd: n.joins_etcd && n.control_plane,
             })
             .collect())
     }
+}
+
+/// `--api-endpoint` parsed, its address outside the cluster's networks; `none` (how a re-run
+/// drops the endpoint `cluster.toml` keeps) is no endpoint.
+fn api_endpoint(
+    given: Option<&str>,
+    pod: IpNet,
+    service: IpNet,
+) -> Result<Option<ApiEndpoint>, SpecError> {
+    let endpoint = match given {
+        Some("none") | None => return Ok(None),
+        Some(e) => ApiEndpoint::parse(e)?,
+    };
+    if let EndpointHost::Ip(ip) = endpoint.host {
+        for (network, cidr) in [("pod", pod), ("service", service)] {
+            if cidr.contains(&ip) {
+                return Err(SpecError::ApiEndpointInClusterNetwork { ip, network, cidr });
+            }
+        }
+    }
+    Ok(Some(endpoint))
+}
+
+/// Each node's pod subnet, in node order: the one it already has (checked: a /`prefix` of
+/// `pod`, not given twice), else the first one free.
+fn pod_subnets(nodes: &[&NodeInput], pod: IpNet, prefix: u8) -> Result<Vec<IpNet>, SpecError> {
+    let mut taken: BTreeMap<IpNet, String> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let Some(text) = &n.pod_subnet else {
+            kept.push(None);
+            continue;
+        };
+        let sub = parse_cidr("pod subnet", text)?;
+        if sub.prefix_len() != prefix || !pod.contains(&sub) {
+            return Err(SpecError::PodSubnet {
+                name: n.name.clone(),
+                subnet: text.clone(),
+                pod,
+            });
+        }
+        if let Some(first) = taken.insert(sub, n.name.clone()) {
+            return Err(SpecError::PodSubnetTwice {
+                subnet: sub,
+                first,
+                second: n.name.clone(),
+            });
+        }
+        kept.push(Some(sub));
+    }
+    let mut free = pod
+        .subnets(prefix)
+        .expect("checked: the node prefix is not shorter than the pod CIDR's")
+        .filter(|s| !taken.contains_key(s));
+    Ok(kept
+        .into_iter()
+        .map(|k| k.unwrap_or_else(|| free.next().expect("checked: enough subnets for every node")))
+        .collect())
 }
 
 /// Split `NAME=IP` (the IP is checked later, with the other rules).
