@@ -353,6 +353,9 @@ struct Vars {
     commit_time: String,
     /// The same as `2026-08-21T11:29:11Z` (`{source_date}`).
     source_date: String,
+    /// The version's major and minor (`{major}`, `{minor}`: `1`, `36`).
+    major: String,
+    minor: String,
 }
 
 impl Vars {
@@ -365,6 +368,8 @@ impl Vars {
             ("go_version", self.go_version.as_str()),
             ("commit_time", self.commit_time.as_str()),
             ("source_date", self.source_date.as_str()),
+            ("major", self.major.as_str()),
+            ("minor", self.minor.as_str()),
         ]
     }
 }
@@ -538,6 +543,8 @@ pub fn build_component(
         source_date: time::OffsetDateTime::from_unix_timestamp(commit_time)
             .map(crate::util::rfc3339)
             .unwrap_or_default(),
+        major: req.version.major.to_string(),
+        minor: req.version.minor.to_string(),
     };
     let expanded = expand_recipe(req, &vars, go.as_ref(), &prepared, ui)?;
     let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
