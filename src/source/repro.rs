@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::manifest::{Arch, ArtifactFormat, Component, Digest, Manifest, ReleaseBuild};
-use crate::store::Store;
+use crate::store::{Checked, Store};
 use crate::toolchain::UpstreamBuild;
 
 use super::tools::{self, GoTool};
@@ -102,13 +102,18 @@ fn official(
     let pinned = choice
         .pinned
         .ok_or_else(|| none(format!("{} is not pinned", choice.url)))?;
+    // The official bytes, when the store has them intact (checked: a damaged blob is removed).
+    let intact = |d: &Digest| match store.check(d) {
+        Ok(Checked::Intact(p)) => Some(p),
+        _ => None,
+    };
     match choice.format {
         ArtifactFormat::Binary => {
-            let bytes = store.get(&pinned);
+            let bytes = intact(&pinned);
             Ok((pinned, bytes))
         }
         ArtifactFormat::TarGz => {
-            let archive = store.get(&pinned).ok_or_else(|| {
+            let archive = intact(&pinned).ok_or_else(|| {
                 none(format!(
                     "the pin is of the archive {}, which is not in the store: install {} {version} \
                      once to have it",

@@ -1275,6 +1275,13 @@ impl Fixture {
             "format = \"tar.gz\"\nlayout = \"crictl\"",
             "format = \"binary\"",
         );
+        std::fs::write(&self.manifest, text).unwrap();
+        self.pin_crictl(digest);
+    }
+
+    /// crictl's artifact (as it is: an archive, or a binary) pinned to `digest`.
+    fn pin_crictl(&self, digest: &str) {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
         let start = text.find("[pins]\n").unwrap() + "[pins]\n".len();
         let end = start + text[start..].find("\n[[component]]").unwrap();
         let text = format!(
@@ -1437,4 +1444,68 @@ fn a_build_that_embeds_its_directory_differs_naming_the_file_and_offset_and_anot
     );
     let o = f.kbin().args(["show-versions", "t"]).output().unwrap();
     assert!(text(&o).contains("not comparable"), "{}", text(&o));
+}
+
+#[test]
+fn the_official_binary_is_read_out_of_a_pinned_archive_in_the_store_and_the_first_differing_byte_named()
+ {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo_with_go_version(&repos.path().join("crictl"), &local_go());
+    let command = r#"["go", "build", "-trimpath", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows("crictl", &repro_rows(command));
+    let o = f.build("crictl", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // "Upstream's" release archive: the same binary with byte 1000 changed, pinned, and in the
+    // store (as an install of that version leaves it).
+    let mut bytes = std::fs::read(f.toolchain().join("bin/crictl")).unwrap();
+    bytes[1000] ^= 0xff;
+    let pack = f.tmp.path().join("pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("crictl"), &bytes).unwrap();
+    let archive = f.tmp.path().join("crictl.tar.gz");
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .arg("crictl")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()))
+    };
+    let blob = f
+        .home()
+        .join("cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex);
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::copy(&archive, &blob).unwrap();
+    f.pin_crictl(&format!("sha256:{hex}"));
+    let o = f.build("crictl", &["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let official = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let outcome = report["source"]["reproduction"]["crictl"]["upstream"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        outcome.starts_with("differs: sha256:")
+            && outcome.ends_with(&format!(
+                " vs the official sha256:{official}, first difference at byte 1000"
+            )),
+        "{outcome}"
+    );
 }
