@@ -1258,6 +1258,24 @@ flags = ["-trimpath"]
     )
 }
 
+/// kbin's command for the Go fixture, as upstream's row says (with -trimpath).
+const TRIMPATH_BUILD: &str = r#"["go", "build", "-trimpath", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
+
+/// A fixture whose crictl repository says `.go-version` = `go_version` and whose recipe runs
+/// `command` under [`repro_rows`] (the repositories' directory is returned, to keep it).
+fn repro_fixture(go_version: &str, command: &str) -> (tempfile::TempDir, Fixture) {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo_with_go_version(&repos.path().join("crictl"), go_version);
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows("crictl", &repro_rows(command));
+    (repos, f)
+}
+
 /// The Go fixture's module, with a `.go-version` saying `go_version`, tagged again.
 fn go_repo_with_go_version(dir: &Path, go_version: &str) -> String {
     go_repo(dir, "1.19");
@@ -1296,16 +1314,7 @@ impl Fixture {
 
 #[test]
 fn a_go_module_built_twice_in_different_directories_is_the_same_and_compared_with_upstreams_pin() {
-    let repos = tempfile::tempdir().unwrap();
-    make_repo(&repos.path().join("runc"));
-    go_repo_with_go_version(&repos.path().join("crictl"), &local_go());
-    let command = r#"["go", "build", "-trimpath", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
-    let f = Fixture::new(
-        &file_url(&repos.path().join("runc")),
-        &file_url(&repos.path().join("crictl")),
-        "",
-    )
-    .with_release_rows("crictl", &repro_rows(command));
+    let (_repos, f) = repro_fixture(&local_go(), TRIMPATH_BUILD);
 
     // Two builds, the second in another directory with its own Go cache: the same bytes. There
     // is no official digest yet (crictl's archive is not pinned).
@@ -1402,8 +1411,6 @@ fn a_go_module_built_twice_in_different_directories_is_the_same_and_compared_wit
 #[test]
 fn a_build_that_embeds_its_directory_differs_naming_the_file_and_offset_and_another_go_is_not_comparable()
  {
-    let repos = tempfile::tempdir().unwrap();
-    make_repo(&repos.path().join("runc"));
     // Upstream says another Go; kbin's recipe leaves out -trimpath, so the binary holds the
     // directory it was built in.
     let theirs = if local_go() == "1.19.1" {
@@ -1411,15 +1418,10 @@ fn a_build_that_embeds_its_directory_differs_naming_the_file_and_offset_and_anot
     } else {
         "1.19.1"
     };
-    go_repo_with_go_version(&repos.path().join("crictl"), theirs);
-    let command =
-        r#"["go", "build", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
-    let f = Fixture::new(
-        &file_url(&repos.path().join("runc")),
-        &file_url(&repos.path().join("crictl")),
-        "",
-    )
-    .with_release_rows("crictl", &repro_rows(command));
+    let (_repos, f) = repro_fixture(
+        theirs,
+        r#"["go", "build", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#,
+    );
     let o = f.build("crictl", &["--check-reproducible"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
@@ -1449,16 +1451,7 @@ fn a_build_that_embeds_its_directory_differs_naming_the_file_and_offset_and_anot
 #[test]
 fn the_official_binary_is_read_out_of_a_pinned_archive_in_the_store_and_the_first_differing_byte_named()
  {
-    let repos = tempfile::tempdir().unwrap();
-    make_repo(&repos.path().join("runc"));
-    go_repo_with_go_version(&repos.path().join("crictl"), &local_go());
-    let command = r#"["go", "build", "-trimpath", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
-    let f = Fixture::new(
-        &file_url(&repos.path().join("runc")),
-        &file_url(&repos.path().join("crictl")),
-        "",
-    )
-    .with_release_rows("crictl", &repro_rows(command));
+    let (_repos, f) = repro_fixture(&local_go(), TRIMPATH_BUILD);
     let o = f.build("crictl", &[]);
     assert!(o.status.success(), "{}", text(&o));
     // "Upstream's" release archive: the same binary with byte 1000 changed, pinned, and in the
