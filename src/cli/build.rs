@@ -32,6 +32,11 @@ pub struct BuildArgs {
     /// Clone from this URL or local path instead of the manifest's repository
     #[arg(long, value_name = "URL|PATH")]
     pub source: Option<String>,
+
+    /// Also build a second time in another directory (with a fresh Go build cache) and compare
+    /// the binaries; exit 1 when they differ (the build is installed either way)
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -66,9 +71,12 @@ pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             name: &name,
             receipt: receipt.as_ref(),
         },
-        &args.from_source,
-        args.git_ref,
-        args.source,
+        Wanted {
+            component: &args.from_source,
+            git_ref: args.git_ref,
+            source: args.source,
+            check_reproducible: args.check_reproducible,
+        },
     )?;
     ctx.ui.report(&built, |b| {
         let mut t = format!(
@@ -88,9 +96,30 @@ pub(super) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         );
         for (bin, d) in &b.binaries {
             t.push_str(&format!("  {bin:<24} {d}\n"));
+            if let Some(r) = b.source.reproduction.get(bin) {
+                t.push_str(&format!("  {:<24} upstream: {}\n", "", r.upstream));
+                if let Some(again) = &r.rebuild {
+                    t.push_str(&format!("  {:<24} rebuild: {again}\n", ""));
+                }
+            }
         }
         t
     })?;
+    // The first binary (in name order) whose second build differs is the one named.
+    let differs = built.source.reproduction.iter().find(|(_, r)| {
+        r.rebuild
+            .as_deref()
+            .is_some_and(|s| s.starts_with("differs"))
+    });
+    if let Some((bin, r)) = differs {
+        ctx.ui.warn(format!(
+            "{} {} is not reproducible: the first differing file is {bin}: {}",
+            built.component,
+            built.version,
+            r.rebuild.as_deref().unwrap_or_default()
+        ));
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,6 +131,18 @@ pub(super) struct Target<'a> {
     pub receipt: Option<&'a Receipt>,
 }
 
+/// What to build: a component, at a ref, from a repository.
+pub(super) struct Wanted<'a> {
+    /// The component.
+    pub component: &'a str,
+    /// `--ref`.
+    pub git_ref: Option<String>,
+    /// `--source`.
+    pub source: Option<String>,
+    /// `--check-reproducible`.
+    pub check_reproducible: bool,
+}
+
 /// Build `component` for `target` and swap it in (or create `target` with just it): the seam
 /// `kbin install --from-source` uses too.
 pub(super) fn build_into(
@@ -109,10 +150,14 @@ pub(super) fn build_into(
     manifest: &Manifest,
     layout: &Layout,
     target: Target<'_>,
-    component: &str,
-    git_ref: Option<String>,
-    source: Option<String>,
+    wanted: Wanted<'_>,
 ) -> anyhow::Result<Built> {
+    let Wanted {
+        component,
+        git_ref,
+        source,
+        check_reproducible,
+    } = wanted;
     let comp = manifest
         .component(component)
         .with_context(|| format!("the manifest has no component {component:?}"))
@@ -203,6 +248,8 @@ pub(super) fn build_into(
         arch: host,
         git_ref,
         source,
+        manifest,
+        check_reproducible,
     };
     let built = source::build_component(&store, &req, &ctx.ui).map_err(with_source_hint)?;
     toolchain::edit::replace_component(

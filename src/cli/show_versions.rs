@@ -278,11 +278,29 @@ fn render_installed(list: &Vec<Installed>) -> String {
             t.path.display()
         ));
         let mut rows = Vec::new();
+        let mut repro_lines = Vec::new();
         for c in &r.components {
             for b in &c.binaries {
                 let fault = t.damaged.iter().find(|f| f.path == b.path);
+                let outcome = c.source.as_ref().and_then(|s| s.reproduction.get(&b.name));
+                if let Some(o) = outcome {
+                    repro_lines.push(format!(
+                        "{} {}: {}{}\n",
+                        c.name,
+                        b.name,
+                        o.upstream,
+                        o.rebuild
+                            .as_deref()
+                            .map(|r| format!("; second build: {r}"))
+                            .unwrap_or_default()
+                    ));
+                }
                 let pinned = match c.origin {
-                    crate::toolchain::Origin::Source => "-".to_string(),
+                    // A source build is verified by what it was compared with.
+                    crate::toolchain::Origin::Source => outcome
+                        .map(|o| short_outcome(&o.upstream))
+                        .unwrap_or("-")
+                        .to_string(),
                     crate::toolchain::Origin::Download => if c.artifacts.iter().all(|a| a.pinned) {
                         "pinned"
                     } else {
@@ -326,10 +344,24 @@ fn render_installed(list: &Vec<Installed>) -> String {
             ],
             &rows,
         ));
+        for line in &repro_lines {
+            out.push_str(line);
+        }
         for f in &t.damaged {
             out.push_str(&format!("DAMAGED: {f}\n"));
         }
         out.push('\n');
     }
     out
+}
+
+/// The VERIFIED column's word for a source build's comparison with upstream.
+fn short_outcome(upstream: &str) -> &'static str {
+    if upstream.starts_with("reproduces") {
+        "reproduces upstream"
+    } else if upstream.starts_with("differs") {
+        "differs"
+    } else {
+        "not comparable"
+    }
 }

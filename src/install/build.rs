@@ -118,6 +118,8 @@ impl SourceBuilder for ManifestBuilder<'_> {
                 self.mirror.as_deref(),
                 &self.host_mirrors,
             )?,
+            manifest: self.manifest,
+            check_reproducible: false,
         };
         let built = source::build_component(store, &req, ui).map_err(|e| match e.hint() {
             Some(h) => format!("{e}\nhint: {h}").into(),

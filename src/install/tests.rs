@@ -80,6 +80,8 @@ impl SourceBuilder for ScriptBuilder {
                 recipe: Digest::sha256_of(&[7; 32]),
                 outputs: None,
                 dropped_tags: Vec::new(),
+                upstream: None,
+                reproduction: Default::default(),
             },
         })
     }

@@ -310,6 +310,35 @@ pub struct ReleaseBuild {
     pub drops: Vec<TagDrop>,
     /// What a built binary must say about itself.
     pub reports: Vec<SelfReport>,
+    /// Where the tree says which Go upstream builds this release with (`.go-version` when the
+    /// row does not say).
+    pub go_version: GoVersionSource,
+    /// The `-ldflags` of upstream's release build (template: `{version}`, `{commit}`,
+    /// `{source_date}`), as `go version -m` shows them; without it a build is not compared with
+    /// upstream's binary.
+    pub ldflags: Option<String>,
+    /// Other `go build` settings of upstream's release build, as `go version -m` names them:
+    /// `-trimpath`, `-buildmode=pie`, `GOEXPERIMENT=…`.
+    pub flags: Vec<String>,
+}
+
+/// Where a source tree names the Go version of upstream's release build: a file, and in it the
+/// line starting with `prefix` (the whole file when there is no prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoVersionSource {
+    /// The file, relative to the top of the tree.
+    pub file: String,
+    /// The start of the line holding the version (`ARG GO_VERSION=`).
+    pub prefix: Option<String>,
+}
+
+impl Default for GoVersionSource {
+    fn default() -> Self {
+        GoVersionSource {
+            file: ".go-version".into(),
+            prefix: None,
+        }
+    }
 }
 
 /// A prerequisite of a build: a tool on PATH or a library pkg-config knows.
@@ -715,6 +744,17 @@ mod wire {
         drop: Vec<Drop>,
         #[serde(default)]
         reports: Vec<Report>,
+        go_version: Option<GoVersionFrom>,
+        ldflags: Option<String>,
+        #[serde(default)]
+        flags: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct GoVersionFrom {
+        file: String,
+        prefix: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -1093,6 +1133,15 @@ mod wire {
                     contains: r.contains,
                 })
                 .collect(),
+            go_version: row
+                .go_version
+                .map(|g| super::GoVersionSource {
+                    file: g.file,
+                    prefix: g.prefix,
+                })
+                .unwrap_or_default(),
+            ldflags: row.ldflags,
+            flags: row.flags,
         })
     }
 

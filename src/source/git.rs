@@ -171,6 +171,17 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
     Ok(())
 }
 
+/// The committer time of `commit` (seconds since the epoch): what `SOURCE_DATE_EPOCH`
+/// conventionally is for a build of it.
+pub fn commit_time(mirror: &Path, url: &str, commit: &str) -> Result<i64, SourceError> {
+    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
+    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
+    let c = repo
+        .find_commit(oid)
+        .map_err(git_err(url, "cannot read the commit"))?;
+    Ok(c.time().seconds())
+}
+
 /// The text of the file at `path` in `commit`'s tree (read from the mirror, no checkout), or
 /// `None` when the tree has no such file.
 pub fn read_file(

@@ -16,6 +16,7 @@
 pub mod git;
 pub mod http;
 pub mod release;
+pub mod repro;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::fsx::write_atomic;
-use crate::manifest::{Arch, Component, Digest};
+use crate::manifest::{Arch, Component, Digest, Manifest};
 use crate::store::{Layout, Store};
 use crate::toolchain::SourceReceipt;
 use crate::ui::Ui;
@@ -268,6 +269,10 @@ pub struct BuildRequest<'a> {
     pub git_ref: Option<String>,
     /// A repository to clone instead of the manifest's (URL, file:// URL or local path).
     pub source: Option<String>,
+    /// The manifest (its pins are the official digests a build is compared with).
+    pub manifest: &'a Manifest,
+    /// Build a second time in another directory and compare (`--check-reproducible`).
+    pub check_reproducible: bool,
 }
 
 /// The version a ref names, when it is one of `component`'s version tags (`v1.5.1` or
@@ -337,10 +342,41 @@ fn fill(t: &str, vars: &[(&str, &str)]) -> String {
     s
 }
 
+/// The placeholders of a recipe (and of its release row's ldflags), `{tags}` aside.
+struct Vars {
+    version: String,
+    arch: &'static str,
+    commit: String,
+    git_ref: String,
+    go_version: String,
+    /// The commit's time, seconds since the epoch (`{commit_time}`: SOURCE_DATE_EPOCH).
+    commit_time: String,
+    /// The same as `2026-08-21T11:29:11Z` (`{source_date}`).
+    source_date: String,
+    /// The version's major and minor (`{major}`, `{minor}`: `1`, `36`).
+    major: String,
+    minor: String,
+}
+
+impl Vars {
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("version", self.version.as_str()),
+            ("arch", self.arch),
+            ("commit", self.commit.as_str()),
+            ("ref", self.git_ref.as_str()),
+            ("go_version", self.go_version.as_str()),
+            ("commit_time", self.commit_time.as_str()),
+            ("source_date", self.source_date.as_str()),
+            ("major", self.major.as_str()),
+            ("minor", self.minor.as_str()),
+        ]
+    }
+}
+
 fn expand_recipe(
     req: &BuildRequest<'_>,
-    git_ref: &str,
-    commit: &str,
+    vars: &Vars,
     go: Option<&tools::GoTool>,
     prepared: &release::Prepared,
     ui: &Ui,
@@ -350,8 +386,6 @@ fn expand_recipe(
         .recipe
         .as_ref()
         .ok_or_else(|| SourceError::NoRecipe(c.name.clone()))?;
-    let version = req.version.to_string();
-    let go_version = go.map(|g| g.version.clone()).unwrap_or_default();
     let tags = prepared.tags.join(" ");
     // A release row may carry the command of its versions (runc 1.1's Makefile ran `go build`
     // directly; 1.2 and later need `make` for the runc-dmz step).
@@ -359,16 +393,10 @@ fn expand_recipe(
         .release(&req.version)
         .and_then(|r| r.command.as_ref())
         .unwrap_or(&recipe.command);
-    let base = [
-        ("tags", tags.as_str()),
-        ("version", version.as_str()),
-        ("arch", req.arch.as_str()),
-        ("commit", commit),
-        ("ref", git_ref),
-        ("go_version", go_version.as_str()),
-    ];
+    let mut base = vars.pairs();
+    base.push(("tags", tags.as_str()));
     let with_binary = |t: &str, b: &str| {
-        let mut v = base.to_vec();
+        let mut v = base.clone();
         v.push(("binary", b));
         fill(t, &v)
     };
@@ -436,10 +464,9 @@ fn expand_recipe(
 }
 
 /// The environment every recipe starts from, before its own `env`.
-fn base_env(layout: &Layout, key: &str, path: &str) -> BTreeMap<String, String> {
+fn base_env(layout: &Layout, path: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("PATH".into(), path.to_owned());
-    env.insert("HOME".into(), layout.build_home(key).display().to_string());
     env.insert("GOPATH".into(), layout.go_path().display().to_string());
     env.insert("GOCACHE".into(), layout.go_cache().display().to_string());
     env.insert("GOTOOLCHAIN".into(), "local".into());
@@ -505,7 +532,21 @@ pub fn build_component(
     }
 
     let go = tools::detect_go(&path);
-    let expanded = expand_recipe(req, &git_ref, &fetched.commit, go.as_ref(), &prepared, ui)?;
+    let commit_time = git::commit_time(&mirror, &url, &fetched.commit)?;
+    let vars = Vars {
+        version: req.version.to_string(),
+        arch: req.arch.as_str(),
+        commit: fetched.commit.clone(),
+        git_ref: git_ref.clone(),
+        go_version: go.as_ref().map(|g| g.version.clone()).unwrap_or_default(),
+        commit_time: commit_time.to_string(),
+        source_date: time::OffsetDateTime::from_unix_timestamp(commit_time)
+            .map(crate::util::rfc3339)
+            .unwrap_or_default(),
+        major: req.version.major.to_string(),
+        minor: req.version.minor.to_string(),
+    };
+    let expanded = expand_recipe(req, &vars, go.as_ref(), &prepared, ui)?;
     let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
         serde_json::to_vec(&expanded).expect("recipes always serialize"),
     ));
@@ -524,117 +565,249 @@ pub fn build_component(
     let _build_lock = store.lock_key(&format!("build-{key}"), || {
         ui.status(format!("waiting for another kbin building {key}"))
     })?;
-    let source_receipt = |go: Option<String>, outputs: &BTreeMap<String, Digest>| SourceReceipt {
-        repository: url.clone(),
-        git_ref: git_ref.clone(),
-        commit: fetched.commit.clone(),
-        go,
-        recipe: recipe_digest.clone(),
-        outputs: Some(outputs_digest(outputs)),
-        dropped_tags: prepared.dropped.clone(),
+    // How upstream builds this release: the Go version its tree names, the release row's
+    // settings.
+    let go_file = row
+        .map(|r| r.go_version.file.clone())
+        .unwrap_or_else(|| ".go-version".into());
+    let upstream = repro::upstream_build(
+        row,
+        git::read_file(&mirror, &url, &fetched.commit, &go_file)?.as_deref(),
+        &vars.pairs(),
+    );
+    let ctx = BuildContext {
+        store,
+        req,
+        expanded: &expanded,
+        row,
+        prepared: &prepared,
+        path: &path,
+        ui,
     };
-    if let Some(entry) = std::fs::read_to_string(&index_path)
+    let cached = std::fs::read_to_string(&index_path)
         .ok()
         .and_then(|t| toml::from_str::<IndexEntry>(&t).ok())
-        .filter(|e| e.binaries.values().all(|d| store.get(d).is_some()))
-    {
+        .filter(|e| e.binaries.values().all(|d| store.get(d).is_some()));
+    let (binaries, built_go, cache_hit) = if let Some(entry) = cached {
         ui.status(format!(
             "cache hit: {} {} at {} was built already ({key})",
             c.name,
             req.version,
             &fetched.commit[..12]
         ));
-        return Ok(Built {
-            component: c.name.clone(),
-            version: req.version.clone(),
-            source: source_receipt(entry.go.clone(), &entry.binaries),
-            binaries: entry.binaries,
-            key,
-            cache_hit: true,
-            fetched_bytes: fetched.received_bytes,
-            shallow: fetched.shallow,
-            log,
-        });
-    }
-
-    // The Go version rule, from the commit's go.mod and .go-version, before the checkout.
-    let wants = tools::GoWants::parse(
-        git::read_file(&mirror, &url, &fetched.commit, "go.mod")?.as_deref(),
-        git::read_file(&mirror, &url, &fetched.commit, ".go-version")?.as_deref(),
-    );
-    let first = expanded.runs.first().cloned().unwrap_or_default();
-    for w in tools::check(&c.name, &first, &wants, go.as_ref(), &path)? {
-        ui.warn(w);
-    }
-    let tree = layout.build_src(&key);
-    git::checkout(&mirror, &url, &fetched.commit, &tree)?;
-
-    let mut env = base_env(&layout, &key, &path);
-    env.extend(expanded.env.clone());
-    for dir in ["HOME", "GOPATH", "GOCACHE"] {
-        let d = PathBuf::from(&env[dir]);
-        std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
-    }
-    run_recipe(c, &expanded.runs, &env, &tree, &log, ui)?;
-
-    // Every output is there and is what the release row promised; then into the store, then
-    // the index (last: it is what says "built").
-    let mut built_files = BTreeMap::new();
-    for (b, (rel, required)) in &expanded.outputs {
-        let p = tree.join(rel);
-        if !p.is_file() {
-            if *required {
-                return Err(SourceError::MissingOutput {
-                    component: c.name.clone(),
-                    binary: b.clone(),
-                    path: p,
-                });
-            }
-            continue;
+        (entry.binaries, entry.go, true)
+    } else {
+        // The Go version rule, from the commit's go.mod and .go-version, before the checkout.
+        let wants = tools::GoWants::parse(
+            git::read_file(&mirror, &url, &fetched.commit, "go.mod")?.as_deref(),
+            git::read_file(&mirror, &url, &fetched.commit, ".go-version")?.as_deref(),
+        );
+        let first = expanded.runs.first().cloned().unwrap_or_default();
+        for w in tools::check(&c.name, &first, &wants, go.as_ref(), &path)? {
+            ui.warn(w);
         }
-        built_files.insert(b.clone(), p);
-    }
-    release::verify(&c.name, row, &prepared, &env, &built_files, &path)?;
-    let mut binaries = BTreeMap::new();
-    for (b, p) in &built_files {
-        binaries.insert(b.clone(), store.insert_copy(p)?);
-    }
-    let entry = IndexEntry {
-        repository: url.clone(),
-        git_ref: git_ref.clone(),
-        commit: fetched.commit.clone(),
-        go: go.as_ref().map(|g| g.version.clone()),
-        recipe: recipe_digest.clone(),
-        arch: req.arch,
-        binaries: binaries.clone(),
-        dropped_tags: prepared.dropped.clone(),
+        let built_files = ctx.run_in(
+            &mirror,
+            &url,
+            &fetched.commit,
+            &WorkDirs {
+                tree: layout.build_src(&key),
+                home: layout.build_home(&key),
+                go_cache: layout.go_cache(),
+                log: log.clone(),
+            },
+        )?;
+        let mut binaries = BTreeMap::new();
+        for (b, p) in &built_files {
+            binaries.insert(b.clone(), store.insert_copy(p)?);
+        }
+        let entry = IndexEntry {
+            repository: url.clone(),
+            git_ref: git_ref.clone(),
+            commit: fetched.commit.clone(),
+            go: go.as_ref().map(|g| g.version.clone()),
+            recipe: recipe_digest.clone(),
+            arch: req.arch,
+            binaries: binaries.clone(),
+            dropped_tags: prepared.dropped.clone(),
+        };
+        write_atomic(
+            &index_path,
+            toml::to_string_pretty(&entry)
+                .expect("index entries always serialize")
+                .as_bytes(),
+            0o644,
+        )
+        .map_err(|e| {
+            SourceError::Io(crate::fsx::PathIo {
+                action: "cannot write the build index",
+                path: e.path,
+                source: e.source,
+            })
+        })?;
+        ui.status(format!("built {} {} ({key})", c.name, req.version));
+        (binaries, entry.go, false)
     };
-    write_atomic(
-        &index_path,
-        toml::to_string_pretty(&entry)
-            .expect("index entries always serialize")
-            .as_bytes(),
-        0o644,
-    )
-    .map_err(|e| {
-        SourceError::Io(crate::fsx::PathIo {
-            action: "cannot write the build index",
-            path: e.path,
-            source: e.source,
+
+    // Does it reproduce upstream's binaries (and, when asked, a second build elsewhere)?
+    let scratch = tempfile::Builder::new()
+        .prefix("repro-")
+        .tempdir_in({
+            let t = layout.tmp_dir();
+            std::fs::create_dir_all(&t).map_err(io("cannot create", &t))?;
+            t
         })
-    })?;
-    ui.status(format!("built {} {} ({key})", c.name, req.version));
+        .map_err(io(
+            "cannot create a temporary directory in",
+            &layout.tmp_dir(),
+        ))?;
+    let up = repro::Upstream {
+        store,
+        manifest: req.manifest,
+        component: c,
+        version: &req.version,
+        arch: req.arch,
+        row,
+        build: &upstream,
+        go: go.as_ref(),
+        path: &path,
+        scratch: scratch.path(),
+    };
+    let mut reproduction = BTreeMap::new();
+    for (b, d) in &binaries {
+        let Some(file) = store.get(d) else { continue };
+        reproduction.insert(
+            b.clone(),
+            crate::toolchain::Reproduction {
+                upstream: repro::against_upstream(&up, b, &file, d),
+                rebuild: None,
+            },
+        );
+    }
+    if req.check_reproducible {
+        let check = layout.build_dir(&key).join("check");
+        ui.status(format!(
+            "building {} {} a second time in {} (fresh Go build cache) to compare",
+            c.name,
+            req.version,
+            check.display()
+        ));
+        let second = ctx.run_in(
+            &mirror,
+            &url,
+            &fetched.commit,
+            &WorkDirs {
+                tree: check.join("src"),
+                home: check.join("home"),
+                go_cache: check.join("gocache"),
+                log: layout.build_dir(&key).join("check.log"),
+            },
+        )?;
+        for (b, d) in &binaries {
+            let (Some(first), Some(other)) = (store.get(d), second.get(b)) else {
+                continue;
+            };
+            if let Some(r) = reproduction.get_mut(b) {
+                r.rebuild = Some(repro::against_rebuild(&first, d, other));
+            }
+        }
+        // The second tree and its Go cache can be gigabytes: only its log stays.
+        if let Err(e) = std::fs::remove_dir_all(&check) {
+            ui.warn(format!("cannot remove {}: {e}", check.display()));
+        }
+    }
     Ok(Built {
         component: c.name.clone(),
         version: req.version.clone(),
-        source: source_receipt(entry.go, &binaries),
+        source: SourceReceipt {
+            repository: url.clone(),
+            git_ref: git_ref.clone(),
+            commit: fetched.commit.clone(),
+            go: built_go,
+            recipe: recipe_digest.clone(),
+            outputs: Some(outputs_digest(&binaries)),
+            dropped_tags: prepared.dropped.clone(),
+            upstream: Some(upstream),
+            reproduction,
+        },
         binaries,
         key,
-        cache_hit: false,
+        cache_hit,
         fetched_bytes: fetched.received_bytes,
         shallow: fetched.shallow,
         log,
     })
+}
+
+/// Where one run of a recipe happens.
+struct WorkDirs {
+    tree: PathBuf,
+    home: PathBuf,
+    go_cache: PathBuf,
+    log: PathBuf,
+}
+
+/// What every run of one build shares.
+struct BuildContext<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest<'a>,
+    expanded: &'a Expanded,
+    row: Option<&'a crate::manifest::ReleaseBuild>,
+    prepared: &'a release::Prepared,
+    path: &'a str,
+    ui: &'a Ui,
+}
+
+impl BuildContext<'_> {
+    /// Check the commit out into `dirs.tree`, run the recipe there, and return every output
+    /// (binary → its file in the tree), checked against the release row.
+    fn run_in(
+        &self,
+        mirror: &Path,
+        url: &str,
+        commit: &str,
+        dirs: &WorkDirs,
+    ) -> Result<BTreeMap<String, PathBuf>, SourceError> {
+        let c = self.req.component;
+        git::checkout(mirror, url, commit, &dirs.tree)?;
+        let mut env = base_env(self.store.layout(), self.path);
+        env.insert("HOME".into(), dirs.home.display().to_string());
+        env.insert("GOCACHE".into(), dirs.go_cache.display().to_string());
+        env.extend(self.expanded.env.clone());
+        for dir in ["HOME", "GOPATH", "GOCACHE"] {
+            let d = PathBuf::from(&env[dir]);
+            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+        }
+        if let Some(parent) = dirs.log.parent() {
+            std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+        }
+        run_recipe(c, &self.expanded.runs, &env, &dirs.tree, &dirs.log, self.ui)?;
+        // Every output is there and is what the release row promised.
+        let mut built_files = BTreeMap::new();
+        for (b, (rel, required)) in &self.expanded.outputs {
+            let p = dirs.tree.join(rel);
+            if !p.is_file() {
+                if *required {
+                    return Err(SourceError::MissingOutput {
+                        component: c.name.clone(),
+                        binary: b.clone(),
+                        path: p,
+                    });
+                }
+                continue;
+            }
+            built_files.insert(b.clone(), p);
+        }
+        release::verify(
+            &c.name,
+            self.row,
+            self.prepared,
+            &env,
+            &built_files,
+            self.path,
+        )?;
+        Ok(built_files)
+    }
 }
 
 /// The digest of a build's outputs: sha256 over sorted `name digest` lines.

@@ -111,7 +111,7 @@ pub fn prepare(
 
 /// What `go version -m` says of a binary: its build settings (`-tags`, `CGO_ENABLED`,
 /// `GOEXPERIMENT`), or `None` when it is not a Go binary or there is no go.
-fn build_settings(binary: &Path, path: &str) -> Option<BTreeMap<String, String>> {
+pub(super) fn build_settings(binary: &Path, path: &str) -> Option<BTreeMap<String, String>> {
     let go = find_on_path("go", path)?;
     let out = Command::new(go)
         .args(["version", "-m"])
@@ -128,9 +128,33 @@ fn build_settings(binary: &Path, path: &str) -> Option<BTreeMap<String, String>>
         text.lines()
             .filter_map(|l| l.trim_start().strip_prefix("build\t"))
             .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|(k, v)| (k.to_owned(), unquote(v)))
             .collect(),
     )
+}
+
+/// A build setting's value as Go wrote it: quoted (Go syntax) when it holds a space, a quote
+/// or a control character (`-ldflags="-X main.v=1 -s"`), else bare.
+fn unquote(v: &str) -> String {
+    let Some(inner) = v.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return v.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Check each built binary (`outputs`: name → path in the work tree) against the row (when

@@ -11,5 +11,6 @@ pub mod probe;
 pub mod receipt;
 
 pub use receipt::{
-    ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt, SourceReceipt, TofuRecord,
+    ArtifactReceipt, BinaryReceipt, ComponentReceipt, Origin, Receipt, Reproduction, SourceReceipt,
+    TofuRecord, UpstreamBuild,
 };

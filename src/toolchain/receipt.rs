@@ -37,8 +37,18 @@
 //! go = "1.22.5"
 //! recipe = "sha256:…"
 //! outputs = "sha256:…"                  # over the sorted `name digest` lines of its binaries
+//!
+//! [component.source.upstream]           # how upstream builds that release
+//! go = "1.22.5"                         # from the tree (.go-version, or the release row's file)
+//! go_from = ".go-version"
+//! settings = { "-ldflags" = "…", "-trimpath" = "true" }   # the release row's
+//!
+//! [component.source.reproduction.etcd]  # per binary
+//! upstream = "reproduces upstream"      # or "differs: …", "not comparable: Go 1.27.3 vs 1.22.5"
+//! rebuild = "same digest …"             # --check-reproducible: a second build elsewhere
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use semver::Version;
@@ -201,6 +211,41 @@ pub struct SourceReceipt {
     /// was missing (`libpathrs`): what the binaries lack compared with the released ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_tags: Vec<String>,
+    /// How upstream builds this release, as the source tree and the recipe's release row say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamBuild>,
+    /// Per binary: does it reproduce upstream's, and a second build of its own?
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reproduction: BTreeMap<String, Reproduction>,
+}
+
+/// How upstream builds a release: read from the source tree (the Go version) and the recipe's
+/// release row (the `go build` settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBuild {
+    /// The Go version upstream builds with, when the tree says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<String>,
+    /// Where that was read (`.go-version`, `Dockerfile: ARG GO_VERSION=`).
+    pub go_from: String,
+    /// The build settings of upstream's release binaries (`-ldflags`, `-tags`, `-trimpath`,
+    /// ...), as `go version -m` names them; empty when the recipe does not know them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// What kbin found out about one built binary's reproducibility.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reproduction {
+    /// Against upstream's released binary: `reproduces upstream`, `differs: …` or
+    /// `not comparable: …`.
+    pub upstream: String,
+    /// Against a second build in another directory (`--check-reproducible`): `same digest`, or
+    /// `differs: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<String>,
 }
 
 impl Receipt {
@@ -306,6 +351,8 @@ mod tests {
                     recipe: d.clone(),
                     outputs: Some(d),
                     dropped_tags: Vec::new(),
+                    upstream: None,
+                    reproduction: Default::default(),
                 }),
             }],
         }

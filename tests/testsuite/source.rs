@@ -1222,3 +1222,283 @@ fn a_git_http_server_that_never_answers_is_a_stall_error_not_a_hang() {
     );
     held.join().unwrap();
 }
+
+/// The Go on PATH, as `go env GOVERSION` spells it without `go` (`1.19.8`).
+fn local_go() -> String {
+    let o = Command::new("go")
+        .args(["env", "GOVERSION"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .trim_start_matches("go")
+        .to_owned()
+}
+
+/// The host's arch as kbin names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
+}
+
+/// A release row for the Go fixture (crictl) saying how "upstream" builds it: `command` is
+/// kbin's, the ldflags and flags are upstream's.
+fn repro_rows(command: &str) -> String {
+    format!(
+        r#"[[component.recipe.release]]
+versions = ">=1.0.0"
+source = "a test row"
+command = {command}
+cgo = {{ crictl = false }}
+ldflags = "-X main.version=v{{version}}"
+flags = ["-trimpath"]
+"#
+    )
+}
+
+/// kbin's command for the Go fixture, as upstream's row says (with -trimpath).
+const TRIMPATH_BUILD: &str = r#"["go", "build", "-trimpath", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#;
+
+/// A fixture whose crictl repository says `.go-version` = `go_version` and whose recipe runs
+/// `command` under [`repro_rows`] (the repositories' directory is returned, to keep it).
+fn repro_fixture(go_version: &str, command: &str) -> (tempfile::TempDir, Fixture) {
+    let repos = tempfile::tempdir().unwrap();
+    make_repo(&repos.path().join("runc"));
+    go_repo_with_go_version(&repos.path().join("crictl"), go_version);
+    let f = Fixture::new(
+        &file_url(&repos.path().join("runc")),
+        &file_url(&repos.path().join("crictl")),
+        "",
+    )
+    .with_release_rows("crictl", &repro_rows(command));
+    (repos, f)
+}
+
+/// The Go fixture's module, with a `.go-version` saying `go_version`, tagged again.
+fn go_repo_with_go_version(dir: &Path, go_version: &str) -> String {
+    go_repo(dir, "1.19");
+    std::fs::write(dir.join(".go-version"), format!("{go_version}\n")).unwrap();
+    let c = commit_all(dir, "go version");
+    git(dir, &["tag", "-f", &format!("v{CRICTL}")]);
+    c
+}
+
+impl Fixture {
+    /// crictl's artifact as a bare binary pinned to `digest` (for this version and arch).
+    fn pin_crictl_binary(&self, digest: &str) {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        let text = text.replace(
+            "format = \"tar.gz\"\nlayout = \"crictl\"",
+            "format = \"binary\"",
+        );
+        std::fs::write(&self.manifest, text).unwrap();
+        self.pin_crictl(digest);
+    }
+
+    /// crictl's artifact (as it is: an archive, or a binary) pinned to `digest`.
+    fn pin_crictl(&self, digest: &str) {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        let start = text.find("[pins]\n").unwrap() + "[pins]\n".len();
+        let end = start + text[start..].find("\n[[component]]").unwrap();
+        let text = format!(
+            "{}\"crictl/{}/{CRICTL}\" = \"{digest}\"\n{}",
+            &text[..start],
+            host_arch(),
+            &text[end..]
+        );
+        std::fs::write(&self.manifest, text).unwrap();
+    }
+}
+
+#[test]
+fn a_go_module_built_twice_in_different_directories_is_the_same_and_compared_with_upstreams_pin() {
+    let (_repos, f) = repro_fixture(&local_go(), TRIMPATH_BUILD);
+
+    // Two builds, the second in another directory with its own Go cache: the same bytes. There
+    // is no official digest yet (crictl's archive is not pinned).
+    let o = f.build("crictl", &["--check-reproducible", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &report["source"]["reproduction"]["crictl"];
+    assert_eq!(
+        r["rebuild"], "same digest in a second build in another directory",
+        "{report}"
+    );
+    assert!(
+        r["upstream"].as_str().unwrap().starts_with(&format!(
+            "not comparable: no official digest of crictl {CRICTL}"
+        )),
+        "{report}"
+    );
+    let up = &report["source"]["upstream"];
+    assert_eq!(up["go"], local_go().as_str(), "{report}");
+    assert_eq!(up["go_from"], ".go-version");
+    assert_eq!(
+        up["settings"]["-ldflags"],
+        format!("-X main.version=v{CRICTL}")
+    );
+    assert!(
+        walk(&f.home().join("builds"))
+            .iter()
+            .any(|p| p.ends_with("check.log")),
+        "the second build's log is kept"
+    );
+    assert!(
+        !walk(&f.home().join("builds"))
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/check/")),
+        "the second build's tree is removed"
+    );
+
+    // Upstream's pin is this binary's digest: it reproduces upstream (same Go, same settings).
+    let digest = f.component("crictl")["binary"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    f.pin_crictl_binary(&digest);
+    let o = f.build("crictl", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("upstream: reproduces upstream"),
+        "{}",
+        text(&o)
+    );
+    let source = f.component("crictl")["source"].clone();
+    assert_eq!(
+        source["reproduction"]["crictl"]["upstream"].as_str(),
+        Some("reproduces upstream"),
+        "{source}"
+    );
+    let o = f.kbin().args(["show-versions", "t"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("crictl crictl: reproduces upstream"),
+        "{}",
+        text(&o)
+    );
+    let o = f
+        .kbin()
+        .args(["show-versions", "t", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let crictl = v[0]["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "crictl")
+        .unwrap();
+    assert_eq!(
+        crictl["source"]["reproduction"]["crictl"]["upstream"],
+        "reproduces upstream"
+    );
+
+    // Another pinned digest: it differs, and says which two.
+    let other = format!("sha256:{}", "ab".repeat(32));
+    f.pin_crictl_binary(&other);
+    let o = f.build("crictl", &["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        report["source"]["reproduction"]["crictl"]["upstream"],
+        format!("differs: {digest} vs the official {other}").as_str(),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_build_that_embeds_its_directory_differs_naming_the_file_and_offset_and_another_go_is_not_comparable()
+ {
+    // Upstream says another Go; kbin's recipe leaves out -trimpath, so the binary holds the
+    // directory it was built in.
+    let theirs = if local_go() == "1.19.1" {
+        "1.19.2"
+    } else {
+        "1.19.1"
+    };
+    let (_repos, f) = repro_fixture(
+        theirs,
+        r#"["go", "build", "-ldflags", "-X main.version=v{version}", "-o", "build/crictl", "."]"#,
+    );
+    let o = f.build("crictl", &["--check-reproducible"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "crictl {CRICTL} is not reproducible: the first differing file is crictl: differs: a second build in another directory gave sha256:"
+        )),
+        "{t}"
+    );
+    assert!(t.contains(", first difference at byte "), "{t}");
+    // Installed all the same, with both outcomes recorded.
+    assert_eq!(f.run_bin("crictl"), format!("crictl version v{CRICTL}"));
+    let r = f.component("crictl")["source"]["reproduction"]["crictl"].clone();
+    assert_eq!(
+        r["upstream"].as_str(),
+        Some(format!("not comparable: Go {} vs {theirs}", local_go()).as_str()),
+        "{r}"
+    );
+    assert!(
+        r["rebuild"].as_str().unwrap().starts_with("differs: "),
+        "{r}"
+    );
+    let o = f.kbin().args(["show-versions", "t"]).output().unwrap();
+    assert!(text(&o).contains("not comparable"), "{}", text(&o));
+}
+
+#[test]
+fn the_official_binary_is_read_out_of_a_pinned_archive_in_the_store_and_the_first_differing_byte_named()
+ {
+    let (_repos, f) = repro_fixture(&local_go(), TRIMPATH_BUILD);
+    let o = f.build("crictl", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // "Upstream's" release archive: the same binary with byte 1000 changed, pinned, and in the
+    // store (as an install of that version leaves it).
+    let mut bytes = std::fs::read(f.toolchain().join("bin/crictl")).unwrap();
+    bytes[1000] ^= 0xff;
+    let pack = f.tmp.path().join("pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("crictl"), &bytes).unwrap();
+    let archive = f.tmp.path().join("crictl.tar.gz");
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .arg("crictl")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()))
+    };
+    let blob = f
+        .home()
+        .join("cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex);
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::copy(&archive, &blob).unwrap();
+    f.pin_crictl(&format!("sha256:{hex}"));
+    let o = f.build("crictl", &["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let official = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let outcome = report["source"]["reproduction"]["crictl"]["upstream"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        outcome.starts_with("differs: sha256:")
+            && outcome.ends_with(&format!(
+                " vs the official sha256:{official}, first difference at byte 1000"
+            )),
+        "{outcome}"
+    );
+}
