@@ -137,6 +137,7 @@ pub fn from_versions(
                 arch: *arch,
                 only: Vec::new(),
                 require_pinned: false,
+                require_verified: false,
                 jobs,
                 from_source: Vec::new(),
                 // The images are pulled below, for the registry-shaped part.

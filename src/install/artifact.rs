@@ -115,6 +115,8 @@ pub(super) struct Fetched {
     pub bytes: u64,
     /// For archives: member path → blob digest.
     pub members: BTreeMap<String, Digest>,
+    /// Who signed it, when upstream publishes a signature (verified offline).
+    pub signed: Option<crate::trust::Policy>,
 }
 
 /// An artifact in the store whose members may still be being unpacked.
@@ -153,11 +155,13 @@ async fn fetch_artifact(
             downloaded: false,
             bytes: 0,
             members: BTreeMap::new(),
+            signed: None,
         }))
     };
     if let Some(d) = a.expected()
-        && let Some(f) = hit(d)?
+        && let Some(mut f) = hit(d)?
     {
+        f.signed = signature_of(store, fetcher, a, &f.sha256).await?;
         return Ok(f);
     }
     if a.pinned.is_none()
@@ -201,7 +205,8 @@ async fn fetch_artifact(
     })
     .await
     .map_err(|e| InstallError::Task(e.to_string()))??;
-    if let Some(f) = hit(&expected)? {
+    if let Some(mut f) = hit(&expected)? {
+        f.signed = signature_of(store, fetcher, a, &f.sha256).await?;
         return Ok(f);
     }
     let partial = store.layout().partial_download(&expected);
@@ -211,6 +216,14 @@ async fn fetch_artifact(
         .await;
     bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
     let done = done?;
+    // Verified before the blob is stored: a refused signature keeps nothing.
+    let signed = match signature_of(store, fetcher, a, &done.sha256).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&done.path);
+            return Err(e);
+        }
+    };
     let digests = crate::store::cas::FileDigests {
         sha256: done.sha256.clone(),
         sha512: done.sha512.clone(),
@@ -231,7 +244,39 @@ async fn fetch_artifact(
         downloaded: true,
         bytes: done.size - done.resumed_from,
         members: BTreeMap::new(),
+        signed,
     })
+}
+
+/// Who signed the blob `sha256` of `a`, when upstream publishes a signature for it: the record
+/// kept beside the blob by an earlier verification, else the bundle fetched and verified now
+/// (offline, against the compiled-in trust root) and its record kept. A refused signature is
+/// an error: the caller keeps nothing.
+async fn signature_of(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    sha256: &Digest,
+) -> Result<Option<crate::trust::Policy>, InstallError> {
+    let Some((url, policy)) = &a.signature else {
+        return Ok(None);
+    };
+    let path = store.layout().signature_record(sha256);
+    if let Some(r) = crate::trust::Record::load(&path)
+        && r.url == *url
+        && r.signer == *policy
+    {
+        return Ok(Some(r.signer));
+    }
+    let bundle = fetcher.document(url, "application/json").await?;
+    let record = crate::trust::verify_bundle(&bundle, url, policy, sha256).map_err(|source| {
+        InstallError::Signature {
+            url: a.url.clone(),
+            source,
+        }
+    })?;
+    record.save(&path)?;
+    Ok(Some(record.signer))
 }
 
 /// The member path → blob digest of an archive's members, extracting them once: the result is

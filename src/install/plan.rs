@@ -23,6 +23,8 @@ pub struct PlannedArtifact {
     pub url: String,
     /// Upstream's checksum file.
     pub checksum_url: Option<String>,
+    /// Upstream's signature (a Sigstore bundle's URL) and who must have signed it.
+    pub signature: Option<(String, crate::trust::Policy)>,
     /// Its file name (for checksum files).
     pub file_name: String,
     /// Binary or archive.
@@ -169,6 +171,9 @@ pub fn plan(
     if opts.require_pinned {
         p.refuse_unpinned()?;
     }
+    if opts.require_verified {
+        p.refuse_unverified()?;
+    }
     // Whether a source build is current is the builder's call (its cache is keyed by commit).
     if p.builds.is_empty()
         && let Some(installed) = same_toolchain(store, &p)
@@ -281,6 +286,7 @@ impl Plan {
                         .to_owned(),
                     url: choice.url.clone(),
                     checksum_url: choice.checksum_url.clone(),
+                    signature: choice.signature.clone(),
                     format: choice.format,
                     pinned: choice.pinned.clone(),
                     tofu: choice.tofu.clone(),
@@ -302,6 +308,28 @@ impl Plan {
             optional,
         });
         Ok(())
+    }
+
+    /// `--require-verified`: every artifact neither pinned nor signed (a signature is verified
+    /// when the artifact is fetched; failing it fails the install), and every image (no image
+    /// signature is verified yet), named, or nothing.
+    fn refuse_unverified(&self) -> Result<(), InstallError> {
+        let bad: Vec<String> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none() && a.signature.is_none())
+            .map(|a| format!("{} (checksum file only)", a.url))
+            .chain(
+                self.images
+                    .iter()
+                    .map(|i| format!("image {i} (trusted on first use; --no-images skips images)")),
+            )
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Unverified(bad))
+        }
     }
 
     /// `--require-pinned`: every artifact and image not pinned, named, or nothing.

@@ -202,6 +202,13 @@ impl Layout {
         self.tree_path(digest).join("members.toml")
     }
 
+    /// `cache/trees/<algo>-<hex>/signature.toml`: the signature that vouched for the blob with
+    /// `digest` (its bundle, its URL, who signed), so a later install and `mirror export` have it
+    /// without asking upstream again.
+    pub fn signature_record(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("signature.toml")
+    }
+
     /// `cache/index/urls/<sha256 of url>`: the digest an unpinned artifact was verified as, so a
     /// later install needs no checksum request.
     pub fn url_index(&self, url: &str) -> PathBuf {

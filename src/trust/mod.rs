@@ -140,6 +140,59 @@ pub enum SigError {
     },
 }
 
+/// A verified signature, kept beside its blob (`Layout::signature_record`): the bundle as
+/// upstream published it, where from, and who signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// The bundle's upstream URL.
+    pub url: String,
+    /// Who signed (as verified).
+    pub signer: Policy,
+    /// The bundle's text.
+    pub bundle: String,
+}
+
+impl Record {
+    /// The record at `path`, if there is a readable one.
+    pub fn load(path: &std::path::Path) -> Option<Record> {
+        toml::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Write it at `path` (atomically; its directory made if need be).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), crate::fsx::PathIo> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)
+                .map_err(crate::fsx::at::<crate::fsx::PathIo>("cannot create", d))?;
+        }
+        let text = toml::to_string(self).expect("a record serializes");
+        crate::fsx::write_atomic(path, text.as_bytes(), 0o644)
+    }
+}
+
+/// Verify `bundle` (fetched from `url`) as `policy`'s signature over the blob with `sha256`,
+/// against the active trust root: the record to keep, or why not.
+pub fn verify_bundle(
+    bundle: &[u8],
+    url: &str,
+    policy: &Policy,
+    sha256: &crate::manifest::Digest,
+) -> Result<Record, SigError> {
+    let raw = hex::decode(sha256.hex())
+        .map_err(|_| SigError::Malformed(format!("{sha256} is not a sha256")))?;
+    let root = TrustRoot::active()?;
+    let m = Material::from_bundle(bundle)?;
+    let s = verify_blob(&root, &m, &raw, policy)?;
+    Ok(Record {
+        url: url.to_owned(),
+        signer: Policy {
+            identity: s.identity,
+            issuer: s.issuer,
+        },
+        bundle: String::from_utf8_lossy(bundle).into_owned(),
+    })
+}
+
 /// RFC 3339 for a Unix time (for messages).
 fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)

@@ -160,6 +160,7 @@ pub fn write_toolchain(
                 digest: binaries[0].digest.clone(),
                 pinned: true,
                 tofu: None,
+                signed: None,
             }]
         } else {
             vec![]
