@@ -1967,6 +1967,63 @@ fn signed_artifacts_are_verified_recorded_and_shown() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.f.server.total_requests(), 0);
     assert!(s.f.receipt("again").to_string().contains("signed"));
+
+    // `mirror export` carries the bundles; a fresh home installing from the mirror alone
+    // verifies them (the upstream server is not asked).
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--no-images",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bundle = dir.join(format!(
+        "release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json"
+    ));
+    assert!(bundle.is_file(), "{}", bundle.display());
+    s.f.server.reset_counters();
+    let fresh = s.f.home.path().join("fresh");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.f.server.total_requests(), 0);
+    let lock = std::fs::read_to_string(fresh.join("toolchains/1.30/toolchain.lock")).unwrap();
+    assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
+    // A bundle damaged in the mirror is refused, and nothing of the artifact is kept.
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&bundle)
+            .unwrap()
+            .replace("MII", "MIJ"),
+    )
+    .unwrap();
+    let fresh = s.f.home.path().join("fresh2");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("kube-apiserver was refused (nothing kept)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
