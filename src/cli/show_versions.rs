@@ -262,6 +262,14 @@ fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
                     vouch: a.vouch().to_string(),
                 })
             })
+            .chain(receipt.pulled.iter().map(|p| Vouched {
+                component: "image".into(),
+                url: p.name.clone(),
+                vouch: match &p.signed {
+                    Some(s) => format!("signed by {}", s.identity),
+                    None => "trusted on first use".into(),
+                },
+            }))
             .collect();
         list.push(Installed {
             vouched,

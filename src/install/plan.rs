@@ -86,6 +86,8 @@ pub struct Plan {
     /// The images to pull with it: a node toolchain (containerd or the kubelet in it) gets its
     /// release's pause and CoreDNS images, unless `--no-images`.
     pub images: Vec<crate::images::ImageRef>,
+    /// `--require-verified`: each image must have a verified signature.
+    pub require_signed_images: bool,
     /// The toolchain is installed exactly so already, every file as its receipt says: nothing
     /// to do.
     pub up_to_date: bool,
@@ -120,6 +122,7 @@ pub fn plan(
         binaries: Vec::new(),
         builds: Vec::new(),
         images: Vec::new(),
+        require_signed_images: opts.require_verified,
         up_to_date: false,
         repairs: Vec::new(),
     };
@@ -311,19 +314,15 @@ impl Plan {
     }
 
     /// `--require-verified`: every artifact neither pinned nor signed (a signature is verified
-    /// when the artifact is fetched; failing it fails the install), and every image (no image
-    /// signature is verified yet), named, or nothing.
+    /// when the artifact is fetched; failing it fails the install), named, or nothing. Images
+    /// are checked when pulled (`Plan::require_signed_images`): whether the registry signs
+    /// them is known only there.
     fn refuse_unverified(&self) -> Result<(), InstallError> {
         let bad: Vec<String> = self
             .artifacts
             .iter()
             .filter(|a| a.pinned.is_none() && a.signature.is_none())
             .map(|a| format!("{} (checksum file only)", a.url))
-            .chain(
-                self.images
-                    .iter()
-                    .map(|i| format!("image {i} (trusted on first use; --no-images skips images)")),
-            )
             .collect();
         if bad.is_empty() {
             Ok(())

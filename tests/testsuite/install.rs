@@ -2142,3 +2142,105 @@ fn a_refused_signature_fails_the_install_with_one_error_and_keeps_nothing() {
     );
     assert!(!s.f.toolchain("1.30").exists());
 }
+
+#[test]
+fn signed_images_are_verified_recorded_and_a_refused_one_keeps_nothing() {
+    use common::sigstore::Sign;
+    let s = Signed::new();
+    let trust = Sign {
+        identity: "krel-trust@k8s-releng-prod.iam.gserviceaccount.com".into(),
+        ..Sign::default()
+    };
+    let pause = common::registry::publish(&s.f.server, "pause", "3.9");
+    let coredns = common::registry::publish(&s.f.server, "coredns/coredns", "v1.11.1");
+    // Unsigned images: --require-verified refuses them before a layer is fetched.
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "registry.k8s.io/pause:3.9: the registry serves no cosign signature for it (--require-verified)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.f.toolchain("1.30").exists());
+
+    // Signed by someone else: refused, nothing of the image kept.
+    common::registry::publish_signature(
+        &s.f.server,
+        &pause,
+        &s.ts,
+        &Sign {
+            identity: "mallory@example.com".into(),
+            ..trust.clone()
+        },
+        None,
+    );
+    let _ = std::fs::remove_dir_all(s.f.kbin_home());
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("registry.k8s.io/pause:3.9: its cosign signature was refused (nothing kept)")
+            && err.contains("signed by mallory@example.com, not by krel-trust@"),
+        "{err}"
+    );
+    assert!(
+        !s.f.kbin_home().join("cache/images").exists()
+            || walk(&s.f.kbin_home().join("cache/images")).is_empty()
+    );
+    // A signature of another image does not vouch for this one.
+    common::registry::publish_signature(
+        &s.f.server,
+        &pause,
+        &s.ts,
+        &trust,
+        Some(&coredns.index_digest),
+    );
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "the signed payload names {}, not {}",
+            coredns.index_digest, pause.index_digest
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // Both signed by the image promoter: installed with --require-verified, recorded, shown.
+    common::registry::publish_signature(&s.f.server, &pause, &s.ts, &trust, None);
+    common::registry::publish_signature(&s.f.server, &coredns, &s.ts, &trust, None);
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.f.receipt("1.30");
+    for i in r["image"].as_array().unwrap() {
+        assert_eq!(
+            i["signed"]["identity"].as_str(),
+            Some("krel-trust@k8s-releng-prod.iam.gserviceaccount.com"),
+            "{i}"
+        );
+    }
+    let out = s.cmd().args(["show-versions", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images: Vec<&serde_json::Value> = v[0]["vouched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["component"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "{v}");
+    assert!(
+        images
+            .iter()
+            .all(|x| x["vouch"] == "signed by krel-trust@k8s-releng-prod.iam.gserviceaccount.com")
+    );
+}
