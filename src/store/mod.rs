@@ -9,6 +9,7 @@
 //! │   │                                    named by sha256; a sha512 pin is a hardlink alias
 //! │   ├── verified/<algo>-<hex>            a blob's stat when its bytes were last hashed
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
+//! │   ├── trees/<algo>-<hex>/signature.toml  the signature that vouched for the blob (its bundle)
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
 //! │   ├── images/<image>@<arch>.toml       a pulled image: tag digest → its OCI archive's blob
