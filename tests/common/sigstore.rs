@@ -23,6 +23,28 @@ pub const K8S_IDENTITY: &str = "krel-staging@k8s-releng-prod.iam.gserviceaccount
 /// Its OIDC issuer.
 pub const K8S_ISSUER: &str = "https://accounts.google.com";
 
+/// `manifest` (toolchains.toml text) with a Sigstore bundle beside each Kubernetes binary
+/// (`<binary>.sigstore.json`) and the Kubernetes release signer.
+pub fn sign_kubernetes_in(manifest: &str) -> String {
+    let sum = "checksum-url = \"https://dl.k8s.io/release/v{version}/bin/linux/{arch}/{binary}.sha256\"\n";
+    assert_eq!(manifest.matches(sum).count(), 1);
+    manifest
+        .replacen(
+            sum,
+            &format!(
+                "{sum}signature = \"https://dl.k8s.io/release/v{{version}}/bin/linux/{{arch}}/{{binary}}.sigstore.json\"\n"
+            ),
+            1,
+        )
+        .replacen(
+            "name = \"kubernetes\"\n",
+            &format!(
+                "name = \"kubernetes\"\nsigner = {{ identity = \"{K8S_IDENTITY}\", issuer = \"{K8S_ISSUER}\" }}\n"
+            ),
+            1,
+        )
+}
+
 /// A Fulcio-like CA.
 pub struct TestCa {
     params: CertificateParams,

@@ -1855,25 +1855,7 @@ impl Signed {
     fn new() -> Signed {
         let f = Fixture::new();
         let text = std::fs::read_to_string(&f.manifest).unwrap();
-        let sum = "checksum-url = \"https://dl.k8s.io/release/v{version}/bin/linux/{arch}/{binary}.sha256\"\n";
-        assert_eq!(text.matches(sum).count(), 1);
-        let text = text
-            .replacen(
-                sum,
-                &format!(
-                    "{sum}signature = \"https://dl.k8s.io/release/v{{version}}/bin/linux/{{arch}}/{{binary}}.sigstore.json\"\n"
-                ),
-                1,
-            )
-            .replacen(
-                "name = \"kubernetes\"\n",
-                &format!(
-                    "name = \"kubernetes\"\nsigner = {{ identity = \"{}\", issuer = \"{}\" }}\n",
-                    common::sigstore::K8S_IDENTITY,
-                    common::sigstore::K8S_ISSUER
-                ),
-                1,
-            );
+        let text = common::sigstore::sign_kubernetes_in(&text);
         std::fs::write(&f.manifest, text).unwrap();
         let ts = common::sigstore::TestSigstore::new();
         let root = f.home.path().join("trusted_root.json");

@@ -396,26 +396,7 @@ fn signed_manifest(
     dir: &std::path::Path,
     ts: &common::sigstore::TestSigstore,
 ) -> (PathBuf, PathBuf) {
-    let text = kbin::manifest::EMBEDDED;
-    let sum = "checksum-url = \"https://dl.k8s.io/release/v{version}/bin/linux/{arch}/{binary}.sha256\"\n";
-    assert_eq!(text.matches(sum).count(), 1);
-    let text = text
-        .replacen(
-            sum,
-            &format!(
-                "{sum}signature = \"https://dl.k8s.io/release/v{{version}}/bin/linux/{{arch}}/{{binary}}.sigstore.json\"\n"
-            ),
-            1,
-        )
-        .replacen(
-            "name = \"kubernetes\"\n",
-            &format!(
-                "name = \"kubernetes\"\nsigner = {{ identity = \"{}\", issuer = \"{}\" }}\n",
-                common::sigstore::K8S_IDENTITY,
-                common::sigstore::K8S_ISSUER
-            ),
-            1,
-        );
+    let text = common::sigstore::sign_kubernetes_in(kbin::manifest::EMBEDDED);
     let manifest = dir.join("signed.toml");
     std::fs::write(&manifest, text).unwrap();
     let root = dir.join("trusted_root.json");
