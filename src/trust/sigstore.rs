@@ -411,6 +411,13 @@ pub fn verify_blob(
     let ca = chain_to_root(root, &leaf).ok_or_else(|| SigError::UntrustedCertificate {
         issuer: leaf.issuer().to_string(),
     })?;
+    // A Fulcio signing certificate is for code signing, never a CA.
+    let code_signing = matches!(leaf.extended_key_usage(), Ok(Some(e)) if e.value.code_signing);
+    if !code_signing || leaf.is_ca() {
+        return Err(malformed(
+            "the signing certificate is not a code-signing leaf certificate",
+        ));
+    }
     // 2. The signature is over these bytes, under the certificate's key.
     let (alg, p256, key) = ec_key(leaf.public_key(), "the certificate's key")?;
     if !p256 {

@@ -10,9 +10,9 @@
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PublicKeyData, SanType,
-    SigningKey,
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    PublicKeyData, SanType, SigningKey,
 };
 use sha2::Digest as _;
 
@@ -188,6 +188,7 @@ impl TestSigstore {
         let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         p.not_before = not_before;
         p.not_after = not_before + time::Duration::minutes(10);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
         let mut v2 = vec![0x0c, s.issuer.len() as u8];
         v2.extend_from_slice(s.issuer.as_bytes());
         p.custom_extensions = vec![

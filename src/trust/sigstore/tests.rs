@@ -235,3 +235,13 @@ fn a_real_public_good_bundle_verifies_with_the_production_root() {
     let e = verify_blob(&root, &m, &sha, &policy()).unwrap_err();
     assert!(matches!(e, SigError::WrongIdentity { .. }), "{e:?}");
 }
+
+#[test]
+fn the_ca_certificate_itself_is_not_a_signing_certificate() {
+    let c = case();
+    let s = c.ts.sign(&c.blob, &Sign::default());
+    let mut m = Material::from_bundle(s.bundle.as_bytes()).unwrap();
+    m.cert = c.ts.fulcio.der.clone();
+    let e = verify_blob(&c.root, &m, &c.sha, &policy()).unwrap_err();
+    assert!(e.to_string().contains("not a code-signing leaf"), "{e}");
+}
