@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use super::InstallError;
 use super::plan::{Plan, PlannedArtifact};
 use crate::archive::{self, Limits};
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchError, Fetcher};
 use crate::fsx::{at, write_atomic};
 use crate::manifest::{ArtifactFormat, Digest};
 use crate::store::cas::{FileLock, sha256_file};
@@ -268,7 +268,16 @@ async fn signature_of(
     {
         return Ok(Some(r.signer));
     }
-    let bundle = fetcher.document(url, "application/json").await?;
+    let bundle = match fetcher.document(url, "application/json").await {
+        Ok(b) => b,
+        // A pinned artifact is vouched for by its pin: a mirror without its bundle (an export
+        // made before the manifest named one) does not block it.
+        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 && a.pinned.is_some() => {
+            return Ok(None);
+        }
+        Err(FetchError::FileNotFound { .. }) if a.pinned.is_some() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let record = crate::trust::verify_bundle(&bundle, url, policy, sha256).map_err(|source| {
         InstallError::Signature {
             url: a.url.clone(),

@@ -2226,3 +2226,43 @@ fn signed_images_are_verified_recorded_and_a_refused_one_keeps_nothing() {
             .all(|x| x["vouch"] == "signed by krel-trust@k8s-releng-prod.iam.gserviceaccount.com")
     );
 }
+
+#[test]
+fn a_missing_bundle_is_an_error_for_an_unpinned_artifact_but_not_for_a_pinned_one() {
+    let s = Signed::new();
+    // kubelet is pinned: its pin vouches for it without the bundle.
+    s.f.server.remove(&format!(
+        "/release/v{KUBE}/bin/linux/amd64/kubelet.sigstore.json"
+    ));
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--only", "kubelet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.f.receipt("1.30").to_string().contains("pinned = true"));
+    // kube-apiserver is not: without its bundle it is not installed.
+    s.f.server.remove(&format!(
+        "/release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json"
+    ));
+    let out = s
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--no-images",
+            "--only",
+            "kube-apiserver",
+            "--name",
+            "api",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("kube-apiserver.sigstore.json"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.f.toolchain("api").exists());
+}
