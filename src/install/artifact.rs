@@ -161,7 +161,7 @@ async fn fetch_artifact(
     if let Some(d) = a.expected()
         && let Some(mut f) = hit(d)?
     {
-        f.signed = signature_of(store, fetcher, a, &f.sha256).await?;
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
         return Ok(f);
     }
     if a.pinned.is_none()
@@ -206,18 +206,27 @@ async fn fetch_artifact(
     .await
     .map_err(|e| InstallError::Task(e.to_string()))??;
     if let Some(mut f) = hit(&expected)? {
-        f.signed = signature_of(store, fetcher, a, &f.sha256).await?;
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
         return Ok(f);
     }
     let partial = store.layout().partial_download(&expected);
     let bar = bars.add(&a.file_name);
-    let done = fetcher
-        .download(&a.url, &partial, Some(&expected), &*bar)
-        .await;
+    // The signature (a few KB) is fetched while the artifact streams, so it adds no round trip.
+    let prefetch = async {
+        match &a.signature {
+            Some((url, _)) => Some(fetcher.document(url, "application/json").await),
+            None => None,
+        }
+    };
+    let (done, bundle) = futures_util::future::join(
+        fetcher.download(&a.url, &partial, Some(&expected), &*bar),
+        prefetch,
+    )
+    .await;
     bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
     let done = done?;
     // Verified before the blob is stored: a refused signature keeps nothing.
-    let signed = match signature_of(store, fetcher, a, &done.sha256).await {
+    let signed = match signature_of(store, fetcher, a, &done.sha256, bundle).await {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&done.path);
@@ -250,13 +259,15 @@ async fn fetch_artifact(
 
 /// Who signed the blob `sha256` of `a`, when upstream publishes a signature for it: the record
 /// kept beside the blob by an earlier verification, else the bundle fetched and verified now
-/// (offline, against the compiled-in trust root) and its record kept. A refused signature is
-/// an error: the caller keeps nothing.
+/// (offline, against the compiled-in trust root) and its record kept; `prefetched` is the
+/// bundle's fetch when the caller made it already. A refused signature is an error: the caller
+/// keeps nothing.
 async fn signature_of(
     store: &Store,
     fetcher: &Fetcher,
     a: &PlannedArtifact,
     sha256: &Digest,
+    prefetched: Option<Result<Vec<u8>, FetchError>>,
 ) -> Result<Option<crate::trust::Policy>, InstallError> {
     let Some((url, policy)) = &a.signature else {
         return Ok(None);
@@ -268,7 +279,11 @@ async fn signature_of(
     {
         return Ok(Some(r.signer));
     }
-    let bundle = match fetcher.document(url, "application/json").await {
+    let fetched = match prefetched {
+        Some(f) => f,
+        None => fetcher.document(url, "application/json").await,
+    };
+    let bundle = match fetched {
         Ok(b) => b,
         // A pinned artifact is vouched for by its pin: a mirror without its bundle (an export
         // made before the manifest named one) does not block it.
