@@ -159,14 +159,22 @@ impl Record {
         toml::from_str(&std::fs::read_to_string(path).ok()?).ok()
     }
 
-    /// Write it at `path` (atomically; its directory made if need be).
+    /// Write it at `path` (its directory made if need be): whole or not at all (a temporary
+    /// file renamed), but not fsynced: a record lost in a crash only means the bundle is
+    /// fetched and verified again, and an install should not pay a sync per artifact for it.
     pub fn save(&self, path: &std::path::Path) -> Result<(), crate::fsx::PathIo> {
+        use crate::fsx::{PathIo, at};
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)
-                .map_err(crate::fsx::at::<crate::fsx::PathIo>("cannot create", d))?;
+            std::fs::create_dir_all(d).map_err(at::<PathIo>("cannot create", d))?;
         }
         let text = toml::to_string(self).expect("a record serializes");
-        crate::fsx::write_atomic(path, text.as_bytes(), 0o644)
+        let (mut file, tmp) = crate::fsx::temp_beside(path, 0o644)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(at::<PathIo>("cannot write", path))?;
+        drop(file);
+        tmp.persist(path)
+            .map_err(|e| at::<PathIo>("cannot rename into", path)(e.error))?;
+        Ok(())
     }
 }
 
