@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod source;
 pub mod store;
 pub mod toolchain;
+pub mod trust;
 pub mod ui;
 pub mod up;
 pub mod update;

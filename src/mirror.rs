@@ -7,7 +7,9 @@
 //! release listing of each component (`repos/OWNER/REPO/releases`), naming the exported
 //! versions and those `kbin update` learned, whose trust-on-first-use digests go into the
 //! checksum files too. So an air-gapped `kbin update --mirror file://DIR` learns the same
-//! patches, and `kbin install --mirror file://DIR` gets the same bytes.
+//! patches, and `kbin install --mirror file://DIR` gets the same bytes. Each artifact's signature
+//! (its Sigstore bundle, as verified when it was fetched) is beside it at its upstream path, so
+//! an install from the mirror verifies it as a connected one does.
 //!
 //! Every file is copied from the store through a hasher into a temporary file beside its final
 //! path, checked against the digest the store holds it under, then renamed: nothing unverified
@@ -137,6 +139,7 @@ pub fn from_versions(
                 arch: *arch,
                 only: Vec::new(),
                 require_pinned: false,
+                require_verified: false,
                 jobs,
                 from_source: Vec::new(),
                 // The images are pulled below, for the registry-shaped part.
@@ -166,6 +169,7 @@ pub fn from_versions(
                         .map_err(|_| MirrorError::Vanished(format!("the version of {}", a.url)))?,
                     url: a.url.clone(),
                     checksum_url: a.checksum_url.clone(),
+                    signature: signature_record(store, &d),
                     blob,
                     digest: d,
                 });
@@ -219,12 +223,25 @@ pub fn from_toolchain(
                 version: c.version.clone(),
                 checksum_url: checksum_url_of(manifest, &c.name, &c.version, r.arch, &a.url),
                 url: a.url.clone(),
+                signature: a
+                    .signed
+                    .as_ref()
+                    .and_then(|_| signature_record(store, &a.digest)),
                 blob,
                 digest: a.digest.clone(),
             });
         }
     }
     Ok(out)
+}
+
+/// The verified signature kept beside the blob `digest` (sha256 digests only: signatures are
+/// over the sha256), if any.
+fn signature_record(store: &crate::store::Store, digest: &Digest) -> Option<crate::trust::Record> {
+    if digest.algo() != DigestAlgo::Sha256 {
+        return None;
+    }
+    crate::trust::Record::load(&store.layout().signature_record(digest))
 }
 
 /// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
@@ -268,6 +285,9 @@ pub struct Artifact {
     pub url: String,
     /// Upstream's checksum file for it, if any.
     pub checksum_url: Option<String>,
+    /// Upstream's signature of it, as verified when it was fetched: exported at its URL's
+    /// path so an install from the mirror verifies it too.
+    pub signature: Option<crate::trust::Record>,
     /// Its blob in the store.
     pub blob: PathBuf,
     /// The digest it is verified against (its blob's name, or the sha512 pin it is kept under).
@@ -464,6 +484,10 @@ pub fn export(
             None => report.reused += 1,
         }
         report.artifacts.push(rel.clone());
+        if let Some(sig) = &a.signature {
+            put_text(&out.join(rel_path(&sig.url)?), &sig.bundle)?;
+            report.metadata += 1;
+        }
         if let Some(sum) = &a.checksum_url {
             let digest = if wants_sha512(a) {
                 sha512.expect("hashed with sha512 when the checksum file is one")

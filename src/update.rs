@@ -61,6 +61,17 @@ pub enum UpdateError {
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// A new release's signature was refused.
+    #[error("the signature {url} of {component}'s new release was refused")]
+    Signature {
+        /// The component.
+        component: String,
+        /// The bundle's upstream URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::trust::SigError,
+    },
 }
 
 /// One new release learned.
@@ -79,6 +90,8 @@ pub struct Change {
     pub default_changed: bool,
     /// Trust-on-first-use digests recorded for it: `<pin>/<arch>/<version>` → digest.
     pub digests: BTreeMap<String, String>,
+    /// Those of them whose upstream signature verified: `<pin>/<arch>/<version>` → who signed.
+    pub signed: BTreeMap<String, String>,
 }
 
 /// What `kbin update` did.
@@ -121,20 +134,47 @@ pub fn update(
     rt.block_on(async {
         let found = new_releases(merged, fetcher, &probes).await?;
         let wanted = checksums_wanted(merged, &found);
-        let digests: Vec<Result<crate::manifest::Digest, UpdateError>> =
-            futures_util::stream::iter(&wanted)
-                .map(|w| {
-                    let component = found[w.change].component.name.clone();
-                    async move {
-                        fetcher
-                            .checksum(&w.checksum_url, &w.file)
-                            .await
-                            .map_err(|source| UpdateError::Fetch { component, source })
-                    }
-                })
-                .buffered(CONCURRENCY)
-                .collect()
-                .await;
+        #[allow(clippy::type_complexity)]
+        let digests: Vec<
+            Result<(crate::manifest::Digest, Option<crate::trust::Policy>), UpdateError>,
+        > = futures_util::stream::iter(&wanted)
+            .map(|w| {
+                let component = found[w.change].component.name.clone();
+                async move {
+                    let d = fetcher
+                        .checksum(&w.checksum_url, &w.file)
+                        .await
+                        .map_err(|source| UpdateError::Fetch {
+                            component: component.clone(),
+                            source,
+                        })?;
+                    let signed = match &w.signature {
+                        // A signature is over the sha256; a sha512 checksum file cannot
+                        // be checked against it without the bytes (install does).
+                        Some((url, policy)) if d.algo() == crate::manifest::DigestAlgo::Sha256 => {
+                            let bundle = fetcher.document(url, "application/json").await.map_err(
+                                |source| UpdateError::Fetch {
+                                    component: component.clone(),
+                                    source,
+                                },
+                            )?;
+                            let r = crate::trust::verify_bundle(&bundle, url, policy, &d).map_err(
+                                |source| UpdateError::Signature {
+                                    component,
+                                    url: url.clone(),
+                                    source,
+                                },
+                            )?;
+                            Some(r.signer)
+                        }
+                        _ => None,
+                    };
+                    Ok((d, signed))
+                }
+            })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
         let mut next = overlay.clone();
         let mut changes: Vec<Change> = found
             .iter()
@@ -145,19 +185,26 @@ pub fn update(
                 to: f.to.to_string(),
                 default_changed: false,
                 digests: BTreeMap::new(),
+                signed: BTreeMap::new(),
             })
             .collect();
         for (w, d) in wanted.iter().zip(digests) {
-            let d = d?;
+            let (d, signed) = d?;
             changes[w.change]
                 .digests
                 .insert(w.key.clone(), d.to_string());
+            if let Some(s) = &signed {
+                changes[w.change]
+                    .signed
+                    .insert(w.key.clone(), s.identity.clone());
+            }
             next.tofu.insert(
                 w.key.clone(),
                 Tofu {
                     digest: d,
                     source: w.checksum_url.clone(),
                     fetched: now.to_owned(),
+                    signed,
                 },
             );
         }
@@ -281,6 +328,8 @@ struct Wanted {
     checksum_url: String,
     /// The artifact's file name, the line to find in the checksum file.
     file: String,
+    /// Upstream's signature of it and who must have signed, if it publishes one.
+    signature: Option<(String, crate::trust::Policy)>,
 }
 
 /// The checksum files to read for the new releases: per artifact and arch, what no pin covers.
@@ -306,6 +355,7 @@ fn checksums_wanted(merged: &Manifest, found: &[Found<'_>]) -> Vec<Wanted> {
                     key,
                     checksum_url: sum,
                     file,
+                    signature: a.signature,
                 });
             }
         }

@@ -55,6 +55,13 @@ pub struct InstallArgs {
     #[arg(long)]
     pub require_pinned: bool,
 
+    /// Refuse artifacts and images that are neither pinned in the manifest nor signed (a
+    /// signature verified offline against the compiled-in Sigstore trust root, by the
+    /// component's signer): what `--require-pinned` users accept for releases `kbin update`
+    /// learned
+    #[arg(long, visible_alias = "require-signed")]
+    pub require_verified: bool,
+
     /// Do not pull the release's pause and CoreDNS images (a node toolchain gets them, from
     /// registry.k8s.io or its mirror, for air-gapped nodes)
     #[arg(long)]
@@ -97,6 +104,7 @@ pub(super) fn run(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> 
         arch,
         only: args.only.clone(),
         require_pinned: args.require_pinned,
+        require_verified: args.require_verified,
         jobs: args.jobs,
         from_source: args.from_source.clone(),
         no_images: args.no_images,

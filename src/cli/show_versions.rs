@@ -213,6 +213,20 @@ pub struct Installed {
     pub receipt: Receipt,
     /// Its files that are not what the receipt says (empty: intact).
     pub damaged: Vec<crate::toolchain::integrity::Fault>,
+    /// Per downloaded artifact, what vouched for it (`pinned`, `signed by …`, `checksum file
+    /// only`).
+    pub vouched: Vec<Vouched>,
+}
+
+/// What vouched for one artifact of an installed toolchain.
+#[derive(Debug, Serialize)]
+pub struct Vouched {
+    /// Its component.
+    pub component: String,
+    /// Its upstream URL.
+    pub url: String,
+    /// `pinned`, `signed by <identity>` or `checksum file only`.
+    pub vouch: String,
 }
 
 fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -238,7 +252,27 @@ fn installed(ctx: &Context, only: Option<&str>) -> anyhow::Result<ExitCode> {
             &receipt,
             crate::toolchain::integrity::Scope::Files,
         )?;
+        let vouched = receipt
+            .components
+            .iter()
+            .flat_map(|c| {
+                c.artifacts.iter().map(|a| Vouched {
+                    component: c.name.clone(),
+                    url: a.url.clone(),
+                    vouch: a.vouch().to_string(),
+                })
+            })
+            .chain(receipt.pulled.iter().map(|p| Vouched {
+                component: "image".into(),
+                url: p.name.clone(),
+                vouch: match &p.signed {
+                    Some(s) => format!("signed by {}", s.identity),
+                    None => "trusted on first use".into(),
+                },
+            }))
+            .collect();
         list.push(Installed {
+            vouched,
             default: default.as_deref() == Some(name.as_str()),
             path: layout.toolchain_dir(name),
             receipt,
@@ -295,18 +329,14 @@ fn render_installed(list: &Vec<Installed>) -> String {
                             .unwrap_or_default()
                     ));
                 }
-                let pinned = match c.origin {
+                let pinned = match (c.origin, c.vouch()) {
                     // A source build is verified by what it was compared with.
-                    crate::toolchain::Origin::Source => outcome
+                    (crate::toolchain::Origin::Source, _) => outcome
                         .map(|o| short_outcome(&o.upstream))
                         .unwrap_or("-")
                         .to_string(),
-                    crate::toolchain::Origin::Download => if c.artifacts.iter().all(|a| a.pinned) {
-                        "pinned"
-                    } else {
-                        "unpinned"
-                    }
-                    .to_string(),
+                    (crate::toolchain::Origin::Download, Some(v)) => v.to_string(),
+                    _ => "-".to_string(),
                 };
                 let origin = match &c.source {
                     Some(s) => format!(

@@ -43,6 +43,9 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
                 UpdateError::Garbled { .. } => Some(
                     "the server (or mirror) answered something else than upstream's listing: check the mirror's copy".into(),
                 ),
+                UpdateError::Signature { .. } => Some(
+                    "the new release is not what its upstream signed: check the mirror, or report it upstream".into(),
+                ),
                 UpdateError::UnknownComponent { .. } | UpdateError::Runtime(_) => None,
             };
             let e = anyhow::Error::from(e)
@@ -74,8 +77,16 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
                     c.component, c.to
                 ),
             };
+            let signed = if c.signed.is_empty() {
+                String::new()
+            } else {
+                let who: std::collections::BTreeSet<&str> =
+                    c.signed.values().map(String::as_str).collect();
+                let who: Vec<&str> = who.into_iter().collect();
+                format!(", {} of them signed by {}", c.signed.len(), who.join(", "))
+            };
             t.push_str(&format!(
-                "{} {from} → {} ({why}); {} digest(s) trusted on first use\n",
+                "{} {from} → {} ({why}); {} digest(s) trusted on first use{signed}\n",
                 c.component,
                 c.to,
                 c.digests.len()

@@ -67,6 +67,27 @@ pub enum ImageError {
     /// An I/O error writing the archive.
     #[error(transparent)]
     Io(#[from] crate::fsx::PathIo),
+    /// `--require-verified`, and the registry serves no signature for the image.
+    #[error("{0}: the registry serves no cosign signature for it (--require-verified)")]
+    Unsigned(String),
+    /// The registry serves a cosign signature for the image, and it was refused: nothing of the
+    /// image is kept.
+    #[error("{image}: its cosign signature was refused (nothing kept)")]
+    Signature {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: crate::trust::SigError,
+    },
+}
+
+/// Who signs the images on registry.k8s.io (Kubernetes' image promoter, cosign keyless).
+pub fn k8s_image_signer() -> crate::trust::Policy {
+    crate::trust::Policy {
+        identity: "krel-trust@k8s-releng-prod.iam.gserviceaccount.com".into(),
+        issuer: "https://accounts.google.com".into(),
+    }
 }
 
 /// `registry/repository:tag`.
@@ -173,6 +194,10 @@ pub struct PulledImage {
     pub source: String,
     /// When (RFC 3339).
     pub fetched: String,
+    /// Set when the registry served a cosign signature for `digest` and it verified (offline,
+    /// against the compiled-in trust root): who signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::trust::Policy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +235,18 @@ pub async fn pull(
     image: &ImageRef,
     arch: Arch,
 ) -> Result<PulledImage, ImageError> {
+    pull_checked(fetcher, store, image, arch, false).await
+}
+
+/// [`pull`], refusing an image without a verified signature when `require_signed` (before any
+/// layer is fetched).
+pub async fn pull_checked(
+    fetcher: &Fetcher,
+    store: &Store,
+    image: &ImageRef,
+    arch: Arch,
+    require_signed: bool,
+) -> Result<PulledImage, ImageError> {
     let name = image.to_string();
     // Pulled before, and its archive still in the store: the tag is not asked again (trust on
     // first use; `kbin update` is where newer digests are looked for).
@@ -227,10 +264,18 @@ pub async fn pull(
                 )
         })
     {
+        if require_signed && p.signed.is_none() {
+            return Err(ImageError::Unsigned(name));
+        }
         return Ok(p);
     }
     let tag_url = image.url("manifests", &image.tag);
     let m = resolve_manifest(fetcher, image, arch, &tag_url).await?;
+    // Before any layer is fetched: a refused signature keeps nothing.
+    let signed = cosign_signature(fetcher, image, &m.top_digest, &k8s_image_signer()).await?;
+    if require_signed && signed.is_none() {
+        return Err(ImageError::Unsigned(name));
+    }
     let bad = |what: String| ImageError::Manifest {
         image: name.clone(),
         what,
@@ -266,10 +311,131 @@ pub async fn pull(
         size,
         source,
         fetched: crate::util::now_rfc3339(),
+        signed,
     };
     let text = toml::to_string(&pulled).expect("strings and digests serialize");
     crate::fsx::write_atomic(&record, text.as_bytes(), 0o644)?;
     Ok(pulled)
+}
+
+/// The annotations cosign puts on a signature layer.
+const COSIGN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+const COSIGN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+const COSIGN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SigLayer {
+    digest: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SigManifest {
+    layers: Vec<SigLayer>,
+}
+
+/// The cosign signature of the image whose tag names `digest` (`<repo>:sha256-<hex>.sig`), if
+/// the registry serves one: each signature layer's simple-signing payload must name `digest`,
+/// and one of them must verify as `policy`'s keyless signature (certificate and Rekor bundle
+/// from its annotations). None when the registry has no signature; an error when it has one
+/// that does not verify.
+pub async fn cosign_signature(
+    fetcher: &Fetcher,
+    image: &ImageRef,
+    digest: &Digest,
+    policy: &crate::trust::Policy,
+) -> Result<Option<crate::trust::Policy>, ImageError> {
+    use base64::Engine as _;
+    let name = image.to_string();
+    let refused = |source: crate::trust::SigError| ImageError::Signature {
+        image: name.clone(),
+        source,
+    };
+    let sig_tag = format!("{}-{}.sig", digest.algo().as_str(), digest.hex());
+    let doc = match fetcher
+        .document(&image.url("manifests", &sig_tag), OCI_MANIFEST)
+        .await
+    {
+        Ok(d) => d,
+        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => return Ok(None),
+        Err(FetchError::FileNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let m: SigManifest = serde_json::from_slice(&doc).map_err(|e| {
+        refused(crate::trust::SigError::Malformed(format!(
+            "the signature manifest {sig_tag} is not JSON: {e}"
+        )))
+    })?;
+    let root = crate::trust::TrustRoot::active().map_err(&refused)?;
+    let mut last = None;
+    for layer in &m.layers {
+        let (Some(sig), Some(cert)) = (
+            layer.annotations.get(COSIGN_SIGNATURE),
+            layer.annotations.get(COSIGN_CERTIFICATE),
+        ) else {
+            continue;
+        };
+        let payload_digest = parse_digest(&layer.digest).map_err(|e| {
+            refused(crate::trust::SigError::Malformed(format!(
+                "a signature layer's digest: {e}"
+            )))
+        })?;
+        let payload = fetcher
+            .document(&image.url("blobs", &layer.digest), "*/*")
+            .await?;
+        if sha256(&payload) != payload_digest {
+            return Err(refused(crate::trust::SigError::Malformed(format!(
+                "the signature payload {payload_digest} came back with another digest"
+            ))));
+        }
+        // The simple-signing payload names the image's digest: a signature of another image
+        // does not vouch for this one.
+        let named = serde_json::from_slice::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| {
+                v["critical"]["image"]["docker-manifest-digest"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        if named.as_deref() != Some(digest.to_string().as_str()) {
+            last = Some(crate::trust::SigError::EntryMismatch(format!(
+                "the signed payload names {}, not {digest}",
+                named.as_deref().unwrap_or("no image")
+            )));
+            continue;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut bundle = serde_json::json!({
+            "base64Signature": sig,
+            "cert": b64.encode(cert.as_bytes()),
+        });
+        if let Some(b) = layer.annotations.get(COSIGN_BUNDLE) {
+            bundle["rekorBundle"] = serde_json::from_str(b).map_err(|e| {
+                refused(crate::trust::SigError::Malformed(format!(
+                    "the {COSIGN_BUNDLE} annotation is not JSON: {e}"
+                )))
+            })?;
+        }
+        let material =
+            crate::trust::Material::from_bundle(bundle.to_string().as_bytes()).map_err(&refused)?;
+        let raw = hex::decode(payload_digest.hex()).expect("a parsed sha256 is hex");
+        match crate::trust::verify_blob(&root, &material, &raw, policy) {
+            Ok(s) => {
+                return Ok(Some(crate::trust::Policy {
+                    identity: s.identity,
+                    issuer: s.issuer,
+                }));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(refused(last.unwrap_or_else(|| {
+        crate::trust::SigError::Malformed(format!(
+            "the signature manifest {sig_tag} has no signature layer"
+        ))
+    })))
 }
 
 /// The image manifest for one platform, as the tag led to it.

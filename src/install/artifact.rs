@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use super::InstallError;
 use super::plan::{Plan, PlannedArtifact};
 use crate::archive::{self, Limits};
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchError, Fetcher};
 use crate::fsx::{at, write_atomic};
 use crate::manifest::{ArtifactFormat, Digest};
 use crate::store::cas::{FileLock, sha256_file};
@@ -115,6 +115,8 @@ pub(super) struct Fetched {
     pub bytes: u64,
     /// For archives: member path → blob digest.
     pub members: BTreeMap<String, Digest>,
+    /// Who signed it, when upstream publishes a signature (verified offline).
+    pub signed: Option<crate::trust::Policy>,
 }
 
 /// An artifact in the store whose members may still be being unpacked.
@@ -153,11 +155,13 @@ async fn fetch_artifact(
             downloaded: false,
             bytes: 0,
             members: BTreeMap::new(),
+            signed: None,
         }))
     };
     if let Some(d) = a.expected()
-        && let Some(f) = hit(d)?
+        && let Some(mut f) = hit(d)?
     {
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
         return Ok(f);
     }
     if a.pinned.is_none()
@@ -201,16 +205,34 @@ async fn fetch_artifact(
     })
     .await
     .map_err(|e| InstallError::Task(e.to_string()))??;
-    if let Some(f) = hit(&expected)? {
+    if let Some(mut f) = hit(&expected)? {
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
         return Ok(f);
     }
     let partial = store.layout().partial_download(&expected);
     let bar = bars.add(&a.file_name);
-    let done = fetcher
-        .download(&a.url, &partial, Some(&expected), &*bar)
-        .await;
+    // The signature (a few KB) is fetched while the artifact streams, so it adds no round trip.
+    let prefetch = async {
+        match &a.signature {
+            Some((url, _)) => Some(fetcher.document(url, "application/json").await),
+            None => None,
+        }
+    };
+    let (done, bundle) = futures_util::future::join(
+        fetcher.download(&a.url, &partial, Some(&expected), &*bar),
+        prefetch,
+    )
+    .await;
     bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
     let done = done?;
+    // Verified before the blob is stored: a refused signature keeps nothing.
+    let signed = match signature_of(store, fetcher, a, &done.sha256, bundle).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&done.path);
+            return Err(e);
+        }
+    };
     let digests = crate::store::cas::FileDigests {
         sha256: done.sha256.clone(),
         sha512: done.sha512.clone(),
@@ -231,7 +253,54 @@ async fn fetch_artifact(
         downloaded: true,
         bytes: done.size - done.resumed_from,
         members: BTreeMap::new(),
+        signed,
     })
+}
+
+/// Who signed the blob `sha256` of `a`, when upstream publishes a signature for it: the record
+/// kept beside the blob by an earlier verification, else the bundle fetched and verified now
+/// (offline, against the compiled-in trust root) and its record kept; `prefetched` is the
+/// bundle's fetch when the caller made it already. A refused signature is an error: the caller
+/// keeps nothing.
+async fn signature_of(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    sha256: &Digest,
+    prefetched: Option<Result<Vec<u8>, FetchError>>,
+) -> Result<Option<crate::trust::Policy>, InstallError> {
+    let Some((url, policy)) = &a.signature else {
+        return Ok(None);
+    };
+    let path = store.layout().signature_record(sha256);
+    if let Some(r) = crate::trust::Record::load(&path)
+        && r.url == *url
+        && r.signer == *policy
+    {
+        return Ok(Some(r.signer));
+    }
+    let fetched = match prefetched {
+        Some(f) => f,
+        None => fetcher.document(url, "application/json").await,
+    };
+    let bundle = match fetched {
+        Ok(b) => b,
+        // A pinned artifact is vouched for by its pin: a mirror without its bundle (an export
+        // made before the manifest named one) does not block it.
+        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 && a.pinned.is_some() => {
+            return Ok(None);
+        }
+        Err(FetchError::FileNotFound { .. }) if a.pinned.is_some() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let record = crate::trust::verify_bundle(&bundle, url, policy, sha256).map_err(|source| {
+        InstallError::Signature {
+            url: a.url.clone(),
+            source,
+        }
+    })?;
+    record.save(&path)?;
+    Ok(Some(record.signer))
 }
 
 /// The member path → blob digest of an archive's members, extracting them once: the result is

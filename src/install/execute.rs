@@ -172,7 +172,13 @@ fn pull_images(
     for image in &plan.images {
         ui.status(format!("pulling {image} ({})", plan.arch));
         let p = rt
-            .block_on(crate::images::pull(fetcher, store, image, plan.arch))
+            .block_on(crate::images::pull_checked(
+                fetcher,
+                store,
+                image,
+                plan.arch,
+                plan.require_signed_images,
+            ))
             .map_err(|e| InstallError::Image {
                 image: image.to_string(),
                 source: Box::new(e),

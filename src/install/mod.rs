@@ -69,6 +69,18 @@ pub enum InstallError {
         /// The member looked for.
         member: String,
     },
+    /// `--require-verified` and some artifacts or images are neither pinned nor signed.
+    #[error("--require-verified: neither pinned nor signed: {}", .0.join(", "))]
+    Unverified(Vec<String>),
+    /// An artifact's signature was refused: nothing of it is kept.
+    #[error("the signature of {url} was refused (nothing kept)")]
+    Signature {
+        /// The artifact.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::trust::SigError,
+    },
     /// A download failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -168,6 +180,15 @@ impl InstallError {
                  them in a manifest (scripts/update-manifest)"
                     .into(),
             ),
+            InstallError::Unverified(_) => Some(
+                "pin them in a manifest (scripts/update-manifest), or drop --require-verified to \
+                 accept upstream's checksum files"
+                    .into(),
+            ),
+            InstallError::Signature { .. } => Some(
+                "the artifact is not what its upstream signed: check the mirror, or report it upstream"
+                    .into(),
+            ),
             InstallError::UnknownOnly { .. } | InstallError::UnknownFromSource { .. } => {
                 Some("kbin show-versions --available lists the components of each version".into())
             }
@@ -209,6 +230,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Refuse unpinned artifacts.
     pub require_pinned: bool,
+    /// `--require-verified` (`--require-signed`): refuse what is neither pinned nor signed.
+    pub require_verified: bool,
     /// Concurrent downloads.
     pub jobs: usize,
     /// `--from-source`: components to build instead of downloading.

@@ -23,6 +23,8 @@ pub struct PlannedArtifact {
     pub url: String,
     /// Upstream's checksum file.
     pub checksum_url: Option<String>,
+    /// Upstream's signature (a Sigstore bundle's URL) and who must have signed it.
+    pub signature: Option<(String, crate::trust::Policy)>,
     /// Its file name (for checksum files).
     pub file_name: String,
     /// Binary or archive.
@@ -84,6 +86,8 @@ pub struct Plan {
     /// The images to pull with it: a node toolchain (containerd or the kubelet in it) gets its
     /// release's pause and CoreDNS images, unless `--no-images`.
     pub images: Vec<crate::images::ImageRef>,
+    /// `--require-verified`: each image must have a verified signature.
+    pub require_signed_images: bool,
     /// The toolchain is installed exactly so already, every file as its receipt says: nothing
     /// to do.
     pub up_to_date: bool,
@@ -118,6 +122,7 @@ pub fn plan(
         binaries: Vec::new(),
         builds: Vec::new(),
         images: Vec::new(),
+        require_signed_images: opts.require_verified,
         up_to_date: false,
         repairs: Vec::new(),
     };
@@ -168,6 +173,9 @@ pub fn plan(
     }
     if opts.require_pinned {
         p.refuse_unpinned()?;
+    }
+    if opts.require_verified {
+        p.refuse_unverified()?;
     }
     // Whether a source build is current is the builder's call (its cache is keyed by commit).
     if p.builds.is_empty()
@@ -281,6 +289,7 @@ impl Plan {
                         .to_owned(),
                     url: choice.url.clone(),
                     checksum_url: choice.checksum_url.clone(),
+                    signature: choice.signature.clone(),
                     format: choice.format,
                     pinned: choice.pinned.clone(),
                     tofu: choice.tofu.clone(),
@@ -302,6 +311,24 @@ impl Plan {
             optional,
         });
         Ok(())
+    }
+
+    /// `--require-verified`: every artifact neither pinned nor signed (a signature is verified
+    /// when the artifact is fetched; failing it fails the install), named, or nothing. Images
+    /// are checked when pulled (`Plan::require_signed_images`): whether the registry signs
+    /// them is known only there.
+    fn refuse_unverified(&self) -> Result<(), InstallError> {
+        let bad: Vec<String> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.pinned.is_none() && a.signature.is_none())
+            .map(|a| format!("{} (checksum file only)", a.url))
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Unverified(bad))
+        }
     }
 
     /// `--require-pinned`: every artifact and image not pinned, named, or nothing.

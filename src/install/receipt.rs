@@ -84,6 +84,7 @@ pub(super) fn components(
                             fetched: t.fetched.clone(),
                         }
                     }),
+                    signed: fetched[b.artifact].signed.clone(),
                 });
             }
             let ask = host && !b.optional;

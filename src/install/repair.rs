@@ -64,6 +64,7 @@ pub fn request_of(receipt: &Receipt, jobs: usize) -> Result<(Request, Options), 
             .flat_map(|c| c.binaries.iter().map(|b| b.name.clone()))
             .collect(),
         require_pinned: false,
+        require_verified: false,
         jobs,
         from_source: Vec::new(),
         no_images: receipt.pulled.is_empty(),

@@ -36,6 +36,7 @@ fn opts(only: &[&str], from_source: &[&str]) -> Options {
         arch: Arch::host().unwrap_or(Arch::Amd64),
         only: only.iter().map(|s| s.to_string()).collect(),
         require_pinned: false,
+        require_verified: false,
         jobs: 2,
         from_source: from_source.iter().map(|s| s.to_string()).collect(),
         no_images: false,

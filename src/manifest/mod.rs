@@ -154,6 +154,9 @@ pub struct Component {
     pub ships: Vec<Ships>,
     /// Where `kbin update` learns its new releases (`[component.releases]`).
     pub releases: Option<Listing>,
+    /// Who signs its artifacts (`[component.signer]`): the identity and OIDC issuer a
+    /// signature's certificate must name. Required when an artifact has a `signature`.
+    pub signer: Option<crate::trust::Policy>,
 }
 
 /// Where a component's releases are listed upstream.
@@ -257,6 +260,9 @@ pub struct ArtifactTemplate {
     pub url: String,
     /// URL template of upstream's checksum file (bare digest or `sha256sum` format).
     pub checksum_url: Option<String>,
+    /// URL template of upstream's Sigstore bundle for it (`.sigstore.json`, or cosign's
+    /// `--bundle` JSON), verified offline against the component's signer.
+    pub signature: Option<String>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the member path of each binary (template with `{binary}`).
@@ -489,6 +495,8 @@ pub struct ArtifactChoice {
     pub url: String,
     /// Upstream's checksum file, if it has one.
     pub checksum_url: Option<String>,
+    /// Upstream's signature (a Sigstore bundle) and who must have signed, if it publishes one.
+    pub signature: Option<(String, crate::trust::Policy)>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the binary's path inside it.
@@ -612,6 +620,9 @@ impl Manifest {
                         .checksum_url
                         .as_deref()
                         .map(|u| expand(u, version, arch, binary)),
+                    signature: a.signature.as_deref().and_then(|u| {
+                        Some((expand(u, version, arch, binary), component.signer.clone()?))
+                    }),
                     format: a.format,
                     member: a
                         .layout
@@ -684,6 +695,7 @@ mod wire {
         #[serde(default)]
         ships: Vec<Ships>,
         releases: Option<Releases>,
+        signer: Option<crate::trust::Policy>,
     }
 
     #[derive(Deserialize)]
@@ -707,6 +719,7 @@ mod wire {
         pin: String,
         url: String,
         checksum_url: Option<String>,
+        signature: Option<String>,
         format: ArtifactFormat,
         layout: Option<String>,
         #[serde(default)]
@@ -930,6 +943,12 @@ mod wire {
         }
         let mut artifacts = Vec::new();
         for a in c.artifact {
+            if a.signature.is_some() && c.signer.is_none() {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {:?} has a signature but the component has no [component.signer] (identity, issuer)",
+                    a.url
+                )));
+            }
             artifacts.push(artifact(ck, &what, &c.binaries, &c.optional_binaries, a)?);
         }
         let recipe = c.recipe.map(|r| recipe(ck, &what, r)).transpose()?;
@@ -991,6 +1010,7 @@ mod wire {
                 url: r.url,
                 format: r.format,
             }),
+            signer: c.signer,
         })
     }
 
@@ -1006,6 +1026,7 @@ mod wire {
         for (field, t) in [
             ("url", Some(&a.url)),
             ("checksum-url", a.checksum_url.as_ref()),
+            ("signature", a.signature.as_ref()),
         ] {
             if let Some(t) = t
                 && !(t.starts_with("https://")
@@ -1040,6 +1061,7 @@ mod wire {
             pin: a.pin,
             url: a.url,
             checksum_url: a.checksum_url,
+            signature: a.signature,
             format: a.format,
             layout: a.layout,
             binaries,

@@ -20,6 +20,8 @@
 //! digest = "sha256:…"
 //! source = "https://dl.k8s.io/release/v1.30.15/bin/linux/amd64/kubelet.sha256"
 //! fetched = "2026-12-01T18:00:00Z"
+//! # when upstream signs it, and its signature verified against that digest:
+//! signed = { identity = "krel-staging@k8s-releng-prod.iam.gserviceaccount.com", issuer = "https://accounts.google.com" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +46,10 @@ pub struct Tofu {
     pub source: String,
     /// When it was read (RFC 3339, UTC).
     pub fetched: String,
+    /// Set when upstream's signature of the artifact was verified against this digest (offline,
+    /// against the compiled-in trust root) by `kbin update`: who signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::trust::Policy>,
 }
 
 /// The overlay file's contents.

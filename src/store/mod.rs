@@ -9,6 +9,7 @@
 //! │   │                                    named by sha256; a sha512 pin is a hardlink alias
 //! │   ├── verified/<algo>-<hex>            a blob's stat when its bytes were last hashed
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
+//! │   ├── trees/<algo>-<hex>/signature.toml  the signature that vouched for the blob (its bundle)
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
 //! │   ├── images/<image>@<arch>.toml       a pulled image: tag digest → its OCI archive's blob
@@ -200,6 +201,13 @@ impl Layout {
     /// `digest` is, so an archive is unpacked once.
     pub fn members_index(&self, digest: &Digest) -> PathBuf {
         self.tree_path(digest).join("members.toml")
+    }
+
+    /// `cache/trees/<algo>-<hex>/signature.toml`: the signature that vouched for the blob with
+    /// `digest` (its bundle, its URL, who signed), so a later install and `mirror export` have it
+    /// without asking upstream again.
+    pub fn signature_record(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("signature.toml")
     }
 
     /// `cache/index/urls/<sha256 of url>`: the digest an unpinned artifact was verified as, so a

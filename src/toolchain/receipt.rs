@@ -22,6 +22,7 @@
 //! url = "https://github.com/etcd-io/etcd/releases/download/v3.5.16/etcd-v3.5.16-linux-amd64.tar.gz"
 //! digest = "sha256:…"
 //! pinned = true                         # false: checked against upstream's checksum file only
+//! signed = { identity = "…", issuer = "…" }  # upstream's signature verified (when it has one)
 //!
 //! [[component.binary]]
 //! name = "etcd"
@@ -157,6 +158,41 @@ pub struct ArtifactReceipt {
     /// checksum file (where, and when), not pinned by a kbin release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tofu: Option<TofuRecord>,
+    /// Set when upstream's signature of it was verified (offline, against the compiled-in
+    /// trust root): who signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::trust::Policy>,
+}
+
+impl ArtifactReceipt {
+    /// What vouched for it: its pin, else its signature, else the checksum file alone.
+    pub fn vouch(&self) -> crate::trust::Vouch {
+        match (&self.pinned, &self.signed) {
+            (true, _) => crate::trust::Vouch::Pinned,
+            (false, Some(s)) => crate::trust::Vouch::Signed {
+                identity: s.identity.clone(),
+                issuer: s.issuer.clone(),
+            },
+            (false, None) => crate::trust::Vouch::ChecksumFile,
+        }
+    }
+}
+
+impl ComponentReceipt {
+    /// What vouched for its downloaded binaries, the weakest of its artifacts' (none for a
+    /// source build).
+    pub fn vouch(&self) -> Option<crate::trust::Vouch> {
+        use crate::trust::Vouch;
+        let rank = |v: &Vouch| match v {
+            Vouch::Pinned => 2,
+            Vouch::Signed { .. } => 1,
+            Vouch::ChecksumFile => 0,
+        };
+        self.artifacts
+            .iter()
+            .map(ArtifactReceipt::vouch)
+            .min_by_key(rank)
+    }
 }
 
 /// Where and when a trust-on-first-use digest was read.

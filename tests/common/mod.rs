@@ -3,6 +3,7 @@
 pub mod machines;
 pub mod registry;
 pub mod server;
+pub mod sigstore;
 pub mod toolchain;
 pub mod upstream;
 

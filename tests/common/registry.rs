@@ -149,3 +149,60 @@ pub fn publish(server: &Server, repo: &str, tag: &str) -> FakeImage {
         blob_paths,
     }
 }
+
+/// Publish a cosign keyless signature of `image` (its index digest) as cosign does: the tag
+/// `sha256-<hex>.sig` naming a manifest whose one layer is the simple-signing payload, with the
+/// signature, the certificate and the Rekor bundle in its annotations. Signed by `ts` as `how`
+/// says, over `payload_digest` when given (a payload naming another image) or this image's.
+#[allow(dead_code)]
+pub fn publish_signature(
+    server: &Server,
+    image: &FakeImage,
+    ts: &super::sigstore::TestSigstore,
+    how: &super::sigstore::Sign,
+    names: Option<&str>,
+) {
+    let repo = image
+        .name
+        .strip_prefix("registry.k8s.io/")
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(r, _)| r.to_owned())
+        .expect("registry.k8s.io/<repo>:<tag>");
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": { "docker-reference": format!("registry.k8s.io/{repo}") },
+            "image": { "docker-manifest-digest": names.unwrap_or(&image.index_digest) },
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let pd = sha(&payload);
+    server.put(&format!("/v2/{repo}/blobs/{pd}"), payload.clone());
+    let s = ts.sign(&payload, how);
+    let cosign: serde_json::Value = serde_json::from_str(&s.cosign_bundle).unwrap();
+    let mut annotations = serde_json::json!({
+        "dev.cosignproject.cosign/signature": s.sig,
+        "dev.sigstore.cosign/certificate": s.cert_pem,
+    });
+    if let Some(rb) = cosign.get("rekorBundle") {
+        annotations["dev.sigstore.cosign/bundle"] = serde_json::Value::String(rb.to_string());
+    }
+    let config = b"{}".to_vec();
+    let cd = sha(&config);
+    server.put(&format!("/v2/{repo}/blobs/{cd}"), config.clone());
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": pd,
+            "size": payload.len(),
+            "annotations": annotations,
+        }],
+    }))
+    .unwrap();
+    let hex = image.index_digest.strip_prefix("sha256:").unwrap();
+    server.put(&format!("/v2/{repo}/manifests/sha256-{hex}.sig"), manifest);
+}

@@ -160,6 +160,7 @@ pub fn write_toolchain(
                 digest: binaries[0].digest.clone(),
                 pinned: true,
                 tofu: None,
+                signed: None,
             }]
         } else {
             vec![]
@@ -275,6 +276,7 @@ pub fn add_image(home: &Path, name: &str, image: kbin::images::ImageRef) {
     let mut r = kbin::toolchain::Receipt::load(&path).unwrap();
     let manifest: Digest = manifest.parse().unwrap();
     r.pulled.push(kbin::images::PulledImage {
+        signed: None,
         name: image.to_string(),
         arch: Arch::Amd64,
         digest: manifest.clone(),

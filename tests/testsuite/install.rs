@@ -427,7 +427,7 @@ fn install_succeeds_binaries_run_and_the_lock_is_right() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("1.30 (default)")
-            && text.contains("unpinned")
+            && text.contains("checksum file only")
             && text.contains("etcd Version: 3.5.16"),
         "{text}"
     );
@@ -1840,4 +1840,429 @@ fn a_truncated_image_archive_is_pulled_again_for_a_new_toolchain_and_repaired_in
         digest_of_file(&f.toolchain("1.30").join("images/pause-3.9.tar")),
         archive
     );
+}
+
+/// Signatures: the Kubernetes binaries' template gets a Sigstore bundle beside each binary and
+/// the component its signer; bundles are made by a test Sigstore (a test Fulcio CA and Rekor
+/// key) that the kbin under test trusts through `KBIN_TEST_TRUST_ROOT` (debug builds only).
+struct Signed {
+    f: Fixture,
+    ts: common::sigstore::TestSigstore,
+    root: PathBuf,
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let f = Fixture::new();
+        let text = std::fs::read_to_string(&f.manifest).unwrap();
+        let text = common::sigstore::sign_kubernetes_in(&text);
+        std::fs::write(&f.manifest, text).unwrap();
+        let ts = common::sigstore::TestSigstore::new();
+        let root = f.home.path().join("trusted_root.json");
+        std::fs::write(&root, ts.trusted_root()).unwrap();
+        let s = Signed { f, ts, root };
+        s.publish(|_| common::sigstore::Sign::default());
+        s
+    }
+
+    /// Serve a bundle for every amd64 Kubernetes binary, signed as `how` says for each.
+    fn publish(&self, how: impl Fn(&str) -> common::sigstore::Sign) {
+        for b in KUBE_BINS {
+            let path = format!("/release/v{KUBE}/bin/linux/amd64/{b}");
+            let body = &self
+                .f
+                .artifacts
+                .iter()
+                .find(|a| a.path == path)
+                .unwrap()
+                .body;
+            let signed = self.ts.sign(body, &how(b));
+            self.f
+                .server
+                .put(&format!("{path}.sigstore.json"), signed.bundle);
+        }
+    }
+
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut c = self.f.cmd();
+        c.env("KBIN_TEST_TRUST_ROOT", &self.root);
+        c
+    }
+}
+
+#[test]
+fn signed_artifacts_are_verified_recorded_and_shown() {
+    let s = Signed::new();
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.f.receipt("1.30");
+    let comp = r["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("kubernetes"))
+        .unwrap();
+    let arts = comp["artifact"].as_array().unwrap();
+    let api = arts
+        .iter()
+        .find(|a| a["url"].as_str().unwrap().ends_with("/kube-apiserver"))
+        .unwrap();
+    assert_eq!(api["pinned"].as_bool(), Some(false));
+    assert_eq!(
+        api["signed"]["identity"].as_str(),
+        Some(common::sigstore::K8S_IDENTITY)
+    );
+    assert_eq!(
+        api["signed"]["issuer"].as_str(),
+        Some(common::sigstore::K8S_ISSUER)
+    );
+    // show-versions says what vouched for each artifact, as text and JSON.
+    let out = s.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("signed by {}", common::sigstore::K8S_IDENTITY))
+            && text.contains("pinned"),
+        "{text}"
+    );
+    let out = s.cmd().args(["show-versions", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vouched = v[0]["vouched"].as_array().unwrap();
+    assert!(
+        vouched
+            .iter()
+            .any(|x| x["url"].as_str().unwrap().ends_with("/kube-apiserver")
+                && x["vouch"] == format!("signed by {}", common::sigstore::K8S_IDENTITY))
+    );
+    assert!(vouched.iter().any(|x| x["vouch"] == "pinned"));
+
+    // Another toolchain from the same blobs: the kept signature records vouch, no request.
+    s.f.server.reset_counters();
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--name", "again"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.f.server.total_requests(), 0);
+    assert!(s.f.receipt("again").to_string().contains("signed"));
+
+    // `mirror export` carries the bundles; a fresh home installing from the mirror alone
+    // verifies them (the upstream server is not asked).
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--no-images",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bundle = dir.join(format!(
+        "release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json"
+    ));
+    assert!(bundle.is_file(), "{}", bundle.display());
+    s.f.server.reset_counters();
+    let fresh = s.f.home.path().join("fresh");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.f.server.total_requests(), 0);
+    let lock = std::fs::read_to_string(fresh.join("toolchains/1.30/toolchain.lock")).unwrap();
+    assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
+    // A bundle damaged in the mirror is refused, and nothing of the artifact is kept.
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&bundle)
+            .unwrap()
+            .replace("MII", "MIJ"),
+    )
+    .unwrap();
+    let fresh = s.f.home.path().join("fresh2");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("kube-apiserver was refused (nothing kept)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn require_verified_refuses_what_is_neither_pinned_nor_signed() {
+    let f = Fixture::new();
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--require-signed"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--require-verified: neither pinned nor signed:")
+            && err.contains("kube-apiserver (checksum file only)")
+            && !err.contains("kubelet (checksum"),
+        "{err}"
+    );
+    assert!(!f.toolchain("1.30").exists());
+}
+
+#[test]
+fn a_refused_signature_fails_the_install_with_one_error_and_keeps_nothing() {
+    use common::sigstore::Sign;
+    let s = Signed::new();
+    let cases: Vec<(&str, Sign)> = vec![
+        (
+            "signed by mallory@example.com, not by krel-staging@",
+            Sign {
+                identity: "mallory@example.com".into(),
+                ..Sign::default()
+            },
+        ),
+        (
+            "issued by https://github.com/login/oauth, not by https://accounts.google.com",
+            Sign {
+                issuer: "https://github.com/login/oauth".into(),
+                ..Sign::default()
+            },
+        ),
+        (
+            "expired at",
+            Sign {
+                log_entry: false,
+                ..Sign::default()
+            },
+        ),
+        (
+            "the signature does not match the artifact's bytes",
+            Sign {
+                other_bytes: Some(b"other bytes".to_vec()),
+                ..Sign::default()
+            },
+        ),
+    ];
+    for (want, how) in cases {
+        s.publish(|_| how.clone());
+        let _ = std::fs::remove_dir_all(s.f.kbin_home());
+        let out = s
+            .cmd()
+            .args(["install", "1.30", "--no-images", "-j", "1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{want}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("the signature of https://dl.k8s.io/release/v1.30.14/bin/linux/amd64/")
+                && err.contains("was refused (nothing kept)")
+                && err.contains(want),
+            "{want}: {err}"
+        );
+        assert!(!s.f.toolchain("1.30").exists(), "{want}");
+        // Not one Kubernetes binary is in the store, nor a partial download.
+        let kube: Vec<Vec<u8>> = KUBE_BINS
+            .iter()
+            .map(|b| {
+                let p = format!("/release/v{KUBE}/bin/linux/amd64/{b}");
+                s.f.artifacts
+                    .iter()
+                    .find(|a| a.path == p)
+                    .unwrap()
+                    .body
+                    .clone()
+            })
+            .collect();
+        for blob in s.f.blobs() {
+            let bytes = std::fs::read(&blob).unwrap();
+            assert!(!kube.contains(&bytes), "{want}: {} kept", blob.display());
+        }
+        let tmp = walk(&s.f.kbin_home().join("cache/tmp"));
+        assert!(
+            tmp.iter()
+                .all(|p| !p.to_string_lossy().contains(".partial")),
+            "{want}: {tmp:?}"
+        );
+    }
+    // A certificate from another CA.
+    for b in KUBE_BINS {
+        let path = format!("/release/v{KUBE}/bin/linux/amd64/{b}");
+        let body = &s.f.artifacts.iter().find(|a| a.path == path).unwrap().body;
+        let signed = s.ts.sign_with(&s.ts.stranger, body, &Sign::default());
+        s.f.server
+            .put(&format!("{path}.sigstore.json"), signed.bundle);
+    }
+    let _ = std::fs::remove_dir_all(s.f.kbin_home());
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not chain to a Fulcio CA of the trust root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.f.toolchain("1.30").exists());
+}
+
+#[test]
+fn signed_images_are_verified_recorded_and_a_refused_one_keeps_nothing() {
+    use common::sigstore::Sign;
+    let s = Signed::new();
+    let trust = Sign {
+        identity: "krel-trust@k8s-releng-prod.iam.gserviceaccount.com".into(),
+        ..Sign::default()
+    };
+    let pause = common::registry::publish(&s.f.server, "pause", "3.9");
+    let coredns = common::registry::publish(&s.f.server, "coredns/coredns", "v1.11.1");
+    // Unsigned images: --require-verified refuses them before a layer is fetched.
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "registry.k8s.io/pause:3.9: the registry serves no cosign signature for it (--require-verified)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.f.toolchain("1.30").exists());
+
+    // Signed by someone else: refused, nothing of the image kept.
+    common::registry::publish_signature(
+        &s.f.server,
+        &pause,
+        &s.ts,
+        &Sign {
+            identity: "mallory@example.com".into(),
+            ..trust.clone()
+        },
+        None,
+    );
+    let _ = std::fs::remove_dir_all(s.f.kbin_home());
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("registry.k8s.io/pause:3.9: its cosign signature was refused (nothing kept)")
+            && err.contains("signed by mallory@example.com, not by krel-trust@"),
+        "{err}"
+    );
+    assert!(
+        !s.f.kbin_home().join("cache/images").exists()
+            || walk(&s.f.kbin_home().join("cache/images")).is_empty()
+    );
+    // A signature of another image does not vouch for this one.
+    common::registry::publish_signature(
+        &s.f.server,
+        &pause,
+        &s.ts,
+        &trust,
+        Some(&coredns.index_digest),
+    );
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "the signed payload names {}, not {}",
+            coredns.index_digest, pause.index_digest
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // Both signed by the image promoter: installed with --require-verified, recorded, shown.
+    common::registry::publish_signature(&s.f.server, &pause, &s.ts, &trust, None);
+    common::registry::publish_signature(&s.f.server, &coredns, &s.ts, &trust, None);
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.f.receipt("1.30");
+    for i in r["image"].as_array().unwrap() {
+        assert_eq!(
+            i["signed"]["identity"].as_str(),
+            Some("krel-trust@k8s-releng-prod.iam.gserviceaccount.com"),
+            "{i}"
+        );
+    }
+    let out = s.cmd().args(["show-versions", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images: Vec<&serde_json::Value> = v[0]["vouched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["component"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "{v}");
+    assert!(
+        images
+            .iter()
+            .all(|x| x["vouch"] == "signed by krel-trust@k8s-releng-prod.iam.gserviceaccount.com")
+    );
+}
+
+#[test]
+fn a_missing_bundle_is_an_error_for_an_unpinned_artifact_but_not_for_a_pinned_one() {
+    let s = Signed::new();
+    // kubelet is pinned: its pin vouches for it without the bundle.
+    s.f.server.remove(&format!(
+        "/release/v{KUBE}/bin/linux/amd64/kubelet.sigstore.json"
+    ));
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--only", "kubelet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.f.receipt("1.30").to_string().contains("pinned = true"));
+    // kube-apiserver is not: without its bundle it is not installed.
+    s.f.server.remove(&format!(
+        "/release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json"
+    ));
+    let out = s
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--no-images",
+            "--only",
+            "kube-apiserver",
+            "--name",
+            "api",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("kube-apiserver.sigstore.json"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.f.toolchain("api").exists());
 }

@@ -389,3 +389,85 @@ fn per_host_mirrors_in_settings_reach_dl_k8s_io_and_the_github_api() {
     assert_eq!(r["changes"][0]["to"], "1.30.15", "{r}");
     assert_eq!(u.server.requests("/repos/etcd-io/etcd/releases"), 1);
 }
+
+/// The built-in manifest with a Sigstore bundle beside each Kubernetes binary and its signer,
+/// written into `dir`; and a test trust root there.
+fn signed_manifest(
+    dir: &std::path::Path,
+    ts: &common::sigstore::TestSigstore,
+) -> (PathBuf, PathBuf) {
+    let text = common::sigstore::sign_kubernetes_in(kbin::manifest::EMBEDDED);
+    let manifest = dir.join("signed.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let root = dir.join("trusted_root.json");
+    std::fs::write(&root, ts.trusted_root()).unwrap();
+    (manifest, root)
+}
+
+#[test]
+fn a_new_release_whose_signatures_verify_is_recorded_signed_and_accepted_by_require_verified() {
+    use common::sigstore::{Sign, TestSigstore};
+    let u = Upstream::new();
+    let ts = TestSigstore::new();
+    let (manifest, root) = signed_manifest(u.home.path(), &ts);
+    let cmd = || {
+        let mut c = u.cmd();
+        c.env("KBIN_MANIFEST", &manifest)
+            .env("KBIN_TEST_TRUST_ROOT", &root);
+        c
+    };
+    u.publish_kube("1.30.15");
+    let sign_all = |how: &Sign| {
+        for arch in ["amd64", "arm64"] {
+            for b in KUBE_BINS {
+                let body = format!("#!/bin/sh\necho '{b} Kubernetes v1.30.15'\n").into_bytes();
+                let path = format!("/release/v1.30.15/bin/linux/{arch}/{b}");
+                u.server
+                    .put(&format!("{path}.sigstore.json"), ts.sign(&body, how).bundle);
+            }
+        }
+    };
+    // Signed by someone else: update refuses the release, the overlay is not written.
+    sign_all(&Sign {
+        identity: "mallory@example.com".into(),
+        ..Sign::default()
+    });
+    let o = cmd().args(["update", "kubernetes"]).output().unwrap();
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("kbin update learned nothing; the overlay is as it was")
+            && out.contains("of kubernetes's new release was refused")
+            && out.contains("signed by mallory@example.com, not by krel-staging@"),
+        "{out}"
+    );
+    assert!(u.overlay().is_none());
+
+    sign_all(&Sign::default());
+    let o = cmd().args(["update", "kubernetes"]).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("14 digest(s) trusted on first use, 14 of them signed by krel-staging@"),
+        "{out}"
+    );
+    let t: toml::Table = toml::from_str(&u.overlay().unwrap()).unwrap();
+    assert_eq!(
+        t["tofu"]["kubectl/amd64/1.30.15"]["signed"]["identity"].as_str(),
+        Some(common::sigstore::K8S_IDENTITY)
+    );
+    // --require-pinned still refuses it; --require-verified takes it, signed.
+    let o = cmd()
+        .args(["install", "1.30", "--only", "kubectl", "--require-pinned"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let o = cmd()
+        .args(["install", "1.30", "--only", "kubectl", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let lock =
+        std::fs::read_to_string(u.kbin_home().join("toolchains/1.30/toolchain.lock")).unwrap();
+    assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
+}

@@ -1,0 +1,213 @@
+//! Signatures, verified offline: who vouches for an artifact's bytes beyond a checksum file.
+//!
+//! - [`root`]: the trust roots compiled in (`data/trust/`, each file's source in its README):
+//!   Sigstore's public-good `trusted_root.json` (Fulcio CA chains, Rekor log keys, each with
+//!   its validity). A test root is reachable only in debug builds (`KBIN_TEST_TRUST_ROOT`), never
+//!   in a release build.
+//! - [`sigstore`]: a keyless (Fulcio + Rekor) signature over a blob, from a Sigstore bundle
+//!   (`.sigstore.json`, or cosign's older `--bundle` JSON), checked with nothing but the trust
+//!   root: the certificate chains to a trusted Fulcio CA, the signature is over the blob's
+//!   sha256, the Rekor log's signed entry timestamp (SET) vouches that the entry (this
+//!   signature, this certificate, this digest) was logged while the short-lived certificate was
+//!   valid, and the certificate names the identity and issuer the manifest's policy expects.
+//!
+//! Nothing here touches the network or the store: callers hand in the blob's digest and the
+//! signature's bytes, and keep the blob only if this says yes.
+
+pub mod root;
+pub mod sigstore;
+
+use serde::{Deserialize, Serialize};
+
+pub use root::TrustRoot;
+pub use sigstore::{Material, Signer, verify_blob};
+
+/// Who must have signed: the certificate's subject (SAN email or URI) and the OIDC issuer that
+/// Fulcio recorded in it. Per component in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The SAN: an email (`krel-staging@k8s-releng-prod.iam.gserviceaccount.com`) or a URI.
+    pub identity: String,
+    /// The OIDC issuer (`https://accounts.google.com`).
+    pub issuer: String,
+}
+
+/// What vouched for an artifact or image: recorded in the receipt, shown by `show-versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vouch {
+    /// The digest is pinned in the manifest (a kbin release, or the user's manifest).
+    Pinned,
+    /// A signature verified against the compiled-in trust root, by this identity.
+    Signed {
+        /// The certificate's identity (SAN).
+        identity: String,
+        /// The OIDC issuer in it.
+        issuer: String,
+    },
+    /// Only upstream's checksum file (over TLS), or a digest `kbin update` read from one.
+    ChecksumFile,
+}
+
+impl std::fmt::Display for Vouch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Vouch::Pinned => f.write_str("pinned"),
+            Vouch::Signed { identity, .. } => write!(f, "signed by {identity}"),
+            Vouch::ChecksumFile => f.write_str("checksum file only"),
+        }
+    }
+}
+
+/// Why a signature was refused. Each case is one clear sentence; the artifact is not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SigError {
+    /// The trust root itself could not be read.
+    #[error("the trust root {origin} is not valid: {message}")]
+    Root {
+        /// Where it came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The signature files are not what they claim to be.
+    #[error("the signature material is malformed: {0}")]
+    Malformed(String),
+    /// The certificate does not chain to a Fulcio CA of the trust root.
+    #[error(
+        "the signing certificate (issued by {issuer}) does not chain to a Fulcio CA of the trust root"
+    )]
+    UntrustedCertificate {
+        /// The certificate's issuer name.
+        issuer: String,
+    },
+    /// The signature is not over these bytes (or not by this certificate's key).
+    #[error(
+        "the signature does not match the artifact's bytes ({digest}) under the certificate's key"
+    )]
+    BadSignature {
+        /// The artifact's digest.
+        digest: String,
+    },
+    /// No transparency-log entry, so the short-lived certificate cannot be checked offline.
+    #[error(
+        "the signing certificate expired at {not_after} and there is no valid transparency-log entry \
+         showing it was used while valid: the signature cannot be verified offline"
+    )]
+    NoLogEntry {
+        /// The certificate's notAfter (RFC 3339).
+        not_after: String,
+    },
+    /// The log entry names a log the trust root does not have.
+    #[error("the transparency-log entry is from a log the trust root does not know (log id {0})")]
+    UnknownLog(String),
+    /// The log's signed entry timestamp does not verify.
+    #[error(
+        "the transparency-log entry's signed timestamp (SET) does not verify against the log's key"
+    )]
+    BadPromise,
+    /// The log entry is about other bytes, another signature or another certificate.
+    #[error("the transparency-log entry does not record this signature: {0}")]
+    EntryMismatch(String),
+    /// The log entry's time is outside the certificate's (or its CA's, or the log key's) validity.
+    #[error("the entry was logged at {logged}, outside the validity of {what} ({from} to {to})")]
+    OutsideValidity {
+        /// When it was logged.
+        logged: String,
+        /// The certificate, CA or log key.
+        what: String,
+        /// Valid from.
+        from: String,
+        /// Valid until.
+        to: String,
+    },
+    /// Signed, but by someone else.
+    #[error("signed by {found}, not by {expected}")]
+    WrongIdentity {
+        /// The identities in the certificate.
+        found: String,
+        /// What the policy expects.
+        expected: String,
+    },
+    /// The identity was vouched for by another OIDC issuer.
+    #[error("the signer's identity was issued by {found}, not by {expected}")]
+    WrongIssuer {
+        /// The issuer in the certificate (or `no issuer`).
+        found: String,
+        /// What the policy expects.
+        expected: String,
+    },
+}
+
+/// A verified signature, kept beside its blob (`Layout::signature_record`): the bundle as
+/// upstream published it, where from, and who signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// The bundle's upstream URL.
+    pub url: String,
+    /// Who signed (as verified).
+    pub signer: Policy,
+    /// The bundle's text.
+    pub bundle: String,
+}
+
+impl Record {
+    /// The record at `path`, if there is a readable one.
+    pub fn load(path: &std::path::Path) -> Option<Record> {
+        toml::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Write it at `path` (its directory made if need be): whole or not at all (a temporary
+    /// file renamed), but not fsynced: a record lost in a crash only means the bundle is
+    /// fetched and verified again, and an install should not pay a sync per artifact for it.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), crate::fsx::PathIo> {
+        use crate::fsx::{PathIo, at};
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(at::<PathIo>("cannot create", d))?;
+        }
+        let text = toml::to_string(self).expect("a record serializes");
+        let (mut file, tmp) = crate::fsx::temp_beside(path, 0o644)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(at::<PathIo>("cannot write", path))?;
+        drop(file);
+        tmp.persist(path)
+            .map_err(|e| at::<PathIo>("cannot rename into", path)(e.error))?;
+        Ok(())
+    }
+}
+
+/// Verify `bundle` (fetched from `url`) as `policy`'s signature over the blob with `sha256`,
+/// against the active trust root: the record to keep, or why not.
+pub fn verify_bundle(
+    bundle: &[u8],
+    url: &str,
+    policy: &Policy,
+    sha256: &crate::manifest::Digest,
+) -> Result<Record, SigError> {
+    let raw = hex::decode(sha256.hex())
+        .map_err(|_| SigError::Malformed(format!("{sha256} is not a sha256")))?;
+    let root = TrustRoot::active()?;
+    let m = Material::from_bundle(bundle)?;
+    let s = verify_blob(&root, &m, &raw, policy)?;
+    Ok(Record {
+        url: url.to_owned(),
+        signer: Policy {
+            identity: s.identity,
+            issuer: s.issuer,
+        },
+        bundle: String::from_utf8_lossy(bundle).into_owned(),
+    })
+}
+
+/// RFC 3339 for a Unix time (for messages).
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}

@@ -1,0 +1,542 @@
+//! Keyless (Fulcio + Rekor) signatures over a blob, verified offline.
+//!
+//! Accepted material:
+//! - a Sigstore bundle (`application/vnd.dev.sigstore.bundle*+json`, v0.1 to v0.3): the
+//!   certificate (or chain), the message signature, and the Rekor entry with its
+//!   `inclusionPromise` (the signed entry timestamp);
+//! - cosign's older `--bundle` JSON (`base64Signature`, `cert`, `rekorBundle`), which is also the
+//!   shape of an image signature's `dev.sigstore.cosign/bundle` annotation;
+//! - a bare `.sig` + `.cert` pair (as dl.k8s.io publishes): it has no log entry, so the
+//!   certificate (valid ten minutes) cannot be checked offline and [`verify_blob`] refuses it
+//!   with [`SigError::NoLogEntry`].
+//!
+//! The checks, in order, each with its own error: the certificate chains to a Fulcio CA of the
+//! root; the signature is over the blob's sha256 under the certificate's key; a Rekor entry
+//! exists, from a log of the root, its SET verifies, its body records this digest, signature and
+//! certificate, and its time is inside the certificate's, the CA's and the log key's validity;
+//! the certificate's identity (SAN) and OIDC issuer are the policy's.
+
+use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use base64::Engine as _;
+use serde::Deserialize;
+use x509_parser::prelude::*;
+
+use super::{Policy, SigError, TrustRoot, rfc3339};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Fulcio's OIDC issuer extension (v1: the raw string).
+const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+/// Fulcio's OIDC issuer extension (v2: a DER UTF8String).
+const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+
+/// A Rekor entry as a bundle carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The canonicalized entry body, base64 (as the log signed it).
+    pub body: String,
+    /// When the log integrated it (Unix seconds).
+    pub integrated_time: i64,
+    /// Its index in the log.
+    pub log_index: i64,
+    /// The log's id (sha256 of its key).
+    pub log_id: Vec<u8>,
+    /// The signed entry timestamp: the log's signature over the canonical JSON of the above.
+    pub set: Vec<u8>,
+}
+
+/// A signature over a blob with what is needed to check it offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    /// The signing (leaf) certificate, DER.
+    pub cert: Vec<u8>,
+    /// The signature (ASN.1 DER ECDSA).
+    pub signature: Vec<u8>,
+    /// The transparency-log entry, if the material has one.
+    pub entry: Option<LogEntry>,
+}
+
+/// Who signed, as verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    /// The certificate's identity (the SAN the policy matched).
+    pub identity: String,
+    /// Its OIDC issuer.
+    pub issuer: String,
+    /// When the log recorded the signature (Unix seconds).
+    pub integrated_time: i64,
+    /// Its index in the log.
+    pub log_index: i64,
+}
+
+fn malformed(what: impl Into<String>) -> SigError {
+    SigError::Malformed(what.into())
+}
+
+fn b64(s: &str, what: &str) -> Result<Vec<u8>, SigError> {
+    B64.decode(s.trim())
+        .map_err(|e| malformed(format!("{what} is not base64 ({e})")))
+}
+
+/// DER from PEM text, or the bytes themselves if they are DER already.
+fn cert_der(bytes: &[u8]) -> Result<Vec<u8>, SigError> {
+    if bytes.starts_with(b"-----BEGIN") {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(bytes)
+            .map_err(|e| malformed(format!("the certificate is not PEM ({e})")))?;
+        Ok(pem.contents)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bundle {
+    #[serde(default)]
+    media_type: String,
+    verification_material: Option<VerificationMaterial>,
+    message_signature: Option<MessageSignature>,
+    // cosign's older --bundle shape
+    base64_signature: Option<String>,
+    cert: Option<String>,
+    rekor_bundle: Option<RekorBundle>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerificationMaterial {
+    certificate: Option<RawBytes>,
+    x509_certificate_chain: Option<Chain>,
+    #[serde(default)]
+    tlog_entries: Vec<TlogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBytes {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct Chain {
+    certificates: Vec<RawBytes>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TlogEntry {
+    log_index: StrOrInt,
+    log_id: KeyId,
+    integrated_time: StrOrInt,
+    inclusion_promise: Option<Promise>,
+    canonicalized_body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyId {
+    key_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Promise {
+    signed_entry_timestamp: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageSignature {
+    signature: String,
+}
+
+#[derive(Deserialize)]
+struct RekorBundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    set: String,
+    #[serde(rename = "Payload")]
+    payload: RekorPayload,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RekorPayload {
+    body: String,
+    integrated_time: i64,
+    log_index: i64,
+    #[serde(rename = "logID")]
+    log_id: String,
+}
+
+/// Protobuf JSON writes int64 as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StrOrInt {
+    S(String),
+    I(i64),
+}
+
+impl StrOrInt {
+    fn get(&self, what: &str) -> Result<i64, SigError> {
+        match self {
+            StrOrInt::I(i) => Ok(*i),
+            StrOrInt::S(s) => s
+                .parse()
+                .map_err(|_| malformed(format!("{what} {s:?} is not an integer"))),
+        }
+    }
+}
+
+impl Material {
+    /// From a Sigstore bundle or cosign's older `--bundle` JSON.
+    pub fn from_bundle(json: &[u8]) -> Result<Material, SigError> {
+        let b: Bundle = serde_json::from_slice(json)
+            .map_err(|e| malformed(format!("not a Sigstore bundle ({e})")))?;
+        if let Some(vm) = b.verification_material {
+            if !b
+                .media_type
+                .starts_with("application/vnd.dev.sigstore.bundle")
+            {
+                return Err(malformed(format!(
+                    "unknown bundle media type {:?}",
+                    b.media_type
+                )));
+            }
+            let cert = match (&vm.certificate, &vm.x509_certificate_chain) {
+                (Some(c), _) => b64(&c.raw_bytes, "the certificate")?,
+                (None, Some(ch)) => b64(
+                    &ch.certificates
+                        .first()
+                        .ok_or_else(|| malformed("an empty certificate chain"))?
+                        .raw_bytes,
+                    "the certificate",
+                )?,
+                (None, None) => {
+                    return Err(malformed(
+                        "the bundle has no certificate (a public-key bundle is not keyless)",
+                    ));
+                }
+            };
+            let signature = b64(
+                &b.message_signature
+                    .ok_or_else(|| malformed("the bundle has no message signature"))?
+                    .signature,
+                "the signature",
+            )?;
+            // An entry without a promise (SET) cannot be checked offline: as good as none.
+            let entry = match vm
+                .tlog_entries
+                .iter()
+                .find(|e| e.inclusion_promise.is_some())
+            {
+                None => None,
+                Some(e) => Some(LogEntry {
+                    body: e.canonicalized_body.clone(),
+                    integrated_time: e.integrated_time.get("integratedTime")?,
+                    log_index: e.log_index.get("logIndex")?,
+                    log_id: b64(&e.log_id.key_id, "the log id")?,
+                    set: b64(
+                        &e.inclusion_promise
+                            .as_ref()
+                            .expect("found by its promise")
+                            .signed_entry_timestamp,
+                        "the signed entry timestamp",
+                    )?,
+                }),
+            };
+            return Ok(Material {
+                cert,
+                signature,
+                entry,
+            });
+        }
+        let (Some(sig), Some(cert)) = (&b.base64_signature, &b.cert) else {
+            return Err(malformed(
+                "neither a Sigstore bundle nor a cosign bundle (no signature and certificate)",
+            ));
+        };
+        let cert = cert_der(&b64(cert, "the certificate")?)?;
+        let entry = b
+            .rekor_bundle
+            .map(|r| -> Result<LogEntry, SigError> {
+                Ok(LogEntry {
+                    body: r.payload.body,
+                    integrated_time: r.payload.integrated_time,
+                    log_index: r.payload.log_index,
+                    log_id: hex::decode(&r.payload.log_id)
+                        .map_err(|_| malformed("the log id is not hex"))?,
+                    set: b64(&r.set, "the signed entry timestamp")?,
+                })
+            })
+            .transpose()?;
+        Ok(Material {
+            cert,
+            signature: b64(sig, "the signature")?,
+            entry,
+        })
+    }
+
+    /// From a `.sig` (base64) and a `.cert` (base64 of PEM, or PEM), as dl.k8s.io publishes
+    /// them; `entry` is a log entry found elsewhere, if any.
+    pub fn from_sig_cert(
+        sig: &[u8],
+        cert: &[u8],
+        entry: Option<LogEntry>,
+    ) -> Result<Material, SigError> {
+        let text = |b: &[u8], what: &str| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| malformed(format!("the {what} is not text")))
+        };
+        let cert = text(cert, "certificate")?;
+        let cert = if cert.trim_start().starts_with("-----BEGIN") {
+            cert_der(cert.trim_start().as_bytes())?
+        } else {
+            cert_der(&b64(&cert, "the certificate")?)?
+        };
+        Ok(Material {
+            cert,
+            signature: b64(&text(sig, "signature")?, "the signature")?,
+            entry,
+        })
+    }
+}
+
+/// The verification algorithm for an EC SubjectPublicKeyInfo (P-256 or P-384), whether it is
+/// P-256 (whose signatures are over sha256), and the key's raw point.
+fn ec_key<'a>(
+    spki: &'a SubjectPublicKeyInfo<'a>,
+    what: &str,
+) -> Result<(&'static dyn VerificationAlgorithm, bool, &'a [u8]), SigError> {
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    let alg: &'static dyn VerificationAlgorithm = match curve.as_deref() {
+        Some("1.2.840.10045.3.1.7") => &signature::ECDSA_P256_SHA256_ASN1,
+        Some("1.3.132.0.34") => &signature::ECDSA_P384_SHA384_ASN1,
+        other => {
+            return Err(malformed(format!(
+                "{what} is not an ECDSA P-256 or P-384 key ({})",
+                other.unwrap_or("no curve")
+            )));
+        }
+    };
+    let p256 = curve.as_deref() == Some("1.2.840.10045.3.1.7");
+    Ok((alg, p256, spki.subject_public_key.data.as_ref()))
+}
+
+/// The identities (SAN emails and URIs) of a certificate.
+fn identities(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::RFC822Name(s) | GeneralName::URI(s) => Some((*s).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fulcio's OIDC issuer extension (the v2 DER form, else the v1 raw form).
+fn oidc_issuer(cert: &X509Certificate<'_>) -> Option<String> {
+    let ext = |oid: &str| {
+        cert.extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == oid)
+            .map(|e| e.value)
+    };
+    if let Some(v) = ext(OID_ISSUER_V2)
+        && let Ok((_, s)) = x509_parser::asn1_rs::Utf8String::from_der(v)
+    {
+        return Some(s.string());
+    }
+    ext(OID_ISSUER_V1).and_then(|v| std::str::from_utf8(v).ok().map(str::to_owned))
+}
+
+/// The CA of `root` whose chain issued `leaf` (every link's signature checked), if any.
+fn chain_to_root<'r>(
+    root: &'r TrustRoot,
+    leaf: &X509Certificate<'_>,
+) -> Option<&'r super::root::CertAuthority> {
+    root.cas.iter().find(|ca| {
+        let parsed: Vec<X509Certificate<'_>> = match ca
+            .chain
+            .iter()
+            .map(|d| X509Certificate::from_der(d).map(|(_, c)| c))
+            .collect()
+        {
+            Ok(p) => p,
+            Err(_) => return false,
+        };
+        let mut child = leaf;
+        for issuer in &parsed {
+            if child.verify_signature(Some(issuer.public_key())).is_err() {
+                return false;
+            }
+            child = issuer;
+        }
+        true
+    })
+}
+
+/// The canonical JSON a Rekor SET signs: keys sorted, no spaces.
+fn set_payload(e: &LogEntry) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "body": e.body,
+        "integratedTime": e.integrated_time,
+        "logID": hex::encode(&e.log_id),
+        "logIndex": e.log_index,
+    }))
+    .expect("a JSON object serializes")
+}
+
+/// Verify `m` as a signature over the blob whose sha256 is `sha256` (32 bytes), by `policy`'s
+/// signer, with nothing but `root`.
+pub fn verify_blob(
+    root: &TrustRoot,
+    m: &Material,
+    sha256: &[u8],
+    policy: &Policy,
+) -> Result<Signer, SigError> {
+    let digest_name = format!("sha256:{}", hex::encode(sha256));
+    let (_, leaf) = X509Certificate::from_der(&m.cert)
+        .map_err(|e| malformed(format!("the certificate is not X.509 DER ({e})")))?;
+    // 1. Issued by a Fulcio CA of the root.
+    let ca = chain_to_root(root, &leaf).ok_or_else(|| SigError::UntrustedCertificate {
+        issuer: leaf.issuer().to_string(),
+    })?;
+    // A Fulcio signing certificate is for code signing, never a CA.
+    let code_signing = matches!(leaf.extended_key_usage(), Ok(Some(e)) if e.value.code_signing);
+    if !code_signing || leaf.is_ca() {
+        return Err(malformed(
+            "the signing certificate is not a code-signing leaf certificate",
+        ));
+    }
+    // 2. The signature is over these bytes, under the certificate's key.
+    let (alg, p256, key) = ec_key(leaf.public_key(), "the certificate's key")?;
+    if !p256 {
+        return Err(malformed(
+            "only P-256 signing keys are supported for blobs (their signatures are over sha256)",
+        ));
+    }
+    let d = aws_lc_rs::digest::Digest::import_less_safe(sha256, &aws_lc_rs::digest::SHA256)
+        .map_err(|_| malformed("the artifact's digest is not a sha256"))?;
+    UnparsedPublicKey::new(alg, key)
+        .verify_digest(&d, &m.signature)
+        .map_err(|_| SigError::BadSignature {
+            digest: digest_name.clone(),
+        })?;
+    // 3. A log entry vouches that the certificate was valid when the signature was made.
+    let not_after = leaf.validity().not_after.timestamp();
+    let Some(entry) = &m.entry else {
+        return Err(SigError::NoLogEntry {
+            not_after: rfc3339(not_after),
+        });
+    };
+    let log = root
+        .logs
+        .iter()
+        .find(|l| l.id == entry.log_id)
+        .ok_or_else(|| SigError::UnknownLog(hex::encode(&entry.log_id)))?;
+    let (_, log_spki) = SubjectPublicKeyInfo::from_der(&log.spki)
+        .map_err(|e| malformed(format!("the log key of {} is not DER ({e})", log.url)))?;
+    let (log_alg, _, log_key) = ec_key(&log_spki, "the log's key")?;
+    UnparsedPublicKey::new(log_alg, log_key)
+        .verify(&set_payload(entry), &entry.set)
+        .map_err(|_| SigError::BadPromise)?;
+    check_body(entry, m, sha256)?;
+    let t = entry.integrated_time;
+    let outside = |what: &str, w: super::root::Window| {
+        let (from, to) = w.describe();
+        SigError::OutsideValidity {
+            logged: rfc3339(t),
+            what: what.to_owned(),
+            from,
+            to,
+        }
+    };
+    let cert_window = super::root::Window {
+        start: leaf.validity().not_before.timestamp(),
+        end: Some(not_after),
+    };
+    if !cert_window.contains(t) {
+        return Err(outside("the signing certificate", cert_window));
+    }
+    if !ca.valid.contains(t) {
+        return Err(outside(&format!("the CA {}", ca.uri), ca.valid));
+    }
+    if !log.valid.contains(t) {
+        return Err(outside(&format!("the log key of {}", log.url), log.valid));
+    }
+    // 4. The signer the policy names.
+    let ids = identities(&leaf);
+    let Some(identity) = ids.iter().find(|i| **i == policy.identity) else {
+        return Err(SigError::WrongIdentity {
+            found: if ids.is_empty() {
+                "a certificate without an email or URI identity".to_owned()
+            } else {
+                ids.join(", ")
+            },
+            expected: policy.identity.clone(),
+        });
+    };
+    let issuer = oidc_issuer(&leaf);
+    if issuer.as_deref() != Some(policy.issuer.as_str()) {
+        return Err(SigError::WrongIssuer {
+            found: issuer.unwrap_or_else(|| "no issuer".to_owned()),
+            expected: policy.issuer.clone(),
+        });
+    }
+    Ok(Signer {
+        identity: identity.clone(),
+        issuer: policy.issuer.clone(),
+        integrated_time: t,
+        log_index: entry.log_index,
+    })
+}
+
+/// The entry's body is a `hashedrekord` of this digest, this signature and this certificate.
+fn check_body(entry: &LogEntry, m: &Material, sha256: &[u8]) -> Result<(), SigError> {
+    let mismatch = |s: &str| SigError::EntryMismatch(s.to_owned());
+    let body = b64(&entry.body, "the log entry's body")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| malformed("the log entry's body is not JSON"))?;
+    if v["kind"] != "hashedrekord" {
+        return Err(malformed(format!(
+            "the log entry is a {}, not a hashedrekord",
+            v["kind"]
+        )));
+    }
+    let spec = &v["spec"];
+    if spec["data"]["hash"]["algorithm"] != "sha256"
+        || spec["data"]["hash"]["value"].as_str() != Some(hex::encode(sha256).as_str())
+    {
+        return Err(mismatch("it is about other bytes"));
+    }
+    let sig = spec["signature"]["content"]
+        .as_str()
+        .map(|s| b64(s, "the logged signature"))
+        .transpose()?;
+    if sig.as_deref() != Some(m.signature.as_slice()) {
+        return Err(mismatch("it records another signature"));
+    }
+    let key = spec["signature"]["publicKey"]["content"]
+        .as_str()
+        .map(|s| b64(s, "the logged certificate"))
+        .transpose()?
+        .map(|pem| cert_der(&pem))
+        .transpose()?;
+    if key.as_deref() != Some(m.cert.as_slice()) {
+        return Err(mismatch("it records another certificate"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
