@@ -175,25 +175,9 @@ fn renew(ctx: &Context, a: CertsRenewArgs) -> anyhow::Result<ExitCode> {
             ),
             _ => None,
         };
-        match hint {
-            Some(h) => crate::error::with_hint(e.into(), h),
-            None => anyhow::Error::from(e),
-        }
+        hinted(e.into(), hint)
     })?;
-    let redeploy =
-        crate::r#gen::bundle::refresh_pki(&super::gen_cmd::cluster_input(&spec), &a.out, &staged)
-            .context("cannot refresh the node bundles")?;
-    staged
-        .commit()
-        .with_context(|| format!("cannot write the renewed files in {}", a.out.display()))?;
-    // Said once they are in place, not while they were only staged.
-    for o in &outcomes {
-        if o.action == pki::Action::Kept {
-            ctx.ui.detail(o.line())
-        } else {
-            ctx.ui.status(o.line())
-        }
-    }
+    let redeploy = refresh_and_commit(ctx, &spec, &a.out, staged, &outcomes, "renewed")?;
     let report = RenewReport {
         renewed: outcomes,
         redeploy,
@@ -264,24 +248,9 @@ fn rotate_ca(ctx: &Context, step: RotateStep) -> anyhow::Result<ExitCode> {
                 ),
                 _ => None,
             };
-            match hint {
-                Some(h) => crate::error::with_hint(e.into(), h),
-                None => anyhow::Error::from(e),
-            }
+            hinted(e.into(), hint)
         })?;
-    let redeploy =
-        crate::r#gen::bundle::refresh_pki(&super::gen_cmd::cluster_input(&spec), &out, &staged)
-            .context("cannot refresh the node bundles")?;
-    staged
-        .commit()
-        .with_context(|| format!("cannot write the rotated files in {}", out.display()))?;
-    for o in &outcomes {
-        if o.action == pki::Action::Kept {
-            ctx.ui.detail(o.line())
-        } else {
-            ctx.ui.status(o.line())
-        }
-    }
+    let redeploy = refresh_and_commit(ctx, &spec, &out, staged, &outcomes, "rotated")?;
     let report = RotateReport {
         step,
         rotation: state,
@@ -339,4 +308,39 @@ fn signer_files_present(
         }
     }
     Ok(())
+}
+
+/// `err` with `hint`, if any.
+fn hinted(err: anyhow::Error, hint: Option<String>) -> anyhow::Error {
+    match hint {
+        Some(h) => crate::error::with_hint(err, h),
+        None => err,
+    }
+}
+
+/// Bring the node trees' PKI copies up to date with what `staged` holds, commit it all, then say
+/// what was done; the nodes to redeploy.
+fn refresh_and_commit(
+    ctx: &Context,
+    spec: &crate::r#gen::spec::ClusterSpec,
+    out: &std::path::Path,
+    staged: crate::r#gen::Staged,
+    outcomes: &[pki::Outcome],
+    what: &str,
+) -> anyhow::Result<Vec<String>> {
+    let redeploy =
+        crate::r#gen::bundle::refresh_pki(&super::gen_cmd::cluster_input(spec), out, &staged)
+            .context("cannot refresh the node bundles")?;
+    staged
+        .commit()
+        .with_context(|| format!("cannot write the {what} files in {}", out.display()))?;
+    // Said once they are in place, not while they were only staged.
+    for o in outcomes {
+        if o.action == pki::Action::Kept {
+            ctx.ui.detail(o.line())
+        } else {
+            ctx.ui.status(o.line())
+        }
+    }
+    Ok(redeploy)
 }

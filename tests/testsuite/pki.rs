@@ -1321,59 +1321,37 @@ fn during_a_ca_rotation_rolled_and_unrolled_machines_talk_and_after_it_the_old_o
             );
         }
     };
-    let s0 = snapshot(0);
+    let mut steps = vec![snapshot(0)];
     let admin = |dir: &Path| dir.join("admin.conf");
-
-    env.ok(&["certs", "rotate-ca", "begin"]);
-    let s1 = snapshot(1);
-    let server = tls_server(&s1.join("pki"));
-    every(&s1, &server);
-    assert!(
-        kubectl_reaches(&admin(&s0), &server),
-        "a client not rolled out yet"
-    );
-    drop(server);
-    // A server not rolled out yet (old CA alone) takes the rolled-out clients.
-    let server = tls_server(&s0.join("pki"));
-    every(&s1, &server);
-    drop(server);
-
-    env.ok(&["certs", "rotate-ca", "use"]);
-    let s2 = snapshot(2);
-    let server = tls_server(&s2.join("pki"));
-    every(&s2, &server);
-    assert!(
-        kubectl_reaches(&admin(&s1), &server),
-        "a client still at begin"
-    );
-    assert!(
-        !kubectl_reaches(&admin(&s0), &server),
-        "a client that never had begin does not trust the new CA: begin is rolled out first"
-    );
-    drop(server);
-    let server = tls_server(&s1.join("pki"));
-    every(&s2, &server);
-    drop(server);
-
-    env.ok(&["certs", "rotate-ca", "finish"]);
-    let s3 = snapshot(3);
-    let server = tls_server(&s3.join("pki"));
-    every(&s3, &server);
-    assert!(
-        kubectl_reaches(&admin(&s2), &server),
-        "a client still at use"
-    );
-    assert!(
-        !kubectl_reaches(&admin(&s1), &server),
-        "a client certificate of the old CA is refused"
-    );
-    drop(server);
-    let server = tls_server(&s2.join("pki"));
-    every(&s3, &server);
-    drop(server);
-    let server = tls_server(&s1.join("pki"));
-    assert!(
-        !kubectl_reaches(&admin(&s3), &server),
-        "a server certificate of the old CA is not trusted"
-    );
+    for (n, step) in [(1, "begin"), (2, "use"), (3, "finish")] {
+        env.ok(&["certs", "rotate-ca", step]);
+        steps.push(snapshot(n));
+        let (now, before) = (&steps[n], &steps[n - 1]);
+        // Machines rolled out and machines not yet: each side takes the other.
+        let server = tls_server(&now.join("pki"));
+        every(now, &server);
+        assert!(
+            kubectl_reaches(&admin(before), &server),
+            "{step}: a client not rolled out yet"
+        );
+        drop(server);
+        let server = tls_server(&before.join("pki"));
+        every(now, &server);
+        drop(server);
+        // Two steps apart they do not: each step is rolled out everywhere before the next.
+        if n >= 2 {
+            let two_before = &steps[n - 2];
+            let server = tls_server(&now.join("pki"));
+            assert!(
+                !kubectl_reaches(&admin(two_before), &server),
+                "{step}: a client two steps behind"
+            );
+            drop(server);
+            let server = tls_server(&two_before.join("pki"));
+            assert!(
+                !kubectl_reaches(&admin(now), &server),
+                "{step}: a server two steps behind"
+            );
+        }
+    }
 }

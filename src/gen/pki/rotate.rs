@@ -15,7 +15,6 @@
 //! `use`, `old/<ca>.crt` until `finish`), swapped in whole with the rest of the step's files by
 //! one [`Staged`] commit: a step that fails leaves the tree as it was.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,8 +26,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::certs::{self, Item};
 use super::{
-    Action, Authority, Outcome, PkiError, authorities_pem, cert_der_of, cert_params,
-    load_authorities, new_key, pki_dir, resign, root_problem, sha256_hex,
+    Action, Outcome, PkiError, authorities_pem, cert_der_of, cert_params, load_authorities,
+    new_key, pki_dir, resign, root_problem, sha256_hex,
 };
 use crate::r#gen::plan::spec::ClusterSpec;
 use crate::r#gen::{MODE_PUBLIC, MODE_SECRET, Staged, WriteError};
@@ -217,10 +216,7 @@ fn read(path: &Path) -> Result<String, RotateError> {
 /// A file of the rotation tree being built (mode 0600 for keys, its directories 0700).
 fn put(built: &Path, rel: &str, text: &str, mode: u32) -> Result<(), RotateError> {
     let path = built.join(rel);
-    let fail = |source: std::io::Error| PkiError::Read {
-        path: path.clone(),
-        source,
-    };
+    let fail = |e: std::io::Error| crate::r#gen::at("cannot write", &path)(e);
     let mut dir = path.parent().map(Path::to_path_buf);
     let mut made = Vec::new();
     while let Some(d) = dir.filter(|d| !d.exists()) {
@@ -244,12 +240,8 @@ fn put(built: &Path, rel: &str, text: &str, mode: u32) -> Result<(), RotateError
 /// A new `pki/rotation/` tree, swapped in by the commit (0700: it holds a key until `use`).
 fn rotation_tree(out: &Path, staged: &Staged) -> Result<PathBuf, RotateError> {
     let built = staged.stage_tree(&rotation_dir(out))?;
-    std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        PkiError::Read {
-            path: built.clone(),
-            source,
-        }
-    })?;
+    std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o700))
+        .map_err(crate::r#gen::at("cannot restrict", &built))?;
     Ok(built)
 }
 
@@ -324,17 +316,17 @@ fn item<'a>(items: &'a [Item], name: &str) -> &'a Item {
         .expect("CAS names CAs of the table")
 }
 
-/// Every kubeconfig again, trusting the CA files as `authorities` hold them (staged).
+/// Every kubeconfig again, trusting the CA files as this step leaves them (staged).
 fn kubeconfigs(
     spec: &ClusterSpec,
     out: &Path,
     items: &[Item],
-    authorities: &HashMap<String, Authority>,
     staged: &Staged,
     report: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome>, RotateError> {
+    let authorities = load_authorities(items, &pki_dir(out), staged)?;
     let mut outcomes = Vec::new();
-    for o in super::kubeconfig::write_all(spec, out, items, &authorities_pem(authorities), staged)?
+    for o in super::kubeconfig::write_all(spec, out, items, &authorities_pem(&authorities), staged)?
     {
         report(&o);
         outcomes.push(o);
@@ -402,16 +394,7 @@ fn begin(
         cas: cas.to_vec(),
     };
     put(&built, "state.toml", &state_text(&state), MODE_PUBLIC)?;
-    // The CAs again, now with their bundles (staged).
-    let authorities = load_authorities(&items, &pki, staged)?;
-    outcomes.extend(kubeconfigs(
-        spec,
-        out,
-        &items,
-        &authorities,
-        staged,
-        report,
-    )?);
+    outcomes.extend(kubeconfigs(spec, out, &items, staged, report)?);
     Ok((Some(state), outcomes))
 }
 
@@ -565,15 +548,7 @@ fn finish(
     }
     // The rotation's record goes: an empty pki/rotation/.
     rotation_tree(out, staged)?;
-    let authorities = load_authorities(&items, &pki, staged)?;
-    outcomes.extend(kubeconfigs(
-        spec,
-        out,
-        &items,
-        &authorities,
-        staged,
-        report,
-    )?);
+    outcomes.extend(kubeconfigs(spec, out, &items, staged, report)?);
     Ok((None, outcomes))
 }
 
