@@ -270,10 +270,18 @@ pub fn rotate(
     cas: &[String],
     staged: &Staged,
     report: &(dyn Fn(&Outcome) + Sync),
-) -> Result<(Option<State>, Vec<Outcome>), RotateError> {
+) -> Stepped {
     let now = state(out)?;
+    let cx = Cx {
+        spec,
+        out,
+        pki: pki_dir(out),
+        items: certs::plan(spec),
+        staged,
+        report,
+    };
     match (step, &now) {
-        (Step::Begin, None) => begin(spec, out, &resolve(cas)?, staged, report),
+        (Step::Begin, None) => begin(&cx, &resolve(cas)?),
         (Step::Begin, Some(s)) => Err(out_of_order(
             step,
             format!(
@@ -294,13 +302,13 @@ pub fn rotate(
             "no CA rotation is under way",
             "kbin certs rotate-ca begin",
         )),
-        (Step::Use, Some(s)) if s.phase == Phase::Begun => use_new(spec, out, s, staged, report),
+        (Step::Use, Some(s)) if s.phase == Phase::Begun => use_new(&cx, s),
         (Step::Use, Some(_)) => Err(out_of_order(
             step,
             "the new CA is already in use",
             "kbin certs rotate-ca finish",
         )),
-        (Step::Finish, Some(s)) if s.phase == Phase::InUse => finish(spec, out, s, staged, report),
+        (Step::Finish, Some(s)) if s.phase == Phase::InUse => finish(&cx, s),
         (Step::Finish, Some(_)) => Err(out_of_order(
             step,
             "the leaves are still signed by the old CA, which finishing would stop trusting",
@@ -308,6 +316,19 @@ pub fn rotate(
         )),
     }
 }
+
+/// What every step works on.
+struct Cx<'a> {
+    spec: &'a ClusterSpec,
+    out: &'a Path,
+    pki: PathBuf,
+    items: Vec<Item>,
+    staged: &'a Staged,
+    report: &'a (dyn Fn(&Outcome) + Sync),
+}
+
+/// What a step returns: the rotation as it leaves it (none once finished), what it made.
+type Stepped = Result<(Option<State>, Vec<Outcome>), RotateError>;
 
 fn item<'a>(items: &'a [Item], name: &str) -> &'a Item {
     items
@@ -334,26 +355,26 @@ fn kubeconfigs(
     Ok(outcomes)
 }
 
-fn begin(
-    spec: &ClusterSpec,
-    out: &Path,
-    cas: &[String],
-    staged: &Staged,
-    report: &(dyn Fn(&Outcome) + Sync),
-) -> Result<(Option<State>, Vec<Outcome>), RotateError> {
-    let pki = pki_dir(out);
-    let items = certs::plan(spec);
+fn begin(cx: &Cx<'_>, cas: &[String]) -> Stepped {
+    let Cx {
+        spec,
+        out,
+        pki,
+        items,
+        staged,
+        report,
+    } = cx;
     // Every CA usable before anything is made.
-    let authorities = load_authorities(&items, &pki, staged)?;
+    let authorities = load_authorities(items, pki, staged)?;
     let built = rotation_tree(out, staged)?;
     let mut outcomes = Vec::new();
     let now = SystemTime::now();
     for name in cas {
-        let it = item(&items, name);
+        let it = item(items, name);
         let old = &authorities[name.as_str()].cert_pem;
         if count_certs(old) != 1 {
             return Err(RotateError::Damaged {
-                path: it.cert_path(&pki),
+                path: it.cert_path(pki),
                 reason: format!(
                     "it holds {} certificates, and no rotation is recorded in {}",
                     count_certs(old),
@@ -379,7 +400,7 @@ fn begin(
             MODE_SECRET,
         )?;
         let bundle = format!("{old}{}", with_newline(&cert.pem()));
-        staged.stage(&it.cert_path(&pki), bundle.as_bytes(), MODE_PUBLIC)?;
+        staged.stage(&it.cert_path(pki), bundle.as_bytes(), MODE_PUBLIC)?;
         let o = Outcome {
             name: name.clone(),
             action: Action::Created,
@@ -394,7 +415,7 @@ fn begin(
         cas: cas.to_vec(),
     };
     put(&built, "state.toml", &state_text(&state), MODE_PUBLIC)?;
-    outcomes.extend(kubeconfigs(spec, out, &items, staged, report)?);
+    outcomes.extend(kubeconfigs(spec, out, items, staged, report)?);
     Ok((Some(state), outcomes))
 }
 
@@ -422,24 +443,24 @@ fn recorded(out: &Path, name: &str, new_first: bool) -> Result<(String, String),
     }
 }
 
-fn use_new(
-    spec: &ClusterSpec,
-    out: &Path,
-    state: &State,
-    staged: &Staged,
-    report: &(dyn Fn(&Outcome) + Sync),
-) -> Result<(Option<State>, Vec<Outcome>), RotateError> {
-    let pki = pki_dir(out);
-    let items = certs::plan(spec);
+fn use_new(cx: &Cx<'_>, state: &State) -> Stepped {
+    let Cx {
+        spec,
+        out,
+        pki,
+        items,
+        staged,
+        report,
+    } = cx;
     let dir = rotation_dir(out);
     let built = rotation_tree(out, staged)?;
     let mut outcomes = Vec::new();
     for name in &state.cas {
-        let it = item(&items, name);
+        let it = item(items, name);
         let (old, new) = recorded(out, name, false)?;
         if new != read(&dir.join(format!("new/{name}.crt")))? {
             return Err(RotateError::Damaged {
-                path: it.cert_path(&pki),
+                path: it.cert_path(pki),
                 reason: format!(
                     "its new CA is not {}",
                     dir.join(format!("new/{name}.crt")).display()
@@ -460,11 +481,11 @@ fn use_new(
             return Err(damaged(format!("the new {name}: {p}")));
         }
         staged.stage(
-            &it.cert_path(&pki),
+            &it.cert_path(pki),
             format!("{new}{old}").as_bytes(),
             MODE_PUBLIC,
         )?;
-        staged.stage(&it.key_path(&pki), key_pem.as_bytes(), MODE_SECRET)?;
+        staged.stage(&it.key_path(pki), key_pem.as_bytes(), MODE_SECRET)?;
         put(&built, &format!("old/{name}.crt"), &old, MODE_PUBLIC)?;
         let o = Outcome {
             name: name.clone(),
@@ -480,7 +501,7 @@ fn use_new(
         cas: state.cas.clone(),
     };
     put(&built, "state.toml", &state_text(&next), MODE_PUBLIC)?;
-    let authorities = load_authorities(&items, &pki, staged)?;
+    let authorities = load_authorities(items, pki, staged)?;
     let chosen: Vec<&Item> = items
         .iter()
         .filter(|i| i.ca.as_ref().is_some_and(|c| state.cas.contains(c)))
@@ -488,7 +509,7 @@ fn use_new(
     outcomes.extend(resign(
         spec,
         out,
-        &items,
+        items,
         &chosen,
         &authorities,
         staged,
@@ -497,31 +518,31 @@ fn use_new(
     Ok((Some(next), outcomes))
 }
 
-fn finish(
-    spec: &ClusterSpec,
-    out: &Path,
-    state: &State,
-    staged: &Staged,
-    report: &(dyn Fn(&Outcome) + Sync),
-) -> Result<(Option<State>, Vec<Outcome>), RotateError> {
-    let pki = pki_dir(out);
-    let items = certs::plan(spec);
+fn finish(cx: &Cx<'_>, state: &State) -> Stepped {
+    let Cx {
+        spec,
+        out,
+        pki,
+        items,
+        staged,
+        report,
+    } = cx;
     let mut outcomes = Vec::new();
     for name in &state.cas {
-        let it = item(&items, name);
+        let it = item(items, name);
         let (_, new) = recorded(out, name, true)?;
-        let der = cert_der_of(new.as_bytes(), &it.cert_path(&pki)).map_err(|reason| {
+        let der = cert_der_of(new.as_bytes(), &it.cert_path(pki)).map_err(|reason| {
             RotateError::Damaged {
-                path: it.cert_path(&pki),
+                path: it.cert_path(pki),
                 reason,
             }
         })?;
         let (_, ca) = X509Certificate::from_der(&der).map_err(|e| RotateError::Damaged {
-            path: it.cert_path(&pki),
+            path: it.cert_path(pki),
             reason: e.to_string(),
         })?;
         for leaf in items.iter().filter(|i| i.ca.as_deref() == Some(name)) {
-            let signed = super::read_cert_der(&leaf.cert_path(&pki))
+            let signed = super::read_cert_der(&leaf.cert_path(pki))
                 .ok()
                 .and_then(|d| {
                     X509Certificate::from_der(&d)
@@ -536,7 +557,7 @@ fn finish(
                 });
             }
         }
-        staged.stage(&it.cert_path(&pki), new.as_bytes(), MODE_PUBLIC)?;
+        staged.stage(&it.cert_path(pki), new.as_bytes(), MODE_PUBLIC)?;
         let o = Outcome {
             name: name.clone(),
             action: Action::Replaced,
@@ -548,7 +569,7 @@ fn finish(
     }
     // The rotation's record goes: an empty pki/rotation/.
     rotation_tree(out, staged)?;
-    outcomes.extend(kubeconfigs(spec, out, &items, staged, report)?);
+    outcomes.extend(kubeconfigs(spec, out, items, staged, report)?);
     Ok((None, outcomes))
 }
 
