@@ -327,6 +327,30 @@ struct Cx<'a> {
     report: &'a (dyn Fn(&Outcome) + Sync),
 }
 
+impl Cx<'_> {
+    /// Stage CA `it`'s file as `pem` (the certificates trusted, the signer first), and report
+    /// it, `der` being the CA this step made or made the signer.
+    fn ca_file(
+        &self,
+        it: &Item,
+        pem: &str,
+        action: Action,
+        reason: &str,
+        der: &[u8],
+    ) -> Result<Outcome, RotateError> {
+        self.staged
+            .stage(&it.cert_path(&self.pki), pem.as_bytes(), MODE_PUBLIC)?;
+        let o = Outcome {
+            name: it.name.clone(),
+            action,
+            reason: Some(reason.to_owned()),
+            sha256: Some(sha256_hex(der)),
+        };
+        (self.report)(&o);
+        Ok(o)
+    }
+}
+
 /// What a step returns: the rotation as it leaves it (none once finished), what it made.
 type Stepped = Result<(Option<State>, Vec<Outcome>), RotateError>;
 
@@ -356,29 +380,21 @@ fn kubeconfigs(
 }
 
 fn begin(cx: &Cx<'_>, cas: &[String]) -> Stepped {
-    let Cx {
-        spec,
-        out,
-        pki,
-        items,
-        staged,
-        report,
-    } = cx;
     // Every CA usable before anything is made.
-    let authorities = load_authorities(items, pki, staged)?;
-    let built = rotation_tree(out, staged)?;
+    let authorities = load_authorities(&cx.items, &cx.pki, cx.staged)?;
+    let built = rotation_tree(cx.out, cx.staged)?;
     let mut outcomes = Vec::new();
     let now = SystemTime::now();
     for name in cas {
-        let it = item(items, name);
+        let it = item(&cx.items, name);
         let old = &authorities[name.as_str()].cert_pem;
         if count_certs(old) != 1 {
             return Err(RotateError::Damaged {
-                path: it.cert_path(pki),
+                path: it.cert_path(&cx.pki),
                 reason: format!(
                     "it holds {} certificates, and no rotation is recorded in {}",
                     count_certs(old),
-                    state_path(out).display()
+                    state_path(cx.out).display()
                 ),
             });
         }
@@ -386,8 +402,8 @@ fn begin(cx: &Cx<'_>, cas: &[String]) -> Stepped {
             name: name.clone(),
             message: e.to_string(),
         };
-        let key = new_key(spec.key_algo).map_err(crypto)?;
-        let cert = cert_params(it, spec.key_algo, now, spec.ca_validity, None)
+        let key = new_key(cx.spec.key_algo).map_err(crypto)?;
+        let cert = cert_params(it, cx.spec.key_algo, now, cx.spec.ca_validity, None)
             .self_signed(&key)
             .map_err(crypto)?;
         let old = with_newline(old);
@@ -400,22 +416,22 @@ fn begin(cx: &Cx<'_>, cas: &[String]) -> Stepped {
             MODE_SECRET,
         )?;
         let bundle = format!("{old}{}", with_newline(&cert.pem()));
-        staged.stage(&it.cert_path(pki), bundle.as_bytes(), MODE_PUBLIC)?;
-        let o = Outcome {
-            name: name.clone(),
-            action: Action::Created,
-            reason: Some("a new CA, trusted beside the old one, which still signs".into()),
-            sha256: Some(sha256_hex(cert.der())),
-        };
-        report(&o);
-        outcomes.push(o);
+        outcomes.push(cx.ca_file(
+            it,
+            &bundle,
+            Action::Created,
+            "a new CA, trusted beside the old one, which still signs",
+            cert.der(),
+        )?);
     }
     let state = State {
         phase: Phase::Begun,
         cas: cas.to_vec(),
     };
     put(&built, "state.toml", &state_text(&state), MODE_PUBLIC)?;
-    outcomes.extend(kubeconfigs(spec, out, items, staged, report)?);
+    outcomes.extend(kubeconfigs(
+        cx.spec, cx.out, &cx.items, cx.staged, cx.report,
+    )?);
     Ok((Some(state), outcomes))
 }
 
@@ -444,23 +460,15 @@ fn recorded(out: &Path, name: &str, new_first: bool) -> Result<(String, String),
 }
 
 fn use_new(cx: &Cx<'_>, state: &State) -> Stepped {
-    let Cx {
-        spec,
-        out,
-        pki,
-        items,
-        staged,
-        report,
-    } = cx;
-    let dir = rotation_dir(out);
-    let built = rotation_tree(out, staged)?;
+    let dir = rotation_dir(cx.out);
+    let built = rotation_tree(cx.out, cx.staged)?;
     let mut outcomes = Vec::new();
     for name in &state.cas {
-        let it = item(items, name);
-        let (old, new) = recorded(out, name, false)?;
+        let it = item(&cx.items, name);
+        let (old, new) = recorded(cx.out, name, false)?;
         if new != read(&dir.join(format!("new/{name}.crt")))? {
             return Err(RotateError::Damaged {
-                path: it.cert_path(pki),
+                path: it.cert_path(&cx.pki),
                 reason: format!(
                     "its new CA is not {}",
                     dir.join(format!("new/{name}.crt")).display()
@@ -480,69 +488,57 @@ fn use_new(cx: &Cx<'_>, state: &State) -> Stepped {
         if let Some(p) = root_problem(&x, &key, SystemTime::now()) {
             return Err(damaged(format!("the new {name}: {p}")));
         }
-        staged.stage(
-            &it.cert_path(pki),
-            format!("{new}{old}").as_bytes(),
-            MODE_PUBLIC,
-        )?;
-        staged.stage(&it.key_path(pki), key_pem.as_bytes(), MODE_SECRET)?;
+        cx.staged
+            .stage(&it.key_path(&cx.pki), key_pem.as_bytes(), MODE_SECRET)?;
         put(&built, &format!("old/{name}.crt"), &old, MODE_PUBLIC)?;
-        let o = Outcome {
-            name: name.clone(),
-            action: Action::Replaced,
-            reason: Some("the new CA signs; the old one is still trusted".into()),
-            sha256: Some(sha256_hex(&der)),
-        };
-        report(&o);
-        outcomes.push(o);
+        outcomes.push(cx.ca_file(
+            it,
+            &format!("{new}{old}"),
+            Action::Replaced,
+            "the new CA signs; the old one is still trusted",
+            &der,
+        )?);
     }
     let next = State {
         phase: Phase::InUse,
         cas: state.cas.clone(),
     };
     put(&built, "state.toml", &state_text(&next), MODE_PUBLIC)?;
-    let authorities = load_authorities(items, pki, staged)?;
-    let chosen: Vec<&Item> = items
+    let authorities = load_authorities(&cx.items, &cx.pki, cx.staged)?;
+    let chosen: Vec<&Item> = cx
+        .items
         .iter()
         .filter(|i| i.ca.as_ref().is_some_and(|c| state.cas.contains(c)))
         .collect();
     outcomes.extend(resign(
-        spec,
-        out,
-        items,
+        cx.spec,
+        cx.out,
+        &cx.items,
         &chosen,
         &authorities,
-        staged,
-        report,
+        cx.staged,
+        cx.report,
     )?);
     Ok((Some(next), outcomes))
 }
 
 fn finish(cx: &Cx<'_>, state: &State) -> Stepped {
-    let Cx {
-        spec,
-        out,
-        pki,
-        items,
-        staged,
-        report,
-    } = cx;
     let mut outcomes = Vec::new();
     for name in &state.cas {
-        let it = item(items, name);
-        let (_, new) = recorded(out, name, true)?;
-        let der = cert_der_of(new.as_bytes(), &it.cert_path(pki)).map_err(|reason| {
+        let it = item(&cx.items, name);
+        let (_, new) = recorded(cx.out, name, true)?;
+        let der = cert_der_of(new.as_bytes(), &it.cert_path(&cx.pki)).map_err(|reason| {
             RotateError::Damaged {
-                path: it.cert_path(pki),
+                path: it.cert_path(&cx.pki),
                 reason,
             }
         })?;
         let (_, ca) = X509Certificate::from_der(&der).map_err(|e| RotateError::Damaged {
-            path: it.cert_path(pki),
+            path: it.cert_path(&cx.pki),
             reason: e.to_string(),
         })?;
-        for leaf in items.iter().filter(|i| i.ca.as_deref() == Some(name)) {
-            let signed = super::read_cert_der(&leaf.cert_path(pki))
+        for leaf in cx.items.iter().filter(|i| i.ca.as_deref() == Some(name)) {
+            let signed = super::read_cert_der(&leaf.cert_path(&cx.pki))
                 .ok()
                 .and_then(|d| {
                     X509Certificate::from_der(&d)
@@ -557,19 +553,19 @@ fn finish(cx: &Cx<'_>, state: &State) -> Stepped {
                 });
             }
         }
-        staged.stage(&it.cert_path(pki), new.as_bytes(), MODE_PUBLIC)?;
-        let o = Outcome {
-            name: name.clone(),
-            action: Action::Replaced,
-            reason: Some("the new CA alone is trusted; the old one is removed".into()),
-            sha256: Some(sha256_hex(&der)),
-        };
-        report(&o);
-        outcomes.push(o);
+        outcomes.push(cx.ca_file(
+            it,
+            &new,
+            Action::Replaced,
+            "the new CA alone is trusted; the old one is removed",
+            &der,
+        )?);
     }
     // The rotation's record goes: an empty pki/rotation/.
-    rotation_tree(out, staged)?;
-    outcomes.extend(kubeconfigs(spec, out, items, staged, report)?);
+    rotation_tree(cx.out, cx.staged)?;
+    outcomes.extend(kubeconfigs(
+        cx.spec, cx.out, &cx.items, cx.staged, cx.report,
+    )?);
     Ok((None, outcomes))
 }
 
