@@ -68,11 +68,23 @@ fn generate(home: &Path, out: &Path, lab: &Machines, tc: &str) {
 
 /// The command [`generate`] runs, for a test to add to.
 fn gen_command(home: &Path, out: &Path, lab: &Machines, tc: &str) -> Command {
-    gen_command_for(home, out, &lab.machines, tc)
+    gen_command_with(home, out, &lab.machines, tc, 1)
 }
 
 /// [`gen_command`] for some of the lab's machines only.
 fn gen_command_for(home: &Path, out: &Path, m: &[common::machines::Machine], tc: &str) -> Command {
+    gen_command_with(home, out, m, tc, 1)
+}
+
+/// [`gen_command`] for machines `m`, the first `control_planes` of them control planes, the
+/// others workers (a lone machine is both).
+fn gen_command_with(
+    home: &Path,
+    out: &Path,
+    m: &[common::machines::Machine],
+    tc: &str,
+    control_planes: usize,
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
     c.env("KBIN_HOME", home)
         .args([
@@ -86,9 +98,15 @@ fn gen_command_for(home: &Path, out: &Path, m: &[common::machines::Machine], tc:
         ])
         .arg("--out")
         .arg(out)
-        .args(["--cluster-ip", &m[0].ip.to_string()])
-        .args(["--control-plane", &format!("{}={}", m[0].name, m[0].ip)]);
-    let workers = if m.len() == 1 { m } else { &m[1..] };
+        .args(["--cluster-ip", &m[0].ip.to_string()]);
+    for cp in &m[..control_planes] {
+        c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+    }
+    let workers = if m.len() == 1 {
+        m
+    } else {
+        &m[control_planes..]
+    };
     for w in workers {
         c.args(["--worker", &format!("{}={}", w.name, w.ip)]);
     }
@@ -237,6 +255,34 @@ fn pod_routes(lab: &Machines, tree: &Path, i: usize) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Worker `i` asks the API five times a second through its load balancer (its kubelet's
+/// kubeconfig), recording each answer, until [`no_request_failed`].
+fn start_asking_the_api(lab: &Machines, i: usize) {
+    lab.exec(
+        i,
+        "setsid sh -c 'while [ ! -e /tmp/stop ]; do \
+           if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get --raw /version >/dev/null 2>>/tmp/errors; \
+           then echo ok; else echo fail; fi >>/tmp/results; sleep 0.2; done' >/dev/null 2>&1 < /dev/null &",
+    );
+}
+
+/// Stop [`start_asking_the_api`] on worker `i`: not one request failed, and more than
+/// `min_ok` were answered `during` what the test did.
+fn no_request_failed(lab: &Machines, i: usize, min_ok: usize, during: &str) {
+    lab.exec(i, "touch /tmp/stop; sleep 1");
+    let results = lab.exec(i, "cat /tmp/results");
+    let (ok, failed) = (
+        results.matches("ok").count(),
+        results.matches("fail").count(),
+    );
+    assert!(
+        failed == 0 && ok > min_ok,
+        "{failed} of {} requests failed during {during}:\n{}",
+        ok + failed,
+        lab.exec(i, "cat /tmp/errors; true")
+    );
 }
 
 #[test]
@@ -452,28 +498,8 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
     common::toolchain::standin_toolchain(&home, "new", "1.31.9");
     let mut lab = Machines::boot("ha", &["cp1", "cp2", "cp3", "w1"]);
     let tree = work.path().join("cluster");
-    let gen_ha = |lab: &Machines, tc: &str| {
-        let m = &lab.machines;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
-        c.env("KBIN_HOME", &home)
-            .args([
-                "gen",
-                "cluster",
-                "--toolchain",
-                tc,
-                "--host-profile",
-                "sandbox",
-                "--cgroup-v1",
-            ])
-            .arg("--out")
-            .arg(&tree)
-            .args(["--cluster-ip", &m[0].ip.to_string()]);
-        for cp in &m[..3] {
-            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
-        }
-        c.args(["--worker", &format!("{}={}", m[3].name, m[3].ip)]);
-        run_gen(c);
-    };
+    let gen_ha =
+        |lab: &Machines, tc: &str| run_gen(gen_command_with(&home, &tree, &lab.machines, tc, 3));
     gen_ha(&lab, "old");
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
     lab.exec(3, "systemctl is-active kbin-apiserver-lb");
@@ -493,12 +519,7 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
     // A rolling upgrade of every API server (one at a time, each failing /readyz while it
     // still serves, then stopping) while the worker asks the API five times a second through
     // its load balancer: not one request fails.
-    lab.exec(
-        3,
-        "setsid sh -c 'while [ ! -e /tmp/stop ]; do \
-           if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get --raw /version >/dev/null 2>>/tmp/errors; \
-           then echo ok; else echo fail; fi >>/tmp/results; sleep 0.2; done' >/dev/null 2>&1 < /dev/null &",
-    );
+    start_asking_the_api(&lab, 3);
     gen_ha(&lab, "new");
     assert_converged(&playbook(&lab, &tree, "upgrade.yml", &[]), None);
     for i in 0..3 {
@@ -527,18 +548,7 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
             lab.machines[i].name
         );
     }
-    lab.exec(3, "touch /tmp/stop; sleep 1");
-    let results = lab.exec(3, "cat /tmp/results");
-    let (ok, failed) = (
-        results.matches("ok").count(),
-        results.matches("fail").count(),
-    );
-    assert!(
-        failed == 0 && ok > 50,
-        "{failed} of {} requests failed during the upgrade and the certificate rollout:\n{}",
-        ok + failed,
-        lab.exec(3, "cat /tmp/errors; true")
-    );
+    no_request_failed(&lab, 3, 50, "the upgrade and the certificate rollout");
 
     // The first control plane (the cluster endpoint) goes away: the worker still reaches the
     // API, and etcd keeps its quorum on the other two.
@@ -560,6 +570,133 @@ fn with_three_control_planes_a_worker_keeps_the_api_when_the_first_one_is_powere
         ),
     );
     assert!(health.contains("is healthy"), "{health}");
+}
+
+#[test]
+fn every_ca_rotated_in_three_steps_by_upgrade_yml_while_the_worker_keeps_the_api() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    common::toolchain::standin_toolchain(&home, "old", "1.30.14");
+    let lab = Machines::boot("rotca", &["cp1", "cp2", "cp3", "w1"]);
+    let tree = work.path().join("cluster");
+    run_gen(gen_command_with(&home, &tree, &lab.machines, "old", 3));
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    let api = "kubectl --kubeconfig /etc/kubernetes/kubelet.conf get --raw /readyz";
+    assert_eq!(lab.exec(3, api).trim(), "ok");
+    let old_ca = std::fs::read_to_string(tree.join("pki/ca.crt")).unwrap();
+    let old_etcd_ca = std::fs::read_to_string(tree.join("pki/etcd/ca.crt")).unwrap();
+    let old_fp_ca = std::fs::read_to_string(tree.join("pki/front-proxy-ca.crt")).unwrap();
+    // A leaf each old CA signed, to check what the machines trust.
+    let old_api = std::fs::read_to_string(tree.join("pki/apiserver.crt")).unwrap();
+    let old_etcd = std::fs::read_to_string(tree.join("pki/apiserver-etcd-client.crt")).unwrap();
+    start_asking_the_api(&lab, 3);
+    let etcd_health = |i: usize| {
+        let pki = "/etc/kubernetes/pki";
+        lab.exec(
+            i,
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints=https://{ip}:2379 --cacert={pki}/etcd/ca.crt \
+                 --cert={pki}/apiserver-etcd-client.crt --key={pki}/apiserver-etcd-client.key \
+                 endpoint health 2>&1",
+                ip = lab.machines[i].ip
+            ),
+        )
+    };
+    // openssl on this side (the machines have none), on PEM texts.
+    let scratch = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str], pems: &[&str]| {
+        let mut c = Command::new(common::tool("openssl"));
+        c.args(args);
+        for (n, pem) in pems.iter().enumerate() {
+            let p = scratch.path().join(format!("{n}.pem"));
+            std::fs::write(&p, pem).unwrap();
+            c.arg(p);
+        }
+        c.output().unwrap()
+    };
+    let serial_issuer = |pem: &str| {
+        let o = openssl(&["x509", "-noout", "-serial", "-issuer", "-in"], &[pem]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let trusts = |bundle: &str, leaf: &str| {
+        openssl(&["verify", "-CAfile"], &[bundle, leaf])
+            .status
+            .success()
+    };
+    for (step, bundle) in [("begin", 2), ("use", 2), ("finish", 1)] {
+        let mut k = Command::new(env!("CARGO_BIN_EXE_kbin"));
+        k.env("KBIN_HOME", &home).args(["certs", "rotate-ca", step]);
+        if step == "begin" {
+            k.args(["--ca", "all"]);
+        }
+        let o = k.arg("--out").arg(&tree).output().unwrap();
+        assert!(o.status.success(), "{step}: {}", show(&o));
+        assert_converged(&playbook(&lab, &tree, "upgrade.yml", &[]), None);
+        let ca = std::fs::read_to_string(tree.join("pki/ca.crt")).unwrap();
+        let etcd_ca = std::fs::read_to_string(tree.join("pki/etcd/ca.crt")).unwrap();
+        let apiserver = std::fs::read_to_string(tree.join("pki/apiserver.crt")).unwrap();
+        assert_eq!(ca.matches("BEGIN CERTIFICATE").count(), bundle, "{step}");
+        let old_trusted = step != "finish";
+        for i in 0..4 {
+            let name = &lab.machines[i].name;
+            let on_machine = lab.exec(i, "cat /etc/kubernetes/pki/ca.crt");
+            assert_eq!(on_machine, ca, "{step}: {name}");
+            assert_eq!(
+                trusts(&on_machine, &old_api),
+                old_trusted,
+                "{step}: {name} and a leaf of the old CA"
+            );
+        }
+        for i in 0..3 {
+            let name = &lab.machines[i].name;
+            let etcd_on_machine = lab.exec(i, "cat /etc/kubernetes/pki/etcd/ca.crt");
+            assert_eq!(etcd_on_machine, etcd_ca, "{step}: {name}");
+            assert_eq!(
+                trusts(&etcd_on_machine, &old_etcd),
+                old_trusted,
+                "{step}: {name}'s etcd and a leaf of the old etcd CA"
+            );
+            let on_machine = lab.exec(i, "cat /etc/kubernetes/pki/apiserver.crt");
+            assert_eq!(
+                serial_issuer(&on_machine),
+                serial_issuer(&apiserver),
+                "{step}: {name}'s API server certificate"
+            );
+            assert!(trusts(&ca, &on_machine), "{step}: {name}");
+            let signer = lab.exec(i, "cat /etc/kubernetes/pki/ca-signer.crt");
+            assert!(
+                ca.starts_with(&signer) && signer.matches("BEGIN").count() == 1,
+                "{step}: {name}"
+            );
+            assert!(
+                etcd_health(i).contains("is healthy"),
+                "{step}: {name}'s etcd"
+            );
+        }
+        assert_eq!(lab.exec(3, api).trim(), "ok", "{step}");
+    }
+    // Nothing on the control planes chains to the old CAs any more.
+    for i in 0..3 {
+        for c in [
+            "apiserver",
+            "apiserver-kubelet-client",
+            "front-proxy-client",
+            "etcd/server",
+            "etcd/peer",
+            "etcd/healthcheck-client",
+            "apiserver-etcd-client",
+        ] {
+            let pem = lab.exec(i, &format!("cat /etc/kubernetes/pki/{c}.crt"));
+            assert!(
+                [&old_ca, &old_etcd_ca, &old_fp_ca]
+                    .iter()
+                    .all(|old| !trusts(old, &pem)),
+                "{}: {c} chains to an old CA",
+                lab.machines[i].name
+            );
+        }
+    }
+    no_request_failed(&lab, 3, 30, "the CA rotation");
 }
 
 #[test]

@@ -170,8 +170,10 @@ fn certificates(t: &Tree) -> Vec<Cert> {
         }
         let blocks = pem_blocks(&t.read(&rel));
         assert_eq!(blocks.len(), 1, "{rel} holds one certificate");
-        // The CAs are ca.crt, etcd/ca.crt and front-proxy-ca.crt (kubeadm's names).
-        let ca = rel.ends_with("/ca.crt") || rel.ends_with("-ca.crt");
+        // The CAs are ca.crt, etcd/ca.crt and front-proxy-ca.crt (kubeadm's names), and the
+        // signer's copy of ca.crt, ca-signer.crt.
+        let ca =
+            rel.ends_with("/ca.crt") || rel.ends_with("-ca.crt") || rel.ends_with("/ca-signer.crt");
         for pem in blocks {
             out.push(Cert {
                 label: rel.clone(),

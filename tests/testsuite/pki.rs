@@ -916,3 +916,442 @@ fn pki_only_writes_the_pki_kubeconfigs_and_spec_without_versions() {
     assert_eq!(top, [".kbin.lock", "cluster.toml", "kubeconfigs", "pki"]);
     assert!(env.pki().join("nodes/w1/kubelet.crt").exists());
 }
+
+/// `openssl verify -CAfile ca cert` succeeded.
+fn verifies(ca: &Path, cert: &Path) -> bool {
+    let out = Command::new(tool("/usr/bin/openssl"))
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(cert)
+        .output()
+        .unwrap();
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains(": OK")
+}
+
+/// How many certificates a PEM file holds.
+fn certs_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count()
+}
+
+/// The nodes of [`NODES`], with whether each is a control plane.
+const NODE_TREES: &[(&str, bool)] = &[("cp1", true), ("cp2", true), ("w1", false), ("w2", false)];
+
+/// Where each CA's file goes on the nodes (relative to the node root), and which nodes get it.
+fn on_node(ca: &str, control_plane: bool) -> Option<&'static str> {
+    match (ca, control_plane) {
+        ("ca", _) => Some("etc/kubernetes/pki/ca.crt"),
+        ("etcd/ca", true) => Some("etc/kubernetes/pki/etcd/ca.crt"),
+        ("front-proxy-ca", true) => Some("etc/kubernetes/pki/front-proxy-ca.crt"),
+        _ => None,
+    }
+}
+
+/// Every kubeconfig loads in kubectl and embeds `pki/ca.crt` whole as its CA, and its client
+/// certificate verifies against that bundle.
+fn kubeconfigs_load(env: &Env, dir: &Path) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca = std::fs::read(env.pki().join("ca.crt")).unwrap();
+    for e in std::fs::read_dir(env.out().join("kubeconfigs")).unwrap() {
+        let path = e.unwrap().path();
+        let out = Command::new(tool("/usr/bin/kubectl"))
+            .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl on {}: {out:?}",
+            path.display()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let decode = |s: &serde_json::Value| b64.decode(s.as_str().unwrap()).unwrap();
+        let embedded_ca = decode(&v["clusters"][0]["cluster"]["certificate-authority-data"]);
+        assert_eq!(embedded_ca, ca, "{} trusts pki/ca.crt", path.display());
+        let client = dir.join("client.crt");
+        std::fs::write(
+            &client,
+            decode(&v["users"][0]["user"]["client-certificate-data"]),
+        )
+        .unwrap();
+        let bundle = dir.join("bundle.crt");
+        std::fs::write(&bundle, &embedded_ca).unwrap();
+        assert!(
+            verifies(&bundle, &client),
+            "{}: its client certificate verifies against its CA data",
+            path.display()
+        );
+    }
+}
+
+/// A step's checks on the trees: every node's CA files are the tree's, every leaf verifies
+/// against the bundle on every node that gets it, the controller manager's signer is the
+/// signing CA alone.
+fn trees_trust(env: &Env, cas: &[&str], bundle_len: usize) {
+    for (node, cp) in NODE_TREES {
+        let root = env.out().join("nodes").join(node);
+        for ca in cas {
+            let Some(rel) = on_node(ca, *cp) else {
+                continue;
+            };
+            let bundle = root.join(rel);
+            assert_eq!(
+                std::fs::read(&bundle).unwrap(),
+                std::fs::read(env.pki().join(format!("{ca}.crt"))).unwrap(),
+                "{node}: {rel}"
+            );
+            assert_eq!(certs_in(&bundle), bundle_len, "{node}: {rel}");
+            for (leaf, leaf_ca, ..) in LEAVES.iter().filter(|l| l.1 == *ca) {
+                assert!(
+                    verifies(&bundle, &env.pki().join(format!("{leaf}.crt"))),
+                    "{leaf} (by {leaf_ca}) verifies against {node}'s {rel}"
+                );
+            }
+        }
+        if *cp {
+            let signer =
+                std::fs::read_to_string(root.join("etc/kubernetes/pki/ca-signer.crt")).unwrap();
+            let ca = std::fs::read_to_string(env.pki().join("ca.crt")).unwrap();
+            assert_eq!(signer.matches("BEGIN CERTIFICATE").count(), 1, "{node}");
+            assert!(
+                ca.starts_with(&signer),
+                "{node}: the signer is ca.crt's first"
+            );
+            assert_eq!(
+                std::fs::read(root.join("etc/kubernetes/pki/ca.key")).unwrap(),
+                std::fs::read(env.pki().join("ca.key")).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn rotate_ca_trusts_both_cas_then_signs_with_the_new_then_trusts_it_alone() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let keep = tempfile::tempdir().unwrap();
+    let cas = ["ca", "etcd/ca", "front-proxy-ca"];
+    // The old CAs and leaves, kept aside.
+    let saved = |tag: &str, name: &str| {
+        keep.path()
+            .join(format!("{tag}-{}.crt", name.replace('/', "_")))
+    };
+    for name in cas.iter().copied().chain(LEAVES.iter().map(|l| l.0)) {
+        std::fs::copy(env.pki().join(format!("{name}.crt")), saved("old", name)).unwrap();
+    }
+    let keys: BTreeMap<String, String> = env
+        .tree()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".key"))
+        .collect();
+    let leaves_only_of = |tree: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        tree.iter()
+            .filter(|(k, _)| LEAVES.iter().any(|l| **k == format!("pki/{}.crt", l.0)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+
+    // Out of order: nothing to use or finish yet, and nothing written.
+    let before = env.tree();
+    for step in ["use", "finish"] {
+        let err = env.fail(&["certs", "rotate-ca", step]);
+        assert!(err.contains("no CA rotation is under way"), "{err}");
+        assert!(err.contains("rotate-ca begin"), "{err}");
+    }
+    let err = env.fail(&["certs", "rotate-ca", "begin", "--ca", "sa"]);
+    assert!(err.contains("not a CA kbin rotates"), "{err}");
+    assert_eq!(env.tree(), before);
+
+    // 1. begin: trust old + new, the old CAs still sign, leaves untouched.
+    env.ok(&["certs", "rotate-ca", "begin", "--ca", "all"]);
+    let begun = env.tree();
+    assert_eq!(
+        leaves_only_of(&begun),
+        leaves_only_of(&before),
+        "no leaf changes"
+    );
+    for ca in cas {
+        let file = env.pki().join(format!("{ca}.crt"));
+        assert_eq!(certs_in(&file), 2, "{ca}");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with(&std::fs::read_to_string(saved("old", ca)).unwrap()));
+        let new = env.pki().join(format!("rotation/new/{ca}.crt"));
+        assert!(text.ends_with(&std::fs::read_to_string(&new).unwrap()));
+        let mode = std::fs::metadata(env.pki().join(format!("rotation/new/{ca}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let der = read_der(&new);
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        let cn = CAS.iter().find(|(n, _)| *n == ca).unwrap().1;
+        assert_eq!(first(c.subject().iter_common_name()).as_deref(), Some(cn));
+        assert!(c.is_ca());
+    }
+    trees_trust(&env, &cas, 2);
+    kubeconfigs_load(&env, keep.path());
+    let check = env.ok(&["certs", "check"]);
+    assert!(check.contains("rotating: begun"), "{check}");
+    assert!(check.contains("step 1 of 3"), "{check}");
+    let err = env.fail(&["certs", "rotate-ca", "begin"]);
+    assert!(
+        err.contains("under way") && err.contains("rotate-ca use"),
+        "{err}"
+    );
+    let err = env.fail(&["certs", "rotate-ca", "finish"]);
+    assert!(
+        err.contains("still signed by the old CA") && err.contains("rotate-ca use"),
+        "{err}"
+    );
+    assert_eq!(env.tree(), begun);
+
+    // A step that fails writes nothing: a leaf key gone, `use` cannot re-sign it.
+    let admin_key = env.pki().join("admin.key");
+    let admin = std::fs::read(&admin_key).unwrap();
+    std::fs::remove_file(&admin_key).unwrap();
+    let err = env.fail(&["certs", "rotate-ca", "use"]);
+    assert!(err.contains("admin"), "{err}");
+    std::fs::write(&admin_key, admin).unwrap();
+    std::fs::set_permissions(&admin_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(env.tree(), begun);
+
+    // 2. use: the new CAs sign every leaf (same keys); both still trusted.
+    env.ok(&["certs", "rotate-ca", "use"]);
+    let used = env.tree();
+    for ca in cas {
+        let file = env.pki().join(format!("{ca}.crt"));
+        assert_eq!(certs_in(&file), 2, "{ca}");
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .ends_with(&std::fs::read_to_string(saved("old", ca)).unwrap()),
+            "{ca}: new first, old after"
+        );
+        let new_alone = keep.path().join("new-alone.crt");
+        std::fs::write(
+            &new_alone,
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .strip_suffix(&std::fs::read_to_string(saved("old", ca)).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        std::fs::copy(&new_alone, saved("new", ca)).unwrap();
+        for (leaf, ..) in LEAVES.iter().filter(|l| l.1 == ca) {
+            let path = env.pki().join(format!("{leaf}.crt"));
+            assert!(verifies(&saved("new", ca), &path), "{leaf} by the new {ca}");
+            assert!(
+                !verifies(&saved("old", ca), &path),
+                "{leaf} not by the old {ca}"
+            );
+            // The trust period: the leaf a machine not yet rolled out still has verifies too.
+            assert!(
+                verifies(&file, &saved("old", leaf)),
+                "old {leaf} still trusted"
+            );
+        }
+    }
+    assert_eq!(
+        used.iter()
+            .filter(|(k, _)| k.ends_with(".key") && !k.starts_with("pki/rotation/"))
+            .filter(|(k, v)| keys.get(*k) != Some(v))
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["pki/ca.key", "pki/etcd/ca.key", "pki/front-proxy-ca.key"],
+        "leaf keys are kept, the CAs' keys are the new ones"
+    );
+    assert!(
+        !env.pki().join("rotation/new").exists(),
+        "the new keys moved into place"
+    );
+    trees_trust(&env, &cas, 2);
+    kubeconfigs_load(&env, keep.path());
+    let check = env.ok(&["certs", "check"]);
+    assert!(check.contains("rotating: in use"), "{check}");
+    let err = env.fail(&["certs", "rotate-ca", "use"]);
+    assert!(
+        err.contains("already in use") && err.contains("rotate-ca finish"),
+        "{err}"
+    );
+    assert_eq!(env.tree(), used);
+
+    // 3. finish: the new CAs alone; nothing chains to the old ones.
+    env.ok(&["certs", "rotate-ca", "finish"]);
+    for ca in cas {
+        let file = env.pki().join(format!("{ca}.crt"));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            std::fs::read(saved("new", ca)).unwrap()
+        );
+        for (leaf, ..) in LEAVES.iter().filter(|l| l.1 == ca) {
+            assert!(
+                !verifies(&file, &saved("old", leaf)),
+                "old {leaf} no longer trusted"
+            );
+        }
+    }
+    trees_trust(&env, &cas, 1);
+    kubeconfigs_load(&env, keep.path());
+    let mut left = BTreeMap::new();
+    walk(&env.out(), &env.out(), &mut left);
+    let old: Vec<String> = cas
+        .iter()
+        .map(|ca| std::fs::read_to_string(saved("old", ca)).unwrap())
+        .collect();
+    for (rel, _) in left.iter().filter(|(k, _)| !k.ends_with(".tar.gz")) {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(env.out().join(rel)).unwrap()).into_owned();
+        for o in &old {
+            let body: String = o.lines().filter(|l| !l.starts_with("-----")).collect();
+            assert!(
+                !text.contains(o.trim()) && !text.contains(&body),
+                "{rel} still holds an old CA"
+            );
+        }
+    }
+    let check = env.ok(&["certs", "check"]);
+    assert!(!check.contains("rotating"), "{check}");
+    for step in ["use", "finish"] {
+        env.fail(&["certs", "rotate-ca", step]);
+    }
+    // The tree is what `kbin gen cluster` keeps as it is.
+    let done = env.tree();
+    env.ok(&gen_args(&[]));
+    assert_eq!(env.tree(), done);
+}
+
+fn read_der(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read(path).unwrap();
+    x509_parser::pem::parse_x509_pem(&pem).unwrap().1.contents
+}
+
+/// `openssl s_server` standing in for an API server: serving `cert`/`key`, asking every client
+/// for a certificate that verifies against `ca` (as `--client-ca-file`); killed when dropped.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server(pki: &Path) -> TlsServer {
+    let port = free_port();
+    let child = Command::new(tool("/usr/bin/openssl"))
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(pki.join("apiserver.crt"))
+        .arg("-key")
+        .arg(pki.join("apiserver.key"))
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server starts");
+    let server = TlsServer { child, port };
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "s_server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server
+}
+
+/// kubectl with `kubeconfig` gets an answer from `server` (both sides' certificates verified).
+fn kubectl_reaches(kubeconfig: &Path, server: &TlsServer) -> bool {
+    Command::new(tool("/usr/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--server", &format!("https://127.0.0.1:{}", server.port)])
+        .args(["--request-timeout", "5s", "get", "--raw", "/"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn during_a_ca_rotation_rolled_and_unrolled_machines_talk_and_after_it_the_old_ones_are_refused() {
+    let env = Env::new();
+    env.ok(&gen_args(&[]));
+    let keep = tempfile::tempdir().unwrap();
+    // What the tree holds after each step: kubeconfigs, and cp1's API server files.
+    let snapshot = |n: usize| {
+        let dir = keep.path().join(n.to_string());
+        std::fs::create_dir_all(dir.join("pki")).unwrap();
+        for e in std::fs::read_dir(env.out().join("kubeconfigs")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+        let node = env.out().join("nodes/cp1/etc/kubernetes/pki");
+        for f in ["apiserver.crt", "apiserver.key", "ca.crt"] {
+            std::fs::copy(node.join(f), dir.join("pki").join(f)).unwrap();
+        }
+        dir
+    };
+    let confs: Vec<String> = std::fs::read_dir(env.out().join("kubeconfigs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(confs.len(), 7);
+    let every = |dir: &Path, server: &TlsServer| {
+        for c in &confs {
+            assert!(
+                kubectl_reaches(&dir.join(c), server),
+                "{c} in {}",
+                dir.display()
+            );
+        }
+    };
+    let mut steps = vec![snapshot(0)];
+    let admin = |dir: &Path| dir.join("admin.conf");
+    for (n, step) in [(1, "begin"), (2, "use"), (3, "finish")] {
+        env.ok(&["certs", "rotate-ca", step]);
+        steps.push(snapshot(n));
+        let (now, before) = (&steps[n], &steps[n - 1]);
+        // Machines rolled out and machines not yet: each side takes the other.
+        let server = tls_server(&now.join("pki"));
+        every(now, &server);
+        assert!(
+            kubectl_reaches(&admin(before), &server),
+            "{step}: a client not rolled out yet"
+        );
+        drop(server);
+        let server = tls_server(&before.join("pki"));
+        every(now, &server);
+        drop(server);
+        // Two steps apart they do not: each step is rolled out everywhere before the next.
+        if n >= 2 {
+            let two_before = &steps[n - 2];
+            let server = tls_server(&now.join("pki"));
+            assert!(
+                !kubectl_reaches(&admin(two_before), &server),
+                "{step}: a client two steps behind"
+            );
+            drop(server);
+            let server = tls_server(&two_before.join("pki"));
+            assert!(
+                !kubectl_reaches(&admin(now), &server),
+                "{step}: a server two steps behind"
+            );
+        }
+    }
+}

@@ -442,12 +442,19 @@ fn node_files(
         if staged.get(&from).is_none() && !from.is_file() {
             return Err(BundleError::MissingPki { path: from });
         }
+        let content = if p.first_cert {
+            let pem = staged.read(&from).map_err(io("cannot read", &from))?;
+            let first = crate::r#gen::pki::certs::first_certificate(&pem);
+            Content::Text(String::from_utf8_lossy(first).into_owned())
+        } else {
+            Content::Copy(from)
+        };
         files.insert(
             p.to.clone(),
             NodeFile {
                 rel: p.to,
                 mode: p.mode,
-                content: Content::Copy(from),
+                content,
             },
         );
     }
@@ -851,7 +858,10 @@ pub fn refresh_pki(
         let mut fresh: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
             let from = out.join(&p.from);
-            let bytes = staged.read(&from).map_err(io("cannot read", &from))?;
+            let mut bytes = staged.read(&from).map_err(io("cannot read", &from))?;
+            if p.first_cert {
+                bytes = crate::r#gen::pki::certs::first_certificate(&bytes).to_vec();
+            }
             let now = std::fs::read(tree.join(&p.to)).ok();
             if now.as_deref() != Some(bytes.as_slice()) {
                 fresh.insert(p.to, bytes);

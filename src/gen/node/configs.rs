@@ -13,7 +13,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::r#gen::pki::certs::{Id, on_node_cert, on_node_key, on_node_kubeconfig};
+use crate::r#gen::pki::certs::{
+    Id, on_node_cert, on_node_key, on_node_kubeconfig, on_node_signer_cert,
+};
 use crate::r#gen::plan::host::{CgroupDriver, HostProfile};
 use crate::r#gen::plan::spec::ApiEndpoint;
 use crate::r#gen::plan::versions::{
@@ -475,7 +477,9 @@ pub fn controller_manager_unit(c: &ClusterInput) -> String {
         flag("bind-address", "127.0.0.1"),
         flag("cluster-cidr", &c.pod_cidr),
         flag("cluster-name", &c.name),
-        flag("cluster-signing-cert-file", on_node_cert(Id::Ca)),
+        // The CA alone: ca.crt is the trust bundle (two CAs during a rotation), and the signer
+        // takes exactly one certificate.
+        flag("cluster-signing-cert-file", on_node_signer_cert(Id::Ca)),
         flag("cluster-signing-key-file", on_node_key(Id::Ca)),
         flag("kubeconfig", kc),
         flag("leader-elect", "true"),

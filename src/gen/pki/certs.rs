@@ -406,6 +406,42 @@ pub struct Placed {
     pub to: String,
     /// File mode (keys and kubeconfigs 0600).
     pub mode: u32,
+    /// Only the first certificate of `from` (a signer's own certificate, out of its CA file
+    /// that holds the trust bundle during a CA rotation): [`first_certificate`].
+    pub first_cert: bool,
+}
+
+/// The node file name of a CA's certificate alone, for the signer that reads it (the
+/// controller manager's `--cluster-signing-cert-file` takes exactly one certificate, while
+/// `<file>.crt` holds the old and the new CA during a rotation).
+fn signer_file(place: &str) -> String {
+    format!("{place}-signer")
+}
+
+/// The absolute path on a node of CA `id`'s certificate alone, for its signer (only CAs whose
+/// key nodes get).
+pub fn on_node_signer_cert(id: Id) -> String {
+    format!("/{NODE_PKI}/{}.crt", signer_file(row_of(id).place.file))
+}
+
+/// The first PEM certificate of `pem` with its line end (the signing CA, first in a CA file);
+/// all of `pem` when it holds none (a placeholder).
+pub fn first_certificate(pem: &[u8]) -> &[u8] {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let Some(start) = find(pem, BEGIN) else {
+        return pem;
+    };
+    let Some(end) = find(&pem[start..], END).map(|e| start + e + END.len()) else {
+        return pem;
+    };
+    let end = if pem.get(end) == Some(&b'\n') {
+        end + 1
+    } else {
+        end
+    };
+    &pem[start..end]
 }
 
 /// Every PKI and kubeconfig file node `name` gets for its roles, sorted by node path.
@@ -432,12 +468,23 @@ pub fn placed_on(name: &str, control_plane: bool, worker: bool) -> Vec<Placed> {
                 from: format!("{TREE_PKI}/{}.{}", fill(r.file), ext(r.kind)),
                 to: format!("{NODE_PKI}/{}.{}", r.place.file, ext(r.kind)),
                 mode: 0o644,
+                first_cert: false,
             });
             if key {
                 out.push(Placed {
                     from: format!("{TREE_PKI}/{}.key", fill(r.file)),
                     to: format!("{NODE_PKI}/{}.key", r.place.file),
                     mode: 0o600,
+                    first_cert: false,
+                });
+            }
+            if key && r.kind == Ca {
+                // A CA given with its key signs on the node: its certificate alone too.
+                out.push(Placed {
+                    from: format!("{TREE_PKI}/{}.crt", fill(r.file)),
+                    to: format!("{NODE_PKI}/{}.crt", signer_file(r.place.file)),
+                    mode: 0o644,
+                    first_cert: true,
                 });
             }
         }
@@ -448,6 +495,7 @@ pub fn placed_on(name: &str, control_plane: bool, worker: bool) -> Vec<Placed> {
                 from: format!("{TREE_KUBECONFIGS}/{}", fill(k.file)),
                 to: format!("{NODE_KUBECONFIGS}/{}", k.on_node),
                 mode: 0o600,
+                first_cert: false,
             });
         }
     }
@@ -574,11 +622,28 @@ mod tests {
             !cp.iter().any(|p| p.to.ends_with("front-proxy-ca.key")),
             "no CA key but the cluster CA's"
         );
+        assert!(cp.iter().any(|p| p.from == "pki/ca.crt"
+            && p.to == "etc/kubernetes/pki/ca-signer.crt"
+            && p.first_cert));
+        assert_eq!(
+            on_node_signer_cert(Id::Ca),
+            "/etc/kubernetes/pki/ca-signer.crt"
+        );
         assert_eq!(on_node_cert(Id::Sa), "/etc/kubernetes/pki/sa.pub");
         assert_eq!(
             on_node_kubeconfig(Id::KubeletClient),
             "/etc/kubernetes/kubelet.conf"
         );
+    }
+
+    #[test]
+    fn first_certificate_takes_the_first_pem_block_or_everything() {
+        let two = b"-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            first_certificate(two),
+            b"-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(first_certificate(b"placeholder\n"), b"placeholder\n");
     }
 
     #[test]

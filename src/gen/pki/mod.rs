@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod kubeconfig;
+pub mod rotate;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -806,21 +807,41 @@ pub fn renew(
         .filter(|i| names.is_empty() || names.iter().any(|n| n.trim_end_matches(".crt") == i.name))
         .collect();
     // Load every CA and every chosen key first: nothing is written unless all can be renewed.
+    let authorities = load_authorities(&items, &pki, staged)?;
+    resign(spec, out, &items, &chosen, &authorities, staged, report)
+}
+
+/// Every CA of `items` as this run leaves it (staged, else on disk): its signing certificate
+/// (the first of its file), that file whole (the trust bundle kubeconfigs embed) and its key.
+fn load_authorities(
+    items: &[Item],
+    pki: &Path,
+    staged: &Staged,
+) -> Result<std::collections::HashMap<String, Authority>, PkiError> {
     let mut authorities = std::collections::HashMap::new();
     for root in items.iter().filter(|i| i.is_ca()) {
         let unusable = |reason: String| PkiError::CaUnusable {
             name: root.name.clone(),
             reason,
         };
-        let key = KeyPair::from_pem(&read_string(&root.key_path(&pki))?)
-            .map_err(|e| unusable(e.to_string()))?;
-        let der = read_cert_der(&root.cert_path(&pki)).map_err(unusable)?;
+        let read = |p: &Path| {
+            staged
+                .read(p)
+                .map_err(|source| PkiError::Read {
+                    path: p.to_owned(),
+                    source,
+                })
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let key =
+            KeyPair::from_pem(&read(&root.key_path(pki))?).map_err(|e| unusable(e.to_string()))?;
+        let cert_pem = read(&root.cert_path(pki))?;
+        let der = cert_der_of(cert_pem.as_bytes(), &root.cert_path(pki)).map_err(unusable)?;
         let (_, x) = X509Certificate::from_der(&der).map_err(|e| unusable(e.to_string()))?;
         if let Some(p) = root_problem(&x, &key, SystemTime::now()) {
             return Err(unusable(p));
         }
         let not_after = x.validity().not_after.to_datetime();
-        let cert_pem = read_string(&root.cert_path(&pki))?;
         authorities.insert(
             root.name.clone(),
             Authority {
@@ -832,8 +853,23 @@ pub fn renew(
             },
         );
     }
+    Ok(authorities)
+}
+
+/// Re-sign `chosen` leaves with their keys and the table's subject and SANs by their CA in
+/// `authorities`, then rewrite every kubeconfig (staged).
+fn resign(
+    spec: &ClusterSpec,
+    out: &Path,
+    items: &[Item],
+    chosen: &[&Item],
+    authorities: &std::collections::HashMap<String, Authority>,
+    staged: &Staged,
+    report: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome>, PkiError> {
+    let pki = pki_dir(out);
     let mut keys = Vec::new();
-    for item in &chosen {
+    for item in chosen {
         let cannot = |reason: String| PkiError::CannotRenew {
             name: item.name.clone(),
             reason,
@@ -844,7 +880,7 @@ pub fn renew(
             KeyPair::from_pem(&pem).map_err(|e| cannot(format!("its key is unreadable: {e}")))?;
         keys.push(key);
     }
-    let issuers = issuers(&authorities, |_| true)?;
+    let issuers = issuers(authorities, |_| true)?;
     let now = SystemTime::now();
     let work: Vec<(&&Item, &KeyPair)> = chosen.iter().zip(keys.iter()).collect();
     let results = par_map(&work, |(item, key)| {
@@ -868,8 +904,8 @@ pub fn renew(
     for o in crate::r#gen::pki::kubeconfig::write_all(
         spec,
         out,
-        &items,
-        &authorities_pem(&authorities),
+        items,
+        &authorities_pem(authorities),
         staged,
     )? {
         report(&o);
@@ -893,7 +929,12 @@ fn read_string(path: &Path) -> Result<String, PkiError> {
 /// The DER of the first certificate in a PEM file; the error says what is wrong, with the path.
 pub fn read_cert_der(path: &Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&text)
+    cert_der_of(&text, path)
+}
+
+/// The DER of the first certificate of `text`, the PEM file at `path`.
+fn cert_der_of(text: &[u8], path: &Path) -> Result<Vec<u8>, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text)
         .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
     if pem.label != "CERTIFICATE" {
         return Err(format!(
@@ -920,6 +961,9 @@ pub struct CheckRow {
     pub is_ca: bool,
     /// Everything wrong with it; empty when fine.
     pub problems: Vec<String>,
+    /// For a CA being rotated: where its rotation stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 impl CheckRow {
@@ -942,6 +986,7 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
     let items = certs::plan(spec);
     let now = SystemTime::now();
     let soon = now + warn;
+    let rotation = rotate::state(out);
     // CAs loaded once, for the leaves' signature checks.
     let mut cas: std::collections::HashMap<&str, Authority> = std::collections::HashMap::new();
     for item in items.iter().filter(|i| i.is_ca()) {
@@ -969,7 +1014,38 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
             ca: item.ca.clone(),
             is_ca: item.is_ca(),
             problems: Vec::new(),
+            rotation: None,
         };
+        if item.is_ca() {
+            let rotating = match &rotation {
+                Ok(Some(st)) if st.cas.contains(&item.name) => Some(st.phase),
+                _ => None,
+            };
+            row.rotation = rotating.map(|p| {
+                match p {
+                    rotate::Phase::Begun => "begun: old and new trusted, the old one signs",
+                    rotate::Phase::InUse => "in use: new and old trusted, the new one signs",
+                }
+                .to_string()
+            });
+            if let Err(e) = &rotation {
+                row.problems.push(e.to_string());
+            }
+            let want = if rotating.is_some() { 2 } else { 1 };
+            if let Ok(pem) = read_string(&item.cert_path(&pki)) {
+                let n = rotate::count_certs(&pem);
+                if n != want && n > 0 {
+                    row.problems.push(format!(
+                        "it holds {n} certificates; {want} expected{}",
+                        if rotating.is_some() {
+                            " during its rotation"
+                        } else {
+                            " with no rotation under way"
+                        }
+                    ));
+                }
+            }
+        }
         let (cert_path, key_path) = (item.cert_path(&pki), item.key_path(&pki));
         let key = match read_string(&key_path) {
             Err(_) => {
