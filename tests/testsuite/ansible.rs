@@ -1512,8 +1512,33 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
         HA_WEB.replace("AGNHOST", &agnhost),
     )
     .unwrap();
+    // The clients start once the Service has its endpoints (a client started with it would
+    // count the seconds before kube-proxy knows them as failures).
+    let rollout = |lab: &Machines, r: &str| {
+        let o = lab.exec_output(
+            0,
+            &format!(
+                "kubectl --kubeconfig /etc/kubernetes/admin.conf rollout status {r} --timeout=300s"
+            ),
+        );
+        if !o.status.success() {
+            eprintln!("{}\n{}", show(&o), kc(lab, 0, "get pods -A -o wide; true"));
+            dump_services(lab);
+        }
+        assert!(o.status.success(), "{r} did not roll out");
+    };
     kc(&lab, 0, "apply -f /root/ha-web.yaml");
+    rollout(&lab, "deployment/web");
     let svc = kc(&lab, 0, "get svc web -o jsonpath={.spec.clusterIP}");
+    for &i in &workers {
+        lab.exec(
+            i,
+            &format!(
+                "for _ in $(seq 30); do iptables-save -t nat | grep -q -- '-d {}/32' && break; sleep 1; done; sleep 2",
+                svc.trim()
+            ),
+        );
+    }
     std::fs::write(
         lab.machines[0].root().join("root/ha-client.yaml"),
         HA_CLIENT
@@ -1522,23 +1547,7 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     )
     .unwrap();
     kc(&lab, 0, "apply -f /root/ha-client.yaml");
-    for r in ["deployment/web", "daemonset/client"] {
-        let o = lab.exec_output(
-            0,
-            &format!(
-                "kubectl --kubeconfig /etc/kubernetes/admin.conf rollout status {r} --timeout=300s"
-            ),
-        );
-        if !o.status.success() {
-            eprintln!(
-                "{}\n{}",
-                show(&o),
-                kc(&lab, 0, "get pods -A -o wide; true")
-            );
-            dump_services(&lab);
-        }
-        assert!(o.status.success(), "{r} did not roll out");
-    }
+    rollout(&lab, "daemonset/client");
     std::thread::sleep(std::time::Duration::from_secs(15));
     eprintln!(
         "$ kubectl get pods -o wide\n{}",
@@ -1555,7 +1564,7 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
 
     // (a) The first control plane (the old single endpoint) powered off.
     let api_loop = "setsid sh -c 'while [ ! -e /root/api.stop ]; do \
-         if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get nodes -o name >/dev/null 2>>/root/api.err; \
+         if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get node w1 -o name >/dev/null 2>>/root/api.err; \
          then echo \"$(date +%s) ok\"; else echo \"$(date +%s) FAIL\"; fi >>/root/api.log; sleep 0.5; done' \
          >/dev/null 2>&1 </dev/null &";
     lab.exec(3, api_loop);
@@ -1601,7 +1610,7 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     };
     note(format!(
         "(a) cp1 powered off for {off:.0} s, then booted: etcd and /readyz on cp1 {health_a}; \
-         API from w1 through its load balancer (kubectl get nodes, every 0.5 s): {} calls, {api_fail} failed{}",
+         API from w1 through its load balancer (kubectl get node w1 with the kubelet's credentials, every 0.5 s): {} calls, {api_fail} failed{}",
         api.len(),
         if api_fail > 0 {
             format!(" ({})", lab.exec(3, "tail -5 /root/api.err; true").trim())
@@ -1610,7 +1619,10 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
         }
     ));
     let ok_a = healthy.status.success();
-    eprintln!("{}", lab.exec(1, &format!("{etcdctl} member list -w table; true")));
+    eprintln!(
+        "{}",
+        lab.exec(1, &format!("{etcdctl} member list -w table; true"))
+    );
 
     // (b) upgrade.yml to a second build of the same release with another version string.
     let merged = work.path().join("bin2");
@@ -1669,19 +1681,21 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     ));
     eprintln!("{}", kc(&lab, 0, "get nodes -o wide; true"));
 
-    // The kubelet restarted on a worker: its running containers stay.
-    let before = containers(&lab, 4);
-    lab.exec(4, "systemctl restart kubelet");
+    // The kubelet restarted on a worker (the one running more containers): they stay.
+    let w = if after_b[0].lines().count() >= after_b[1].lines().count() {
+        workers[0]
+    } else {
+        workers[1]
+    };
+    let before = containers(&lab, w);
+    lab.exec(w, "systemctl restart kubelet");
     std::thread::sleep(std::time::Duration::from_secs(30));
-    let after = containers(&lab, 4);
+    let after = containers(&lab, w);
     let kubelet_ok = before == after;
     note(format!(
-        "kubelet restarted on w2: containers (name, ID, attempt) {}:\n{}",
-        if kubelet_ok {
-            "unchanged"
-        } else {
-            "CHANGED"
-        },
+        "kubelet restarted on {}: containers (name, ID, attempt) {}:\n{}",
+        lab.machines[w].name,
+        if kubelet_ok { "unchanged" } else { "CHANGED" },
         if kubelet_ok {
             before.clone()
         } else {
@@ -1716,7 +1730,11 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     if !ok_backup {
         eprintln!("{}", show(&o));
     }
-    kc(&lab, 0, "delete namespace ha-restore --wait=true --timeout=180s");
+    kc(
+        &lab,
+        0,
+        "delete namespace ha-restore --wait=true --timeout=180s",
+    );
     let gone = !lab
         .exec_output(
             0,
@@ -1752,19 +1770,25 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     };
     let restore = t.elapsed().as_secs_f64();
     let c1 = epoch();
-    let ok_c = ok_restore && back_objects.contains("configmap/kept")
+    let ok_c = ok_restore
+        && back_objects.contains("configmap/kept")
         && back_objects.contains("deployment.apps/kept")
         && back_objects.contains("v1");
     note(format!(
         "(c) backup.yml {} in {backup:.0} s ({}); namespace ha-restore with {} deleted (gone: {gone}); \
          restore.yml {} in {restore:.0} s; after it: {}",
         if ok_backup { "succeeded" } else { "FAILED" },
-        snaps
-            .last()
-            .map_or("no snapshot".into(), |s| s.file_name().unwrap().to_string_lossy().into_owned()),
+        snaps.last().map_or("no snapshot".into(), |s| s
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()),
         had.split_whitespace().collect::<Vec<_>>().join(" "),
         if ok_restore { "succeeded" } else { "FAILED" },
-        back_objects.split_whitespace().collect::<Vec<_>>().join(" ")
+        back_objects
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     eprintln!("{}", kc(&lab, 0, "get pods -A -o wide; true"));
 
@@ -1777,7 +1801,8 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
             ("(a) cp1 off and back", a0, a1),
             ("(b) upgrade.yml", b0, b1),
             ("(c) restore.yml", c0, c1),
-            ("whole run", 0, u64::MAX),
+            ("(a) to (c), all", a0, c1),
+            ("before (a), from the client's start", 0, a0 - 1),
         ] {
             let (n, f, who, fails) = tally(&reqs, from, to);
             if k < 2 && (phase.starts_with("(a)") || phase.starts_with("(b)")) {
@@ -1788,7 +1813,15 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
                 if fails.is_empty() {
                     String::new()
                 } else {
-                    format!("\n  failures: {}", fails.iter().take(10).cloned().collect::<Vec<_>>().join("\n  "))
+                    format!(
+                        "\n  failures: {}",
+                        fails
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n  ")
+                    )
                 }
             ));
         }
