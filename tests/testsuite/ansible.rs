@@ -1326,7 +1326,7 @@ spec:
         args: [netexec, --http-port=8080]
         ports: [{containerPort: 8080}]
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-        lifecycle: {preStop: {exec: {command: [/bin/sleep, "10"]}}}
+        lifecycle: {preStop: {exec: {command: [/bin/sleep, "PRESTOP"]}}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
@@ -1507,9 +1507,19 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     eprintln!("$ kubectl get nodes -o wide\n{nodes}");
 
     // The workload and its clients.
+    // KBIN_E2E_HA_PRESTOP: the preStop pause in seconds (10), 0 for none.
+    let web = match std::env::var("KBIN_E2E_HA_PRESTOP").as_deref() {
+        Ok("0") => HA_WEB
+            .lines()
+            .filter(|l| !l.contains("preStop"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        Ok(n) => HA_WEB.replace("PRESTOP", n),
+        Err(_) => HA_WEB.replace("PRESTOP", "10"),
+    };
     std::fs::write(
         lab.machines[0].root().join("root/ha-web.yaml"),
-        HA_WEB.replace("AGNHOST", &agnhost),
+        web.replace("AGNHOST", &agnhost),
     )
     .unwrap();
     // The clients start once the Service has its endpoints (a client started with it would
