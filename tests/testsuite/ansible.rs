@@ -648,6 +648,71 @@ fn upgrade_replaces_binaries_one_machine_at_a_time() {
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), Some(0));
 }
 
+/// With several control planes, upgrade.yml's "kube-apiserver ready" check after each control
+/// plane asks that machine's own API server, not the cluster endpoint (the first control
+/// plane's address, answering whatever the others do): a second control plane whose new API
+/// server does not come up stops the upgrade there, before the workers. Found by the
+/// real-binaries HA run (scripts/e2e-ha), where admin.conf names cp1 on every control plane.
+#[test]
+fn upgrade_stops_at_a_control_plane_whose_own_api_server_is_not_ready() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    common::toolchain::standin_toolchain(&home, "old", "1.30.14");
+    common::toolchain::standin_toolchain(&home, "new", "1.31.9");
+    let lab = Machines::boot("ucp", &["cp1", "cp2", "w1"]);
+    let tree = work.path().join("cluster");
+    // cp1 and cp2 control planes (so the workers reach them through the node-local load
+    // balancer), w1 a worker.
+    let gen_ha = |tc: &str| {
+        let m = &lab.machines;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
+        c.env("KBIN_HOME", &home)
+            .args([
+                "gen",
+                "cluster",
+                "--toolchain",
+                tc,
+                "--host-profile",
+                "sandbox",
+                "--cgroup-v1",
+            ])
+            .arg("--out")
+            .arg(&tree)
+            .args(["--cluster-ip", &m[0].ip.to_string()]);
+        for cp in &m[..2] {
+            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+        }
+        c.args(["--worker", &format!("{}={}", m[2].name, m[2].ip)]);
+        run_gen(c);
+    };
+    gen_ha("old");
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    // cp2's API server stand-in exits at start from now on (systemd restarts it, in vain);
+    // cp1's, the cluster endpoint, keeps answering.
+    lab.exec(
+        1,
+        "echo kube-apiserver=crash >> /var/lib/kube-standin/modes",
+    );
+    gen_ha("new");
+    let o = playbook(&lab, &tree, "upgrade.yml", &[]);
+    assert!(!o.status.success(), "upgrade.yml went on:\n{}", show(&o));
+    let log = String::from_utf8_lossy(&o.stdout);
+    let failed = log
+        .split("TASK [")
+        .filter(|t| t.lines().any(|l| l.starts_with("fatal: [cp2]")))
+        .map(|t| t.lines().next().unwrap_or(""))
+        .collect::<Vec<_>>();
+    assert!(
+        failed
+            .iter()
+            .any(|t| t.starts_with("Wait until kube-apiserver is ready")),
+        "cp2 failed elsewhere: {failed:?}\n{log}"
+    );
+    // The workers were not touched.
+    let v = lab.exec(2, "kubelet --version");
+    assert!(v.contains("v1.30.14"), "w1 upgraded anyway: {v}");
+}
+
 #[test]
 fn generated_playbooks_pass_syntax_check_and_ansible_lint_and_the_inventory_holds_no_secret() {
     let work = tempfile::tempdir().unwrap();
