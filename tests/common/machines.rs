@@ -121,6 +121,11 @@ impl Machine {
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
+
+    /// The PID (on the host) of its systemd, 0 while powered off: `nsenter -t PID -a` enters it.
+    pub fn leader(&self) -> u32 {
+        self.leader
+    }
 }
 
 /// N machines on a bridge in their own network namespace; everything is undone on drop.

@@ -853,6 +853,71 @@ fn upgrade_replaces_binaries_one_machine_at_a_time() {
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), Some(0));
 }
 
+/// With several control planes, upgrade.yml's "kube-apiserver ready" check after each control
+/// plane asks that machine's own API server, not the cluster endpoint (the first control
+/// plane's address, answering whatever the others do): a second control plane whose new API
+/// server does not come up stops the upgrade there, before the workers. Found by the
+/// real-binaries HA run (scripts/e2e-ha), where admin.conf names cp1 on every control plane.
+#[test]
+fn upgrade_stops_at_a_control_plane_whose_own_api_server_is_not_ready() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    common::toolchain::standin_toolchain(&home, "old", "1.30.14");
+    common::toolchain::standin_toolchain(&home, "new", "1.31.9");
+    let lab = Machines::boot("ucp", &["cp1", "cp2", "w1"]);
+    let tree = work.path().join("cluster");
+    // cp1 and cp2 control planes (so the workers reach them through the node-local load
+    // balancer), w1 a worker.
+    let gen_ha = |tc: &str| {
+        let m = &lab.machines;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
+        c.env("KBIN_HOME", &home)
+            .args([
+                "gen",
+                "cluster",
+                "--toolchain",
+                tc,
+                "--host-profile",
+                "sandbox",
+                "--cgroup-v1",
+            ])
+            .arg("--out")
+            .arg(&tree)
+            .args(["--cluster-ip", &m[0].ip.to_string()]);
+        for cp in &m[..2] {
+            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+        }
+        c.args(["--worker", &format!("{}={}", m[2].name, m[2].ip)]);
+        run_gen(c);
+    };
+    gen_ha("old");
+    assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
+    // cp2's API server stand-in exits at start from now on (systemd restarts it, in vain);
+    // cp1's, the cluster endpoint, keeps answering.
+    lab.exec(
+        1,
+        "echo kube-apiserver=crash >> /var/lib/kube-standin/modes",
+    );
+    gen_ha("new");
+    let o = playbook(&lab, &tree, "upgrade.yml", &[]);
+    assert!(!o.status.success(), "upgrade.yml went on:\n{}", show(&o));
+    let log = String::from_utf8_lossy(&o.stdout);
+    let failed = log
+        .split("TASK [")
+        .filter(|t| t.lines().any(|l| l.starts_with("fatal: [cp2]")))
+        .map(|t| t.lines().next().unwrap_or(""))
+        .collect::<Vec<_>>();
+    assert!(
+        failed
+            .iter()
+            .any(|t| t.starts_with("Wait until kube-apiserver is ready")),
+        "cp2 failed elsewhere: {failed:?}\n{log}"
+    );
+    // The workers were not touched.
+    let v = lab.exec(2, "kubelet --version");
+    assert!(v.contains("v1.30.14"), "w1 upgraded anyway: {v}");
+}
+
 #[test]
 fn generated_playbooks_pass_syntax_check_and_ansible_lint_and_the_inventory_holds_no_secret() {
     let work = tempfile::tempdir().unwrap();
@@ -1399,4 +1464,656 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
             .unwrap();
         assert!(st.success(), "scripts/e2e-conformance run: {st}");
     }
+}
+
+/// The archives of `KBIN_E2E_IMAGES` (a directory of `.tar` archives, or one).
+fn e2e_images() -> Vec<PathBuf> {
+    let images = PathBuf::from(std::env::var_os("KBIN_E2E_IMAGES").unwrap_or_else(|| {
+        panic!("KBIN_E2E_IMAGES is not set: a pause image archive (or a directory of them)")
+    }));
+    let images: Vec<PathBuf> = if images.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&images)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![images]
+    };
+    assert!(!images.is_empty(), "no .tar archive in KBIN_E2E_IMAGES");
+    images
+}
+
+/// Seconds since the epoch (the machines share the host's clock).
+fn epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `kubectl` with the admin kubeconfig on machine `i`; its stdout (it must succeed).
+fn kc(lab: &Machines, i: usize, args: &str) -> String {
+    lab.exec(
+        i,
+        &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf {args}"),
+    )
+}
+
+/// What the real components said, for a failed step: failed units and the last journal lines
+/// of each kube service on every running machine.
+fn dump_services(lab: &Machines) {
+    for (i, m) in lab.machines.iter().enumerate() {
+        if m.leader() == 0 {
+            continue;
+        }
+        let o = lab.exec_output(
+            i,
+            "systemctl --no-pager --failed; for u in etcd kube-apiserver kube-controller-manager \
+             kube-scheduler kubelet containerd kube-proxy kbin-apiserver-lb; do \
+             systemctl is-enabled -q $u 2>/dev/null && journalctl --no-pager -u $u -n 25; done",
+        );
+        eprintln!("== {}\n{}", m.name, show(&o));
+    }
+}
+
+/// One request of a client pod: when (epoch seconds), whether it succeeded, who answered (the
+/// serving pod's name) or curl's error.
+struct Request {
+    at: u64,
+    ok: bool,
+    said: String,
+}
+
+/// The requests the `client` DaemonSet's pod on machine `i` logged (its container log files
+/// under /var/log/pods, read on the machine: no API needed).
+fn client_requests(lab: &Machines, i: usize) -> Vec<Request> {
+    let log = lab.exec(
+        i,
+        "cat /var/log/pods/default_client-*/client/*.log 2>/dev/null; true",
+    );
+    log.lines()
+        .filter_map(|l| {
+            // CRI log format: TIME STREAM FLAG LINE; the line is "EPOCH ok|FAIL TEXT".
+            let mut f = l.splitn(6, ' ');
+            let (_, _, _) = (f.next()?, f.next()?, f.next()?);
+            let at = f.next()?.parse().ok()?;
+            let ok = match f.next()? {
+                "ok" => true,
+                "FAIL" => false,
+                _ => return None,
+            };
+            Some(Request {
+                at,
+                ok,
+                said: f.next().unwrap_or("").trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Requests, failures and who answered (pod name → count) in `[from, to]`.
+fn tally(reqs: &[Request], from: u64, to: u64) -> (usize, usize, String, Vec<String>) {
+    let mut who = std::collections::BTreeMap::<&str, usize>::new();
+    let mut fails = Vec::new();
+    let mut n = 0;
+    for r in reqs.iter().filter(|r| r.at >= from && r.at <= to) {
+        n += 1;
+        if r.ok {
+            *who.entry(r.said.as_str()).or_default() += 1;
+        } else {
+            fails.push(format!("{} {}", r.at, r.said));
+        }
+    }
+    let who = who
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (n, fails.len(), who, fails)
+}
+
+/// The serving workload of the HA run: a Deployment of 2 agnhost `netexec` replicas spread over
+/// the workers (a preStop pause so that a terminating pod keeps serving until every kube-proxy
+/// dropped it), a PodDisruptionBudget of minAvailable 1, and a Service in front.
+const HA_WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - name: web
+        image: AGNHOST
+        imagePullPolicy: Never
+        args: [netexec, --http-port=8080]
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+        lifecycle: {preStop: {exec: {command: [/bin/sleep, "PRESTOP"]}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+"#;
+
+/// The clients: a DaemonSet (drain leaves its pods where they are: `--ignore-daemonsets`), one
+/// pod per worker requesting the Service every 100 ms and logging each result.
+const HA_CLIENT: &str = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: client}
+spec:
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: client
+        image: AGNHOST
+        imagePullPolicy: Never
+        command:
+        - /bin/sh
+        - -c
+        - |
+          while :; do
+            if h=$(curl -fsS -m 2 http://SVCIP/hostname 2>&1); then echo "$(date +%s) ok $h"
+            else echo "$(date +%s) FAIL $(echo $h)"; fi
+            sleep 0.1
+          done
+"#;
+
+/// `scripts/e2e-ha`: issue 21's proof with the real upstream binaries of `KBIN_E2E_BIN` (never
+/// in CI). Three control planes and two workers (systemd-nspawn machines) deployed by the
+/// generated site.yml; a Deployment of two agnhost replicas with a PodDisruptionBudget behind a
+/// Service, requested every 100 ms by a client pod on each worker; then (a) the first control
+/// plane powered off for `KBIN_E2E_HA_OFF` s (75), the API asked from a worker through its
+/// load balancer twice a second; (b) upgrade.yml to a second toolchain installed from
+/// `KBIN_E2E_BIN2` (the Kubernetes binaries of a second build, another version string), and a
+/// kubelet restart on a worker compared with its containers before and after; (c) backup.yml,
+/// a namespace deleted, restore.yml with the snapshot, the namespace's objects back. Prints
+/// each phase's requests and failures (also written to `KBIN_E2E_HA_OUT` when set); fails at
+/// the end if a Service request failed in (a) or (b), or a phase did not succeed.
+#[test]
+#[ignore]
+fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore() {
+    let env_dir = |v: &str| {
+        PathBuf::from(std::env::var_os(v).unwrap_or_else(|| {
+            panic!("{v} is not set: this test needs real upstream binaries (see scripts/e2e-ha)")
+        }))
+    };
+    let bin = env_dir("KBIN_E2E_BIN");
+    let bin2 = env_dir("KBIN_E2E_BIN2");
+    let images = e2e_images();
+    let agnhost = std::env::var("KBIN_E2E_AGNHOST")
+        .unwrap_or_else(|_| "registry.k8s.io/e2e-test-images/agnhost:2.63.0".into());
+    let off_secs: u64 = std::env::var("KBIN_E2E_HA_OFF")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(75);
+    let work = tempfile::Builder::new()
+        .prefix("kbin-e2e-ha-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let home = work.path().join("home");
+    let mut report: Vec<String> = Vec::new();
+    let mut note = |s: String| {
+        eprintln!("\n#### {s}");
+        report.push(s);
+    };
+
+    // A toolchain from a directory of binaries (scripts/e2e-toolchain); its manifest.
+    let toolchain = |name: &str, dir: &Path, manifest_in: Option<&Path>| -> PathBuf {
+        let w = work.path().join(format!("tc-{name}"));
+        let t = Instant::now();
+        let mut c = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/e2e-toolchain"
+        ));
+        c.arg(&w)
+            .env("KBIN", env!("CARGO_BIN_EXE_kbin"))
+            .env("KBIN_HOME", &home)
+            .env("KBIN_E2E_BIN", dir)
+            .env("KBIN_E2E_NAME", name);
+        if let Some(m) = manifest_in {
+            c.env("KBIN_E2E_MANIFEST_IN", m);
+        }
+        let st = c.status().unwrap();
+        assert!(st.success(), "scripts/e2e-toolchain {name}: {st}");
+        eprintln!(
+            "toolchain {name} installed in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        w.join("manifest.toml")
+    };
+    let manifest1 = toolchain("e2e", &bin, None);
+
+    let mut lab = Machines::boot("rha", &["cp1", "cp2", "cp3", "w1", "w2"]);
+    for m in &lab.machines {
+        eprintln!("machine {} {}: nsenter -t {} -a", m.name, m.ip, m.leader());
+    }
+    let workers = [3usize, 4];
+    // containerd's and the kubelet's state on a tmpfs, as in the three-machine run.
+    for &i in &workers {
+        lab.exec(
+            i,
+            "for d in /var/lib/containerd /var/lib/kubelet; do \
+             mkdir -p $d && mount -t tmpfs -o size=2g tmpfs $d; done",
+        );
+    }
+    let tree = work.path().join("cluster");
+    let gen_ha = |lab: &Machines, tc: &str, manifest: &Path| {
+        let m = &lab.machines;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
+        c.env("KBIN_HOME", &home)
+            .env("KBIN_MANIFEST", manifest)
+            .args([
+                "gen",
+                "cluster",
+                "--toolchain",
+                tc,
+                "--host-profile",
+                "sandbox",
+                "--cgroup-v1",
+            ])
+            .arg("--out")
+            .arg(&tree)
+            .args(["--cluster-ip", &m[0].ip.to_string()]);
+        for cp in &m[..3] {
+            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
+        }
+        for w in &m[3..] {
+            c.args(["--worker", &format!("{}={}", w.name, w.ip)]);
+        }
+        run_gen(c);
+    };
+    gen_ha(&lab, "e2e", &manifest1);
+
+    // No registry: the workers import the archives as soon as containerd runs.
+    for &i in &workers {
+        let dir = lab.machines[i].root().join("root/e2e-images");
+        std::fs::create_dir_all(&dir).unwrap();
+        for img in &images {
+            std::fs::copy(img, dir.join(img.file_name().unwrap())).unwrap();
+        }
+        lab.exec(
+            i,
+            "nohup sh -c 'for f in /root/e2e-images/*.tar; do \
+             until PATH=/usr/local/bin:$PATH ctr --address /run/containerd/containerd.sock -n k8s.io \
+             images import $f >/dev/null 2>&1; do sleep 2; done; done; touch /root/e2e-images/done' \
+             </dev/null >/dev/null 2>&1 &",
+        );
+    }
+    let t = Instant::now();
+    let o = playbook(&lab, &tree, "site.yml", &[]);
+    let site = t.elapsed().as_secs_f64();
+    if !o.status.success() {
+        dump_services(&lab);
+    }
+    assert_converged(&o, None);
+    note(format!(
+        "site.yml on 3 control planes + 2 workers: {site:.0} s"
+    ));
+    for &i in &workers {
+        lab.exec(
+            i,
+            "for _ in $(seq 300); do [ -e /root/e2e-images/done ] && break; sleep 1; done; \
+             [ -e /root/e2e-images/done ]",
+        );
+    }
+    let nodes = kc(&lab, 0, "get nodes -o wide");
+    eprintln!("$ kubectl get nodes -o wide\n{nodes}");
+
+    // The workload and its clients.
+    // KBIN_E2E_HA_PRESTOP: the preStop pause in seconds (10), 0 for none.
+    let web = match std::env::var("KBIN_E2E_HA_PRESTOP").as_deref() {
+        Ok("0") => HA_WEB
+            .lines()
+            .filter(|l| !l.contains("preStop"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        Ok(n) => HA_WEB.replace("PRESTOP", n),
+        Err(_) => HA_WEB.replace("PRESTOP", "10"),
+    };
+    std::fs::write(
+        lab.machines[0].root().join("root/ha-web.yaml"),
+        web.replace("AGNHOST", &agnhost),
+    )
+    .unwrap();
+    // The clients start once the Service has its endpoints (a client started with it would
+    // count the seconds before kube-proxy knows them as failures).
+    let rollout = |lab: &Machines, r: &str| {
+        let o = lab.exec_output(
+            0,
+            &format!(
+                "kubectl --kubeconfig /etc/kubernetes/admin.conf rollout status {r} --timeout=300s"
+            ),
+        );
+        if !o.status.success() {
+            eprintln!("{}\n{}", show(&o), kc(lab, 0, "get pods -A -o wide; true"));
+            dump_services(lab);
+        }
+        assert!(o.status.success(), "{r} did not roll out");
+    };
+    kc(&lab, 0, "apply -f /root/ha-web.yaml");
+    rollout(&lab, "deployment/web");
+    let svc = kc(&lab, 0, "get svc web -o jsonpath={.spec.clusterIP}");
+    for &i in &workers {
+        lab.exec(
+            i,
+            &format!(
+                "for _ in $(seq 30); do iptables-save -t nat | grep -q -- '-d {}/32' && break; sleep 1; done; sleep 2",
+                svc.trim()
+            ),
+        );
+    }
+    std::fs::write(
+        lab.machines[0].root().join("root/ha-client.yaml"),
+        HA_CLIENT
+            .replace("AGNHOST", &agnhost)
+            .replace("SVCIP", svc.trim()),
+    )
+    .unwrap();
+    kc(&lab, 0, "apply -f /root/ha-client.yaml");
+    rollout(&lab, "daemonset/client");
+    std::thread::sleep(std::time::Duration::from_secs(15));
+    eprintln!(
+        "$ kubectl get pods -o wide\n{}",
+        kc(&lab, 0, "get pods -o wide")
+    );
+    let containers = |lab: &Machines, i: usize| {
+        lab.exec(
+            i,
+            "crictl ps -o json | python3 -c 'import json, sys\n\
+             for c in json.load(sys.stdin)[\"containers\"]:\n\
+             \x20   print(c[\"metadata\"][\"name\"], c[\"id\"][:13], c[\"metadata\"].get(\"attempt\", 0))' | sort",
+        )
+    };
+
+    // (a) The first control plane (the old single endpoint) powered off.
+    let api_loop = "setsid sh -c 'while [ ! -e /root/api.stop ]; do \
+         if kubectl --kubeconfig /etc/kubernetes/kubelet.conf get node w1 -o name >/dev/null 2>>/root/api.err; \
+         then echo \"$(date +%s) ok\"; else echo \"$(date +%s) FAIL\"; fi >>/root/api.log; sleep 0.5; done' \
+         >/dev/null 2>&1 </dev/null &";
+    lab.exec(3, api_loop);
+    let a0 = epoch();
+    let t = Instant::now();
+    lab.power_off(0);
+    std::thread::sleep(std::time::Duration::from_secs(off_secs));
+    let off = t.elapsed().as_secs_f64();
+    lab.start(0);
+    lab.wait_booted(0);
+    eprintln!("cp1 back: nsenter -t {} -a", lab.machines[0].leader());
+    let pki = "/etc/kubernetes/pki/etcd";
+    let etcdctl = format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
+         --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key"
+    );
+    let healthy = lab.exec_output(
+        0,
+        &format!(
+            "for _ in $(seq 180); do {etcdctl} endpoint health >/dev/null 2>&1 && \
+             kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz >/dev/null 2>&1 && exit 0; \
+             sleep 1; done; exit 1"
+        ),
+    );
+    let back = t.elapsed().as_secs_f64();
+    let a1 = epoch();
+    lab.exec(3, "touch /root/api.stop; sleep 1");
+    let api_log = lab.exec(3, "cat /root/api.log");
+    let api: Vec<(u64, bool)> = api_log
+        .lines()
+        .filter_map(|l| {
+            let (t, s) = l.split_once(' ')?;
+            Some((t.parse().ok()?, s == "ok"))
+        })
+        .filter(|(t, _)| *t >= a0 && *t <= a1)
+        .collect();
+    let api_fail = api.iter().filter(|(_, ok)| !ok).count();
+    let health_a = if healthy.status.success() {
+        format!("healthy again {back:.0} s after the power-off")
+    } else {
+        dump_services(&lab);
+        format!("NOT healthy {back:.0} s after the power-off")
+    };
+    note(format!(
+        "(a) cp1 powered off for {off:.0} s, then booted: etcd and /readyz on cp1 {health_a}; \
+         API from w1 through its load balancer (kubectl get node w1 with the kubelet's credentials, every 0.5 s): {} calls, {api_fail} failed{}",
+        api.len(),
+        if api_fail > 0 {
+            format!(" ({})", lab.exec(3, "tail -5 /root/api.err; true").trim())
+        } else {
+            String::new()
+        }
+    ));
+    let ok_a = healthy.status.success();
+    eprintln!(
+        "{}",
+        lab.exec(1, &format!("{etcdctl} member list -w table; true"))
+    );
+
+    // (b) upgrade.yml to a second build of the same release with another version string.
+    let merged = work.path().join("bin2");
+    std::fs::create_dir_all(&merged).unwrap();
+    for dir in [&bin, &bin2] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let to = merged.join(p.file_name().unwrap());
+            let _ = std::fs::remove_file(&to);
+            std::os::unix::fs::symlink(&p, &to).unwrap();
+        }
+    }
+    let manifest2 = toolchain("e2e2", &merged, Some(&manifest1));
+    let before_b: Vec<String> = workers.iter().map(|&i| containers(&lab, i)).collect();
+    gen_ha(&lab, "e2e2", &manifest2);
+    let b0 = epoch();
+    let t = Instant::now();
+    let o = playbook(&lab, &tree, "upgrade.yml", &[]);
+    let upgrade = t.elapsed().as_secs_f64();
+    let b1 = epoch();
+    let ok_b = o.status.success();
+    if !ok_b {
+        eprintln!("{}", show(&o));
+        dump_services(&lab);
+    }
+    let versions = format!(
+        "kube-apiserver on cp1..3: {}; kubelet on w1, w2: {}",
+        (0..3)
+            .map(|i| lab.exec(i, "kube-apiserver --version").trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+        workers
+            .iter()
+            .map(|&i| lab.exec(i, "kubelet --version").trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let after_b: Vec<String> = workers.iter().map(|&i| containers(&lab, i)).collect();
+    let clients_kept = (0..2).all(|k| {
+        let c = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("client "))
+                .map(str::to_owned)
+        };
+        c(&before_b[k]).is_some() && c(&before_b[k]) == c(&after_b[k])
+    });
+    note(format!(
+        "(b) upgrade.yml e2e (v1.36.2) -> e2e2 (v1.36.3): {} in {upgrade:.0} s; {versions}; \
+         the client containers through the upgrade: {}",
+        if ok_b { "succeeded" } else { "FAILED" },
+        if clients_kept {
+            "same IDs, not restarted".to_owned()
+        } else {
+            format!("before {before_b:?} after {after_b:?}")
+        }
+    ));
+    eprintln!("{}", kc(&lab, 0, "get nodes -o wide; true"));
+
+    // The kubelet restarted on a worker (the one running more containers): they stay.
+    let w = if after_b[0].lines().count() >= after_b[1].lines().count() {
+        workers[0]
+    } else {
+        workers[1]
+    };
+    let before = containers(&lab, w);
+    lab.exec(w, "systemctl restart kubelet");
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    let after = containers(&lab, w);
+    let kubelet_ok = before == after;
+    note(format!(
+        "kubelet restarted on {}: containers (name, ID, attempt) {}:\n{}",
+        lab.machines[w].name,
+        if kubelet_ok { "unchanged" } else { "CHANGED" },
+        if kubelet_ok {
+            before.clone()
+        } else {
+            format!("before:\n{before}after:\n{after}")
+        }
+    ));
+
+    // (c) backup.yml, a namespace deleted, restore.yml: its objects are back.
+    kc(
+        &lab,
+        0,
+        &format!(
+            "create namespace ha-restore && kubectl --kubeconfig /etc/kubernetes/admin.conf -n ha-restore \
+             create configmap kept --from-literal=k=v1 && kubectl --kubeconfig /etc/kubernetes/admin.conf \
+             -n ha-restore create deployment kept --image={agnhost} -- /agnhost pause"
+        ),
+    );
+    let objects = "-n ha-restore get configmap/kept deployment/kept -o name";
+    let had = kc(&lab, 0, objects);
+    let t = Instant::now();
+    let o = playbook(&lab, &tree, "backup.yml", &[]);
+    let backup = t.elapsed().as_secs_f64();
+    let mut snaps: Vec<PathBuf> = std::fs::read_dir(tree.join("backups"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "db"))
+                .collect()
+        })
+        .unwrap_or_default();
+    snaps.sort();
+    let ok_backup = o.status.success() && !snaps.is_empty();
+    if !ok_backup {
+        eprintln!("{}", show(&o));
+    }
+    kc(
+        &lab,
+        0,
+        "delete namespace ha-restore --wait=true --timeout=180s",
+    );
+    let gone = !lab
+        .exec_output(
+            0,
+            "kubectl --kubeconfig /etc/kubernetes/admin.conf get namespace ha-restore",
+        )
+        .status
+        .success();
+    let c0 = epoch();
+    let t = Instant::now();
+    let (ok_restore, back_objects) = if let Some(snap) = snaps.last() {
+        let o = playbook(
+            &lab,
+            &tree,
+            "restore.yml",
+            &["-e", &format!("kbin_snapshot={}", snap.display())],
+        );
+        if !o.status.success() {
+            eprintln!("{}", show(&o));
+            dump_services(&lab);
+        }
+        let b = lab.exec_output(
+            0,
+            &format!(
+                "for _ in $(seq 120); do kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz \
+                 >/dev/null 2>&1 && break; sleep 1; done; \
+                 kubectl --kubeconfig /etc/kubernetes/admin.conf {objects} && \
+                 kubectl --kubeconfig /etc/kubernetes/admin.conf -n ha-restore get configmap kept -o jsonpath={{.data.k}}"
+            ),
+        );
+        (o.status.success(), show(&b))
+    } else {
+        (false, String::new())
+    };
+    let restore = t.elapsed().as_secs_f64();
+    let c1 = epoch();
+    let ok_c = ok_restore
+        && back_objects.contains("configmap/kept")
+        && back_objects.contains("deployment.apps/kept")
+        && back_objects.contains("v1");
+    note(format!(
+        "(c) backup.yml {} in {backup:.0} s ({}); namespace ha-restore with {} deleted (gone: {gone}); \
+         restore.yml {} in {restore:.0} s; after it: {}",
+        if ok_backup { "succeeded" } else { "FAILED" },
+        snaps.last().map_or("no snapshot".into(), |s| s
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()),
+        had.split_whitespace().collect::<Vec<_>>().join(" "),
+        if ok_restore { "succeeded" } else { "FAILED" },
+        back_objects
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    eprintln!("{}", kc(&lab, 0, "get pods -A -o wide; true"));
+
+    // The clients' counts per phase.
+    let mut fails_ab = 0;
+    for (k, &i) in workers.iter().enumerate() {
+        let reqs = client_requests(&lab, i);
+        let w = &lab.machines[i].name;
+        for (phase, from, to) in [
+            ("(a) cp1 off and back", a0, a1),
+            ("(b) upgrade.yml", b0, b1),
+            ("(c) restore.yml", c0, c1),
+            ("(a) to (c), all", a0, c1),
+            ("before (a), from the client's start", 0, a0 - 1),
+        ] {
+            let (n, f, who, fails) = tally(&reqs, from, to);
+            if k < 2 && (phase.starts_with("(a)") || phase.starts_with("(b)")) {
+                fails_ab += f;
+            }
+            note(format!(
+                "client on {w}, {phase}: {n} requests, {f} failed; answered by {who}{}",
+                if fails.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "\n  failures: {}",
+                        fails
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n  ")
+                    )
+                }
+            ));
+        }
+    }
+    let summary = report.join("\n");
+    eprintln!("\n======== HA run summary\n{summary}");
+    if let Some(out) = std::env::var_os("KBIN_E2E_HA_OUT") {
+        std::fs::write(out, format!("{summary}\n")).unwrap();
+    }
+    assert!(
+        ok_a && ok_b && ok_backup && ok_c && kubelet_ok && fails_ab == 0,
+        "the HA run failed:\n{summary}"
+    );
 }
