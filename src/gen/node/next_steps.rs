@@ -477,7 +477,7 @@ fn day_two(p: &Page<'_>, w: &mut String) {
          # every etcd member, one at a time\n\
          systemctl restart etcd && {etcdctl} --endpoints=https://127.0.0.1:2379 {certs} endpoint health\n\
          # every control plane, one at a time\n\
-         systemctl restart kube-apiserver && kubectl --kubeconfig {admin} get --raw /readyz\n\
+         systemctl restart kube-apiserver && kubectl --kubeconfig {admin} --server https://127.0.0.1:6443 get --raw /readyz\n\
          systemctl restart kube-controller-manager kube-scheduler\n\
          curl -sk https://127.0.0.1:10257/healthz; curl -sk https://127.0.0.1:10259/healthz\n\
          # every worker, one at a time (drain honours PodDisruptionBudgets)\n\
