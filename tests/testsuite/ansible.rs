@@ -868,28 +868,7 @@ fn upgrade_stops_at_a_control_plane_whose_own_api_server_is_not_ready() {
     let tree = work.path().join("cluster");
     // cp1 and cp2 control planes (so the workers reach them through the node-local load
     // balancer), w1 a worker.
-    let gen_ha = |tc: &str| {
-        let m = &lab.machines;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
-        c.env("KBIN_HOME", &home)
-            .args([
-                "gen",
-                "cluster",
-                "--toolchain",
-                tc,
-                "--host-profile",
-                "sandbox",
-                "--cgroup-v1",
-            ])
-            .arg("--out")
-            .arg(&tree)
-            .args(["--cluster-ip", &m[0].ip.to_string()]);
-        for cp in &m[..2] {
-            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
-        }
-        c.args(["--worker", &format!("{}={}", m[2].name, m[2].ip)]);
-        run_gen(c);
-    };
+    let gen_ha = |tc: &str| run_gen(gen_command_with(&home, &tree, &lab.machines, tc, 2));
     gen_ha("old");
     assert_converged(&playbook(&lab, &tree, "site.yml", &[]), None);
     // cp2's API server stand-in exits at start from now on (systemd restarts it, in vain);
@@ -1203,21 +1182,7 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
              `KBIN_E2E_BIN=DIR KBIN_E2E_IMAGES=DIR scripts/e2e-ansible`)"
         )
     });
-    let images = PathBuf::from(std::env::var_os("KBIN_E2E_IMAGES").unwrap_or_else(|| {
-        panic!("KBIN_E2E_IMAGES is not set: a pause image archive (or a directory of them)")
-    }));
-    let images: Vec<PathBuf> = if images.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&images)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![images]
-    };
-    assert!(!images.is_empty(), "no .tar archive in KBIN_E2E_IMAGES");
+    let images = e2e_images();
 
     let work = tempfile::Builder::new()
         .prefix("kbin-e2e-ansible-")
@@ -1264,7 +1229,7 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
     // (the pause and CoreDNS images, at least) as soon as site.yml has containerd running (a
     // loop retrying until each import succeeds, across containerd's restarts), before the
     // playbook's last play applies the add-ons and waits for CoreDNS to roll out.
-    for (i, m) in lab.machines.iter().enumerate() {
+    for i in 0..lab.machines.len() {
         // A resolver, as a real machine has (the lab's is empty): CoreDNS forwards what is not
         // the cluster's to the node's resolv.conf and exits at start when it names none ("no
         // nameservers found"). The bridge's address: nothing answers there, nothing leaves.
@@ -1272,18 +1237,7 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
             i,
             &format!("echo 'nameserver {}' > /etc/resolv.conf", Machines::GATEWAY),
         );
-        let dir = m.root().join("root/e2e-images");
-        std::fs::create_dir_all(&dir).unwrap();
-        for img in &images {
-            std::fs::copy(img, dir.join(img.file_name().unwrap())).unwrap();
-        }
-        lab.exec(
-            i,
-            "nohup sh -c 'for f in /root/e2e-images/*.tar; do \
-             until PATH=/usr/local/bin:$PATH ctr --address /run/containerd/containerd.sock -n k8s.io \
-             images import $f >/dev/null 2>&1; do sleep 2; done; done; touch /root/e2e-images/done' \
-             </dev/null >/dev/null 2>&1 &",
-        );
+        import_when_containerd_runs(&lab, i, &images);
     }
     let t = Instant::now();
     let o = playbook(&lab, &tree, "site.yml", &[]);
@@ -1464,6 +1418,23 @@ fn real_binaries_three_ready_nodes_and_pods_reach_each_other() {
             .unwrap();
         assert!(st.success(), "scripts/e2e-conformance run: {st}");
     }
+}
+
+/// Copy `images` into machine `i` and import them into containerd in the background as soon as
+/// it answers (retrying across its restarts); `/root/e2e-images/done` once all are in.
+fn import_when_containerd_runs(lab: &Machines, i: usize, images: &[PathBuf]) {
+    let dir = lab.machines[i].root().join("root/e2e-images");
+    std::fs::create_dir_all(&dir).unwrap();
+    for img in images {
+        std::fs::copy(img, dir.join(img.file_name().unwrap())).unwrap();
+    }
+    lab.exec(
+        i,
+        "nohup sh -c 'for f in /root/e2e-images/*.tar; do \
+         until PATH=/usr/local/bin:$PATH ctr --address /run/containerd/containerd.sock -n k8s.io \
+         images import $f >/dev/null 2>&1; do sleep 2; done; done; touch /root/e2e-images/done' \
+         </dev/null >/dev/null 2>&1 &",
+    );
 }
 
 /// The archives of `KBIN_E2E_IMAGES` (a directory of `.tar` archives, or one).
@@ -1716,46 +1687,15 @@ fn real_binaries_ha_serves_through_a_control_plane_loss_an_upgrade_and_a_restore
     }
     let tree = work.path().join("cluster");
     let gen_ha = |lab: &Machines, tc: &str, manifest: &Path| {
-        let m = &lab.machines;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kbin"));
-        c.env("KBIN_HOME", &home)
-            .env("KBIN_MANIFEST", manifest)
-            .args([
-                "gen",
-                "cluster",
-                "--toolchain",
-                tc,
-                "--host-profile",
-                "sandbox",
-                "--cgroup-v1",
-            ])
-            .arg("--out")
-            .arg(&tree)
-            .args(["--cluster-ip", &m[0].ip.to_string()]);
-        for cp in &m[..3] {
-            c.args(["--control-plane", &format!("{}={}", cp.name, cp.ip)]);
-        }
-        for w in &m[3..] {
-            c.args(["--worker", &format!("{}={}", w.name, w.ip)]);
-        }
+        let mut c = gen_command_with(&home, &tree, &lab.machines, tc, 3);
+        c.env("KBIN_MANIFEST", manifest);
         run_gen(c);
     };
     gen_ha(&lab, "e2e", &manifest1);
 
     // No registry: the workers import the archives as soon as containerd runs.
     for &i in &workers {
-        let dir = lab.machines[i].root().join("root/e2e-images");
-        std::fs::create_dir_all(&dir).unwrap();
-        for img in &images {
-            std::fs::copy(img, dir.join(img.file_name().unwrap())).unwrap();
-        }
-        lab.exec(
-            i,
-            "nohup sh -c 'for f in /root/e2e-images/*.tar; do \
-             until PATH=/usr/local/bin:$PATH ctr --address /run/containerd/containerd.sock -n k8s.io \
-             images import $f >/dev/null 2>&1; do sleep 2; done; done; touch /root/e2e-images/done' \
-             </dev/null >/dev/null 2>&1 &",
-        );
+        import_when_containerd_runs(&lab, i, &images);
     }
     let t = Instant::now();
     let o = playbook(&lab, &tree, "site.yml", &[]);
