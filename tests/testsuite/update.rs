@@ -64,6 +64,9 @@ struct Upstream {
     root: PathBuf,
 }
 
+/// A signature of a blob, and the Rekor entry logged under its digest (if any).
+type Signing = (common::sigstore::Signed, Option<serde_json::Value>);
+
 /// A published Kubernetes binary's bytes.
 fn kube_body(v: &str, b: &str) -> Vec<u8> {
     format!("#!/bin/sh\necho '{b} Kubernetes v{v}'\n").into_bytes()
@@ -97,11 +100,7 @@ impl Upstream {
 
     /// Publish the detached signature (`.sig`, `.cert`) of every Kubernetes binary of `v`, and
     /// log in the stand-in Rekor, under the binary's digest, the entry `how` gives with it.
-    fn sign_kube(
-        &self,
-        v: &str,
-        how: &dyn Fn(&[u8]) -> (common::sigstore::Signed, Option<serde_json::Value>),
-    ) {
+    fn sign_kube(&self, v: &str, how: &dyn Fn(&[u8]) -> Signing) {
         for b in KUBE_BINS {
             let body = kube_body(v, b);
             let (signed, entry) = how(&body);
@@ -118,7 +117,7 @@ impl Upstream {
     }
 
     /// Signed by Kubernetes' release signer, and logged.
-    fn good(&self, body: &[u8]) -> (common::sigstore::Signed, Option<serde_json::Value>) {
+    fn good(&self, body: &[u8]) -> Signing {
         let s = self.ts.sign(body, &common::sigstore::Sign::default());
         let e = s.rekor_entry.clone();
         (s, e)
@@ -667,7 +666,7 @@ fn a_detached_signature_rekor_does_not_vouch_for_is_one_error_and_the_overlay_is
     use common::sigstore::Sign;
     let u = Upstream::new();
     u.publish_kube("1.30.15");
-    let resign = |how: &dyn Fn(&[u8]) -> (common::sigstore::Signed, Option<serde_json::Value>)| {
+    let resign = |how: &dyn Fn(&[u8]) -> Signing| {
         u.rekor.clear();
         u.sign_kube("1.30.15", how);
     };
