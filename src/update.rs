@@ -4,7 +4,10 @@
 //! `stable-1.N.txt` (one request per known minor) or GitHub's release listing (one request).
 //! A version newer than every known one of its line (`3.5.x`), or newer than all known, is new;
 //! for each, upstream's checksum files are read (per artifact and arch) and the digests kept as
-//! trust on first use, with the checksum file's URL and the time. The result is a new
+//! trust on first use, with the checksum file's URL and the time. Where upstream signs an
+//! artifact, the signature is verified against that digest: a bundle as published, or a
+//! detached `.sig` + `.cert` whose entry is looked up in Rekor ([`crate::rekor`]) and kept as a
+//! bundle in the overlay, so installs verify it offline. The result is a new
 //! [`Overlay`]; nothing is written here (the caller writes it atomically, only when all of it
 //! was learned), so any failure leaves the overlay as it was.
 //!
