@@ -51,6 +51,12 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
                 UpdateError::Garbled { .. } => Some(
                     "the server (or mirror) answered something else than upstream's listing: check the mirror's copy".into(),
                 ),
+                UpdateError::Signature {
+                    source: crate::trust::SigError::NotLogged { .. },
+                    ..
+                } => Some(
+                    "the log knows no signature of these bytes: the binary (or its checksum file) is not what upstream signed, or --rekor-url names another log than upstream's".into(),
+                ),
                 UpdateError::Signature { .. } => Some(
                     "the new release is not what its upstream signed: check the mirror, or report it upstream".into(),
                 ),
