@@ -21,6 +21,7 @@ pub mod images;
 pub mod install;
 pub mod manifest;
 pub mod mirror;
+pub mod rekor;
 pub mod source;
 pub mod store;
 pub mod toolchain;

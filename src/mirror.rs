@@ -9,7 +9,10 @@
 //! checksum files too. So an air-gapped `kbin update --mirror file://DIR` learns the same
 //! patches, and `kbin install --mirror file://DIR` gets the same bytes. Each artifact's signature
 //! (its Sigstore bundle, as verified when it was fetched) is beside it at its upstream path, so
-//! an install from the mirror verifies it as a connected one does.
+//! an install from the mirror verifies it as a connected one does. The bundles `kbin update`
+//! made of detached signatures (dl.k8s.io's `.sig` + `.cert` and their Rekor entry) are written
+//! at `<binary>.sigstore.json` for every release it learned, so an air-gapped `kbin update
+//! --mirror` learns them signed without asking Rekor.
 //!
 //! Every file is copied from the store through a hasher into a temporary file beside its final
 //! path, checked against the digest the store holds it under, then renamed: nothing unverified
@@ -513,13 +516,22 @@ pub fn export(
                 {
                     continue;
                 }
-                if let Some(choice) = manifest.artifact_for(c, b, &key.version, key.arch)
-                    && choice.pin_key == *key
-                    && let Some(sum) = &choice.checksum_url
-                {
+                let Some(choice) = manifest.artifact_for(c, b, &key.version, key.arch) else {
+                    continue;
+                };
+                if choice.pin_key != *key {
+                    continue;
+                }
+                if let Some(sum) = &choice.checksum_url {
                     sums.entry(rel_path(sum)?)
                         .or_default()
                         .insert(file_name(&choice.url).to_owned(), t.digest.clone());
+                }
+                // The bundle `kbin update` made of a detached signature and its Rekor entry:
+                // an air-gapped `kbin update --mirror` reads it there, as it cannot ask Rekor.
+                if let (Some((d, _)), Some(bundle)) = (&choice.detached, &t.bundle) {
+                    put_text(&out.join(rel_path(&d.bundle_url())?), bundle)?;
+                    report.metadata += 1;
                 }
             }
         }

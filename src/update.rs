@@ -4,7 +4,10 @@
 //! `stable-1.N.txt` (one request per known minor) or GitHub's release listing (one request).
 //! A version newer than every known one of its line (`3.5.x`), or newer than all known, is new;
 //! for each, upstream's checksum files are read (per artifact and arch) and the digests kept as
-//! trust on first use, with the checksum file's URL and the time. The result is a new
+//! trust on first use, with the checksum file's URL and the time. Where upstream signs an
+//! artifact, the signature is verified against that digest: a bundle as published, or a
+//! detached `.sig` + `.cert` whose entry is looked up in Rekor ([`crate::rekor`]) and kept as a
+//! bundle in the overlay, so installs verify it offline. The result is a new
 //! [`Overlay`]; nothing is written here (the caller writes it atomically, only when all of it
 //! was learned), so any failure leaves the overlay as it was.
 //!
@@ -61,6 +64,19 @@ pub enum UpdateError {
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The transparency log could not be asked about a new release's detached signature.
+    #[error(
+        "cannot verify the detached signature of {artifact} ({component}'s new release): nothing is recorded signed without a verified log entry"
+    )]
+    Rekor {
+        /// The component.
+        component: String,
+        /// The artifact's upstream URL.
+        artifact: String,
+        /// Why.
+        #[source]
+        source: crate::rekor::RekorError,
+    },
     /// A new release's signature was refused.
     #[error("the signature {url} of {component}'s new release was refused")]
     Signature {
@@ -125,6 +141,7 @@ pub fn update(
     fetcher: &Fetcher,
     only: &[String],
     now: &str,
+    rekor: &str,
 ) -> Result<(Overlay, Report), UpdateError> {
     let probes = probes(merged, only)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -134,12 +151,24 @@ pub fn update(
     rt.block_on(async {
         let found = new_releases(merged, fetcher, &probes).await?;
         let wanted = checksums_wanted(merged, &found);
-        #[allow(clippy::type_complexity)]
-        let digests: Vec<
-            Result<(crate::manifest::Digest, Option<crate::trust::Policy>), UpdateError>,
-        > = futures_util::stream::iter(&wanted)
+        // Built once, in this runtime, and only when a detached signature needs the log.
+        let rekor_client = match wanted.iter().find(|w| w.detached.is_some()) {
+            Some(w) => Some(crate::fetch::client(fetcher.options()).map_err(|source| {
+                UpdateError::Fetch {
+                    component: found[w.change].component.name.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let rekor = Rekor {
+            client: rekor_client.as_ref(),
+            base: rekor,
+        };
+        let digests: Vec<Result<Learned, UpdateError>> = futures_util::stream::iter(&wanted)
             .map(|w| {
                 let component = found[w.change].component.name.clone();
+                let rekor = &rekor;
                 async move {
                     let d = fetcher
                         .checksum(&w.checksum_url, &w.file)
@@ -148,10 +177,11 @@ pub fn update(
                             component: component.clone(),
                             source,
                         })?;
-                    let signed = match &w.signature {
-                        // A signature is over the sha256; a sha512 checksum file cannot
-                        // be checked against it without the bytes (install does).
-                        Some((url, policy)) if d.algo() == crate::manifest::DigestAlgo::Sha256 => {
+                    // A signature is over the sha256; a sha512 checksum file cannot be
+                    // checked against it without the bytes (install does).
+                    let sha256 = d.algo() == crate::manifest::DigestAlgo::Sha256;
+                    let (signed, bundle) = match (&w.signature, &w.detached) {
+                        (Some((url, policy)), _) if sha256 => {
                             let bundle = fetcher.document(url, "application/json").await.map_err(
                                 |source| UpdateError::Fetch {
                                     component: component.clone(),
@@ -165,11 +195,20 @@ pub fn update(
                                     source,
                                 },
                             )?;
-                            Some(r.signer)
+                            (Some(r.signer), None)
                         }
-                        _ => None,
+                        (None, Some((det, policy))) if sha256 => {
+                            let r =
+                                detached(fetcher, rekor, w, det, policy, &d, &component).await?;
+                            (Some(r.signer), Some(r.bundle))
+                        }
+                        _ => (None, None),
                     };
-                    Ok((d, signed))
+                    Ok(Learned {
+                        digest: d,
+                        signed,
+                        bundle,
+                    })
                 }
             })
             .buffered(CONCURRENCY)
@@ -189,7 +228,11 @@ pub fn update(
             })
             .collect();
         for (w, d) in wanted.iter().zip(digests) {
-            let (d, signed) = d?;
+            let Learned {
+                digest: d,
+                signed,
+                bundle,
+            } = d?;
             changes[w.change]
                 .digests
                 .insert(w.key.clone(), d.to_string());
@@ -205,6 +248,7 @@ pub fn update(
                     source: w.checksum_url.clone(),
                     fetched: now.to_owned(),
                     signed,
+                    bundle,
                 },
             );
         }
@@ -230,6 +274,86 @@ pub fn update(
         };
         Ok((next, report))
     })
+}
+
+/// What was learned of one artifact: its digest, who signed it (verified), and for a detached
+/// signature the bundle made of it and its log entry.
+struct Learned {
+    digest: crate::manifest::Digest,
+    signed: Option<crate::trust::Policy>,
+    bundle: Option<String>,
+}
+
+/// The transparency log detached signatures are looked up in.
+struct Rekor<'a> {
+    /// Its HTTP client (built when some artifact needs it).
+    client: Option<&'a reqwest::Client>,
+    /// Its base URL.
+    base: &'a str,
+}
+
+/// Verify `w`'s detached signature (`det`, by `policy`) over the blob with digest `d`: the
+/// bundle a kbin mirror export carries when a mirror serves the signature (an air-gapped
+/// machine cannot ask Rekor), else the `.sig` and `.cert` with the entries Rekor holds for
+/// `d`. Unreachable log, missing files and refusals are each an error: never signed without
+/// a verified entry.
+async fn detached(
+    fetcher: &Fetcher,
+    rekor: &Rekor<'_>,
+    w: &Wanted,
+    det: &crate::manifest::Detached,
+    policy: &crate::trust::Policy,
+    d: &crate::manifest::Digest,
+    component: &str,
+) -> Result<crate::trust::Record, UpdateError> {
+    let fetch_err = |source| UpdateError::Fetch {
+        component: component.to_owned(),
+        source,
+    };
+    let bundle_url = det.bundle_url();
+    let mirrored = fetcher
+        .resolve_url(&bundle_url)
+        .is_ok_and(|u| u.as_str() != bundle_url);
+    if mirrored {
+        match fetcher.document(&bundle_url, "application/json").await {
+            Ok(bundle) => {
+                return crate::trust::verify_bundle(&bundle, &bundle_url, policy, d).map_err(
+                    |source| UpdateError::Signature {
+                        component: component.to_owned(),
+                        url: bundle_url.clone(),
+                        source,
+                    },
+                );
+            }
+            // Not exported (or an upstream-shaped mirror): ask the log as upstream would.
+            Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => {}
+            Err(FetchError::FileNotFound { .. }) => {}
+            Err(e) => return Err(fetch_err(e)),
+        }
+    }
+    let (sig, cert) = futures_util::future::join(
+        fetcher.document(&det.sig, "*/*"),
+        fetcher.document(&det.cert, "*/*"),
+    )
+    .await;
+    let (sig, cert) = (sig.map_err(fetch_err)?, cert.map_err(fetch_err)?);
+    let client = rekor
+        .client
+        .expect("the Rekor client is built when an artifact has a detached signature");
+    let entries = crate::rekor::entries(client, rekor.base, d.hex())
+        .await
+        .map_err(|source| UpdateError::Rekor {
+            component: component.to_owned(),
+            artifact: w.url.clone(),
+            source,
+        })?;
+    crate::trust::verify_detached(&sig, &cert, entries, rekor.base, &bundle_url, policy, d).map_err(
+        |source| UpdateError::Signature {
+            component: component.to_owned(),
+            url: det.sig.clone(),
+            source,
+        },
+    )
 }
 
 /// The listings to read: per component with a `[component.releases]`, one per known minor
@@ -330,6 +454,10 @@ struct Wanted {
     file: String,
     /// Upstream's signature of it and who must have signed, if it publishes one.
     signature: Option<(String, crate::trust::Policy)>,
+    /// Upstream's detached signature of it and who must have signed, if it publishes one.
+    detached: Option<(crate::manifest::Detached, crate::trust::Policy)>,
+    /// The artifact's upstream URL (for messages).
+    url: String,
 }
 
 /// The checksum files to read for the new releases: per artifact and arch, what no pin covers.
@@ -356,6 +484,8 @@ fn checksums_wanted(merged: &Manifest, found: &[Found<'_>]) -> Vec<Wanted> {
                     checksum_url: sum,
                     file,
                     signature: a.signature,
+                    detached: a.detached,
+                    url: a.url.clone(),
                 });
             }
         }

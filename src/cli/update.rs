@@ -17,6 +17,11 @@ pub struct UpdateArgs {
     /// cni-plugins, crictl
     #[arg(value_name = "COMPONENT")]
     pub components: Vec<String>,
+
+    /// The Rekor transparency log that detached signatures (dl.k8s.io's .sig + .cert) are looked
+    /// up in; --mirror does not rewrite it
+    #[arg(long, env = crate::rekor::URL_ENV, value_name = "URL", default_value = crate::rekor::DEFAULT_URL)]
+    pub rekor_url: String,
 }
 
 pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
@@ -31,8 +36,11 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let settings = layout.settings()?;
     let fetcher = super::fetcher(ctx, &settings)?;
     let now = crate::util::now_rfc3339();
+    let rekor = crate::rekor::base_url(&args.rekor_url)
+        .map_err(|m| anyhow::anyhow!("--rekor-url (or {}): {m}", crate::rekor::URL_ENV))
+        .hint("give the log's base URL, e.g. https://rekor.sigstore.dev")?;
     let (next, mut report) =
-        update::update(&merged, &overlay, &fetcher, &args.components, &now).map_err(|e| {
+        update::update(&merged, &overlay, &fetcher, &args.components, &now, &rekor).map_err(|e| {
             let hint = match &e {
                 UpdateError::Fetch { source, .. } => source.hint().map(str::to_owned).or_else(|| {
                     ctx.global.mirror.is_none().then(|| {
@@ -43,9 +51,18 @@ pub(super) fn run(ctx: &Context, args: UpdateArgs) -> anyhow::Result<ExitCode> {
                 UpdateError::Garbled { .. } => Some(
                     "the server (or mirror) answered something else than upstream's listing: check the mirror's copy".into(),
                 ),
+                UpdateError::Signature {
+                    source: crate::trust::SigError::NotLogged { .. },
+                    ..
+                } => Some(
+                    "the log knows no signature of these bytes: the binary (or its checksum file) is not what upstream signed, or --rekor-url names another log than upstream's".into(),
+                ),
                 UpdateError::Signature { .. } => Some(
                     "the new release is not what its upstream signed: check the mirror, or report it upstream".into(),
                 ),
+                UpdateError::Rekor { .. } => Some(format!(
+                    "kbin update looks detached signatures (dl.k8s.io's .sig + .cert) up in the Rekor log {rekor} and records nothing as signed without a verified entry: check the network, or point --rekor-url (KBIN_REKOR_URL) at a reachable Rekor; without internet access, update from a mirror `kbin mirror export` made (it carries the verified bundles)"
+                )),
                 UpdateError::UnknownComponent { .. } | UpdateError::Runtime(_) => None,
             };
             let e = anyhow::Error::from(e)

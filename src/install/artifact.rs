@@ -214,6 +214,7 @@ async fn fetch_artifact(
     // The signature (a few KB) is fetched while the artifact streams, so it adds no round trip.
     let prefetch = async {
         match &a.signature {
+            Some(_) if a.stored_bundle().is_some() => None,
             Some((url, _)) => Some(fetcher.document(url, "application/json").await),
             None => None,
         }
@@ -279,9 +280,12 @@ async fn signature_of(
     {
         return Ok(Some(r.signer));
     }
-    let fetched = match prefetched {
-        Some(f) => f,
-        None => fetcher.document(url, "application/json").await,
+    // The bundle `kbin update` made of a detached signature and its Rekor entry: verified
+    // offline like any bundle (air-gapped too), never fetched.
+    let fetched = match (a.stored_bundle(), prefetched) {
+        (Some(b), _) => Ok(b.as_bytes().to_vec()),
+        (None, Some(f)) => f,
+        (None, None) => fetcher.document(url, "application/json").await,
     };
     let bundle = match fetched {
         Ok(b) => b,

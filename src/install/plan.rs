@@ -23,7 +23,8 @@ pub struct PlannedArtifact {
     pub url: String,
     /// Upstream's checksum file.
     pub checksum_url: Option<String>,
-    /// Upstream's signature (a Sigstore bundle's URL) and who must have signed it.
+    /// Upstream's signature (a Sigstore bundle's URL, or where the bundle `kbin update` made of
+    /// a detached signature is exported) and who must have signed it.
     pub signature: Option<(String, crate::trust::Policy)>,
     /// Its file name (for checksum files).
     pub file_name: String,
@@ -40,6 +41,15 @@ pub struct PlannedArtifact {
 }
 
 impl PlannedArtifact {
+    /// For an unpinned artifact: the bundle `kbin update` stored in the overlay (a detached
+    /// signature with the Rekor entry it verified), which install verifies offline.
+    pub fn stored_bundle(&self) -> Option<&str> {
+        if self.pinned.is_some() {
+            return None;
+        }
+        self.tofu.as_ref()?.bundle.as_deref()
+    }
+
     /// The digest it must have, if known before fetching.
     pub fn expected(&self) -> Option<&Digest> {
         self.pinned

@@ -155,7 +155,7 @@ pub struct Component {
     /// Where `kbin update` learns its new releases (`[component.releases]`).
     pub releases: Option<Listing>,
     /// Who signs its artifacts (`[component.signer]`): the identity and OIDC issuer a
-    /// signature's certificate must name. Required when an artifact has a `signature`.
+    /// signature's certificate must name. Required when an artifact has a `signature` or `detached`.
     pub signer: Option<crate::trust::Policy>,
 }
 
@@ -263,12 +263,39 @@ pub struct ArtifactTemplate {
     /// URL template of upstream's Sigstore bundle for it (`.sigstore.json`, or cosign's
     /// `--bundle` JSON), verified offline against the component's signer.
     pub signature: Option<String>,
+    /// URL templates of upstream's detached signature (`.sig` + `.cert`, as dl.k8s.io
+    /// publishes them): no log entry beside them, so `kbin update` looks it up in Rekor.
+    pub detached: Option<Detached>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the member path of each binary (template with `{binary}`).
     pub layout: Option<String>,
     /// Binaries this artifact provides (all of the component's when the manifest says none).
     pub binaries: Vec<String>,
+}
+
+/// A detached keyless signature (`detached = { sig = "…", cert = "…" }`): the `.sig` (base64 of
+/// the DER ECDSA signature) and `.cert` (base64 of the PEM Fulcio certificate) URLs, as
+/// templates on an [`ArtifactTemplate`] or filled in on an [`ArtifactChoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detached {
+    /// The `.sig` URL.
+    pub sig: String,
+    /// The `.cert` URL.
+    pub cert: String,
+}
+
+impl Detached {
+    /// Where the bundle kbin makes of this signature and its Rekor entry is kept in a mirror
+    /// export (and looked for by `kbin update` through a mirror): beside the `.sig`, named as
+    /// Sigstore names bundles (`kubelet.sig` → `kubelet.sigstore.json`).
+    pub fn bundle_url(&self) -> String {
+        match self.sig.strip_suffix(".sig") {
+            Some(base) => format!("{base}.sigstore.json"),
+            None => format!("{}.sigstore.json", self.sig),
+        }
+    }
 }
 
 /// A build recipe: data, so a user can add or fix one without touching code.
@@ -495,8 +522,13 @@ pub struct ArtifactChoice {
     pub url: String,
     /// Upstream's checksum file, if it has one.
     pub checksum_url: Option<String>,
-    /// Upstream's signature (a Sigstore bundle) and who must have signed, if it publishes one.
+    /// Upstream's signature (a Sigstore bundle) and who must have signed, if it publishes one;
+    /// for an unpinned artifact with detached signatures, the bundle `kbin update` stored in
+    /// the overlay (its [`Detached::bundle_url`]), which install verifies offline.
     pub signature: Option<(String, crate::trust::Policy)>,
+    /// Upstream's detached signature (`.sig` + `.cert`) and who must have signed, if it
+    /// publishes one: what `kbin update` verifies through a Rekor lookup.
+    pub detached: Option<(Detached, crate::trust::Policy)>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the binary's path inside it.
@@ -613,6 +645,28 @@ impl Manifest {
                     arch,
                     version: version.clone(),
                 };
+                let pinned = self.pins.get(&pin_key).cloned();
+                let tofu = self.tofu.get(&pin_key).cloned();
+                let detached = a.detached.as_ref().and_then(|d| {
+                    let d = Detached {
+                        sig: expand(&d.sig, version, arch, binary),
+                        cert: expand(&d.cert, version, arch, binary),
+                    };
+                    Some((d, component.signer.clone()?))
+                });
+                // A detached signature is checked at install only through the bundle `kbin
+                // update` stored: a pinned artifact needs none (its pin vouches more), and
+                // without a stored bundle there is no log entry to check it offline.
+                let stored = detached.as_ref().filter(|_| {
+                    pinned.is_none() && tofu.as_ref().is_some_and(|t| t.bundle.is_some())
+                });
+                let signature = a
+                    .signature
+                    .as_deref()
+                    .and_then(|u| {
+                        Some((expand(u, version, arch, binary), component.signer.clone()?))
+                    })
+                    .or_else(|| stored.map(|(d, p)| (d.bundle_url(), p.clone())));
                 ArtifactChoice {
                     index,
                     url: expand(&a.url, version, arch, binary),
@@ -620,16 +674,15 @@ impl Manifest {
                         .checksum_url
                         .as_deref()
                         .map(|u| expand(u, version, arch, binary)),
-                    signature: a.signature.as_deref().and_then(|u| {
-                        Some((expand(u, version, arch, binary), component.signer.clone()?))
-                    }),
+                    signature,
+                    detached,
                     format: a.format,
                     member: a
                         .layout
                         .as_deref()
                         .map(|l| expand(l, version, arch, binary)),
-                    pinned: self.pins.get(&pin_key).cloned(),
-                    tofu: self.tofu.get(&pin_key).cloned(),
+                    pinned,
+                    tofu,
                     pin_key,
                 }
             })
@@ -720,6 +773,7 @@ mod wire {
         url: String,
         checksum_url: Option<String>,
         signature: Option<String>,
+        detached: Option<super::Detached>,
         format: ArtifactFormat,
         layout: Option<String>,
         #[serde(default)]
@@ -943,9 +997,15 @@ mod wire {
         }
         let mut artifacts = Vec::new();
         for a in c.artifact {
-            if a.signature.is_some() && c.signer.is_none() {
+            if (a.signature.is_some() || a.detached.is_some()) && c.signer.is_none() {
                 return Err(ck.invalid(format!(
                     "{what}: artifact {:?} has a signature but the component has no [component.signer] (identity, issuer)",
+                    a.url
+                )));
+            }
+            if a.signature.is_some() && a.detached.is_some() {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {:?} has both a signature (bundle) and detached signatures: name one",
                     a.url
                 )));
             }
@@ -1027,6 +1087,8 @@ mod wire {
             ("url", Some(&a.url)),
             ("checksum-url", a.checksum_url.as_ref()),
             ("signature", a.signature.as_ref()),
+            ("detached sig", a.detached.as_ref().map(|d| &d.sig)),
+            ("detached cert", a.detached.as_ref().map(|d| &d.cert)),
         ] {
             if let Some(t) = t
                 && !(t.starts_with("https://")
@@ -1062,6 +1124,7 @@ mod wire {
             url: a.url,
             checksum_url: a.checksum_url,
             signature: a.signature,
+            detached: a.detached,
             format: a.format,
             layout: a.layout,
             binaries,

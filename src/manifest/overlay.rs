@@ -22,6 +22,10 @@
 //! fetched = "2026-12-01T18:00:00Z"
 //! # when upstream signs it, and its signature verified against that digest:
 //! signed = { identity = "krel-staging@k8s-releng-prod.iam.gserviceaccount.com", issuer = "https://accounts.google.com" }
+//! # for an artifact with detached signatures (`.sig` + `.cert`, no log entry beside them): the
+//! # bundle `kbin update` made from them and the Rekor entry it looked up, so that an install,
+//! # air-gapped or not, verifies it offline (cosign's `--bundle` JSON shape)
+//! bundle = "{\"base64Signature\": …, \"cert\": …, \"rekorBundle\": …}"
 //! ```
 
 use std::collections::BTreeMap;
@@ -50,6 +54,11 @@ pub struct Tofu {
     /// against the compiled-in trust root) by `kbin update`: who signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<crate::trust::Policy>,
+    /// For an artifact with detached signatures (`detached = { sig, cert }`): the bundle
+    /// `kbin update` made of them and the Rekor entry it looked up and verified, kept so an
+    /// install verifies it offline (no Rekor, no `.sig`/`.cert` request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
 }
 
 /// The overlay file's contents.

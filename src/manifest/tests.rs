@@ -66,6 +66,30 @@ fn kubernetes_binaries_come_from_per_binary_files_when_pinned() {
 }
 
 #[test]
+fn kubernetes_binaries_name_their_detached_signatures_but_a_pin_needs_none() {
+    let m = Manifest::embedded().unwrap();
+    let k = m.component(KUBERNETES).unwrap();
+    let v = m.releases[&"1.30".parse::<Minor>().unwrap()].latest.clone();
+    let a = m.artifact_for(k, "kubelet", &v, Arch::Amd64).unwrap();
+    let (d, signer) = a.detached.as_ref().expect("dl.k8s.io's .sig and .cert");
+    assert_eq!(
+        d.sig,
+        format!("https://dl.k8s.io/release/v{v}/bin/linux/amd64/kubelet.sig")
+    );
+    assert_eq!(
+        d.bundle_url(),
+        format!("https://dl.k8s.io/release/v{v}/bin/linux/amd64/kubelet.sigstore.json")
+    );
+    assert_eq!(
+        signer.identity,
+        "krel-staging@k8s-releng-prod.iam.gserviceaccount.com"
+    );
+    // Pinned: nothing for install to verify beyond the pin (no .sig or .cert fetched).
+    assert!(a.pinned.is_some());
+    assert_eq!(a.signature, None);
+}
+
+#[test]
 fn archive_members_follow_the_layout() {
     let m = Manifest::embedded().unwrap();
     let etcd = m.component("etcd").unwrap();
@@ -201,6 +225,30 @@ fn malformed_manifests_each_get_one_clear_error() {
                 "binaries = [\"crictl\", \"etcd\"]",
             ),
             "provided by both",
+        ),
+        (
+            "detached signatures without a signer",
+            edited(
+                "signer = { identity = \"krel-staging@",
+                "# signer = { identity = \"krel-staging@",
+            ),
+            "has a signature but the component has no [component.signer]",
+        ),
+        (
+            "a bundle and detached signatures on one artifact",
+            edited(
+                "detached = { sig = \"https://",
+                "signature = \"https://dl.k8s.io/x.sigstore.json\"\ndetached = { sig = \"https://",
+            ),
+            "both a signature (bundle) and detached signatures",
+        ),
+        (
+            "a detached .sig that is not a URL",
+            edited(
+                "detached = { sig = \"https://dl.k8s.io",
+                "detached = { sig = \"dl.k8s.io",
+            ),
+            "artifact detached sig \"dl.k8s.io",
         ),
     ];
     for (what, text, phrase) in cases {

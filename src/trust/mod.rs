@@ -122,6 +122,16 @@ pub enum SigError {
         /// Valid until.
         to: String,
     },
+    /// The log has no entry for the artifact's digest (a detached signature looked up in Rekor).
+    #[error(
+        "the transparency log {log} has no entry for {digest}: the signature cannot be verified offline"
+    )]
+    NotLogged {
+        /// The log asked.
+        log: String,
+        /// The artifact's digest.
+        digest: String,
+    },
     /// Signed, but by someone else.
     #[error("signed by {found}, not by {expected}")]
     WrongIdentity {
@@ -199,6 +209,53 @@ pub fn verify_bundle(
         },
         bundle: String::from_utf8_lossy(bundle).into_owned(),
     })
+}
+
+/// Verify a detached signature (`sig`, `cert` as dl.k8s.io publishes them) as `policy`'s
+/// signature over the blob with `sha256`, with the `entries` the log `log` holds for that
+/// digest: the first entry that makes it verify is kept, as a cosign bundle recorded at
+/// `bundle_url` (what install and mirror export then read). When none does, the error of the
+/// first entry that records this signature (else of the first entry) says why.
+pub fn verify_detached(
+    sig: &[u8],
+    cert: &[u8],
+    entries: Vec<sigstore::LogEntry>,
+    log: &str,
+    bundle_url: &str,
+    policy: &Policy,
+    sha256: &crate::manifest::Digest,
+) -> Result<Record, SigError> {
+    let raw = hex::decode(sha256.hex())
+        .map_err(|_| SigError::Malformed(format!("{sha256} is not a sha256")))?;
+    let root = TrustRoot::active()?;
+    let mut m = Material::from_sig_cert(sig, cert, None)?;
+    let mut refused: Vec<SigError> = Vec::new();
+    for e in entries {
+        m.entry = Some(e);
+        match verify_blob(&root, &m, &raw, policy) {
+            Ok(_) => {
+                return verify_bundle(m.to_cosign_bundle().as_bytes(), bundle_url, policy, sha256);
+            }
+            Err(err) => refused.push(err),
+        }
+    }
+    if refused.is_empty() {
+        // Without an entry: the checks before the log's (chain, signature) still say what
+        // is wrong with the files themselves; else the log has nothing.
+        m.entry = None;
+        return Err(match verify_blob(&root, &m, &raw, policy) {
+            Err(SigError::NoLogEntry { .. }) | Ok(_) => SigError::NotLogged {
+                log: log.to_owned(),
+                digest: sha256.to_string(),
+            },
+            Err(e) => e,
+        });
+    }
+    let at = refused
+        .iter()
+        .position(|e| !matches!(e, SigError::EntryMismatch(_)))
+        .unwrap_or(0);
+    Err(refused.swap_remove(at))
 }
 
 /// RFC 3339 for a Unix time (for messages).

@@ -302,6 +302,30 @@ impl Material {
     }
 }
 
+impl Material {
+    /// As cosign's `--bundle` JSON (`base64Signature`, `cert`, `rekorBundle`), which
+    /// [`Material::from_bundle`] reads back: how `kbin update` keeps a detached signature with
+    /// the Rekor entry it looked up, so install and mirror export treat it as any bundle.
+    pub fn to_cosign_bundle(&self) -> String {
+        let mut b = serde_json::json!({
+            "base64Signature": B64.encode(&self.signature),
+            "cert": B64.encode(&self.cert),
+        });
+        if let Some(e) = &self.entry {
+            b["rekorBundle"] = serde_json::json!({
+                "SignedEntryTimestamp": B64.encode(&e.set),
+                "Payload": {
+                    "body": e.body,
+                    "integratedTime": e.integrated_time,
+                    "logIndex": e.log_index,
+                    "logID": hex::encode(&e.log_id),
+                },
+            });
+        }
+        b.to_string()
+    }
+}
+
 /// The verification algorithm for an EC SubjectPublicKeyInfo (P-256 or P-384), whether it is
 /// P-256 (whose signatures are over sha256), and the key's raw point.
 fn ec_key<'a>(

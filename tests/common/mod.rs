@@ -2,6 +2,7 @@
 
 pub mod machines;
 pub mod registry;
+pub mod rekor;
 pub mod server;
 pub mod sigstore;
 pub mod toolchain;

@@ -28,6 +28,13 @@ pub const K8S_ISSUER: &str = "https://accounts.google.com";
 pub fn sign_kubernetes_in(manifest: &str) -> String {
     let sum = "checksum-url = \"https://dl.k8s.io/release/v{version}/bin/linux/{arch}/{binary}.sha256\"\n";
     assert_eq!(manifest.matches(sum).count(), 1);
+    // The real manifest names dl.k8s.io's detached signatures and their signer: a bundle
+    // replaces the first, and the signer is named once.
+    let manifest: String = manifest
+        .lines()
+        .filter(|l| !l.starts_with("detached = ") && !l.starts_with("signer = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     manifest
         .replacen(
             sum,
@@ -111,6 +118,9 @@ pub struct Signed {
     pub cert: String,
     /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its Rekor entry as `GET /api/v1/log/entries/{uuid}` answers it (without the UUID key),
+    /// when it has one.
+    pub rekor_entry: Option<serde_json::Value>,
 }
 
 /// A test Sigstore: its Fulcio CA, its Rekor key, and a CA that is not in its root.
@@ -259,7 +269,17 @@ impl TestSigstore {
                 }
             });
         }
+        let rekor_entry = s.log_entry.then(|| {
+            serde_json::json!({
+                "body": body_b64,
+                "integratedTime": integrated,
+                "logID": hex::encode(&self.log_id),
+                "logIndex": log_index,
+                "verification": {"signedEntryTimestamp": B64.encode(&set)},
+            })
+        });
         Signed {
+            rekor_entry,
             bundle,
             cosign_bundle: cosign.to_string(),
             sig: B64.encode(&sig),

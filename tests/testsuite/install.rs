@@ -325,6 +325,16 @@ fn install_succeeds_binaries_run_and_the_lock_is_right() {
     let f = Fixture::new();
     let out = f.cmd().args(["install", "1.30"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The real manifest names dl.k8s.io's detached signatures: a pinned binary never fetches
+    // them (its pin vouches more), nor does an unpinned one without a bundle `kbin update` stored.
+    for b in KUBE_BINS {
+        for ext in ["sig", "cert", "sigstore.json"] {
+            for arch in ["amd64", "arm64"] {
+                let p = format!("/release/v{KUBE}/bin/linux/{arch}/{b}.{ext}");
+                assert_eq!(f.server.requests(&p), 0, "{p}");
+            }
+        }
+    }
     let tc = f.toolchain("1.30");
     let kubectl = Command::new(tc.join("bin/kubectl")).output().unwrap();
     assert_eq!(

@@ -53,10 +53,23 @@ fn listing(tags: &[&str]) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// A fake upstream where every known minor's stable file names the manifest's latest patch.
+/// A fake upstream where every known minor's stable file names the manifest's latest patch;
+/// beside it a stand-in Rekor and a test Sigstore that sign what it publishes, trusted by the
+/// kbin under test (`KBIN_TEST_TRUST_ROOT`, `KBIN_REKOR_URL`: nothing outside 127.0.0.1).
 struct Upstream {
     server: Server,
     home: tempfile::TempDir,
+    ts: common::sigstore::TestSigstore,
+    rekor: common::rekor::Rekor,
+    root: PathBuf,
+}
+
+/// A signature of a blob, and the Rekor entry logged under its digest (if any).
+type Signing = (common::sigstore::Signed, Option<serde_json::Value>);
+
+/// A published Kubernetes binary's bytes.
+fn kube_body(v: &str, b: &str) -> Vec<u8> {
+    format!("#!/bin/sh\necho '{b} Kubernetes v{v}'\n").into_bytes()
 }
 
 impl Upstream {
@@ -72,10 +85,42 @@ impl Upstream {
         for (path, tags) in LISTINGS {
             server.put(path, listing(tags));
         }
+        let home = tempfile::tempdir().unwrap();
+        let ts = common::sigstore::TestSigstore::new();
+        let root = home.path().join("trusted_root.json");
+        std::fs::write(&root, ts.trusted_root()).unwrap();
         Upstream {
             server,
-            home: tempfile::tempdir().unwrap(),
+            home,
+            ts,
+            rekor: common::rekor::Rekor::start(),
+            root,
         }
+    }
+
+    /// Publish the detached signature (`.sig`, `.cert`) of every Kubernetes binary of `v`, and
+    /// log in the stand-in Rekor, under the binary's digest, the entry `how` gives with it.
+    fn sign_kube(&self, v: &str, how: &dyn Fn(&[u8]) -> Signing) {
+        for b in KUBE_BINS {
+            let body = kube_body(v, b);
+            let (signed, entry) = how(&body);
+            if let Some(e) = entry {
+                self.rekor.add(&sha256(&body), e);
+            }
+            for arch in ["amd64", "arm64"] {
+                let path = format!("/release/v{v}/bin/linux/{arch}/{b}");
+                self.server.put(&format!("{path}.sig"), signed.sig.clone());
+                self.server
+                    .put(&format!("{path}.cert"), signed.cert.clone());
+            }
+        }
+    }
+
+    /// Signed by Kubernetes' release signer, and logged.
+    fn good(&self, body: &[u8]) -> Signing {
+        let s = self.ts.sign(body, &common::sigstore::Sign::default());
+        let e = s.rekor_entry.clone();
+        (s, e)
     }
 
     fn kbin_home(&self) -> PathBuf {
@@ -94,7 +139,9 @@ impl Upstream {
             .env("KBIN_HOME", self.kbin_home())
             .env("KBIN_MIRROR", self.server.base())
             .env("KBIN_HTTP_BACKOFF_MS", "10")
-            .env("KBIN_HTTP_RETRIES", "1");
+            .env("KBIN_HTTP_RETRIES", "1")
+            .env("KBIN_TEST_TRUST_ROOT", &self.root)
+            .env("KBIN_REKOR_URL", self.rekor.base());
         c
     }
 
@@ -104,13 +151,14 @@ impl Upstream {
             .put("/release/stable-1.30.txt", format!("v{v}\n"));
         for arch in ["amd64", "arm64"] {
             for b in KUBE_BINS {
-                let body = format!("#!/bin/sh\necho '{b} Kubernetes v{v}'\n").into_bytes();
+                let body = kube_body(v, b);
                 let path = format!("/release/v{v}/bin/linux/{arch}/{b}");
                 self.server
                     .put(&format!("{path}.sha256"), format!("{}\n", sha256(&body)));
                 self.server.put(&path, body);
             }
         }
+        self.sign_kube(v, &|b| self.good(b));
     }
 
     /// Publish etcd `v`: the listing names it, and its SHA256SUMS covers both arches.
@@ -470,4 +518,201 @@ fn a_new_release_whose_signatures_verify_is_recorded_signed_and_accepted_by_requ
     let lock =
         std::fs::read_to_string(u.kbin_home().join("toolchains/1.30/toolchain.lock")).unwrap();
     assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
+}
+
+#[test]
+fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_installs_air_gapped()
+ {
+    let u = Upstream::new();
+    u.publish_kube("1.30.15");
+    let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("14 digest(s) trusted on first use, 14 of them signed by krel-staging@"),
+        "{out}"
+    );
+    let overlay = u.overlay().unwrap();
+    let t: toml::Table = toml::from_str(&overlay).unwrap();
+    let kubectl = &t["tofu"]["kubectl/amd64/1.30.15"];
+    assert_eq!(
+        kubectl["signed"]["identity"].as_str(),
+        Some(common::sigstore::K8S_IDENTITY)
+    );
+    let bundle: serde_json::Value =
+        serde_json::from_str(kubectl["bundle"].as_str().expect("a stored bundle")).unwrap();
+    assert!(
+        bundle["rekorBundle"]["SignedEntryTimestamp"].is_string(),
+        "{bundle}"
+    );
+    assert!(u.rekor.requests() >= 14);
+
+    // Install verifies the stored bundle offline: neither the .sig nor Rekor is asked.
+    u.server.reset_counters();
+    let asked = u.rekor.requests();
+    let o = u
+        .cmd()
+        .args([
+            "install",
+            "1.30",
+            "--only",
+            "kubectl",
+            "--require-verified",
+            "--no-images",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(u.rekor.requests(), asked);
+    for f in ["kubectl.sig", "kubectl.cert", "kubectl.sigstore.json"] {
+        assert_eq!(
+            u.server
+                .requests(&format!("/release/v1.30.15/bin/linux/amd64/{f}")),
+            0,
+            "{f}"
+        );
+    }
+    let vouch = |o: &std::process::Output| -> String {
+        assert!(o.status.success(), "{}", text(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["vouched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["url"].as_str().unwrap().ends_with("/amd64/kubectl"))
+            .map(|a| a["vouch"].as_str().unwrap().to_owned())
+            .expect("kubectl is vouched for")
+    };
+    let o = u.cmd().args(["show-versions", "--json"]).output().unwrap();
+    assert_eq!(
+        vouch(&o),
+        format!("signed by {}", common::sigstore::K8S_IDENTITY)
+    );
+
+    // The export carries the bundles of every learned artifact.
+    let export = u.home.path().join("export");
+    let o = u
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--no-images",
+            "--out",
+        ])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for arch in ["amd64", "arm64"] {
+        let p = export.join(format!(
+            "release/v1.30.15/bin/linux/{arch}/kubelet.sigstore.json"
+        ));
+        assert!(p.is_file(), "{} is missing", p.display());
+    }
+
+    // Air-gapped: no server, no Rekor; another machine learns 1.30.15 signed from the export
+    // and installs it verified.
+    let Upstream {
+        server,
+        rekor,
+        home,
+        root,
+        ..
+    } = u;
+    drop(server);
+    drop(rekor);
+    let other = home.path().join("other");
+    let offline = || {
+        let mut c = cargo_bin_cmd!("kbin");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", home.path())
+            .env("KBIN_HOME", &other)
+            .env("KBIN_MIRROR", format!("file://{}", export.display()))
+            .env("KBIN_TEST_TRUST_ROOT", &root)
+            .env("KBIN_REKOR_URL", "http://127.0.0.1:1");
+        c
+    };
+    let o = offline().args(["update", "kubernetes"]).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("14 of them signed by krel-staging@"), "{out}");
+    let o = offline()
+        .args([
+            "install",
+            "1.30",
+            "--only",
+            "kubectl",
+            "--require-verified",
+            "--no-images",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = offline()
+        .args(["show-versions", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        vouch(&o),
+        format!("signed by {}", common::sigstore::K8S_IDENTITY)
+    );
+}
+
+#[test]
+fn a_detached_signature_rekor_does_not_vouch_for_is_one_error_and_the_overlay_is_unchanged() {
+    use common::sigstore::Sign;
+    let u = Upstream::new();
+    u.publish_kube("1.30.15");
+    let resign = |how: &dyn Fn(&[u8]) -> Signing| {
+        u.rekor.clear();
+        u.sign_kube("1.30.15", how);
+    };
+    // Rekor has no entry for the digest.
+    resign(&|b| (u.good(b).0, None));
+    fails_cleanly(&u, &["kubernetes"], "has no entry for sha256:");
+    // Its entry is about other bytes.
+    resign(&|b| (u.good(b).0, u.good(b"other bytes").1));
+    fails_cleanly(&u, &["kubernetes"], "it is about other bytes");
+    // Signed by someone else.
+    resign(&|b| {
+        let s = u.ts.sign(
+            b,
+            &Sign {
+                identity: "mallory@example.com".into(),
+                ..Sign::default()
+            },
+        );
+        let e = s.rekor_entry.clone();
+        (s, e)
+    });
+    fails_cleanly(
+        &u,
+        &["kubernetes"],
+        "signed by mallory@example.com, not by krel-staging@",
+    );
+    // A certificate from a CA the trust root does not name.
+    resign(&|b| {
+        let s = u.ts.sign_with(&u.ts.stranger, b, &Sign::default());
+        let e = s.rekor_entry.clone();
+        (s, e)
+    });
+    fails_cleanly(
+        &u,
+        &["kubernetes"],
+        "does not chain to a Fulcio CA of the trust root",
+    );
+    // Rekor cannot be reached (nothing listens on port 1).
+    resign(&|b| u.good(b));
+    fails_cleanly(
+        &u,
+        &["kubernetes", "--rekor-url", "http://127.0.0.1:1"],
+        "cannot reach the transparency log http://127.0.0.1:1/api/v1/index/retrieve",
+    );
+    // Each refusal named the artifact's signature, and nothing was learned; now it verifies.
+    let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(u.overlay().unwrap().contains("bundle = "));
 }

@@ -245,3 +245,38 @@ fn the_ca_certificate_itself_is_not_a_signing_certificate() {
     let e = verify_blob(&c.root, &m, &c.sha, &policy()).unwrap_err();
     assert!(e.to_string().contains("not a code-signing leaf"), "{e}");
 }
+
+#[test]
+fn a_detached_signature_with_its_rekor_entry_verifies_and_round_trips_as_a_cosign_bundle() {
+    use base64::Engine as _;
+    let c = case();
+    let s = c.ts.sign(&c.blob, &Sign::default());
+    let e = s.rekor_entry.as_ref().unwrap();
+    let entry = LogEntry {
+        body: e["body"].as_str().unwrap().into(),
+        integrated_time: e["integratedTime"].as_i64().unwrap(),
+        log_index: e["logIndex"].as_i64().unwrap(),
+        log_id: hex::decode(e["logID"].as_str().unwrap()).unwrap(),
+        set: base64::engine::general_purpose::STANDARD
+            .decode(e["verification"]["signedEntryTimestamp"].as_str().unwrap())
+            .unwrap(),
+    };
+    // Without the entry it cannot be checked offline; with it, it verifies.
+    let bare = Material::from_sig_cert(s.sig.as_bytes(), s.cert.as_bytes(), None).unwrap();
+    assert!(matches!(
+        verify_blob(&c.root, &bare, &c.sha, &policy()),
+        Err(SigError::NoLogEntry { .. })
+    ));
+    let m = Material::from_sig_cert(s.sig.as_bytes(), s.cert.as_bytes(), Some(entry)).unwrap();
+    verify_blob(&c.root, &m, &c.sha, &policy()).unwrap();
+    let again = Material::from_bundle(m.to_cosign_bundle().as_bytes()).unwrap();
+    assert_eq!(again, m);
+    // The entry of another blob's signature does not vouch for this one.
+    let other = c.ts.sign(b"other bytes", &Sign::default());
+    let o = other.rekor_entry.as_ref().unwrap();
+    let mut wrong = m.clone();
+    if let Some(w) = wrong.entry.as_mut() {
+        w.body = o["body"].as_str().unwrap().into();
+    }
+    assert!(verify_blob(&c.root, &wrong, &c.sha, &policy()).is_err());
+}

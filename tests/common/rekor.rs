@@ -1,0 +1,129 @@
+//! A stand-in Rekor on 127.0.0.1: the two endpoints `kbin update` asks about a detached
+//! signature (`POST /api/v1/index/retrieve` with `{"hash": "sha256:<hex>"}` → a JSON list of
+//! UUIDs; `GET /api/v1/log/entries/{uuid}` → `{uuid: entry}`), serving entries the test signed
+//! with its test Rekor key ([`super::sigstore::TestSigstore`]). Dropping it stops it.
+
+#![allow(dead_code)] // each user takes what it needs
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use sha2::Digest as _;
+
+#[derive(Default)]
+struct Log {
+    /// sha256 hex → entry UUIDs.
+    by_hash: BTreeMap<String, Vec<String>>,
+    /// UUID → entry (Rekor's shape, without the UUID key).
+    entries: BTreeMap<String, serde_json::Value>,
+    requests: usize,
+}
+
+type Shared = Arc<Mutex<Log>>;
+
+/// The stand-in log.
+pub struct Rekor {
+    addr: SocketAddr,
+    log: Shared,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Rekor {
+    /// Start it on a free port of 127.0.0.1.
+    pub fn start() -> Rekor {
+        let log: Shared = Arc::default();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let st = log.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("rekor runtime");
+            rt.spawn(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                addr_tx
+                    .send(listener.local_addr().expect("local address"))
+                    .expect("report the address");
+                let app = axum::Router::new()
+                    .route("/api/v1/index/retrieve", axum::routing::post(retrieve))
+                    .route("/api/v1/log/entries/{uuid}", axum::routing::get(entry))
+                    .with_state(st);
+                axum::serve(listener, app).await.expect("serve");
+            });
+            let _ = stop_rx.recv();
+            rt.shutdown_background();
+        });
+        Rekor {
+            addr: addr_rx.recv().expect("rekor started"),
+            log,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: what `KBIN_REKOR_URL` gets.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Log `entry` (Rekor's shape, from [`super::sigstore::Signed::rekor_entry`]) under the
+    /// blob digest `sha256_hex`.
+    pub fn add(&self, sha256_hex: &str, entry: serde_json::Value) {
+        let uuid = hex::encode(sha2::Sha256::digest(entry.to_string().as_bytes()));
+        let mut l = self.log.lock().unwrap();
+        l.by_hash
+            .entry(sha256_hex.to_owned())
+            .or_default()
+            .push(uuid.clone());
+        l.entries.insert(uuid, entry);
+    }
+
+    /// Forget every entry.
+    pub fn clear(&self) {
+        let mut l = self.log.lock().unwrap();
+        l.by_hash.clear();
+        l.entries.clear();
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> usize {
+        self.log.lock().unwrap().requests
+    }
+}
+
+impl Drop for Rekor {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn retrieve(State(log): State<Shared>, body: Bytes) -> (StatusCode, String) {
+    let mut l = log.lock().unwrap();
+    l.requests += 1;
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON".into());
+    };
+    let Some(hex) = v["hash"].as_str().and_then(|h| h.strip_prefix("sha256:")) else {
+        return (StatusCode::BAD_REQUEST, "no sha256 hash".into());
+    };
+    let uuids = l.by_hash.get(hex).cloned().unwrap_or_default();
+    (StatusCode::OK, serde_json::json!(uuids).to_string())
+}
+
+async fn entry(State(log): State<Shared>, Path(uuid): Path<String>) -> (StatusCode, String) {
+    let mut l = log.lock().unwrap();
+    l.requests += 1;
+    match l.entries.get(&uuid) {
+        Some(e) => (StatusCode::OK, serde_json::json!({ uuid: e }).to_string()),
+        None => (StatusCode::NOT_FOUND, "no such entry".into()),
+    }
+}
