@@ -188,13 +188,12 @@ pub fn update(
                                     source,
                                 },
                             )?;
-                            let r = crate::trust::verify_bundle(&bundle, url, policy, &d).map_err(
-                                |source| UpdateError::Signature {
+                            let r = crate::trust::verify_bundle(&bundle, url, policy, d.hex())
+                                .map_err(|source| UpdateError::Signature {
                                     component,
                                     url: url.clone(),
                                     source,
-                                },
-                            )?;
+                                })?;
                             (Some(r.signer), None)
                         }
                         (None, Some((det, policy))) if sha256 => {
@@ -317,7 +316,7 @@ async fn detached(
     if mirrored {
         match fetcher.document(&bundle_url, "application/json").await {
             Ok(bundle) => {
-                return crate::trust::verify_bundle(&bundle, &bundle_url, policy, d).map_err(
+                return crate::trust::verify_bundle(&bundle, &bundle_url, policy, d.hex()).map_err(
                     |source| UpdateError::Signature {
                         component: component.to_owned(),
                         url: bundle_url.clone(),
@@ -347,13 +346,20 @@ async fn detached(
             artifact: w.url.clone(),
             source,
         })?;
-    crate::trust::verify_detached(&sig, &cert, entries, rekor.base, &bundle_url, policy, d).map_err(
-        |source| UpdateError::Signature {
-            component: component.to_owned(),
-            url: det.sig.clone(),
-            source,
-        },
+    crate::trust::verify_detached(
+        &sig,
+        &cert,
+        entries,
+        rekor.base,
+        &bundle_url,
+        policy,
+        d.hex(),
     )
+    .map_err(|source| UpdateError::Signature {
+        component: component.to_owned(),
+        url: det.sig.clone(),
+        source,
+    })
 }
 
 /// The listings to read: per component with a `[component.releases]`, one per known minor

@@ -297,12 +297,13 @@ async fn signature_of(
         Err(FetchError::FileNotFound { .. }) if a.pinned.is_some() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let record = crate::trust::verify_bundle(&bundle, url, policy, sha256).map_err(|source| {
-        InstallError::Signature {
-            url: a.url.clone(),
-            source,
-        }
-    })?;
+    let record =
+        crate::trust::verify_bundle(&bundle, url, policy, sha256.hex()).map_err(|source| {
+            InstallError::Signature {
+                url: a.url.clone(),
+                source,
+            }
+        })?;
     record.save(&path)?;
     Ok(Some(record.signer))
 }

@@ -189,15 +189,16 @@ impl Record {
 }
 
 /// Verify `bundle` (fetched from `url`) as `policy`'s signature over the blob with `sha256`,
-/// against the active trust root: the record to keep, or why not.
+/// against the active trust root: the record to keep, or why not. `sha256` is in hex (the
+/// manifest's digest, which this module does not depend on).
 pub fn verify_bundle(
     bundle: &[u8],
     url: &str,
     policy: &Policy,
-    sha256: &crate::manifest::Digest,
+    sha256: &str,
 ) -> Result<Record, SigError> {
-    let raw = hex::decode(sha256.hex())
-        .map_err(|_| SigError::Malformed(format!("{sha256} is not a sha256")))?;
+    let raw = hex::decode(sha256)
+        .map_err(|_| SigError::Malformed(format!("{sha256:?} is not a sha256 in hex")))?;
     let root = TrustRoot::active()?;
     let m = Material::from_bundle(bundle)?;
     let s = verify_blob(&root, &m, &raw, policy)?;
@@ -223,10 +224,10 @@ pub fn verify_detached(
     log: &str,
     bundle_url: &str,
     policy: &Policy,
-    sha256: &crate::manifest::Digest,
+    sha256: &str,
 ) -> Result<Record, SigError> {
-    let raw = hex::decode(sha256.hex())
-        .map_err(|_| SigError::Malformed(format!("{sha256} is not a sha256")))?;
+    let raw = hex::decode(sha256)
+        .map_err(|_| SigError::Malformed(format!("{sha256:?} is not a sha256 in hex")))?;
     let root = TrustRoot::active()?;
     let mut m = Material::from_sig_cert(sig, cert, None)?;
     let mut refused: Vec<SigError> = Vec::new();
