@@ -247,7 +247,7 @@ pub fn verify_detached(
         return Err(match verify_blob(&root, &m, &raw, policy) {
             Err(SigError::NoLogEntry { .. }) | Ok(_) => SigError::NotLogged {
                 log: log.to_owned(),
-                digest: sha256.to_string(),
+                digest: format!("sha256:{sha256}"),
             },
             Err(e) => e,
         });
