@@ -134,21 +134,37 @@ pub fn update(
     rt.block_on(async {
         let found = new_releases(merged, fetcher, &probes).await?;
         let wanted = checksums_wanted(merged, &found);
-        #[allow(clippy::type_complexity)]
-        let digests: Vec<
-            Result<(crate::manifest::Digest, Option<crate::trust::Policy>), UpdateError>,
-        > = futures_util::stream::iter(&wanted)
-            .map(|w| {
-                let component = found[w.change].component.name.clone();
-                async move {
-                    let d = fetcher
-                        .checksum(&w.checksum_url, &w.file)
-                        .await
-                        .map_err(|source| UpdateError::Fetch {
-                            component: component.clone(),
-                            source,
-                        })?;
-                    let signed = match &w.signature {
+        let digests = fetch_digests(fetcher, &found, &wanted).await;
+        let (next, changes) = learned(overlay, &found, &wanted, digests, now)?;
+        let report = Report {
+            changes,
+            sources: probes.iter().map(|p| p.url.clone()).collect(),
+            checksums: wanted.len(),
+            overlay: None,
+        };
+        Ok((next, report))
+    })
+}
+
+/// A checksum fetched for a wanted artifact, and who signed it when upstream signs it.
+type Checked = Result<(crate::manifest::Digest, Option<crate::trust::Policy>), UpdateError>;
+
+/// Fetch the checksum of each wanted artifact (and verify its signature), a few at a time, in
+/// the order of `wanted`.
+async fn fetch_digests(fetcher: &Fetcher, found: &[Found<'_>], wanted: &[Wanted]) -> Vec<Checked> {
+    futures_util::stream::iter(wanted)
+        .map(|w| {
+            let component = found[w.change].component.name.clone();
+            async move {
+                let d = fetcher
+                    .checksum(&w.checksum_url, &w.file)
+                    .await
+                    .map_err(|source| UpdateError::Fetch {
+                        component: component.clone(),
+                        source,
+                    })?;
+                let signed =
+                    match &w.signature {
                         // A signature is over the sha256; a sha512 checksum file cannot
                         // be checked against it without the bytes (install does).
                         Some((url, policy)) if d.algo() == crate::manifest::DigestAlgo::Sha256 => {
@@ -169,67 +185,71 @@ pub fn update(
                         }
                         _ => None,
                     };
-                    Ok((d, signed))
-                }
-            })
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
-        let mut next = overlay.clone();
-        let mut changes: Vec<Change> = found
-            .iter()
-            .map(|f| Change {
-                component: f.component.name.clone(),
-                minor: f.minor.map(|m| m.to_string()),
-                from: f.from.as_ref().map(Version::to_string),
-                to: f.to.to_string(),
-                default_changed: false,
-                digests: BTreeMap::new(),
-                signed: BTreeMap::new(),
-            })
-            .collect();
-        for (w, d) in wanted.iter().zip(digests) {
-            let (d, signed) = d?;
+                Ok((d, signed))
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// `overlay` with what was learned (the new versions, the checksums trusted on first use,
+/// stamped `now`), and the changes to report.
+fn learned(
+    overlay: &Overlay,
+    found: &[Found<'_>],
+    wanted: &[Wanted],
+    digests: Vec<Checked>,
+    now: &str,
+) -> Result<(Overlay, Vec<Change>), UpdateError> {
+    let mut next = overlay.clone();
+    let mut changes: Vec<Change> = found
+        .iter()
+        .map(|f| Change {
+            component: f.component.name.clone(),
+            minor: f.minor.map(|m| m.to_string()),
+            from: f.from.as_ref().map(Version::to_string),
+            to: f.to.to_string(),
+            default_changed: false,
+            digests: BTreeMap::new(),
+            signed: BTreeMap::new(),
+        })
+        .collect();
+    for (w, d) in wanted.iter().zip(digests) {
+        let (d, signed) = d?;
+        changes[w.change]
+            .digests
+            .insert(w.key.clone(), d.to_string());
+        if let Some(s) = &signed {
             changes[w.change]
-                .digests
-                .insert(w.key.clone(), d.to_string());
-            if let Some(s) = &signed {
-                changes[w.change]
-                    .signed
-                    .insert(w.key.clone(), s.identity.clone());
+                .signed
+                .insert(w.key.clone(), s.identity.clone());
+        }
+        next.tofu.insert(
+            w.key.clone(),
+            Tofu {
+                digest: d,
+                source: w.checksum_url.clone(),
+                fetched: now.to_owned(),
+                signed,
+            },
+        );
+    }
+    for f in found {
+        let list = match f.minor {
+            Some(m) if f.component.name == KUBERNETES => {
+                next.patches.entry(m.to_string()).or_default()
             }
-            next.tofu.insert(
-                w.key.clone(),
-                Tofu {
-                    digest: d,
-                    source: w.checksum_url.clone(),
-                    fetched: now.to_owned(),
-                    signed,
-                },
-            );
-        }
-        for f in &found {
-            let list = match f.minor {
-                Some(m) if f.component.name == KUBERNETES => {
-                    next.patches.entry(m.to_string()).or_default()
-                }
-                _ => next.versions.entry(f.component.name.clone()).or_default(),
-            };
-            if !list.contains(&f.to.to_string()) {
-                list.push(f.to.to_string());
-            }
-        }
-        if !changes.is_empty() {
-            next.updated = now.to_owned();
-        }
-        let report = Report {
-            changes,
-            sources: probes.iter().map(|p| p.url.clone()).collect(),
-            checksums: wanted.len(),
-            overlay: None,
+            _ => next.versions.entry(f.component.name.clone()).or_default(),
         };
-        Ok((next, report))
-    })
+        if !list.contains(&f.to.to_string()) {
+            list.push(f.to.to_string());
+        }
+    }
+    if !changes.is_empty() {
+        next.updated = now.to_owned();
+    }
+    Ok((next, changes))
 }
 
 /// The listings to read: per component with a `[component.releases]`, one per known minor
