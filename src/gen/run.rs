@@ -1,10 +1,13 @@
-//! The pipeline of `kbin gen cluster|node`, in order, for the command line to call: the spec
-//! made whole from this machine ([`complete_spec`]), the checks that need nothing written
-//! ([`prepare`]), then the PKI step, the configs step and the spec staged in one set and
-//! committed ([`write`]), or compared with the tree instead ([`dry_run`]).
+//! The pipeline of `kbin gen cluster|node|encryption-key`, in order, for the command line to
+//! call: the spec made whole from this machine ([`complete_spec`]), the versions pinned to
+//! ([`versions()`], [`tree_pin`]), the checks that need nothing written ([`prepare`]), then the
+//! PKI step, the configs step and the spec staged in one set and committed ([`write`]), or
+//! compared with the tree instead ([`dry_run`]); [`generate`] runs those last steps in order,
+//! under the output directory's lock.
 //!
-//! What a step has to say (a detected host profile, an allowed skew) comes back as [`Note`]s;
-//! printing them, and the hints an error deserves, are the caller's.
+//! What a step has to say (a detected host profile, an allowed skew) comes back as [`Note`]s
+//! ([`generate`] says its own on the `Ui` it is given); printing them, the [`Report`], and the
+//! hints an error deserves ([`RunError::hint`], [`PinError::hint`]) are the caller's.
 
 use std::path::{Path, PathBuf};
 
