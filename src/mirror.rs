@@ -451,14 +451,32 @@ pub fn export(
     artifacts: &[Artifact],
     out: &Path,
 ) -> Result<Report, MirrorError> {
-    let out_dir = out;
     std::fs::create_dir_all(out).map_err(at::<PathIo>("cannot create", out))?;
     let mut report = Report {
         out: out.to_owned(),
         ..Report::default()
     };
-    // checksum file path → artifact file name → digest.
-    let mut sums: BTreeMap<String, BTreeMap<String, Digest>> = BTreeMap::new();
+    let mut sums = copy_artifacts(artifacts, out, &mut report)?;
+    tofu_sums(manifest, out, &mut sums, &mut report)?;
+    write_sums(out, &sums, &mut report)?;
+    write_listings(manifest, artifacts, out, &mut report)?;
+    put_text(&out.join("README.md"), README)?;
+    report.metadata += 1;
+    report.artifacts.sort();
+    Ok(report)
+}
+
+/// Checksum file path → artifact file name → digest.
+type Sums = BTreeMap<String, BTreeMap<String, Digest>>;
+
+/// Copy the distinct `artifacts` into `out` (with their signatures), counted in `report`;
+/// returns the checksum lines they need.
+fn copy_artifacts(
+    artifacts: &[Artifact],
+    out: &Path,
+    report: &mut Report,
+) -> Result<Sums, MirrorError> {
+    let mut sums = Sums::new();
     // Distinct artifacts, then copied and verified two (or more) at a time: hashing is the
     // cost, and each file's is independent.
     let mut todo: Vec<(&Artifact, String)> = Vec::new();
@@ -471,7 +489,7 @@ pub fn export(
     // At least two even on one core: the copies also wait on the disk.
     let workers = crate::util::cores().clamp(2, 8);
     let results = crate::util::try_parallel_map(&todo, workers, |(a, rel)| {
-        let dest = out_dir.join(rel);
+        let dest = out.join(rel);
         let want512 = wants_sha512(a);
         match holds(&dest, &a.digest, want512)? {
             Some(d512) => Ok((d512, None)),
@@ -504,8 +522,17 @@ pub fn export(
                 .insert(file_name(&a.url).to_owned(), digest);
         }
     }
-    // Trust-on-first-use digests: the checksum files `kbin update` will read for the releases
-    // it learned.
+    Ok(sums)
+}
+
+/// Trust-on-first-use digests: the checksum lines `kbin update` will read for the releases it
+/// learned, and (written into `out`) the bundles it made of their detached signatures.
+fn tofu_sums(
+    manifest: &Manifest,
+    out: &Path,
+    sums: &mut Sums,
+    report: &mut Report,
+) -> Result<(), MirrorError> {
     for (key, t) in &manifest.tofu {
         for c in &manifest.components {
             for b in c.binaries.iter().chain(&c.optional_binaries) {
@@ -536,7 +563,12 @@ pub fn export(
             }
         }
     }
-    for (rel, entries) in &sums {
+    Ok(())
+}
+
+/// Write the checksum files, each merged with the lines an earlier export wrote.
+fn write_sums(out: &Path, sums: &Sums, report: &mut Report) -> Result<(), MirrorError> {
+    for (rel, entries) in sums {
         let path = out.join(rel);
         // A re-export keeps the lines of other artifacts an earlier export wrote (SHA256SUMS
         // covers every arch).
@@ -558,7 +590,17 @@ pub fn export(
         put_text(&path, &text)?;
         report.metadata += 1;
     }
-    // What `kbin update` reads.
+    Ok(())
+}
+
+/// What `kbin update` reads: each component's release listing, naming the exported versions
+/// (and, but for Kubernetes, those `kbin update` learned).
+fn write_listings(
+    manifest: &Manifest,
+    artifacts: &[Artifact],
+    out: &Path,
+    report: &mut Report,
+) -> Result<(), MirrorError> {
     let mut exported: BTreeMap<String, Vec<Version>> = BTreeMap::new();
     for a in artifacts {
         let list = exported.entry(a.component.clone()).or_default();
@@ -583,30 +625,33 @@ pub fn export(
                 {
                     versions.extend(l.iter().cloned());
                 }
-                versions.sort();
-                versions.dedup();
-                let (prefix, suffix) = c.tag.split_once("{version}").unwrap_or(("v", ""));
-                let listing: Vec<serde_json::Value> = versions
-                    .iter()
-                    .rev()
-                    .map(|v| {
-                        serde_json::json!({
-                            "tag_name": format!("{prefix}{v}{suffix}"),
-                            "draft": false,
-                            "prerelease": false,
-                        })
-                    })
-                    .collect();
-                let text = serde_json::to_string_pretty(&listing).expect("JSON serializes");
-                put_text(&out.join(rel_path(&l.url)?), &format!("{text}\n"))?;
+                let text = github_listing(&c.tag, versions);
+                put_text(&out.join(rel_path(&l.url)?), &text)?;
                 report.metadata += 1;
             }
         }
     }
-    put_text(&out.join("README.md"), README)?;
-    report.metadata += 1;
-    report.artifacts.sort();
-    Ok(report)
+    Ok(())
+}
+
+/// GitHub's release listing of `versions` (newest first), tagged as `tag` names them.
+fn github_listing(tag: &str, mut versions: Vec<Version>) -> String {
+    versions.sort();
+    versions.dedup();
+    let (prefix, suffix) = tag.split_once("{version}").unwrap_or(("v", ""));
+    let listing: Vec<serde_json::Value> = versions
+        .iter()
+        .rev()
+        .map(|v| {
+            serde_json::json!({
+                "tag_name": format!("{prefix}{v}{suffix}"),
+                "draft": false,
+                "prerelease": false,
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&listing).expect("JSON serializes");
+    format!("{text}\n")
 }
 
 /// The README an export carries.

@@ -165,106 +165,8 @@ pub fn update(
             client: rekor_client.as_ref(),
             base: rekor,
         };
-        let digests: Vec<Result<Learned, UpdateError>> = futures_util::stream::iter(&wanted)
-            .map(|w| {
-                let component = found[w.change].component.name.clone();
-                let rekor = &rekor;
-                async move {
-                    let d = fetcher
-                        .checksum(&w.checksum_url, &w.file)
-                        .await
-                        .map_err(|source| UpdateError::Fetch {
-                            component: component.clone(),
-                            source,
-                        })?;
-                    // A signature is over the sha256; a sha512 checksum file cannot be
-                    // checked against it without the bytes (install does).
-                    let sha256 = d.algo() == crate::manifest::DigestAlgo::Sha256;
-                    let (signed, bundle) = match (&w.signature, &w.detached) {
-                        (Some((url, policy)), _) if sha256 => {
-                            let bundle = fetcher.document(url, "application/json").await.map_err(
-                                |source| UpdateError::Fetch {
-                                    component: component.clone(),
-                                    source,
-                                },
-                            )?;
-                            let r = crate::trust::verify_bundle(&bundle, url, policy, d.hex())
-                                .map_err(|source| UpdateError::Signature {
-                                    component,
-                                    url: url.clone(),
-                                    source,
-                                })?;
-                            (Some(r.signer), None)
-                        }
-                        (None, Some((det, policy))) if sha256 => {
-                            let r =
-                                detached(fetcher, rekor, w, det, policy, &d, &component).await?;
-                            (Some(r.signer), Some(r.bundle))
-                        }
-                        _ => (None, None),
-                    };
-                    Ok(Learned {
-                        digest: d,
-                        signed,
-                        bundle,
-                    })
-                }
-            })
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
-        let mut next = overlay.clone();
-        let mut changes: Vec<Change> = found
-            .iter()
-            .map(|f| Change {
-                component: f.component.name.clone(),
-                minor: f.minor.map(|m| m.to_string()),
-                from: f.from.as_ref().map(Version::to_string),
-                to: f.to.to_string(),
-                default_changed: false,
-                digests: BTreeMap::new(),
-                signed: BTreeMap::new(),
-            })
-            .collect();
-        for (w, d) in wanted.iter().zip(digests) {
-            let Learned {
-                digest: d,
-                signed,
-                bundle,
-            } = d?;
-            changes[w.change]
-                .digests
-                .insert(w.key.clone(), d.to_string());
-            if let Some(s) = &signed {
-                changes[w.change]
-                    .signed
-                    .insert(w.key.clone(), s.identity.clone());
-            }
-            next.tofu.insert(
-                w.key.clone(),
-                Tofu {
-                    digest: d,
-                    source: w.checksum_url.clone(),
-                    fetched: now.to_owned(),
-                    signed,
-                    bundle,
-                },
-            );
-        }
-        for f in &found {
-            let list = match f.minor {
-                Some(m) if f.component.name == KUBERNETES => {
-                    next.patches.entry(m.to_string()).or_default()
-                }
-                _ => next.versions.entry(f.component.name.clone()).or_default(),
-            };
-            if !list.contains(&f.to.to_string()) {
-                list.push(f.to.to_string());
-            }
-        }
-        if !changes.is_empty() {
-            next.updated = now.to_owned();
-        }
+        let digests = fetch_digests(fetcher, &rekor, &found, &wanted).await;
+        let (next, changes) = learned(overlay, &found, &wanted, digests, now)?;
         let report = Report {
             changes,
             sources: probes.iter().map(|p| p.url.clone()).collect(),
@@ -273,6 +175,128 @@ pub fn update(
         };
         Ok((next, report))
     })
+}
+
+/// Fetch the checksum of each wanted artifact (and verify its signature), a few at a time, in
+/// the order of `wanted`.
+async fn fetch_digests(
+    fetcher: &Fetcher,
+    rekor: &Rekor<'_>,
+    found: &[Found<'_>],
+    wanted: &[Wanted],
+) -> Vec<Result<Learned, UpdateError>> {
+    futures_util::stream::iter(wanted)
+        .map(|w| {
+            let component = found[w.change].component.name.clone();
+            async move {
+                let d = fetcher
+                    .checksum(&w.checksum_url, &w.file)
+                    .await
+                    .map_err(|source| UpdateError::Fetch {
+                        component: component.clone(),
+                        source,
+                    })?;
+                // A signature is over the sha256; a sha512 checksum file cannot be checked
+                // against it without the bytes (install does).
+                let sha256 = d.algo() == crate::manifest::DigestAlgo::Sha256;
+                let (signed, bundle) = match (&w.signature, &w.detached) {
+                    (Some((url, policy)), _) if sha256 => {
+                        let bundle =
+                            fetcher
+                                .document(url, "application/json")
+                                .await
+                                .map_err(|source| UpdateError::Fetch {
+                                    component: component.clone(),
+                                    source,
+                                })?;
+                        let r = crate::trust::verify_bundle(&bundle, url, policy, d.hex())
+                            .map_err(|source| UpdateError::Signature {
+                                component,
+                                url: url.clone(),
+                                source,
+                            })?;
+                        (Some(r.signer), None)
+                    }
+                    (None, Some((det, policy))) if sha256 => {
+                        let r = detached(fetcher, rekor, w, det, policy, &d, &component).await?;
+                        (Some(r.signer), Some(r.bundle))
+                    }
+                    _ => (None, None),
+                };
+                Ok(Learned {
+                    digest: d,
+                    signed,
+                    bundle,
+                })
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// `overlay` with what was learned (the new versions, the checksums trusted on first use,
+/// stamped `now`), and the changes to report.
+fn learned(
+    overlay: &Overlay,
+    found: &[Found<'_>],
+    wanted: &[Wanted],
+    digests: Vec<Result<Learned, UpdateError>>,
+    now: &str,
+) -> Result<(Overlay, Vec<Change>), UpdateError> {
+    let mut next = overlay.clone();
+    let mut changes: Vec<Change> = found
+        .iter()
+        .map(|f| Change {
+            component: f.component.name.clone(),
+            minor: f.minor.map(|m| m.to_string()),
+            from: f.from.as_ref().map(Version::to_string),
+            to: f.to.to_string(),
+            default_changed: false,
+            digests: BTreeMap::new(),
+            signed: BTreeMap::new(),
+        })
+        .collect();
+    for (w, d) in wanted.iter().zip(digests) {
+        let Learned {
+            digest: d,
+            signed,
+            bundle,
+        } = d?;
+        changes[w.change]
+            .digests
+            .insert(w.key.clone(), d.to_string());
+        if let Some(s) = &signed {
+            changes[w.change]
+                .signed
+                .insert(w.key.clone(), s.identity.clone());
+        }
+        next.tofu.insert(
+            w.key.clone(),
+            Tofu {
+                digest: d,
+                source: w.checksum_url.clone(),
+                fetched: now.to_owned(),
+                signed,
+                bundle,
+            },
+        );
+    }
+    for f in found {
+        let list = match f.minor {
+            Some(m) if f.component.name == KUBERNETES => {
+                next.patches.entry(m.to_string()).or_default()
+            }
+            _ => next.versions.entry(f.component.name.clone()).or_default(),
+        };
+        if !list.contains(&f.to.to_string()) {
+            list.push(f.to.to_string());
+        }
+    }
+    if !changes.is_empty() {
+        next.updated = now.to_owned();
+    }
+    Ok((next, changes))
 }
 
 /// What was learned of one artifact: its digest, who signed it (verified), and for a detached

@@ -189,44 +189,11 @@ pub(super) fn build_into(
             (v, None)
         }
         None => {
-            let release = manifest
-                .latest_complete()
-                .context("the manifest has no Kubernetes minor with defaults")?;
-            let kube = if component == KUBERNETES {
-                ref_version
-                    .clone()
-                    .unwrap_or_else(|| release.latest.clone())
-            } else {
-                release.latest.clone()
-            };
-            let minor = manifest.releases.get(&Minor::of(&kube)).unwrap_or(release);
-            let v = match (&ref_version, component == KUBERNETES) {
-                (Some(v), _) => v.clone(),
-                (None, true) => kube.clone(),
-                (None, false) => minor
-                    .defaults
-                    .as_ref()
-                    .ok()
-                    .and_then(|d| d.components.get(component))
-                    .cloned()
-                    .with_context(|| {
-                        format!(
-                            "the manifest has no default version of {component} for Kubernetes {}",
-                            minor.minor
-                        )
-                    })
-                    .hint("pass --ref vX.Y.Z to say which version to build")?,
-            };
+            let (v, fresh) = new_toolchain(manifest, component, ref_version, host)?;
             ctx.ui.status(format!(
-                "toolchain {} is not installed: making it with just {component} {v} (Kubernetes {kube})",
-                target.name
+                "toolchain {} is not installed: making it with just {component} {v} (Kubernetes {})",
+                target.name, fresh.kubernetes
             ));
-            let fresh = NewToolchain {
-                kubernetes: kube,
-                arch: host,
-                manifest: manifest.digest.clone(),
-                images: minor.defaults.as_ref().ok().map(|d| d.images.clone()),
-            };
             (v, Some(fresh))
         }
     };
@@ -269,6 +236,52 @@ pub(super) fn build_into(
         },
     )?;
     Ok(built)
+}
+
+/// For a toolchain that is not installed yet: the version of `component` to build (the ref's,
+/// else the manifest's latest Kubernetes or its default of the component), and the toolchain
+/// to make with it.
+fn new_toolchain(
+    manifest: &Manifest,
+    component: &str,
+    ref_version: Option<Version>,
+    host: Arch,
+) -> anyhow::Result<(Version, NewToolchain)> {
+    let release = manifest
+        .latest_complete()
+        .context("the manifest has no Kubernetes minor with defaults")?;
+    let kube = if component == KUBERNETES {
+        ref_version
+            .clone()
+            .unwrap_or_else(|| release.latest.clone())
+    } else {
+        release.latest.clone()
+    };
+    let minor = manifest.releases.get(&Minor::of(&kube)).unwrap_or(release);
+    let v = match (&ref_version, component == KUBERNETES) {
+        (Some(v), _) => v.clone(),
+        (None, true) => kube.clone(),
+        (None, false) => minor
+            .defaults
+            .as_ref()
+            .ok()
+            .and_then(|d| d.components.get(component))
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "the manifest has no default version of {component} for Kubernetes {}",
+                    minor.minor
+                )
+            })
+            .hint("pass --ref vX.Y.Z to say which version to build")?,
+    };
+    let fresh = NewToolchain {
+        kubernetes: kube,
+        arch: host,
+        manifest: manifest.digest.clone(),
+        images: minor.defaults.as_ref().ok().map(|d| d.images.clone()),
+    };
+    Ok((v, fresh))
 }
 
 fn with_source_hint(e: source::SourceError) -> anyhow::Error {

@@ -4,19 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::Context;
 use crate::error::WithHint;
 use crate::r#gen as gen_mod;
 use crate::r#gen::bundle::Written;
 use crate::r#gen::bundle_cache::Source;
-use crate::r#gen::pki::{Action, Outcome, PkiError};
-use crate::r#gen::run::{self, RunError};
+use crate::r#gen::pki::{Action, Outcome};
+use crate::r#gen::run::{self, Generated, RunError};
 use crate::r#gen::spec::{ClusterSpec, SpecError, SpecInput};
-use crate::r#gen::versions::{Versions, VersionsError};
-use crate::manifest::Arch;
-use crate::manifest::resolve::Request;
+use crate::r#gen::versions::Versions;
 
 /// `kbin gen` subcommands.
 #[derive(Debug, Subcommand)]
@@ -206,17 +203,6 @@ pub(super) fn run(ctx: &Context, cmd: GenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What `kbin gen cluster|node --json` prints.
-#[derive(Serialize)]
-struct GenReport<'a> {
-    out: &'a Path,
-    spec: &'a ClusterSpec,
-    pki: Vec<Outcome>,
-    /// The configs step's output (`gen cluster`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    configs: Option<&'a crate::r#gen::bundle::Written>,
-}
-
 impl GenClusterArgs {
     /// The spec input the flags give (nodes from --control-plane/--worker).
     fn input(&self) -> Result<SpecInput, SpecError> {
@@ -282,43 +268,15 @@ fn cluster(ctx: &Context, a: GenClusterArgs) -> anyhow::Result<ExitCode> {
 
 /// Print what a step had to say.
 fn say(ctx: &Context, notes: Vec<run::Note>) {
-    for n in notes {
-        match n.warn {
-            true => ctx.ui.warn(n.text),
-            false => ctx.ui.status(n.text),
-        }
-    }
+    run::say(&ctx.ui, notes);
 }
 
-/// The hint a failed run deserves, if any.
+/// A failed run, with its hint if it has one.
 fn hinted(e: RunError) -> anyhow::Error {
-    use crate::r#gen::bundle::BundleError;
-    let hint = match &e {
-        RunError::Pki {
-            source: PkiError::CaUnusable { .. },
-            ..
-        } => {
-            "fix or restore it; or pass --force to replace every CA and certificate (nodes then need the new ones)"
-        }
-        RunError::Bundle {
-            source: BundleError::DamagedKey { .. },
-            ..
-        } => {
-            "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again"
-        }
-        RunError::Bundle {
-            source: BundleError::MissingBinary { .. },
-            ..
-        } => {
-            "install the whole toolchain (`kbin install VERSION` without --only), or pass --no-binaries to generate the configs without bundling binaries"
-        }
-        RunError::Skew(_) => {
-            "upgrade one minor at a time (kbin install the next minor, generate, run ansible/upgrade.yml), or pass --allow-skew to generate it anyway"
-        }
-        RunError::Record(_) => "it is written by `kbin gen`: regenerate the tree without --diff",
-        _ => return e.into(),
-    };
-    crate::error::with_hint(e.into(), hint)
+    match e.hint() {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => e.into(),
+    }
 }
 
 /// The PKI, then (unless `--pki-only`) configs, units, bundles and NEXT-STEPS for `spec`.
@@ -336,61 +294,43 @@ fn generate(
     // lock anyway.)
     let versions = match a.pki_only {
         true => None,
-        false => Some(versions(ctx, a)?),
+        false => Some(versions(ctx, &a.pin)?),
     };
-    let req = run::ConfigsRequest {
-        out: a.out.clone(),
-        no_binaries: a.pin.no_binaries,
-        cgroup_v1: a.pin.cgroup_v1,
-        allow_skew: a.allow_skew,
-        encryption_key_step: a.encryption_key_step,
+    let req = run::Request {
+        configs: run::ConfigsRequest {
+            out: a.out.clone(),
+            no_binaries: a.pin.no_binaries,
+            cgroup_v1: a.pin.cgroup_v1,
+            allow_skew: a.allow_skew,
+            encryption_key_step: a.encryption_key_step,
+        },
+        pki: run::PkiRequest {
+            force: a.force,
+            require_ca,
+        },
+        diff: a.diff,
     };
-    let quiet = Context {
-        global: ctx.global.clone(),
-        ui: crate::ui::Ui::new(ctx.ui.json(), true, 0),
-    };
-    // A dry run's own messages are silenced (nothing to say when nothing would change).
-    let talk = if a.diff { &quiet } else { ctx };
-    let opts = match &versions {
-        Some(v) => {
-            let (opts, notes) = run::prepare(spec, v, &req).map_err(|e| match e {
-                // `gen node` has no --allow-skew: new nodes join at the tree's own versions.
-                RunError::Skew(_) if require_ca => crate::error::with_hint(
-                    e.into(),
-                    "`kbin gen node` adds nodes at the versions the tree records: drop --toolchain and --kubernetes-version, or move the whole tree first (`kbin gen cluster --toolchain NAME`, then ansible/upgrade.yml)",
-                ),
-                e => hinted(e),
-            })?;
-            say(talk, notes);
-            Some(opts)
+    let done = run::generate(spec, versions.as_ref(), &req, &ctx.ui).map_err(|e| match e {
+        // `gen node` has no --allow-skew: new nodes join at the tree's own versions.
+        RunError::Skew(_) if require_ca => crate::error::with_hint(
+            e.into(),
+            "`kbin gen node` adds nodes at the versions the tree records: drop --toolchain and --kubernetes-version, or move the whole tree first (`kbin gen cluster --toolchain NAME`, then ansible/upgrade.yml)",
+        ),
+        e => hinted(e),
+    })?;
+    let done = match done {
+        Generated::Planned { plan, unrecorded } => {
+            if unrecorded {
+                ctx.ui.warn(format!(
+                    "{} records no versions (made by an older kbin): the changes are shown without the version rules that were in force",
+                    a.out.display()
+                ));
+            }
+            ctx.ui.answer(&plan, crate::r#gen::diff::Plan::text)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        None => None,
+        Generated::Written(done) => done,
     };
-    let configs = versions.as_ref().zip(opts.as_ref());
-    let pki_req = run::PkiRequest {
-        force: a.force,
-        require_ca,
-    };
-    if a.diff {
-        // Never create the directory or its lock file: wait for a writer only if the tree
-        // exists.
-        let _lock = match a.out.join(".kbin.lock").is_file() {
-            true => Some(lock(ctx, &a.out)?),
-            false => None,
-        };
-        let (plan, unrecorded) = run::dry_run(spec, &a.out, pki_req, configs).map_err(hinted)?;
-        if unrecorded {
-            ctx.ui.warn(format!(
-                "{} records no versions (made by an older kbin): the changes are shown without the version rules that were in force",
-                a.out.display()
-            ));
-        }
-        ctx.ui.answer(&plan, crate::r#gen::diff::Plan::text)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    gen_mod::interrupt::install();
-    let _lock = lock(ctx, &a.out)?;
-    let done = run::write(spec, &a.out, pki_req, configs).map_err(hinted)?;
     // Only what was committed is reported: nothing is "created" before it is in place.
     report_pki(ctx, &done.pki);
     if let Some(c) = &done.configs {
@@ -401,16 +341,6 @@ fn generate(
         print_next_steps(ctx, c);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The output directory's lock, saying so when another kbin holds it.
-fn lock(ctx: &Context, out: &Path) -> anyhow::Result<gen_mod::OutLock> {
-    Ok(gen_mod::OutLock::acquire(out, || {
-        ctx.ui.status(format!(
-            "another kbin is writing {}; waiting for it to finish",
-            out.display()
-        ))
-    })?)
 }
 
 fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
@@ -457,21 +387,8 @@ fn node(ctx: &Context, a: GenNodeArgs) -> anyhow::Result<ExitCode> {
 /// `pin`, or when it names no versions, the versions the tree under `out` records (its
 /// toolchain, or its manifest version), said on the way.
 fn tree_pin(ctx: &Context, out: &Path, mut pin: PinArgs) -> anyhow::Result<PinArgs> {
-    if pin.toolchain.is_none()
-        && pin.kubernetes_version.is_none()
-        && let Some(record) = crate::r#gen::plan::versions::Record::load(out)?
-    {
-        match record.origin.split_once(' ') {
-            Some(("toolchain", name)) => pin.toolchain = Some(name.to_owned()),
-            Some(("manifest", version)) => pin.kubernetes_version = Some(version.to_owned()),
-            _ => {}
-        }
-        ctx.ui.status(format!(
-            "pinned to {} as the rest of the tree ({}; --toolchain names another)",
-            record.origin,
-            crate::r#gen::plan::versions::record_path(out).display()
-        ));
-    }
+    let note = run::tree_pin(out, &mut pin.toolchain, &mut pin.kubernetes_version)?;
+    say(ctx, note.into_iter().collect());
     Ok(pin)
 }
 
@@ -485,12 +402,7 @@ fn encryption_key(ctx: &Context, a: GenKeyArgs) -> anyhow::Result<ExitCode> {
         a.out.display()
     ))?;
     let spec = input.build().hint(SPEC_HINT)?;
-    if !crate::r#gen::bundle::nodes_dir(&a.out).is_dir() {
-        anyhow::bail!(
-            "{} has no node trees (made with --pki-only): there is no encryption config to rotate",
-            a.out.display()
-        );
-    }
+    run::check_rotatable(&a.out)?;
     let step = match a.step {
         KeyStepArg::Add => KeyStep::Add,
         KeyStepArg::Use => KeyStep::Use,
@@ -503,22 +415,7 @@ fn encryption_key(ctx: &Context, a: GenKeyArgs) -> anyhow::Result<ExitCode> {
         ..GenClusterArgs::default()
     };
     let code = generate(ctx, &spec, &args, true)?;
-    let roll = format!(
-        "ansible-playbook -i {}/ansible/inventory.yml {}/ansible/upgrade.yml",
-        a.out.display(),
-        a.out.display()
-    );
-    let next = match step {
-        KeyStep::Add => format!(
-            "roll it out to every API server, one at a time ({roll}), then `kbin gen encryption-key use`"
-        ),
-        KeyStep::Use => format!(
-            "roll it out ({roll}), then write every Secret again with the new key (`kubectl get secrets -A -o json | kubectl replace -f -`), then `kbin gen encryption-key drop`"
-        ),
-        KeyStep::Drop => format!("roll it out ({roll}): the old key is gone"),
-    };
-    ctx.ui
-        .status(format!("encryption key {}: {next}", step.name()));
+    say(ctx, vec![run::key_step_done(&a.out, step)]);
     Ok(code)
 }
 
@@ -532,30 +429,21 @@ fn report_pki(ctx: &Context, pki: &[Outcome]) {
     }
 }
 
+/// The report of a written tree (`--json`: all of it; text: the PKI's counts).
 fn finish(
     ctx: &Context,
     out: &Path,
     spec: &ClusterSpec,
     pki: Vec<Outcome>,
-    configs: Option<&crate::r#gen::bundle::Written>,
+    configs: Option<&Written>,
 ) -> anyhow::Result<ExitCode> {
-    let report = GenReport {
+    let report = run::Report {
         out,
         spec,
         pki,
         configs,
     };
-    ctx.ui.report(&report, |r| {
-        let count = |a: Action| r.pki.iter().filter(|o| o.action == a).count();
-        format!(
-            "PKI and kubeconfigs in {}: {} created, {} replaced, {} kept ({} nodes)",
-            r.out.display(),
-            count(Action::Created),
-            count(Action::Replaced),
-            count(Action::Kept),
-            r.spec.nodes.len()
-        )
-    })?;
+    ctx.ui.report(&report, run::Report::text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -566,43 +454,26 @@ pub(super) fn cluster_input(spec: &ClusterSpec) -> crate::r#gen::configs::Cluste
 
 /// The versions to pin to: `--kubernetes-version` from the manifest, else `--toolchain`,
 /// else the default toolchain.
-fn versions(ctx: &Context, a: &GenClusterArgs) -> anyhow::Result<Versions> {
-    if let Some(v) = &a.pin.kubernetes_version {
-        let manifest = ctx.manifest()?;
-        let res = crate::cli::resolve(
-            &manifest,
-            &Request {
-                version: v.clone(),
-                ..Default::default()
-            },
-        )?;
-        let arch = Arch::host().unwrap_or(Arch::Amd64);
-        return Versions::from_resolution(&res, arch)
-            .hint("the manifest's release lacks a component the cluster needs; pick another --kubernetes-version");
-    }
-    let layout = ctx.layout()?;
-    let manifest = ctx.manifest()?;
-    let v = Versions::from_toolchain_in(&layout, a.pin.toolchain.as_deref(), Some(&manifest))
-        .map_err(|e| {
-        let hint = match &e {
-            VersionsError::NoToolchain { .. } => {
-                "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)"
-            }
-            VersionsError::NotInstalled { .. } => {
-                "see `kbin show-versions` for what is installed, or `kbin install` it"
-            }
-            _ => "reinstall the toolchain (`kbin install`)",
-        };
-        crate::error::with_hint(e.into(), hint)
+fn versions(ctx: &Context, pin: &PinArgs) -> anyhow::Result<Versions> {
+    let pinned = match &pin.kubernetes_version {
+        Some(v) => run::versions(&ctx.manifest()?, run::Pin::Kubernetes(v)),
+        None => {
+            let layout = ctx.layout()?;
+            let name = pin.toolchain.as_deref();
+            run::versions(
+                &ctx.manifest()?,
+                run::Pin::Toolchain {
+                    layout: &layout,
+                    name,
+                },
+            )
+        }
+    };
+    let (v, notes) = pinned.map_err(|e| match e.hint() {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => e.into(),
     })?;
-    if !v.from_defaults.is_empty() {
-        ctx.ui.warn(format!(
-            "{} lacks {}: the configs use Kubernetes {}'s defaults from the manifest for them",
-            v.origin,
-            v.from_defaults.join(", "),
-            crate::manifest::Minor::of(&v.kubernetes)
-        ));
-    }
+    say(ctx, notes);
     Ok(v)
 }
 

@@ -64,17 +64,8 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let manifest = ctx.manifest()?;
     let layout = ctx.layout()?;
     let store = Store::open(layout.clone())?;
-    let mut artifacts: Vec<Artifact> = Vec::new();
-    let mut images: Vec<(ImageRef, Arch, std::path::PathBuf)> = Vec::new();
-    let archs = if args.arch.is_empty() {
-        vec![
-            Arch::host()
-                .context("this machine's architecture is neither amd64 nor arm64")
-                .hint("pass --arch amd64 or --arch arm64")?,
-        ]
-    } else {
-        args.arch.clone()
-    };
+    let mut todo = Todo::default();
+    let archs = archs(&args)?;
     if !args.versions.is_empty() {
         let settings = layout.settings()?;
         let fetcher = super::fetcher(ctx, &settings)?;
@@ -88,71 +79,100 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
             args.no_images,
             &ctx.ui,
         )
-        .map_err(|e| {
-            let hint = match &e {
-                mirror::MirrorError::Install(i) => i.hint(true),
-                mirror::MirrorError::Resolve(r) => r.hint(),
-                _ => None,
-            };
-            match hint {
-                Some(h) => crate::error::with_hint(e.into(), h),
-                None => anyhow::Error::from(e),
-            }
-        })?;
-        artifacts.extend(from.artifacts);
-        images.extend(from.images);
+        .map_err(versions_hint)?;
+        todo.artifacts.extend(from.artifacts);
+        todo.images.extend(from.images);
     }
     for name in &args.toolchains {
         let from = mirror::from_toolchain(&manifest, &layout, &store, name, args.no_images)
-            .map_err(|e| {
-                let hint = match &e {
-                    mirror::MirrorError::NotInstalled(_) => {
-                        "kbin show-versions lists the installed toolchains"
-                    }
-                    mirror::MirrorError::MissingBlob { .. } => {
-                        "reinstall the toolchain (kbin install), then export again"
-                    }
-                    _ => return anyhow::Error::from(e),
-                };
-                crate::error::with_hint(e.into(), hint)
-            })?;
+            .map_err(toolchain_hint)?;
         for c in &from.built {
             ctx.ui.warn(format!(
                 "toolchain {name}: {c} was built from source; it is not exported"
             ));
         }
-        artifacts.extend(from.artifacts);
-        images.extend(from.images);
+        todo.artifacts.extend(from.artifacts);
+        todo.images.extend(from.images);
     }
     let started = std::time::Instant::now();
-    let mut report = mirror::export(&manifest, &artifacts, &args.out)
+    let mut report = mirror::export(&manifest, &todo.artifacts, &args.out)
         .with_context(|| format!("cannot export into {}", args.out.display()))?;
+    let mut images = todo.images;
     images.sort_by_key(|a| (a.0.to_string(), a.1));
     images.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     report.images = crate::images::export_registry(&args.out, &images)
         .with_context(|| format!("cannot export the images into {}", args.out.display()))?;
     let secs = started.elapsed().as_secs_f64();
-    ctx.ui.report(&report, |r| {
-        format!(
-            "exported {} artifact(s) into {}: {} copied and verified ({:.1} MB in {secs:.2} s), {} already there\n\
-             images (registry-shaped under v2/): {} ({} file(s) written, {} already there)\n\
-             air-gapped: kbin update --mirror file://{} && kbin install VERSION --mirror file://{}\n",
-            r.artifacts.len(),
-            r.out.display(),
-            r.written,
-            r.bytes as f64 / 1e6,
-            r.reused,
-            if r.images.images.is_empty() {
-                "none".to_owned()
-            } else {
-                r.images.images.join(", ")
-            },
-            r.images.written,
-            r.images.reused,
-            // A file:// URL needs the absolute path: `file://usb` would name a host.
-            std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone()).display(),
-            std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone()).display(),
-        )
-    })?;
+    ctx.ui.report(&report, |r| summary(r, secs))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an export writes: artifacts, and images (with their arch and the store's copy).
+#[derive(Default)]
+struct Todo {
+    artifacts: Vec<Artifact>,
+    images: Vec<(ImageRef, Arch, std::path::PathBuf)>,
+}
+
+/// The architectures VERSIONs are exported for: `--arch`, else this machine's.
+fn archs(args: &ExportArgs) -> anyhow::Result<Vec<Arch>> {
+    Ok(if args.arch.is_empty() {
+        vec![
+            Arch::host()
+                .context("this machine's architecture is neither amd64 nor arm64")
+                .hint("pass --arch amd64 or --arch arm64")?,
+        ]
+    } else {
+        args.arch.clone()
+    })
+}
+
+/// A failure to gather VERSIONs, with the hint the install or the resolution gives.
+fn versions_hint(e: mirror::MirrorError) -> anyhow::Error {
+    let hint = match &e {
+        mirror::MirrorError::Install(i) => i.hint(true),
+        mirror::MirrorError::Resolve(r) => r.hint(),
+        _ => None,
+    };
+    match hint {
+        Some(h) => crate::error::with_hint(e.into(), h),
+        None => anyhow::Error::from(e),
+    }
+}
+
+/// A failure to gather a toolchain, with a hint when there is one.
+fn toolchain_hint(e: mirror::MirrorError) -> anyhow::Error {
+    let hint = match &e {
+        mirror::MirrorError::NotInstalled(_) => "kbin show-versions lists the installed toolchains",
+        mirror::MirrorError::MissingBlob { .. } => {
+            "reinstall the toolchain (kbin install), then export again"
+        }
+        _ => return anyhow::Error::from(e),
+    };
+    crate::error::with_hint(e.into(), hint)
+}
+
+/// The text report of an export that took `secs`.
+fn summary(r: &mirror::Report, secs: f64) -> String {
+    // A file:// URL needs the absolute path: `file://usb` would name a host.
+    let abs = std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone());
+    format!(
+        "exported {} artifact(s) into {}: {} copied and verified ({:.1} MB in {secs:.2} s), {} already there\n\
+         images (registry-shaped under v2/): {} ({} file(s) written, {} already there)\n\
+         air-gapped: kbin update --mirror file://{} && kbin install VERSION --mirror file://{}\n",
+        r.artifacts.len(),
+        r.out.display(),
+        r.written,
+        r.bytes as f64 / 1e6,
+        r.reused,
+        if r.images.images.is_empty() {
+            "none".to_owned()
+        } else {
+            r.images.images.join(", ")
+        },
+        r.images.written,
+        r.images.reused,
+        abs.display(),
+        abs.display(),
+    )
 }

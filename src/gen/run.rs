@@ -1,21 +1,31 @@
-//! The pipeline of `kbin gen cluster|node`, in order, for the command line to call: the spec
-//! made whole from this machine ([`complete_spec`]), the checks that need nothing written
-//! ([`prepare`]), then the PKI step, the configs step and the spec staged in one set and
-//! committed ([`write`]), or compared with the tree instead ([`dry_run`]).
+//! The pipeline of `kbin gen cluster|node|encryption-key`, in order, for the command line to
+//! call: the spec made whole from this machine ([`complete_spec`]), the versions pinned to
+//! ([`versions()`], [`tree_pin`]), the checks that need nothing written ([`prepare`]), then the
+//! PKI step, the configs step and the spec staged in one set and committed ([`write`]), or
+//! compared with the tree instead ([`dry_run`]); [`generate`] runs those last steps in order,
+//! under the output directory's lock.
 //!
-//! What a step has to say (a detected host profile, an allowed skew) comes back as [`Note`]s;
-//! printing them, and the hints an error deserves, are the caller's.
+//! What a step has to say (a detected host profile, an allowed skew) comes back as [`Note`]s
+//! ([`generate`] says its own on the `Ui` it is given); printing them, the [`Report`], and the
+//! hints an error deserves ([`RunError::hint`], [`PinError::hint`]) are the caller's.
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::fsx::WriteError;
 use crate::r#gen::deliver::{ansible, bundle};
+use crate::r#gen::node::KeyStep;
 use crate::r#gen::node::{Options, configs::ClusterInput};
 use crate::r#gen::pki::{self, Outcome, PkiError};
 use crate::r#gen::plan::host;
 use crate::r#gen::plan::spec::{ClusterSpec, SpecInput};
 use crate::r#gen::plan::versions::{self, Record, Versions, VersionsError};
 use crate::r#gen::{Staged, diff};
+use crate::manifest::resolve::{self, ResolveError};
+use crate::manifest::{Arch, Manifest};
+use crate::store::Layout;
+use crate::ui::Ui;
 
 /// Something a step found worth saying: `warn` ones are warnings, the others status lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +76,12 @@ pub enum RunError {
         #[source]
         source: WriteError,
     },
+    /// The output directory's lock cannot be taken.
+    #[error(transparent)]
+    Lock(WriteError),
+    /// `kbin gen encryption-key` over a tree with no node trees.
+    #[error("{} has no node trees (made with --pki-only): there is no encryption config to rotate", .0.display())]
+    NotRotatable(PathBuf),
     /// Staging or committing failed.
     #[error("cannot write the cluster tree in {out}")]
     Write {
@@ -405,4 +421,286 @@ pub fn dry_run(
     })?;
     let unrecorded = old.is_none() && out.join("nodes").is_dir() && configs.is_some();
     Ok((plan, unrecorded))
+}
+
+/// What `kbin gen cluster|node|encryption-key` asks of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The configs step's request (its `out` is the output directory).
+    pub configs: ConfigsRequest,
+    /// How the PKI step may treat what exists.
+    pub pki: PkiRequest,
+    /// `--diff`: compare with the tree, write nothing.
+    pub diff: bool,
+}
+
+/// What [`generate`] did.
+#[derive(Debug)]
+pub enum Generated {
+    /// `--diff`: the plan, and whether the tree records no versions (made by an older kbin).
+    Planned {
+        /// The changes a run would make.
+        plan: diff::Plan,
+        /// The tree records no versions.
+        unrecorded: bool,
+    },
+    /// The tree was written: what was committed.
+    Written(Staging),
+}
+
+/// The whole run for `spec`: the checks that need nothing written (with `versions`, unless
+/// PKI-only), then under the output directory's lock either the dry run (`--diff`: never
+/// creating the directory or its lock) or the PKI and configs steps committed. What a step has
+/// to say is said on `ui` (not by a dry run: nothing to say when nothing would change), and so
+/// is a wait for another kbin's lock.
+pub fn generate(
+    spec: &ClusterSpec,
+    versions: Option<&Versions>,
+    req: &Request,
+    ui: &Ui,
+) -> Result<Generated, RunError> {
+    let out = &req.configs.out;
+    let opts = match versions {
+        Some(v) => {
+            let (opts, notes) = prepare(spec, v, &req.configs)?;
+            if !req.diff {
+                say(ui, notes);
+            }
+            Some(opts)
+        }
+        None => None,
+    };
+    let configs = versions.zip(opts.as_ref());
+    if req.diff {
+        // Never create the directory or its lock file: wait for a writer only if the tree
+        // exists.
+        let _lock = match out.join(".kbin.lock").is_file() {
+            true => Some(lock(out, ui)?),
+            false => None,
+        };
+        let (plan, unrecorded) = dry_run(spec, out, req.pki, configs)?;
+        return Ok(Generated::Planned { plan, unrecorded });
+    }
+    crate::fsx::interrupt::install();
+    let _lock = lock(out, ui)?;
+    Ok(Generated::Written(write(spec, out, req.pki, configs)?))
+}
+
+/// The output directory's lock, saying so when another kbin holds it.
+fn lock(out: &Path, ui: &Ui) -> Result<crate::fsx::OutLock, RunError> {
+    crate::fsx::OutLock::acquire(out, || {
+        ui.status(format!(
+            "another kbin is writing {}; waiting for it to finish",
+            out.display()
+        ))
+    })
+    .map_err(RunError::Lock)
+}
+
+/// Say `notes` on `ui`: warnings as warnings, the others as status lines.
+pub fn say(ui: &Ui, notes: Vec<Note>) {
+    for n in notes {
+        match n.warn {
+            true => ui.warn(n.text),
+            false => ui.status(n.text),
+        }
+    }
+}
+
+/// What a run wrote, as `kbin gen cluster|node` reports it (`--json`: this, serialized).
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// The output directory.
+    pub out: &'a Path,
+    /// The spec the tree was generated from.
+    pub spec: &'a ClusterSpec,
+    /// One outcome per certificate, key pair and kubeconfig.
+    pub pki: Vec<Outcome>,
+    /// The configs step's output (`gen cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configs: Option<&'a bundle::Written>,
+}
+
+impl Report<'_> {
+    /// The report's line: what the PKI step created, replaced and kept.
+    pub fn text(&self) -> String {
+        let count = |a: pki::Action| self.pki.iter().filter(|o| o.action == a).count();
+        format!(
+            "PKI and kubeconfigs in {}: {} created, {} replaced, {} kept ({} nodes)",
+            self.out.display(),
+            count(pki::Action::Created),
+            count(pki::Action::Replaced),
+            count(pki::Action::Kept),
+            self.spec.nodes.len()
+        )
+    }
+}
+
+/// When neither `toolchain` nor `kubernetes_version` is given: the versions the tree under
+/// `out` records (its toolchain, or its manifest version), and the note that says so.
+pub fn tree_pin(
+    out: &Path,
+    toolchain: &mut Option<String>,
+    kubernetes_version: &mut Option<String>,
+) -> Result<Option<Note>, VersionsError> {
+    if toolchain.is_some() || kubernetes_version.is_some() {
+        return Ok(None);
+    }
+    let Some(record) = Record::load(out)? else {
+        return Ok(None);
+    };
+    match record.origin.split_once(' ') {
+        Some(("toolchain", name)) => *toolchain = Some(name.to_owned()),
+        Some(("manifest", version)) => *kubernetes_version = Some(version.to_owned()),
+        _ => {}
+    }
+    Ok(Some(status(format!(
+        "pinned to {} as the rest of the tree ({}; --toolchain names another)",
+        record.origin,
+        versions::record_path(out).display()
+    ))))
+}
+
+/// What the configs are pinned to.
+#[derive(Debug, Clone, Copy)]
+pub enum Pin<'a> {
+    /// `--kubernetes-version`: from the manifest, with no toolchain.
+    Kubernetes(&'a str),
+    /// An installed toolchain (`--toolchain`, else the default one).
+    Toolchain {
+        /// The KBIN_HOME layout.
+        layout: &'a Layout,
+        /// `--toolchain`.
+        name: Option<&'a str>,
+    },
+}
+
+/// Why the versions to pin to cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// `--kubernetes-version` does not resolve.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The manifest's release lacks a component the cluster needs.
+    #[error(transparent)]
+    Release(VersionsError),
+    /// The toolchain's versions cannot be read.
+    #[error(transparent)]
+    Toolchain(VersionsError),
+}
+
+impl PinError {
+    /// What to do next.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PinError::Resolve(e) => e.hint(),
+            PinError::Release(_) => Some(
+                "the manifest's release lacks a component the cluster needs; pick another --kubernetes-version".into(),
+            ),
+            PinError::Toolchain(VersionsError::NoToolchain { .. }) => Some(
+                "install one (`kbin install 1.35`), name one with --toolchain NAME, or generate from the manifest with --kubernetes-version 1.35 (no binaries bundled)".into(),
+            ),
+            PinError::Toolchain(VersionsError::NotInstalled { .. }) => Some(
+                "see `kbin show-versions` for what is installed, or `kbin install` it".into(),
+            ),
+            PinError::Toolchain(_) => Some("reinstall the toolchain (`kbin install`)".into()),
+        }
+    }
+}
+
+/// The versions to pin to (`manifest` is the manifest with its overlay), and what is worth
+/// saying about them: a toolchain lacking components whose defaults come from the manifest.
+pub fn versions(manifest: &Manifest, pin: Pin<'_>) -> Result<(Versions, Vec<Note>), PinError> {
+    let (layout, name) = match pin {
+        Pin::Kubernetes(version) => {
+            let res = resolve::resolve(
+                manifest,
+                &resolve::Request {
+                    version: version.to_owned(),
+                    ..Default::default()
+                },
+            )?;
+            let arch = Arch::host().unwrap_or(Arch::Amd64);
+            let v = Versions::from_resolution(&res, arch).map_err(PinError::Release)?;
+            return Ok((v, Vec::new()));
+        }
+        Pin::Toolchain { layout, name } => (layout, name),
+    };
+    let v =
+        Versions::from_toolchain_in(layout, name, Some(manifest)).map_err(PinError::Toolchain)?;
+    let mut notes = Vec::new();
+    if !v.from_defaults.is_empty() {
+        notes.push(Note {
+            warn: true,
+            text: format!(
+                "{} lacks {}: the configs use Kubernetes {}'s defaults from the manifest for them",
+                v.origin,
+                v.from_defaults.join(", "),
+                crate::manifest::Minor::of(&v.kubernetes)
+            ),
+        });
+    }
+    Ok((v, notes))
+}
+
+impl RunError {
+    /// What to do next, for the errors that have an obvious next step.
+    pub fn hint(&self) -> Option<&'static str> {
+        use bundle::BundleError;
+        Some(match self {
+            RunError::Pki {
+                source: PkiError::CaUnusable { .. },
+                ..
+            } => {
+                "fix or restore it; or pass --force to replace every CA and certificate (nodes then need the new ones)"
+            }
+            RunError::Bundle {
+                source: BundleError::DamagedKey { .. },
+                ..
+            } => {
+                "restore it from a backup (or from /etc/kubernetes/encryption-config.yaml on a control-plane node); only for a cluster that stores no Secrets yet, delete it and run again"
+            }
+            RunError::Bundle {
+                source: BundleError::MissingBinary { .. },
+                ..
+            } => {
+                "install the whole toolchain (`kbin install VERSION` without --only), or pass --no-binaries to generate the configs without bundling binaries"
+            }
+            RunError::Skew(_) => {
+                "upgrade one minor at a time (kbin install the next minor, generate, run ansible/upgrade.yml), or pass --allow-skew to generate it anyway"
+            }
+            RunError::Record(_) => {
+                "it is written by `kbin gen`: regenerate the tree without --diff"
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// `kbin gen encryption-key`: fail unless the tree under `out` has node trees (one made with
+/// `--pki-only` has no encryption config to rotate).
+pub fn check_rotatable(out: &Path) -> Result<(), RunError> {
+    match bundle::nodes_dir(out).is_dir() {
+        true => Ok(()),
+        false => Err(RunError::NotRotatable(out.to_owned())),
+    }
+}
+
+/// What to run after the tree under `out` was regenerated for key rotation `step`.
+pub fn key_step_done(out: &Path, step: KeyStep) -> Note {
+    let roll = format!(
+        "ansible-playbook -i {}/ansible/inventory.yml {}/ansible/upgrade.yml",
+        out.display(),
+        out.display()
+    );
+    let next = match step {
+        KeyStep::Add => format!(
+            "roll it out to every API server, one at a time ({roll}), then `kbin gen encryption-key use`"
+        ),
+        KeyStep::Use => format!(
+            "roll it out ({roll}), then write every Secret again with the new key (`kubectl get secrets -A -o json | kubectl replace -f -`), then `kbin gen encryption-key drop`"
+        ),
+        KeyStep::Drop => format!("roll it out ({roll}): the old key is gone"),
+    };
+    status(format!("encryption key {}: {next}", step.name()))
 }

@@ -164,6 +164,34 @@ async fn fetch_artifact(
         f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
         return Ok(f);
     }
+    let expected = expected_digest(fetcher, a, bars, ui).await?;
+    // One process at a time per artifact: the second waits, then finds the blob.
+    let lock_key = expected.to_string();
+    let s2 = store.clone();
+    let ui2 = ui.clone();
+    let name = a.file_name.clone();
+    let _lock: FileLock = tokio::task::spawn_blocking(move || {
+        s2.lock_key(&lock_key, || {
+            ui2.status(format!("waiting for another kbin downloading {name}…"))
+        })
+    })
+    .await
+    .map_err(|e| InstallError::Task(e.to_string()))??;
+    if let Some(mut f) = hit(&expected)? {
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
+        return Ok(f);
+    }
+    download(store, fetcher, a, bars, expected).await
+}
+
+/// The digest to verify `a` against: its pin or the one `kbin update` trusted on first use
+/// (said, when not pinned), else upstream's checksum file (said too).
+async fn expected_digest(
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    bars: &Arc<Bars>,
+    ui: &Ui,
+) -> Result<Digest, InstallError> {
     if a.pinned.is_none()
         && let Some(t) = &a.tofu
     {
@@ -173,7 +201,7 @@ async fn fetch_artifact(
             a.file_name, t.source, t.fetched
         ));
     }
-    let expected = match a.expected() {
+    Ok(match a.expected() {
         Some(d) => d.clone(),
         None => {
             let url = a.checksum_url.as_deref().ok_or_else(|| {
@@ -192,23 +220,18 @@ async fn fetch_artifact(
             ));
             d
         }
-    };
-    // One process at a time per artifact: the second waits, then finds the blob.
-    let lock_key = expected.to_string();
-    let s2 = store.clone();
-    let ui2 = ui.clone();
-    let name = a.file_name.clone();
-    let _lock: FileLock = tokio::task::spawn_blocking(move || {
-        s2.lock_key(&lock_key, || {
-            ui2.status(format!("waiting for another kbin downloading {name}…"))
-        })
     })
-    .await
-    .map_err(|e| InstallError::Task(e.to_string()))??;
-    if let Some(mut f) = hit(&expected)? {
-        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
-        return Ok(f);
-    }
+}
+
+/// Download `a` (its signature fetched alongside and verified first), check it against
+/// `expected` and put it into the store.
+async fn download(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    bars: &Arc<Bars>,
+    expected: Digest,
+) -> Result<Fetched, InstallError> {
     let partial = store.layout().partial_download(&expected);
     let bar = bars.add(&a.file_name);
     // The signature (a few KB) is fetched while the artifact streams, so it adds no round trip.

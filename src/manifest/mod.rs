@@ -1012,46 +1012,8 @@ mod wire {
             artifacts.push(artifact(ck, &what, &c.binaries, &c.optional_binaries, a)?);
         }
         let recipe = c.recipe.map(|r| recipe(ck, &what, r)).transpose()?;
-        let mut commits = BTreeMap::new();
-        for (v, commit) in &c.commits {
-            let v = ck.version(&format!("{what}: commits"), v)?;
-            if commit.len() != 40
-                || !commit
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(ck.invalid(format!(
-                    "{what}: commits: {commit:?} (for {v}) is not a full commit id (40 lowercase hex)"
-                )));
-            }
-            commits.insert(v, commit.clone());
-        }
-        let mut ships = Vec::new();
-        for s in c.ships {
-            let versions = ck.req(&format!("{what}: ships"), &s.versions)?;
-            if s.source.trim().is_empty() {
-                return Err(ck.invalid(format!(
-                    "{what}: the ships row for {versions} has no source (say where upstream it was read)"
-                )));
-            }
-            for b in &s.binaries {
-                if !c.binaries.contains(b) && !c.optional_binaries.contains(b) {
-                    return Err(ck.invalid(format!(
-                        "{what}: the ships row for {versions} lists {b:?}, which is not one of the component's binaries or optional binaries"
-                    )));
-                }
-            }
-            if !c.binaries.iter().any(|b| s.binaries.contains(b)) {
-                return Err(ck.invalid(format!(
-                    "{what}: the ships row for {versions} lists none of the component's binaries"
-                )));
-            }
-            ships.push(super::Ships {
-                versions,
-                binaries: s.binaries,
-                source: s.source,
-            });
-        }
+        let commits = commits(ck, &what, &c.commits)?;
+        let ships = ships(ck, &what, c.ships, &c.binaries, &c.optional_binaries)?;
         Ok(super::Component {
             name: c.name,
             description: c.description,
@@ -1072,6 +1034,66 @@ mod wire {
             }),
             signer: c.signer,
         })
+    }
+
+    /// A component's `commits`: each version's full commit id (40 lowercase hex).
+    fn commits(
+        ck: &Check,
+        what: &str,
+        raw: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<Version, String>, ManifestError> {
+        let mut commits = BTreeMap::new();
+        for (v, commit) in raw {
+            let v = ck.version(&format!("{what}: commits"), v)?;
+            if commit.len() != 40
+                || !commit
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(ck.invalid(format!(
+                    "{what}: commits: {commit:?} (for {v}) is not a full commit id (40 lowercase hex)"
+                )));
+            }
+            commits.insert(v, commit.clone());
+        }
+        Ok(commits)
+    }
+
+    /// A component's ships rows: a source each, and only (and some of) its binaries.
+    fn ships(
+        ck: &Check,
+        what: &str,
+        raw: Vec<Ships>,
+        binaries: &[String],
+        optional_binaries: &[String],
+    ) -> Result<Vec<super::Ships>, ManifestError> {
+        let mut ships = Vec::new();
+        for s in raw {
+            let versions = ck.req(&format!("{what}: ships"), &s.versions)?;
+            if s.source.trim().is_empty() {
+                return Err(ck.invalid(format!(
+                    "{what}: the ships row for {versions} has no source (say where upstream it was read)"
+                )));
+            }
+            for b in &s.binaries {
+                if !binaries.contains(b) && !optional_binaries.contains(b) {
+                    return Err(ck.invalid(format!(
+                        "{what}: the ships row for {versions} lists {b:?}, which is not one of the component's binaries or optional binaries"
+                    )));
+                }
+            }
+            if !binaries.iter().any(|b| s.binaries.contains(b)) {
+                return Err(ck.invalid(format!(
+                    "{what}: the ships row for {versions} lists none of the component's binaries"
+                )));
+            }
+            ships.push(super::Ships {
+                versions,
+                binaries: s.binaries,
+                source: s.source,
+            });
+        }
+        Ok(ships)
     }
 
     /// One `[[component.artifact]]`: http(s):// or file:// URLs, a layout for a tar.gz, and only

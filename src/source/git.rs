@@ -230,7 +230,32 @@ fn fetch_local(
             path: path.to_owned(),
         });
     }
-    let refs = local_refs(&git_dir, url)?;
+    let (local_ref, target) = resolve_local_ref(&git_dir, url, git_ref)?;
+    let missing = |e: git2::Error| SourceError::IncompleteLocal {
+        url: url.to_owned(),
+        git_ref: git_ref.to_owned(),
+        path: path.to_owned(),
+        source: e,
+    };
+    let commit = copy_commit(mirror, url, &git_dir, target, &missing)?;
+    mirror
+        .reference(&local_ref, commit, true, "kbin: local copy")
+        .map_err(git_err(url, "cannot record the ref in the mirror"))?;
+    Ok(Fetched {
+        commit: commit.to_string(),
+        received_bytes: 0,
+        shallow: true,
+    })
+}
+
+/// `git_ref` among the refs of the repository at `git_dir` (or a full commit id): the ref the
+/// mirror records it under, and its target.
+fn resolve_local_ref(
+    git_dir: &Path,
+    url: &str,
+    git_ref: &str,
+) -> Result<(String, Oid), SourceError> {
+    let refs = local_refs(git_dir, url)?;
     let candidates = ref_candidates(git_ref);
     let found = candidates
         .iter()
@@ -256,19 +281,25 @@ fn fetch_local(
         Some(b) => format!("refs/kbin/heads/{b}"),
         None => full,
     };
+    Ok((local_ref, target))
+}
 
+/// Copy the commit `target` peels to, its tree and every tree and blob under it (not its
+/// submodules) from the objects under `git_dir` into the mirror: the commit's id. An object
+/// the source lacks is the error `missing` makes.
+fn copy_commit(
+    mirror: &Repository,
+    url: &str,
+    git_dir: &Path,
+    target: Oid,
+    missing: &dyn Fn(git2::Error) -> SourceError,
+) -> Result<Oid, SourceError> {
     // The source's objects, through an object database of its own (no repository open, so no
     // extension check), wrapped so that commits and trees can be read.
     let odb = git2::Odb::new().map_err(git_err(url, "cannot read the objects"))?;
     odb.add_disk_alternate(&git_dir.join("objects").display().to_string())
         .map_err(git_err(url, "cannot read the objects"))?;
     let src = Repository::from_odb(odb).map_err(git_err(url, "cannot read the objects"))?;
-    let missing = |e: git2::Error| SourceError::IncompleteLocal {
-        url: url.to_owned(),
-        git_ref: git_ref.to_owned(),
-        path: path.to_owned(),
-        source: e,
-    };
     let commit = src
         .find_object(target, None)
         .and_then(|o| o.peel_to_commit())
@@ -302,17 +333,10 @@ fn fetch_local(
         }
     })
     .map_err(missing)?;
-    if let Some(e) = failed {
-        return Err(missing(e));
+    match failed {
+        Some(e) => Err(missing(e)),
+        None => Ok(commit.id()),
     }
-    mirror
-        .reference(&local_ref, commit.id(), true, "kbin: local copy")
-        .map_err(git_err(url, "cannot record the ref in the mirror"))?;
-    Ok(Fetched {
-        commit: commit.id().to_string(),
-        received_bytes: 0,
-        shallow: true,
-    })
 }
 
 /// The refs of a local repository, read through libgit2's refdb (loose files under `refs/`,

@@ -497,19 +497,113 @@ pub fn build_component(
     // What upstream's release build needs here, before a byte is fetched.
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let row = c.recipe.as_ref().and_then(|r| r.release(&req.version));
-    let program = row
-        .and_then(|r| r.command.as_ref())
-        .or(c.recipe.as_ref().map(|r| &r.command))
-        .and_then(|cmd| cmd.first())
-        .cloned()
-        .unwrap_or_default();
-    let prepared = release::prepare(&c.name, &req.version, row, &program, &path)?;
+    let prepared = release::prepare(&c.name, &req.version, row, &release_program(c, row), &path)?;
     for w in &prepared.warnings {
         ui.warn(w);
     }
+    let co = fetch_checkout(store, req, ui, url, &tag, git_ref)?;
 
-    // Fetch only that ref into the mirror (one fetcher per mirror at a time).
-    let mirror = layout.git_mirror(&url);
+    let go = tools::detect_go(&path);
+    let vars = recipe_vars(req, &co, go.as_ref())?;
+    let expanded = expand_recipe(req, &vars, go.as_ref(), &prepared, ui)?;
+    let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
+        serde_json::to_vec(&expanded).expect("recipes always serialize"),
+    ));
+    let key = build_key(req, &co.fetched.commit, &recipe_digest, go.as_ref());
+    let log = layout.build_log(&key);
+
+    // Never build the same thing twice at once: the second waits, then finds it in the index.
+    let _build_lock = store.lock_key(&format!("build-{key}"), || {
+        ui.status(format!("waiting for another kbin building {key}"))
+    })?;
+    // How upstream builds this release: the Go version its tree names, the release row's
+    // settings.
+    let go_file = row
+        .map(|r| r.go_version.file.clone())
+        .unwrap_or_else(|| ".go-version".into());
+    let upstream = repro::upstream_build(
+        row,
+        git::read_file(&co.mirror, &co.url, &co.fetched.commit, &go_file)?.as_deref(),
+        &vars.pairs(),
+    );
+    let ctx = BuildContext {
+        store,
+        req,
+        expanded: &expanded,
+        row,
+        prepared: &prepared,
+        path: &path,
+        ui,
+    };
+    let (binaries, built_go, cache_hit) = match cached_build(store, &layout.build_index(&key)) {
+        Some(entry) => {
+            ui.status(format!(
+                "cache hit: {} {} at {} was built already ({key})",
+                c.name,
+                req.version,
+                &co.fetched.commit[..12]
+            ));
+            (entry.binaries, entry.go, true)
+        }
+        None => {
+            let entry = ctx.build_fresh(&co, &key, go.as_ref(), &recipe_digest)?;
+            (entry.binaries, entry.go, false)
+        }
+    };
+    let reproduction = ctx.reproduction(&co, &key, &binaries, &upstream, go.as_ref())?;
+    Ok(Built {
+        component: c.name.clone(),
+        version: req.version.clone(),
+        source: SourceReceipt {
+            repository: co.url.clone(),
+            git_ref: co.git_ref.clone(),
+            commit: co.fetched.commit.clone(),
+            go: built_go,
+            recipe: recipe_digest.clone(),
+            outputs: Some(outputs_digest(&binaries)),
+            dropped_tags: prepared.dropped.clone(),
+            upstream: Some(upstream),
+            reproduction,
+        },
+        binaries,
+        key,
+        cache_hit,
+        fetched_bytes: co.fetched.received_bytes,
+        shallow: co.fetched.shallow,
+        log,
+    })
+}
+
+/// The program upstream's release build runs first (the release row's command, else the
+/// recipe's), for [`release::prepare`] to look for.
+fn release_program(c: &Component, row: Option<&crate::manifest::ReleaseBuild>) -> String {
+    row.and_then(|r| r.command.as_ref())
+        .or(c.recipe.as_ref().map(|r| &r.command))
+        .and_then(|cmd| cmd.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The commit a build starts from: where it was fetched from and into.
+struct Checkout {
+    url: String,
+    git_ref: String,
+    mirror: PathBuf,
+    fetched: git::Fetched,
+}
+
+/// Fetch only `git_ref` from `url` into its mirror (one fetcher per mirror at a time), and
+/// check the commit against the one the manifest pins for the version's own tag.
+fn fetch_checkout(
+    store: &Store,
+    req: &BuildRequest<'_>,
+    ui: &Ui,
+    url: String,
+    tag: &str,
+    git_ref: String,
+) -> Result<Checkout, SourceError> {
+    let c = req.component;
+    let mirror = store.layout().git_mirror(&url);
     let fetched = {
         let _lock = store.lock_key(&format!("git-{}", sha256_hex(url.as_bytes())), || {
             ui.status(format!("waiting for another kbin fetching {url}"))
@@ -530,213 +624,64 @@ pub fn build_component(
             actual: fetched.commit,
         });
     }
+    Ok(Checkout {
+        url,
+        git_ref,
+        mirror,
+        fetched,
+    })
+}
 
-    let go = tools::detect_go(&path);
-    let commit_time = git::commit_time(&mirror, &url, &fetched.commit)?;
-    let vars = Vars {
+/// The values a recipe's `{placeholders}` take for this checkout.
+fn recipe_vars(
+    req: &BuildRequest<'_>,
+    co: &Checkout,
+    go: Option<&tools::GoTool>,
+) -> Result<Vars, SourceError> {
+    let commit_time = git::commit_time(&co.mirror, &co.url, &co.fetched.commit)?;
+    Ok(Vars {
         version: req.version.to_string(),
         arch: req.arch.as_str(),
-        commit: fetched.commit.clone(),
-        git_ref: git_ref.clone(),
-        go_version: go.as_ref().map(|g| g.version.clone()).unwrap_or_default(),
+        commit: co.fetched.commit.clone(),
+        git_ref: co.git_ref.clone(),
+        go_version: go.map(|g| g.version.clone()).unwrap_or_default(),
         commit_time: commit_time.to_string(),
         source_date: time::OffsetDateTime::from_unix_timestamp(commit_time)
             .map(crate::util::rfc3339)
             .unwrap_or_default(),
         major: req.version.major.to_string(),
         minor: req.version.minor.to_string(),
-    };
-    let expanded = expand_recipe(req, &vars, go.as_ref(), &prepared, ui)?;
-    let recipe_digest = Digest::sha256_of(&sha2::Sha256::digest(
-        serde_json::to_vec(&expanded).expect("recipes always serialize"),
-    ));
+    })
+}
+
+/// The build cache's key: the component's name and a digest of what makes the build (the
+/// commit, the expanded recipe, the Go version, the architecture).
+fn build_key(
+    req: &BuildRequest<'_>,
+    commit: &str,
+    recipe_digest: &Digest,
+    go: Option<&tools::GoTool>,
+) -> String {
     let key_input = format!(
         "commit={}\nrecipe={}\ngo={}\narch={}\n",
-        fetched.commit,
+        commit,
         recipe_digest,
-        go.as_ref().map_or("none", |g| g.version.as_str()),
+        go.map_or("none", |g| g.version.as_str()),
         req.arch
     );
-    let key = format!("{}-{}", c.name, &sha256_hex(key_input.as_bytes())[..32]);
-    let index_path = layout.build_index(&key);
-    let log = layout.build_log(&key);
+    format!(
+        "{}-{}",
+        req.component.name,
+        &sha256_hex(key_input.as_bytes())[..32]
+    )
+}
 
-    // Never build the same thing twice at once: the second waits, then finds it in the index.
-    let _build_lock = store.lock_key(&format!("build-{key}"), || {
-        ui.status(format!("waiting for another kbin building {key}"))
-    })?;
-    // How upstream builds this release: the Go version its tree names, the release row's
-    // settings.
-    let go_file = row
-        .map(|r| r.go_version.file.clone())
-        .unwrap_or_else(|| ".go-version".into());
-    let upstream = repro::upstream_build(
-        row,
-        git::read_file(&mirror, &url, &fetched.commit, &go_file)?.as_deref(),
-        &vars.pairs(),
-    );
-    let ctx = BuildContext {
-        store,
-        req,
-        expanded: &expanded,
-        row,
-        prepared: &prepared,
-        path: &path,
-        ui,
-    };
-    let cached = std::fs::read_to_string(&index_path)
+/// The build index's entry at `index_path`, if every binary it names is still in the store.
+fn cached_build(store: &Store, index_path: &Path) -> Option<IndexEntry> {
+    std::fs::read_to_string(index_path)
         .ok()
         .and_then(|t| toml::from_str::<IndexEntry>(&t).ok())
-        .filter(|e| e.binaries.values().all(|d| store.get(d).is_some()));
-    let (binaries, built_go, cache_hit) = if let Some(entry) = cached {
-        ui.status(format!(
-            "cache hit: {} {} at {} was built already ({key})",
-            c.name,
-            req.version,
-            &fetched.commit[..12]
-        ));
-        (entry.binaries, entry.go, true)
-    } else {
-        // The Go version rule, from the commit's go.mod and .go-version, before the checkout.
-        let wants = tools::GoWants::parse(
-            git::read_file(&mirror, &url, &fetched.commit, "go.mod")?.as_deref(),
-            git::read_file(&mirror, &url, &fetched.commit, ".go-version")?.as_deref(),
-        );
-        let first = expanded.runs.first().cloned().unwrap_or_default();
-        for w in tools::check(&c.name, &first, &wants, go.as_ref(), &path)? {
-            ui.warn(w);
-        }
-        let built_files = ctx.run_in(
-            &mirror,
-            &url,
-            &fetched.commit,
-            &WorkDirs {
-                tree: layout.build_src(&key),
-                home: layout.build_home(&key),
-                go_cache: layout.go_cache(),
-                log: log.clone(),
-            },
-        )?;
-        let mut binaries = BTreeMap::new();
-        for (b, p) in &built_files {
-            binaries.insert(b.clone(), store.insert_copy(p)?);
-        }
-        let entry = IndexEntry {
-            repository: url.clone(),
-            git_ref: git_ref.clone(),
-            commit: fetched.commit.clone(),
-            go: go.as_ref().map(|g| g.version.clone()),
-            recipe: recipe_digest.clone(),
-            arch: req.arch,
-            binaries: binaries.clone(),
-            dropped_tags: prepared.dropped.clone(),
-        };
-        write_atomic(
-            &index_path,
-            toml::to_string_pretty(&entry)
-                .expect("index entries always serialize")
-                .as_bytes(),
-            0o644,
-        )
-        .map_err(|e| {
-            SourceError::Io(crate::fsx::PathIo {
-                action: "cannot write the build index",
-                path: e.path,
-                source: e.source,
-            })
-        })?;
-        ui.status(format!("built {} {} ({key})", c.name, req.version));
-        (binaries, entry.go, false)
-    };
-
-    // Does it reproduce upstream's binaries (and, when asked, a second build elsewhere)?
-    let scratch = tempfile::Builder::new()
-        .prefix("repro-")
-        .tempdir_in({
-            let t = layout.tmp_dir();
-            std::fs::create_dir_all(&t).map_err(io("cannot create", &t))?;
-            t
-        })
-        .map_err(io(
-            "cannot create a temporary directory in",
-            &layout.tmp_dir(),
-        ))?;
-    let up = repro::Upstream {
-        store,
-        manifest: req.manifest,
-        component: c,
-        version: &req.version,
-        arch: req.arch,
-        row,
-        build: &upstream,
-        go: go.as_ref(),
-        path: &path,
-        scratch: scratch.path(),
-    };
-    let mut reproduction = BTreeMap::new();
-    for (b, d) in &binaries {
-        let Some(file) = store.get(d) else { continue };
-        reproduction.insert(
-            b.clone(),
-            crate::toolchain::Reproduction {
-                upstream: repro::against_upstream(&up, b, &file, d),
-                rebuild: None,
-            },
-        );
-    }
-    if req.check_reproducible {
-        let check = layout.build_dir(&key).join("check");
-        ui.status(format!(
-            "building {} {} a second time in {} (fresh Go build cache) to compare",
-            c.name,
-            req.version,
-            check.display()
-        ));
-        let second = ctx.run_in(
-            &mirror,
-            &url,
-            &fetched.commit,
-            &WorkDirs {
-                tree: check.join("src"),
-                home: check.join("home"),
-                go_cache: check.join("gocache"),
-                log: layout.build_dir(&key).join("check.log"),
-            },
-        )?;
-        for (b, d) in &binaries {
-            let (Some(first), Some(other)) = (store.get(d), second.get(b)) else {
-                continue;
-            };
-            if let Some(r) = reproduction.get_mut(b) {
-                r.rebuild = Some(repro::against_rebuild(&first, d, other));
-            }
-        }
-        // The second tree and its Go cache can be gigabytes: only its log stays.
-        if let Err(e) = std::fs::remove_dir_all(&check) {
-            ui.warn(format!("cannot remove {}: {e}", check.display()));
-        }
-    }
-    Ok(Built {
-        component: c.name.clone(),
-        version: req.version.clone(),
-        source: SourceReceipt {
-            repository: url.clone(),
-            git_ref: git_ref.clone(),
-            commit: fetched.commit.clone(),
-            go: built_go,
-            recipe: recipe_digest.clone(),
-            outputs: Some(outputs_digest(&binaries)),
-            dropped_tags: prepared.dropped.clone(),
-            upstream: Some(upstream),
-            reproduction,
-        },
-        binaries,
-        key,
-        cache_hit,
-        fetched_bytes: fetched.received_bytes,
-        shallow: fetched.shallow,
-        log,
-    })
+        .filter(|e| e.binaries.values().all(|d| store.get(d).is_some()))
 }
 
 /// Where one run of a recipe happens.
@@ -759,6 +704,163 @@ struct BuildContext<'a> {
 }
 
 impl BuildContext<'_> {
+    /// Build the checkout (after checking the Go version rule its go.mod and .go-version
+    /// set), put the outputs into the store and record them in the build index.
+    fn build_fresh(
+        &self,
+        co: &Checkout,
+        key: &str,
+        go: Option<&tools::GoTool>,
+        recipe_digest: &Digest,
+    ) -> Result<IndexEntry, SourceError> {
+        let (c, layout, store, ui) = (self.req.component, self.store.layout(), self.store, self.ui);
+        let commit = &co.fetched.commit;
+        // The Go version rule, from the commit's go.mod and .go-version, before the checkout.
+        let wants = tools::GoWants::parse(
+            git::read_file(&co.mirror, &co.url, commit, "go.mod")?.as_deref(),
+            git::read_file(&co.mirror, &co.url, commit, ".go-version")?.as_deref(),
+        );
+        let first = self.expanded.runs.first().cloned().unwrap_or_default();
+        for w in tools::check(&c.name, &first, &wants, go, self.path)? {
+            ui.warn(w);
+        }
+        let built_files = self.run_in(
+            &co.mirror,
+            &co.url,
+            commit,
+            &WorkDirs {
+                tree: layout.build_src(key),
+                home: layout.build_home(key),
+                go_cache: layout.go_cache(),
+                log: layout.build_log(key),
+            },
+        )?;
+        let mut binaries = BTreeMap::new();
+        for (b, p) in &built_files {
+            binaries.insert(b.clone(), store.insert_copy(p)?);
+        }
+        let entry = IndexEntry {
+            repository: co.url.clone(),
+            git_ref: co.git_ref.clone(),
+            commit: commit.clone(),
+            go: go.map(|g| g.version.clone()),
+            recipe: recipe_digest.clone(),
+            arch: self.req.arch,
+            binaries,
+            dropped_tags: self.prepared.dropped.clone(),
+        };
+        write_atomic(
+            &layout.build_index(key),
+            toml::to_string_pretty(&entry)
+                .expect("index entries always serialize")
+                .as_bytes(),
+            0o644,
+        )
+        .map_err(|e| {
+            SourceError::Io(crate::fsx::PathIo {
+                action: "cannot write the build index",
+                path: e.path,
+                source: e.source,
+            })
+        })?;
+        ui.status(format!("built {} {} ({key})", c.name, self.req.version));
+        Ok(entry)
+    }
+
+    /// Does the build reproduce upstream's binaries (and, when asked, a second build
+    /// elsewhere)?
+    fn reproduction(
+        &self,
+        co: &Checkout,
+        key: &str,
+        binaries: &BTreeMap<String, Digest>,
+        upstream: &crate::toolchain::UpstreamBuild,
+        go: Option<&tools::GoTool>,
+    ) -> Result<BTreeMap<String, crate::toolchain::Reproduction>, SourceError> {
+        let (layout, store) = (self.store.layout(), self.store);
+        let scratch = tempfile::Builder::new()
+            .prefix("repro-")
+            .tempdir_in({
+                let t = layout.tmp_dir();
+                std::fs::create_dir_all(&t).map_err(io("cannot create", &t))?;
+                t
+            })
+            .map_err(io(
+                "cannot create a temporary directory in",
+                &layout.tmp_dir(),
+            ))?;
+        let up = repro::Upstream {
+            store,
+            manifest: self.req.manifest,
+            component: self.req.component,
+            version: &self.req.version,
+            arch: self.req.arch,
+            row: self.row,
+            build: upstream,
+            go,
+            path: self.path,
+            scratch: scratch.path(),
+        };
+        let mut reproduction = BTreeMap::new();
+        for (b, d) in binaries {
+            let Some(file) = store.get(d) else { continue };
+            reproduction.insert(
+                b.clone(),
+                crate::toolchain::Reproduction {
+                    upstream: repro::against_upstream(&up, b, &file, d),
+                    rebuild: None,
+                },
+            );
+        }
+        if self.req.check_reproducible {
+            self.rebuild(co, key, binaries, &mut reproduction)?;
+        }
+        Ok(reproduction)
+    }
+
+    /// Build the checkout a second time (fresh Go build cache) and compare each binary with
+    /// the first build's.
+    fn rebuild(
+        &self,
+        co: &Checkout,
+        key: &str,
+        binaries: &BTreeMap<String, Digest>,
+        reproduction: &mut BTreeMap<String, crate::toolchain::Reproduction>,
+    ) -> Result<(), SourceError> {
+        let (c, layout, store, ui) = (self.req.component, self.store.layout(), self.store, self.ui);
+        let check = layout.build_dir(key).join("check");
+        ui.status(format!(
+            "building {} {} a second time in {} (fresh Go build cache) to compare",
+            c.name,
+            self.req.version,
+            check.display()
+        ));
+        let second = self.run_in(
+            &co.mirror,
+            &co.url,
+            &co.fetched.commit,
+            &WorkDirs {
+                tree: check.join("src"),
+                home: check.join("home"),
+                go_cache: check.join("gocache"),
+                log: layout.build_dir(key).join("check.log"),
+            },
+        )?;
+        for (b, d) in binaries {
+            let (Some(first), Some(other)) = (store.get(d), second.get(b)) else {
+                continue;
+            };
+            if let Some(r) = reproduction.get_mut(b) {
+                r.rebuild = Some(repro::against_rebuild(&first, d, other));
+            }
+        }
+        // The second tree and its Go cache can be gigabytes: only its log stays.
+        if let Err(e) = std::fs::remove_dir_all(&check) {
+            ui.warn(format!("cannot remove {}: {e}", check.display()));
+        }
+        Ok(())
+    }
+
     /// Check the commit out into `dirs.tree`, run the recipe there, and return every output
     /// (binary → its file in the tree), checked against the release row.
     fn run_in(

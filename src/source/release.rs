@@ -169,79 +169,124 @@ pub fn verify(
     outputs: &BTreeMap<String, std::path::PathBuf>,
     path: &str,
 ) -> Result<(), SourceError> {
-    let broken =
-        |binary: &str, what: &str, promised: String, found: String| SourceError::BrokenPromise {
-            component: component.to_owned(),
-            binary: binary.to_owned(),
-            what: what.to_owned(),
-            promised,
-            found,
-            row: row.map_or_else(
-                || "the recipe's environment".to_owned(),
-                |r| r.source.clone(),
-            ),
-        };
+    let promises = Promises { component, row };
     let experiment = env.get("GOEXPERIMENT").filter(|e| !e.is_empty());
     let no_cgo = BTreeMap::new();
     let cgo_rules = row.map_or(&no_cgo, |r| &r.cgo);
     let wants_build_info =
         !prepared.tags.is_empty() || !cgo_rules.is_empty() || experiment.is_some();
-    for (binary, file) in outputs {
-        if !wants_build_info {
-            break;
-        }
-        let Some(settings) = build_settings(file, path) else {
-            return Err(broken(
-                binary,
-                "Go build info",
-                "a Go binary with build info".into(),
-                "nothing `go version -m` can read".into(),
-            ));
-        };
-        let tags: Vec<&str> = settings
-            .get("-tags")
-            .map(|t| t.split(',').collect())
-            .unwrap_or_default();
-        let lacking: Vec<&str> = prepared
-            .tags
-            .iter()
-            .map(String::as_str)
-            .filter(|t| !tags.contains(t))
-            .collect();
-        if !lacking.is_empty() {
-            return Err(broken(
-                binary,
-                "build tags",
-                prepared.tags.join(","),
-                format!("-tags={} (lacks {})", tags.join(","), lacking.join(",")),
-            ));
-        }
-        if let Some(cgo) = cgo_rules.get(binary).or_else(|| cgo_rules.get("*")) {
-            let want = if *cgo { "1" } else { "0" };
-            let found = settings.get("CGO_ENABLED").map_or("unset", String::as_str);
-            if found != want {
-                return Err(broken(
+    if wants_build_info {
+        for (binary, file) in outputs {
+            let Some(settings) = build_settings(file, path) else {
+                return Err(promises.broken(
                     binary,
-                    "cgo",
-                    format!("CGO_ENABLED={want}"),
-                    format!("CGO_ENABLED={found}"),
+                    "Go build info",
+                    "a Go binary with build info".into(),
+                    "nothing `go version -m` can read".into(),
                 ));
-            }
-        }
-        if let Some(exp) = experiment {
-            let found = settings.get("GOEXPERIMENT").map_or("", String::as_str);
-            let have: Vec<&str> = found.split(',').collect();
-            if exp.split(',').any(|e| !have.contains(&e)) {
-                return Err(broken(
-                    binary,
-                    "GOEXPERIMENT",
-                    format!("GOEXPERIMENT={exp}"),
-                    format!("GOEXPERIMENT={found}"),
-                ));
+            };
+            let checks = [
+                lacking_tags(&prepared.tags, &settings),
+                cgo_mismatch(cgo_rules, binary, &settings),
+                experiment_mismatch(experiment.map(String::as_str), &settings),
+            ];
+            if let Some((what, promised, found)) = checks.into_iter().flatten().next() {
+                return Err(promises.broken(binary, what, promised, found));
             }
         }
     }
-    for report in row.iter().flat_map(|r| &r.reports) {
+    self_reports(&promises, outputs, path)
+}
+
+/// What a release row (or the recipe's environment) promises of a component's binaries.
+struct Promises<'a> {
+    component: &'a str,
+    row: Option<&'a ReleaseBuild>,
+}
+
+impl Promises<'_> {
+    /// The error of a broken promise: `what` of `binary` was to be `promised`, is `found`.
+    fn broken(&self, binary: &str, what: &str, promised: String, found: String) -> SourceError {
+        SourceError::BrokenPromise {
+            component: self.component.to_owned(),
+            binary: binary.to_owned(),
+            what: what.to_owned(),
+            promised,
+            found,
+            row: self.row.map_or_else(
+                || "the recipe's environment".to_owned(),
+                |r| r.source.clone(),
+            ),
+        }
+    }
+}
+
+/// A build-info mismatch: what, what was promised, what was found.
+type Mismatch = (&'static str, String, String);
+
+/// The kept build tags missing from the binary's `-tags`.
+fn lacking_tags(kept: &[String], settings: &BTreeMap<String, String>) -> Option<Mismatch> {
+    let tags: Vec<&str> = settings
+        .get("-tags")
+        .map(|t| t.split(',').collect())
+        .unwrap_or_default();
+    let lacking: Vec<&str> = kept
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !tags.contains(t))
+        .collect();
+    (!lacking.is_empty()).then(|| {
+        (
+            "build tags",
+            kept.join(","),
+            format!("-tags={} (lacks {})", tags.join(","), lacking.join(",")),
+        )
+    })
+}
+
+/// The binary's CGO_ENABLED, when the row's cgo rule (for it, or `*`) says otherwise.
+fn cgo_mismatch(
+    cgo_rules: &BTreeMap<String, bool>,
+    binary: &str,
+    settings: &BTreeMap<String, String>,
+) -> Option<Mismatch> {
+    let cgo = cgo_rules.get(binary).or_else(|| cgo_rules.get("*"))?;
+    let want = if *cgo { "1" } else { "0" };
+    let found = settings.get("CGO_ENABLED").map_or("unset", String::as_str);
+    (found != want).then(|| {
+        (
+            "cgo",
+            format!("CGO_ENABLED={want}"),
+            format!("CGO_ENABLED={found}"),
+        )
+    })
+}
+
+/// The binary's GOEXPERIMENT, when it lacks one the environment set.
+fn experiment_mismatch(
+    experiment: Option<&str>,
+    settings: &BTreeMap<String, String>,
+) -> Option<Mismatch> {
+    let exp = experiment?;
+    let found = settings.get("GOEXPERIMENT").map_or("", String::as_str);
+    let have: Vec<&str> = found.split(',').collect();
+    exp.split(',').any(|e| !have.contains(&e)).then(|| {
+        (
+            "GOEXPERIMENT",
+            format!("GOEXPERIMENT={exp}"),
+            format!("GOEXPERIMENT={found}"),
+        )
+    })
+}
+
+/// Run each self-report of the row (`kubelet --version`, …) and check its output contains
+/// what the row says.
+fn self_reports(
+    promises: &Promises<'_>,
+    outputs: &BTreeMap<String, std::path::PathBuf>,
+    path: &str,
+) -> Result<(), SourceError> {
+    for report in promises.row.iter().flat_map(|r| &r.reports) {
         let Some(file) = outputs.get(&report.binary) else {
             continue;
         };
@@ -259,7 +304,7 @@ pub fn verify(
             Err(e) => format!("cannot run it: {e}"),
         };
         if !text.contains(&report.contains) {
-            return Err(broken(
+            return Err(promises.broken(
                 &report.binary,
                 &format!("`{} {}`", report.binary, report.args.join(" ")),
                 format!("output containing {:?}", report.contains),

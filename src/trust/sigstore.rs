@@ -499,7 +499,17 @@ pub fn verify_blob(
         return Err(outside(&format!("the log key of {}", log.url), log.valid));
     }
     // 4. The signer the policy names.
-    let ids = identities(&leaf);
+    signer(&leaf, policy, entry)
+}
+
+/// The signer of `leaf`, logged in `entry`, if it is the one `policy` names (identity and OIDC
+/// issuer).
+fn signer(
+    leaf: &X509Certificate<'_>,
+    policy: &Policy,
+    entry: &LogEntry,
+) -> Result<Signer, SigError> {
+    let ids = identities(leaf);
     let Some(identity) = ids.iter().find(|i| **i == policy.identity) else {
         return Err(SigError::WrongIdentity {
             found: if ids.is_empty() {
@@ -510,7 +520,7 @@ pub fn verify_blob(
             expected: policy.identity.clone(),
         });
     };
-    let issuer = oidc_issuer(&leaf);
+    let issuer = oidc_issuer(leaf);
     if issuer.as_deref() != Some(policy.issuer.as_str()) {
         return Err(SigError::WrongIssuer {
             found: issuer.unwrap_or_else(|| "no issuer".to_owned()),
@@ -520,7 +530,7 @@ pub fn verify_blob(
     Ok(Signer {
         identity: identity.clone(),
         issuer: policy.issuer.clone(),
-        integrated_time: t,
+        integrated_time: entry.integrated_time,
         log_index: entry.log_index,
     })
 }

@@ -388,6 +388,8 @@ static CONFIG_FILES: &[ConfigFile] = &[
     (Wk, || paths::unit(paths::POD_NETWORK_UNIT), 0o644, |_| configs::pod_network_unit()),
 ];
 
+/// Every file of a node's tree, sorted by path: its configs and units, its PKI copies, its
+/// binaries and images (unless `--no-binaries`), and the install.sh that places them.
 fn node_files(
     c: &ClusterInput,
     node: &NodeInput,
@@ -397,7 +399,36 @@ fn node_files(
     keys: &EncryptionKeys,
     staged: &Staged,
 ) -> Result<Vec<NodeFile>, BundleError> {
-    let mut files: BTreeMap<String, NodeFile> = BTreeMap::new();
+    let cx = FileCx {
+        c,
+        node,
+        v,
+        d,
+        opts,
+        keys,
+    };
+    let mut files = config_files(&cx);
+    pki_files(node, opts, staged, &mut files)?;
+    binary_files(node, v, d, opts, &mut files)?;
+    let list: Vec<NodeFile> = files.into_values().collect();
+    let script = install_script(node, &list);
+    let mut list = list;
+    list.push(NodeFile {
+        rel: "install.sh".into(),
+        mode: 0o755,
+        content: Content::Text(script),
+    });
+    list.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(list)
+}
+
+/// A node's files by their path in its tree.
+type NodeFiles = BTreeMap<String, NodeFile>;
+
+/// The node's configs and units ([`CONFIG_FILES`], and the node-local load balancer's).
+fn config_files(cx: &FileCx<'_>) -> NodeFiles {
+    let (c, node) = (cx.c, cx.node);
+    let mut files = NodeFiles::new();
     // Node paths are absolute in configs::paths (what the units and configs name); the tree
     // holds them relative to the node's root.
     let mut text = |path: &str, mode: u32, s: String| {
@@ -411,17 +442,9 @@ fn node_files(
             },
         );
     };
-    let cx = FileCx {
-        c,
-        node,
-        v,
-        d,
-        opts,
-        keys,
-    };
     for (role, path, mode, render) in CONFIG_FILES {
         if role.applies(node) {
-            text(&path(), *mode, render(&cx));
+            text(&path(), *mode, render(cx));
         }
     }
     // Several control planes: the worker's node-local load balancer in front of them all.
@@ -437,6 +460,16 @@ fn node_files(
             configs::apiserver_lb_unit(),
         );
     }
+    files
+}
+
+/// The certificates, keys and kubeconfigs placed on the node, from the PKI step's files.
+fn pki_files(
+    node: &NodeInput,
+    opts: &Options,
+    staged: &Staged,
+    files: &mut NodeFiles,
+) -> Result<(), BundleError> {
     for p in crate::r#gen::pki::certs::placed_on(&node.name, node.control_plane, node.worker) {
         let from = opts.out.join(&p.from);
         if staged.get(&from).is_none() && !from.is_file() {
@@ -458,25 +491,38 @@ fn node_files(
             },
         );
     }
-    if let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) {
-        for (_, bin, to) in BINARIES
-            .iter()
-            .filter(|(r, b, _)| r.applies(node) && bundled(b, d))
-        {
-            let path = binary_path(v, dir, bin)?;
-            let rel = format!("{to}/{bin}");
-            files.insert(
-                rel.clone(),
-                NodeFile {
-                    rel,
-                    mode: 0o755,
-                    content: Content::Binary(path),
-                },
-            );
-        }
+    Ok(())
+}
+
+/// The toolchain's binaries the node runs, and (on workers) the image archives containerd
+/// imports: none with `--no-binaries` or without a toolchain.
+fn binary_files(
+    node: &NodeInput,
+    v: &Versions,
+    d: &Decisions,
+    opts: &Options,
+    files: &mut NodeFiles,
+) -> Result<(), BundleError> {
+    let (false, Some(dir)) = (opts.no_binaries, &v.toolchain_dir) else {
+        return Ok(());
+    };
+    for (_, bin, to) in BINARIES
+        .iter()
+        .filter(|(r, b, _)| r.applies(node) && bundled(b, d))
+    {
+        let path = binary_path(v, dir, bin)?;
+        let rel = format!("{to}/{bin}");
+        files.insert(
+            rel.clone(),
+            NodeFile {
+                rel,
+                mode: 0o755,
+                content: Content::Binary(path),
+            },
+        );
     }
     // Workers run containerd: the images it needs with no registry, in the shared bundle.
-    if let (false, Some(dir), true) = (opts.no_binaries, &v.toolchain_dir, node.worker) {
+    if node.worker {
         for (name, (rel_in_toolchain, _)) in &v.image_archives {
             let path = dir.join(rel_in_toolchain);
             let rel = format!("{}/{name}", paths::IMAGES.trim_start_matches('/'));
@@ -490,16 +536,7 @@ fn node_files(
             );
         }
     }
-    let list: Vec<NodeFile> = files.into_values().collect();
-    let script = install_script(node, &list);
-    let mut list = list;
-    list.push(NodeFile {
-        rel: "install.sh".into(),
-        mode: 0o755,
-        content: Content::Text(script),
-    });
-    list.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(list)
+    Ok(())
 }
 
 /// Where toolchain `dir` holds `bin`, or why it cannot be bundled.
@@ -736,83 +773,15 @@ pub fn write(
     let nodes_dir = nodes_dir(&opts.out);
     let mut written = Vec::new();
     let mut hosts = Vec::new();
-    let mut bundles: BTreeMap<Role, BTreeMap<String, PathBuf>> = BTreeMap::new();
+    let mut bundles = Bundles::new();
     for node in &c.nodes {
         crate::fsx::interrupt::check().map_err(io("cannot stop before", &nodes_dir))?;
         let files = node_files(c, node, v, &d, opts, &keys, staged)?;
-        // Built aside, swapped in by the commit: a tree appears whole.
-        let tree = nodes_dir.join(&node.name);
-        let built = staged.stage_tree(&tree)?;
-        build_tree(&built, &files, staged)?;
-
-        let mut own = Vec::new();
-        for f in &files {
-            if let Content::Binary(src) = &f.content {
-                let image = f
-                    .rel
-                    .starts_with(&format!("{}/", paths::IMAGES.trim_start_matches('/')));
-                for role in [Cp, Wk] {
-                    if role.applies(node)
-                        && (BINARIES
-                            .iter()
-                            .any(|(r, b, to)| *r == role && f.rel == format!("{to}/{b}"))
-                            || (image && role == Wk))
-                    {
-                        bundles
-                            .entry(role)
-                            .or_default()
-                            .insert(f.rel.clone(), src.clone());
-                    }
-                }
-            } else {
-                own.push((f.rel.clone(), f.mode, built.join(&f.rel)));
-            }
-        }
-        let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
-        let (digest, tmp) = write_tarball(&tarball, &own, staged)?;
-        staged.stage_written(tmp, &tarball);
-        hosts.push(ansible::HostPlan {
-            name: node.name.clone(),
-            ip: node.ip,
-            control_plane: node.control_plane,
-            worker: node.worker,
-            pod_subnet: node.pod_subnet.clone(),
-            archives: vec![ansible::Archive::new(
-                "node".into(),
-                format!("nodes/{}.tar.gz", node.name),
-                digest.hex().to_owned(),
-            )],
-            files: host_files(node, &files, v.arch),
-        });
-        written.push(WrittenNode {
-            name: node.name.clone(),
-            tree,
-            tarball,
-            files: files.iter().map(|f| f.rel.clone()).collect(),
-        });
+        let (host, node_written) = stage_node(node, &files, v, &nodes_dir, staged, &mut bundles)?;
+        hosts.push(host);
+        written.push(node_written);
     }
-    let mut binary_bundles = Vec::new();
-    let mut shared_bundles = Vec::new();
-    for (role, files) in &bundles {
-        let path = opts.out.join(binaries_bundle(*role, v.arch));
-        let entries: Vec<(String, u32, PathBuf)> = files
-            .iter()
-            .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
-            .collect();
-        let shared = bundle_cache::shared_bundle(v, &path, &entries, staged)?;
-        let rel = binaries_bundle(*role, v.arch);
-        for (h, node) in hosts.iter_mut().zip(&c.nodes) {
-            if role.applies(node) {
-                h.archives.push(ansible::Archive::new(
-                    archive_name(&rel),
-                    rel.clone(),
-                    shared.digest.hex().to_owned(),
-                ));
-            }
-        }
-        shared_bundles.push(shared);
-        binary_bundles.push(path);
-    }
+    let (binary_bundles, shared_bundles) = stage_bundles(c, v, opts, staged, &bundles, &mut hosts)?;
     ansible::stage(&opts.out, c, v, &hosts, staged)?;
     staged.stage(
         &opts.out.join(addons::COREDNS),
@@ -837,6 +806,107 @@ pub fn write(
         cgroup_v1: opts.cgroup_v1,
         next_steps_text: text,
     })
+}
+
+/// The binaries (and image archives) of each role's shared bundle: path in the bundle → file.
+type Bundles = BTreeMap<Role, BTreeMap<String, PathBuf>>;
+
+/// Stage one node's tree and tarball (its own files; its binaries go to the role's shared
+/// bundle in `bundles`): its host in the Ansible inventory and what was written.
+fn stage_node(
+    node: &NodeInput,
+    files: &[NodeFile],
+    v: &Versions,
+    nodes_dir: &Path,
+    staged: &Staged,
+    bundles: &mut Bundles,
+) -> Result<(ansible::HostPlan, WrittenNode), BundleError> {
+    // Built aside, swapped in by the commit: a tree appears whole.
+    let tree = nodes_dir.join(&node.name);
+    let built = staged.stage_tree(&tree)?;
+    build_tree(&built, files, staged)?;
+
+    let mut own = Vec::new();
+    for f in files {
+        if let Content::Binary(src) = &f.content {
+            let image = f
+                .rel
+                .starts_with(&format!("{}/", paths::IMAGES.trim_start_matches('/')));
+            for role in [Cp, Wk] {
+                if role.applies(node)
+                    && (BINARIES
+                        .iter()
+                        .any(|(r, b, to)| *r == role && f.rel == format!("{to}/{b}"))
+                        || (image && role == Wk))
+                {
+                    bundles
+                        .entry(role)
+                        .or_default()
+                        .insert(f.rel.clone(), src.clone());
+                }
+            }
+        } else {
+            own.push((f.rel.clone(), f.mode, built.join(&f.rel)));
+        }
+    }
+    let tarball = nodes_dir.join(format!("{}.tar.gz", node.name));
+    let (digest, tmp) = write_tarball(&tarball, &own, staged)?;
+    staged.stage_written(tmp, &tarball);
+    let host = ansible::HostPlan {
+        name: node.name.clone(),
+        ip: node.ip,
+        control_plane: node.control_plane,
+        worker: node.worker,
+        pod_subnet: node.pod_subnet.clone(),
+        archives: vec![ansible::Archive::new(
+            "node".into(),
+            format!("nodes/{}.tar.gz", node.name),
+            digest.hex().to_owned(),
+        )],
+        files: host_files(node, files, v.arch),
+    };
+    let written = WrittenNode {
+        name: node.name.clone(),
+        tree,
+        tarball,
+        files: files.iter().map(|f| f.rel.clone()).collect(),
+    };
+    Ok((host, written))
+}
+
+/// Stage each role's shared binary bundle (or reuse it from the store), and add it to the
+/// archives of the hosts with that role: the bundles' paths and what became of each.
+fn stage_bundles(
+    c: &ClusterInput,
+    v: &Versions,
+    opts: &Options,
+    staged: &Staged,
+    bundles: &Bundles,
+    hosts: &mut [ansible::HostPlan],
+) -> Result<(Vec<PathBuf>, Vec<SharedBundle>), BundleError> {
+    let mut binary_bundles = Vec::new();
+    let mut shared_bundles = Vec::new();
+    for (role, files) in bundles {
+        let path = opts.out.join(binaries_bundle(*role, v.arch));
+        let entries: Vec<(String, u32, PathBuf)> = files
+            .iter()
+            .map(|(rel, src)| (rel.clone(), 0o755, src.clone()))
+            .collect();
+        let shared = bundle_cache::shared_bundle(v, &path, &entries, staged)?;
+        let rel = binaries_bundle(*role, v.arch);
+        for (h, node) in hosts.iter_mut().zip(&c.nodes) {
+            if role.applies(node) {
+                h.archives.push(ansible::Archive::new(
+                    archive_name(&rel),
+                    rel.clone(),
+                    shared.digest.hex().to_owned(),
+                ));
+            }
+        }
+        shared_bundles.push(shared);
+        binary_bundles.push(path);
+    }
+    Ok((binary_bundles, shared_bundles))
 }
 
 /// After `kbin certs renew`: bring the PKI copies inside each existing `nodes/<name>/` tree and

@@ -985,15 +985,27 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
     let pki = pki_dir(out);
     let items = certs::plan(spec);
     let now = SystemTime::now();
-    let soon = now + warn;
-    let rotation = rotate::state(out);
-    // CAs loaded once, for the leaves' signature checks.
-    let mut cas: std::collections::HashMap<&str, Authority> = std::collections::HashMap::new();
+    let checker = Checker {
+        spec,
+        cas: load_cas(&items, &pki),
+        pki,
+        now,
+        soon: now + warn,
+        warn,
+        rotation: rotate::state(out),
+    };
+    par_map(&items, |item| checker.row(item))
+}
+
+/// The CAs of `items` that load from `pki` (certificate and key), for the leaves' signature
+/// checks.
+fn load_cas<'a>(items: &'a [Item], pki: &Path) -> std::collections::HashMap<&'a str, Authority> {
+    let mut cas = std::collections::HashMap::new();
     for item in items.iter().filter(|i| i.is_ca()) {
         let loaded = (|| {
-            let key = KeyPair::from_pem(&read_string(&item.key_path(&pki)).ok()?).ok()?;
-            let der = read_cert_der(&item.cert_path(&pki)).ok()?;
-            let cert_pem = read_string(&item.cert_path(&pki)).ok()?;
+            let key = KeyPair::from_pem(&read_string(&item.key_path(pki)).ok()?).ok()?;
+            let der = read_cert_der(&item.cert_path(pki)).ok()?;
+            let cert_pem = read_string(&item.cert_path(pki)).ok()?;
             Some(Authority {
                 der,
                 cert_pem,
@@ -1006,7 +1018,24 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
             cas.insert(item.name.as_str(), a);
         }
     }
-    par_map(&items, |item| {
+    cas
+}
+
+/// What [`check`] checks every item against.
+struct Checker<'a> {
+    spec: &'a ClusterSpec,
+    pki: PathBuf,
+    now: SystemTime,
+    /// `now` + `warn`: expiring before it is a problem.
+    soon: SystemTime,
+    warn: Duration,
+    rotation: Result<Option<rotate::State>, rotate::RotateError>,
+    cas: std::collections::HashMap<&'a str, Authority>,
+}
+
+impl Checker<'_> {
+    /// The row of one item: its CA rotation, its key, then its certificate.
+    fn row(&self, item: &Item) -> CheckRow {
         let mut row = CheckRow {
             name: item.name.clone(),
             expires: None,
@@ -1017,37 +1046,63 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
             rotation: None,
         };
         if item.is_ca() {
-            let rotating = match &rotation {
-                Ok(Some(st)) if st.cas.contains(&item.name) => Some(st.phase),
-                _ => None,
-            };
-            row.rotation = rotating.map(|p| {
-                match p {
-                    rotate::Phase::Begun => "begun: old and new trusted, the old one signs",
-                    rotate::Phase::InUse => "in use: new and old trusted, the new one signs",
-                }
-                .to_string()
-            });
-            if let Err(e) = &rotation {
-                row.problems.push(e.to_string());
+            self.ca_rotation(item, &mut row);
+        }
+        let key = self.key(item, &mut row);
+        if item.kind == Kind::KeyPair {
+            let cert_path = item.cert_path(&self.pki);
+            match (read_string(&cert_path), &key) {
+                (Err(_), _) => row
+                    .problems
+                    .push(format!("{} is missing", cert_path.display())),
+                (Ok(p), Some(k)) if p.trim() != k.public_key_pem().trim() => row
+                    .problems
+                    .push("public key does not match the private key".into()),
+                _ => {}
             }
-            let want = if rotating.is_some() { 2 } else { 1 };
-            if let Ok(pem) = read_string(&item.cert_path(&pki)) {
-                let n = rotate::count_certs(&pem);
-                if n != want && n > 0 {
-                    row.problems.push(format!(
-                        "it holds {n} certificates; {want} expected{}",
-                        if rotating.is_some() {
-                            " during its rotation"
-                        } else {
-                            " with no rotation under way"
-                        }
-                    ));
-                }
+            return row;
+        }
+        self.certificate(item, key, &mut row);
+        row
+    }
+
+    /// A CA's rotation phase, and whether its file holds as many certificates as the phase
+    /// wants.
+    fn ca_rotation(&self, item: &Item, row: &mut CheckRow) {
+        let rotating = match &self.rotation {
+            Ok(Some(st)) if st.cas.contains(&item.name) => Some(st.phase),
+            _ => None,
+        };
+        row.rotation = rotating.map(|p| {
+            match p {
+                rotate::Phase::Begun => "begun: old and new trusted, the old one signs",
+                rotate::Phase::InUse => "in use: new and old trusted, the new one signs",
+            }
+            .to_string()
+        });
+        if let Err(e) = &self.rotation {
+            row.problems.push(e.to_string());
+        }
+        let want = if rotating.is_some() { 2 } else { 1 };
+        if let Ok(pem) = read_string(&item.cert_path(&self.pki)) {
+            let n = rotate::count_certs(&pem);
+            if n != want && n > 0 {
+                row.problems.push(format!(
+                    "it holds {n} certificates; {want} expected{}",
+                    if rotating.is_some() {
+                        " during its rotation"
+                    } else {
+                        " with no rotation under way"
+                    }
+                ));
             }
         }
-        let (cert_path, key_path) = (item.cert_path(&pki), item.key_path(&pki));
-        let key = match read_string(&key_path) {
+    }
+
+    /// The item's private key, or the problem reading it.
+    fn key(&self, item: &Item, row: &mut CheckRow) -> Option<KeyPair> {
+        let key_path = item.key_path(&self.pki);
+        match read_string(&key_path) {
             Err(_) => {
                 row.problems
                     .push(format!("{} is missing", key_path.display()));
@@ -1060,50 +1115,35 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
                     None
                 }
             },
-        };
-        if item.kind == Kind::KeyPair {
-            match (read_string(&cert_path), &key) {
-                (Err(_), _) => row
-                    .problems
-                    .push(format!("{} is missing", cert_path.display())),
-                (Ok(p), Some(k)) if p.trim() != k.public_key_pem().trim() => row
-                    .problems
-                    .push("public key does not match the private key".into()),
-                _ => {}
-            }
-            return row;
         }
-        let der = match read_cert_der(&cert_path) {
+    }
+
+    /// The item's certificate: parsed, its expiry, then (with its key) what a root or a leaf
+    /// must be.
+    fn certificate(&self, item: &Item, key: Option<KeyPair>, row: &mut CheckRow) {
+        let der = match read_cert_der(&item.cert_path(&self.pki)) {
             Ok(d) => d,
             Err(e) => {
                 row.problems.push(e);
-                return row;
+                return;
             }
         };
         let Ok((_, x509)) = X509Certificate::from_der(&der) else {
             row.problems.push("certificate does not parse".into());
-            return row;
+            return;
         };
-        let not_after = x509.validity().not_after.to_datetime();
-        row.expires = Some(crate::util::rfc3339(not_after));
-        row.seconds_left = Some((not_after - time::OffsetDateTime::from(now)).whole_seconds());
-        if not_after < time::OffsetDateTime::from(now) {
-            row.problems.push("expired".into());
-        } else if not_after < time::OffsetDateTime::from(soon) {
-            row.problems.push(format!(
-                "expires within {}",
-                crate::r#gen::plan::spec::format_duration(warn)
-            ));
-        }
-        let Some(key) = key else { return row };
+        self.expiry(&x509, row);
+        let Some(key) = key else { return };
         if item.is_ca() {
-            if let Some(p) = root_problem(&x509, &key, now).filter(|p| !p.starts_with("expired")) {
+            if let Some(p) =
+                root_problem(&x509, &key, self.now).filter(|p| !p.starts_with("expired"))
+            {
                 row.problems.push(p);
             }
-            return row;
+            return;
         }
         let ca_name = item.ca.as_deref().expect("leaves have a CA");
-        match cas.get(ca_name) {
+        match self.cas.get(ca_name) {
             None => row
                 .problems
                 .push(format!("its CA {ca_name} is missing or unreadable")),
@@ -1113,8 +1153,8 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
                     &x509,
                     &key,
                     ca,
-                    key_algo_of(&x509).unwrap_or(spec.key_algo),
-                    now,
+                    key_algo_of(&x509).unwrap_or(self.spec.key_algo),
+                    self.now,
                 )
                 .filter(|p| !p.starts_with("expired"))
                 {
@@ -1122,8 +1162,23 @@ pub fn check(spec: &ClusterSpec, out: &Path, warn: Duration) -> Vec<CheckRow> {
                 }
             }
         }
-        row
-    })
+    }
+
+    /// When the certificate expires, and whether it has or will within `warn`.
+    fn expiry(&self, x509: &X509Certificate<'_>, row: &mut CheckRow) {
+        let now = time::OffsetDateTime::from(self.now);
+        let not_after = x509.validity().not_after.to_datetime();
+        row.expires = Some(crate::util::rfc3339(not_after));
+        row.seconds_left = Some((not_after - now).whole_seconds());
+        if not_after < now {
+            row.problems.push("expired".into());
+        } else if not_after < time::OffsetDateTime::from(self.soon) {
+            row.problems.push(format!(
+                "expires within {}",
+                crate::r#gen::plan::spec::format_duration(self.warn)
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
