@@ -188,6 +188,12 @@ impl Record {
     }
 }
 
+/// The blob's sha256 from hex.
+fn sha256_bytes(sha256: &str) -> Result<Vec<u8>, SigError> {
+    hex::decode(sha256)
+        .map_err(|_| SigError::Malformed(format!("{sha256:?} is not a sha256 in hex")))
+}
+
 /// Verify `bundle` (fetched from `url`) as `policy`'s signature over the blob with `sha256`,
 /// against the active trust root: the record to keep, or why not. `sha256` is in hex (the
 /// manifest's digest, which this module does not depend on).
@@ -197,8 +203,7 @@ pub fn verify_bundle(
     policy: &Policy,
     sha256: &str,
 ) -> Result<Record, SigError> {
-    let raw = hex::decode(sha256)
-        .map_err(|_| SigError::Malformed(format!("{sha256:?} is not a sha256 in hex")))?;
+    let raw = sha256_bytes(sha256)?;
     let root = TrustRoot::active()?;
     let m = Material::from_bundle(bundle)?;
     let s = verify_blob(&root, &m, &raw, policy)?;
@@ -226,8 +231,7 @@ pub fn verify_detached(
     policy: &Policy,
     sha256: &str,
 ) -> Result<Record, SigError> {
-    let raw = hex::decode(sha256)
-        .map_err(|_| SigError::Malformed(format!("{sha256:?} is not a sha256 in hex")))?;
+    let raw = sha256_bytes(sha256)?;
     let root = TrustRoot::active()?;
     let mut m = Material::from_sig_cert(sig, cert, None)?;
     let mut refused: Vec<SigError> = Vec::new();

@@ -285,6 +285,24 @@ fn no_request_failed(lab: &Machines, i: usize, min_ok: usize, during: &str) {
     );
 }
 
+/// Machine `i`'s own etcd member answers its health check (with the health-check client's
+/// certificate, as the playbooks ask).
+fn assert_local_etcd_healthy(lab: &Machines, i: usize) {
+    let pki = "/etc/kubernetes/pki/etcd";
+    let health = lab.exec(
+        i,
+        &format!(
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
+             --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health 2>&1"
+        ),
+    );
+    assert!(
+        health.contains("is healthy"),
+        "{}: {health}",
+        lab.machines[i].name
+    );
+}
+
 #[test]
 fn site_deploys_three_machines_converges_survives_a_machine_down_upgrades_one_at_a_time_and_removes_one()
  {
@@ -301,15 +319,7 @@ fn site_deploys_three_machines_converges_survives_a_machine_down_upgrades_one_at
     // Deploy: every service up, in order, checked.
     let o = playbook(&lab, &tree, "site.yml", &[]);
     assert_converged(&o, None);
-    let pki = "/etc/kubernetes/pki/etcd";
-    let health = lab.exec(
-        0,
-        &format!(
-            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
-             --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health 2>&1"
-        ),
-    );
-    assert!(health.contains("is healthy"), "{health}");
+    assert_local_etcd_healthy(&lab, 0);
     assert_eq!(
         lab.exec(0, "systemctl show -p FragmentPath --value etcd")
             .trim(),
@@ -724,15 +734,7 @@ fn a_worker_keeps_the_api_through_an_upgrade_a_renewal_every_ca_rotation_and_a_c
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let pki = "/etc/kubernetes/pki/etcd";
-    let health = lab.exec(
-        1,
-        &format!(
-            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt \
-             --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health 2>&1"
-        ),
-    );
-    assert!(health.contains("is healthy"), "{health}");
+    assert_local_etcd_healthy(&lab, 1);
 }
 
 #[test]
