@@ -149,6 +149,21 @@ fn fetch_remote(repo: &Repository, url: &str, git_ref: &str) -> Result<Fetched, 
     })
 }
 
+/// Run `f` with the bare mirror and `commit` in it (a commit kbin fetched into it).
+fn with_commit<T>(
+    mirror: &Path,
+    url: &str,
+    commit: &str,
+    f: impl FnOnce(&Repository, &git2::Commit<'_>) -> Result<T, SourceError>,
+) -> Result<T, SourceError> {
+    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
+    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
+    let c = repo
+        .find_commit(oid)
+        .map_err(git_err(url, "cannot read the commit"))?;
+    f(&repo, &c)
+}
+
 /// Check `commit` out of the bare mirror into `dest` (created fresh; removed first if present).
 pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(), SourceError> {
     if dest.exists() {
@@ -158,28 +173,19 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
         ))?;
     }
     std::fs::create_dir_all(dest).map_err(crate::fsx::at::<SourceError>("cannot create", dest))?;
-    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
-    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
-    let tree = repo
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(git_err(url, "cannot read the commit"))?;
-    let mut co = CheckoutBuilder::new();
-    co.force().target_dir(dest).update_index(false);
-    repo.checkout_tree(tree.as_object(), Some(&mut co))
-        .map_err(git_err(url, "cannot check out"))?;
-    Ok(())
+    with_commit(mirror, url, commit, |repo, c| {
+        let tree = c.tree().map_err(git_err(url, "cannot read the commit"))?;
+        let mut co = CheckoutBuilder::new();
+        co.force().target_dir(dest).update_index(false);
+        repo.checkout_tree(tree.as_object(), Some(&mut co))
+            .map_err(git_err(url, "cannot check out"))
+    })
 }
 
 /// The committer time of `commit` (seconds since the epoch): what `SOURCE_DATE_EPOCH`
 /// conventionally is for a build of it.
 pub fn commit_time(mirror: &Path, url: &str, commit: &str) -> Result<i64, SourceError> {
-    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
-    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
-    let c = repo
-        .find_commit(oid)
-        .map_err(git_err(url, "cannot read the commit"))?;
-    Ok(c.time().seconds())
+    with_commit(mirror, url, commit, |_, c| Ok(c.time().seconds()))
 }
 
 /// The text of the file at `path` in `commit`'s tree (read from the mirror, no checkout), or
@@ -190,19 +196,16 @@ pub fn read_file(
     commit: &str,
     path: &str,
 ) -> Result<Option<String>, SourceError> {
-    let repo = Repository::open_bare(mirror).map_err(git_err(url, "cannot open the mirror"))?;
-    let oid = Oid::from_str(commit).map_err(git_err(url, "bad commit id"))?;
-    let tree = repo
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(git_err(url, "cannot read the commit"))?;
-    let Ok(entry) = tree.get_path(Path::new(path)) else {
-        return Ok(None);
-    };
-    let blob = repo
-        .find_blob(entry.id())
-        .map_err(git_err(url, "cannot read the commit"))?;
-    Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+    with_commit(mirror, url, commit, |repo, c| {
+        let tree = c.tree().map_err(git_err(url, "cannot read the commit"))?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        let blob = repo
+            .find_blob(entry.id())
+            .map_err(git_err(url, "cannot read the commit"))?;
+        Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+    })
 }
 
 /// Copy `git_ref` of the repository at `path` into the mirror: the commit and every tree and
