@@ -61,6 +61,9 @@ pub struct AvailableMinor {
     /// Per arch, the binaries of that set whose digest is trust on first use (`kbin update`):
     /// read from upstream's checksum file, not pinned by this kbin.
     pub tofu: BTreeMap<String, Vec<String>>,
+    /// Per arch, those of `tofu` whose upstream signature `kbin update` verified: who signed
+    /// each (what `--require-verified` accepts besides a pin).
+    pub signed: BTreeMap<String, BTreeMap<String, String>>,
     /// Where the defaults come from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -75,6 +78,7 @@ pub fn available(m: &Manifest) -> Available {
             let mut components = BTreeMap::new();
             let mut pinned: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
             let mut tofu: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut signed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
             if let Ok(d) = &r.defaults {
                 components.insert(KUBERNETES.to_string(), r.latest.to_string());
                 for (k, v) in &d.components {
@@ -96,8 +100,18 @@ pub fn available(m: &Manifest) -> Available {
                     for b in &c.binaries {
                         let a = m.artifact_for(c, b, version, arch);
                         let p = a.as_ref().is_some_and(|a| a.pinned.is_some());
-                        if a.is_some_and(|a| a.pinned.is_none() && a.tofu.is_some()) {
+                        if let Some(t) = a
+                            .as_ref()
+                            .filter(|a| a.pinned.is_none())
+                            .and_then(|a| a.tofu.as_ref())
+                        {
                             tofu.entry(arch.to_string()).or_default().push(b.clone());
+                            if let Some(s) = &t.signed {
+                                signed
+                                    .entry(arch.to_string())
+                                    .or_default()
+                                    .insert(b.clone(), s.identity.clone());
+                            }
                         }
                         per.insert(b.clone(), p);
                     }
@@ -112,6 +126,7 @@ pub fn available(m: &Manifest) -> Available {
                 incomplete: r.defaults.as_ref().err().cloned(),
                 pinned,
                 tofu,
+                signed,
                 source: r.source.clone(),
             }
         })
@@ -148,7 +163,11 @@ fn render_available(a: &Available) -> String {
                 .iter()
                 .map(|(arch, bins)| {
                     let n = bins.values().filter(|p| **p).count();
+                    let s = m.signed.get(arch).map_or(0, BTreeMap::len);
                     match m.tofu.get(arch).map(Vec::len).filter(|t| *t > 0) {
+                        Some(t) if s > 0 => {
+                            format!("{arch} {n}/{} (+{t} tofu, {s} of them signed)", bins.len())
+                        }
                         Some(t) => format!("{arch} {n}/{} (+{t} tofu)", bins.len()),
                         None => format!("{arch} {n}/{}", bins.len()),
                     }

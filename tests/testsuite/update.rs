@@ -274,13 +274,25 @@ fn a_patch_published_between_two_runs_is_learned_installed_verified_and_marked_t
     assert_eq!(m130["latest"], "1.30.15");
     assert_eq!(m130["pinned"]["amd64"]["kubectl"], false);
     assert_eq!(m130["tofu"]["amd64"].as_array().unwrap().len(), 7, "{m130}");
+    // The fake dl.k8s.io serves the binaries' detached signatures, and the stand-in Rekor
+    // their entries: each learned digest is signed.
+    assert_eq!(
+        m130["signed"]["amd64"]["kubectl"],
+        common::sigstore::K8S_IDENTITY,
+        "{m130}"
+    );
+    assert_eq!(m130["signed"]["amd64"].as_object().unwrap().len(), 7);
     assert_eq!(a["learned"]["etcd"][0], "3.6.15");
     let o = u
         .cmd()
         .args(["show-versions", "--available"])
         .output()
         .unwrap();
-    assert!(text(&o).contains("(+7 tofu)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("(+7 tofu, 7 of them signed)"),
+        "{}",
+        text(&o)
+    );
 
     // --require-pinned refuses the TOFU digests; a plain install takes 1.30.15, verified
     // against them, and the lock says where they came from.
@@ -588,6 +600,30 @@ fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_
         vouch(&o),
         format!("signed by {}", common::sigstore::K8S_IDENTITY)
     );
+    // --available says which learned digests are signed, and by whom.
+    let o = u
+        .cmd()
+        .args(["show-versions", "--available", "--json"])
+        .output()
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m130 = a["minors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["minor"] == "1.30")
+        .unwrap();
+    assert_eq!(
+        m130["signed"]["amd64"]["kubectl"],
+        common::sigstore::K8S_IDENTITY,
+        "{m130}"
+    );
+    let o = u
+        .cmd()
+        .args(["show-versions", "--available"])
+        .output()
+        .unwrap();
+    assert!(text(&o).contains(" of them signed)"), "{}", text(&o));
 
     // The export carries the bundles of every learned artifact.
     let export = u.home.path().join("export");
