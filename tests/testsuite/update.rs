@@ -131,6 +131,16 @@ impl Upstream {
         std::fs::read_to_string(self.kbin_home().join("manifest-overlay.toml")).ok()
     }
 
+    /// `show-versions --available --json`.
+    fn available(&self) -> serde_json::Value {
+        let o = self
+            .cmd()
+            .args(["show-versions", "--available", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
     fn cmd(&self) -> assert_cmd::Command {
         let mut c = cargo_bin_cmd!("kbin");
         c.env_clear()
@@ -259,18 +269,8 @@ fn a_patch_published_between_two_runs_is_learned_installed_verified_and_marked_t
     assert_eq!(u.server.total_requests(), 15);
 
     // show-versions --available tells pinned from TOFU.
-    let o = u
-        .cmd()
-        .args(["show-versions", "--available", "--json"])
-        .output()
-        .unwrap();
-    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let m130 = a["minors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["minor"] == "1.30")
-        .unwrap();
+    let a = u.available();
+    let m130 = minor(&a, "1.30");
     assert_eq!(m130["latest"], "1.30.15");
     assert_eq!(m130["pinned"]["amd64"]["kubectl"], false);
     assert_eq!(m130["tofu"]["amd64"].as_array().unwrap().len(), 7, "{m130}");
@@ -601,18 +601,8 @@ fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_
         format!("signed by {}", common::sigstore::K8S_IDENTITY)
     );
     // --available says which learned digests are signed, and by whom.
-    let o = u
-        .cmd()
-        .args(["show-versions", "--available", "--json"])
-        .output()
-        .unwrap();
-    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let m130 = a["minors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["minor"] == "1.30")
-        .unwrap();
+    let a = u.available();
+    let m130 = minor(&a, "1.30");
     assert_eq!(
         m130["signed"]["amd64"]["kubectl"],
         common::sigstore::K8S_IDENTITY,
@@ -751,4 +741,14 @@ fn a_detached_signature_rekor_does_not_vouch_for_is_one_error_and_the_overlay_is
     let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(u.overlay().unwrap().contains("bundle = "));
+}
+
+/// Minor `m`'s entry of a `show-versions --available --json` answer.
+fn minor<'a>(available: &'a serde_json::Value, m: &str) -> &'a serde_json::Value {
+    available["minors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["minor"] == m)
+        .unwrap()
 }
