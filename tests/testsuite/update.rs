@@ -737,6 +737,13 @@ fn a_detached_signature_rekor_does_not_vouch_for_is_one_error_and_the_overlay_is
         &["kubernetes", "--rekor-url", "http://127.0.0.1:1"],
         "cannot reach the transparency log http://127.0.0.1:1/api/v1/index/retrieve",
     );
+    // A server that is not a Rekor log (the upstream's file server): named, nothing learned.
+    let not_rekor = u.server.base();
+    fails_cleanly(
+        &u,
+        &["kubernetes", "--rekor-url", &not_rekor],
+        "/api/v1/index/retrieve did not answer as a Rekor log does: it answered 404",
+    );
     // Each refusal named the artifact's signature, and nothing was learned; now it verifies.
     let o = u.cmd().args(["update", "kubernetes"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
