@@ -36,35 +36,18 @@ impl Rekor {
     /// Start it on a free port of 127.0.0.1.
     pub fn start() -> Rekor {
         let log: Shared = Arc::default();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let st = log.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("rekor runtime");
-            rt.spawn(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                addr_tx
-                    .send(listener.local_addr().expect("local address"))
-                    .expect("report the address");
-                let app = axum::Router::new()
-                    .route("/api/v1/index/retrieve", axum::routing::post(retrieve))
-                    .route("/api/v1/log/entries/{uuid}", axum::routing::get(entry))
-                    .with_state(st);
-                axum::serve(listener, app).await.expect("serve");
-            });
-            let _ = stop_rx.recv();
-            rt.shutdown_background();
+        let (addr, stop, _thread) = super::server::serve_in_thread(1, move |listener| async move {
+            let app = axum::Router::new()
+                .route("/api/v1/index/retrieve", axum::routing::post(retrieve))
+                .route("/api/v1/log/entries/{uuid}", axum::routing::get(entry))
+                .with_state(st);
+            axum::serve(listener, app).await.expect("serve");
         });
         Rekor {
-            addr: addr_rx.recv().expect("rekor started"),
+            addr,
             log,
-            stop: Some(stop_tx),
+            stop: Some(stop),
         }
     }
 

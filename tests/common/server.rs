@@ -194,45 +194,26 @@ impl Server {
 
     fn spawn(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Server {
         let state: SharedState = Arc::default();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let st = state.clone();
         let is_tls = tls.is_some();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("test server runtime");
-            rt.spawn(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                addr_tx
-                    .send(listener.local_addr().expect("local address"))
-                    .expect("report the address");
-                let app = axum::Router::new().fallback(handle).with_state(st);
-                match tls {
-                    None => axum::serve(listener, app).await.expect("serve"),
-                    Some(cfg) => {
-                        let l = TlsListener {
-                            inner: listener,
-                            acceptor: tokio_rustls::TlsAcceptor::from(cfg),
-                        };
-                        axum::serve(l, app).await.expect("serve TLS")
-                    }
+        let (addr, stop, thread) = serve_in_thread(2, move |listener| async move {
+            let app = axum::Router::new().fallback(handle).with_state(st);
+            match tls {
+                None => axum::serve(listener, app).await.expect("serve"),
+                Some(cfg) => {
+                    let l = TlsListener {
+                        inner: listener,
+                        acceptor: tokio_rustls::TlsAcceptor::from(cfg),
+                    };
+                    axum::serve(l, app).await.expect("serve TLS")
                 }
-            });
-            // Block until the Server is dropped, then cut every connection.
-            let _ = stop_rx.recv();
-            rt.shutdown_background();
+            }
         });
-        let addr = addr_rx.recv().expect("test server started");
         Server {
             addr,
             scheme: if is_tls { "https" } else { "http" },
             state,
-            stop: Some(stop_tx),
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -568,4 +549,44 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// Run `serve` (given a listener on a free port of 127.0.0.1) on a runtime of `workers` threads
+/// in a thread of its own, until the returned sender is dropped or sent to; then every
+/// connection is cut. Returns the listener's address, that sender and the thread.
+pub fn serve_in_thread<F, Fut>(
+    workers: usize,
+    serve: F,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("test server runtime");
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0");
+            addr_tx
+                .send(listener.local_addr().expect("local address"))
+                .expect("report the address");
+            serve(listener).await;
+        });
+        // Block until the owner is dropped, then cut every connection.
+        let _ = stop_rx.recv();
+        rt.shutdown_background();
+    });
+    let addr = addr_rx.recv().expect("test server started");
+    (addr, stop_tx, thread)
 }
