@@ -532,6 +532,16 @@ fn a_new_release_whose_signatures_verify_is_recorded_signed_and_accepted_by_requ
     assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
 }
 
+/// Install 1.30's kubectl, refusing a digest neither pinned nor signed.
+const INSTALL_KUBECTL_VERIFIED: [&str; 6] = [
+    "install",
+    "1.30",
+    "--only",
+    "kubectl",
+    "--require-verified",
+    "--no-images",
+];
+
 #[test]
 fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_installs_air_gapped()
  {
@@ -562,18 +572,7 @@ fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_
     // Install verifies the stored bundle offline: neither the .sig nor Rekor is asked.
     u.server.reset_counters();
     let asked = u.rekor.requests();
-    let o = u
-        .cmd()
-        .args([
-            "install",
-            "1.30",
-            "--only",
-            "kubectl",
-            "--require-verified",
-            "--no-images",
-        ])
-        .output()
-        .unwrap();
+    let o = u.cmd().args(INSTALL_KUBECTL_VERIFIED).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(u.rekor.requests(), asked);
     for f in ["kubectl.sig", "kubectl.cert", "kubectl.sigstore.json"] {
@@ -665,17 +664,7 @@ fn a_release_with_detached_signatures_is_looked_up_in_rekor_recorded_signed_and_
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("14 of them signed by krel-staging@"), "{out}");
-    let o = offline()
-        .args([
-            "install",
-            "1.30",
-            "--only",
-            "kubectl",
-            "--require-verified",
-            "--no-images",
-        ])
-        .output()
-        .unwrap();
+    let o = offline().args(INSTALL_KUBECTL_VERIFIED).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = offline()
         .args(["show-versions", "--json"])
