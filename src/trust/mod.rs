@@ -122,6 +122,16 @@ pub enum SigError {
         /// Valid until.
         to: String,
     },
+    /// An attestation that does not name the artifact among the blobs it vouches for.
+    #[error(
+        "the attestation does not vouch for this artifact: none of its statement's {subjects} subject(s) has the digest {digest}"
+    )]
+    NotASubject {
+        /// The artifact's digest.
+        digest: String,
+        /// How many subjects the statement names.
+        subjects: usize,
+    },
     /// The log has no entry for the artifact's digest (a detached signature looked up in Rekor).
     #[error(
         "the transparency log {log} has no entry for {digest}: the signature cannot be verified offline"
@@ -196,7 +206,9 @@ fn sha256_bytes(sha256: &str) -> Result<Vec<u8>, SigError> {
 
 /// Verify `bundle` (fetched from `url`) as `policy`'s signature over the blob with `sha256`,
 /// against the active trust root: the record to keep, or why not. `sha256` is in hex (the
-/// manifest's digest, which this module does not depend on).
+/// manifest's digest, which this module does not depend on). An attestation file
+/// (`.intoto.jsonl`) may hold several bundles, one a line: the first that vouches for the blob
+/// is kept.
 pub fn verify_bundle(
     bundle: &[u8],
     url: &str,
@@ -205,16 +217,43 @@ pub fn verify_bundle(
 ) -> Result<Record, SigError> {
     let raw = sha256_bytes(sha256)?;
     let root = TrustRoot::active()?;
-    let m = Material::from_bundle(bundle)?;
-    let s = verify_blob(&root, &m, &raw, policy)?;
-    Ok(Record {
-        url: url.to_owned(),
-        signer: Policy {
-            identity: s.identity,
-            issuer: s.issuer,
-        },
-        bundle: String::from_utf8_lossy(bundle).into_owned(),
-    })
+    // One JSON document (pretty-printed or not), else JSON lines.
+    let candidates: Vec<&[u8]> = if serde_json::from_slice::<serde::de::IgnoredAny>(bundle).is_ok()
+    {
+        vec![bundle]
+    } else {
+        bundle
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.trim_ascii().is_empty())
+            .collect()
+    };
+    let mut refused: Vec<SigError> = Vec::new();
+    for one in candidates {
+        match Material::from_bundle(one).and_then(|m| verify_blob(&root, &m, &raw, policy)) {
+            Ok(s) => {
+                return Ok(Record {
+                    url: url.to_owned(),
+                    signer: Policy {
+                        identity: s.identity,
+                        issuer: s.issuer,
+                    },
+                    // The whole file, as published: a mirror export writes it back for
+                    // every blob it vouches for, and each finds its own line again.
+                    bundle: String::from_utf8_lossy(bundle).into_owned(),
+                });
+            }
+            Err(e) => refused.push(e),
+        }
+    }
+    // A line about other blobs says less than one about this blob that failed.
+    let at = refused
+        .iter()
+        .position(|e| !matches!(e, SigError::NotASubject { .. }))
+        .unwrap_or(0);
+    if refused.is_empty() {
+        return Err(SigError::Malformed("the signature file is empty".into()));
+    }
+    Err(refused.swap_remove(at))
 }
 
 /// Verify a detached signature (`sig`, `cert` as dl.k8s.io publishes them) as `policy`'s

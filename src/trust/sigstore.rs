@@ -8,10 +8,15 @@
 //!   shape of an image signature's `dev.sigstore.cosign/bundle` annotation;
 //! - a bare `.sig` + `.cert` pair (as dl.k8s.io publishes): it has no log entry, so the
 //!   certificate (valid ten minutes) cannot be checked offline and [`verify_blob`] refuses it
-//!   with [`SigError::NoLogEntry`].
+//!   with [`SigError::NoLogEntry`];
+//! - an attestation: a Sigstore bundle whose signature is over a DSSE envelope holding an in-toto
+//!   statement (as `actions/attest-build-provenance` makes for containerd's releases), logged as
+//!   a `dsse` or `intoto` entry. It vouches for every blob its statement names by sha256, so the
+//!   blob's digest must be one of the statement's subjects.
 //!
 //! The checks, in order, each with its own error: the certificate chains to a Fulcio CA of the
-//! root; the signature is over the blob's sha256 under the certificate's key; a Rekor entry
+//! root; the signature is over the blob's sha256 (or over the envelope, whose statement names
+//! that sha256) under the certificate's key; a Rekor entry
 //! exists, from a log of the root, its SET verifies, its body records this digest, signature and
 //! certificate, and its time is inside the certificate's, the CA's and the log key's validity;
 //! the certificate's identity (SAN) and OIDC issuer are the policy's.
@@ -54,6 +59,81 @@ pub struct Material {
     pub signature: Vec<u8>,
     /// The transparency-log entry, if the material has one.
     pub entry: Option<LogEntry>,
+    /// For an attestation, the DSSE envelope the signature is over; none when the signature
+    /// is over the blob itself.
+    pub envelope: Option<Envelope>,
+}
+
+/// A DSSE envelope's signed content: an in-toto statement naming the blobs it vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The payload's type (`application/vnd.in-toto+json`).
+    pub payload_type: String,
+    /// The payload (the statement's JSON), decoded.
+    pub payload: Vec<u8>,
+}
+
+/// The payload type of an in-toto statement.
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+impl Envelope {
+    /// DSSE's pre-authentication encoding: what the signature is over.
+    fn pae(&self) -> Vec<u8> {
+        let mut out = format!(
+            "DSSEv1 {} {} {} ",
+            self.payload_type.len(),
+            self.payload_type,
+            self.payload.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// The statement's subject that has sha256 `sha256` (hex), or why there is none.
+    fn subject(&self, sha256: &str) -> Result<String, SigError> {
+        if self.payload_type != IN_TOTO {
+            return Err(malformed(format!(
+                "the envelope holds a {:?}, not an in-toto statement",
+                self.payload_type
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Statement {
+            #[serde(rename = "_type")]
+            kind: String,
+            subject: Vec<Subject>,
+        }
+        #[derive(Deserialize)]
+        struct Subject {
+            #[serde(default)]
+            name: String,
+            digest: std::collections::BTreeMap<String, String>,
+        }
+        let st: Statement = serde_json::from_slice(&self.payload).map_err(|e| {
+            malformed(format!(
+                "the envelope's statement is not in-toto JSON ({e})"
+            ))
+        })?;
+        if !st.kind.starts_with("https://in-toto.io/Statement/") {
+            return Err(malformed(format!(
+                "the envelope's statement has type {:?}, not an in-toto statement",
+                st.kind
+            )));
+        }
+        st.subject
+            .iter()
+            .find(|s| {
+                s.digest
+                    .get("sha256")
+                    .is_some_and(|d| d.eq_ignore_ascii_case(sha256))
+            })
+            .map(|s| s.name.clone())
+            .ok_or_else(|| SigError::NotASubject {
+                digest: format!("sha256:{sha256}"),
+                subjects: st.subject.len(),
+            })
+    }
 }
 
 /// Who signed, as verified.
@@ -96,6 +176,7 @@ struct Bundle {
     media_type: String,
     verification_material: Option<VerificationMaterial>,
     message_signature: Option<MessageSignature>,
+    dsse_envelope: Option<DsseEnvelope>,
     // cosign's older --bundle shape
     base64_signature: Option<String>,
     cert: Option<String>,
@@ -148,6 +229,19 @@ struct Promise {
 #[serde(rename_all = "camelCase")]
 struct MessageSignature {
     signature: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DsseEnvelope {
+    payload: String,
+    payload_type: String,
+    signatures: Vec<DsseSignature>,
+}
+
+#[derive(Deserialize)]
+struct DsseSignature {
+    sig: String,
 }
 
 #[derive(Deserialize)]
@@ -217,12 +311,36 @@ impl Material {
                     ));
                 }
             };
-            let signature = b64(
-                &b.message_signature
-                    .ok_or_else(|| malformed("the bundle has no message signature"))?
-                    .signature,
-                "the signature",
-            )?;
+            let (signature, envelope) = match (b.message_signature, b.dsse_envelope) {
+                (Some(ms), None) => (b64(&ms.signature, "the signature")?, None),
+                (None, Some(env)) => {
+                    // A keyless attestation is signed once; several signatures would each need
+                    // their own certificate, which a bundle cannot carry.
+                    let [sig] = env.signatures.as_slice() else {
+                        return Err(malformed(format!(
+                            "the DSSE envelope has {} signatures, not one",
+                            env.signatures.len()
+                        )));
+                    };
+                    (
+                        b64(&sig.sig, "the envelope's signature")?,
+                        Some(Envelope {
+                            payload_type: env.payload_type,
+                            payload: b64(&env.payload, "the envelope's payload")?,
+                        }),
+                    )
+                }
+                (Some(_), Some(_)) => {
+                    return Err(malformed(
+                        "the bundle has both a message signature and a DSSE envelope",
+                    ));
+                }
+                (None, None) => {
+                    return Err(malformed(
+                        "the bundle has neither a message signature nor a DSSE envelope",
+                    ));
+                }
+            };
             // An entry without a promise (SET) cannot be checked offline: as good as none.
             let entry = match vm
                 .tlog_entries
@@ -248,6 +366,7 @@ impl Material {
                 cert,
                 signature,
                 entry,
+                envelope,
             });
         }
         let (Some(sig), Some(cert)) = (&b.base64_signature, &b.cert) else {
@@ -273,6 +392,7 @@ impl Material {
             cert,
             signature: b64(sig, "the signature")?,
             entry,
+            envelope: None,
         })
     }
 
@@ -298,6 +418,7 @@ impl Material {
             cert,
             signature: b64(&text(sig, "signature")?, "the signature")?,
             entry,
+            envelope: None,
         })
     }
 }
@@ -442,20 +563,31 @@ pub fn verify_blob(
             "the signing certificate is not a code-signing leaf certificate",
         ));
     }
-    // 2. The signature is over these bytes, under the certificate's key.
+    // 2. The signature is over these bytes (or over an envelope naming them), under the
+    //    certificate's key.
     let (alg, p256, key) = ec_key(leaf.public_key(), "the certificate's key")?;
-    if !p256 {
-        return Err(malformed(
-            "only P-256 signing keys are supported for blobs (their signatures are over sha256)",
-        ));
+    let bad = || SigError::BadSignature {
+        digest: digest_name.clone(),
+    };
+    match &m.envelope {
+        None => {
+            if !p256 {
+                return Err(malformed(
+                    "only P-256 signing keys are supported for blobs (their signatures are over sha256)",
+                ));
+            }
+            let d = aws_lc_rs::digest::Digest::import_less_safe(sha256, &aws_lc_rs::digest::SHA256)
+                .map_err(|_| malformed("the artifact's digest is not a sha256"))?;
+            UnparsedPublicKey::new(alg, key)
+                .verify_digest(&d, &m.signature)
+                .map_err(|_| bad())?;
+        }
+        Some(env) => {
+            UnparsedPublicKey::new(alg, key)
+                .verify(&env.pae(), &m.signature)
+                .map_err(|_| bad())?;
+        }
     }
-    let d = aws_lc_rs::digest::Digest::import_less_safe(sha256, &aws_lc_rs::digest::SHA256)
-        .map_err(|_| malformed("the artifact's digest is not a sha256"))?;
-    UnparsedPublicKey::new(alg, key)
-        .verify_digest(&d, &m.signature)
-        .map_err(|_| SigError::BadSignature {
-            digest: digest_name.clone(),
-        })?;
     // 3. A log entry vouches that the certificate was valid when the signature was made.
     let not_after = leaf.validity().not_after.timestamp();
     let Some(entry) = &m.entry else {
@@ -499,7 +631,12 @@ pub fn verify_blob(
         return Err(outside(&format!("the log key of {}", log.url), log.valid));
     }
     // 4. The signer the policy names.
-    signer(&leaf, policy, entry)
+    let who = signer(&leaf, policy, entry)?;
+    // 5. An attestation, verified, vouches only for the blobs its statement names.
+    if let Some(env) = &m.envelope {
+        env.subject(&hex::encode(sha256))?;
+    }
+    Ok(who)
 }
 
 /// The signer of `leaf`, logged in `entry`, if it is the one `policy` names (identity and OIDC
@@ -535,41 +672,137 @@ fn signer(
     })
 }
 
-/// The entry's body is a `hashedrekord` of this digest, this signature and this certificate.
+/// The entry's body records this signature and this certificate, over this digest (a
+/// `hashedrekord`) or this envelope (a `dsse` or an `intoto` entry).
 fn check_body(entry: &LogEntry, m: &Material, sha256: &[u8]) -> Result<(), SigError> {
-    let mismatch = |s: &str| SigError::EntryMismatch(s.to_owned());
     let body = b64(&entry.body, "the log entry's body")?;
     let v: serde_json::Value =
         serde_json::from_slice(&body).map_err(|_| malformed("the log entry's body is not JSON"))?;
-    if v["kind"] != "hashedrekord" {
-        return Err(malformed(format!(
+    match (&m.envelope, v["kind"].as_str(), v["apiVersion"].as_str()) {
+        (None, Some("hashedrekord"), _) => check_hashedrekord(&v, m, sha256),
+        (Some(env), Some("dsse"), Some("0.0.1")) => check_dsse(&v["spec"], m, env),
+        (Some(env), Some("intoto"), Some("0.0.2")) => check_intoto(&v["spec"]["content"], m, env),
+        (None, kind, _) => Err(malformed(format!(
             "the log entry is a {}, not a hashedrekord",
-            v["kind"]
+            kind.unwrap_or("body without a kind")
+        ))),
+        (Some(_), kind, version) => Err(malformed(format!(
+            "the log entry is a {} {}, not a dsse 0.0.1 or intoto 0.0.2 entry",
+            kind.unwrap_or("body without a kind"),
+            version.unwrap_or("")
+        ))),
+    }
+}
+
+/// A `dsse` 0.0.1 entry records the payload's sha256 and each signature with its verifier
+/// (base64 of the PEM certificate).
+fn check_dsse(spec: &serde_json::Value, m: &Material, env: &Envelope) -> Result<(), SigError> {
+    check_payload_hash(&spec["payloadHash"], env)?;
+    let sigs = spec["signatures"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let [one] = sigs else {
+        return Err(SigError::EntryMismatch(format!(
+            "it records {} signatures, not this one",
+            sigs.len()
         )));
+    };
+    check_logged_signature(
+        one["signature"]
+            .as_str()
+            .map(|s| b64(s, "the logged signature"))
+            .transpose()?,
+        one["verifier"].as_str(),
+        m,
+    )
+}
+
+/// An `intoto` 0.0.2 entry records the payload's sha256 and the envelope's signatures, each
+/// base64 twice over (the envelope's own encoding, then the entry's), with its public key.
+fn check_intoto(content: &serde_json::Value, m: &Material, env: &Envelope) -> Result<(), SigError> {
+    check_payload_hash(&content["payloadHash"], env)?;
+    if content["envelope"]["payloadType"].as_str() != Some(env.payload_type.as_str()) {
+        return Err(SigError::EntryMismatch(
+            "it records another payload type".into(),
+        ));
     }
-    let spec = &v["spec"];
-    if spec["data"]["hash"]["algorithm"] != "sha256"
-        || spec["data"]["hash"]["value"].as_str() != Some(hex::encode(sha256).as_str())
-    {
-        return Err(mismatch("it is about other bytes"));
+    let sigs = content["envelope"]["signatures"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let [one] = sigs else {
+        return Err(SigError::EntryMismatch(format!(
+            "it records {} signatures, not this one",
+            sigs.len()
+        )));
+    };
+    let sig = match one["sig"].as_str() {
+        Some(s) => {
+            let inner = b64(s, "the logged signature")?;
+            let inner = String::from_utf8(inner)
+                .map_err(|_| malformed("the logged signature is not base64 text"))?;
+            Some(b64(&inner, "the logged signature")?)
+        }
+        None => None,
+    };
+    check_logged_signature(sig, one["publicKey"].as_str(), m)
+}
+
+/// The logged payload hash is the sha256 of this envelope's payload.
+fn check_payload_hash(hash: &serde_json::Value, env: &Envelope) -> Result<(), SigError> {
+    let want = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &env.payload,
+    ));
+    if hash["algorithm"] != "sha256" || hash["value"].as_str() != Some(want.as_str()) {
+        return Err(SigError::EntryMismatch(
+            "it is about another statement".into(),
+        ));
     }
-    let sig = spec["signature"]["content"]
-        .as_str()
-        .map(|s| b64(s, "the logged signature"))
-        .transpose()?;
+    Ok(())
+}
+
+/// The logged signature and certificate (base64 of PEM) are this material's.
+fn check_logged_signature(
+    sig: Option<Vec<u8>>,
+    cert_b64_pem: Option<&str>,
+    m: &Material,
+) -> Result<(), SigError> {
     if sig.as_deref() != Some(m.signature.as_slice()) {
-        return Err(mismatch("it records another signature"));
+        return Err(SigError::EntryMismatch(
+            "it records another signature".into(),
+        ));
     }
-    let key = spec["signature"]["publicKey"]["content"]
-        .as_str()
+    let cert = cert_b64_pem
         .map(|s| b64(s, "the logged certificate"))
         .transpose()?
         .map(|pem| cert_der(&pem))
         .transpose()?;
-    if key.as_deref() != Some(m.cert.as_slice()) {
-        return Err(mismatch("it records another certificate"));
+    if cert.as_deref() != Some(m.cert.as_slice()) {
+        return Err(SigError::EntryMismatch(
+            "it records another certificate".into(),
+        ));
     }
     Ok(())
+}
+
+/// A `hashedrekord` entry records this digest, this signature and this certificate.
+fn check_hashedrekord(v: &serde_json::Value, m: &Material, sha256: &[u8]) -> Result<(), SigError> {
+    let spec = &v["spec"];
+    if spec["data"]["hash"]["algorithm"] != "sha256"
+        || spec["data"]["hash"]["value"].as_str() != Some(hex::encode(sha256).as_str())
+    {
+        return Err(SigError::EntryMismatch("it is about other bytes".into()));
+    }
+    check_logged_signature(
+        spec["signature"]["content"]
+            .as_str()
+            .map(|s| b64(s, "the logged signature"))
+            .transpose()?,
+        spec["signature"]["publicKey"]["content"].as_str(),
+        m,
+    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@ pub fn sign_kubernetes_in(manifest: &str) -> String {
     // replaces the first, and the signer is named once.
     let manifest: String = manifest
         .lines()
-        .filter(|l| !l.starts_with("detached = ") && !l.starts_with("signer = "))
+        .filter(|l| {
+            !l.starts_with("detached = ")
+                && !l.starts_with(&format!("signer = {{ identity = \"{K8S_IDENTITY}\""))
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     manifest
@@ -104,6 +107,16 @@ impl Default for Sign {
             logged_after: 60,
         }
     }
+}
+
+/// How Rekor logs an attestation: `dsse` 0.0.1 (what actions/attest-build-provenance asks
+/// for) or `intoto` 0.0.2 (npm's provenance, cosign's older attestations).
+#[derive(Clone, Copy, Debug)]
+pub enum Logged {
+    /// A `dsse` 0.0.1 entry.
+    Dsse,
+    /// An `intoto` 0.0.2 entry.
+    Intoto,
 }
 
 /// The signature files of one blob.
@@ -185,8 +198,9 @@ impl TestSigstore {
         self.sign_with(&self.fulcio, blob, s)
     }
 
-    /// Sign `blob` with a certificate from `ca`.
-    pub fn sign_with(&self, ca: &TestCa, blob: &[u8], s: &Sign) -> Signed {
+    /// A Fulcio-like leaf certificate from `ca` for `s`'s identity and issuer, its key, and its
+    /// notBefore.
+    fn leaf(&self, ca: &TestCa, s: &Sign) -> (KeyPair, rcgen::Certificate, time::OffsetDateTime) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("signing key");
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
         p.subject_alt_names = vec![if s.identity.contains("://") {
@@ -210,6 +224,12 @@ impl TestSigstore {
         ];
         let issuer = Issuer::from_params(&ca.params, &ca.key);
         let cert = p.signed_by(&key, &issuer).expect("sign the leaf");
+        (key, cert, not_before)
+    }
+
+    /// Sign `blob` with a certificate from `ca`.
+    pub fn sign_with(&self, ca: &TestCa, blob: &[u8], s: &Sign) -> Signed {
+        let (key, cert, not_before) = self.leaf(ca, s);
         let cert_pem = cert.pem();
         let signed_bytes = s.other_bytes.as_deref().unwrap_or(blob);
         let sig = key.sign(signed_bytes).expect("sign the blob");
@@ -286,6 +306,112 @@ impl TestSigstore {
             cert: B64.encode(cert_pem.as_bytes()),
             cert_pem,
         }
+    }
+
+    /// An attestation as `actions/attest-build-provenance` makes one (`.intoto.jsonl`: a
+    /// Sigstore bundle whose DSSE envelope holds an in-toto statement naming each of `subjects`
+    /// by sha256), signed as `s` says with the trusted CA, logged as a `kind` entry.
+    /// `s.other_bytes` makes the signature over those bytes instead of the envelope.
+    pub fn attest(&self, subjects: &[(&str, &[u8])], s: &Sign, kind: Logged) -> String {
+        self.attest_with(&self.fulcio, subjects, s, kind)
+    }
+
+    /// [`TestSigstore::attest`] with a certificate from `ca`.
+    pub fn attest_with(
+        &self,
+        ca: &TestCa,
+        subjects: &[(&str, &[u8])],
+        s: &Sign,
+        kind: Logged,
+    ) -> String {
+        let (key, cert, not_before) = self.leaf(ca, s);
+        let cert_pem = cert.pem();
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": subjects.iter().map(|(name, bytes)| serde_json::json!({
+                "name": name,
+                "digest": {"sha256": hex::encode(sha2::Sha256::digest(bytes))},
+            })).collect::<Vec<_>>(),
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {"buildDefinition": {"buildType": "https://actions.github.io/buildtypes/workflow/v1"}},
+        })
+        .to_string();
+        let payload_type = "application/vnd.in-toto+json";
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            statement.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(statement.as_bytes());
+        let sig = key
+            .sign(s.other_bytes.as_deref().unwrap_or(&pae))
+            .expect("sign the envelope");
+        let payload_hash = hex::encode(sha2::Sha256::digest(statement.as_bytes()));
+        let body = match kind {
+            Logged::Dsse => serde_json::json!({
+                "apiVersion": "0.0.1",
+                "kind": "dsse",
+                "spec": {
+                    "envelopeHash": {"algorithm": "sha256", "value": "0".repeat(64)},
+                    "payloadHash": {"algorithm": "sha256", "value": payload_hash},
+                    "signatures": [{
+                        "signature": B64.encode(&sig),
+                        "verifier": B64.encode(cert_pem.as_bytes()),
+                    }],
+                }
+            }),
+            Logged::Intoto => serde_json::json!({
+                "apiVersion": "0.0.2",
+                "kind": "intoto",
+                "spec": {"content": {
+                    "envelope": {
+                        "payloadType": payload_type,
+                        "signatures": [{
+                            "sig": B64.encode(B64.encode(&sig)),
+                            "publicKey": B64.encode(cert_pem.trim_end().as_bytes()),
+                        }],
+                    },
+                    "hash": {"algorithm": "sha256", "value": "0".repeat(64)},
+                    "payloadHash": {"algorithm": "sha256", "value": payload_hash},
+                }}
+            }),
+        }
+        .to_string();
+        let body_b64 = B64.encode(body.as_bytes());
+        let integrated = not_before.unix_timestamp() + s.logged_after;
+        let log_index = 4343_i64;
+        let set = self.set(&body_b64, integrated, log_index);
+        let (kind_name, version) = match kind {
+            Logged::Dsse => ("dsse", "0.0.1"),
+            Logged::Intoto => ("intoto", "0.0.2"),
+        };
+        let entries = if s.log_entry {
+            serde_json::json!([{
+                "logIndex": log_index.to_string(),
+                "logId": {"keyId": B64.encode(&self.log_id)},
+                "kindVersion": {"kind": kind_name, "version": version},
+                "integratedTime": integrated.to_string(),
+                "inclusionPromise": {"signedEntryTimestamp": B64.encode(&set)},
+                "canonicalizedBody": body_b64
+            }])
+        } else {
+            serde_json::json!([])
+        };
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": B64.encode(cert.der())},
+                "tlogEntries": entries,
+                "timestampVerificationData": {}
+            },
+            "dsseEnvelope": {
+                "payload": B64.encode(statement.as_bytes()),
+                "payloadType": payload_type,
+                "signatures": [{"sig": B64.encode(&sig), "keyid": ""}]
+            }
+        })
+        .to_string()
     }
 
     /// The Rekor key's signature over an entry's canonical JSON.

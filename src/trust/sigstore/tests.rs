@@ -7,7 +7,7 @@ mod fixture;
 use sha2::Digest as _;
 
 use super::*;
-pub(crate) use fixture::{K8S_IDENTITY, K8S_ISSUER, Sign, TestSigstore};
+pub(crate) use fixture::{K8S_IDENTITY, K8S_ISSUER, Logged, Sign, TestSigstore};
 
 fn policy() -> Policy {
     Policy {
@@ -279,4 +279,204 @@ fn a_detached_signature_with_its_rekor_entry_verifies_and_round_trips_as_a_cosig
         w.body = o["body"].as_str().unwrap().into();
     }
     assert!(verify_blob(&c.root, &wrong, &c.sha, &policy()).is_err());
+}
+
+/// containerd's release workflow, as its attestations name it.
+const CONTAINERD: &str =
+    "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.3.4";
+const ACTIONS: &str = "https://token.actions.githubusercontent.com";
+
+fn attester() -> Sign {
+    Sign {
+        identity: CONTAINERD.into(),
+        issuer: ACTIONS.into(),
+        ..Sign::default()
+    }
+}
+
+fn containerd() -> Policy {
+    Policy {
+        identity: CONTAINERD.into(),
+        issuer: ACTIONS.into(),
+    }
+}
+
+fn check_attestation(c: &Case, bundle: &str, sha: &[u8]) -> Result<Signer, SigError> {
+    verify_blob(
+        &c.root,
+        &Material::from_bundle(bundle.as_bytes())?,
+        sha,
+        &containerd(),
+    )
+}
+
+#[test]
+fn an_attestation_vouches_for_each_blob_its_statement_names_logged_either_way() {
+    let c = case();
+    let other = b"containerd-static, the other tarball\n".to_vec();
+    for kind in [Logged::Dsse, Logged::Intoto] {
+        let a = c.ts.attest(
+            &[
+                ("containerd-static.tar.gz", &other),
+                ("containerd.tar.gz", &c.blob),
+            ],
+            &attester(),
+            kind,
+        );
+        let s = check_attestation(&c, &a, &c.sha).unwrap();
+        assert_eq!((s.identity.as_str(), s.log_index), (CONTAINERD, 4343));
+        check_attestation(&c, &a, &sha2::Sha256::digest(&other)).unwrap();
+        // A blob the statement does not name: the attestation is good, but not for it.
+        let e = check_attestation(&c, &a, &sha2::Sha256::digest(b"other bytes")).unwrap_err();
+        assert!(
+            matches!(e, SigError::NotASubject { subjects: 2, .. }),
+            "{kind:?}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("does not vouch for this artifact"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_attestation_is_refused_for_each_fault_of_a_signature() {
+    let c = case();
+    let subjects: &[(&str, &[u8])] = &[("containerd.tar.gz", &c.blob)];
+    let refused = |a: &str| check_attestation(&c, a, &c.sha).unwrap_err();
+    let other = Sign {
+        other_bytes: Some(b"another envelope".to_vec()),
+        ..attester()
+    };
+    let e = refused(&c.ts.attest(subjects, &other, Logged::Dsse));
+    assert!(matches!(e, SigError::BadSignature { .. }), "{e:?}");
+    let wrong = Sign {
+        identity:
+            "https://github.com/evil/containerd/.github/workflows/release.yml@refs/tags/v2.3.4"
+                .into(),
+        ..attester()
+    };
+    let e = refused(&c.ts.attest(subjects, &wrong, Logged::Dsse));
+    assert!(matches!(e, SigError::WrongIdentity { .. }), "{e:?}");
+    let issuer = Sign {
+        issuer: "https://accounts.google.com".into(),
+        ..attester()
+    };
+    let e = refused(&c.ts.attest(subjects, &issuer, Logged::Intoto));
+    assert!(matches!(e, SigError::WrongIssuer { .. }), "{e:?}");
+    let e = refused(
+        &c.ts
+            .attest_with(&c.ts.stranger, subjects, &attester(), Logged::Dsse),
+    );
+    assert!(matches!(e, SigError::UntrustedCertificate { .. }), "{e:?}");
+    let unlogged = Sign {
+        log_entry: false,
+        ..attester()
+    };
+    let e = refused(&c.ts.attest(subjects, &unlogged, Logged::Dsse));
+    assert!(matches!(e, SigError::NoLogEntry { .. }), "{e:?}");
+    let late = Sign {
+        logged_after: 3600,
+        ..attester()
+    };
+    let e = refused(&c.ts.attest(subjects, &late, Logged::Intoto));
+    assert!(matches!(e, SigError::OutsideValidity { .. }), "{e:?}");
+}
+
+#[test]
+fn an_attestation_with_another_statements_log_entry_is_refused() {
+    let c = case();
+    for kind in [Logged::Dsse, Logged::Intoto] {
+        let ours = c.ts.attest(&[("a.tar.gz", &c.blob)], &attester(), kind);
+        let theirs =
+            c.ts.attest(&[("a.tar.gz", &c.blob), ("b", b"b")], &attester(), kind);
+        let mut spliced: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+        spliced["verificationMaterial"]["tlogEntries"] =
+            theirs["verificationMaterial"]["tlogEntries"].clone();
+        let e = check_attestation(&c, &spliced.to_string(), &c.sha).unwrap_err();
+        assert!(
+            matches!(&e, SigError::EntryMismatch(m) if m.contains("another statement")),
+            "{kind:?}: {e:?}"
+        );
+        // The envelope and its entry are one: a blob's hashedrekord entry does not log it.
+        let blob = c.ts.sign(&c.blob, &attester());
+        let blob: serde_json::Value = serde_json::from_str(&blob.bundle).unwrap();
+        spliced["verificationMaterial"]["tlogEntries"] =
+            blob["verificationMaterial"]["tlogEntries"].clone();
+        let e = check_attestation(&c, &spliced.to_string(), &c.sha).unwrap_err();
+        assert!(matches!(e, SigError::Malformed(_)), "{kind:?}: {e:?}");
+    }
+}
+
+#[test]
+fn an_envelope_that_is_not_an_in_toto_statement_or_has_two_signatures_is_malformed() {
+    let c = case();
+    let a =
+        c.ts.attest(&[("a.tar.gz", &c.blob)], &attester(), Logged::Dsse);
+    let mut v: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let sig = v["dsseEnvelope"]["signatures"][0].clone();
+    v["dsseEnvelope"]["signatures"] = serde_json::json!([sig.clone(), sig]);
+    let e = Material::from_bundle(v.to_string().as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("2 signatures, not one"), "{e}");
+    let env = Envelope {
+        payload_type: "text/plain".into(),
+        payload: b"hello".to_vec(),
+    };
+    let e = env.subject(&hex::encode(&c.sha)).unwrap_err();
+    assert!(e.to_string().contains("not an in-toto statement"), "{e}");
+}
+
+/// A real attestation made by actions/attest-build-provenance (as containerd's release workflow
+/// makes them), logged as a `dsse` entry on the public-good instance: verified offline with the
+/// compiled-in root, for the digest its statement names (tests/data/sigstore/README.md).
+#[test]
+fn a_real_build_provenance_attestation_verifies_with_the_production_root() {
+    let bundle = include_bytes!(
+        "../../../tests/data/sigstore/github-provenance-demo-0.0.0.attestation.sigstore.json"
+    );
+    let m = Material::from_bundle(bundle).unwrap();
+    let sha =
+        hex::decode("49a3aa6075e0f49f82843e74b5baa614ad2a588e6675612bf108a0a008c5ac25").unwrap();
+    let p = Policy {
+        identity: "https://github.com/github/artifact-attestations-workflows/.github/workflows/attest.yml@09b495c3f12c7881b3cc17209a327792065c1a1d".into(),
+        issuer: ACTIONS.into(),
+    };
+    let root = TrustRoot::production();
+    let s = verify_blob(&root, &m, &sha, &p).unwrap();
+    assert_eq!((s.integrated_time, s.log_index), (1716578064, 96764485));
+    let mut other = sha.clone();
+    other[0] ^= 1;
+    let e = verify_blob(&root, &m, &other, &p).unwrap_err();
+    assert!(
+        matches!(e, SigError::NotASubject { subjects: 1, .. }),
+        "{e:?}"
+    );
+    let e = verify_blob(&root, &m, &sha, &containerd()).unwrap_err();
+    assert!(matches!(e, SigError::WrongIdentity { .. }), "{e:?}");
+}
+
+/// npm's real provenance of sigstore@2.1.0, logged as an `intoto` 0.0.2 entry: every check
+/// passes (chain, envelope signature, SET, entry body, times, signer) up to the subjects,
+/// which name the package by sha512 only, so no sha256 is vouched for.
+#[test]
+fn a_real_intoto_entry_verifies_up_to_its_subjects() {
+    let bundle =
+        include_bytes!("../../../tests/data/sigstore/npm-sigstore-2.1.0.provenance.sigstore.json");
+    let m = Material::from_bundle(bundle).unwrap();
+    let p = Policy {
+        identity:
+            "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main"
+                .into(),
+        issuer: ACTIONS.into(),
+    };
+    let root = TrustRoot::production();
+    let e = verify_blob(&root, &m, &[7; 32], &p).unwrap_err();
+    assert!(
+        matches!(e, SigError::NotASubject { subjects: 1, .. }),
+        "{e:?}"
+    );
+    // The step before it is real: another signer is refused there.
+    let e = verify_blob(&root, &m, &[7; 32], &containerd()).unwrap_err();
+    assert!(matches!(e, SigError::WrongIdentity { .. }), "{e:?}");
 }
