@@ -324,7 +324,8 @@ async fn signature_of(
         crate::trust::verify_bundle(&bundle, url, policy, sha256.hex()).map_err(|source| {
             InstallError::Signature {
                 url: a.url.clone(),
-                source,
+                signature: url.clone(),
+                source: Box::new(source),
             }
         })?;
     record.save(&path)?;

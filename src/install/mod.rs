@@ -73,13 +73,15 @@ pub enum InstallError {
     #[error("--require-verified: neither pinned nor signed: {}", .0.join(", "))]
     Unverified(Vec<String>),
     /// An artifact's signature was refused: nothing of it is kept.
-    #[error("the signature of {url} was refused (nothing kept)")]
+    #[error("the signature of {url} ({signature}) was refused (nothing kept)")]
     Signature {
         /// The artifact.
         url: String,
-        /// Why.
+        /// The signature's file (a bundle, an attestation, or the one `kbin update` kept).
+        signature: String,
+        /// Why (boxed: the error's other variants are small).
         #[source]
-        source: crate::trust::SigError,
+        source: Box<crate::trust::SigError>,
     },
     /// A download failed.
     #[error(transparent)]

@@ -266,6 +266,9 @@ pub struct ArtifactTemplate {
     /// URL templates of upstream's detached signature (`.sig` + `.cert`, as dl.k8s.io
     /// publishes them): no log entry beside them, so `kbin update` looks it up in Rekor.
     pub detached: Option<Detached>,
+    /// The first version upstream signed (`signed-since`): older ones publish no signature,
+    /// so none is asked for; from it on, a missing signature is an error, not "unsigned".
+    pub signed_since: Option<Version>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the member path of each binary (template with `{binary}`).
@@ -647,12 +650,17 @@ impl Manifest {
                 };
                 let pinned = self.pins.get(&pin_key).cloned();
                 let tofu = self.tofu.get(&pin_key).cloned();
+                // A release's signer may name it (a workflow at the release's tag).
+                let signer = component.signer.as_ref().map(|p| crate::trust::Policy {
+                    identity: expand(&p.identity, version, arch, binary),
+                    issuer: p.issuer.clone(),
+                });
                 let detached = a.detached.as_ref().and_then(|d| {
                     let d = Detached {
                         sig: expand(&d.sig, version, arch, binary),
                         cert: expand(&d.cert, version, arch, binary),
                     };
-                    Some((d, component.signer.clone()?))
+                    Some((d, signer.clone()?))
                 });
                 // A detached signature is checked at install only through the bundle `kbin
                 // update` stored: a pinned artifact needs none (its pin vouches more), and
@@ -663,9 +671,8 @@ impl Manifest {
                 let signature = a
                     .signature
                     .as_deref()
-                    .and_then(|u| {
-                        Some((expand(u, version, arch, binary), component.signer.clone()?))
-                    })
+                    .filter(|_| a.signed_since.as_ref().is_none_or(|s| version >= s))
+                    .and_then(|u| Some((expand(u, version, arch, binary), signer.clone()?)))
                     .or_else(|| stored.map(|(d, p)| (d.bundle_url(), p.clone())));
                 ArtifactChoice {
                     index,
@@ -774,6 +781,7 @@ mod wire {
         checksum_url: Option<String>,
         signature: Option<String>,
         detached: Option<super::Detached>,
+        signed_since: Option<String>,
         format: ArtifactFormat,
         layout: Option<String>,
         #[serde(default)]
@@ -1122,6 +1130,21 @@ mod wire {
                 )));
             }
         }
+        let signed_since = match &a.signed_since {
+            None => None,
+            Some(_) if a.signature.is_none() && a.detached.is_none() => {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {:?} has signed-since but no signature to ask for",
+                    a.url
+                )));
+            }
+            Some(v) => Some(Version::parse(v).map_err(|e| {
+                ck.invalid(format!(
+                    "{what}: artifact {:?} has signed-since {v:?}, which is not a version ({e})",
+                    a.url
+                ))
+            })?),
+        };
         if a.format == ArtifactFormat::TarGz && a.layout.is_none() {
             return Err(ck.invalid(format!(
                 "{what}: the tar.gz artifact {:?} needs a layout (where each binary is inside it)",
@@ -1147,6 +1170,7 @@ mod wire {
             checksum_url: a.checksum_url,
             signature: a.signature,
             detached: a.detached,
+            signed_since,
             format: a.format,
             layout: a.layout,
             binaries,

@@ -90,6 +90,49 @@ fn kubernetes_binaries_name_their_detached_signatures_but_a_pin_needs_none() {
 }
 
 #[test]
+fn containerd_names_its_release_attestation_from_2_0_1_and_a_signer_at_the_release_tag() {
+    let m = Manifest::embedded().unwrap();
+    let c = m.component("containerd").unwrap();
+    let at = |v: &str| {
+        m.artifact_for(c, "containerd", &Version::parse(v).unwrap(), Arch::Amd64)
+            .unwrap()
+    };
+    // 1.7.x and 2.0.0 publish none (2.0.0's is in GitHub's API only): none is asked for.
+    assert_eq!(at("1.7.23").signature, None);
+    assert_eq!(at("2.0.0").signature, None);
+    let (url, signer) = at("2.3.4").signature.unwrap();
+    assert_eq!(
+        url,
+        "https://github.com/containerd/containerd/releases/download/v2.3.4/containerd-2.3.4-attestation.intoto.jsonl"
+    );
+    assert_eq!(
+        signer.identity,
+        "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.3.4"
+    );
+    assert_eq!(signer.issuer, "https://token.actions.githubusercontent.com");
+}
+
+#[test]
+fn a_bad_signed_since_is_refused_with_the_artifact_named() {
+    let signed = "signed-since = \"2.0.1\"\n";
+    let e = parse(&edited(signed, "signed-since = \"two\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("containerd-{version}-linux-{arch}.tar.gz")
+            && e.contains("\"two\", which is not a version"),
+        "{e}"
+    );
+    let e = parse(&edited(
+        "signature = \"https://github.com/containerd/containerd/releases/download/v{version}/containerd-{version}-attestation.intoto.jsonl\"\n",
+        "",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("has signed-since but no signature"), "{e}");
+}
+
+#[test]
 fn archive_members_follow_the_layout() {
     let m = Manifest::embedded().unwrap();
     let etcd = m.component("etcd").unwrap();

@@ -2012,7 +2012,7 @@ fn signed_artifacts_are_verified_recorded_and_shown() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("kube-apiserver was refused (nothing kept)"),
+        stderr(&out).contains("kube-apiserver.sigstore.json) was refused (nothing kept)"),
         "{}",
         stderr(&out)
     );
@@ -2133,6 +2133,280 @@ fn a_refused_signature_fails_the_install_with_one_error_and_keeps_nothing() {
         stderr(&out)
     );
     assert!(!s.f.toolchain("1.30").exists());
+}
+
+/// containerd 2.x, unpinned, with its release's attestation (`.intoto.jsonl`, as
+/// actions/attest-build-provenance makes it) signed by a test Sigstore that the kbin under test
+/// trusts through `KBIN_TEST_TRUST_ROOT`.
+struct Attested {
+    f: Fixture,
+    ts: common::sigstore::TestSigstore,
+    root: PathBuf,
+    /// The amd64 and arm64 tarballs.
+    tarballs: Vec<(String, Vec<u8>)>,
+}
+
+const CONTAINERD2: &str = "2.1.0";
+const ATTESTATION: &str =
+    "/containerd/containerd/releases/download/v2.1.0/containerd-2.1.0-attestation.intoto.jsonl";
+
+impl Attested {
+    fn new() -> Attested {
+        let f = Fixture::new();
+        let mut tarballs = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let body = tgz(&[
+                (
+                    "bin/containerd",
+                    script("containerd github.com/containerd/containerd/v2 v2.1.0", 0),
+                    0o755,
+                ),
+                (
+                    "bin/containerd-shim-runc-v2",
+                    script("containerd-shim-runc-v2 v2.1.0", 0),
+                    0o755,
+                ),
+                (
+                    "bin/ctr",
+                    script("ctr github.com/containerd/containerd/v2 v2.1.0", 0),
+                    0o755,
+                ),
+                // Each arch's tarball is its own blob.
+                ("README.md", arch.as_bytes().to_vec(), 0o644),
+            ]);
+            let name = format!("containerd-{CONTAINERD2}-linux-{arch}.tar.gz");
+            let path = format!("/containerd/containerd/releases/download/v{CONTAINERD2}/{name}");
+            f.server.put(
+                &format!("{path}.sha256sum"),
+                format!("{}  {name}\n", sha256(&body)),
+            );
+            f.server.put(&path, body.clone());
+            tarballs.push((name, body));
+        }
+        let text = std::fs::read_to_string(&f.manifest).unwrap();
+        std::fs::write(
+            &f.manifest,
+            text.replacen("containerd = \"1.7.23\"", "containerd = \"2.1.0\"", 1),
+        )
+        .unwrap();
+        let ts = common::sigstore::TestSigstore::new();
+        let root = f.home.path().join("trusted_root.json");
+        std::fs::write(&root, ts.trusted_root()).unwrap();
+        let a = Attested {
+            f,
+            ts,
+            root,
+            tarballs,
+        };
+        a.publish(&a.signer(), &[0, 1]);
+        a
+    }
+
+    /// containerd's release workflow at `tag`.
+    fn signer(&self) -> common::sigstore::Sign {
+        common::sigstore::Sign {
+            identity: format!(
+                "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v{CONTAINERD2}"
+            ),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            ..common::sigstore::Sign::default()
+        }
+    }
+
+    /// Serve an attestation signed as `how` says, naming the tarballs at `subjects`.
+    fn publish(&self, how: &common::sigstore::Sign, subjects: &[usize]) {
+        let named: Vec<(&str, &[u8])> = subjects
+            .iter()
+            .map(|i| (self.tarballs[*i].0.as_str(), self.tarballs[*i].1.as_slice()))
+            .collect();
+        let a = self.ts.attest(&named, how, common::sigstore::Logged::Dsse);
+        self.f.server.put(ATTESTATION, format!("{a}\n"));
+    }
+
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut c = self.f.cmd();
+        c.env("KBIN_TEST_TRUST_ROOT", &self.root);
+        c
+    }
+
+    /// The receipt's containerd artifact.
+    fn containerd(&self, toolchain: &str) -> toml::Value {
+        let r = self.f.receipt(toolchain);
+        r["component"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some("containerd"))
+            .unwrap()["artifact"][0]
+            .clone()
+    }
+
+    /// Whether the store holds the amd64 tarball.
+    fn kept(&self) -> bool {
+        self.f
+            .blobs()
+            .iter()
+            .any(|b| std::fs::read(b).unwrap() == self.tarballs[0].1)
+    }
+}
+
+#[test]
+fn a_release_attestation_vouches_for_containerd_online_and_through_a_mirror() {
+    let a = Attested::new();
+    // The fixture's unpinned Kubernetes binaries are all --require-verified refuses.
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--require-verified"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("kube-apiserver (checksum file only)"), "{err}");
+    assert!(!err.contains("containerd"), "{err}");
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let art = a.containerd("1.30");
+    assert_eq!(art["pinned"].as_bool(), Some(false));
+    let workflow = a.signer().identity;
+    assert_eq!(art["signed"]["identity"].as_str(), Some(workflow.as_str()));
+    let out = a.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("signed by {workflow}")), "{text}");
+
+    // The export carries the attestation; a fresh home installs from the export alone and
+    // verifies it there (the upstream server is not asked).
+    let dir = a.f.home.path().join("export");
+    let out = a
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--no-images",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = dir.join(ATTESTATION.trim_start_matches('/'));
+    assert!(exported.is_file(), "{}", exported.display());
+    a.f.server.reset_counters();
+    let fresh = a.f.home.path().join("fresh");
+    let out = a
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(a.f.server.total_requests(), 0);
+    let lock = std::fs::read_to_string(fresh.join("toolchains/1.30/toolchain.lock")).unwrap();
+    assert!(lock.contains(&workflow), "{lock}");
+    // The attestation damaged in the mirror: refused there too, and nothing kept.
+    std::fs::write(
+        &exported,
+        std::fs::read_to_string(&exported)
+            .unwrap()
+            .replace("MII", "MIJ"),
+    )
+    .unwrap();
+    let fresh = a.f.home.path().join("fresh2");
+    let out = a
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("containerd-2.1.0-attestation.intoto.jsonl) was refused (nothing kept)"),
+        "{err}"
+    );
+    assert!(!fresh.join("toolchains/1.30").exists());
+}
+
+#[test]
+fn a_refused_or_missing_attestation_fails_the_install_and_keeps_nothing() {
+    use common::sigstore::Sign;
+    let a = Attested::new();
+    let other_tag = Sign {
+        identity: "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.0.9".into(),
+        ..a.signer()
+    };
+    let other_bytes = Sign {
+        other_bytes: Some(b"another envelope".to_vec()),
+        ..a.signer()
+    };
+    // What the error must say, and the attestation served (how it is signed, which tarballs
+    // it names), or none.
+    type Served = Option<(Sign, Vec<usize>)>;
+    let cases: Vec<(&str, Served)> = vec![
+        // The attestation names only the arm64 tarball.
+        (
+            "does not vouch for this artifact",
+            Some((a.signer(), vec![1])),
+        ),
+        // Another release's attestation, served for this one.
+        (
+            "not by https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.1.0",
+            Some((other_tag, vec![0, 1])),
+        ),
+        (
+            "the signature does not match the artifact's bytes",
+            Some((other_bytes, vec![0, 1])),
+        ),
+        // containerd signs every release since 2.0.1: no attestation is not "unsigned".
+        ("answered 404", None),
+    ];
+    for (want, how) in cases {
+        match &how {
+            Some((sign, subjects)) => a.publish(sign, subjects),
+            None => a.f.server.remove(ATTESTATION),
+        }
+        let _ = std::fs::remove_dir_all(a.f.kbin_home());
+        let out = a
+            .cmd()
+            .args(["install", "1.30", "--no-images"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{want}: {:?}",
+            a.f.toolchain("1.30").exists().then(|| a.containerd("1.30"))
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("containerd-2.1.0-attestation.intoto.jsonl") && err.contains(want),
+            "{want}: {err}"
+        );
+        assert!(!a.f.toolchain("1.30").exists(), "{want}");
+        assert!(!a.kept(), "{want}: the tarball was kept");
+    }
+    // Pinned, the same release needs no attestation: its pin vouches for it.
+    let mut text = std::fs::read_to_string(&a.f.manifest).unwrap();
+    text.push_str(&format!(
+        "\"containerd/amd64/{CONTAINERD2}\" = \"sha256:{}\"\n",
+        sha256(&a.tarballs[0].1)
+    ));
+    std::fs::write(&a.f.manifest, text).unwrap();
+    let _ = std::fs::remove_dir_all(a.f.kbin_home());
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let art = a.containerd("1.30");
+    assert_eq!(art["pinned"].as_bool(), Some(true), "{art}");
+    assert!(art.get("signed").is_none(), "{art}");
 }
 
 #[test]

@@ -748,3 +748,76 @@ fn minor<'a>(available: &'a serde_json::Value, m: &str) -> &'a serde_json::Value
         .find(|e| e["minor"] == m)
         .unwrap()
 }
+
+impl Upstream {
+    /// Publish containerd `v` (the listing names it, a `.sha256sum` per arch) with its release
+    /// attestation signed as its release workflow at tag `signed_tag`.
+    fn publish_containerd(&self, v: &str, signed_tag: &str) {
+        let dir = format!("/containerd/containerd/releases/download/v{v}");
+        let mut tarballs = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let name = format!("containerd-{v}-linux-{arch}.tar.gz");
+            let body = format!("containerd {v} {arch}").into_bytes();
+            self.server.put(
+                &format!("{dir}/{name}.sha256sum"),
+                format!("{}  {name}\n", sha256(&body)),
+            );
+            tarballs.push((name, body));
+        }
+        let subjects: Vec<(&str, &[u8])> = tarballs
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let how = common::sigstore::Sign {
+            identity: format!(
+                "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/{signed_tag}"
+            ),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            ..common::sigstore::Sign::default()
+        };
+        let a = self
+            .ts
+            .attest(&subjects, &how, common::sigstore::Logged::Intoto);
+        self.server.put(
+            &format!("{dir}/containerd-{v}-attestation.intoto.jsonl"),
+            format!("{a}\n"),
+        );
+        let tag = format!("v{v}");
+        self.server.put(
+            "/repos/containerd/containerd/releases",
+            listing(&[&tag, "v2.3.4", "v1.7.30"]),
+        );
+    }
+}
+
+#[test]
+fn a_containerd_release_is_recorded_signed_by_its_attestation_and_another_tags_is_refused() {
+    let u = Upstream::new();
+    u.publish_containerd("2.3.5", "v2.3.5");
+    let o = u.cmd().args(["update", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let overlay = u.overlay().expect("the overlay is written");
+    let t: toml::Table = toml::from_str(&overlay).unwrap();
+    let workflow =
+        "https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.3.5";
+    for arch in ["amd64", "arm64"] {
+        let e = &t["tofu"][&format!("containerd/{arch}/2.3.5")];
+        assert_eq!(
+            e["signed"]["identity"].as_str(),
+            Some(workflow),
+            "{overlay}"
+        );
+    }
+
+    // The next release, served with the attestation of another tag: one error, nothing learned.
+    u.publish_containerd("2.3.6", "v2.3.5");
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("containerd-2.3.6-attestation.intoto.jsonl")
+            && out.contains("not by https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.3.6"),
+        "{out}"
+    );
+    assert_eq!(u.overlay().as_deref(), Some(overlay.as_str()));
+}
