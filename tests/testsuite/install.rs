@@ -2215,12 +2215,21 @@ impl Attested {
 
     /// Serve an attestation signed as `how` says, naming the tarballs at `subjects`.
     fn publish(&self, how: &common::sigstore::Sign, subjects: &[usize]) {
-        let named: Vec<(&str, &[u8])> = subjects
-            .iter()
-            .map(|i| (self.tarballs[*i].0.as_str(), self.tarballs[*i].1.as_slice()))
-            .collect();
-        let a = self.ts.attest(&named, how, common::sigstore::Logged::Dsse);
-        self.f.server.put(ATTESTATION, format!("{a}\n"));
+        self.publish_lines(&[(how.clone(), subjects.to_vec())]);
+    }
+
+    /// Serve an attestation file of one bundle a line, each signed and naming as its pair says.
+    fn publish_lines(&self, lines: &[(common::sigstore::Sign, Vec<usize>)]) {
+        let mut file = String::new();
+        for (how, subjects) in lines {
+            let named: Vec<(&str, &[u8])> = subjects
+                .iter()
+                .map(|i| (self.tarballs[*i].0.as_str(), self.tarballs[*i].1.as_slice()))
+                .collect();
+            let a = self.ts.attest(&named, how, common::sigstore::Logged::Dsse);
+            file.push_str(&format!("{a}\n"));
+        }
+        self.f.server.put(ATTESTATION, file);
     }
 
     fn cmd(&self) -> assert_cmd::Command {
@@ -2357,7 +2366,7 @@ fn a_refused_or_missing_attestation_fails_the_install_and_keeps_nothing() {
         // Another release's attestation, served for this one.
         (
             "not by https://github.com/containerd/containerd/.github/workflows/release.yml@refs/tags/v2.1.0",
-            Some((other_tag, vec![0, 1])),
+            Some((other_tag.clone(), vec![0, 1])),
         ),
         (
             "the signature does not match the artifact's bytes",
@@ -2390,7 +2399,32 @@ fn a_refused_or_missing_attestation_fails_the_install_and_keeps_nothing() {
         assert!(!a.f.toolchain("1.30").exists(), "{want}");
         assert!(!a.kept(), "{want}: the tarball was kept");
     }
+    // A file of several bundles: the line about this tarball says why, not the line about
+    // another; and a good line anywhere is accepted.
+    let arm64_only = (a.signer(), vec![1]);
+    a.publish_lines(&[arm64_only.clone(), (other_tag, vec![0, 1])]);
+    let _ = std::fs::remove_dir_all(a.f.kbin_home());
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("not by https://"),
+        "{err}"
+    );
+    a.publish_lines(&[arm64_only, (a.signer(), vec![0])]);
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(a.containerd("1.30").get("signed").is_some());
+
     // Pinned, the same release needs no attestation: its pin vouches for it.
+    a.f.server.remove(ATTESTATION);
     let mut text = std::fs::read_to_string(&a.f.manifest).unwrap();
     text.push_str(&format!(
         "\"containerd/amd64/{CONTAINERD2}\" = \"sha256:{}\"\n",
