@@ -698,16 +698,7 @@ fn check_body(entry: &LogEntry, m: &Material, sha256: &[u8]) -> Result<(), SigEr
 /// (base64 of the PEM certificate).
 fn check_dsse(spec: &serde_json::Value, m: &Material, env: &Envelope) -> Result<(), SigError> {
     check_payload_hash(&spec["payloadHash"], env)?;
-    let sigs = spec["signatures"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let [one] = sigs else {
-        return Err(SigError::EntryMismatch(format!(
-            "it records {} signatures, not this one",
-            sigs.len()
-        )));
-    };
+    let one = only_signature(&spec["signatures"])?;
     check_logged_signature(
         one["signature"]
             .as_str()
@@ -727,16 +718,7 @@ fn check_intoto(content: &serde_json::Value, m: &Material, env: &Envelope) -> Re
             "it records another payload type".into(),
         ));
     }
-    let sigs = content["envelope"]["signatures"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let [one] = sigs else {
-        return Err(SigError::EntryMismatch(format!(
-            "it records {} signatures, not this one",
-            sigs.len()
-        )));
-    };
+    let one = only_signature(&content["envelope"]["signatures"])?;
     let sig = match one["sig"].as_str() {
         Some(s) => {
             let inner = b64(s, "the logged signature")?;
@@ -747,6 +729,17 @@ fn check_intoto(content: &serde_json::Value, m: &Material, env: &Envelope) -> Re
         None => None,
     };
     check_logged_signature(sig, one["publicKey"].as_str(), m)
+}
+
+/// The one signature a log entry of a keyless envelope records.
+fn only_signature(sigs: &serde_json::Value) -> Result<&serde_json::Value, SigError> {
+    match sigs.as_array().map(Vec::as_slice).unwrap_or_default() {
+        [one] => Ok(one),
+        sigs => Err(SigError::EntryMismatch(format!(
+            "it records {} signatures, not this one",
+            sigs.len()
+        ))),
+    }
 }
 
 /// The logged payload hash is the sha256 of this envelope's payload.

@@ -1961,10 +1961,24 @@ fn signed_artifacts_are_verified_recorded_and_shown() {
     assert!(s.f.receipt("again").to_string().contains("signed"));
 
     // `mirror export` carries the bundles; a fresh home installing from the mirror alone
-    // verifies them (the upstream server is not asked).
-    let dir = s.f.home.path().join("export");
-    let out = s
-        .cmd()
+    // verifies them (the upstream server is not asked), and refuses a damaged one.
+    let bundle = format!("release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json");
+    let lock = air_gapped(&s.f, &|| s.cmd(), &bundle, &["--require-verified"]);
+    assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
+}
+
+/// `mirror export` of toolchain 1.30 (no images); an install into a fresh home from the export
+/// alone (with `args`) that asks the upstream server nothing: its receipt. Then `signature`
+/// (a path in the export) damaged there: the next fresh install refuses it, naming it, and
+/// keeps no toolchain.
+fn air_gapped(
+    f: &Fixture,
+    cmd: &dyn Fn() -> assert_cmd::Command,
+    signature: &str,
+    args: &[&str],
+) -> String {
+    let dir = f.home.path().join("export");
+    let out = cmd()
         .args([
             "mirror",
             "export",
@@ -1977,45 +1991,35 @@ fn signed_artifacts_are_verified_recorded_and_shown() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let bundle = dir.join(format!(
-        "release/v{KUBE}/bin/linux/amd64/kube-apiserver.sigstore.json"
-    ));
-    assert!(bundle.is_file(), "{}", bundle.display());
-    s.f.server.reset_counters();
-    let fresh = s.f.home.path().join("fresh");
-    let out = s
-        .cmd()
-        .env("KBIN_HOME", &fresh)
-        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
-        .args(["install", "1.30", "--no-images", "--require-verified"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(s.f.server.total_requests(), 0);
-    let lock = std::fs::read_to_string(fresh.join("toolchains/1.30/toolchain.lock")).unwrap();
-    assert!(lock.contains(common::sigstore::K8S_IDENTITY), "{lock}");
-    // A bundle damaged in the mirror is refused, and nothing of the artifact is kept.
-    std::fs::write(
-        &bundle,
-        std::fs::read_to_string(&bundle)
+    let exported = dir.join(signature);
+    assert!(exported.is_file(), "{}", exported.display());
+    let install = |home: &str| {
+        cmd()
+            .env("KBIN_HOME", f.home.path().join(home))
+            .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+            .args(["install", "1.30", "--no-images"])
+            .args(args)
+            .output()
             .unwrap()
-            .replace("MII", "MIJ"),
-    )
-    .unwrap();
-    let fresh = s.f.home.path().join("fresh2");
-    let out = s
-        .cmd()
-        .env("KBIN_HOME", &fresh)
-        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
-        .args(["install", "1.30", "--no-images"])
-        .output()
+    };
+    f.server.reset_counters();
+    let out = install("fresh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f.server.total_requests(), 0);
+    let lock = std::fs::read_to_string(f.home.path().join("fresh/toolchains/1.30/toolchain.lock"))
         .unwrap();
+    let text = std::fs::read_to_string(&exported).unwrap();
+    std::fs::write(&exported, text.replace("MII", "MIJ")).unwrap();
+    let out = install("fresh2");
     assert!(!out.status.success());
+    let name = signature.rsplit('/').next().unwrap();
     assert!(
-        stderr(&out).contains("kube-apiserver.sigstore.json) was refused (nothing kept)"),
+        stderr(&out).contains(&format!("{name}) was refused (nothing kept)")),
         "{}",
         stderr(&out)
     );
+    assert!(!f.home.path().join("fresh2/toolchains/1.30").exists());
+    lock
 }
 
 #[test]
@@ -2286,60 +2290,9 @@ fn a_release_attestation_vouches_for_containerd_online_and_through_a_mirror() {
     assert!(text.contains(&format!("signed by {workflow}")), "{text}");
 
     // The export carries the attestation; a fresh home installs from the export alone and
-    // verifies it there (the upstream server is not asked).
-    let dir = a.f.home.path().join("export");
-    let out = a
-        .cmd()
-        .args([
-            "mirror",
-            "export",
-            "--toolchain",
-            "1.30",
-            "--no-images",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let exported = dir.join(ATTESTATION.trim_start_matches('/'));
-    assert!(exported.is_file(), "{}", exported.display());
-    a.f.server.reset_counters();
-    let fresh = a.f.home.path().join("fresh");
-    let out = a
-        .cmd()
-        .env("KBIN_HOME", &fresh)
-        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
-        .args(["install", "1.30", "--no-images"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(a.f.server.total_requests(), 0);
-    let lock = std::fs::read_to_string(fresh.join("toolchains/1.30/toolchain.lock")).unwrap();
+    // verifies it there (the upstream server is not asked), and refuses it damaged.
+    let lock = air_gapped(&a.f, &|| a.cmd(), ATTESTATION.trim_start_matches('/'), &[]);
     assert!(lock.contains(&workflow), "{lock}");
-    // The attestation damaged in the mirror: refused there too, and nothing kept.
-    std::fs::write(
-        &exported,
-        std::fs::read_to_string(&exported)
-            .unwrap()
-            .replace("MII", "MIJ"),
-    )
-    .unwrap();
-    let fresh = a.f.home.path().join("fresh2");
-    let out = a
-        .cmd()
-        .env("KBIN_HOME", &fresh)
-        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
-        .args(["install", "1.30", "--no-images"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("containerd-2.1.0-attestation.intoto.jsonl) was refused (nothing kept)"),
-        "{err}"
-    );
-    assert!(!fresh.join("toolchains/1.30").exists());
 }
 
 #[test]
