@@ -175,6 +175,7 @@ fn entry(answer: &[u8]) -> Result<LogEntry, String> {
         set: base64::engine::general_purpose::STANDARD
             .decode(set.trim())
             .map_err(|_| "the entry's signedEntryTimestamp is not base64")?,
+        proof: None,
     })
 }
 

@@ -14,8 +14,10 @@
 //! Nothing here touches the network or the store: callers hand in the blob's digest and the
 //! signature's bytes, and keep the blob only if this says yes.
 
+mod inclusion;
 pub mod root;
 pub mod sigstore;
+pub mod tsa;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,18 @@ pub enum SigError {
     /// The log entry names a log the trust root does not have.
     #[error("the transparency-log entry is from a log the trust root does not know (log id {0})")]
     UnknownLog(String),
+    /// A Rekor v2 entry's inclusion proof or checkpoint does not hold.
+    #[error("the transparency-log entry's inclusion proof does not hold: {0}")]
+    BadInclusion(String),
+    /// A Rekor v2 entry without a timestamp that verifies: nothing dates the signature.
+    #[error(
+        "the transparency-log entry is a Rekor v2 entry, which carries no time, and no timestamp \
+         from a timestamp authority of the trust root dates the signature{0}"
+    )]
+    NoTimestamp(String),
+    /// A timestamp authority's timestamp was refused.
+    #[error("the signed timestamp is refused: {0}")]
+    BadTimestamp(String),
     /// The log's signed entry timestamp does not verify.
     #[error(
         "the transparency-log entry's signed timestamp (SET) does not verify against the log's key"

@@ -68,6 +68,17 @@ pub struct LogKey {
     pub valid: Window,
 }
 
+/// A timestamp authority (RFC 3161): its chain, the signing certificate first.
+#[derive(Debug, Clone)]
+pub struct Tsa {
+    /// Its URI.
+    pub uri: String,
+    /// DER certificates, the timestamping certificate first.
+    pub chain: Vec<Vec<u8>>,
+    /// When it may timestamp.
+    pub valid: Window,
+}
+
 /// The Fulcio CAs and Rekor keys a signature may chain to.
 #[derive(Debug, Clone)]
 pub struct TrustRoot {
@@ -77,6 +88,8 @@ pub struct TrustRoot {
     pub cas: Vec<CertAuthority>,
     /// Rekor logs.
     pub logs: Vec<LogKey>,
+    /// Timestamp authorities (what dates a Rekor v2 entry).
+    pub tsas: Vec<Tsa>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +99,8 @@ struct Wire {
     tlogs: Vec<WireLog>,
     #[serde(default)]
     certificate_authorities: Vec<WireCa>,
+    #[serde(default)]
+    timestamp_authorities: Vec<WireCa>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +179,7 @@ impl TrustRoot {
             origin: origin.to_owned(),
             cas: Vec::new(),
             logs: Vec::new(),
+            tsas: Vec::new(),
         };
         for l in &w.tlogs {
             root.logs.push(LogKey {
@@ -173,7 +189,7 @@ impl TrustRoot {
                 valid: window(&l.public_key.valid_for)?,
             });
         }
-        for c in &w.certificate_authorities {
+        let chain = |c: &WireCa| -> Result<Vec<Vec<u8>>, SigError> {
             let chain = c
                 .cert_chain
                 .certificates
@@ -183,9 +199,19 @@ impl TrustRoot {
             if chain.is_empty() {
                 return Err(bad(format!("the CA {} has no certificates", c.uri)));
             }
+            Ok(chain)
+        };
+        for c in &w.certificate_authorities {
             root.cas.push(CertAuthority {
                 uri: c.uri.clone(),
-                chain,
+                chain: chain(c)?,
+                valid: window(&c.valid_for)?,
+            });
+        }
+        for c in &w.timestamp_authorities {
+            root.tsas.push(Tsa {
+                uri: c.uri.clone(),
+                chain: chain(c)?,
                 valid: window(&c.valid_for)?,
             });
         }
@@ -263,6 +289,16 @@ mod tests {
         assert_eq!(
             sha2::Sha256::digest(&rekor.spki).as_slice(),
             rekor.id.as_slice()
+        );
+        // What dates a Rekor v2 entry: the v2 log's Ed25519 key and the timestamp authority.
+        assert!(
+            r.logs
+                .iter()
+                .any(|l| l.url == "https://log2025-1.rekor.sigstore.dev")
+        );
+        assert_eq!(
+            r.tsas.iter().map(|t| t.uri.as_str()).collect::<Vec<_>>(),
+            ["https://timestamp.sigstore.dev/api/v1/timestamp"]
         );
         // The embedded file is the one data/trust/README.md records.
         assert_eq!(

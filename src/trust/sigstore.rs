@@ -46,8 +46,26 @@ pub struct LogEntry {
     pub log_index: i64,
     /// The log's id (sha256 of its key).
     pub log_id: Vec<u8>,
-    /// The signed entry timestamp: the log's signature over the canonical JSON of the above.
+    /// The signed entry timestamp: the log's signature over the canonical JSON of the above
+    /// (Rekor v1); empty for a Rekor v2 entry, which has `proof` instead.
     pub set: Vec<u8>,
+    /// A Rekor v2 entry's inclusion proof, with the log's signed checkpoint.
+    pub proof: Option<InclusionProof>,
+}
+
+/// An entry's inclusion proof (RFC 6962) and the signed checkpoint whose root it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// The entry's index in the tree the proof is about.
+    pub log_index: u64,
+    /// That tree's size.
+    pub tree_size: u64,
+    /// Its root hash.
+    pub root_hash: Vec<u8>,
+    /// The sibling hashes, leaf to root.
+    pub hashes: Vec<Vec<u8>>,
+    /// The log's signed note naming that tree (`origin`, size, root hash, signature lines).
+    pub checkpoint: String,
 }
 
 /// A signature over a blob with what is needed to check it offline.
@@ -62,6 +80,9 @@ pub struct Material {
     /// For an attestation, the DSSE envelope the signature is over; none when the signature
     /// is over the blob itself.
     pub envelope: Option<Envelope>,
+    /// RFC 3161 timestamps over the signature (DER `TimeStampResp`s): what dates a Rekor v2
+    /// entry.
+    pub timestamps: Vec<Vec<u8>>,
 }
 
 /// A DSSE envelope's signed content: an in-toto statement naming the blobs it vouches for.
@@ -190,6 +211,20 @@ struct VerificationMaterial {
     x509_certificate_chain: Option<Chain>,
     #[serde(default)]
     tlog_entries: Vec<TlogEntry>,
+    timestamp_verification_data: Option<TimestampData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimestampData {
+    #[serde(default)]
+    rfc3161_timestamps: Vec<SignedTimestamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignedTimestamp {
+    signed_timestamp: String,
 }
 
 #[derive(Deserialize)]
@@ -208,9 +243,28 @@ struct Chain {
 struct TlogEntry {
     log_index: StrOrInt,
     log_id: KeyId,
-    integrated_time: StrOrInt,
+    // Protobuf JSON leaves out a zero: a Rekor v2 entry has no time.
+    #[serde(default)]
+    integrated_time: Option<StrOrInt>,
     inclusion_promise: Option<Promise>,
+    inclusion_proof: Option<WireProof>,
     canonicalized_body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireProof {
+    log_index: StrOrInt,
+    root_hash: String,
+    tree_size: StrOrInt,
+    #[serde(default)]
+    hashes: Vec<String>,
+    checkpoint: Option<Checkpoint>,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    envelope: String,
 }
 
 #[derive(Deserialize)]
@@ -341,32 +395,67 @@ impl Material {
                     ));
                 }
             };
-            // An entry without a promise (SET) cannot be checked offline: as good as none.
+            // A Rekor v1 entry is checked offline by its promise (SET); a Rekor v2 entry by its
+            // inclusion proof and signed checkpoint. An entry with neither: as good as none.
             let entry = match vm
                 .tlog_entries
                 .iter()
                 .find(|e| e.inclusion_promise.is_some())
-            {
+                .or_else(|| {
+                    vm.tlog_entries.iter().find(|e| {
+                        e.inclusion_proof
+                            .as_ref()
+                            .is_some_and(|p| p.checkpoint.is_some())
+                    })
+                }) {
                 None => None,
                 Some(e) => Some(LogEntry {
                     body: e.canonicalized_body.clone(),
-                    integrated_time: e.integrated_time.get("integratedTime")?,
+                    integrated_time: match &e.integrated_time {
+                        Some(t) => t.get("integratedTime")?,
+                        None => 0,
+                    },
                     log_index: e.log_index.get("logIndex")?,
                     log_id: b64(&e.log_id.key_id, "the log id")?,
-                    set: b64(
-                        &e.inclusion_promise
-                            .as_ref()
-                            .expect("found by its promise")
-                            .signed_entry_timestamp,
-                        "the signed entry timestamp",
-                    )?,
+                    set: match &e.inclusion_promise {
+                        Some(p) => b64(&p.signed_entry_timestamp, "the signed entry timestamp")?,
+                        None => Vec::new(),
+                    },
+                    proof: match (&e.inclusion_promise, &e.inclusion_proof) {
+                        (None, Some(p)) => Some(InclusionProof {
+                            log_index: u64::try_from(p.log_index.get("the proof's logIndex")?)
+                                .map_err(|_| malformed("the proof's logIndex is negative"))?,
+                            tree_size: u64::try_from(p.tree_size.get("the proof's treeSize")?)
+                                .map_err(|_| malformed("the proof's treeSize is negative"))?,
+                            root_hash: b64(&p.root_hash, "the proof's root hash")?,
+                            hashes: p
+                                .hashes
+                                .iter()
+                                .map(|h| b64(h, "a proof hash"))
+                                .collect::<Result<_, _>>()?,
+                            checkpoint: p
+                                .checkpoint
+                                .as_ref()
+                                .map(|c| c.envelope.clone())
+                                .unwrap_or_default(),
+                        }),
+                        _ => None,
+                    },
                 }),
             };
+            let timestamps = vm
+                .timestamp_verification_data
+                .map(|t| t.rfc3161_timestamps)
+                .unwrap_or_default()
+                .iter()
+                .map(|t| b64(&t.signed_timestamp, "a signed timestamp"))
+                .collect::<Result<_, _>>()?;
             return Ok(Material {
                 cert,
                 signature,
                 entry,
                 envelope,
+                timestamps,
             });
         }
         let (Some(sig), Some(cert)) = (&b.base64_signature, &b.cert) else {
@@ -385,6 +474,7 @@ impl Material {
                     log_id: hex::decode(&r.payload.log_id)
                         .map_err(|_| malformed("the log id is not hex"))?,
                     set: b64(&r.set, "the signed entry timestamp")?,
+                    proof: None,
                 })
             })
             .transpose()?;
@@ -393,6 +483,7 @@ impl Material {
             signature: b64(sig, "the signature")?,
             entry,
             envelope: None,
+            timestamps: Vec::new(),
         })
     }
 
@@ -419,6 +510,7 @@ impl Material {
             signature: b64(&text(sig, "signature")?, "the signature")?,
             entry,
             envelope: None,
+            timestamps: Vec::new(),
         })
     }
 }
@@ -530,6 +622,21 @@ fn chain_to_root<'r>(
     })
 }
 
+/// A log's key as a check of (message, signature): ECDSA (Rekor v1, and v2 logs may be) or
+/// Ed25519 (Rekor v2's checkpoints).
+fn log_key<'a>(
+    spki: &'a SubjectPublicKeyInfo<'a>,
+) -> Result<impl Fn(&[u8], &[u8]) -> bool + 'a, SigError> {
+    let alg: &'static dyn VerificationAlgorithm =
+        if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" {
+            &signature::ED25519
+        } else {
+            ec_key(spki, "the log's key")?.0
+        };
+    let key = spki.subject_public_key.data.as_ref();
+    Ok(move |msg: &[u8], sig: &[u8]| UnparsedPublicKey::new(alg, key).verify(msg, sig).is_ok())
+}
+
 /// The canonical JSON a Rekor SET signs: keys sorted, no spaces.
 fn set_payload(e: &LogEntry) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -602,12 +709,36 @@ pub fn verify_blob(
         .ok_or_else(|| SigError::UnknownLog(hex::encode(&entry.log_id)))?;
     let (_, log_spki) = SubjectPublicKeyInfo::from_der(&log.spki)
         .map_err(|e| malformed(format!("the log key of {} is not DER ({e})", log.url)))?;
-    let (log_alg, _, log_key) = ec_key(&log_spki, "the log's key")?;
-    UnparsedPublicKey::new(log_alg, log_key)
-        .verify(&set_payload(entry), &entry.set)
-        .map_err(|_| SigError::BadPromise)?;
-    check_body(entry, m, sha256)?;
-    let t = entry.integrated_time;
+    let log_key = log_key(&log_spki)?;
+    let t = match &entry.proof {
+        // Rekor v1: the log's promise (SET) vouches for the entry and its time.
+        None => {
+            if !log_key(&set_payload(entry), &entry.set) {
+                return Err(SigError::BadPromise);
+            }
+            check_body(entry, m, sha256)?;
+            entry.integrated_time
+        }
+        // Rekor v2: an inclusion proof to a checkpoint the log signed; the entry has no time,
+        // a timestamp authority's timestamp over the signature dates it.
+        Some(proof) => {
+            super::inclusion::verify(entry, proof, &log.id, &log_key)?;
+            check_body_v2(entry, m, sha256)?;
+            let mut why = String::new();
+            let mut dated = None;
+            for ts in &m.timestamps {
+                match super::tsa::verify(root, ts, &m.signature) {
+                    Ok(t) => {
+                        dated = Some(t);
+                        break;
+                    }
+                    Err(e) if why.is_empty() => why = format!(" ({e})"),
+                    Err(_) => {}
+                }
+            }
+            dated.ok_or(SigError::NoTimestamp(why))?
+        }
+    };
     let outside = |what: &str, w: super::root::Window| {
         let (from, to) = w.describe();
         SigError::OutsideValidity {
@@ -631,7 +762,7 @@ pub fn verify_blob(
         return Err(outside(&format!("the log key of {}", log.url), log.valid));
     }
     // 4. The signer the policy names.
-    let who = signer(&leaf, policy, entry)?;
+    let who = signer(&leaf, policy, t, entry.log_index)?;
     // 5. An attestation, verified, vouches only for the blobs its statement names.
     if let Some(env) = &m.envelope {
         env.subject(&hex::encode(sha256))?;
@@ -644,7 +775,8 @@ pub fn verify_blob(
 fn signer(
     leaf: &X509Certificate<'_>,
     policy: &Policy,
-    entry: &LogEntry,
+    time: i64,
+    log_index: i64,
 ) -> Result<Signer, SigError> {
     let ids = identities(leaf);
     let Some(identity) = ids.iter().find(|i| **i == policy.identity) else {
@@ -667,8 +799,8 @@ fn signer(
     Ok(Signer {
         identity: identity.clone(),
         issuer: policy.issuer.clone(),
-        integrated_time: entry.integrated_time,
-        log_index: entry.log_index,
+        integrated_time: time,
+        log_index,
     })
 }
 
@@ -692,6 +824,60 @@ fn check_body(entry: &LogEntry, m: &Material, sha256: &[u8]) -> Result<(), SigEr
             version.unwrap_or("")
         ))),
     }
+}
+
+/// A Rekor v2 entry is a `hashedrekord` 0.0.2 of the digest signed (the blob's sha256, or
+/// for an envelope the sha256 of its PAE), this signature and this certificate.
+fn check_body_v2(entry: &LogEntry, m: &Material, sha256: &[u8]) -> Result<(), SigError> {
+    let body = b64(&entry.body, "the log entry's body")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| malformed("the log entry's body is not JSON"))?;
+    if v["kind"] != "hashedrekord" || v["apiVersion"] != "0.0.2" {
+        return Err(malformed(format!(
+            "the Rekor v2 entry is a {} {}, not a hashedrekord 0.0.2",
+            v["kind"], v["apiVersion"]
+        )));
+    }
+    let spec = &v["spec"]["hashedRekordV002"];
+    let signed = match &m.envelope {
+        None => sha256.to_vec(),
+        Some(env) => aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &env.pae())
+            .as_ref()
+            .to_vec(),
+    };
+    let digest = spec["data"]["digest"]
+        .as_str()
+        .map(|d| b64(d, "the logged digest"))
+        .transpose()?;
+    if spec["data"]["algorithm"] != "SHA2_256" || digest.as_deref() != Some(signed.as_slice()) {
+        return Err(SigError::EntryMismatch(
+            if m.envelope.is_some() {
+                "it is about another statement"
+            } else {
+                "it is about other bytes"
+            }
+            .into(),
+        ));
+    }
+    let sig = spec["signature"]["content"]
+        .as_str()
+        .map(|s| b64(s, "the logged signature"))
+        .transpose()?;
+    if sig.as_deref() != Some(m.signature.as_slice()) {
+        return Err(SigError::EntryMismatch(
+            "it records another signature".into(),
+        ));
+    }
+    let cert = spec["signature"]["verifier"]["x509Certificate"]["rawBytes"]
+        .as_str()
+        .map(|c| b64(c, "the logged certificate"))
+        .transpose()?;
+    if cert.as_deref() != Some(m.cert.as_slice()) {
+        return Err(SigError::EntryMismatch(
+            "it records another certificate".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A `dsse` 0.0.1 entry records the payload's sha256 and each signature with its verifier

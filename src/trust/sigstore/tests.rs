@@ -260,6 +260,7 @@ fn a_detached_signature_with_its_rekor_entry_verifies_and_round_trips_as_a_cosig
         set: base64::engine::general_purpose::STANDARD
             .decode(e["verification"]["signedEntryTimestamp"].as_str().unwrap())
             .unwrap(),
+        proof: None,
     };
     // Without the entry it cannot be checked offline; with it, it verifies.
     let bare = Material::from_sig_cert(s.sig.as_bytes(), s.cert.as_bytes(), None).unwrap();
@@ -479,4 +480,123 @@ fn a_real_intoto_entry_verifies_up_to_its_subjects() {
     // The step before it is real: another signer is refused there.
     let e = verify_blob(&root, &m, &[7; 32], &containerd()).unwrap_err();
     assert!(matches!(e, SigError::WrongIdentity { .. }), "{e:?}");
+}
+
+/// Sigstore's staging instance, with its Rekor v2 logs and timestamp authority
+/// (tests/data/sigstore/README.md says where each file comes from).
+fn staging() -> TrustRoot {
+    TrustRoot::parse(
+        include_str!("../../../tests/data/sigstore/staging/trusted_root.json"),
+        "staging",
+    )
+    .unwrap()
+}
+
+const STAGING_BLOB: &[u8] =
+    include_bytes!("../../../tests/data/sigstore/staging/staging-rekor-v2.txt");
+const STAGING_V2: &str =
+    include_str!("../../../tests/data/sigstore/staging/staging-rekor-v2.txt.sigstore.json");
+
+fn jku() -> Policy {
+    Policy {
+        identity: "jku@goto.fi".into(),
+        issuer: "https://github.com/login/oauth".into(),
+    }
+}
+
+/// A real Rekor v2 bundle: an inclusion proof to a checkpoint signed by the log's Ed25519 key,
+/// no time in the entry, an RFC 3161 timestamp from the staging timestamp authority dating the
+/// signature. Verified offline; then each part of it spoiled in turn.
+#[test]
+fn a_real_rekor_v2_bundle_verifies_by_its_inclusion_proof_and_timestamp() {
+    use base64::Engine as _;
+    let root = staging();
+    let sha = sha2::Sha256::digest(STAGING_BLOB);
+    let m = Material::from_bundle(STAGING_V2.as_bytes()).unwrap();
+    assert!(m.entry.as_ref().unwrap().proof.is_some());
+    let s = verify_blob(&root, &m, &sha, &jku()).unwrap();
+    assert_eq!(s.identity, "jku@goto.fi");
+    // Dated by the timestamp, inside the certificate's ten minutes (2025-06-09).
+    assert!(
+        (1749470255..1749470855).contains(&s.integrated_time),
+        "{}",
+        s.integrated_time
+    );
+
+    let spoiled = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(STAGING_V2).unwrap();
+        f(&mut v);
+        let m = Material::from_bundle(v.to_string().as_bytes())?;
+        verify_blob(&root, &m, &sha, &jku())
+    };
+    let entry = "/verificationMaterial/tlogEntries/0";
+    let e = spoiled(&|v| {
+        let h = v
+            .pointer_mut(&format!("{entry}/inclusionProof/hashes/0"))
+            .unwrap();
+        *h = serde_json::json!(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+    })
+    .unwrap_err();
+    assert!(matches!(e, SigError::BadInclusion(_)), "{e:?}");
+    let e = spoiled(&|v| {
+        let c = v
+            .pointer_mut(&format!("{entry}/inclusionProof/checkpoint/envelope"))
+            .unwrap();
+        *c = serde_json::json!(c.as_str().unwrap().replacen("\n646\n", "\n647\n", 1));
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, SigError::BadInclusion(m) if m.contains("does not verify")),
+        "{e:?}"
+    );
+    let e = spoiled(&|v| {
+        v["verificationMaterial"]["timestampVerificationData"] = serde_json::json!({});
+    })
+    .unwrap_err();
+    assert!(matches!(e, SigError::NoTimestamp(_)), "{e:?}");
+    assert!(e.to_string().contains("Rekor v2"), "{e}");
+    // The other bundle's timestamp dates another signature.
+    let dsse: serde_json::Value = serde_json::from_str(STAGING_DSSE).unwrap();
+    let e = spoiled(&|v| {
+        v["verificationMaterial"]["timestampVerificationData"] =
+            dsse["verificationMaterial"]["timestampVerificationData"].clone();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, SigError::NoTimestamp(m) if m.contains("another signature")),
+        "{e:?}"
+    );
+    // Another blob: the entry is about other bytes (the signature check comes first).
+    let m = Material::from_bundle(STAGING_V2.as_bytes()).unwrap();
+    let e = verify_blob(&root, &m, &sha2::Sha256::digest(b"other"), &jku()).unwrap_err();
+    assert!(matches!(e, SigError::BadSignature { .. }), "{e:?}");
+    // The production root knows neither this CA, nor this log, nor this authority.
+    let e = verify_blob(&TrustRoot::production(), &m, &sha, &jku()).unwrap_err();
+    assert!(matches!(e, SigError::UntrustedCertificate { .. }), "{e:?}");
+    // A root without the timestamp authority: nothing dates it.
+    let mut no_tsa = staging();
+    no_tsa.tsas.clear();
+    let e = verify_blob(&no_tsa, &m, &sha, &jku()).unwrap_err();
+    assert!(
+        matches!(&e, SigError::NoTimestamp(m) if m.contains("not signed by a timestamp authority")),
+        "{e:?}"
+    );
+}
+
+const STAGING_DSSE: &str =
+    include_str!("../../../tests/data/sigstore/staging/a.dsse.staging-rekor-v2.txt.sigstore.json");
+
+/// A real attestation logged in Rekor v2 (a `hashedrekord` 0.0.2 of its envelope's PAE).
+#[test]
+fn a_real_rekor_v2_attestation_verifies_for_its_subject() {
+    let m = Material::from_bundle(STAGING_DSSE.as_bytes()).unwrap();
+    let p = Policy {
+        identity: "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main".into(),
+        issuer: ACTIONS.into(),
+    };
+    let sha =
+        hex::decode("a0cfc71271d6e278e57cd332ff957c3f7043fdda354c4cbb190a30d56efa01bf").unwrap();
+    verify_blob(&staging(), &m, &sha, &p).unwrap();
+    let e = verify_blob(&staging(), &m, &[1; 32], &p).unwrap_err();
+    assert!(matches!(e, SigError::NotASubject { .. }), "{e:?}");
 }
