@@ -2341,6 +2341,10 @@ fn an_export_carries_image_signatures_that_an_air_gapped_install_verifies() {
         }
     }
 
+    // `cache gc` keeps them: the receipt names them.
+    let out = s.cmd().args(["cache", "gc"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // Exported from the installed toolchain: the signature where cosign puts it, the tag the
     // very index it signs.
     let dir = s.f.home.path().join("export");
@@ -2365,6 +2369,13 @@ fn an_export_carries_image_signatures_that_an_air_gapped_install_verifies() {
     let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.f.server.total_requests(), 0);
+    let out = air_gapped(&s, &fresh, &dir, &["show-versions"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("image") && l.contains("pause:3.9"))
+        .unwrap_or_else(|| panic!("no image row: {text}"));
+    assert!(row.contains(&format!("signed by {IMAGE_SIGNER}")), "{row}");
     let out = air_gapped(&s, &fresh, &dir, &["show-versions", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let images: Vec<&serde_json::Value> = v[0]["vouched"]
@@ -2497,6 +2508,14 @@ fn an_export_of_unsigned_images_is_refused_by_an_air_gapped_require_verified_ins
     let s = Signed::new();
     let out = s.cmd().args(["install", "1.30"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("image")
+            && l.contains("pause:3.9")
+            && l.contains("trusted on first use")),
+        "{text}"
+    );
     let dir = s.f.home.path().join("export");
     let report = export(&s, &["--toolchain", "1.30"], &dir);
     assert_eq!(
