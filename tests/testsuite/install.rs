@@ -2593,3 +2593,79 @@ fn the_image_signer_comes_from_the_manifest_and_another_one_refuses_the_same_ima
     );
     assert_eq!(s.f.server.total_requests(), 0);
 }
+
+#[test]
+fn a_kept_signature_gone_from_the_store_stops_the_export_until_an_install_repairs_it() {
+    let s = Signed::new();
+    let (pause, _) = signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = s.f.receipt("1.30");
+    let image = lock["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str() == Some("registry.k8s.io/pause:3.9"))
+        .unwrap();
+    let payload = image["signature"]["payloads"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = payload.strip_prefix("sha256:").unwrap();
+    let blob =
+        s.f.kbin_home()
+            .join(format!("cache/blobs/sha256/{}/{hex}", &hex[..2]));
+
+    // Damaged in the store: the export refuses to copy it, naming the blob.
+    let good = std::fs::read(&blob).unwrap();
+    std::fs::set_permissions(&blob, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, b"{\"not\": \"the payload\"}").unwrap();
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args(["mirror", "export", "--toolchain", "1.30", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the store's blob {payload}")) && err.contains("is damaged"),
+        "{err}"
+    );
+    std::fs::write(&blob, &good).unwrap();
+
+    // Gone from the store: the export names it, and `kbin install` repairs the toolchain by
+    // pulling the signature again; then the export carries it.
+    std::fs::remove_file(&blob).unwrap();
+    let out = s
+        .cmd()
+        .args(["mirror", "export", "--toolchain", "1.30", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "registry.k8s.io/pause:3.9 ({payload}) of toolchain 1.30 is not in the store"
+        )) && err.contains("kbin install"),
+        "{err}"
+    );
+    s.f.server.reset_counters();
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pause-3.9.tar (its signature)"),
+        "{}",
+        stderr(&out)
+    );
+    let sig_tag = format!(
+        "/v2/pause/manifests/sha256-{}.sig",
+        pause.index_digest.strip_prefix("sha256:").unwrap()
+    );
+    assert_eq!(s.f.server.requests(&sig_tag), 1);
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
+    let report = export(&s, &["--toolchain", "1.30"], &dir);
+    assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
+}
