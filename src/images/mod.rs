@@ -1010,7 +1010,7 @@ pub fn export_registry(out: &Path, images: &[ExportImage]) -> Result<Exported, I
                 && other != top_digest
             {
                 return Err(bad(format!(
-                    "its architectures were pulled from different tag digests ({other}, {top_digest}): pull them again, then export"
+                    "its tag named {other} when one architecture was pulled and {top_digest} when another was, and one directory serves one tag: export them into separate directories"
                 )));
             }
             put_exported(

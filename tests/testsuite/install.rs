@@ -2669,3 +2669,77 @@ fn a_kept_signature_gone_from_the_store_stops_the_export_until_an_install_repair
     let report = export(&s, &["--toolchain", "1.30"], &dir);
     assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn signed_architectures_pulled_from_different_tag_digests_are_not_exported_together() {
+    let s = Signed::new();
+    let (pause, _) = signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The tag moves (the promoter re-signs a new index) before arm64 is pulled.
+    // (The store keeps the index the signature names.)
+    let hex = pause.index_digest.strip_prefix("sha256:").unwrap();
+    let index = std::fs::read(
+        s.f.kbin_home()
+            .join(format!("cache/blobs/sha256/{}/{hex}", &hex[..2])),
+    )
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    v["annotations"] = serde_json::json!({ "moved": "yes" });
+    let moved = serde_json::to_vec(&v).unwrap();
+    let moved_digest = format!("sha256:{}", sha256(&moved));
+    s.f.server.put("/v2/pause/manifests/3.9", moved.clone());
+    s.f.server
+        .put(&format!("/v2/pause/manifests/{moved_digest}"), moved);
+    let moved_image = common::registry::FakeImage {
+        index_digest: moved_digest.clone(),
+        ..pause.clone()
+    };
+    common::registry::publish_signature(
+        &s.f.server,
+        &moved_image,
+        &s.ts,
+        &common::sigstore::Sign {
+            identity: IMAGE_SIGNER.into(),
+            ..common::sigstore::Sign::default()
+        },
+        None,
+    );
+    let out = s
+        .cmd()
+        .args([
+            "install", "1.30", "--arch", "arm64", "--name", "arm", "--only", "kubelet",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--toolchain",
+            "arm",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "registry.k8s.io/pause:3.9: its tag named {} when one architecture was pulled and {moved_digest} when another was",
+            pause.index_digest
+        )) && err.contains("export them into separate directories"),
+        "{err}"
+    );
+    // Apart, each is exported with its signature.
+    for t in ["1.30", "arm"] {
+        let report = export(&s, &["--toolchain", t], &s.f.home.path().join(t));
+        assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
+    }
+}
