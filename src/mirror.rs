@@ -99,8 +99,8 @@ pub enum MirrorError {
 pub struct FromToolchain {
     /// Artifacts as downloaded.
     pub artifacts: Vec<Artifact>,
-    /// Image archives: the image, its architecture, the archive in the store.
-    pub images: Vec<(crate::images::ImageRef, crate::manifest::Arch, PathBuf)>,
+    /// Images: each one's archive and kept signature in the store.
+    pub images: Vec<crate::images::ExportImage>,
     /// Components built from source.
     pub built: Vec<String>,
 }
@@ -151,12 +151,21 @@ pub fn from_versions(
             let plan = install::plan(manifest, store, &resolution, &opts)?;
             if let (Some(i), false) = (&resolution.images, no_images) {
                 for image in [ImageRef::pause(&i.pause), ImageRef::coredns(&i.coredns)] {
-                    let pulled =
-                        images_rt.block_on(crate::images::pull(fetcher, store, &image, *arch))?;
-                    let archive = store
-                        .get(&pulled.archive)
-                        .ok_or_else(|| MirrorError::Vanished(format!("image {image}")))?;
-                    out.images.push((image, *arch, archive));
+                    let pulled = images_rt.block_on(crate::images::pull(
+                        fetcher,
+                        store,
+                        &image,
+                        *arch,
+                        &manifest.image_signer,
+                    ))?;
+                    let export =
+                        crate::images::ExportImage::of(store, &pulled).map_err(|e| match e {
+                            crate::images::ImageError::MissingBlob { .. } => {
+                                MirrorError::Vanished(format!("image {image}"))
+                            }
+                            e => e.into(),
+                        })?;
+                    out.images.push(export);
                 }
             }
             let digests = install::fetch_artifacts(store, fetcher, &plan, jobs, ui)?;
@@ -205,11 +214,15 @@ pub fn from_toolchain(
     let mut out = FromToolchain::default();
     if !no_images {
         for p in &r.pulled {
-            let image: crate::images::ImageRef = p.name.parse()?;
-            let archive = store
-                .get(&p.archive)
-                .ok_or_else(|| missing(&p.name, &p.archive))?;
-            out.images.push((image, p.arch, archive));
+            // Its archive and, when a signature vouched for it, that signature: an export of
+            // an installed toolchain carries what a fresh pull's would.
+            let export = crate::images::ExportImage::of(store, p).map_err(|e| match e {
+                crate::images::ImageError::MissingBlob { image, digest } => {
+                    missing(&image, &digest)
+                }
+                e => e.into(),
+            })?;
+            out.images.push(export);
         }
     }
     for c in &r.components {
@@ -659,8 +672,9 @@ const README: &str = "# A kbin mirror\n\n\
 Written by `kbin mirror export`: release artifacts laid out like upstream (dl.k8s.io's and\n\
 GitHub's paths), their checksum files, what `kbin update` reads (`release/stable-1.N.txt`,\n\
 `repos/OWNER/REPO/releases`), and the pause and CoreDNS images laid out as registry.k8s.io\n\
-serves them (`v2/<repo>/manifests/<tag>`, `v2/<repo>/blobs/<digest>`). Every file was verified\n\
-against its digest as it was written.\n\n\
+serves them (`v2/<repo>/manifests/<tag>`, `v2/<repo>/blobs/<digest>`), each with its cosign\n\
+signature where the registry signed it (`v2/<repo>/manifests/sha256-<hex>.sig`). Every file was\n\
+verified against its digest as it was written.\n\n\
 ## Use it on a machine without network\n\n\
 ```sh\n\
 kbin update --mirror file://$PWD            # learns the patches the exporting machine knew\n\

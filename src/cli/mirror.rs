@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 
 use super::Context;
 use crate::error::WithHint;
-use crate::images::ImageRef;
 use crate::manifest::Arch;
 use crate::mirror::{self, Artifact};
 use crate::store::Store;
@@ -98,8 +97,9 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut report = mirror::export(&manifest, &todo.artifacts, &args.out)
         .with_context(|| format!("cannot export into {}", args.out.display()))?;
     let mut images = todo.images;
-    images.sort_by_key(|a| (a.0.to_string(), a.1));
-    images.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    // The same image from a toolchain and from a version: the one with a signature is kept.
+    images.sort_by_key(|a| (a.image.to_string(), a.arch, a.signature.is_none()));
+    images.dedup_by(|a, b| a.image == b.image && a.arch == b.arch);
     report.images = crate::images::export_registry(&args.out, &images)
         .with_context(|| format!("cannot export the images into {}", args.out.display()))?;
     let secs = started.elapsed().as_secs_f64();
@@ -107,11 +107,11 @@ fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What an export writes: artifacts, and images (with their arch and the store's copy).
+/// What an export writes: artifacts, and images (their archives and kept signatures).
 #[derive(Default)]
 struct Todo {
     artifacts: Vec<Artifact>,
-    images: Vec<(ImageRef, Arch, std::path::PathBuf)>,
+    images: Vec<crate::images::ExportImage>,
 }
 
 /// The architectures VERSIONs are exported for: `--arch`, else this machine's.
@@ -158,7 +158,7 @@ fn summary(r: &mirror::Report, secs: f64) -> String {
     let abs = std::path::absolute(&r.out).unwrap_or_else(|_| r.out.clone());
     format!(
         "exported {} artifact(s) into {}: {} copied and verified ({:.1} MB in {secs:.2} s), {} already there\n\
-         images (registry-shaped under v2/): {} ({} file(s) written, {} already there)\n\
+         images (registry-shaped under v2/): {} ({} file(s) written, {} already there; {} with its verified signature)\n\
          air-gapped: kbin update --mirror file://{} && kbin install VERSION --mirror file://{}\n",
         r.artifacts.len(),
         r.out.display(),
@@ -172,6 +172,7 @@ fn summary(r: &mirror::Report, secs: f64) -> String {
         },
         r.images.written,
         r.images.reused,
+        r.images.signed.len(),
         abs.display(),
         abs.display(),
     )

@@ -67,6 +67,14 @@ pub enum ImageError {
     /// An I/O error writing the archive.
     #[error(transparent)]
     Io(#[from] crate::fsx::PathIo),
+    /// The store lacks a blob an exported image needs.
+    #[error("{image}: the store lacks its blob {digest} (install or pull it again)")]
+    MissingBlob {
+        /// The image.
+        image: String,
+        /// The blob.
+        digest: Digest,
+    },
     /// `--require-verified`, and the registry serves no signature for the image.
     #[error("{0}: the registry serves no cosign signature for it (--require-verified)")]
     Unsigned(String),
@@ -80,14 +88,6 @@ pub enum ImageError {
         #[source]
         source: crate::trust::SigError,
     },
-}
-
-/// Who signs the images on registry.k8s.io (Kubernetes' image promoter, cosign keyless).
-pub fn k8s_image_signer() -> crate::trust::Policy {
-    crate::trust::Policy {
-        identity: "krel-trust@k8s-releng-prod.iam.gserviceaccount.com".into(),
-        issuer: "https://accounts.google.com".into(),
-    }
 }
 
 /// `registry/repository:tag`.
@@ -198,6 +198,38 @@ pub struct PulledImage {
     /// against the compiled-in trust root): who signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<crate::trust::Policy>,
+    /// The signature that verified, kept in the store so `kbin mirror export` serves it where a
+    /// registry does and a pull through the mirror verifies it as one from the registry. With
+    /// it the store also keeps the tag's document (the blob `digest`, the index the signature
+    /// names), so the export's tag has the very digest that was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<KeptSignature>,
+}
+
+/// A verified cosign signature's material, as blobs in the store (each checked against its
+/// digest before use, like any blob).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptSignature {
+    /// The signature manifest (the tag `sha256-<hex>.sig`); its layers' annotations hold the
+    /// signature, the certificate and the Rekor bundle.
+    pub manifest: Digest,
+    /// The simple-signing payloads of its layers that a pull reads, in the manifest's order.
+    pub payloads: Vec<Digest>,
+}
+
+impl PulledImage {
+    /// The store blobs its kept signature is made of: the tag's document, the signature
+    /// manifest and its payloads (none when it has no kept signature). Receipts keep them from
+    /// `cache gc`.
+    pub fn signature_blobs(&self) -> Vec<&Digest> {
+        match &self.signature {
+            None => Vec::new(),
+            Some(k) => std::iter::once(&self.digest)
+                .chain(std::iter::once(&k.manifest))
+                .chain(&k.payloads)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,14 +260,16 @@ struct Document {
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Pull `image` for `arch` into `store` (blobs it has already are not fetched again), and
-/// write its OCI image-layout archive there. Nothing is kept of a blob whose digest is wrong.
+/// write its OCI image-layout archive there. A signature the registry serves must verify as
+/// `signer`'s. Nothing is kept of a blob whose digest is wrong.
 pub async fn pull(
     fetcher: &Fetcher,
     store: &Store,
     image: &ImageRef,
     arch: Arch,
+    signer: &crate::trust::Policy,
 ) -> Result<PulledImage, ImageError> {
-    pull_checked(fetcher, store, image, arch, false).await
+    pull_checked(fetcher, store, image, arch, signer, false).await
 }
 
 /// [`pull`], refusing an image without a verified signature when `require_signed` (before any
@@ -245,23 +279,30 @@ pub async fn pull_checked(
     store: &Store,
     image: &ImageRef,
     arch: Arch,
+    signer: &crate::trust::Policy,
     require_signed: bool,
 ) -> Result<PulledImage, ImageError> {
     let name = image.to_string();
     // Pulled before, and its archive still in the store: the tag is not asked again (trust on
     // first use; `kbin update` is where newer digests are looked for).
     let record = store.layout().image_record(&name, &arch.to_string());
+    let intact = |d: &Digest| matches!(store.check(d), Ok(crate::store::Checked::Intact(_)));
     if let Some(p) = std::fs::read_to_string(&record)
         .ok()
         .and_then(|t| toml::from_str::<PulledImage>(&t).ok())
         // Checked, not just found: a damaged archive is removed by the check and pulled again.
+        // A signed one is reused only if signed by whom this manifest names and its kept
+        // signature is whole (a record from before signatures were kept, or one whose blobs
+        // `cache gc` took, is pulled again so that an export can carry the signature).
         .filter(|p| {
             p.name == name
                 && p.arch == arch
-                && matches!(
-                    store.check(&p.archive),
-                    Ok(crate::store::Checked::Intact(_))
-                )
+                && intact(&p.archive)
+                && p.signed.as_ref().is_none_or(|s| {
+                    s == signer
+                        && p.signature.is_some()
+                        && p.signature_blobs().into_iter().all(intact)
+                })
         })
     {
         if require_signed && p.signed.is_none() {
@@ -272,8 +313,8 @@ pub async fn pull_checked(
     let tag_url = image.url("manifests", &image.tag);
     let m = resolve_manifest(fetcher, image, arch, &tag_url).await?;
     // Before any layer is fetched: a refused signature keeps nothing.
-    let signed = cosign_signature(fetcher, image, &m.top_digest, &k8s_image_signer()).await?;
-    if require_signed && signed.is_none() {
+    let verified = cosign_signature(fetcher, image, &m.top_digest, signer).await?;
+    if require_signed && verified.is_none() {
         return Err(ImageError::Unsigned(name));
     }
     let bad = |what: String| ImageError::Manifest {
@@ -298,6 +339,13 @@ pub async fn pull_checked(
     let (archive, size) = write_archive(store, image, arch, &m, &blobs)?;
     // The layers are in the archive now.
     drop(blobs);
+    let (signed, signature) = match verified {
+        Some(v) => {
+            let kept = keep_signature(store, &m, &v)?;
+            (Some(v.signer), Some(kept))
+        }
+        None => (None, None),
+    };
     let source = fetcher
         .resolve_url(&tag_url)
         .map(|u| u.to_string())
@@ -312,6 +360,7 @@ pub async fn pull_checked(
         source,
         fetched: crate::util::now_rfc3339(),
         signed,
+        signature,
     };
     let text = toml::to_string(&pulled).expect("strings and digests serialize");
     crate::fsx::write_atomic(&record, text.as_bytes(), 0o644)?;
@@ -336,6 +385,22 @@ struct SigManifest {
     layers: Vec<SigLayer>,
 }
 
+/// A cosign signature that verified: who signed, and the bytes it was read from.
+#[derive(Debug, Clone)]
+pub struct VerifiedSignature {
+    /// Who signed (the certificate's identity and issuer).
+    pub signer: crate::trust::Policy,
+    /// The signature manifest, as served.
+    pub manifest: Vec<u8>,
+    /// The payloads of its layers that were read, in order, each with its digest.
+    pub payloads: Vec<(Digest, Vec<u8>)>,
+}
+
+/// The signature tag of the image whose tag names `digest`: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}-{}.sig", digest.algo().as_str(), digest.hex())
+}
+
 /// The cosign signature of the image whose tag names `digest` (`<repo>:sha256-<hex>.sig`), if
 /// the registry serves one: each signature layer's simple-signing payload must name `digest`,
 /// and one of them must verify as `policy`'s keyless signature (certificate and Rekor bundle
@@ -346,14 +411,14 @@ pub async fn cosign_signature(
     image: &ImageRef,
     digest: &Digest,
     policy: &crate::trust::Policy,
-) -> Result<Option<crate::trust::Policy>, ImageError> {
+) -> Result<Option<VerifiedSignature>, ImageError> {
     use base64::Engine as _;
     let name = image.to_string();
     let refused = |source: crate::trust::SigError| ImageError::Signature {
         image: name.clone(),
         source,
     };
-    let sig_tag = format!("{}-{}.sig", digest.algo().as_str(), digest.hex());
+    let sig_tag = signature_tag(digest);
     let doc = match fetcher
         .document(&image.url("manifests", &sig_tag), OCI_MANIFEST)
         .await
@@ -370,6 +435,8 @@ pub async fn cosign_signature(
     })?;
     let root = crate::trust::TrustRoot::active().map_err(&refused)?;
     let mut last = None;
+    // Every payload read, in order: a pull through an export reads the same ones.
+    let mut payloads: Vec<(Digest, Vec<u8>)> = Vec::new();
     for layer in &m.layers {
         let (Some(sig), Some(cert)) = (
             layer.annotations.get(COSIGN_SIGNATURE),
@@ -390,6 +457,7 @@ pub async fn cosign_signature(
                 "the signature payload {payload_digest} came back with another digest"
             ))));
         }
+        payloads.push((payload_digest.clone(), payload.clone()));
         // The simple-signing payload names the image's digest: a signature of another image
         // does not vouch for this one.
         let named = serde_json::from_slice::<serde_json::Value>(&payload)
@@ -423,9 +491,13 @@ pub async fn cosign_signature(
         let raw = hex::decode(payload_digest.hex()).expect("a parsed sha256 is hex");
         match crate::trust::verify_blob(&root, &material, &raw, policy) {
             Ok(s) => {
-                return Ok(Some(crate::trust::Policy {
-                    identity: s.identity,
-                    issuer: s.issuer,
+                return Ok(Some(VerifiedSignature {
+                    signer: crate::trust::Policy {
+                        identity: s.identity,
+                        issuer: s.issuer,
+                    },
+                    manifest: doc,
+                    payloads,
                 }));
             }
             Err(e) => last = Some(e),
@@ -438,10 +510,43 @@ pub async fn cosign_signature(
     })))
 }
 
+/// Keep a verified signature's material in the store, each blob checked against its digest: the
+/// tag's document (what the signature names), the signature manifest and the payloads read.
+fn keep_signature(
+    store: &Store,
+    m: &ImageManifest,
+    v: &VerifiedSignature,
+) -> Result<KeptSignature, ImageError> {
+    insert_bytes(store, &m.top, &m.top_digest)?;
+    let manifest = insert_bytes(store, &v.manifest, &sha256(&v.manifest))?;
+    let payloads = v
+        .payloads
+        .iter()
+        .map(|(d, bytes)| insert_bytes(store, bytes, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KeptSignature { manifest, payloads })
+}
+
+/// `bytes` into the store as a blob, refused unless its sha256 is `digest`.
+fn insert_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<Digest, ImageError> {
+    let tmp = store.temp_file()?;
+    let tmp_path = tmp.path().to_owned();
+    let io = |e| crate::fsx::at::<ImageError>("cannot write", &tmp_path)(e);
+    let mut f = tmp.as_file();
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    let (_, path) = tmp
+        .keep()
+        .map_err(|e| crate::fsx::at::<ImageError>("cannot keep", &tmp_path)(e.error))?;
+    Ok(store.insert_file(&path, Some(digest))?)
+}
+
 /// The image manifest for one platform, as the tag led to it.
 struct ImageManifest {
     /// The digest of what the tag names (an index, or the manifest itself).
     top_digest: Digest,
+    /// What the tag names, as served.
+    top: Vec<u8>,
     bytes: Vec<u8>,
     digest: Digest,
     media_type: String,
@@ -469,6 +574,7 @@ async fn resolve_manifest(
         return Ok(ImageManifest {
             digest: top_digest.clone(),
             top_digest,
+            top: top.clone(),
             bytes: top,
             media_type,
         });
@@ -507,6 +613,7 @@ async fn resolve_manifest(
     }
     Ok(ImageManifest {
         top_digest,
+        top,
         bytes,
         digest: expected,
         media_type: pick
@@ -714,21 +821,120 @@ pub struct Exported {
     pub bytes: u64,
     /// The images, `name (arch, …)`.
     pub images: Vec<String>,
+    /// The images exported with their verified signature, `name (arch)`: a pull through the
+    /// export verifies them as one from the registry.
+    pub signed: Vec<String>,
+}
+
+/// One image to export: its archive in the store, and its kept signature if it has one.
+#[derive(Debug, Clone)]
+pub struct ExportImage {
+    /// The image.
+    pub image: ImageRef,
+    /// Its architecture.
+    pub arch: Arch,
+    /// Its OCI image-layout archive in the store.
+    pub archive: PathBuf,
+    /// Its verified signature, as kept in the store.
+    pub signature: Option<ExportSignature>,
+}
+
+/// A kept signature's blobs in the store, each with the digest it must have.
+#[derive(Debug, Clone)]
+pub struct ExportSignature {
+    /// What the image's tag named when pulled (the digest the signature names).
+    pub tag_document: (Digest, PathBuf),
+    /// The signature manifest.
+    pub manifest: (Digest, PathBuf),
+    /// The payloads.
+    pub payloads: Vec<(Digest, PathBuf)>,
+}
+
+impl ExportImage {
+    /// What exporting pulled image `p` takes from `store`: its archive and, when it was
+    /// signed, its kept signature (a record from a kbin that kept none exports without one).
+    /// An error names the first blob the store lacks.
+    pub fn of(store: &Store, p: &PulledImage) -> Result<ExportImage, ImageError> {
+        let image: ImageRef = p.name.parse()?;
+        let get = |d: &Digest| {
+            store
+                .get(d)
+                .map(|path| (d.clone(), path))
+                .ok_or_else(|| ImageError::MissingBlob {
+                    image: p.name.clone(),
+                    digest: d.clone(),
+                })
+        };
+        let signature = match (&p.signed, &p.signature) {
+            (Some(_), Some(k)) => Some(ExportSignature {
+                tag_document: get(&p.digest)?,
+                manifest: get(&k.manifest)?,
+                payloads: k.payloads.iter().map(get).collect::<Result<_, _>>()?,
+            }),
+            _ => None,
+        };
+        Ok(ExportImage {
+            archive: get(&p.archive)?.1,
+            image,
+            arch: p.arch,
+            signature,
+        })
+    }
+}
+
+/// `path`'s bytes, if their sha256 is `digest`; a clear error naming the blob if not.
+fn read_checked(image: &str, path: &Path, digest: &Digest) -> Result<Vec<u8>, ImageError> {
+    let bytes = std::fs::read(path).map_err(crate::fsx::at::<ImageError>("cannot read", path))?;
+    if sha256(&bytes) != *digest {
+        return Err(ImageError::Manifest {
+            image: image.to_owned(),
+            what: format!(
+                "the store's blob {digest} ({}) is damaged (run `kbin cache verify`, then pull it again)",
+                path.display()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Write `bytes` (whose sha256 is `digest`) at `dest` unless it holds them already.
+fn put_exported(
+    dest: &Path,
+    bytes: &[u8],
+    digest: &Digest,
+    report: &mut Exported,
+) -> Result<(), ImageError> {
+    if std::fs::read(dest).is_ok_and(|b| sha256(&b) == *digest) {
+        report.reused += 1;
+        return Ok(());
+    }
+    crate::fsx::write_atomic(dest, bytes, 0o644)?;
+    report.written += 1;
+    report.bytes += bytes.len() as u64;
+    Ok(())
 }
 
 /// Lay out pulled images under `out` the way a registry serves them, so `--mirror file://DIR`
 /// (or a static web server over DIR) answers a pull: `v2/<repo>/blobs/<digest>`,
 /// `v2/<repo>/manifests/<digest>` and, per tag, `v2/<repo>/manifests/<tag>`: an OCI index of
-/// every architecture exported (merged with one an earlier export wrote). Each blob is checked
-/// against its digest as it is written; one already there with the right digest is kept.
-pub fn export_registry(
-    out: &Path,
-    images: &[(ImageRef, Arch, PathBuf)],
-) -> Result<Exported, ImageError> {
+/// every architecture exported (merged with one an earlier export wrote). A signed image's tag
+/// is instead the document it named when pulled (the digest its signature names), and its
+/// signature is where cosign puts it: `v2/<repo>/manifests/sha256-<hex>.sig` and its payloads
+/// under `blobs/`. Each blob is checked against its digest as it is written; one already there
+/// with the right digest is kept.
+pub fn export_registry(out: &Path, images: &[ExportImage]) -> Result<Exported, ImageError> {
     let mut report = Exported::default();
     // tag path → (name, platform manifests).
     let mut tags: BTreeMap<PathBuf, (String, Vec<serde_json::Value>)> = BTreeMap::new();
-    for (image, arch, archive) in images {
+    // tag path → the signed document the tag named when pulled (its digest, its bytes).
+    let mut signed_tags: BTreeMap<PathBuf, (Digest, Vec<u8>)> = BTreeMap::new();
+    for ExportImage {
+        image,
+        arch,
+        archive,
+        signature,
+    } in images
+    {
         let name = image.to_string();
         let bad = |what: String| ImageError::Manifest {
             image: name.clone(),
@@ -796,13 +1002,54 @@ pub fn export_registry(
             "size": top.size,
             "platform": { "os": "linux", "architecture": arch.to_string() },
         });
-        tags.entry(repo.join("manifests").join(&image.tag))
+        let tag_path = repo.join("manifests").join(&image.tag);
+        if let Some(s) = signature {
+            let (top_digest, top_path) = &s.tag_document;
+            let top = read_checked(&name, top_path, top_digest)?;
+            if let Some((other, _)) = signed_tags.get(&tag_path)
+                && other != top_digest
+            {
+                return Err(bad(format!(
+                    "its tag named {other} when one architecture was pulled and {top_digest} when another was, and one directory serves one tag: export them into separate directories"
+                )));
+            }
+            put_exported(
+                &repo.join("manifests").join(top_digest.to_string()),
+                &top,
+                top_digest,
+                &mut report,
+            )?;
+            let (md, mp) = &s.manifest;
+            put_exported(
+                &repo.join("manifests").join(signature_tag(top_digest)),
+                &read_checked(&name, mp, md)?,
+                md,
+                &mut report,
+            )?;
+            for (d, p) in &s.payloads {
+                put_exported(
+                    &repo.join("blobs").join(d.to_string()),
+                    &read_checked(&name, p, d)?,
+                    d,
+                    &mut report,
+                )?;
+            }
+            signed_tags.insert(tag_path.clone(), (top_digest.clone(), top));
+            report.signed.push(format!("{name} ({arch})"));
+        }
+        tags.entry(tag_path)
             .or_insert_with(|| (name.clone(), Vec::new()))
             .1
             .push(entry);
         report.images.push(format!("{name} ({arch})"));
     }
     for (path, (name, mut entries)) in tags {
+        // A signed image's tag is the very document its signature names: an index made here
+        // would have another digest, and a pull through the export would find no signature.
+        if let Some((digest, top)) = signed_tags.get(&path) {
+            put_exported(&path, top, digest, &mut report)?;
+            continue;
+        }
         // Architectures an earlier export put in this tag's index stay in it.
         if let Some(old) = std::fs::read(&path)
             .ok()

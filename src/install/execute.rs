@@ -177,6 +177,7 @@ fn pull_images(
                 store,
                 image,
                 plan.arch,
+                &plan.image_signer,
                 plan.require_signed_images,
             ))
             .map_err(|e| InstallError::Image {

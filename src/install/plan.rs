@@ -98,6 +98,9 @@ pub struct Plan {
     pub images: Vec<crate::images::ImageRef>,
     /// `--require-verified`: each image must have a verified signature.
     pub require_signed_images: bool,
+    /// Who must have signed an image the registry serves a signature for (the manifest's
+    /// `[images.signer]`).
+    pub image_signer: crate::trust::Policy,
     /// The toolchain is installed exactly so already, every file as its receipt says: nothing
     /// to do.
     pub up_to_date: bool,
@@ -133,6 +136,7 @@ pub fn plan(
         builds: Vec::new(),
         images: Vec::new(),
         require_signed_images: opts.require_verified,
+        image_signer: manifest.image_signer.clone(),
         up_to_date: false,
         repairs: Vec::new(),
     };

@@ -119,6 +119,9 @@ pub struct Manifest {
     pub learned: BTreeMap<String, Vec<Version>>,
     /// The overlay merged in, if any.
     pub overlay: Option<PathBuf>,
+    /// Who must have signed the images kbin pulls (`[images.signer]`; the built-in manifest's
+    /// when this one has none).
+    pub image_signer: crate::trust::Policy,
 }
 
 /// A component: a set of binaries released and built together.
@@ -728,6 +731,20 @@ mod wire {
         release: BTreeMap<String, Release>,
         #[serde(default)]
         pins: BTreeMap<String, String>,
+        images: Option<ImagesTable>,
+    }
+
+    /// `[images]`: who signs the container images.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ImagesTable {
+        pub(super) signer: crate::trust::Policy,
+    }
+
+    /// Only the `[images]` table of a manifest (the built-in one's, for a manifest without it).
+    #[derive(Deserialize)]
+    pub(super) struct OnlyImages {
+        pub(super) images: Option<ImagesTable>,
     }
 
     #[derive(Deserialize)]
@@ -957,6 +974,10 @@ mod wire {
                 let (k, d) = pin(&ck, &key, &value)?;
                 pins.insert(k, d);
             }
+            let image_signer = match self.images {
+                Some(i) => signer(&ck, "[images.signer]", i.signer)?,
+                None => builtin_image_signer(),
+            };
             Ok(super::Manifest {
                 origin,
                 digest,
@@ -967,8 +988,49 @@ mod wire {
                 tofu: BTreeMap::new(),
                 learned: BTreeMap::new(),
                 overlay: None,
+                image_signer,
             })
         }
+    }
+
+    /// The built-in manifest's `[images.signer]`: what a manifest without it gets, so
+    /// that leaving the table out never turns image signatures off.
+    fn builtin_image_signer() -> crate::trust::Policy {
+        toml::from_str::<OnlyImages>(super::EMBEDDED)
+            .ok()
+            .and_then(|m| m.images)
+            .map(|i| i.signer)
+            // The test suite parses the built-in manifest and checks its [images.signer].
+            .expect("the built-in manifest has an [images.signer]")
+    }
+
+    /// A signer (`{ identity, issuer }`) as Fulcio certificates carry it: an identity (an email
+    /// or a URI SAN) without spaces, and an issuer that is an https URL. Anything else could
+    /// never match a certificate, and would make every signature look forged.
+    fn signer(
+        ck: &Check,
+        what: &str,
+        p: crate::trust::Policy,
+    ) -> Result<crate::trust::Policy, ManifestError> {
+        if p.identity.is_empty()
+            || p.identity
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ck.invalid(format!(
+                "{what}: identity {:?} is not a certificate identity (an email such as krel-trust@k8s-releng-prod.iam.gserviceaccount.com, or a URI)",
+                p.identity
+            )));
+        }
+        let https = url::Url::parse(&p.issuer)
+            .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+        if !https {
+            return Err(ck.invalid(format!(
+                "{what}: issuer {:?} is not an https URL (the OIDC issuer Fulcio records, such as https://accounts.google.com)",
+                p.issuer
+            )));
+        }
+        Ok(p)
     }
 
     /// One `[[component]]`: its names (unique, each binary owned once), artifacts, recipe,

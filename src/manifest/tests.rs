@@ -293,6 +293,27 @@ fn malformed_manifests_each_get_one_clear_error() {
             ),
             "artifact detached sig \"dl.k8s.io",
         ),
+        (
+            "an image signer whose issuer is not an https URL",
+            edited(
+                "issuer = \"https://accounts.google.com\"\n",
+                "issuer = \"accounts.google.com\"\n",
+            ),
+            "[images.signer]: issuer \"accounts.google.com\" is not an https URL",
+        ),
+        (
+            "an image signer with an empty identity",
+            edited(
+                "identity = \"krel-trust@k8s-releng-prod.iam.gserviceaccount.com\"",
+                "identity = \"\"",
+            ),
+            "[images.signer]: identity \"\" is not a certificate identity",
+        ),
+        (
+            "an image signer without an issuer",
+            edited("issuer = \"https://accounts.google.com\"\n", ""),
+            "missing field `issuer`",
+        ),
     ];
     for (what, text, phrase) in cases {
         match parse(&text) {
@@ -307,6 +328,28 @@ fn malformed_manifests_each_get_one_clear_error() {
             }
         }
     }
+}
+
+#[test]
+fn the_image_signer_comes_from_the_manifest_and_a_user_manifest_overrides_it() {
+    let builtin = Manifest::embedded().unwrap().image_signer;
+    assert_eq!(
+        builtin.identity,
+        "krel-trust@k8s-releng-prod.iam.gserviceaccount.com"
+    );
+    assert_eq!(builtin.issuer, "https://accounts.google.com");
+    let other = parse(&edited(
+        "identity = \"krel-trust@k8s-releng-prod.iam.gserviceaccount.com\"",
+        "identity = \"promoter@example.com\"",
+    ))
+    .unwrap();
+    assert_eq!(other.image_signer.identity, "promoter@example.com");
+    // Without [images], the built-in signer: leaving the table out never turns checks off.
+    let start = EMBEDDED.find("[images.signer]\n").unwrap();
+    let end = start + EMBEDDED[start..].find("\n\n").unwrap();
+    let without = format!("{}{}", &EMBEDDED[..start], &EMBEDDED[end..]);
+    assert!(!without.lines().any(|l| l.starts_with("[images")));
+    assert_eq!(parse(&without).unwrap().image_signer, builtin);
 }
 
 #[test]

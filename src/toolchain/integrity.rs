@@ -137,6 +137,17 @@ pub fn check(store: &Store, receipt: &Receipt, scope: Scope) -> Result<Vec<Fault
         } else if blobs && !layout.blob_path(&i.archive).is_file() {
             faults.push(fault(Problem::BlobMissing));
         }
+        // Its kept signature: without it an export could not carry the signature, and an
+        // install repairs it by pulling the image's signature again.
+        for d in i.signature_blobs().into_iter().filter(|_| blobs) {
+            if !layout.blob_path(d).is_file() {
+                faults.push(Fault {
+                    path: format!("{rel} (its signature)"),
+                    expected: d.clone(),
+                    problem: Problem::BlobMissing,
+                });
+            }
+        }
     }
     Ok(faults)
 }

@@ -317,8 +317,8 @@ impl Receipt {
         format!("# toolchain.lock: written by kbin; do not edit.\n{body}")
     }
 
-    /// Every digest the receipt names: its binaries' blobs and its artifacts (what `cache gc`
-    /// must keep).
+    /// Every digest the receipt names: its binaries' blobs, its artifacts, its images' archives
+    /// and their kept signatures (what `cache gc` must keep).
     pub fn digests(&self) -> impl Iterator<Item = &Digest> {
         self.components
             .iter()
@@ -328,7 +328,11 @@ impl Receipt {
                     .map(|b| &b.digest)
                     .chain(c.artifacts.iter().map(|a| &a.digest))
             })
-            .chain(self.pulled.iter().map(|i| &i.archive))
+            .chain(
+                self.pulled
+                    .iter()
+                    .flat_map(|i| std::iter::once(&i.archive).chain(i.signature_blobs())),
+            )
     }
 
     /// The component called `name` (the first, when --with split it).

@@ -277,6 +277,7 @@ pub fn add_image(home: &Path, name: &str, image: kbin::images::ImageRef) {
     let manifest: Digest = manifest.parse().unwrap();
     r.pulled.push(kbin::images::PulledImage {
         signed: None,
+        signature: None,
         name: image.to_string(),
         arch: Arch::Amd64,
         digest: manifest.clone(),

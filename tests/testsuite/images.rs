@@ -27,6 +27,11 @@ fn fetcher(server: &Server) -> Fetcher {
     .unwrap()
 }
 
+/// Who the built-in manifest says signs registry.k8s.io's images.
+fn signer() -> kbin::trust::Policy {
+    kbin::manifest::Manifest::embedded().unwrap().image_signer
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,7 +115,13 @@ fn a_pulled_image_is_verified_stored_once_and_imported_by_real_containerd() {
     let store = Store::open(Layout::new(home.path())).unwrap();
     let f = fetcher(&server);
     let pulled = rt()
-        .block_on(pull(&f, &store, &ImageRef::pause("3.10.1"), Arch::Amd64))
+        .block_on(pull(
+            &f,
+            &store,
+            &ImageRef::pause("3.10.1"),
+            Arch::Amd64,
+            &signer(),
+        ))
         .unwrap();
     assert_eq!(pulled.name, "registry.k8s.io/pause:3.10.1");
     assert_eq!(pulled.digest.to_string(), img.index_digest);
@@ -130,7 +141,13 @@ fn a_pulled_image_is_verified_stored_once_and_imported_by_real_containerd() {
     assert_eq!(server.requests(&amd64_layer), 1);
     assert_eq!(server.requests(&arm64_layer), 0);
     let again = rt()
-        .block_on(pull(&f, &store, &ImageRef::pause("3.10.1"), Arch::Amd64))
+        .block_on(pull(
+            &f,
+            &store,
+            &ImageRef::pause("3.10.1"),
+            Arch::Amd64,
+            &signer(),
+        ))
         .unwrap();
     assert_eq!(again.archive, pulled.archive);
     assert_eq!(server.requests(&amd64_layer), 1);
@@ -181,6 +198,7 @@ fn a_tampered_layer_is_refused_and_nothing_of_it_is_kept() {
             &store,
             &ImageRef::pause("3.10.2"),
             Arch::Amd64,
+            &signer(),
         ))
         .unwrap_err();
     let msg = format!("{err}");
@@ -210,6 +228,7 @@ fn a_missing_tag_and_a_missing_platform_are_clear_errors() {
             &store,
             &ImageRef::pause("9.9"),
             Arch::Amd64,
+            &signer(),
         ))
         .unwrap_err();
     let msg = format!("{err}");
@@ -237,6 +256,7 @@ fn a_missing_tag_and_a_missing_platform_are_clear_errors() {
             &store,
             &ImageRef::coredns("1.12.4"),
             Arch::Amd64,
+            &signer(),
         ))
         .unwrap_err();
     assert_eq!(

@@ -2537,3 +2537,470 @@ fn a_missing_bundle_is_an_error_for_an_unpinned_artifact_but_not_for_a_pinned_on
     );
     assert!(!s.f.toolchain("api").exists());
 }
+
+/// Who the manifest says signs registry.k8s.io's images.
+const IMAGE_SIGNER: &str = "krel-trust@k8s-releng-prod.iam.gserviceaccount.com";
+
+/// The fixture's images, both signed by the image promoter.
+fn signed_images(s: &Signed) -> (common::registry::FakeImage, common::registry::FakeImage) {
+    let trust = common::sigstore::Sign {
+        identity: IMAGE_SIGNER.into(),
+        ..common::sigstore::Sign::default()
+    };
+    let pause = common::registry::publish(&s.f.server, "pause", "3.9");
+    let coredns = common::registry::publish(&s.f.server, "coredns/coredns", "v1.11.1");
+    common::registry::publish_signature(&s.f.server, &pause, &s.ts, &trust, None);
+    common::registry::publish_signature(&s.f.server, &coredns, &s.ts, &trust, None);
+    (pause, coredns)
+}
+
+/// `kbin mirror export ARGS --json --out dir`: its report.
+fn export(s: &Signed, args: &[&str], dir: &Path) -> serde_json::Value {
+    let out = s
+        .cmd()
+        .args(["mirror", "export"])
+        .args(args)
+        .args(["--json", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `kbin ARGS` in a fresh KBIN_HOME `home` whose only source is the export `dir`.
+fn air_gapped(s: &Signed, home: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    s.cmd()
+        .env("KBIN_HOME", home)
+        .env("KBIN_MIRROR", format!("file://{}", dir.display()))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_export_carries_image_signatures_that_an_air_gapped_install_verifies() {
+    let s = Signed::new();
+    let (pause, _) = signed_images(&s);
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--require-verified"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The receipt names the kept signature: its manifest and payload, blobs in the store.
+    let home = s.f.kbin_home();
+    for i in s.f.receipt("1.30")["image"].as_array().unwrap() {
+        let k = &i["signature"];
+        let blobs = std::iter::once(&k["manifest"])
+            .chain(k["payloads"].as_array().unwrap())
+            .chain(std::iter::once(&i["digest"]));
+        for d in blobs {
+            let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            let blob = home.join(format!("cache/blobs/sha256/{}/{hex}", &hex[..2]));
+            assert_eq!(sha256(&std::fs::read(&blob).unwrap()), hex, "{i}");
+        }
+    }
+
+    // `cache gc` keeps them: the receipt names them.
+    let out = s.cmd().args(["cache", "gc"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Exported from the installed toolchain: the signature where cosign puts it, the tag the
+    // very index it signs.
+    let dir = s.f.home.path().join("export");
+    let report = export(&s, &["--toolchain", "1.30"], &dir);
+    assert_eq!(
+        report["images"]["signed"],
+        serde_json::json!([
+            "registry.k8s.io/coredns/coredns:v1.11.1 (amd64)",
+            "registry.k8s.io/pause:3.9 (amd64)"
+        ]),
+        "{report}"
+    );
+    let hex = pause.index_digest.strip_prefix("sha256:").unwrap();
+    let sig = dir.join(format!("v2/pause/manifests/sha256-{hex}.sig"));
+    assert!(sig.is_file(), "{}", sig.display());
+    let tag = std::fs::read(dir.join("v2/pause/manifests/3.9")).unwrap();
+    assert_eq!(sha256(&tag), hex);
+
+    // Air-gapped, from the export alone: verified, recorded and shown as from the registry.
+    s.f.server.reset_counters();
+    let fresh = s.f.home.path().join("fresh");
+    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.f.server.total_requests(), 0);
+    let out = air_gapped(&s, &fresh, &dir, &["show-versions"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("image") && l.contains("pause:3.9"))
+        .unwrap_or_else(|| panic!("no image row: {text}"));
+    assert!(row.contains(&format!("signed by {IMAGE_SIGNER}")), "{row}");
+    let out = air_gapped(&s, &fresh, &dir, &["show-versions", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images: Vec<&serde_json::Value> = v[0]["vouched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["component"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "{v}");
+    assert!(
+        images
+            .iter()
+            .all(|x| x["vouch"] == format!("signed by {IMAGE_SIGNER}")),
+        "{v}"
+    );
+    // An export of that air-gapped toolchain carries the signatures on.
+    let again = s.f.home.path().join("export-again");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", &fresh)
+        .args(["mirror", "export", "--toolchain", "1.30", "--json", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(again.join(format!("v2/pause/manifests/sha256-{hex}.sig"))).unwrap(),
+        std::fs::read(&sig).unwrap()
+    );
+
+    // A fresh pull (`mirror export VERSION`, nothing installed) carries them too.
+    let pulled = s.f.home.path().join("export-pulled");
+    let out = s
+        .cmd()
+        .env("KBIN_HOME", s.f.home.path().join("puller"))
+        .args([
+            "mirror", "export", "1.30", "--arch", "amd64", "--json", "--out",
+        ])
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(pulled.join(format!("v2/pause/manifests/sha256-{hex}.sig"))).unwrap(),
+        std::fs::read(&sig).unwrap()
+    );
+}
+
+#[test]
+fn a_signature_tampered_in_an_export_is_refused_and_nothing_of_the_image_is_kept() {
+    let s = Signed::new();
+    let (pause, coredns) = signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = s.f.home.path().join("export");
+    export(&s, &["--toolchain", "1.30"], &dir);
+    let hex = pause.index_digest.strip_prefix("sha256:").unwrap();
+    let sig = dir.join(format!("v2/pause/manifests/sha256-{hex}.sig"));
+    let original = std::fs::read(&sig).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let layer = &manifest["layers"][0];
+    let payload_path = dir.join(format!(
+        "v2/pause/blobs/{}",
+        layer["digest"].as_str().unwrap()
+    ));
+    let payload: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(payload_path).unwrap()).unwrap();
+
+    // (a) A payload naming another image's digest (a blob of its own, the manifest pointing
+    // at it): the signature vouches for that image, not this one.
+    let mut other = payload.clone();
+    other["critical"]["image"]["docker-manifest-digest"] = coredns.index_digest.clone().into();
+    let other = serde_json::to_vec(&other).unwrap();
+    let od = format!("sha256:{}", sha256(&other));
+    std::fs::write(dir.join(format!("v2/pause/blobs/{od}")), &other).unwrap();
+    let mut m = manifest.clone();
+    m["layers"][0]["digest"] = od.into();
+    m["layers"][0]["size"] = other.len().into();
+    std::fs::write(&sig, serde_json::to_vec(&m).unwrap()).unwrap();
+    let refused = |fresh: &str, phrase: &str| {
+        let fresh = s.f.home.path().join(fresh);
+        let out = air_gapped(&s, &fresh, &dir, &["install", "1.30"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "registry.k8s.io/pause:3.9: its cosign signature was refused (nothing kept)"
+            ) && err.contains(phrase),
+            "{err}"
+        );
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+        assert!(!fresh.join("toolchains/1.30").exists());
+        assert_eq!(walk(&fresh.join("cache/images")), Vec::<PathBuf>::new());
+    };
+    refused(
+        "fresh-payload",
+        &format!(
+            "the signed payload names {}, not {}",
+            coredns.index_digest, pause.index_digest
+        ),
+    );
+
+    // (b) The certificate replaced by one for the same identity from a CA the trust root does
+    // not have.
+    let stranger = s.ts.sign_with(
+        &s.ts.stranger,
+        &serde_json::to_vec(&payload).unwrap(),
+        &common::sigstore::Sign {
+            identity: IMAGE_SIGNER.into(),
+            ..common::sigstore::Sign::default()
+        },
+    );
+    let mut m = manifest.clone();
+    m["layers"][0]["annotations"]["dev.sigstore.cosign/certificate"] = stranger.cert_pem.into();
+    std::fs::write(&sig, serde_json::to_vec(&m).unwrap()).unwrap();
+    refused(
+        "fresh-cert",
+        "does not chain to a Fulcio CA of the trust root",
+    );
+
+    // Restored, it verifies again.
+    std::fs::write(&sig, &original).unwrap();
+    let fresh = s.f.home.path().join("fresh-ok");
+    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_export_of_unsigned_images_is_refused_by_an_air_gapped_require_verified_install() {
+    let s = Signed::new();
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.cmd().args(["show-versions"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("image")
+            && l.contains("pause:3.9")
+            && l.contains("trusted on first use")),
+        "{text}"
+    );
+    let dir = s.f.home.path().join("export");
+    let report = export(&s, &["--toolchain", "1.30"], &dir);
+    assert_eq!(
+        report["images"]["signed"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let fresh = s.f.home.path().join("fresh");
+    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "registry.k8s.io/pause:3.9: the registry serves no cosign signature for it (--require-verified)"
+        ),
+        "{err}"
+    );
+    assert!(!fresh.join("toolchains/1.30").exists());
+}
+
+#[test]
+fn the_image_signer_comes_from_the_manifest_and_another_one_refuses_the_same_image() {
+    let s = Signed::new();
+    signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A user manifest naming another signer: the same image, pulled before and signed by the
+    // image promoter, is refused (the store's record is no vouch for another signer).
+    let text = std::fs::read_to_string(&s.f.manifest).unwrap();
+    let other = "promoter@example.com";
+    assert!(text.contains(&format!("identity = \"{IMAGE_SIGNER}\"")));
+    std::fs::write(
+        &s.f.manifest,
+        text.replacen(
+            &format!("identity = \"{IMAGE_SIGNER}\""),
+            &format!("identity = \"{other}\""),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--name", "other"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("its cosign signature was refused (nothing kept)")
+            && err.contains(&format!("signed by {IMAGE_SIGNER}, not by {other}")),
+        "{err}"
+    );
+    assert!(!s.f.toolchain("other").exists());
+    // A malformed signer is one manifest error, before anything is fetched.
+    std::fs::write(
+        &s.f.manifest,
+        text.replacen(
+            "issuer = \"https://accounts.google.com\"\n",
+            "issuer = \"accounts.google.com\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    s.f.server.reset_counters();
+    let out = s
+        .cmd()
+        .args(["install", "1.30", "--name", "bad"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("[images.signer]: issuer \"accounts.google.com\" is not an https URL"),
+        "{err}"
+    );
+    assert_eq!(s.f.server.total_requests(), 0);
+}
+
+#[test]
+fn a_kept_signature_gone_from_the_store_stops_the_export_until_an_install_repairs_it() {
+    let s = Signed::new();
+    let (pause, _) = signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = s.f.receipt("1.30");
+    let image = lock["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str() == Some("registry.k8s.io/pause:3.9"))
+        .unwrap();
+    let payload = image["signature"]["payloads"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = payload.strip_prefix("sha256:").unwrap();
+    let blob =
+        s.f.kbin_home()
+            .join(format!("cache/blobs/sha256/{}/{hex}", &hex[..2]));
+
+    // Damaged in the store: the export refuses to copy it, naming the blob.
+    let good = std::fs::read(&blob).unwrap();
+    std::fs::set_permissions(&blob, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, b"{\"not\": \"the payload\"}").unwrap();
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args(["mirror", "export", "--toolchain", "1.30", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the store's blob {payload}")) && err.contains("is damaged"),
+        "{err}"
+    );
+    std::fs::write(&blob, &good).unwrap();
+
+    // Gone from the store: the export names it, and `kbin install` repairs the toolchain by
+    // pulling the signature again; then the export carries it.
+    std::fs::remove_file(&blob).unwrap();
+    let out = s
+        .cmd()
+        .args(["mirror", "export", "--toolchain", "1.30", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "registry.k8s.io/pause:3.9 ({payload}) of toolchain 1.30 is not in the store"
+        )) && err.contains("kbin install"),
+        "{err}"
+    );
+    s.f.server.reset_counters();
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pause-3.9.tar (its signature)"),
+        "{}",
+        stderr(&out)
+    );
+    let sig_tag = format!(
+        "/v2/pause/manifests/sha256-{}.sig",
+        pause.index_digest.strip_prefix("sha256:").unwrap()
+    );
+    assert_eq!(s.f.server.requests(&sig_tag), 1);
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
+    let report = export(&s, &["--toolchain", "1.30"], &dir);
+    assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn signed_architectures_pulled_from_different_tag_digests_are_not_exported_together() {
+    let s = Signed::new();
+    let (pause, _) = signed_images(&s);
+    let out = s.cmd().args(["install", "1.30"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The tag moves (the promoter re-signs a new index) before arm64 is pulled.
+    // (The store keeps the index the signature names.)
+    let hex = pause.index_digest.strip_prefix("sha256:").unwrap();
+    let index = std::fs::read(
+        s.f.kbin_home()
+            .join(format!("cache/blobs/sha256/{}/{hex}", &hex[..2])),
+    )
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    v["annotations"] = serde_json::json!({ "moved": "yes" });
+    let moved = serde_json::to_vec(&v).unwrap();
+    let moved_digest = format!("sha256:{}", sha256(&moved));
+    s.f.server.put("/v2/pause/manifests/3.9", moved.clone());
+    s.f.server
+        .put(&format!("/v2/pause/manifests/{moved_digest}"), moved);
+    let moved_image = common::registry::FakeImage {
+        index_digest: moved_digest.clone(),
+        ..pause.clone()
+    };
+    common::registry::publish_signature(
+        &s.f.server,
+        &moved_image,
+        &s.ts,
+        &common::sigstore::Sign {
+            identity: IMAGE_SIGNER.into(),
+            ..common::sigstore::Sign::default()
+        },
+        None,
+    );
+    let out = s
+        .cmd()
+        .args([
+            "install", "1.30", "--arch", "arm64", "--name", "arm", "--only", "kubelet",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = s.f.home.path().join("export");
+    let out = s
+        .cmd()
+        .args([
+            "mirror",
+            "export",
+            "--toolchain",
+            "1.30",
+            "--toolchain",
+            "arm",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "registry.k8s.io/pause:3.9: its tag named {} when one architecture was pulled and {moved_digest} when another was",
+            pause.index_digest
+        )) && err.contains("export them into separate directories"),
+        "{err}"
+    );
+    // Apart, each is exported with its signature.
+    for t in ["1.30", "arm"] {
+        let report = export(&s, &["--toolchain", t], &s.f.home.path().join(t));
+        assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
+    }
+}
