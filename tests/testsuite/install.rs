@@ -2569,7 +2569,7 @@ fn export(s: &Signed, args: &[&str], dir: &Path) -> serde_json::Value {
 }
 
 /// `kbin ARGS` in a fresh KBIN_HOME `home` whose only source is the export `dir`.
-fn air_gapped(s: &Signed, home: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+fn from_export(s: &Signed, home: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
     s.cmd()
         .env("KBIN_HOME", home)
         .env("KBIN_MIRROR", format!("file://{}", dir.display()))
@@ -2627,17 +2627,17 @@ fn an_export_carries_image_signatures_that_an_air_gapped_install_verifies() {
     // Air-gapped, from the export alone: verified, recorded and shown as from the registry.
     s.f.server.reset_counters();
     let fresh = s.f.home.path().join("fresh");
-    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    let out = from_export(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.f.server.total_requests(), 0);
-    let out = air_gapped(&s, &fresh, &dir, &["show-versions"]);
+    let out = from_export(&s, &fresh, &dir, &["show-versions"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
         .lines()
         .find(|l| l.starts_with("image") && l.contains("pause:3.9"))
         .unwrap_or_else(|| panic!("no image row: {text}"));
     assert!(row.contains(&format!("signed by {IMAGE_SIGNER}")), "{row}");
-    let out = air_gapped(&s, &fresh, &dir, &["show-versions", "--json"]);
+    let out = from_export(&s, &fresh, &dir, &["show-versions", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let images: Vec<&serde_json::Value> = v[0]["vouched"]
         .as_array()
@@ -2718,7 +2718,7 @@ fn a_signature_tampered_in_an_export_is_refused_and_nothing_of_the_image_is_kept
     std::fs::write(&sig, serde_json::to_vec(&m).unwrap()).unwrap();
     let refused = |fresh: &str, phrase: &str| {
         let fresh = s.f.home.path().join(fresh);
-        let out = air_gapped(&s, &fresh, &dir, &["install", "1.30"]);
+        let out = from_export(&s, &fresh, &dir, &["install", "1.30"]);
         assert!(!out.status.success());
         let err = stderr(&out);
         assert!(
@@ -2760,7 +2760,7 @@ fn a_signature_tampered_in_an_export_is_refused_and_nothing_of_the_image_is_kept
     // Restored, it verifies again.
     std::fs::write(&sig, &original).unwrap();
     let fresh = s.f.home.path().join("fresh-ok");
-    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    let out = from_export(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -2785,7 +2785,7 @@ fn an_export_of_unsigned_images_is_refused_by_an_air_gapped_require_verified_ins
         "{report}"
     );
     let fresh = s.f.home.path().join("fresh");
-    let out = air_gapped(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
+    let out = from_export(&s, &fresh, &dir, &["install", "1.30", "--require-verified"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
