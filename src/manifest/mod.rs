@@ -157,6 +157,9 @@ pub struct Component {
     /// Who signs its artifacts (`[component.signer]`): the identity and OIDC issuer a
     /// signature's certificate must name. Required when an artifact has a `signature` or `detached`.
     pub signer: Option<crate::trust::Policy>,
+    /// The OpenPGP keyring its `.asc` signatures are checked against (`keyring = "runc"`: one of
+    /// `trust::openpgp::KEYRINGS`). Required when an artifact has an `asc`.
+    pub keyring: Option<String>,
 }
 
 /// Where a component's releases are listed upstream.
@@ -266,6 +269,9 @@ pub struct ArtifactTemplate {
     /// URL templates of upstream's detached signature (`.sig` + `.cert`, as dl.k8s.io
     /// publishes them): no log entry beside them, so `kbin update` looks it up in Rekor.
     pub detached: Option<Detached>,
+    /// URL template of upstream's OpenPGP detached signature (`asc = "…/runc.{arch}.asc"`),
+    /// verified offline against the component's keyring.
+    pub asc: Option<String>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the member path of each binary (template with `{binary}`).
@@ -529,6 +535,8 @@ pub struct ArtifactChoice {
     /// Upstream's detached signature (`.sig` + `.cert`) and who must have signed, if it
     /// publishes one: what `kbin update` verifies through a Rekor lookup.
     pub detached: Option<(Detached, crate::trust::Policy)>,
+    /// Upstream's OpenPGP detached signature (`.asc`) and the keyring it must verify against.
+    pub asc: Option<(String, String)>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the binary's path inside it.
@@ -676,6 +684,9 @@ impl Manifest {
                         .map(|u| expand(u, version, arch, binary)),
                     signature,
                     detached,
+                    asc: a.asc.as_deref().and_then(|u| {
+                        Some((expand(u, version, arch, binary), component.keyring.clone()?))
+                    }),
                     format: a.format,
                     member: a
                         .layout
@@ -749,6 +760,7 @@ mod wire {
         ships: Vec<Ships>,
         releases: Option<Releases>,
         signer: Option<crate::trust::Policy>,
+        keyring: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -774,6 +786,7 @@ mod wire {
         checksum_url: Option<String>,
         signature: Option<String>,
         detached: Option<super::Detached>,
+        asc: Option<String>,
         format: ArtifactFormat,
         layout: Option<String>,
         #[serde(default)]
@@ -995,8 +1008,22 @@ mod wire {
         if c.artifact.is_empty() {
             return Err(ck.invalid(format!("{what} has no [[component.artifact]]")));
         }
+        if let Some(k) = &c.keyring
+            && !crate::trust::openpgp::keyring_names().contains(&k.as_str())
+        {
+            return Err(ck.invalid(format!(
+                "{what}: keyring {k:?} is not a keyring kbin has (it has: {})",
+                crate::trust::openpgp::keyring_names().join(", ")
+            )));
+        }
         let mut artifacts = Vec::new();
         for a in c.artifact {
+            if a.asc.is_some() && c.keyring.is_none() {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {:?} has an asc (OpenPGP signature) but the component names no keyring",
+                    a.url
+                )));
+            }
             if (a.signature.is_some() || a.detached.is_some()) && c.signer.is_none() {
                 return Err(ck.invalid(format!(
                     "{what}: artifact {:?} has a signature but the component has no [component.signer] (identity, issuer)",
@@ -1033,6 +1060,7 @@ mod wire {
                 format: r.format,
             }),
             signer: c.signer,
+            keyring: c.keyring,
         })
     }
 
@@ -1111,6 +1139,7 @@ mod wire {
             ("signature", a.signature.as_ref()),
             ("detached sig", a.detached.as_ref().map(|d| &d.sig)),
             ("detached cert", a.detached.as_ref().map(|d| &d.cert)),
+            ("asc", a.asc.as_ref()),
         ] {
             if let Some(t) = t
                 && !(t.starts_with("https://")
@@ -1147,6 +1176,7 @@ mod wire {
             checksum_url: a.checksum_url,
             signature: a.signature,
             detached: a.detached,
+            asc: a.asc,
             format: a.format,
             layout: a.layout,
             binaries,
