@@ -2276,3 +2276,6 @@ fn a_missing_bundle_is_an_error_for_an_unpinned_artifact_but_not_for_a_pinned_on
     );
     assert!(!s.f.toolchain("api").exists());
 }
+
+/// OpenPGP: runc's `.asc` verified against a keyring made by real gpg.
+mod gpg;
