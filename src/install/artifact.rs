@@ -420,10 +420,18 @@ async fn asc_of(
     {
         return Ok(Some(r.signer));
     }
+    let absent = store.layout().openpgp_absent(sha256);
     let (bytes, prefetched) = match bytes {
         Cached if a.pinned.is_some() => return Ok(None),
+        Cached if std::fs::read_to_string(&absent).is_ok_and(|u| u == *url) => {
+            return missing_asc(a, url, require_verified, ui);
+        }
         Cached => (None, None),
         Downloaded(p, f) => (Some(p), f),
+    };
+    // Remembered for a later install from the store (offline too): upstream had no `.asc`.
+    let remember_absent = || {
+        let _ = write_atomic(&absent, url.as_bytes(), 0o644);
     };
     let fetched = match prefetched {
         Some(f) => f,
@@ -432,9 +440,19 @@ async fn asc_of(
     let asc = match fetched {
         Ok(b) => b,
         Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => {
-            return missing_asc(a, url, require_verified, ui);
+            let r = missing_asc(a, url, require_verified, ui);
+            if r.is_ok() {
+                remember_absent();
+            }
+            return r;
         }
-        Err(FetchError::FileNotFound { .. }) => return missing_asc(a, url, require_verified, ui),
+        Err(FetchError::FileNotFound { .. }) => {
+            let r = missing_asc(a, url, require_verified, ui);
+            if r.is_ok() {
+                remember_absent();
+            }
+            return r;
+        }
         Err(e) => return Err(e.into()),
     };
     let blob = match bytes {

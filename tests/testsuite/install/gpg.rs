@@ -307,6 +307,17 @@ fn a_missing_asc_leaves_runc_to_its_pin_or_its_checksum_file() {
     );
     let a = p.runc_receipt("1.30");
     assert!(a.get("signed").is_none(), "{a:?}");
+    // Another toolchain from the stored blob: the missing .asc is remembered, not asked again.
+    p.f.server.reset_counters();
+    let out = p.install(&["--name", "again"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.f.server.total_requests(), 0);
+    assert!(
+        stderr(&out).contains("runc.amd64 has no OpenPGP signature upstream"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(p.runc_receipt("again").get("signed").is_none());
     // Pinned (the fixture's own manifest): its pin vouches, no word about the signature.
     let f = Fixture::new();
     let out = f
