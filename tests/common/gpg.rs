@@ -130,26 +130,27 @@ impl Gpg {
     /// An armored detached signature over `data` by exactly the key `key` (a fingerprint:
     /// primary or subkey), made at `at` if given, with `digest` (`SHA256`, `SHA1`).
     pub fn sign(&self, key: &str, data: &[u8], at: Option<&str>, digest: &str) -> String {
+        self.sign_with(key, data, at, &["--digest-algo", digest])
+    }
+
+    /// As [`Gpg::sign`], with `extra` gpg options (`--default-sig-expire 1d`).
+    pub fn sign_with(&self, key: &str, data: &[u8], at: Option<&str>, extra: &[&str]) -> String {
         let dir = tempfile::tempdir_in(&self.home).unwrap();
         let file = dir.path().join("data");
         std::fs::write(&file, data).unwrap();
         let asc = dir.path().join("data.asc");
         let user = format!("{key}!");
-        self.run(
-            at,
-            &[
-                "--digest-algo",
-                digest,
-                "--armor",
-                "--detach-sign",
-                "--local-user",
-                &user,
-                "--output",
-                asc.to_str().unwrap(),
-                file.to_str().unwrap(),
-            ],
-            None,
-        );
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend([
+            "--armor",
+            "--detach-sign",
+            "--local-user",
+            &user,
+            "--output",
+            asc.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        self.run(at, &args, None);
         std::fs::read_to_string(asc).unwrap()
     }
 }

@@ -22,6 +22,7 @@ struct Pgp {
     signer: String,
     subkey: String,
     expired: String,
+    sig_expired: String,
     revoked_sig: String,
     stranger: String,
     runc: Vec<u8>,
@@ -64,6 +65,13 @@ impl Pgp {
         let old = "Old Signer <old@example.com>";
         let expired_key = gpg.gen_key(old, "sign", "never", Some("20200101T000000"));
         let expired = gpg.sign(&expired_key, &runc, Some("20230101T000000"), "SHA256");
+        // While that key was valid, a signature that itself expired a day later.
+        let sig_expired = gpg.sign_with(
+            &expired_key,
+            &runc,
+            Some("20200601T000000"),
+            &["--default-sig-expire", "1d"],
+        );
         gpg.set_expiry(&expired_key, "1y", Some("20210101T000000"));
         // A signature by a subkey that is revoked afterwards (no reason: compromise assumed).
         let rev = "Revoked Signer <revoked@example.com>";
@@ -87,6 +95,7 @@ impl Pgp {
             signer,
             subkey,
             expired,
+            sig_expired,
             revoked_sig,
             stranger,
             runc,
@@ -245,6 +254,10 @@ fn a_refused_gpg_signature_is_one_error_naming_the_asc_and_keeps_nothing() {
         ("expired at 2022-01-01T00:00:00Z", p.expired.clone()),
         ("is revoked (no reason given)", p.revoked_sig.clone()),
         (
+            "the OpenPGP signature expired at 2020-06-02T00:00:00Z",
+            p.sig_expired.clone(),
+        ),
+        (
             "uses SHA1, a hash too weak to trust",
             p.gpg.sign(&p.subkey, &p.runc, None, "SHA1"),
         ),
@@ -335,4 +348,40 @@ fn a_missing_asc_leaves_runc_to_its_pin_or_its_checksum_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("OpenPGP"), "{}", stderr(&out));
     assert_eq!(f.server.requests(&format!("{RUNC}.asc")), 1);
+}
+
+#[test]
+fn the_keyring_check_names_an_unreadable_artifact_and_an_unknown_keyring() {
+    use kbin::trust::SigError;
+    use kbin::trust::openpgp::Keyring;
+    let p = Pgp::new();
+    let text = std::fs::read_to_string(p.keyrings.join("runc.keyring")).unwrap();
+    let ring = Keyring::parse("runc", "test runc.keyring", &text).unwrap();
+    let asc = p.gpg.sign(&p.subkey, &p.runc, None, "SHA256");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // The good signature, straight: the subkey signed, the primary's uid and fingerprint.
+    let v = ring.verify(asc.as_bytes(), p.runc.as_slice(), now).unwrap();
+    assert_eq!(
+        (v.uid.as_str(), v.fingerprint.as_str()),
+        (SIGNER, p.signer.as_str())
+    );
+    assert_eq!(v.signing_key, p.subkey);
+    // Bytes that cannot be read are said so, not called a bad signature.
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+    }
+    let err = ring.verify(asc.as_bytes(), Broken, now).unwrap_err();
+    assert!(
+        matches!(err, SigError::PgpRead(ref m) if m.contains("disk on fire")),
+        "{err}"
+    );
+    // A keyring kbin does not have is one error naming those it has.
+    let err = Keyring::named("nope").unwrap_err().to_string();
+    assert!(
+        err.contains("nope.keyring") && err.contains("it has: runc"),
+        "{err}"
+    );
 }
