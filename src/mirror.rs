@@ -8,7 +8,8 @@
 //! versions and those `kbin update` learned, whose trust-on-first-use digests go into the
 //! checksum files too. So an air-gapped `kbin update --mirror file://DIR` learns the same
 //! patches, and `kbin install --mirror file://DIR` gets the same bytes. Each artifact's signature
-//! (its Sigstore bundle, as verified when it was fetched) is beside it at its upstream path, so
+//! (its Sigstore bundle or OpenPGP `.asc`, as verified when it was fetched) is beside it at its
+//! upstream path, so
 //! an install from the mirror verifies it as a connected one does. The bundles `kbin update`
 //! made of detached signatures (dl.k8s.io's `.sig` + `.cert` and their Rekor entry) are written
 //! at `<binary>.sigstore.json` for every release it learned, so an air-gapped `kbin update
@@ -182,6 +183,7 @@ pub fn from_versions(
                     url: a.url.clone(),
                     checksum_url: a.checksum_url.clone(),
                     signature: signature_record(store, &d),
+                    asc: openpgp_record(store, &d),
                     blob,
                     digest: d,
                 });
@@ -243,6 +245,10 @@ pub fn from_toolchain(
                     .signed
                     .as_ref()
                     .and_then(|_| signature_record(store, &a.digest)),
+                asc: a
+                    .signed
+                    .as_ref()
+                    .and_then(|_| openpgp_record(store, &a.digest)),
                 blob,
                 digest: a.digest.clone(),
             });
@@ -258,6 +264,14 @@ fn signature_record(store: &crate::store::Store, digest: &Digest) -> Option<crat
         return None;
     }
     crate::trust::Record::load(&store.layout().signature_record(digest))
+}
+
+/// The verified OpenPGP signature (`.asc`) kept beside the blob `digest`, if any.
+fn openpgp_record(store: &crate::store::Store, digest: &Digest) -> Option<crate::trust::Record> {
+    if digest.algo() != DigestAlgo::Sha256 {
+        return None;
+    }
+    crate::trust::Record::load(&store.layout().openpgp_record(digest))
 }
 
 /// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).
@@ -304,6 +318,9 @@ pub struct Artifact {
     /// Upstream's signature of it, as verified when it was fetched: exported at its URL's
     /// path so an install from the mirror verifies it too.
     pub signature: Option<crate::trust::Record>,
+    /// Upstream's OpenPGP signature of it (`.asc`), as verified when it was fetched: exported at
+    /// its URL's path too.
+    pub asc: Option<crate::trust::Record>,
     /// Its blob in the store.
     pub blob: PathBuf,
     /// The digest it is verified against (its blob's name, or the sha512 pin it is kept under).
@@ -518,7 +535,7 @@ fn copy_artifacts(
             None => report.reused += 1,
         }
         report.artifacts.push(rel.clone());
-        if let Some(sig) = &a.signature {
+        for sig in a.signature.iter().chain(&a.asc) {
             put_text(&out.join(rel_path(&sig.url)?), &sig.bundle)?;
             report.metadata += 1;
         }

@@ -57,8 +57,8 @@ pub struct InstallArgs {
 
     /// Refuse artifacts and images that are neither pinned in the manifest nor signed (a
     /// signature verified offline against the compiled-in Sigstore trust root, by the
-    /// component's signer): what `--require-pinned` users accept for releases `kbin update`
-    /// learned
+    /// component's signer, or an OpenPGP `.asc` by a key of the component's compiled-in
+    /// keyring): what `--require-pinned` users accept for releases `kbin update` learned
     #[arg(long, visible_alias = "require-signed")]
     pub require_verified: bool,
 

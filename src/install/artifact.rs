@@ -47,6 +47,7 @@ pub(super) fn fetch_all(
                     let fetcher = fetcher.clone();
                     let progress = progress.clone();
                     let ui = ui.clone();
+                    let require_verified = plan.require_verified;
                     let members: Vec<String> = plan
                         .binaries
                         .iter()
@@ -54,7 +55,16 @@ pub(super) fn fetch_all(
                         .filter_map(|b| b.member.clone())
                         .collect();
                     async move {
-                        let f = match fetch_artifact(&store, &fetcher, &a, &progress, &ui).await {
+                        let f = match fetch_artifact(
+                            &store,
+                            &fetcher,
+                            &a,
+                            &progress,
+                            &ui,
+                            require_verified,
+                        )
+                        .await
+                        {
                             Ok(f) => f,
                             Err(e) => return (i, Err(e)),
                         };
@@ -131,6 +141,7 @@ async fn fetch_artifact(
     a: &PlannedArtifact,
     bars: &Arc<Bars>,
     ui: &Ui,
+    require_verified: bool,
 ) -> Result<Fetched, InstallError> {
     let hit = |d: &Digest| -> Result<Option<Fetched>, InstallError> {
         let p = match store.check(d)? {
@@ -162,6 +173,8 @@ async fn fetch_artifact(
         && let Some(mut f) = hit(d)?
     {
         f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
+        let asc = asc_of(store, fetcher, a, &f.sha256, Cached, require_verified, ui).await?;
+        f.signed = f.signed.or(asc);
         return Ok(f);
     }
     let expected = expected_digest(fetcher, a, bars, ui).await?;
@@ -179,9 +192,11 @@ async fn fetch_artifact(
     .map_err(|e| InstallError::Task(e.to_string()))??;
     if let Some(mut f) = hit(&expected)? {
         f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
+        let asc = asc_of(store, fetcher, a, &f.sha256, Cached, require_verified, ui).await?;
+        f.signed = f.signed.or(asc);
         return Ok(f);
     }
-    download(store, fetcher, a, bars, expected).await
+    download(store, fetcher, a, bars, expected, require_verified, ui).await
 }
 
 /// The digest to verify `a` against: its pin or the one `kbin update` trusted on first use
@@ -231,6 +246,8 @@ async fn download(
     a: &PlannedArtifact,
     bars: &Arc<Bars>,
     expected: Digest,
+    require_verified: bool,
+    ui: &Ui,
 ) -> Result<Fetched, InstallError> {
     let partial = store.layout().partial_download(&expected);
     let bar = bars.add(&a.file_name);
@@ -242,9 +259,22 @@ async fn download(
             None => None,
         }
     };
-    let (done, bundle) = futures_util::future::join(
+    // Likewise the OpenPGP signature, unless an earlier install verified it for these bytes.
+    let asc_prefetch = async {
+        match &a.asc {
+            Some((url, _))
+                if crate::trust::Record::load(&store.layout().openpgp_record(&expected))
+                    .is_none_or(|r| r.url != *url) =>
+            {
+                Some(fetcher.document(url, ASC_ACCEPT).await)
+            }
+            _ => None,
+        }
+    };
+    let (done, bundle, asc) = futures_util::future::join3(
         fetcher.download(&a.url, &partial, Some(&expected), &*bar),
         prefetch,
+        asc_prefetch,
     )
     .await;
     bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
@@ -252,6 +282,25 @@ async fn download(
     // Verified before the blob is stored: a refused signature keeps nothing.
     let signed = match signature_of(store, fetcher, a, &done.sha256, bundle).await {
         Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&done.path);
+            return Err(e);
+        }
+    };
+    // The OpenPGP signature is over the bytes themselves: checked on the verified partial file,
+    // before it becomes a blob.
+    let signed = match asc_of(
+        store,
+        fetcher,
+        a,
+        &done.sha256,
+        Downloaded(&done.path, asc),
+        require_verified,
+        ui,
+    )
+    .await
+    {
+        Ok(pgp) => signed.or(pgp),
         Err(e) => {
             let _ = std::fs::remove_file(&done.path);
             return Err(e);
@@ -330,6 +379,126 @@ async fn signature_of(
         })?;
     record.save(&path)?;
     Ok(Some(record.signer))
+}
+
+/// What an `.asc` is asked for as.
+const ASC_ACCEPT: &str = "application/pgp-signature";
+
+/// Where the bytes an `.asc` is checked over are.
+enum Bytes<'p> {
+    /// In the store already (an earlier install put them there).
+    Cached,
+    /// Just downloaded to this (verified) file, with the `.asc` fetched alongside, if it was.
+    Downloaded(&'p Path, Option<Result<Vec<u8>, FetchError>>),
+}
+use Bytes::{Cached, Downloaded};
+
+/// Who signed the blob `sha256` of `a` with OpenPGP, when the manifest names its `.asc`: the
+/// record kept beside the blob by an earlier verification, else the `.asc` (fetched alongside,
+/// or now) verified offline over `bytes` against the component's keyring, and its record kept.
+/// A pinned blob already in the store without a record is left to its pin with no request: the
+/// install that stored it looked for its `.asc` then. A missing `.asc` leaves a pinned artifact
+/// to its pin and an unpinned one to upstream's checksum file (refused under
+/// `--require-verified`); an `.asc` that is there and fails is always an error: the caller keeps
+/// nothing.
+async fn asc_of(
+    store: &Store,
+    fetcher: &Fetcher,
+    a: &PlannedArtifact,
+    sha256: &Digest,
+    bytes: Bytes<'_>,
+    require_verified: bool,
+    ui: &Ui,
+) -> Result<Option<crate::trust::Policy>, InstallError> {
+    let Some((url, keyring)) = &a.asc else {
+        return Ok(None);
+    };
+    let record_path = store.layout().openpgp_record(sha256);
+    let issuer_suffix = format!("({keyring}.keyring)");
+    if let Some(r) = crate::trust::Record::load(&record_path)
+        && r.url == *url
+        && r.signer.issuer.ends_with(&issuer_suffix)
+    {
+        return Ok(Some(r.signer));
+    }
+    let absent = store.layout().openpgp_absent(sha256);
+    let (bytes, prefetched) = match bytes {
+        Cached if a.pinned.is_some() => return Ok(None),
+        Cached if std::fs::read_to_string(&absent).is_ok_and(|u| u == *url) => {
+            return missing_asc(a, url, require_verified, ui);
+        }
+        Cached => (None, None),
+        Downloaded(p, f) => (Some(p), f),
+    };
+    // Remembered for a later install from the store (offline too): upstream had no `.asc`.
+    let remember_absent = || {
+        let _ = write_atomic(&absent, url.as_bytes(), 0o644);
+    };
+    let fetched = match prefetched {
+        Some(f) => f,
+        None => fetcher.document(url, ASC_ACCEPT).await,
+    };
+    let asc = match fetched {
+        Ok(b) => b,
+        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => {
+            let r = missing_asc(a, url, require_verified, ui);
+            if r.is_ok() {
+                remember_absent();
+            }
+            return r;
+        }
+        Err(FetchError::FileNotFound { .. }) => {
+            let r = missing_asc(a, url, require_verified, ui);
+            if r.is_ok() {
+                remember_absent();
+            }
+            return r;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let blob = match bytes {
+        Some(p) => p.to_path_buf(),
+        None => store.get(sha256).ok_or_else(|| {
+            InstallError::Task(format!("the blob {sha256} left the store while in use"))
+        })?,
+    };
+    let (u, k) = (url.clone(), keyring.clone());
+    // Hashing the bytes again (OpenPGP's own hash) is blocking work.
+    let verified =
+        tokio::task::spawn_blocking(move || crate::trust::verify_asc(&asc, &u, &k, &blob))
+            .await
+            .map_err(|e| InstallError::Task(e.to_string()))?;
+    let record = verified.map_err(|source| InstallError::Asc {
+        asc: url.clone(),
+        source,
+    })?;
+    record.save(&record_path)?;
+    Ok(Some(record.signer))
+}
+
+/// Upstream has no `.asc` for `a` at `url`: its pin vouches for a pinned artifact; an unpinned
+/// one has only the checksum file, which `--require-verified` refuses.
+fn missing_asc(
+    a: &PlannedArtifact,
+    url: &str,
+    require_verified: bool,
+    ui: &Ui,
+) -> Result<Option<crate::trust::Policy>, InstallError> {
+    if a.pinned.is_some() {
+        return Ok(None);
+    }
+    if require_verified {
+        return Err(InstallError::Unverified(vec![format!(
+            "{} (checksum file only: no OpenPGP signature at {url})",
+            a.url
+        )]));
+    }
+    ui.warn(format!(
+        "{} has no OpenPGP signature upstream ({url} not found): verified by upstream's checksum \
+         file only",
+        a.file_name
+    ));
+    Ok(None)
 }
 
 /// The member path → blob digest of an archive's members, extracting them once: the result is

@@ -83,6 +83,15 @@ pub enum InstallError {
         #[source]
         source: Box<crate::trust::SigError>,
     },
+    /// An artifact's OpenPGP signature (`.asc`) was refused: nothing of it is kept.
+    #[error("the OpenPGP signature {asc} was refused: nothing of its artifact is kept")]
+    Asc {
+        /// The `.asc` (its name says whose signature it is: `runc.amd64.asc`).
+        asc: String,
+        /// Why.
+        #[source]
+        source: crate::trust::SigError,
+    },
     /// A download failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -187,7 +196,7 @@ impl InstallError {
                  accept upstream's checksum files"
                     .into(),
             ),
-            InstallError::Signature { .. } => Some(
+            InstallError::Signature { .. } | InstallError::Asc { .. } => Some(
                 "the artifact is not what its upstream signed: check the mirror, or report it upstream"
                     .into(),
             ),

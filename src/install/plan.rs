@@ -26,6 +26,8 @@ pub struct PlannedArtifact {
     /// Upstream's signature (a Sigstore bundle's URL, or where the bundle `kbin update` made of
     /// a detached signature is exported) and who must have signed it.
     pub signature: Option<(String, crate::trust::Policy)>,
+    /// Upstream's OpenPGP detached signature (`.asc` URL) and the keyring it must verify against.
+    pub asc: Option<(String, String)>,
     /// Its file name (for checksum files).
     pub file_name: String,
     /// Binary or archive.
@@ -101,6 +103,9 @@ pub struct Plan {
     /// Who must have signed an image the registry serves a signature for (the manifest's
     /// `[images.signer]`).
     pub image_signer: crate::trust::Policy,
+    /// `--require-verified`: an unpinned artifact whose `.asc` upstream turns out not to have
+    /// (known only when it is fetched) is refused.
+    pub require_verified: bool,
     /// The toolchain is installed exactly so already, every file as its receipt says: nothing
     /// to do.
     pub up_to_date: bool,
@@ -137,6 +142,7 @@ pub fn plan(
         images: Vec::new(),
         require_signed_images: opts.require_verified,
         image_signer: manifest.image_signer.clone(),
+        require_verified: opts.require_verified,
         up_to_date: false,
         repairs: Vec::new(),
     };
@@ -304,6 +310,7 @@ impl Plan {
                     url: choice.url.clone(),
                     checksum_url: choice.checksum_url.clone(),
                     signature: choice.signature.clone(),
+                    asc: choice.asc.clone(),
                     format: choice.format,
                     pinned: choice.pinned.clone(),
                     tofu: choice.tofu.clone(),
@@ -335,7 +342,7 @@ impl Plan {
         let bad: Vec<String> = self
             .artifacts
             .iter()
-            .filter(|a| a.pinned.is_none() && a.signature.is_none())
+            .filter(|a| a.pinned.is_none() && a.signature.is_none() && a.asc.is_none())
             .map(|a| format!("{} (checksum file only)", a.url))
             .collect();
         if bad.is_empty() {

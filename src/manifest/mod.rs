@@ -160,6 +160,9 @@ pub struct Component {
     /// Who signs its artifacts (`[component.signer]`): the identity and OIDC issuer a
     /// signature's certificate must name. Required when an artifact has a `signature` or `detached`.
     pub signer: Option<crate::trust::Policy>,
+    /// The OpenPGP keyring its `.asc` signatures are checked against (`keyring = "runc"`: one of
+    /// `trust::openpgp::KEYRINGS`). Required when an artifact has an `asc`.
+    pub keyring: Option<String>,
 }
 
 /// Where a component's releases are listed upstream.
@@ -272,6 +275,9 @@ pub struct ArtifactTemplate {
     /// The first version upstream signed (`signed-since`): older ones publish no signature,
     /// so none is asked for; from it on, a missing signature is an error, not "unsigned".
     pub signed_since: Option<Version>,
+    /// URL template of upstream's OpenPGP detached signature (`asc = "…/runc.{arch}.asc"`),
+    /// verified offline against the component's keyring.
+    pub asc: Option<String>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the member path of each binary (template with `{binary}`).
@@ -535,6 +541,8 @@ pub struct ArtifactChoice {
     /// Upstream's detached signature (`.sig` + `.cert`) and who must have signed, if it
     /// publishes one: what `kbin update` verifies through a Rekor lookup.
     pub detached: Option<(Detached, crate::trust::Policy)>,
+    /// Upstream's OpenPGP detached signature (`.asc`) and the keyring it must verify against.
+    pub asc: Option<(String, String)>,
     /// How it is packed.
     pub format: ArtifactFormat,
     /// For archives: the binary's path inside it.
@@ -686,6 +694,9 @@ impl Manifest {
                         .map(|u| expand(u, version, arch, binary)),
                     signature,
                     detached,
+                    asc: a.asc.as_deref().and_then(|u| {
+                        Some((expand(u, version, arch, binary), component.keyring.clone()?))
+                    }),
                     format: a.format,
                     member: a
                         .layout
@@ -773,6 +784,7 @@ mod wire {
         ships: Vec<Ships>,
         releases: Option<Releases>,
         signer: Option<crate::trust::Policy>,
+        keyring: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -799,6 +811,7 @@ mod wire {
         signature: Option<String>,
         detached: Option<super::Detached>,
         signed_since: Option<String>,
+        asc: Option<String>,
         format: ArtifactFormat,
         layout: Option<String>,
         #[serde(default)]
@@ -1065,8 +1078,22 @@ mod wire {
         if c.artifact.is_empty() {
             return Err(ck.invalid(format!("{what} has no [[component.artifact]]")));
         }
+        if let Some(k) = &c.keyring
+            && !crate::trust::openpgp::keyring_names().contains(&k.as_str())
+        {
+            return Err(ck.invalid(format!(
+                "{what}: keyring {k:?} is not a keyring kbin has (it has: {})",
+                crate::trust::openpgp::keyring_names().join(", ")
+            )));
+        }
         let mut artifacts = Vec::new();
         for a in c.artifact {
+            if a.asc.is_some() && c.keyring.is_none() {
+                return Err(ck.invalid(format!(
+                    "{what}: artifact {:?} has an asc (OpenPGP signature) but the component names no keyring",
+                    a.url
+                )));
+            }
             if (a.signature.is_some() || a.detached.is_some()) && c.signer.is_none() {
                 return Err(ck.invalid(format!(
                     "{what}: artifact {:?} has a signature but the component has no [component.signer] (identity, issuer)",
@@ -1103,6 +1130,7 @@ mod wire {
                 format: r.format,
             }),
             signer: c.signer,
+            keyring: c.keyring,
         })
     }
 
@@ -1181,6 +1209,7 @@ mod wire {
             ("signature", a.signature.as_ref()),
             ("detached sig", a.detached.as_ref().map(|d| &d.sig)),
             ("detached cert", a.detached.as_ref().map(|d| &d.cert)),
+            ("asc", a.asc.as_ref()),
         ] {
             if let Some(t) = t
                 && !(t.starts_with("https://")
@@ -1233,6 +1262,7 @@ mod wire {
             signature: a.signature,
             detached: a.detached,
             signed_since,
+            asc: a.asc,
             format: a.format,
             layout: a.layout,
             binaries,

@@ -314,6 +314,24 @@ fn malformed_manifests_each_get_one_clear_error() {
             edited("issuer = \"https://accounts.google.com\"\n", ""),
             "missing field `issuer`",
         ),
+        (
+            "an OpenPGP signature without a keyring",
+            edited("keyring = \"runc\"", "# keyring = \"runc\""),
+            "has an asc (OpenPGP signature) but the component names no keyring",
+        ),
+        (
+            "a keyring kbin does not have",
+            edited("keyring = \"runc\"", "keyring = \"runcc\""),
+            "keyring \"runcc\" is not a keyring kbin has (it has: runc)",
+        ),
+        (
+            "an .asc that is not a URL",
+            edited(
+                "asc = \"https://github.com/opencontainers",
+                "asc = \"github.com/opencontainers",
+            ),
+            "artifact asc \"github.com/opencontainers",
+        ),
     ];
     for (what, text, phrase) in cases {
         match parse(&text) {

@@ -10,6 +10,8 @@
 //! │   ├── verified/<algo>-<hex>            a blob's stat when its bytes were last hashed
 //! │   ├── trees/<algo>-<hex>/members.toml  an archive's members: path → blob digest, or "absent"
 //! │   ├── trees/<algo>-<hex>/signature.toml  the signature that vouched for the blob (its bundle)
+//! │   ├── trees/<algo>-<hex>/openpgp.toml  the OpenPGP `.asc` that vouched for the blob
+//! │   ├── trees/<algo>-<hex>/openpgp-absent  the `.asc` URL upstream had nothing at
 //! │   ├── index/urls/<sha256 of the URL>   the digest an unpinned artifact was verified as
 //! │   ├── bundles/sha256-<key hex>         shared binaries bundle refs: key → the bundle's blob
 //! │   ├── images/<image>@<arch>.toml       a pulled image: tag digest → its OCI archive's blob
@@ -208,6 +210,20 @@ impl Layout {
     /// without asking upstream again.
     pub fn signature_record(&self, digest: &Digest) -> PathBuf {
         self.tree_path(digest).join("signature.toml")
+    }
+
+    /// `cache/trees/<algo>-<hex>/openpgp.toml`: the OpenPGP signature (`.asc`) that vouched for
+    /// the blob with `digest` (its text, its URL, whose key), so a later install does not verify
+    /// it again and `mirror export` carries it.
+    pub fn openpgp_record(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("openpgp.toml")
+    }
+
+    /// `cache/trees/<algo>-<hex>/openpgp-absent`: the `.asc` URL upstream had no signature at
+    /// when the blob with `digest` was stored, so a later install from the store (offline too)
+    /// does not ask again.
+    pub fn openpgp_absent(&self, digest: &Digest) -> PathBuf {
+        self.tree_path(digest).join("openpgp-absent")
     }
 
     /// `cache/index/urls/<sha256 of url>`: the digest an unpinned artifact was verified as, so a

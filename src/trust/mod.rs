@@ -10,11 +10,15 @@
 //!   sha256, the Rekor log's signed entry timestamp (SET) vouches that the entry (this
 //!   signature, this certificate, this digest) was logged while the short-lived certificate was
 //!   valid, and the certificate names the identity and issuer the manifest's policy expects.
+//! - [`openpgp`]: an OpenPGP (GPG) detached signature (`.asc`, as runc publishes them) over a
+//!   blob's bytes, by a key of a compiled-in keyring (`data/trust/<name>.keyring`) that was
+//!   valid when it signed.
 //!
-//! Nothing here touches the network or the store: callers hand in the blob's digest and the
-//! signature's bytes, and keep the blob only if this says yes.
+//! Nothing here touches the network or the store: callers hand in the blob's digest (or, for
+//! OpenPGP, its bytes) and the signature's bytes, and keep the blob only if this says yes.
 
 mod inclusion;
+pub mod openpgp;
 pub mod root;
 pub mod sigstore;
 pub mod tsa;
@@ -172,18 +176,97 @@ pub enum SigError {
         /// What the policy expects.
         expected: String,
     },
+    /// An OpenPGP keyring could not be read.
+    #[error("the OpenPGP keyring {origin} is not valid: {message}")]
+    Keyring {
+        /// Where it came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The `.asc` is not an armored OpenPGP signature over data.
+    #[error("the OpenPGP signature is malformed: {0}")]
+    PgpMalformed(String),
+    /// The signing key is not in the component's keyring.
+    #[error("the signature was made by OpenPGP key {key}, which is not in the keyring {keyring}")]
+    UnknownKey {
+        /// The issuer's fingerprint (or key id), upper-case hex.
+        key: String,
+        /// The keyring.
+        keyring: String,
+    },
+    /// The signature does not verify over these bytes.
+    #[error("the OpenPGP signature by key {key} does not match the artifact's bytes")]
+    PgpBadSignature {
+        /// The signing key's fingerprint.
+        key: String,
+    },
+    /// The key had expired when the signature was made.
+    #[error(
+        "the OpenPGP key {key} of the keyring {keyring} expired at {}, before the signature was made at {}",
+        rfc3339(*expired),
+        rfc3339(*signed)
+    )]
+    KeyExpired {
+        /// The key's fingerprint.
+        key: String,
+        /// The keyring.
+        keyring: String,
+        /// When it expired (Unix seconds; times keep the error small).
+        expired: i64,
+        /// When the signature was made (Unix seconds).
+        signed: i64,
+    },
+    /// The key is revoked.
+    #[error("the OpenPGP key {key} of the keyring {keyring} is revoked ({reason})")]
+    KeyRevoked {
+        /// The key's fingerprint.
+        key: String,
+        /// The keyring.
+        keyring: String,
+        /// The revocation's reason.
+        reason: String,
+    },
+    /// The key is in the keyring but may not sign (or not then).
+    #[error("the OpenPGP key {key} of the keyring {keyring} may not make this signature: {why}")]
+    NotSigningKey {
+        /// The key's fingerprint.
+        key: String,
+        /// The keyring.
+        keyring: String,
+        /// Why not.
+        why: String,
+    },
+    /// The signature hashes with a broken algorithm.
+    #[error(
+        "the OpenPGP signature uses {hash}, a hash too weak to trust (MD5, SHA-1 and RIPEMD-160 are refused)"
+    )]
+    WeakHash {
+        /// The hash algorithm.
+        hash: String,
+    },
+    /// The signature itself has expired.
+    #[error("the OpenPGP signature expired at {at}")]
+    SignatureExpired {
+        /// When.
+        at: String,
+    },
+    /// The artifact could not be read to check its signature.
+    #[error("the artifact could not be read to check its OpenPGP signature: {0}")]
+    PgpRead(String),
 }
 
-/// A verified signature, kept beside its blob (`Layout::signature_record`): the bundle as
-/// upstream published it, where from, and who signed.
+/// A verified signature, kept beside its blob (`Layout::signature_record` for a Sigstore
+/// bundle, `Layout::openpgp_record` for an OpenPGP `.asc`): the signature as upstream published
+/// it, where from, and who signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// The bundle's upstream URL.
+    /// The signature's upstream URL (the bundle's, or the `.asc`'s).
     pub url: String,
     /// Who signed (as verified).
     pub signer: Policy,
-    /// The bundle's text.
+    /// The bundle's (or the `.asc`'s) text.
     pub bundle: String,
 }
 
@@ -210,6 +293,37 @@ impl Record {
             .map_err(|e| at::<PathIo>("cannot rename into", path)(e.error))?;
         Ok(())
     }
+}
+
+/// Verify the OpenPGP detached signature `asc` (fetched from `url`) over the blob at `blob`
+/// against the keyring `keyring` (its manifest name): the record to keep, whose signer is the
+/// key's primary user id and, as issuer, its fingerprint and keyring
+/// (`OpenPGP key C9C3…D386 (runc.keyring)`), or why not.
+pub fn verify_asc(
+    asc: &[u8],
+    url: &str,
+    keyring: &str,
+    blob: &std::path::Path,
+) -> Result<Record, SigError> {
+    let ring = openpgp::Keyring::named(keyring)?;
+    let file = std::fs::File::open(blob)
+        .map_err(|e| SigError::PgpRead(format!("{}: {e}", blob.display())))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let v = ring.verify(asc, std::io::BufReader::with_capacity(1 << 16, file), now)?;
+    Ok(Record {
+        url: url.to_owned(),
+        signer: Policy {
+            identity: v.uid,
+            issuer: openpgp_issuer(&v.fingerprint, keyring),
+        },
+        bundle: String::from_utf8_lossy(asc).into_owned(),
+    })
+}
+
+/// What a verified OpenPGP signature records as its issuer: the primary key's fingerprint and
+/// the keyring it is in, which a user can check against upstream's.
+pub fn openpgp_issuer(fingerprint: &str, keyring: &str) -> String {
+    format!("OpenPGP key {fingerprint} ({keyring}.keyring)")
 }
 
 /// The blob's sha256 from hex.

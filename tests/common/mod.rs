@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests. Each test file that needs them says `mod common;`.
 
+pub mod gpg;
 pub mod machines;
 pub mod registry;
 pub mod rekor;

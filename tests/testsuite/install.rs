@@ -3004,3 +3004,6 @@ fn signed_architectures_pulled_from_different_tag_digests_are_not_exported_toget
         assert_eq!(report["images"]["signed"].as_array().unwrap().len(), 2);
     }
 }
+
+/// OpenPGP: runc's `.asc` verified against a keyring made by real gpg.
+mod gpg;
