@@ -543,8 +543,29 @@ mod tests {
         // The embedded file is the one data/trust/README.md records.
         assert_eq!(
             hex::encode(sha2::Sha256::digest(KEYRINGS[0].1.as_bytes())),
-            "9bd9742cb79b215cf5f7f71ea71a51a2a95ab573412d54c2905be072d8fcab7c"
+            "c806294ce758acaa08ec06201dae7fabc47b6bab3d655a842c15e242d06a5b02"
         );
+    }
+
+    /// runc's releases up to v1.4.0 were signed by the key upstream's keyring dropped in 2026
+    /// (data/trust/README.md): kept, so those releases verify.
+    #[test]
+    fn the_runc_keyring_keeps_the_key_that_signed_runc_up_to_1_4_0() {
+        let k = runc();
+        let suse = "5F36C6C61B5460124A75F5A69E18AA267DDB8DB4";
+        let key = k
+            .keys
+            .iter()
+            .find(|k| fpr(&k.primary_key) == suse)
+            .expect("asarai@suse.de's key");
+        assert!(
+            primary_uid(key).starts_with("Aleksa Sarai <asarai@suse."),
+            "{}",
+            primary_uid(key)
+        );
+        // Its primary key signs ([SC]) and was valid when runc 1.2.9 was released (2025-11).
+        k.check_primary(key, 1_762_000_000).unwrap();
+        assert_eq!(k.fingerprints().len(), 4, "{:?}", k.fingerprints());
     }
 
     #[test]
