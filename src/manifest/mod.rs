@@ -1129,7 +1129,10 @@ mod wire {
                 url: r.url,
                 format: r.format,
             }),
-            signer: c.signer,
+            signer: c
+                .signer
+                .map(|p| signer(ck, &format!("{what}: signer"), p))
+                .transpose()?,
             keyring: c.keyring,
         })
     }

@@ -315,6 +315,14 @@ fn malformed_manifests_each_get_one_clear_error() {
             "missing field `issuer`",
         ),
         (
+            "a component signer whose issuer is not an https URL",
+            edited(
+                "issuer = \"https://token.actions.githubusercontent.com\" }",
+                "issuer = \"token.actions.githubusercontent.com\" }",
+            ),
+            "component \"containerd\": signer: issuer \"token.actions.githubusercontent.com\" is not an https URL",
+        ),
+        (
             "an OpenPGP signature without a keyring",
             edited("keyring = \"runc\"", "# keyring = \"runc\""),
             "has an asc (OpenPGP signature) but the component names no keyring",
