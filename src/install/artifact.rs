@@ -172,7 +172,7 @@ async fn fetch_artifact(
     if let Some(d) = a.expected()
         && let Some(mut f) = hit(d)?
     {
-        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None, ui).await?;
         let asc = asc_of(store, fetcher, a, &f.sha256, Cached, require_verified, ui).await?;
         f.signed = f.signed.or(asc);
         return Ok(f);
@@ -191,7 +191,7 @@ async fn fetch_artifact(
     .await
     .map_err(|e| InstallError::Task(e.to_string()))??;
     if let Some(mut f) = hit(&expected)? {
-        f.signed = signature_of(store, fetcher, a, &f.sha256, None).await?;
+        f.signed = signature_of(store, fetcher, a, &f.sha256, None, ui).await?;
         let asc = asc_of(store, fetcher, a, &f.sha256, Cached, require_verified, ui).await?;
         f.signed = f.signed.or(asc);
         return Ok(f);
@@ -280,7 +280,7 @@ async fn download(
     bars.finish(&bar, done.as_ref().ok().map(|d| d.size));
     let done = done?;
     // Verified before the blob is stored: a refused signature keeps nothing.
-    let signed = match signature_of(store, fetcher, a, &done.sha256, bundle).await {
+    let signed = match signature_of(store, fetcher, a, &done.sha256, bundle, ui).await {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&done.path);
@@ -341,6 +341,7 @@ async fn signature_of(
     a: &PlannedArtifact,
     sha256: &Digest,
     prefetched: Option<Result<Vec<u8>, FetchError>>,
+    ui: &Ui,
 ) -> Result<Option<crate::trust::Policy>, InstallError> {
     let Some((url, policy)) = &a.signature else {
         return Ok(None);
@@ -369,16 +370,31 @@ async fn signature_of(
         Err(FetchError::FileNotFound { .. }) if a.pinned.is_some() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let record =
-        crate::trust::verify_bundle(&bundle, url, policy, sha256.hex()).map_err(|source| {
-            InstallError::Signature {
+    let record = match crate::trust::verify_bundle(&bundle, url, policy, sha256.hex()) {
+        Ok(r) => r,
+        Err(e) if a.pinned.is_some() && e.unevaluable() => {
+            unevaluable(a, url, &e, ui);
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(InstallError::Signature {
                 url: a.url.clone(),
                 signature: url.clone(),
                 source: Box::new(source),
-            }
-        })?;
+            });
+        }
+    };
     record.save(&path)?;
     Ok(Some(record.signer))
+}
+
+/// A pinned artifact's signature this kbin cannot evaluate: said, and left to its pin.
+fn unevaluable(a: &PlannedArtifact, url: &str, e: &crate::trust::SigError, ui: &Ui) {
+    ui.warn(format!(
+        "{}: its signature {url} cannot be checked by this kbin ({e}); installed on its pin \
+         (a newer kbin may know the log or key)",
+        a.file_name
+    ));
 }
 
 /// What an `.asc` is asked for as.
@@ -468,10 +484,19 @@ async fn asc_of(
         tokio::task::spawn_blocking(move || crate::trust::verify_asc(&asc, &u, &k, &blob))
             .await
             .map_err(|e| InstallError::Task(e.to_string()))?;
-    let record = verified.map_err(|source| InstallError::Asc {
-        asc: url.clone(),
-        source,
-    })?;
+    let record = match verified {
+        Ok(r) => r,
+        Err(e) if a.pinned.is_some() && e.unevaluable() => {
+            unevaluable(a, url, &e, ui);
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(InstallError::Asc {
+                asc: url.clone(),
+                source,
+            });
+        }
+    };
     record.save(&record_path)?;
     Ok(Some(record.signer))
 }

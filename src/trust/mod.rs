@@ -256,6 +256,27 @@ pub enum SigError {
     PgpRead(String),
 }
 
+impl SigError {
+    /// Whether this kbin could not evaluate the signature at all (a format, a log, a key or a
+    /// timestamp authority its trust roots do not have, or material it cannot read), as opposed
+    /// to one it checked that contradicts (other bytes, another signer, another statement, a
+    /// forged proof). A pinned artifact is vouched for by its pin: only the second kind blocks
+    /// it, so an older kbin meeting a newer log shard or maintainer key still installs it.
+    pub fn unevaluable(&self) -> bool {
+        matches!(
+            self,
+            SigError::Root { .. }
+                | SigError::Malformed(_)
+                | SigError::NoLogEntry { .. }
+                | SigError::UnknownLog(_)
+                | SigError::NoTimestamp(_)
+                | SigError::Keyring { .. }
+                | SigError::PgpMalformed(_)
+                | SigError::UnknownKey { .. }
+        )
+    }
+}
+
 /// A verified signature, kept beside its blob (`Layout::signature_record` for a Sigstore
 /// bundle, `Layout::openpgp_record` for an OpenPGP `.asc`): the signature as upstream published
 /// it, where from, and who signed.

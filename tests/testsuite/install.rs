@@ -2092,9 +2092,21 @@ fn a_refused_signature_fails_the_install_with_one_error_and_keeps_nothing() {
             "{want}: {err}"
         );
         assert!(!s.f.toolchain("1.30").exists(), "{want}");
-        // Not one Kubernetes binary is in the store, nor a partial download.
+        // A signature this kbin cannot evaluate (here: no log entry) does not block a pinned
+        // binary, said as such; it does refuse an unpinned one. A contradicting signature
+        // refuses both.
+        let unevaluable = want == "expired at";
+        assert_eq!(
+            err.contains("kubelet: its signature https://dl.k8s.io/")
+                && err.contains("cannot be checked by this kbin")
+                && err.contains("installed on its pin"),
+            unevaluable,
+            "{want}: {err}"
+        );
+        // Not one refused Kubernetes binary is in the store, nor a partial download.
         let kube: Vec<Vec<u8>> = KUBE_BINS
             .iter()
+            .filter(|b| !unevaluable || UNPINNED.contains(b))
             .map(|b| {
                 let p = format!("/release/v{KUBE}/bin/linux/amd64/{b}");
                 s.f.artifacts
@@ -2394,6 +2406,40 @@ fn a_refused_or_missing_attestation_fails_the_install_and_keeps_nothing() {
     let art = a.containerd("1.30");
     assert_eq!(art["pinned"].as_bool(), Some(true), "{art}");
     assert!(art.get("signed").is_none(), "{art}");
+    // Pinned, an attestation this kbin cannot evaluate (no log entry: as a log its trust root
+    // lacks would be) is said and left to the pin; one that contradicts is still refused.
+    let unlogged = Sign {
+        log_entry: false,
+        ..a.signer()
+    };
+    a.publish(&unlogged, &[0, 1]);
+    let _ = std::fs::remove_dir_all(a.f.kbin_home());
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be checked by this kbin"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(a.containerd("1.30").get("signed").is_none());
+    a.publish(&a.signer(), &[1]);
+    let _ = std::fs::remove_dir_all(a.f.kbin_home());
+    let out = a
+        .cmd()
+        .args(["install", "1.30", "--no-images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not vouch for this artifact"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!a.kept());
 }
 
 #[test]

@@ -385,3 +385,39 @@ fn the_keyring_check_names_an_unreadable_artifact_and_an_unknown_keyring() {
         "{err}"
     );
 }
+
+/// runc pinned, with the real compiled-in keyring, and an `.asc` by a key that keyring does not
+/// have (as a new maintainer's would be for an older kbin): said, and left to the pin. Unpinned,
+/// the same `.asc` is refused (a_refused_gpg_signature_…).
+#[test]
+fn a_pinned_runc_signed_by_a_key_the_keyring_lacks_is_left_to_its_pin() {
+    let f = Fixture::new();
+    let gpg = Gpg::new(&f.home.path().join("gnupg"));
+    let key = gpg.gen_key("New Maintainer <new@example.com>", "sign", "1y", None);
+    let runc = f
+        .artifacts
+        .iter()
+        .find(|a| a.path == RUNC)
+        .unwrap()
+        .body
+        .clone();
+    f.server.put(
+        &format!("{RUNC}.asc"),
+        gpg.sign(&key, &runc, None, "SHA256"),
+    );
+    let out = f
+        .cmd()
+        .args(["install", "1.30", "--no-images", "--only", "runc"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "runc.amd64: its signature {RUNC_URL}.asc cannot be checked by this kbin"
+        )) && err.contains("not in the keyring"),
+        "{err}"
+    );
+    let lock = std::fs::read_to_string(f.toolchain("1.30").join("toolchain.lock")).unwrap();
+    assert!(!lock.contains("OpenPGP"), "{lock}");
+}
