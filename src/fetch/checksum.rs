@@ -1,5 +1,6 @@
 //! Parsing upstream checksum files: a bare digest (`kubectl.sha256`), `sha256sum`/`sha512sum`
-//! lines (`<hex>  <name>`, `<hex> *<name>`), or BSD tags (`SHA256 (<name>) = <hex>`). The
+//! lines (`<hex>  <name>`, `<hex> *<name>`), or BSD tags (`SHA256 (<name>) = <hex>`), each
+//! possibly inside an OpenPGP clear-signed message (runc's `runc.sha256sum` is one). The
 //! algorithm follows from the hex length (64: sha256, 128: sha512).
 
 use crate::manifest::{Digest, DigestAlgo};
@@ -28,10 +29,39 @@ fn base(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
+/// The text an OpenPGP clear-signed message (RFC 9580 §7) signs, dash-escaping undone; `text`
+/// itself when it is not one. The signature is not checked here: the artifact's own signature
+/// (its `.asc`) is, at install.
+pub(crate) fn cleartext(text: &str) -> Result<std::borrow::Cow<'_, str>, ChecksumParse> {
+    const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+    if text.trim_start().lines().next().map(str::trim_end) != Some(BEGIN) {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    }
+    let mut lines = text.trim_start().lines().skip(1);
+    // Armor headers (`Hash: SHA512`) up to the first empty line.
+    for l in lines.by_ref() {
+        if l.trim_end().is_empty() {
+            break;
+        }
+    }
+    let mut body = String::new();
+    for l in lines {
+        if l.trim_end() == "-----BEGIN PGP SIGNATURE-----" {
+            return Ok(std::borrow::Cow::Owned(body));
+        }
+        body.push_str(l.strip_prefix("- ").unwrap_or(l));
+        body.push('\n');
+    }
+    Err(ChecksumParse::Format(
+        "a clear-signed message without its signature block".into(),
+    ))
+}
+
 /// The digest for `file_name` in the checksum file `text`. A file holding a single digest with
 /// no name is that digest, whatever the artifact's name.
 pub(crate) fn parse(text: &str, file_name: &str) -> Result<Digest, ChecksumParse> {
     let want = base(file_name);
+    let text = cleartext(text)?;
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -102,6 +132,28 @@ mod tests {
         assert_eq!(d.hex(), B);
         let d = parse(&format!("{B} *./runc.amd64\n"), "runc.amd64").unwrap();
         assert_eq!(d.hex(), B);
+    }
+
+    /// runc's `runc.sha256sum` as its release script makes it (`gpg --clear-sign`).
+    #[test]
+    fn a_clear_signed_checksum_file_is_read_inside_its_signature() {
+        let text = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{A}  runc.amd64\n{B}  runc.arm64\n\
+             - -- a dash-escaped line\n-----BEGIN PGP SIGNATURE-----\n\niHUEARYIAB0WIQ\n=abcd\n\
+             -----END PGP SIGNATURE-----\n"
+        );
+        assert_eq!(parse(&text, "runc.arm64").unwrap().hex(), B);
+        assert_eq!(parse(&text, "runc.amd64").unwrap().hex(), A);
+        assert_eq!(
+            cleartext(&text).unwrap(),
+            format!("{A}  runc.amd64\n{B}  runc.arm64\n-- a dash-escaped line\n")
+        );
+        // Cut before its signature: one clear error, not a digest.
+        let cut = &text[..text.find("-----BEGIN PGP SIGNATURE").unwrap()];
+        assert_eq!(
+            parse(cut, "runc.amd64").unwrap_err(),
+            ChecksumParse::Format("a clear-signed message without its signature block".into())
+        );
     }
 
     #[test]

@@ -821,3 +821,43 @@ fn a_containerd_release_is_recorded_signed_by_its_attestation_and_another_tags_i
     );
     assert_eq!(u.overlay().as_deref(), Some(overlay.as_str()));
 }
+
+/// runc's `runc.sha256sum` is clear-signed (its release script runs `gpg --clear-sign` over
+/// it): made here by real gpg, `kbin update` reads the digests inside the signed message.
+#[test]
+fn a_clear_signed_runc_checksum_file_is_read() {
+    let u = Upstream::new();
+    let gpg = common::gpg::Gpg::new(&u.home.path().join("gnupg"));
+    let key = gpg.gen_key("Runc Test <runc@example.com>", "sign", "1y", None);
+    let v = "1.4.4";
+    let dir = format!("/opencontainers/runc/releases/download/v{v}");
+    let bodies: Vec<(String, Vec<u8>)> = ["amd64", "arm64"]
+        .iter()
+        .map(|a| (format!("runc.{a}"), format!("runc {v} {a}").into_bytes()))
+        .collect();
+    let sums: String = bodies
+        .iter()
+        .map(|(n, b)| format!("{}  {n}\n", sha256(b)))
+        .collect();
+    let signed = gpg.run(None, &["--local-user", &key, "--clear-sign"], Some(&sums));
+    assert!(
+        signed.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"),
+        "{signed}"
+    );
+    u.server.put(&format!("{dir}/runc.sha256sum"), signed);
+    u.server.put(
+        "/repos/opencontainers/runc/releases",
+        listing(&[&format!("v{v}"), "v1.4.3", "v1.3.5"]),
+    );
+    let o = u.cmd().args(["update"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let overlay = u.overlay().expect("the overlay is written");
+    let t: toml::Table = toml::from_str(&overlay).unwrap();
+    for (arch, (_, body)) in ["amd64", "arm64"].iter().zip(&bodies) {
+        assert_eq!(
+            t["tofu"][&format!("runc/{arch}/{v}")]["digest"].as_str(),
+            Some(format!("sha256:{}", sha256(body)).as_str()),
+            "{overlay}"
+        );
+    }
+}
