@@ -381,28 +381,7 @@ fn render_installed(list: &Vec<Installed>) -> String {
                 ]);
             }
         }
-        // The pulled images, a row each: what containerd names it by (the platform manifest's
-        // digest) and what vouched for it, as for a binary.
-        for p in &r.pulled {
-            let Ok(image) = p.name.parse::<crate::images::ImageRef>() else {
-                continue;
-            };
-            let rel = format!("images/{}", image.archive_name());
-            let vouch = match (&p.signed, t.damaged.iter().any(|f| f.path == rel)) {
-                (_, true) => "DAMAGED".to_string(),
-                (Some(s), false) => format!("signed by {}", s.identity),
-                (None, false) => "trusted on first use".to_string(),
-            };
-            rows.push(vec![
-                "image".to_string(),
-                format!("{}:{}", image.repository, image.tag),
-                image.tag.clone(),
-                "registry".to_string(),
-                vouch,
-                format!("{}…", &p.manifest.to_string()[..19]),
-                "-".to_string(),
-            ]);
-        }
+        rows.extend(image_rows(t));
         out.push_str(&table(
             &[
                 "COMPONENT",
@@ -424,6 +403,33 @@ fn render_installed(list: &Vec<Installed>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The pulled images of `t`, a row each: what containerd names it by (the platform manifest's
+/// digest) and what vouched for it, as for a binary.
+fn image_rows(t: &Installed) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for p in &t.receipt.pulled {
+        let Ok(image) = p.name.parse::<crate::images::ImageRef>() else {
+            continue;
+        };
+        let rel = format!("images/{}", image.archive_name());
+        let vouch = match (&p.signed, t.damaged.iter().any(|f| f.path == rel)) {
+            (_, true) => "DAMAGED".to_string(),
+            (Some(s), false) => format!("signed by {}", s.identity),
+            (None, false) => "trusted on first use".to_string(),
+        };
+        rows.push(vec![
+            "image".to_string(),
+            format!("{}:{}", image.repository, image.tag),
+            image.tag.clone(),
+            "registry".to_string(),
+            vouch,
+            format!("{}…", &p.manifest.to_string()[..19]),
+            "-".to_string(),
+        ]);
+    }
+    rows
 }
 
 /// The VERIFIED column's word for a source build's comparison with upstream.

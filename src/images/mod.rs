@@ -412,7 +412,6 @@ pub async fn cosign_signature(
     digest: &Digest,
     policy: &crate::trust::Policy,
 ) -> Result<Option<VerifiedSignature>, ImageError> {
-    use base64::Engine as _;
     let name = image.to_string();
     let refused = |source: crate::trust::SigError| ImageError::Signature {
         image: name.clone(),
@@ -460,34 +459,11 @@ pub async fn cosign_signature(
         payloads.push((payload_digest.clone(), payload.clone()));
         // The simple-signing payload names the image's digest: a signature of another image
         // does not vouch for this one.
-        let named = serde_json::from_slice::<serde_json::Value>(&payload)
-            .ok()
-            .and_then(|v| {
-                v["critical"]["image"]["docker-manifest-digest"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-        if named.as_deref() != Some(digest.to_string().as_str()) {
-            last = Some(crate::trust::SigError::EntryMismatch(format!(
-                "the signed payload names {}, not {digest}",
-                named.as_deref().unwrap_or("no image")
-            )));
+        if let Some(other) = names_other_image(&payload, digest) {
+            last = Some(other);
             continue;
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut bundle = serde_json::json!({
-            "base64Signature": sig,
-            "cert": b64.encode(cert.as_bytes()),
-        });
-        if let Some(b) = layer.annotations.get(COSIGN_BUNDLE) {
-            bundle["rekorBundle"] = serde_json::from_str(b).map_err(|e| {
-                refused(crate::trust::SigError::Malformed(format!(
-                    "the {COSIGN_BUNDLE} annotation is not JSON: {e}"
-                )))
-            })?;
-        }
-        let material =
-            crate::trust::Material::from_bundle(bundle.to_string().as_bytes()).map_err(&refused)?;
+        let material = layer_material(layer, sig, cert).map_err(&refused)?;
         let raw = hex::decode(payload_digest.hex()).expect("a parsed sha256 is hex");
         match crate::trust::verify_blob(&root, &material, &raw, policy) {
             Ok(s) => {
@@ -508,6 +484,46 @@ pub async fn cosign_signature(
             "the signature manifest {sig_tag} has no signature layer"
         ))
     })))
+}
+
+/// Why a signature layer's simple-signing `payload` does not vouch for the image `digest`: it
+/// names another image (or none).
+fn names_other_image(payload: &[u8], digest: &Digest) -> Option<crate::trust::SigError> {
+    let named = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| {
+            v["critical"]["image"]["docker-manifest-digest"]
+                .as_str()
+                .map(str::to_owned)
+        });
+    (named.as_deref() != Some(digest.to_string().as_str())).then(|| {
+        crate::trust::SigError::EntryMismatch(format!(
+            "the signed payload names {}, not {digest}",
+            named.as_deref().unwrap_or("no image")
+        ))
+    })
+}
+
+/// A signature layer's signature, certificate and Rekor bundle (its annotations) as the
+/// material to verify: cosign's `--bundle` shape.
+fn layer_material(
+    layer: &SigLayer,
+    sig: &str,
+    cert: &str,
+) -> Result<crate::trust::Material, crate::trust::SigError> {
+    use base64::Engine as _;
+    let mut bundle = serde_json::json!({
+        "base64Signature": sig,
+        "cert": base64::engine::general_purpose::STANDARD.encode(cert.as_bytes()),
+    });
+    if let Some(b) = layer.annotations.get(COSIGN_BUNDLE) {
+        bundle["rekorBundle"] = serde_json::from_str(b).map_err(|e| {
+            crate::trust::SigError::Malformed(format!(
+                "the {COSIGN_BUNDLE} annotation is not JSON: {e}"
+            ))
+        })?;
+    }
+    crate::trust::Material::from_bundle(bundle.to_string().as_bytes())
 }
 
 /// Keep a verified signature's material in the store, each blob checked against its digest: the

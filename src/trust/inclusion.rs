@@ -5,7 +5,21 @@
 use base64::Engine as _;
 
 use super::SigError;
-use super::sigstore::{InclusionProof, LogEntry};
+
+/// An entry's inclusion proof (RFC 6962) and the signed checkpoint whose root it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// The entry's index in the tree the proof is about.
+    pub log_index: u64,
+    /// That tree's size.
+    pub tree_size: u64,
+    /// Its root hash.
+    pub root_hash: Vec<u8>,
+    /// The sibling hashes, leaf to root.
+    pub hashes: Vec<Vec<u8>>,
+    /// The log's signed note naming that tree (`origin`, size, root hash, signature lines).
+    pub checkpoint: String,
+}
 
 fn bad(what: impl Into<String>) -> SigError {
     SigError::BadInclusion(what.into())
@@ -102,11 +116,11 @@ fn checkpoint<'a>(
     }))
 }
 
-/// `entry` (with its `proof`) is in the log whose key `verify` checks and whose id is
-/// `key_id`: the checkpoint is signed by it, and the proof reaches the checkpoint's root from
-/// the entry's body.
+/// The entry with `body` (base64, as the bundle has it) is in the log whose key `verify` checks
+/// and whose id is `key_id`, by `proof`: the checkpoint is signed by it, and the proof reaches
+/// the checkpoint's root from the body.
 pub fn verify(
-    entry: &LogEntry,
+    body: &str,
     proof: &InclusionProof,
     key_id: &[u8],
     verify: &dyn Fn(&[u8], &[u8]) -> bool,
@@ -119,7 +133,7 @@ pub fn verify(
         )));
     }
     let body = base64::engine::general_purpose::STANDARD
-        .decode(entry.body.trim())
+        .decode(body.trim())
         .map_err(|_| bad("the entry's body is not base64"))?;
     if root_from(&body, proof)? != proof.root_hash {
         return Err(bad(

@@ -53,20 +53,7 @@ pub struct LogEntry {
     pub proof: Option<InclusionProof>,
 }
 
-/// An entry's inclusion proof (RFC 6962) and the signed checkpoint whose root it reaches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InclusionProof {
-    /// The entry's index in the tree the proof is about.
-    pub log_index: u64,
-    /// That tree's size.
-    pub tree_size: u64,
-    /// Its root hash.
-    pub root_hash: Vec<u8>,
-    /// The sibling hashes, leaf to root.
-    pub hashes: Vec<Vec<u8>>,
-    /// The log's signed note naming that tree (`origin`, size, root hash, signature lines).
-    pub checkpoint: String,
-}
+pub use super::inclusion::InclusionProof;
 
 /// A signature over a blob with what is needed to check it offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,156 +322,180 @@ impl StrOrInt {
     }
 }
 
+/// A bundle's signing certificate (DER): the certificate, or the chain's first.
+fn bundle_cert(vm: &VerificationMaterial) -> Result<Vec<u8>, SigError> {
+    match (&vm.certificate, &vm.x509_certificate_chain) {
+        (Some(c), _) => b64(&c.raw_bytes, "the certificate"),
+        (None, Some(ch)) => b64(
+            &ch.certificates
+                .first()
+                .ok_or_else(|| malformed("an empty certificate chain"))?
+                .raw_bytes,
+            "the certificate",
+        ),
+        (None, None) => Err(malformed(
+            "the bundle has no certificate (a public-key bundle is not keyless)",
+        )),
+    }
+}
+
+/// What a bundle's signature is over: the blob (a message signature), or a DSSE envelope.
+fn signed_content(
+    message: Option<MessageSignature>,
+    envelope: Option<DsseEnvelope>,
+) -> Result<(Vec<u8>, Option<Envelope>), SigError> {
+    match (message, envelope) {
+        (Some(ms), None) => Ok((b64(&ms.signature, "the signature")?, None)),
+        (None, Some(env)) => {
+            // A keyless attestation is signed once; several signatures would each need their
+            // own certificate, which a bundle cannot carry.
+            let [sig] = env.signatures.as_slice() else {
+                return Err(malformed(format!(
+                    "the DSSE envelope has {} signatures, not one",
+                    env.signatures.len()
+                )));
+            };
+            Ok((
+                b64(&sig.sig, "the envelope's signature")?,
+                Some(Envelope {
+                    payload_type: env.payload_type,
+                    payload: b64(&env.payload, "the envelope's payload")?,
+                }),
+            ))
+        }
+        (Some(_), Some(_)) => Err(malformed(
+            "the bundle has both a message signature and a DSSE envelope",
+        )),
+        (None, None) => Err(malformed(
+            "the bundle has neither a message signature nor a DSSE envelope",
+        )),
+    }
+}
+
+/// The log entry to check a bundle by: a Rekor v1 entry by its promise (SET), else a Rekor v2
+/// entry by its inclusion proof and signed checkpoint. An entry with neither: as good as none.
+fn bundle_entry(entries: &[TlogEntry]) -> Result<Option<LogEntry>, SigError> {
+    let Some(e) = entries
+        .iter()
+        .find(|e| e.inclusion_promise.is_some())
+        .or_else(|| {
+            entries.iter().find(|e| {
+                e.inclusion_proof
+                    .as_ref()
+                    .is_some_and(|p| p.checkpoint.is_some())
+            })
+        })
+    else {
+        return Ok(None);
+    };
+    let (set, proof) = match (&e.inclusion_promise, &e.inclusion_proof) {
+        (Some(p), _) => (
+            b64(&p.signed_entry_timestamp, "the signed entry timestamp")?,
+            None,
+        ),
+        (None, Some(p)) => (Vec::new(), Some(inclusion_proof(p)?)),
+        // Found by its promise or its proof: not reached.
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(LogEntry {
+        body: e.canonicalized_body.clone(),
+        integrated_time: match &e.integrated_time {
+            Some(t) => t.get("integratedTime")?,
+            None => 0,
+        },
+        log_index: e.log_index.get("logIndex")?,
+        log_id: b64(&e.log_id.key_id, "the log id")?,
+        set,
+        proof,
+    }))
+}
+
+/// A Rekor v2 entry's inclusion proof, decoded.
+fn inclusion_proof(p: &WireProof) -> Result<InclusionProof, SigError> {
+    let count = |v: &StrOrInt, what: &str| {
+        u64::try_from(v.get(what)?).map_err(|_| malformed(format!("{what} is negative")))
+    };
+    Ok(InclusionProof {
+        log_index: count(&p.log_index, "the proof's logIndex")?,
+        tree_size: count(&p.tree_size, "the proof's treeSize")?,
+        root_hash: b64(&p.root_hash, "the proof's root hash")?,
+        hashes: p
+            .hashes
+            .iter()
+            .map(|h| b64(h, "a proof hash"))
+            .collect::<Result<_, _>>()?,
+        checkpoint: p
+            .checkpoint
+            .as_ref()
+            .map(|c| c.envelope.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// cosign's older `--bundle` JSON (`base64Signature`, `cert`, `rekorBundle`).
+fn cosign_bundle(b: Bundle) -> Result<Material, SigError> {
+    let (Some(sig), Some(cert)) = (&b.base64_signature, &b.cert) else {
+        return Err(malformed(
+            "neither a Sigstore bundle nor a cosign bundle (no signature and certificate)",
+        ));
+    };
+    let cert = cert_der(&b64(cert, "the certificate")?)?;
+    let entry = b
+        .rekor_bundle
+        .map(|r| -> Result<LogEntry, SigError> {
+            Ok(LogEntry {
+                body: r.payload.body,
+                integrated_time: r.payload.integrated_time,
+                log_index: r.payload.log_index,
+                log_id: hex::decode(&r.payload.log_id)
+                    .map_err(|_| malformed("the log id is not hex"))?,
+                set: b64(&r.set, "the signed entry timestamp")?,
+                proof: None,
+            })
+        })
+        .transpose()?;
+    Ok(Material {
+        cert,
+        signature: b64(sig, "the signature")?,
+        entry,
+        envelope: None,
+        timestamps: Vec::new(),
+    })
+}
+
 impl Material {
     /// From a Sigstore bundle or cosign's older `--bundle` JSON.
     pub fn from_bundle(json: &[u8]) -> Result<Material, SigError> {
         let b: Bundle = serde_json::from_slice(json)
             .map_err(|e| malformed(format!("not a Sigstore bundle ({e})")))?;
-        if let Some(vm) = b.verification_material {
-            if !b
-                .media_type
-                .starts_with("application/vnd.dev.sigstore.bundle")
-            {
-                return Err(malformed(format!(
-                    "unknown bundle media type {:?}",
-                    b.media_type
-                )));
-            }
-            let cert = match (&vm.certificate, &vm.x509_certificate_chain) {
-                (Some(c), _) => b64(&c.raw_bytes, "the certificate")?,
-                (None, Some(ch)) => b64(
-                    &ch.certificates
-                        .first()
-                        .ok_or_else(|| malformed("an empty certificate chain"))?
-                        .raw_bytes,
-                    "the certificate",
-                )?,
-                (None, None) => {
-                    return Err(malformed(
-                        "the bundle has no certificate (a public-key bundle is not keyless)",
-                    ));
+        match b.verification_material {
+            Some(vm) => {
+                if !b
+                    .media_type
+                    .starts_with("application/vnd.dev.sigstore.bundle")
+                {
+                    return Err(malformed(format!(
+                        "unknown bundle media type {:?}",
+                        b.media_type
+                    )));
                 }
-            };
-            let (signature, envelope) = match (b.message_signature, b.dsse_envelope) {
-                (Some(ms), None) => (b64(&ms.signature, "the signature")?, None),
-                (None, Some(env)) => {
-                    // A keyless attestation is signed once; several signatures would each need
-                    // their own certificate, which a bundle cannot carry.
-                    let [sig] = env.signatures.as_slice() else {
-                        return Err(malformed(format!(
-                            "the DSSE envelope has {} signatures, not one",
-                            env.signatures.len()
-                        )));
-                    };
-                    (
-                        b64(&sig.sig, "the envelope's signature")?,
-                        Some(Envelope {
-                            payload_type: env.payload_type,
-                            payload: b64(&env.payload, "the envelope's payload")?,
-                        }),
-                    )
-                }
-                (Some(_), Some(_)) => {
-                    return Err(malformed(
-                        "the bundle has both a message signature and a DSSE envelope",
-                    ));
-                }
-                (None, None) => {
-                    return Err(malformed(
-                        "the bundle has neither a message signature nor a DSSE envelope",
-                    ));
-                }
-            };
-            // A Rekor v1 entry is checked offline by its promise (SET); a Rekor v2 entry by its
-            // inclusion proof and signed checkpoint. An entry with neither: as good as none.
-            let entry = match vm
-                .tlog_entries
-                .iter()
-                .find(|e| e.inclusion_promise.is_some())
-                .or_else(|| {
-                    vm.tlog_entries.iter().find(|e| {
-                        e.inclusion_proof
-                            .as_ref()
-                            .is_some_and(|p| p.checkpoint.is_some())
-                    })
-                }) {
-                None => None,
-                Some(e) => Some(LogEntry {
-                    body: e.canonicalized_body.clone(),
-                    integrated_time: match &e.integrated_time {
-                        Some(t) => t.get("integratedTime")?,
-                        None => 0,
-                    },
-                    log_index: e.log_index.get("logIndex")?,
-                    log_id: b64(&e.log_id.key_id, "the log id")?,
-                    set: match &e.inclusion_promise {
-                        Some(p) => b64(&p.signed_entry_timestamp, "the signed entry timestamp")?,
-                        None => Vec::new(),
-                    },
-                    proof: match (&e.inclusion_promise, &e.inclusion_proof) {
-                        (None, Some(p)) => Some(InclusionProof {
-                            log_index: u64::try_from(p.log_index.get("the proof's logIndex")?)
-                                .map_err(|_| malformed("the proof's logIndex is negative"))?,
-                            tree_size: u64::try_from(p.tree_size.get("the proof's treeSize")?)
-                                .map_err(|_| malformed("the proof's treeSize is negative"))?,
-                            root_hash: b64(&p.root_hash, "the proof's root hash")?,
-                            hashes: p
-                                .hashes
-                                .iter()
-                                .map(|h| b64(h, "a proof hash"))
-                                .collect::<Result<_, _>>()?,
-                            checkpoint: p
-                                .checkpoint
-                                .as_ref()
-                                .map(|c| c.envelope.clone())
-                                .unwrap_or_default(),
-                        }),
-                        _ => None,
-                    },
-                }),
-            };
-            let timestamps = vm
-                .timestamp_verification_data
-                .map(|t| t.rfc3161_timestamps)
-                .unwrap_or_default()
-                .iter()
-                .map(|t| b64(&t.signed_timestamp, "a signed timestamp"))
-                .collect::<Result<_, _>>()?;
-            return Ok(Material {
-                cert,
-                signature,
-                entry,
-                envelope,
-                timestamps,
-            });
-        }
-        let (Some(sig), Some(cert)) = (&b.base64_signature, &b.cert) else {
-            return Err(malformed(
-                "neither a Sigstore bundle nor a cosign bundle (no signature and certificate)",
-            ));
-        };
-        let cert = cert_der(&b64(cert, "the certificate")?)?;
-        let entry = b
-            .rekor_bundle
-            .map(|r| -> Result<LogEntry, SigError> {
-                Ok(LogEntry {
-                    body: r.payload.body,
-                    integrated_time: r.payload.integrated_time,
-                    log_index: r.payload.log_index,
-                    log_id: hex::decode(&r.payload.log_id)
-                        .map_err(|_| malformed("the log id is not hex"))?,
-                    set: b64(&r.set, "the signed entry timestamp")?,
-                    proof: None,
+                let (signature, envelope) = signed_content(b.message_signature, b.dsse_envelope)?;
+                Ok(Material {
+                    cert: bundle_cert(&vm)?,
+                    signature,
+                    entry: bundle_entry(&vm.tlog_entries)?,
+                    envelope,
+                    timestamps: vm
+                        .timestamp_verification_data
+                        .map(|t| t.rfc3161_timestamps)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|t| b64(&t.signed_timestamp, "a signed timestamp"))
+                        .collect::<Result<_, _>>()?,
                 })
-            })
-            .transpose()?;
-        Ok(Material {
-            cert,
-            signature: b64(sig, "the signature")?,
-            entry,
-            envelope: None,
-            timestamps: Vec::new(),
-        })
+            }
+            None => cosign_bundle(b),
+        }
     }
 
     /// From a `.sig` (base64) and a `.cert` (base64 of PEM, or PEM), as dl.k8s.io publishes
@@ -702,43 +713,7 @@ pub fn verify_blob(
             not_after: rfc3339(not_after),
         });
     };
-    let log = root
-        .logs
-        .iter()
-        .find(|l| l.id == entry.log_id)
-        .ok_or_else(|| SigError::UnknownLog(hex::encode(&entry.log_id)))?;
-    let (_, log_spki) = SubjectPublicKeyInfo::from_der(&log.spki)
-        .map_err(|e| malformed(format!("the log key of {} is not DER ({e})", log.url)))?;
-    let log_key = log_key(&log_spki)?;
-    let t = match &entry.proof {
-        // Rekor v1: the log's promise (SET) vouches for the entry and its time.
-        None => {
-            if !log_key(&set_payload(entry), &entry.set) {
-                return Err(SigError::BadPromise);
-            }
-            check_body(entry, m, sha256)?;
-            entry.integrated_time
-        }
-        // Rekor v2: an inclusion proof to a checkpoint the log signed; the entry has no time,
-        // a timestamp authority's timestamp over the signature dates it.
-        Some(proof) => {
-            super::inclusion::verify(entry, proof, &log.id, &log_key)?;
-            check_body_v2(entry, m, sha256)?;
-            let mut why = String::new();
-            let mut dated = None;
-            for ts in &m.timestamps {
-                match super::tsa::verify(root, ts, &m.signature) {
-                    Ok(t) => {
-                        dated = Some(t);
-                        break;
-                    }
-                    Err(e) if why.is_empty() => why = format!(" ({e})"),
-                    Err(_) => {}
-                }
-            }
-            dated.ok_or(SigError::NoTimestamp(why))?
-        }
-    };
+    let (t, log) = logged(root, m, entry, sha256)?;
     let outside = |what: &str, w: super::root::Window| {
         let (from, to) = w.describe();
         SigError::OutsideValidity {
@@ -768,6 +743,44 @@ pub fn verify_blob(
         env.subject(&hex::encode(sha256))?;
     }
     Ok(who)
+}
+
+/// When `entry` says `m` was logged, by which log of `root`, once the log vouches for the entry
+/// and the entry records `m`: Rekor v1 by the log's promise (SET), which dates it too; Rekor v2
+/// by an inclusion proof to a checkpoint the log signed, the entry having no time, dated by a
+/// timestamp authority's timestamp over the signature.
+fn logged<'r>(
+    root: &'r TrustRoot,
+    m: &Material,
+    entry: &LogEntry,
+    sha256: &[u8],
+) -> Result<(i64, &'r super::root::LogKey), SigError> {
+    let log = root
+        .logs
+        .iter()
+        .find(|l| l.id == entry.log_id)
+        .ok_or_else(|| SigError::UnknownLog(hex::encode(&entry.log_id)))?;
+    let (_, log_spki) = SubjectPublicKeyInfo::from_der(&log.spki)
+        .map_err(|e| malformed(format!("the log key of {} is not DER ({e})", log.url)))?;
+    let log_key = log_key(&log_spki)?;
+    let Some(proof) = &entry.proof else {
+        if !log_key(&set_payload(entry), &entry.set) {
+            return Err(SigError::BadPromise);
+        }
+        check_body(entry, m, sha256)?;
+        return Ok((entry.integrated_time, log));
+    };
+    super::inclusion::verify(&entry.body, proof, &log.id, &log_key)?;
+    check_body_v2(entry, m, sha256)?;
+    let mut why = String::new();
+    for ts in &m.timestamps {
+        match super::tsa::verify(root, ts, &m.signature) {
+            Ok(t) => return Ok((t, log)),
+            Err(e) if why.is_empty() => why = format!(" ({e})"),
+            Err(_) => {}
+        }
+    }
+    Err(SigError::NoTimestamp(why))
 }
 
 /// The signer of `leaf`, logged in `entry`, if it is the one `policy` names (identity and OIDC
