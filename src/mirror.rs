@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::fsx::{PathIo, at, temp_beside};
 use crate::manifest::{Digest, DigestAlgo, KUBERNETES, ListingFormat, Manifest};
+use crate::store::Layout;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +183,8 @@ pub fn from_versions(
                         .map_err(|_| MirrorError::Vanished(format!("the version of {}", a.url)))?,
                     url: a.url.clone(),
                     checksum_url: a.checksum_url.clone(),
-                    signature: signature_record(store, &d),
-                    asc: openpgp_record(store, &d),
+                    signature: kept_record(store, &d, Layout::signature_record),
+                    asc: kept_record(store, &d, Layout::openpgp_record),
                     blob,
                     digest: d,
                 });
@@ -244,11 +245,11 @@ pub fn from_toolchain(
                 signature: a
                     .signed
                     .as_ref()
-                    .and_then(|_| signature_record(store, &a.digest)),
+                    .and_then(|_| kept_record(store, &a.digest, Layout::signature_record)),
                 asc: a
                     .signed
                     .as_ref()
-                    .and_then(|_| openpgp_record(store, &a.digest)),
+                    .and_then(|_| kept_record(store, &a.digest, Layout::openpgp_record)),
                 blob,
                 digest: a.digest.clone(),
             });
@@ -257,21 +258,17 @@ pub fn from_toolchain(
     Ok(out)
 }
 
-/// The verified signature kept beside the blob `digest` (sha256 digests only: signatures are
-/// over the sha256), if any.
-fn signature_record(store: &crate::store::Store, digest: &Digest) -> Option<crate::trust::Record> {
+/// A verified signature kept beside the blob `digest` (sha256 digests only: signatures are
+/// checked against one), at the path `record` gives: a Sigstore bundle or an `.asc`.
+fn kept_record(
+    store: &crate::store::Store,
+    digest: &Digest,
+    record: fn(&Layout, &Digest) -> PathBuf,
+) -> Option<crate::trust::Record> {
     if digest.algo() != DigestAlgo::Sha256 {
         return None;
     }
-    crate::trust::Record::load(&store.layout().signature_record(digest))
-}
-
-/// The verified OpenPGP signature (`.asc`) kept beside the blob `digest`, if any.
-fn openpgp_record(store: &crate::store::Store, digest: &Digest) -> Option<crate::trust::Record> {
-    if digest.algo() != DigestAlgo::Sha256 {
-        return None;
-    }
-    crate::trust::Record::load(&store.layout().openpgp_record(digest))
+    crate::trust::Record::load(&record(store.layout(), digest))
 }
 
 /// The checksum file of the artifact at `url` (a toolchain's receipt records only the URL).

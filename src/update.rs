@@ -349,8 +349,7 @@ async fn detached(
                 );
             }
             // Not exported (or an upstream-shaped mirror): ask the log as upstream would.
-            Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => {}
-            Err(FetchError::FileNotFound { .. }) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(fetch_err(e)),
         }
     }

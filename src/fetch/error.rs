@@ -192,6 +192,13 @@ impl FetchError {
         }
     }
 
+    /// Whether the file is not there: a 404 from a server, or a `file://` mirror without it. What
+    /// callers that accept an absent optional file (a signature, a bundle) match on.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FetchError::Status { status, .. } if status.as_u16() == 404)
+            || matches!(self, FetchError::FileNotFound { .. })
+    }
+
     /// A suggestion for the user, for callers that attach hints (`.hint(…)`).
     pub fn hint(&self) -> Option<&'static str> {
         Some(match self {

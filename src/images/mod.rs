@@ -423,8 +423,7 @@ pub async fn cosign_signature(
         .await
     {
         Ok(d) => d,
-        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => return Ok(None),
-        Err(FetchError::FileNotFound { .. }) => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let m: SigManifest = serde_json::from_slice(&doc).map_err(|e| {

@@ -364,10 +364,7 @@ async fn signature_of(
         Ok(b) => b,
         // A pinned artifact is vouched for by its pin: a mirror without its bundle (an export
         // made before the manifest named one) does not block it.
-        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 && a.pinned.is_some() => {
-            return Ok(None);
-        }
-        Err(FetchError::FileNotFound { .. }) if a.pinned.is_some() => return Ok(None),
+        Err(e) if e.is_not_found() && a.pinned.is_some() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let record = match crate::trust::verify_bundle(&bundle, url, policy, sha256.hex()) {
@@ -456,14 +453,7 @@ async fn asc_of(
     };
     let asc = match fetched {
         Ok(b) => b,
-        Err(FetchError::Status { status, .. }) if status.as_u16() == 404 => {
-            let r = missing_asc(a, url, require_verified, ui);
-            if r.is_ok() {
-                remember_absent();
-            }
-            return r;
-        }
-        Err(FetchError::FileNotFound { .. }) => {
+        Err(e) if e.is_not_found() => {
             let r = missing_asc(a, url, require_verified, ui);
             if r.is_ok() {
                 remember_absent();
