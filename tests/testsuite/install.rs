@@ -2530,12 +2530,7 @@ fn signed_images_are_verified_recorded_and_a_refused_one_keeps_nothing() {
     }
     let out = s.cmd().args(["show-versions", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let images: Vec<&serde_json::Value> = v[0]["vouched"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["component"] == "image")
-        .collect();
+    let images = image_vouches(&v);
     assert_eq!(images.len(), 2, "{v}");
     assert!(
         images
@@ -2598,6 +2593,16 @@ fn signed_images(s: &Signed) -> (common::registry::FakeImage, common::registry::
     common::registry::publish_signature(&s.f.server, &pause, &s.ts, &trust, None);
     common::registry::publish_signature(&s.f.server, &coredns, &s.ts, &trust, None);
     (pause, coredns)
+}
+
+/// The image rows of `show-versions --json`'s first toolchain's `vouched`.
+fn image_vouches(v: &serde_json::Value) -> Vec<&serde_json::Value> {
+    v[0]["vouched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["component"] == "image")
+        .collect()
 }
 
 /// `kbin mirror export ARGS --json --out dir`: its report.
@@ -2685,12 +2690,7 @@ fn an_export_carries_image_signatures_that_an_air_gapped_install_verifies() {
     assert!(row.contains(&format!("signed by {IMAGE_SIGNER}")), "{row}");
     let out = from_export(&s, &fresh, &dir, &["show-versions", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let images: Vec<&serde_json::Value> = v[0]["vouched"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["component"] == "image")
-        .collect();
+    let images = image_vouches(&v);
     assert_eq!(images.len(), 2, "{v}");
     assert!(
         images
